@@ -1,0 +1,5 @@
+//! Commit stage: out-of-order acknowledgement tracking and offset commits.
+
+pub mod ack_tracker;
+
+pub use ack_tracker::{AckToken, AckTracker, PartitionId};

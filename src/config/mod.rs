@@ -1,0 +1,821 @@
+//! Configuration: the TOML file of SPEC §3, loaded into typed structs.
+//!
+//! Owns parsing, `${VAR}` expansion, defaults and validation. Every error names
+//! the offending key (`delivery.backoff.jitter`, `endpoints[2].url`). It builds
+//! no runtime objects: the stages turn these plain structs into their own.
+
+mod duration;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+pub use duration::{HumanDuration, parse_duration};
+
+use crate::deliver::sign::SignatureScheme;
+use crate::source::extract::Preset;
+
+/// The value `kafka.brokers` takes to run librdkafka's in-process mock cluster.
+pub const EMBEDDED_BROKERS: &str = "embedded";
+
+/// A configuration problem, naming the key it is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Dotted path of the offending key, e.g. `endpoints[0].url`.
+    pub key: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl ConfigError {
+    /// A new error about `key`.
+    pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "configuration error: {}", self.message)
+        } else {
+            write!(f, "configuration error: `{}`: {}", self.key, self.message)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// `[kafka]`: where events come from.
+    pub kafka: KafkaConfig,
+    /// `[topics]`: the topics hookstream owns.
+    pub topics: TopicsConfig,
+    /// `[delivery]`: defaults for every endpoint.
+    pub delivery: DeliveryConfig,
+    /// `[api]`: the management API.
+    pub api: ApiConfig,
+    /// `[metrics]`: the Prometheus endpoint.
+    pub metrics: MetricsConfig,
+    /// `[[sources]]`: how events on each input topic are read.
+    pub sources: Vec<SourceConfig>,
+    /// `[[endpoints]]`: static endpoints.
+    pub endpoints: Vec<EndpointConfig>,
+}
+
+/// `[kafka]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, or `"embedded"`.
+    pub brokers: String,
+    /// Consumer group of the input (and retry) consumers.
+    pub group_id: String,
+    /// Input topics.
+    pub topics: Vec<String>,
+    /// Passed to librdkafka verbatim.
+    pub properties: BTreeMap<String, PropertyValue>,
+    /// How often settled offsets are committed.
+    pub commit_interval: HumanDuration,
+    /// Partitions of the input topics created on the embedded broker.
+    pub embedded_partitions: i32,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            brokers: "127.0.0.1:9092".into(),
+            group_id: "hookstream".into(),
+            topics: vec!["device-events".into()],
+            properties: BTreeMap::new(),
+            commit_interval: HumanDuration::from_secs(1),
+            embedded_partitions: 6,
+        }
+    }
+}
+
+impl KafkaConfig {
+    /// True when `brokers = "embedded"`.
+    pub fn is_embedded(&self) -> bool {
+        self.brokers == EMBEDDED_BROKERS
+    }
+}
+
+/// A librdkafka property value: TOML strings, integers and booleans are all
+/// passed on as their text.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum PropertyValue {
+    /// `"10000"`
+    Text(String),
+    /// `10000`
+    Integer(i64),
+    /// `true`
+    Bool(bool),
+}
+
+impl fmt::Display for PropertyValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Text(s) => f.write_str(s),
+            Self::Integer(i) => write!(f, "{i}"),
+            Self::Bool(b) => write!(f, "{b}"),
+        }
+    }
+}
+
+/// `[topics]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TopicsConfig {
+    /// Prefix of the owned topics.
+    pub prefix: String,
+    /// Delay tiers, shortest first.
+    pub retry_tiers: Vec<HumanDuration>,
+    /// Create owned topics at start-up when missing.
+    pub create: bool,
+    /// Partitions of created owned topics.
+    pub partitions: i32,
+    /// Replication factor of created owned topics (-1 = broker default).
+    pub replication_factor: i32,
+}
+
+impl Default for TopicsConfig {
+    fn default() -> Self {
+        Self {
+            prefix: "hookstream".into(),
+            retry_tiers: ["1s", "5s", "30s", "2m", "10m", "1h"]
+                .iter()
+                .filter_map(|t| parse_duration(t).ok().map(HumanDuration))
+                .collect(),
+            create: true,
+            partitions: 6,
+            replication_factor: -1,
+        }
+    }
+}
+
+impl TopicsConfig {
+    /// `<prefix>.dlq`
+    pub fn dlq_topic(&self) -> String {
+        format!("{}.dlq", self.prefix)
+    }
+
+    /// `<prefix>.retry.<tier>`
+    pub fn retry_topic(&self, tier: HumanDuration) -> String {
+        format!("{}.retry.{}", self.prefix, tier)
+    }
+
+    /// `<prefix>.endpoints`
+    pub fn endpoints_topic(&self) -> String {
+        format!("{}.endpoints", self.prefix)
+    }
+}
+
+/// `backoff = { initial, factor, max, jitter }`.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackoffConfig {
+    /// Delay before the second attempt.
+    pub initial: HumanDuration,
+    /// Growth per attempt.
+    pub factor: f64,
+    /// Upper bound of any delay (and of `Retry-After`).
+    pub max: HumanDuration,
+    /// Relative jitter, 0.0..=1.0.
+    pub jitter: f64,
+}
+
+impl Default for BackoffConfig {
+    fn default() -> Self {
+        Self {
+            initial: HumanDuration::from_secs(1),
+            factor: 2.0,
+            max: HumanDuration::from_secs(3600),
+            jitter: 0.2,
+        }
+    }
+}
+
+/// `[delivery]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliveryConfig {
+    /// Default per-request timeout.
+    pub timeout: HumanDuration,
+    /// Attempts in total, the first included.
+    pub max_attempts: u32,
+    /// Backoff between attempts.
+    pub backoff: BackoffConfig,
+    /// Events held in memory across all partitions.
+    pub max_in_flight: usize,
+    /// Larger events are dead-lettered as `invalid_event`.
+    pub max_payload_bytes: usize,
+    /// Turns the SSRF guard off (development, tests).
+    pub allow_private_destinations: bool,
+    /// `User-Agent` of every request.
+    pub user_agent: String,
+    /// How long shutdown and partition revocation wait for in-flight work.
+    pub drain_timeout: HumanDuration,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        Self {
+            timeout: HumanDuration::from_secs(30),
+            max_attempts: 8,
+            backoff: BackoffConfig::default(),
+            max_in_flight: 20_000,
+            max_payload_bytes: 1_048_576,
+            allow_private_destinations: false,
+            user_agent: concat!("hookstream/", env!("CARGO_PKG_VERSION")).into(),
+            drain_timeout: HumanDuration::from_secs(10),
+        }
+    }
+}
+
+/// `[api]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Listen address; empty disables the API.
+    pub listen: String,
+    /// Bearer tokens.
+    pub tokens: Vec<TokenConfig>,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            tokens: vec![
+                TokenConfig {
+                    token_env: Some("HOOKSTREAM_ADMIN_TOKEN".into()),
+                    token: None,
+                    role: Role::Admin,
+                },
+                TokenConfig {
+                    token_env: Some("HOOKSTREAM_VIEWER_TOKEN".into()),
+                    token: None,
+                    role: Role::Viewer,
+                },
+            ],
+        }
+    }
+}
+
+/// One API token, from the environment or inline.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// Environment variable holding the token.
+    #[serde(default)]
+    pub token_env: Option<String>,
+    /// The token itself (prefer `token_env`).
+    #[serde(default)]
+    pub token: Option<String>,
+    /// What the token may do.
+    pub role: Role,
+}
+
+/// API roles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Reads and writes.
+    Admin,
+    /// Reads only.
+    Viewer,
+}
+
+/// `[metrics]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Listen address of `/metrics`; empty disables it.
+    pub listen: String,
+    /// Label per-endpoint series with the endpoint id.
+    pub per_endpoint_labels: bool,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:9464".into(),
+            per_endpoint_labels: true,
+        }
+    }
+}
+
+/// `[[sources]]`: extraction rules for one input topic.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// The input topic.
+    pub topic: String,
+    /// Field layout preset.
+    #[serde(default)]
+    pub preset: Preset,
+    /// JSON pointer or `header:<name>` of the event id.
+    #[serde(default)]
+    pub id: Option<String>,
+    /// ... of the event type.
+    #[serde(default, rename = "type")]
+    pub event_type: Option<String>,
+    /// ... of the device id.
+    #[serde(default)]
+    pub device: Option<String>,
+    /// ... of the device group.
+    #[serde(default)]
+    pub group: Option<String>,
+    /// ... of the tenant.
+    #[serde(default)]
+    pub tenant: Option<String>,
+    /// ... of the event time.
+    #[serde(default)]
+    pub time: Option<String>,
+}
+
+/// `rate_limit = { per_second, burst }`.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Sustained requests per second.
+    pub per_second: f64,
+    /// Requests allowed at once above the sustained rate.
+    #[serde(default = "default_burst")]
+    pub burst: u32,
+}
+
+fn default_burst() -> u32 {
+    1
+}
+
+/// `batch = { max_events, max_wait }`.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BatchConfig {
+    /// Events per request; 1 = no batching.
+    pub max_events: u32,
+    /// Longest an event waits for a batch to fill.
+    pub max_wait: HumanDuration,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        Self {
+            max_events: 1,
+            max_wait: HumanDuration::from_millis(0),
+        }
+    }
+}
+
+/// HTTP protocol used towards an endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HttpVersion {
+    /// HTTP/2 when TLS negotiates it (ALPN), else HTTP/1.1.
+    #[default]
+    Auto,
+    /// HTTP/1.1 only.
+    Http1,
+    /// HTTP/2 always (prior knowledge on plain http).
+    Http2,
+}
+
+/// `[[endpoints]]`: one webhook endpoint.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointConfig {
+    /// Unique id.
+    pub id: String,
+    /// Absolute http(s) URL.
+    pub url: String,
+    /// Event types: exact, prefix glob (`device-*`) or `*`.
+    #[serde(default = "default_events")]
+    pub events: Vec<String>,
+    /// Only these devices (empty = all).
+    #[serde(default)]
+    pub devices: Vec<String>,
+    /// Only these groups (empty = all).
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// Only this tenant (empty = all).
+    #[serde(default)]
+    pub tenant: String,
+    /// Disabled endpoints receive nothing.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Signing secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    /// Environment variable holding the signing secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_env: Option<String>,
+    /// Signature scheme.
+    #[serde(default)]
+    pub signature: SignatureScheme,
+    /// Extra request headers.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Requests per second (none = unlimited).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimitConfig>,
+    /// Requests in flight at once.
+    #[serde(default = "default_concurrency")]
+    pub max_concurrency: u32,
+    /// Batching.
+    #[serde(default)]
+    pub batch: BatchConfig,
+    /// Per-request timeout (overrides `[delivery].timeout`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<HumanDuration>,
+    /// Allow a plain `http://` URL.
+    #[serde(default)]
+    pub allow_http: bool,
+    /// Protocol towards the endpoint.
+    #[serde(default)]
+    pub http_version: HttpVersion,
+    /// Bounded queue of events waiting for this endpoint.
+    #[serde(default = "default_queue")]
+    pub queue_size: u32,
+}
+
+fn default_events() -> Vec<String> {
+    vec!["*".into()]
+}
+fn default_true() -> bool {
+    true
+}
+fn default_concurrency() -> u32 {
+    32
+}
+fn default_queue() -> u32 {
+    1024
+}
+
+impl EndpointConfig {
+    /// A minimal endpoint for `url` (tests, demo).
+    pub fn new(id: impl Into<String>, url: impl Into<String>) -> Self {
+        Self {
+            id: id.into(),
+            url: url.into(),
+            events: default_events(),
+            devices: Vec::new(),
+            groups: Vec::new(),
+            tenant: String::new(),
+            enabled: true,
+            secret: None,
+            secret_env: None,
+            signature: SignatureScheme::None,
+            headers: BTreeMap::new(),
+            rate_limit: None,
+            max_concurrency: default_concurrency(),
+            batch: BatchConfig::default(),
+            timeout: None,
+            allow_http: false,
+            http_version: HttpVersion::Auto,
+            queue_size: default_queue(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads, expands and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new("", format!("cannot read {}: {e}", path.display())))?;
+        Self::from_toml(&text)
+    }
+
+    /// Parses configuration text, expanding `${VAR}` from the environment.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        Self::from_toml_with_env(text, &|name| std::env::var(name).ok())
+    }
+
+    /// Parses configuration text with a given environment lookup.
+    pub fn from_toml_with_env(
+        text: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let mut value: toml::Value = toml::from_str(text).map_err(|e| {
+            let line = e.message().to_string();
+            ConfigError::new("", format!("invalid TOML: {line}"))
+        })?;
+        expand_env(&mut value, &mut String::new(), env)?;
+        let config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
+            let key = e.path().to_string();
+            let message = e.into_inner().message().to_string();
+            ConfigError::new(if key == "." { String::new() } else { key }, message)
+        })?;
+        config.validate(env)?;
+        Ok(config)
+    }
+
+    /// Checks values serde cannot: ranges, references, URLs.
+    fn validate(&self, env: &dyn Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        let k = &self.kafka;
+        if k.brokers.trim().is_empty() {
+            return Err(ConfigError::new("kafka.brokers", "must not be empty"));
+        }
+        if k.group_id.trim().is_empty() {
+            return Err(ConfigError::new("kafka.group_id", "must not be empty"));
+        }
+        if k.topics.is_empty() {
+            return Err(ConfigError::new("kafka.topics", "needs at least one topic"));
+        }
+        if k.commit_interval.get().is_zero() {
+            return Err(ConfigError::new("kafka.commit_interval", "must be above 0"));
+        }
+        if k.embedded_partitions < 1 {
+            return Err(ConfigError::new(
+                "kafka.embedded_partitions",
+                "must be at least 1",
+            ));
+        }
+        let t = &self.topics;
+        if t.prefix.is_empty() || !t.prefix.chars().all(valid_topic_char) {
+            return Err(ConfigError::new(
+                "topics.prefix",
+                "must be non-empty and use only letters, digits, '.', '_' and '-'",
+            ));
+        }
+        if t.retry_tiers.is_empty() {
+            return Err(ConfigError::new("topics.retry_tiers", "needs at least one tier"));
+        }
+        for (i, pair) in t.retry_tiers.windows(2).enumerate() {
+            if pair[0] >= pair[1] {
+                return Err(ConfigError::new(
+                    format!("topics.retry_tiers[{}]", i + 1),
+                    "tiers must be strictly increasing",
+                ));
+            }
+        }
+        if t.retry_tiers[0].get().is_zero() {
+            return Err(ConfigError::new("topics.retry_tiers[0]", "must be above 0"));
+        }
+        if t.partitions < 1 {
+            return Err(ConfigError::new("topics.partitions", "must be at least 1"));
+        }
+        let d = &self.delivery;
+        if d.timeout.get().is_zero() {
+            return Err(ConfigError::new("delivery.timeout", "must be above 0"));
+        }
+        if d.max_attempts == 0 {
+            return Err(ConfigError::new("delivery.max_attempts", "must be at least 1"));
+        }
+        if !(d.backoff.factor >= 1.0 && d.backoff.factor.is_finite()) {
+            return Err(ConfigError::new(
+                "delivery.backoff.factor",
+                "must be a number >= 1.0",
+            ));
+        }
+        if !(0.0..=1.0).contains(&d.backoff.jitter) {
+            return Err(ConfigError::new(
+                "delivery.backoff.jitter",
+                "must be between 0.0 and 1.0",
+            ));
+        }
+        if d.backoff.initial > d.backoff.max {
+            return Err(ConfigError::new(
+                "delivery.backoff.initial",
+                "must not exceed delivery.backoff.max",
+            ));
+        }
+        if d.max_in_flight == 0 {
+            return Err(ConfigError::new("delivery.max_in_flight", "must be at least 1"));
+        }
+        if d.max_payload_bytes == 0 {
+            return Err(ConfigError::new(
+                "delivery.max_payload_bytes",
+                "must be at least 1",
+            ));
+        }
+        for (i, token) in self.api.tokens.iter().enumerate() {
+            if token.token.is_none() && token.token_env.is_none() {
+                return Err(ConfigError::new(
+                    format!("api.tokens[{i}]"),
+                    "needs `token_env` or `token`",
+                ));
+            }
+        }
+        for (i, source) in self.sources.iter().enumerate() {
+            if !k.topics.contains(&source.topic) {
+                return Err(ConfigError::new(
+                    format!("sources[{i}].topic"),
+                    format!("`{}` is not one of kafka.topics", source.topic),
+                ));
+            }
+            crate::source::extract::Extractor::from_config(source)
+                .map_err(|(field, msg)| ConfigError::new(format!("sources[{i}].{field}"), msg))?;
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, endpoint) in self.endpoints.iter().enumerate() {
+            if !seen.insert(endpoint.id.as_str()) {
+                return Err(ConfigError::new(
+                    format!("endpoints[{i}].id"),
+                    format!("`{}` is used twice", endpoint.id),
+                ));
+            }
+            crate::index::endpoint::validate(endpoint, d.allow_private_destinations, env)
+                .map_err(|e| ConfigError::new(format!("endpoints[{i}].{}", e.field), e.message))?;
+        }
+        Ok(())
+    }
+
+    /// The extraction rules of `topic` (the `mender` preset when none is set).
+    pub fn source_for(&self, topic: &str) -> SourceConfig {
+        self.sources
+            .iter()
+            .find(|s| s.topic == topic)
+            .cloned()
+            .unwrap_or_else(|| SourceConfig {
+                topic: topic.to_string(),
+                preset: Preset::default(),
+                id: None,
+                event_type: None,
+                device: None,
+                group: None,
+                tenant: None,
+                time: None,
+            })
+    }
+}
+
+fn valid_topic_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')
+}
+
+/// Replaces `${NAME}` in every string value; `path` tracks the key for errors.
+fn expand_env(
+    value: &mut toml::Value,
+    path: &mut String,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(), ConfigError> {
+    match value {
+        toml::Value::String(s) => {
+            if s.contains("${") {
+                *s = expand_string(s, env).map_err(|name| {
+                    ConfigError::new(
+                        path.clone(),
+                        format!("environment variable `{name}` is not set"),
+                    )
+                })?;
+            }
+        }
+        toml::Value::Array(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                let len = path.len();
+                path.push_str(&format!("[{i}]"));
+                expand_env(item, path, env)?;
+                path.truncate(len);
+            }
+        }
+        toml::Value::Table(table) => {
+            for (key, item) in table.iter_mut() {
+                let len = path.len();
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(key);
+                expand_env(item, path, env)?;
+                path.truncate(len);
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Expands `${NAME}`; returns the name of the first unset variable as error.
+fn expand_string(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        match after.find('}') {
+            Some(end) => {
+                let name = &after[..end];
+                out.push_str(&env(name).ok_or_else(|| name.to_string())?);
+                rest = &after[end + 1..];
+            }
+            None => {
+                out.push_str(&rest[start..]);
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn empty_file_gives_spec_defaults() {
+        let c = Config::from_toml_with_env("", &no_env).unwrap();
+        assert_eq!(c.kafka.brokers, "127.0.0.1:9092");
+        assert_eq!(c.kafka.group_id, "hookstream");
+        assert_eq!(c.topics.retry_tiers.len(), 6);
+        assert_eq!(c.topics.retry_topic(c.topics.retry_tiers[3]), "hookstream.retry.2m");
+        assert_eq!(c.topics.dlq_topic(), "hookstream.dlq");
+        assert_eq!(c.delivery.max_attempts, 8);
+        assert_eq!(c.delivery.max_in_flight, 20_000);
+        assert_eq!(c.delivery.backoff.max.get().as_secs(), 3600);
+        assert!(c.delivery.user_agent.starts_with("hookstream/"));
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = Config::from_toml_with_env("[delivery]\ntimeuot = \"1s\"", &no_env).unwrap_err();
+        assert_eq!(err.key, "delivery.timeuot");
+        assert!(err.message.contains("unknown field"), "{err}");
+    }
+
+    #[test]
+    fn bad_duration_is_named() {
+        let err = Config::from_toml_with_env("[delivery]\ntimeout = \"30\"", &no_env).unwrap_err();
+        assert_eq!(err.key, "delivery.timeout");
+        assert!(err.to_string().contains("no unit"));
+    }
+
+    #[test]
+    fn bad_nested_value_is_named() {
+        let err = Config::from_toml_with_env(
+            "[delivery]\nbackoff = { initial = \"1s\", jitter = 2.0 }",
+            &no_env,
+        )
+        .unwrap_err();
+        assert_eq!(err.key, "delivery.backoff.jitter");
+    }
+
+    #[test]
+    fn endpoint_errors_name_the_index() {
+        let text = r#"
+[delivery]
+allow_private_destinations = true
+[[endpoints]]
+id = "a"
+url = "http://127.0.0.1:1/"
+signature = "none"
+[[endpoints]]
+id = "b"
+url = "not a url"
+signature = "none"
+"#;
+        let err = Config::from_toml_with_env(text, &no_env).unwrap_err();
+        assert_eq!(err.key, "endpoints[1].url");
+    }
+
+    #[test]
+    fn env_references_expand_and_unset_ones_are_named() {
+        let env = |name: &str| (name == "GROUP").then(|| "fleet".to_string());
+        let c = Config::from_toml_with_env("[kafka]\ngroup_id = \"${GROUP}-hs\"", &env).unwrap();
+        assert_eq!(c.kafka.group_id, "fleet-hs");
+        let err = Config::from_toml_with_env("[kafka]\nbrokers = \"${NOPE}\"", &env).unwrap_err();
+        assert_eq!(err.key, "kafka.brokers");
+        assert!(err.message.contains("NOPE"));
+    }
+
+    #[test]
+    fn properties_accept_numbers_and_strings() {
+        let c = Config::from_toml_with_env(
+            "[kafka.properties]\n\"session.timeout.ms\" = 10000\n\"x\" = \"y\"",
+            &no_env,
+        )
+        .unwrap();
+        assert_eq!(c.kafka.properties["session.timeout.ms"].to_string(), "10000");
+    }
+
+    #[test]
+    fn source_topic_must_be_consumed() {
+        let err = Config::from_toml_with_env(
+            "[[sources]]\ntopic = \"other\"\npreset = \"mender\"",
+            &no_env,
+        )
+        .unwrap_err();
+        assert_eq!(err.key, "sources[0].topic");
+    }
+
+    #[test]
+    fn the_shipped_example_config_is_valid() {
+        let text = include_str!("../../config/hookstream.toml");
+        let env = |_: &str| Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_string());
+        Config::from_toml_with_env(text, &env).unwrap();
+    }
+}

@@ -1,0 +1,226 @@
+//! Outcome classification: what an HTTP response or transport failure means
+//! for the delivery (SPEC §5 table).
+//!
+//! Pure: status codes, `Retry-After` text and failure kinds in, a [`Verdict`]
+//! out. Scheduling the retry or writing the dead letter is someone else's job.
+
+use std::time::{Duration, SystemTime};
+
+/// How an attempt failed before any response arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportFailure {
+    /// No response within the endpoint's timeout.
+    Timeout,
+    /// TCP/TLS connection could not be made.
+    Connect,
+    /// The connection broke during the exchange.
+    Reset,
+    /// The SSRF guard refused the destination address.
+    Refused,
+}
+
+impl TransportFailure {
+    /// The `hookstream-last-status` text.
+    pub fn status_text(self) -> &'static str {
+        match self {
+            Self::Timeout => "timeout",
+            Self::Connect => "connect",
+            Self::Reset => "reset",
+            Self::Refused => "refused",
+        }
+    }
+}
+
+/// What happened to one attempt.
+#[derive(Debug, Clone, Copy)]
+pub enum AttemptResult<'a> {
+    /// A response arrived.
+    Response {
+        /// HTTP status.
+        status: u16,
+        /// Raw `Retry-After` header, if any.
+        retry_after: Option<&'a str>,
+    },
+    /// No response.
+    Transport(TransportFailure),
+}
+
+/// What to do next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// 2xx: done.
+    Delivered,
+    /// Try again later.
+    Retry {
+        /// Delay the receiver asked for (`Retry-After`), capped.
+        after: Option<Duration>,
+        /// Whether this attempt uses up one of `max_attempts`
+        /// (429 and `Retry-After` do not).
+        counts_attempt: bool,
+    },
+    /// 410 Gone: disable the endpoint and dead-letter (reason `gone`).
+    Gone,
+    /// Dead-letter at once with this reason.
+    DeadLetter(String),
+}
+
+/// Classifies an attempt. `cap` bounds any `Retry-After`; `now` resolves
+/// HTTP-date values.
+pub fn classify(result: AttemptResult<'_>, cap: Duration, now: SystemTime) -> Verdict {
+    match result {
+        AttemptResult::Transport(TransportFailure::Refused) => {
+            Verdict::DeadLetter("destination_refused".into())
+        }
+        AttemptResult::Transport(_) => Verdict::Retry {
+            after: None,
+            counts_attempt: true,
+        },
+        AttemptResult::Response { status, retry_after } => match status {
+            200..=299 => Verdict::Delivered,
+            410 => Verdict::Gone,
+            408 | 425 | 429 | 500 | 502 | 503 | 504 => {
+                let after = retry_after.and_then(|v| parse_retry_after(v, now)).map(|d| d.min(cap));
+                Verdict::Retry {
+                    after,
+                    counts_attempt: status != 429 && after.is_none(),
+                }
+            }
+            other => Verdict::DeadLetter(format!("http_{other}")),
+        },
+    }
+}
+
+/// `Retry-After` as delay-seconds or an HTTP-date.
+pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = httpdate::parse_http_date(value).ok()?;
+    Some(when.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// Class label of a status for metrics: `2xx`, `4xx`, ...
+pub fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CAP: Duration = Duration::from_secs(3600);
+
+    fn status(code: u16, retry_after: Option<&str>) -> Verdict {
+        classify(
+            AttemptResult::Response {
+                status: code,
+                retry_after,
+            },
+            CAP,
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000),
+        )
+    }
+
+    #[test]
+    fn success_codes_deliver() {
+        for code in [200, 201, 202, 204, 299] {
+            assert_eq!(status(code, None), Verdict::Delivered);
+        }
+    }
+
+    #[test]
+    fn transient_codes_retry_and_use_an_attempt() {
+        for code in [408, 425, 500, 502, 503, 504] {
+            assert_eq!(
+                status(code, None),
+                Verdict::Retry {
+                    after: None,
+                    counts_attempt: true
+                },
+                "{code}"
+            );
+        }
+    }
+
+    #[test]
+    fn too_many_requests_and_retry_after_do_not_use_an_attempt() {
+        assert_eq!(
+            status(429, None),
+            Verdict::Retry {
+                after: None,
+                counts_attempt: false
+            }
+        );
+        assert_eq!(
+            status(503, Some("120")),
+            Verdict::Retry {
+                after: Some(Duration::from_secs(120)),
+                counts_attempt: false
+            }
+        );
+    }
+
+    #[test]
+    fn retry_after_dates_and_caps() {
+        // 1_000_000_000 = Sun, 09 Sep 2001 01:46:40 GMT
+        assert_eq!(
+            status(429, Some("Sun, 09 Sep 2001 01:47:40 GMT")),
+            Verdict::Retry {
+                after: Some(Duration::from_secs(60)),
+                counts_attempt: false
+            }
+        );
+        assert_eq!(
+            status(429, Some("999999")),
+            Verdict::Retry {
+                after: Some(CAP),
+                counts_attempt: false
+            }
+        );
+        // A date in the past means "now"; garbage is ignored.
+        assert_eq!(
+            status(503, Some("Sat, 01 Jan 2000 00:00:00 GMT")),
+            Verdict::Retry {
+                after: Some(Duration::ZERO),
+                counts_attempt: false
+            }
+        );
+        assert_eq!(
+            status(503, Some("soon")),
+            Verdict::Retry {
+                after: None,
+                counts_attempt: true
+            }
+        );
+    }
+
+    #[test]
+    fn gone_and_permanent_codes() {
+        assert_eq!(status(410, None), Verdict::Gone);
+        assert_eq!(status(400, None), Verdict::DeadLetter("http_400".into()));
+        assert_eq!(status(404, None), Verdict::DeadLetter("http_404".into()));
+        assert_eq!(status(301, None), Verdict::DeadLetter("http_301".into()));
+        assert_eq!(status(501, None), Verdict::DeadLetter("http_501".into()));
+    }
+
+    #[test]
+    fn transport_failures_retry_except_refusals() {
+        for f in [TransportFailure::Timeout, TransportFailure::Connect, TransportFailure::Reset] {
+            assert!(matches!(
+                classify(AttemptResult::Transport(f), CAP, SystemTime::now()),
+                Verdict::Retry { counts_attempt: true, .. }
+            ));
+        }
+        assert_eq!(
+            classify(AttemptResult::Transport(TransportFailure::Refused), CAP, SystemTime::now()),
+            Verdict::DeadLetter("destination_refused".into())
+        );
+    }
+}

@@ -1,0 +1,6 @@
+//! Delivery stage: per-endpoint senders that rate-limit, sign, POST and
+//! classify the outcome of each attempt.
+
+pub mod classify;
+pub mod sign;
+pub mod ssrf;

@@ -1,0 +1,3 @@
+//! `hookstream demo`: everything embedded, end to end.
+
+pub mod samples;

@@ -1,0 +1,388 @@
+//! One endpoint as the pipeline uses it: validated configuration, parsed URL,
+//! prepared signer, restriction sets.
+//!
+//! Owns validation of endpoint settings (the same rules for the config file
+//! and, later, the API). Does no I/O. Its `Debug` never prints the secret.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use reqwest::Url;
+
+use crate::config::EndpointConfig;
+use crate::deliver::sign::{SignatureScheme, Signer};
+use crate::deliver::ssrf;
+
+/// A validation failure on one endpoint field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    /// Field name (`url`, `events[1]`, `headers.X-Foo`).
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl FieldError {
+    fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "`{}`: {}", self.field, self.message)
+    }
+}
+
+/// Headers an endpoint may not set because hookstream writes them.
+const RESERVED_HEADERS: [&str; 5] = [
+    "content-type",
+    "content-length",
+    "host",
+    "user-agent",
+    "transfer-encoding",
+];
+
+/// A ready-to-use endpoint.
+pub struct Endpoint {
+    /// The settings it was built from (secret included: never print it).
+    pub config: EndpointConfig,
+    /// Parsed destination.
+    pub url: Url,
+    /// The literal IP of the URL, checked by the SSRF guard per request.
+    pub literal_ip: Option<IpAddr>,
+    /// Keyed signer.
+    pub signer: Signer,
+    /// Per-request timeout.
+    pub timeout: Duration,
+    devices: HashSet<String>,
+    groups: HashSet<String>,
+}
+
+impl fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("id", &self.config.id)
+            .field("url", &self.url.as_str())
+            .field("events", &self.config.events)
+            .field("enabled", &self.config.enabled)
+            .field("signature", &self.config.signature)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the index needs to know about an event.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RouteKey<'a> {
+    /// Event type.
+    pub event_type: &'a str,
+    /// Device id.
+    pub device: Option<&'a str>,
+    /// Device group.
+    pub group: Option<&'a str>,
+    /// Tenant.
+    pub tenant: Option<&'a str>,
+}
+
+impl Endpoint {
+    /// Validates `config` and prepares it. `env` resolves `secret_env`.
+    pub fn build(
+        config: EndpointConfig,
+        allow_private: bool,
+        default_timeout: Duration,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, FieldError> {
+        let checked = check(&config, allow_private, env)?;
+        Ok(Self {
+            timeout: config.timeout.map(|t| t.get()).unwrap_or(default_timeout),
+            devices: config.devices.iter().cloned().collect(),
+            groups: config.groups.iter().cloned().collect(),
+            url: checked.url,
+            literal_ip: checked.literal_ip,
+            signer: checked.signer,
+            config,
+        })
+    }
+
+    /// The endpoint's id.
+    pub fn id(&self) -> &str {
+        &self.config.id
+    }
+
+    /// Whether the device/group/tenant restrictions admit the event. The
+    /// event type is the index's business.
+    pub fn admits(&self, key: &RouteKey<'_>) -> bool {
+        let in_set = |set: &HashSet<String>, v: Option<&str>| {
+            set.is_empty() || v.is_some_and(|v| set.contains(v))
+        };
+        in_set(&self.devices, key.device)
+            && in_set(&self.groups, key.group)
+            && (self.config.tenant.is_empty() || key.tenant == Some(self.config.tenant.as_str()))
+    }
+
+    /// Whether an event type matches one of the patterns (used by tests and
+    /// by the index builder's cross-check).
+    pub fn matches_type(&self, event_type: &str) -> bool {
+        self.config.events.iter().any(|p| pattern_matches(p, event_type))
+    }
+}
+
+/// `*`, `prefix*`, or an exact type.
+pub fn pattern_matches(pattern: &str, event_type: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => event_type.starts_with(prefix),
+        None => pattern == event_type,
+    }
+}
+
+struct Checked {
+    url: Url,
+    literal_ip: Option<IpAddr>,
+    signer: Signer,
+}
+
+/// Validates an endpoint without building it; used by config loading.
+pub fn validate(
+    config: &EndpointConfig,
+    allow_private: bool,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(), FieldError> {
+    check(config, allow_private, env).map(|_| ())
+}
+
+fn check(
+    config: &EndpointConfig,
+    allow_private: bool,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Checked, FieldError> {
+    if config.id.is_empty()
+        || config.id.len() > 128
+        || !config.id.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+    {
+        return Err(FieldError::new(
+            "id",
+            "must be 1-128 characters of letters, digits, '.', '_' or '-'",
+        ));
+    }
+    let url = Url::parse(&config.url)
+        .map_err(|e| FieldError::new("url", format!("is not an absolute URL: {e}")))?;
+    match url.scheme() {
+        "https" => {}
+        "http" if config.allow_http || allow_private => {}
+        "http" => {
+            return Err(FieldError::new(
+                "url",
+                "plain http needs `allow_http = true` on the endpoint",
+            ));
+        }
+        other => {
+            return Err(FieldError::new(
+                "url",
+                format!("scheme `{other}` is not http or https"),
+            ));
+        }
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(FieldError::new("url", "must not carry credentials (use headers)"));
+    }
+    let literal_ip = match url.host() {
+        Some(url::Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
+        Some(url::Host::Ipv6(ip)) => Some(IpAddr::V6(ip)),
+        Some(url::Host::Domain(_)) => None,
+        None => return Err(FieldError::new("url", "has no host")),
+    };
+    if !allow_private {
+        if let Some(ip) = literal_ip
+            && let Some(class) = ssrf::forbidden_class(ip)
+        {
+            return Err(FieldError::new(
+                "url",
+                format!("points at a {class} address ({ip}); allow_private_destinations is off"),
+            ));
+        }
+        if let Some(url::Host::Domain(name)) = url.host()
+            && (name.eq_ignore_ascii_case("localhost") || name.to_ascii_lowercase().ends_with(".localhost"))
+        {
+            return Err(FieldError::new(
+                "url",
+                "points at localhost; allow_private_destinations is off",
+            ));
+        }
+    }
+    if config.events.is_empty() {
+        return Err(FieldError::new("events", "needs at least one pattern (\"*\" for all)"));
+    }
+    for (i, pattern) in config.events.iter().enumerate() {
+        let body = pattern.strip_suffix('*').unwrap_or(pattern);
+        if pattern.is_empty() || body.contains('*') || pattern.chars().any(char::is_whitespace) {
+            return Err(FieldError::new(
+                format!("events[{i}]"),
+                format!("`{pattern}` is not an exact type, a prefix glob like \"device-*\", or \"*\""),
+            ));
+        }
+    }
+    if let Some(rl) = &config.rate_limit {
+        if !(rl.per_second.is_finite() && rl.per_second > 0.0) {
+            return Err(FieldError::new("rate_limit.per_second", "must be above 0"));
+        }
+        if rl.burst == 0 {
+            return Err(FieldError::new("rate_limit.burst", "must be at least 1"));
+        }
+    }
+    if config.max_concurrency == 0 || config.max_concurrency > 10_000 {
+        return Err(FieldError::new("max_concurrency", "must be 1..=10000"));
+    }
+    if config.queue_size == 0 || config.queue_size > 1_000_000 {
+        return Err(FieldError::new("queue_size", "must be 1..=1000000"));
+    }
+    if config.batch.max_events == 0 || config.batch.max_events > 10_000 {
+        return Err(FieldError::new("batch.max_events", "must be 1..=10000"));
+    }
+    if let Some(t) = config.timeout
+        && t.get().is_zero()
+    {
+        return Err(FieldError::new("timeout", "must be above 0"));
+    }
+    for (name, value) in &config.headers {
+        let field = format!("headers.{name}");
+        let parsed = reqwest::header::HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| FieldError::new(field.clone(), "is not a valid header name"))?;
+        let lower = parsed.as_str();
+        if RESERVED_HEADERS.contains(&lower) || lower.starts_with("webhook-") {
+            return Err(FieldError::new(field, "is set by hookstream and cannot be overridden"));
+        }
+        reqwest::header::HeaderValue::from_str(value)
+            .map_err(|_| FieldError::new(field, "value has characters a header cannot carry"))?;
+    }
+    let secret = match (&config.secret, &config.secret_env) {
+        (Some(_), Some(_)) => {
+            return Err(FieldError::new("secret_env", "set either `secret` or `secret_env`, not both"));
+        }
+        (Some(s), None) => Some(s.clone()),
+        (None, Some(var)) => Some(env(var).ok_or_else(|| {
+            FieldError::new("secret_env", format!("environment variable `{var}` is not set"))
+        })?),
+        (None, None) => None,
+    };
+    let signer = Signer::new(config.signature, secret.as_deref(), None).map_err(|e| {
+        let field = if secret.is_none() && config.signature != SignatureScheme::None {
+            "secret"
+        } else if config.secret_env.is_some() {
+            "secret_env"
+        } else {
+            "secret"
+        };
+        FieldError::new(field, e.to_string())
+    })?;
+    Ok(Checked {
+        url,
+        literal_ip,
+        signer,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> EndpointConfig {
+        let mut c = EndpointConfig::new("ep", "https://hooks.example.com/in");
+        c.signature = SignatureScheme::Standard;
+        c.secret = Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into());
+        c
+    }
+
+    fn err(c: EndpointConfig) -> FieldError {
+        validate(&c, false, &|_| None).unwrap_err()
+    }
+
+    #[test]
+    fn a_good_endpoint_passes() {
+        validate(&base(), false, &|_| None).unwrap();
+    }
+
+    #[test]
+    fn urls_are_checked() {
+        let mut c = base();
+        c.url = "ftp://x/".into();
+        assert_eq!(err(c).field, "url");
+        let mut c = base();
+        c.url = "http://hooks.example.com/".into();
+        assert!(err(c).message.contains("allow_http"));
+        let mut c = base();
+        c.url = "https://127.0.0.1/".into();
+        assert!(err(c).message.contains("loopback"));
+        let mut c = base();
+        c.url = "https://2130706433/".into();
+        assert!(err(c).message.contains("loopback"));
+        let mut c = base();
+        c.url = "https://[::ffff:127.0.0.1]/".into();
+        assert!(err(c).message.contains("loopback"));
+        let mut c = base();
+        c.url = "https://localhost:8443/".into();
+        assert!(err(c).message.contains("localhost"));
+        let mut c = base();
+        c.url = "https://u:p@hooks.example.com/".into();
+        assert_eq!(err(c).field, "url");
+    }
+
+    #[test]
+    fn patterns_headers_and_limits_are_checked() {
+        let mut c = base();
+        c.events = vec!["dev*ice".into()];
+        assert_eq!(err(c).field, "events[0]");
+        let mut c = base();
+        c.headers.insert("Content-Type".into(), "text/plain".into());
+        assert_eq!(err(c).field, "headers.Content-Type");
+        let mut c = base();
+        c.headers.insert("bad header".into(), "x".into());
+        assert_eq!(err(c).field, "headers.bad header");
+        let mut c = base();
+        c.rate_limit = Some(crate::config::RateLimitConfig { per_second: 0.0, burst: 1 });
+        assert_eq!(err(c).field, "rate_limit.per_second");
+        let mut c = base();
+        c.max_concurrency = 0;
+        assert_eq!(err(c).field, "max_concurrency");
+    }
+
+    #[test]
+    fn secrets_are_checked_without_being_echoed() {
+        let mut c = base();
+        c.secret = None;
+        assert_eq!(err(c).field, "secret");
+        let mut c = base();
+        c.signature = SignatureScheme::Mender;
+        c.secret = Some("not-hex-secret".into());
+        let e = err(c);
+        assert_eq!(e.field, "secret");
+        assert!(!e.message.contains("not-hex-secret"));
+        let mut c = base();
+        c.secret = None;
+        c.secret_env = Some("HS_SECRET".into());
+        assert_eq!(err(c.clone()).field, "secret_env");
+        validate(&c, false, &|_| Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into())).unwrap();
+    }
+
+    #[test]
+    fn restrictions_admit_only_matching_events() {
+        let mut c = base();
+        c.devices = vec!["d1".into()];
+        c.tenant = "t1".into();
+        let e = Endpoint::build(c, false, Duration::from_secs(1), &|_| None).unwrap();
+        let key = |device, tenant| RouteKey {
+            event_type: "x",
+            device,
+            group: None,
+            tenant,
+        };
+        assert!(e.admits(&key(Some("d1"), Some("t1"))));
+        assert!(!e.admits(&key(Some("d2"), Some("t1"))));
+        assert!(!e.admits(&key(Some("d1"), None)));
+        assert!(format!("{e:?}").contains("ep") && !format!("{e:?}").contains("whsec"));
+    }
+}

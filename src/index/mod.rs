@@ -1,0 +1,296 @@
+//! The endpoint index: which endpoints an event goes to.
+//!
+//! Owns matching only (pure, no I/O). A lookup never scans all endpoints:
+//! endpoints are filed under their most selective restriction (device, then
+//! group, then tenant, else unrestricted), and within that under their event
+//! patterns: exact types in a hash map, prefix globs in a hash map probed
+//! once per distinct prefix length, `*` in a list. Candidates are then
+//! checked against their remaining restrictions.
+
+pub mod endpoint;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+pub use endpoint::{Endpoint, FieldError, RouteKey};
+
+/// Position of an endpoint in an [`EndpointIndex`].
+pub type Slot = u32;
+
+/// Patterns of one restriction bucket.
+#[derive(Debug, Default)]
+struct TypeTable {
+    exact: HashMap<String, Vec<Slot>>,
+    prefixes: HashMap<String, Vec<Slot>>,
+    /// Distinct prefix lengths, ascending.
+    prefix_lens: Vec<usize>,
+    wildcard: Vec<Slot>,
+}
+
+impl TypeTable {
+    fn insert(&mut self, pattern: &str, slot: Slot) {
+        if pattern == "*" {
+            self.wildcard.push(slot);
+        } else if let Some(prefix) = pattern.strip_suffix('*') {
+            self.prefixes.entry(prefix.to_string()).or_default().push(slot);
+            if let Err(pos) = self.prefix_lens.binary_search(&prefix.len()) {
+                self.prefix_lens.insert(pos, prefix.len());
+            }
+        } else {
+            self.exact.entry(pattern.to_string()).or_default().push(slot);
+        }
+    }
+
+    fn candidates(&self, event_type: &str, mut visit: impl FnMut(Slot)) {
+        self.wildcard.iter().copied().for_each(&mut visit);
+        if let Some(slots) = self.exact.get(event_type) {
+            slots.iter().copied().for_each(&mut visit);
+        }
+        for &len in &self.prefix_lens {
+            if len > event_type.len() {
+                break;
+            }
+            if let Some(prefix) = event_type.get(..len)
+                && let Some(slots) = self.prefixes.get(prefix)
+            {
+                slots.iter().copied().for_each(&mut visit);
+            }
+        }
+    }
+}
+
+/// An immutable snapshot of all endpoints, built once and shared; changes
+/// build a new snapshot.
+#[derive(Debug, Default)]
+pub struct EndpointIndex {
+    endpoints: Vec<Arc<Endpoint>>,
+    by_id: HashMap<String, Slot>,
+    /// Whether the endpoint has several patterns (matches may repeat).
+    overlapping: Vec<bool>,
+    open: TypeTable,
+    by_device: HashMap<String, TypeTable>,
+    by_group: HashMap<String, TypeTable>,
+    by_tenant: HashMap<String, TypeTable>,
+}
+
+impl EndpointIndex {
+    /// Indexes `endpoints`; disabled ones are kept for lookups by id but
+    /// never match.
+    pub fn new(endpoints: Vec<Arc<Endpoint>>) -> Self {
+        let mut index = Self {
+            overlapping: endpoints.iter().map(|e| e.config.events.len() > 1).collect(),
+            ..Self::default()
+        };
+        for (slot, endpoint) in endpoints.iter().enumerate() {
+            let slot = slot as Slot;
+            index.by_id.insert(endpoint.config.id.clone(), slot);
+            if !endpoint.config.enabled {
+                continue;
+            }
+            let c = &endpoint.config;
+            let buckets: Vec<(u8, &str)> = if !c.devices.is_empty() {
+                c.devices.iter().map(|d| (0u8, d.as_str())).collect()
+            } else if !c.groups.is_empty() {
+                c.groups.iter().map(|g| (1u8, g.as_str())).collect()
+            } else if !c.tenant.is_empty() {
+                vec![(2u8, c.tenant.as_str())]
+            } else {
+                vec![(3u8, "")]
+            };
+            for (kind, key) in buckets {
+                let table = match kind {
+                    0 => index.by_device.entry(key.to_string()).or_default(),
+                    1 => index.by_group.entry(key.to_string()).or_default(),
+                    2 => index.by_tenant.entry(key.to_string()).or_default(),
+                    _ => &mut index.open,
+                };
+                for pattern in &c.events {
+                    table.insert(pattern, slot);
+                }
+            }
+        }
+        index.endpoints = endpoints;
+        index
+    }
+
+    /// Number of endpoints (enabled or not).
+    pub fn len(&self) -> usize {
+        self.endpoints.len()
+    }
+
+    /// True when there are no endpoints.
+    pub fn is_empty(&self) -> bool {
+        self.endpoints.is_empty()
+    }
+
+    /// The endpoint in `slot`.
+    pub fn endpoint(&self, slot: Slot) -> &Arc<Endpoint> {
+        &self.endpoints[slot as usize]
+    }
+
+    /// All endpoints, in slot order.
+    pub fn endpoints(&self) -> &[Arc<Endpoint>] {
+        &self.endpoints
+    }
+
+    /// The slot of the endpoint with `id`.
+    pub fn slot_of(&self, id: &str) -> Option<Slot> {
+        self.by_id.get(id).copied()
+    }
+
+    /// The endpoint with `id`, enabled or not.
+    pub fn get(&self, id: &str) -> Option<&Arc<Endpoint>> {
+        self.slot_of(id).map(|s| self.endpoint(s))
+    }
+
+    /// Fills `out` with the slots of every enabled endpoint the event goes
+    /// to, each once, in ascending slot order when deduplication was needed.
+    pub fn matches(&self, key: &RouteKey<'_>, out: &mut Vec<Slot>) {
+        out.clear();
+        let mut needs_dedup = false;
+        let mut visit = |slot: Slot| {
+            if self.endpoints[slot as usize].admits(key) {
+                needs_dedup |= self.overlapping[slot as usize];
+                out.push(slot);
+            }
+        };
+        self.open.candidates(key.event_type, &mut visit);
+        let buckets = [
+            (key.device, &self.by_device),
+            (key.group, &self.by_group),
+            (key.tenant, &self.by_tenant),
+        ];
+        for (value, map) in buckets {
+            if let Some(table) = value.and_then(|v| map.get(v)) {
+                table.candidates(key.event_type, &mut visit);
+            }
+        }
+        // An endpoint sits in one restriction dimension and an event has one
+        // device, group and tenant, so only several patterns of one endpoint
+        // can visit it twice.
+        if needs_dedup {
+            out.sort_unstable();
+            out.dedup();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::EndpointConfig;
+    use std::time::Duration;
+
+    fn ep(id: &str, events: &[&str], f: impl FnOnce(&mut EndpointConfig)) -> Arc<Endpoint> {
+        let mut c = EndpointConfig::new(id, "https://hooks.example.com/");
+        c.events = events.iter().map(|s| s.to_string()).collect();
+        f(&mut c);
+        Arc::new(Endpoint::build(c, false, Duration::from_secs(1), &|_| None).unwrap())
+    }
+
+    fn ids(index: &EndpointIndex, key: RouteKey<'_>) -> Vec<String> {
+        let mut out = Vec::new();
+        index.matches(&key, &mut out);
+        let mut ids: Vec<String> = out.iter().map(|s| index.endpoint(*s).id().to_string()).collect();
+        ids.sort();
+        ids
+    }
+
+    fn key(t: &str) -> RouteKey<'_> {
+        RouteKey {
+            event_type: t,
+            ..RouteKey::default()
+        }
+    }
+
+    #[test]
+    fn exact_prefix_and_wildcard() {
+        let index = EndpointIndex::new(vec![
+            ep("exact", &["device-provisioned"], |_| {}),
+            ep("prefix", &["device-*"], |_| {}),
+            ep("dot", &["object.*"], |_| {}),
+            ep("all", &["*"], |_| {}),
+            ep("both", &["device-provisioned", "device-*"], |_| {}),
+        ]);
+        assert_eq!(ids(&index, key("device-provisioned")), ["all", "both", "exact", "prefix"]);
+        assert_eq!(ids(&index, key("device-decommissioned")), ["all", "both", "prefix"]);
+        assert_eq!(ids(&index, key("object.update")), ["all", "dot"]);
+        assert_eq!(ids(&index, key("devices-inventory-changed")), ["all"]);
+        assert_eq!(ids(&index, key("dev")), ["all"]);
+    }
+
+    #[test]
+    fn disabled_endpoints_never_match_but_are_found_by_id() {
+        let index = EndpointIndex::new(vec![ep("off", &["*"], |c| c.enabled = false)]);
+        assert!(ids(&index, key("x")).is_empty());
+        assert!(index.get("off").is_some());
+        assert!(index.get("nope").is_none());
+    }
+
+    #[test]
+    fn device_group_and_tenant_restrictions() {
+        let index = EndpointIndex::new(vec![
+            ep("dev", &["*"], |c| c.devices = vec!["d1".into(), "d2".into()]),
+            ep("grp", &["device-*"], |c| c.groups = vec!["g1".into()]),
+            ep("ten", &["*"], |c| c.tenant = "t1".into()),
+            ep("dev-and-tenant", &["*"], |c| {
+                c.devices = vec!["d1".into()];
+                c.tenant = "t2".into();
+            }),
+        ]);
+        let k = |device, group, tenant| RouteKey {
+            event_type: "device-x",
+            device,
+            group,
+            tenant,
+        };
+        assert_eq!(ids(&index, k(Some("d1"), None, None)), ["dev"]);
+        assert_eq!(ids(&index, k(Some("d2"), Some("g1"), Some("t1"))), ["dev", "grp", "ten"]);
+        assert_eq!(ids(&index, k(Some("d1"), None, Some("t2"))), ["dev", "dev-and-tenant"]);
+        assert!(ids(&index, k(Some("d9"), Some("g9"), Some("t9"))).is_empty());
+    }
+
+    #[test]
+    fn agrees_with_a_full_scan() {
+        let types = ["device-provisioned", "device-decommissioned", "object.update", "temperature", "security.tamper"];
+        let mut endpoints = Vec::new();
+        for i in 0..300 {
+            let pattern = match i % 5 {
+                0 => "*".to_string(),
+                1 => types[i % types.len()].to_string(),
+                2 => "device-*".to_string(),
+                3 => format!("{}*", &types[i % types.len()][..3]),
+                _ => "object.*".to_string(),
+            };
+            let device = format!("d{}", i % 7);
+            endpoints.push(ep(&format!("e{i}"), &[pattern.as_str()], |c| {
+                if i % 3 == 0 {
+                    c.devices = vec![device];
+                }
+                if i % 4 == 0 {
+                    c.groups = vec!["g1".into()];
+                }
+            }));
+        }
+        let index = EndpointIndex::new(endpoints.clone());
+        for t in types {
+            for d in ["d0", "d3", "none"] {
+                for g in [Some("g1"), None] {
+                    let key = RouteKey {
+                        event_type: t,
+                        device: Some(d),
+                        group: g,
+                        tenant: None,
+                    };
+                    let mut expected: Vec<String> = endpoints
+                        .iter()
+                        .filter(|e| e.matches_type(t) && e.admits(&key))
+                        .map(|e| e.id().to_string())
+                        .collect();
+                    expected.sort();
+                    assert_eq!(ids(&index, key), expected, "{t} {d} {g:?}");
+                }
+            }
+        }
+    }
+}

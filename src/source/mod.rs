@@ -1,0 +1,3 @@
+//! Source stage: consuming records and extracting routing fields.
+
+pub mod extract;
