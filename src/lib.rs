@@ -3,13 +3,21 @@
 //! The data path reads top to bottom through the modules:
 //! [`source`] consumes and extracts, [`index`] matches endpoints,
 //! [`deliver`] signs and POSTs, [`retry`] dead-letters (and schedules retries),
-//! [`commit`] tracks outcomes and commits offsets. [`pipeline`] wires them;
-//! [`config`] and [`kafka`] are shared plumbing; [`demo`] and [`verify`] back
-//! the CLI commands of the same names.
+//! [`commit`] tracks outcomes for offset commits. [`pipeline`] wires them;
+//! [`config`], [`kafka`] and [`metrics`] are shared plumbing; [`demo`] and
+//! [`verify`] back the CLI commands of the same names.
 
+pub mod cmd;
 pub mod commit;
 pub mod config;
 pub mod deliver;
 pub mod demo;
 pub mod index;
+pub mod kafka;
+pub mod metrics;
+pub mod pipeline;
+pub mod retry;
 pub mod source;
+
+pub use config::Config;
+pub use pipeline::{BrokerTarget, Pipeline};

@@ -193,6 +193,17 @@ impl AckTracker {
         out
     }
 
+    /// Forgets that `partitions` were committed, so the next
+    /// [`take_commits`](Self::take_commits) offers their offsets again
+    /// (after a failed commit).
+    pub fn retry_commits(&mut self, partitions: &std::collections::HashSet<PartitionId>) {
+        for p in partitions {
+            if let Some((_, acks)) = self.partitions.get_mut(p) {
+                acks.committed = None;
+            }
+        }
+    }
+
     /// Records missing outcomes, across partitions.
     pub fn unsettled(&self) -> usize {
         self.unsettled

@@ -2,5 +2,8 @@
 //! classify the outcome of each attempt.
 
 pub mod classify;
+pub mod client;
+pub mod request;
+pub mod sender;
 pub mod sign;
 pub mod ssrf;

@@ -60,6 +60,8 @@ pub struct Endpoint {
     pub signer: Signer,
     /// Per-request timeout.
     pub timeout: Duration,
+    /// The endpoint's custom headers, parsed once.
+    pub extra_headers: Vec<(reqwest::header::HeaderName, reqwest::header::HeaderValue)>,
     devices: HashSet<String>,
     groups: HashSet<String>,
 }
@@ -98,7 +100,17 @@ impl Endpoint {
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, FieldError> {
         let checked = check(&config, allow_private, env)?;
+        let extra_headers = config
+            .headers
+            .iter()
+            .filter_map(|(k, v)| {
+                let name = reqwest::header::HeaderName::from_bytes(k.as_bytes()).ok()?;
+                let value = reqwest::header::HeaderValue::from_str(v).ok()?;
+                Some((name, value))
+            })
+            .collect();
         Ok(Self {
+            extra_headers,
             timeout: config.timeout.map(|t| t.get()).unwrap_or(default_timeout),
             devices: config.devices.iter().cloned().collect(),
             groups: config.groups.iter().cloned().collect(),

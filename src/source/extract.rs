@@ -280,10 +280,10 @@ impl Extractor {
 
     /// Extracts the fields of one record. `header(name)` returns a record
     /// header's value.
-    pub fn extract(
+    pub fn extract<'h>(
         &mut self,
         value: &[u8],
-        header: &dyn Fn(&str) -> Option<&[u8]>,
+        header: &dyn Fn(&str) -> Option<&'h [u8]>,
         coords: &Coordinates<'_>,
         max_payload_bytes: usize,
     ) -> Result<Extracted, InvalidEvent> {
@@ -349,10 +349,10 @@ fn scalar_text(v: simd_json::tape::Value<'_, '_>) -> Option<String> {
     v.as_bool().map(|b| b.to_string())
 }
 
-fn find_text(
+fn find_text<'h>(
     rule: &Rule,
     root: simd_json::tape::Value<'_, '_>,
-    header: &dyn Fn(&str) -> Option<&[u8]>,
+    header: &dyn Fn(&str) -> Option<&'h [u8]>,
 ) -> Option<String> {
     rule.0.iter().find_map(|alt| {
         let text = match &alt.locator {
@@ -371,10 +371,10 @@ fn find_text(
     })
 }
 
-fn find_time(
+fn find_time<'h>(
     rule: &Rule,
     root: simd_json::tape::Value<'_, '_>,
-    header: &dyn Fn(&str) -> Option<&[u8]>,
+    header: &dyn Fn(&str) -> Option<&'h [u8]>,
 ) -> Option<i64> {
     rule.0.iter().find_map(|alt| match &alt.locator {
         Locator::Pointer(tokens) => {
@@ -424,7 +424,7 @@ mod tests {
         offset: 42,
     };
 
-    fn no_headers(_: &str) -> Option<&[u8]> {
+    fn no_headers(_: &str) -> Option<&'static [u8]> {
         None
     }
 
@@ -499,7 +499,7 @@ mod tests {
         let e = run(Preset::Cloudevents, body);
         assert_eq!((e.id.as_str(), e.event_type.as_str()), ("body-id", "body.type"));
         assert_eq!(e.device.as_deref(), Some("s1"));
-        fn headers(name: &str) -> Option<&[u8]> {
+        fn headers(name: &str) -> Option<&'static [u8]> {
             match name {
                 "ce_id" => Some(b"hdr-id"),
                 "ce_type" => Some(b"com.fleet.device.enrolled"),
@@ -528,7 +528,7 @@ mod tests {
             time: Some("/ts".into()),
         };
         let mut ex = Extractor::from_config(&source).unwrap();
-        fn headers(name: &str) -> Option<&[u8]> {
+        fn headers(name: &str) -> Option<&'static [u8]> {
             (name == "kind").then_some(b"custom.kind")
         }
         let body = r#"{"meta":{"uuid":"u1"},"devices":[{"sn":"SN1"}],"a/b":"g1","ts":1700000000}"#;
@@ -542,7 +542,7 @@ mod tests {
 
     #[test]
     fn group_comes_from_the_record_header_by_default() {
-        fn headers(name: &str) -> Option<&[u8]> {
+        fn headers(name: &str) -> Option<&'static [u8]> {
             (name == "group").then_some(b"fleet-eu")
         }
         let e = Extractor::preset(Preset::Mender)

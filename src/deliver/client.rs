@@ -1,0 +1,71 @@
+//! The pooled HTTP clients every sender shares.
+//!
+//! Owns client construction only: connection pooling, HTTP/1.1 and HTTP/2
+//! (ALPN over TLS, prior knowledge for `http_version = "http2"` on plain
+//! http), rustls, no redirects, no proxies, and the SSRF guard as the DNS
+//! resolver when private destinations are not allowed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+use super::ssrf::GuardedResolver;
+use crate::config::HttpVersion;
+
+/// One client per protocol flavour; all share the same settings.
+#[derive(Debug, Clone)]
+pub struct HttpClients {
+    auto: reqwest::Client,
+    http1: reqwest::Client,
+    http2: reqwest::Client,
+    guarded: bool,
+}
+
+impl HttpClients {
+    /// Builds the clients. With `allow_private` false every name is resolved
+    /// through the SSRF guard.
+    pub fn new(user_agent: &str, allow_private: bool) -> Result<Self> {
+        // reqwest is built without a bundled crypto provider; use ring.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let build = |version: HttpVersion| -> Result<reqwest::Client> {
+            let mut b = reqwest::Client::builder()
+                .user_agent(user_agent)
+                .redirect(reqwest::redirect::Policy::none())
+                .no_proxy()
+                .tcp_nodelay(true)
+                .pool_max_idle_per_host(1024)
+                .pool_idle_timeout(Duration::from_secs(90))
+                .connect_timeout(Duration::from_secs(10));
+            b = match version {
+                HttpVersion::Auto => b,
+                HttpVersion::Http1 => b.http1_only(),
+                HttpVersion::Http2 => b.http2_prior_knowledge(),
+            };
+            if !allow_private {
+                b = b.dns_resolver(Arc::new(GuardedResolver));
+            }
+            b.build().context("building the HTTP client")
+        };
+        Ok(Self {
+            auto: build(HttpVersion::Auto)?,
+            http1: build(HttpVersion::Http1)?,
+            http2: build(HttpVersion::Http2)?,
+            guarded: !allow_private,
+        })
+    }
+
+    /// The client for an endpoint's `http_version`.
+    pub fn for_version(&self, version: HttpVersion) -> &reqwest::Client {
+        match version {
+            HttpVersion::Auto => &self.auto,
+            HttpVersion::Http1 => &self.http1,
+            HttpVersion::Http2 => &self.http2,
+        }
+    }
+
+    /// Whether the SSRF guard is on.
+    pub fn guarded(&self) -> bool {
+        self.guarded
+    }
+}

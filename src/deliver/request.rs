@@ -1,0 +1,243 @@
+//! One delivery attempt: build the signed request, send it, read the answer,
+//! classify it.
+//!
+//! Owns the wire format of SPEC §4 (headers, body, ids). Knows nothing of
+//! Kafka: what to do with the verdict is the sender's business.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use sha2::{Digest, Sha256};
+
+use super::classify::{AttemptResult, TransportFailure, Verdict, classify};
+use super::client::HttpClients;
+use super::sign::{SignInput, header};
+use super::ssrf;
+use crate::index::Endpoint;
+
+/// The `webhook-id` of an event for an endpoint: stable across retries and
+/// replays, different per endpoint, so receivers can deduplicate.
+pub fn webhook_id(event_id: &str, endpoint_id: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(event_id.as_bytes());
+    h.update([0u8]);
+    h.update(endpoint_id.as_bytes());
+    format!("msg_{}", hex::encode(&h.finalize()[..16]))
+}
+
+/// What one attempt produced.
+#[derive(Debug, Clone)]
+pub struct AttemptReport {
+    /// What to do next.
+    pub verdict: Verdict,
+    /// HTTP status, when a response arrived.
+    pub status: Option<u16>,
+    /// `hookstream-last-status`: the code, or `timeout`/`connect`/...
+    pub last_status: String,
+    /// `hookstream-last-error`: a short description, empty on success.
+    pub last_error: String,
+    /// Time from sending to the end of the response.
+    pub latency: Duration,
+}
+
+/// What to send.
+#[derive(Debug, Clone, Copy)]
+pub struct Outgoing<'a> {
+    /// Body bytes (shared, never copied).
+    pub body: &'a Bytes,
+    /// `webhook-id`.
+    pub webhook_id: &'a str,
+    /// Event type (for the scheme's event header).
+    pub event_type: &'a str,
+}
+
+/// Longest response body read (to keep the connection reusable); longer
+/// bodies are dropped with their connection.
+const MAX_RESPONSE_BODY: usize = 64 * 1024;
+
+/// Sends one attempt to `endpoint` and classifies the result.
+/// `retry_after_cap` bounds `Retry-After` (the backoff maximum).
+pub async fn send_attempt(
+    clients: &HttpClients,
+    endpoint: &Endpoint,
+    out: Outgoing<'_>,
+    retry_after_cap: Duration,
+) -> AttemptReport {
+    let started = Instant::now();
+    if clients.guarded()
+        && let Some(ip) = endpoint.literal_ip
+        && let Some(class) = ssrf::forbidden_class(ip)
+    {
+        let refused = ssrf::Refused {
+            host: ip.to_string(),
+            ip,
+            class,
+        };
+        return failure(TransportFailure::Refused, refused.to_string(), started, retry_after_cap);
+    }
+    let headers = request_headers(endpoint, &out);
+    let client = clients.for_version(endpoint.config.http_version);
+    let sent = client
+        .post(endpoint.url.clone())
+        .headers(headers)
+        .body(out.body.clone())
+        .timeout(endpoint.timeout)
+        .send()
+        .await;
+    let mut response = match sent {
+        Ok(r) => r,
+        Err(e) => {
+            let kind = transport_kind(&e);
+            return failure(kind, error_chain(&e), started, retry_after_cap);
+        }
+    };
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    // Read (a bounded amount of) the body so the connection can be reused.
+    let mut read = 0usize;
+    let mut body_error = None;
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                read += chunk.len();
+                if read > MAX_RESPONSE_BODY {
+                    break;
+                }
+            }
+            Ok(None) => break,
+            Err(e) => {
+                body_error = Some(e);
+                break;
+            }
+        }
+    }
+    let verdict = classify(
+        AttemptResult::Response {
+            status,
+            retry_after: retry_after.as_deref(),
+        },
+        retry_after_cap,
+        SystemTime::now(),
+    );
+    // A 2xx whose body broke off is still delivered: the receiver answered.
+    let last_error = match (&verdict, body_error) {
+        (Verdict::Delivered, _) => String::new(),
+        (_, Some(e)) => format!("HTTP {status}; reading the body failed: {e}"),
+        (_, None) => format!("HTTP {status}"),
+    };
+    AttemptReport {
+        verdict,
+        status: Some(status),
+        last_status: status.to_string(),
+        last_error,
+        latency: started.elapsed(),
+    }
+}
+
+fn failure(kind: TransportFailure, error: String, started: Instant, cap: Duration) -> AttemptReport {
+    AttemptReport {
+        verdict: classify(AttemptResult::Transport(kind), cap, SystemTime::now()),
+        status: None,
+        last_status: kind.status_text().to_string(),
+        last_error: error,
+        latency: started.elapsed(),
+    }
+}
+
+/// The headers of a request: fixed ones, the endpoint's own, the signature.
+pub fn request_headers(endpoint: &Endpoint, out: &Outgoing<'_>) -> HeaderMap {
+    let timestamp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let mut headers = HeaderMap::with_capacity(8 + endpoint.extra_headers.len());
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(HeaderName::from_static(header::WEBHOOK_ID), header_value(out.webhook_id));
+    headers.insert(
+        HeaderName::from_static(header::WEBHOOK_TIMESTAMP),
+        HeaderValue::from(timestamp),
+    );
+    for (name, value) in &endpoint.extra_headers {
+        headers.insert(name.clone(), value.clone());
+    }
+    endpoint.signer.sign(
+        &SignInput {
+            webhook_id: out.webhook_id,
+            timestamp,
+            body: out.body,
+            event_type: out.event_type,
+        },
+        |name, value| {
+            headers.insert(HeaderName::from_static(name), header_value(&value));
+        },
+    );
+    headers
+}
+
+/// A header value from text that may carry characters headers cannot
+/// (event types come from events): those become `_`.
+fn header_value(text: &str) -> HeaderValue {
+    HeaderValue::from_str(text).unwrap_or_else(|_| {
+        let clean: String = text
+            .chars()
+            .map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '_' })
+            .collect();
+        HeaderValue::from_str(&clean).unwrap_or(HeaderValue::from_static("_"))
+    })
+}
+
+fn transport_kind(e: &reqwest::Error) -> TransportFailure {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if err.downcast_ref::<ssrf::Refused>().is_some() {
+            return TransportFailure::Refused;
+        }
+        source = err.source();
+    }
+    if e.is_timeout() {
+        TransportFailure::Timeout
+    } else if e.is_connect() {
+        TransportFailure::Connect
+    } else {
+        TransportFailure::Reset
+    }
+}
+
+/// The error and its causes on one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let next = s.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = s.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn webhook_ids_are_stable_and_per_endpoint() {
+        let a = webhook_id("evt-1", "analytics");
+        assert_eq!(a, webhook_id("evt-1", "analytics"));
+        assert_ne!(a, webhook_id("evt-1", "billing"));
+        assert_ne!(a, webhook_id("evt-2", "analytics"));
+        assert!(a.starts_with("msg_") && a.len() == 36);
+    }
+
+    #[test]
+    fn header_values_are_sanitised() {
+        assert_eq!(header_value("device.enrolled"), "device.enrolled");
+        assert_eq!(header_value("bad\nvalue"), "bad_value");
+    }
+}

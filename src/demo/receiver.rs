@@ -1,0 +1,211 @@
+//! Sample webhook receivers: small real HTTP servers on 127.0.0.1 that answer
+//! with a chosen behaviour and check every signature they receive.
+//!
+//! Used by `hookstream demo` and `hookstream bench`, and by tests that need a
+//! receiver (tests check signatures themselves from the recorded requests).
+
+use std::collections::HashSet;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::deliver::sign::{SignatureScheme, header, verify};
+
+/// How a receiver answers.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Behaviour {
+    /// 200 to everything.
+    Healthy,
+    /// 503 to a share of requests (0.0..=1.0), 200 to the rest.
+    Flaky(f64),
+    /// Always this status.
+    Status(u16),
+    /// 200 after a delay.
+    Slow(Duration),
+}
+
+/// One recorded request.
+#[derive(Debug, Clone)]
+pub struct ReceivedRequest {
+    /// Lowercase header names and values.
+    pub headers: Vec<(String, String)>,
+    /// The exact body.
+    pub body: Bytes,
+    /// `HTTP/1.1` or `HTTP/2.0`.
+    pub version: String,
+    /// Status answered.
+    pub status: u16,
+}
+
+impl ReceivedRequest {
+    /// A header by lowercase name.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// What a receiver saw.
+#[derive(Debug, Default)]
+pub struct ReceiverLog {
+    /// Requests received.
+    pub requests: AtomicU64,
+    /// Requests whose signature verified.
+    pub verified: AtomicU64,
+    /// Requests whose signature did not verify.
+    pub bad_signatures: AtomicU64,
+    /// webhook-ids answered 2xx.
+    pub accepted: Mutex<HashSet<String>>,
+    /// Every request, when recording is on.
+    pub recorded: Mutex<Vec<ReceivedRequest>>,
+}
+
+impl ReceiverLog {
+    /// Distinct webhook-ids answered 2xx.
+    pub fn accepted_count(&self) -> usize {
+        self.accepted.lock().map(|s| s.len()).unwrap_or(0)
+    }
+
+    /// A copy of the recorded requests.
+    pub fn recorded(&self) -> Vec<ReceivedRequest> {
+        self.recorded.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+}
+
+/// Settings of a receiver.
+#[derive(Debug, Clone)]
+pub struct ReceiverSpec {
+    /// How it answers.
+    pub behaviour: Behaviour,
+    /// Scheme and secret it verifies with (`None`: no verification).
+    pub verify_with: Option<(SignatureScheme, String)>,
+    /// Keep every request in memory.
+    pub record: bool,
+}
+
+/// A running receiver.
+#[derive(Debug)]
+pub struct Receiver {
+    addr: SocketAddr,
+    log: Arc<ReceiverLog>,
+    task: JoinHandle<()>,
+}
+
+impl Receiver {
+    /// Starts a receiver on an ephemeral port of 127.0.0.1.
+    pub async fn start(spec: ReceiverSpec) -> Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .context("binding a receiver on 127.0.0.1")?;
+        let addr = listener.local_addr()?;
+        let log = Arc::new(ReceiverLog::default());
+        let spec = Arc::new(spec);
+        let task = {
+            let log = Arc::clone(&log);
+            tokio::spawn(async move {
+                loop {
+                    let Ok((stream, _)) = listener.accept().await else {
+                        continue;
+                    };
+                    let _ = stream.set_nodelay(true);
+                    let log = Arc::clone(&log);
+                    let spec = Arc::clone(&spec);
+                    tokio::spawn(async move {
+                        let service = service_fn(move |req| handle(req, Arc::clone(&spec), Arc::clone(&log)));
+                        let _ = auto::Builder::new(TokioExecutor::new())
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await;
+                    });
+                }
+            })
+        };
+        Ok(Self { addr, log, task })
+    }
+
+    /// `http://127.0.0.1:<port>/<path>`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}/{}", self.addr, path.trim_start_matches('/'))
+    }
+
+    /// What it saw.
+    pub fn log(&self) -> &Arc<ReceiverLog> {
+        &self.log
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn handle(
+    req: Request<Incoming>,
+    spec: Arc<ReceiverSpec>,
+    log: Arc<ReceiverLog>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let version = format!("{:?}", req.version());
+    let headers: Vec<(String, String)> = req
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .collect();
+    let body = match req.into_body().collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => Bytes::new(),
+    };
+    log.requests.fetch_add(1, Ordering::Relaxed);
+    let find = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    if let Some((scheme, secret)) = &spec.verify_with {
+        match verify(*scheme, secret, &find, &body) {
+            Ok(()) => log.verified.fetch_add(1, Ordering::Relaxed),
+            Err(_) => log.bad_signatures.fetch_add(1, Ordering::Relaxed),
+        };
+    }
+    let status = match spec.behaviour {
+        Behaviour::Healthy => 200,
+        Behaviour::Status(code) => code,
+        Behaviour::Slow(delay) => {
+            tokio::time::sleep(delay).await;
+            200
+        }
+        Behaviour::Flaky(share) => {
+            if rand::random::<f64>() < share {
+                503
+            } else {
+                200
+            }
+        }
+    };
+    if (200..300).contains(&status)
+        && let Some(id) = find(header::WEBHOOK_ID)
+        && let Ok(mut accepted) = log.accepted.lock()
+    {
+        accepted.insert(id);
+    }
+    if spec.record
+        && let Ok(mut recorded) = log.recorded.lock()
+    {
+        recorded.push(ReceivedRequest {
+            headers,
+            body,
+            version,
+            status,
+        });
+    }
+    let mut response = Response::new(Full::new(Bytes::from_static(b"{}")));
+    *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    Ok(response)
+}

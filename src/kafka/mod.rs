@@ -1,0 +1,165 @@
+//! Kafka plumbing shared by the stages: client settings, the embedded
+//! development broker, owned-topic creation and the durable producer.
+//!
+//! Owns how hookstream talks to a cluster, not what it reads or writes.
+
+pub mod embedded;
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::producer::FutureProducer;
+use rdkafka::types::RDKafkaErrorCode;
+
+pub use embedded::EmbeddedBroker;
+
+use crate::config::Config;
+
+/// Settings every client gets, then the user's `[kafka.properties]` on top.
+pub fn base_client_config(config: &Config, bootstrap: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", bootstrap);
+    c.set("client.id", "hookstream");
+    for (key, value) in &config.kafka.properties {
+        c.set(key, value.to_string());
+    }
+    c
+}
+
+/// Consumer settings: manual offsets, earliest for a new group, no EOF events.
+pub fn consumer_config(config: &Config, bootstrap: &str, group_id: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", bootstrap);
+    c.set("client.id", "hookstream");
+    c.set("group.id", group_id);
+    c.set("enable.auto.commit", "false");
+    c.set("enable.auto.offset.store", "false");
+    c.set("auto.offset.reset", "earliest");
+    c.set("enable.partition.eof", "false");
+    c.set("session.timeout.ms", "10000");
+    c.set("heartbeat.interval.ms", "3000");
+    // Bound what librdkafka prefetches; hookstream's own back-pressure
+    // (max_in_flight) bounds the rest.
+    c.set("queued.max.messages.kbytes", "16384");
+    for (key, value) in &config.kafka.properties {
+        c.set(key, value.to_string());
+    }
+    c
+}
+
+/// The idempotent `acks=all` producer used for retry and DLQ records: a
+/// delivery report from it means the broker has the record durably.
+pub fn durable_producer(config: &Config, bootstrap: &str) -> Result<FutureProducer> {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", bootstrap);
+    c.set("client.id", "hookstream-producer");
+    c.set("linger.ms", "5");
+    c.set("message.timeout.ms", "30000");
+    for (key, value) in &config.kafka.properties {
+        c.set(key, value.to_string());
+    }
+    // Durability is not negotiable: these win over user properties.
+    c.set("enable.idempotence", "true");
+    c.set("acks", "all");
+    c.create().context("creating the retry/DLQ producer")
+}
+
+/// A topic hookstream needs, with how to create it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicSpec {
+    /// Topic name.
+    pub name: String,
+    /// Partitions when created.
+    pub partitions: i32,
+    /// `cleanup.policy=compact`.
+    pub compacted: bool,
+}
+
+/// The topics hookstream owns: every retry tier, the DLQ, the endpoint store.
+pub fn owned_topics(config: &Config) -> Vec<TopicSpec> {
+    let t = &config.topics;
+    let mut out: Vec<TopicSpec> = t
+        .retry_tiers
+        .iter()
+        .map(|tier| TopicSpec {
+            name: t.retry_topic(*tier),
+            partitions: t.partitions,
+            compacted: false,
+        })
+        .collect();
+    out.push(TopicSpec {
+        name: t.dlq_topic(),
+        partitions: t.partitions,
+        compacted: false,
+    });
+    out.push(TopicSpec {
+        name: t.endpoints_topic(),
+        partitions: 1,
+        compacted: true,
+    });
+    out
+}
+
+/// Creates missing owned topics (when `topics.create`), and on the embedded
+/// broker the input topics too. Existing topics are left as they are.
+pub async fn ensure_topics(
+    config: &Config,
+    bootstrap: &str,
+    embedded: Option<&EmbeddedBroker>,
+) -> Result<()> {
+    let mut wanted = Vec::new();
+    if config.topics.create {
+        wanted.extend(owned_topics(config));
+    }
+    if let Some(broker) = embedded {
+        for topic in &config.kafka.topics {
+            wanted.push(TopicSpec {
+                name: topic.clone(),
+                partitions: config.kafka.embedded_partitions,
+                compacted: false,
+            });
+        }
+        for spec in &wanted {
+            broker
+                .create_topic(&spec.name, spec.partitions)
+                .with_context(|| format!("creating topic {} on the embedded broker", spec.name))?;
+        }
+        return Ok(());
+    }
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    let admin: AdminClient<DefaultClientContext> = base_client_config(config, bootstrap)
+        .create()
+        .context("creating the Kafka admin client")?;
+    let replication = config.topics.replication_factor;
+    let new_topics: Vec<NewTopic<'_>> = wanted
+        .iter()
+        .map(|spec| {
+            let topic = NewTopic::new(&spec.name, spec.partitions, TopicReplication::Fixed(replication));
+            if spec.compacted {
+                topic.set("cleanup.policy", "compact")
+            } else {
+                topic
+            }
+        })
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let results = admin
+        .create_topics(new_topics.iter(), &options)
+        .await
+        .context("creating owned topics")?;
+    for result in results {
+        match result {
+            Ok(name) => tracing::info!(topic = %name, "created topic"),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((name, code)) => {
+                anyhow::bail!("creating topic {name}: {code} (set topics.create = false to manage topics yourself)")
+            }
+        }
+    }
+    Ok(())
+}
