@@ -122,7 +122,8 @@ impl Pipeline {
                 .collect(),
             ..PipelineStats::default()
         });
-        let (source, inbound) = SourceConsumer::start(&config, &bootstrap, 1024)?;
+        let inbound_capacity = config.delivery.max_in_flight.clamp(16, 512);
+        let (source, inbound) = SourceConsumer::start(&config, &bootstrap, inbound_capacity)?;
         let topic_metrics = source.topics().names().iter().map(|t| TopicMetrics::new(t)).collect();
         let max_in_flight = config.delivery.max_in_flight;
         let dispatcher = Dispatcher {
@@ -139,6 +140,7 @@ impl Pipeline {
             topic_metrics,
             stats: Arc::clone(&stats),
             slots: Vec::new(),
+            held: std::collections::VecDeque::new(),
         };
         let (shutdown, shutdown_rx) = watch::channel(false);
         let timing = Timing {
@@ -171,11 +173,21 @@ impl Pipeline {
         self.task.await.context("pipeline task panicked")?
     }
 
+    /// Stops at once without draining or committing anything: what a crash
+    /// does. In-flight events are consumed again by the next owner.
+    pub fn abort(self) {
+        self.task.abort();
+    }
+
     /// Whether the pipeline stopped by itself (an error).
     pub fn is_finished(&self) -> bool {
         self.task.is_finished()
     }
 }
+
+/// Most records held during a pause before the dispatcher stops reading
+/// the inbound channel (a safety net: pausing stops fetching).
+const HELD_LIMIT: usize = 4096;
 
 #[derive(Debug, Clone, Copy)]
 struct Timing {
@@ -215,6 +227,9 @@ struct Dispatcher {
     stats: Arc<PipelineStats>,
     /// Reused match buffer.
     slots: Vec<Slot>,
+    /// Records read while paused, dispatched on resume (bounded by the
+    /// inbound channel: a paused consumer fetches nothing new).
+    held: std::collections::VecDeque<Arc<Event>>,
 }
 
 impl Dispatcher {
@@ -236,6 +251,9 @@ impl Dispatcher {
                 Some(token) = acks.recv() => {
                     self.tracker.complete(token);
                     self.after_settle();
+                    if stopping.is_none() {
+                        self.dispatch_held().await;
+                    }
                 }
                 changed = shutdown.changed(), if stopping.is_none() => {
                     if changed.is_err() || *shutdown.borrow() {
@@ -244,9 +262,13 @@ impl Dispatcher {
                         self.source.request_stop();
                     }
                 }
-                msg = inbound.recv(), if draining.is_none() => match msg {
+                msg = inbound.recv(), if draining.is_none() && self.held.len() < HELD_LIMIT => match msg {
                     Some(Inbound::Record(event)) => {
-                        if stopping.is_none() {
+                        if stopping.is_some() {
+                            // Not registered: consumed again after restart.
+                        } else if self.flow == Flow::Paused || !self.held.is_empty() {
+                            self.held.push_back(event);
+                        } else {
                             self.dispatch(event).await;
                         }
                     }
@@ -312,7 +334,20 @@ impl Dispatcher {
         }
     }
 
+    /// Dispatches records held during a pause, while the flow stays open.
+    async fn dispatch_held(&mut self) {
+        while self.flow == Flow::Open {
+            let Some(event) = self.held.pop_front() else {
+                break;
+            };
+            self.dispatch(event).await;
+        }
+    }
+
     fn finish_revoke(&mut self, d: Draining, settled: bool) {
+        // Held records of revoked partitions were never registered; the new
+        // owner consumes them again.
+        self.held.retain(|e| !d.partitions.contains(&e.partition));
         if !settled {
             tracing::warn!(partitions = d.partitions.len(), "revoke drain deadline reached; unsettled records will be delivered again");
         }

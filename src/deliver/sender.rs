@@ -131,6 +131,12 @@ impl Sender {
     }
 }
 
+impl Drop for Sender {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 async fn run(
     shared: Arc<Shared>,
     mut queue: mpsc::Receiver<Delivery>,

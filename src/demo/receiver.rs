@@ -62,6 +62,10 @@ impl ReceivedRequest {
 pub struct ReceiverLog {
     /// Requests received.
     pub requests: AtomicU64,
+    /// Requests being answered right now.
+    pub in_progress: AtomicU64,
+    /// Most requests ever answered at once.
+    pub max_in_progress: AtomicU64,
     /// Requests whose signature verified.
     pub verified: AtomicU64,
     /// Requests whose signature did not verify.
@@ -167,6 +171,8 @@ async fn handle(
         Err(_) => Bytes::new(),
     };
     log.requests.fetch_add(1, Ordering::Relaxed);
+    let now = log.in_progress.fetch_add(1, Ordering::SeqCst) + 1;
+    log.max_in_progress.fetch_max(now, Ordering::SeqCst);
     let find = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
     if let Some((scheme, secret)) = &spec.verify_with {
         match verify(*scheme, secret, &find, &body) {
@@ -205,6 +211,7 @@ async fn handle(
             status,
         });
     }
+    log.in_progress.fetch_sub(1, Ordering::SeqCst);
     let mut response = Response::new(Full::new(Bytes::from_static(b"{}")));
     *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     Ok(response)

@@ -60,7 +60,13 @@ impl EmbeddedBroker {
                 while let Ok(cmd) = rx.recv() {
                     match cmd {
                         Command::CreateTopic(name, partitions, reply) => {
-                            done(reply, cluster.create_topic(&name, partitions, 1))
+                            let result = match cluster.create_topic(&name, partitions, 1) {
+                                Err(rdkafka::error::KafkaError::MockCluster(
+                                    rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists,
+                                )) => Ok(()),
+                                other => other,
+                            };
+                            done(reply, result)
                         }
                         Command::BrokerDown(id, reply) => done(reply, cluster.broker_down(id)),
                         Command::BrokerUp(id, reply) => done(reply, cluster.broker_up(id)),
@@ -99,7 +105,8 @@ impl EmbeddedBroker {
         rx.recv().map_err(|_| anyhow!("embedded broker stopped"))?
     }
 
-    /// Creates a topic (the mock cluster answers no CreateTopics request).
+    /// Creates a topic unless it exists (the mock cluster answers no
+    /// CreateTopics request).
     pub fn create_topic(&self, name: &str, partitions: i32) -> Result<()> {
         self.call(|tx| Command::CreateTopic(name.to_string(), partitions, tx))
     }

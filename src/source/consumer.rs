@@ -243,6 +243,14 @@ impl SourceConsumer {
     }
 }
 
+impl Drop for SourceConsumer {
+    fn drop(&mut self) {
+        // Without close(): stop the thread, which drops the last handle and
+        // closes the consumer without committing.
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
 fn poll_loop(
     consumer: &BaseConsumer<SourceContext>,
     topics: &TopicTable,

@@ -1,0 +1,309 @@
+//! Shared test fixtures: an embedded (librdkafka mock) broker, real HTTP
+//! receivers on 127.0.0.1, a producer, DLQ and offset readers, and an
+//! HMAC verifier that does not use hookstream's signing code.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use hmac::{Hmac, KeyInit, Mac};
+use hookstream::config::{Config, EndpointConfig, HumanDuration, SourceConfig};
+use hookstream::demo::receiver::{Behaviour, ReceivedRequest, Receiver, ReceiverSpec};
+use hookstream::kafka::EmbeddedBroker;
+use hookstream::source::extract::Preset;
+use hookstream::{BrokerTarget, Pipeline};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use sha2::Sha256;
+
+/// A running embedded broker shared by a test.
+pub struct Cluster {
+    pub broker: Arc<EmbeddedBroker>,
+    producer: FutureProducer,
+}
+
+impl Cluster {
+    /// Starts a broker and creates `topics` with `partitions` each.
+    pub fn start(topics: &[&str], partitions: i32) -> Self {
+        let broker = Arc::new(EmbeddedBroker::start(1).expect("embedded broker"));
+        for t in topics {
+            broker.create_topic(t, partitions).expect("create topic");
+        }
+        let producer = ClientConfig::new()
+            .set("bootstrap.servers", broker.bootstrap_servers())
+            .set("linger.ms", "2")
+            .create()
+            .expect("producer");
+        Self { broker, producer }
+    }
+
+    pub fn bootstrap(&self) -> &str {
+        self.broker.bootstrap_servers()
+    }
+
+    pub fn target(&self) -> BrokerTarget {
+        BrokerTarget::Embedded(Arc::clone(&self.broker))
+    }
+
+    /// Produces one record and returns (partition, offset).
+    pub async fn produce(&self, topic: &str, key: &str, body: &[u8], headers: &[(&str, &str)]) -> (i32, i64) {
+        let mut h = OwnedHeaders::new();
+        for (k, v) in headers {
+            h = h.insert(Header { key: k, value: Some(*v) });
+        }
+        let record = FutureRecord::to(topic).key(key).payload(body).headers(h);
+        let d = self
+            .producer
+            .send(record, Duration::from_secs(10))
+            .await
+            .map_err(|(e, _)| e)
+            .expect("produce");
+        (d.partition, d.offset)
+    }
+
+    /// Produces many records concurrently (order within a key is kept by
+    /// librdkafka's queue).
+    pub async fn produce_many(&self, topic: &str, records: &[(String, Vec<u8>)]) {
+        let futures: Vec<_> = records
+            .iter()
+            .map(|(key, body)| {
+                let record = FutureRecord::to(topic).key(key.as_str()).payload(body.as_slice());
+                self.producer.send(record, Duration::from_secs(30))
+            })
+            .collect();
+        for r in futures::future::join_all(futures).await {
+            r.map_err(|(e, _)| e).expect("produce");
+        }
+    }
+
+    /// Every record of `topic` from the beginning (reads until quiet).
+    pub fn read_all(&self, topic: &str) -> Vec<DlqRecord> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", self.bootstrap())
+            .set("group.id", format!("reader-{}", rand::random::<u64>()))
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("reader");
+        let md = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .expect("metadata");
+        let mut tpl = TopicPartitionList::new();
+        let mut expected = 0i64;
+        for t in md.topics() {
+            for p in t.partitions() {
+                let (low, high) = consumer
+                    .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
+                    .expect("watermarks");
+                expected += high - low;
+                tpl.add_partition_offset(topic, p.id(), Offset::Beginning).unwrap();
+            }
+        }
+        consumer.assign(&tpl).expect("assign");
+        let mut out = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while (out.len() as i64) < expected && Instant::now() < deadline {
+            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+                let headers = m
+                    .headers()
+                    .map(|hs| {
+                        hs.iter()
+                            .map(|h| (h.key.to_string(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned()))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                out.push(DlqRecord {
+                    key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+                    value: m.payload().unwrap_or_default().to_vec(),
+                    headers,
+                });
+            }
+        }
+        out
+    }
+
+    /// (committed, end) offset per partition of `topic` for `group`.
+    pub fn committed_vs_end(&self, group: &str, topic: &str) -> Vec<(i32, i64, i64)> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", self.bootstrap())
+            .set("group.id", group)
+            .create()
+            .expect("offset reader");
+        let md = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .expect("metadata");
+        let mut tpl = TopicPartitionList::new();
+        for t in md.topics() {
+            for p in t.partitions() {
+                tpl.add_partition(topic, p.id());
+            }
+        }
+        let committed = consumer
+            .committed_offsets(tpl, Duration::from_secs(10))
+            .expect("committed offsets");
+        committed
+            .elements()
+            .iter()
+            .map(|e| {
+                let (_, high) = consumer
+                    .fetch_watermarks(topic, e.partition(), Duration::from_secs(10))
+                    .expect("watermarks");
+                let c = match e.offset() {
+                    Offset::Offset(o) => o,
+                    _ => -1,
+                };
+                (e.partition(), c, high)
+            })
+            .collect()
+    }
+}
+
+impl Cluster {
+    /// Whether `group` committed the end offset of every non-empty partition
+    /// of `topic`.
+    pub fn offsets_at_end(&self, group: &str, topic: &str) -> bool {
+        self.committed_vs_end(group, topic)
+            .iter()
+            .all(|(_, committed, end)| *end == 0 || committed == end)
+    }
+}
+
+/// A record read back from a topic.
+#[derive(Debug, Clone)]
+pub struct DlqRecord {
+    pub key: Option<String>,
+    pub value: Vec<u8>,
+    pub headers: Vec<(String, String)>,
+}
+
+impl DlqRecord {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// A recording receiver.
+pub async fn receiver(behaviour: Behaviour) -> Receiver {
+    Receiver::start(ReceiverSpec {
+        behaviour,
+        verify_with: None,
+        record: true,
+    })
+    .await
+    .expect("receiver")
+}
+
+/// A test configuration against the embedded broker.
+pub fn config(group: &str, topics: &[(&str, Preset)]) -> Config {
+    let mut c = Config::default();
+    c.kafka.brokers = hookstream::config::EMBEDDED_BROKERS.into();
+    c.kafka.group_id = group.into();
+    c.kafka.topics = topics.iter().map(|(t, _)| t.to_string()).collect();
+    c.kafka.commit_interval = HumanDuration::from_millis(200);
+    c.kafka.embedded_partitions = 4;
+    c.topics.partitions = 2;
+    c.delivery.allow_private_destinations = true;
+    c.delivery.timeout = HumanDuration::from_secs(5);
+    c.delivery.drain_timeout = HumanDuration::from_secs(5);
+    c.metrics.listen = String::new();
+    c.sources = topics
+        .iter()
+        .map(|(t, p)| SourceConfig {
+            topic: t.to_string(),
+            preset: *p,
+            id: None,
+            event_type: None,
+            device: None,
+            group: None,
+            tenant: None,
+            time: None,
+        })
+        .collect();
+    c
+}
+
+/// An endpoint to `url` for `events`, signed with `scheme`/`secret`.
+pub fn endpoint(id: &str, url: String, events: &[&str], scheme: &str, secret: &str) -> EndpointConfig {
+    let mut e = EndpointConfig::new(id, url);
+    e.events = events.iter().map(|s| s.to_string()).collect();
+    e.signature = hookstream::deliver::sign::SignatureScheme::parse(scheme).expect("scheme");
+    e.secret = (scheme != "none").then(|| secret.to_string());
+    e.allow_http = true;
+    e
+}
+
+pub async fn start(config: Config, cluster: &Cluster) -> Pipeline {
+    Pipeline::start(config, cluster.target()).await.expect("pipeline starts")
+}
+
+/// Waits until `done()` or panics after `timeout` with `what`.
+pub async fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Verifies a recorded request with an HMAC computed here, independently of
+/// hookstream's signer.
+pub fn independently_verified(scheme: &str, secret: &str, req: &ReceivedRequest) -> bool {
+    type H = Hmac<Sha256>;
+    let mac_hex = |key: &[u8], body: &[u8]| {
+        let mut m = <H as KeyInit>::new_from_slice(key).unwrap();
+        m.update(body);
+        hex::encode(m.finalize().into_bytes())
+    };
+    match scheme {
+        "standard" => {
+            let key = base64::engine::general_purpose::STANDARD
+                .decode(secret.trim_start_matches("whsec_"))
+                .unwrap();
+            let (Some(id), Some(ts), Some(sig)) = (
+                req.header("webhook-id"),
+                req.header("webhook-timestamp"),
+                req.header("webhook-signature"),
+            ) else {
+                return false;
+            };
+            let mut m = <H as KeyInit>::new_from_slice(&key).unwrap();
+            m.update(format!("{id}.{ts}.").as_bytes());
+            m.update(&req.body);
+            let expected = format!("v1,{}", base64::engine::general_purpose::STANDARD.encode(m.finalize().into_bytes()));
+            sig.split(' ').any(|s| s == expected)
+        }
+        "mender" => {
+            req.header("x-men-algorithm") == Some("MEN-HMAC-SHA256-Payload")
+                && req.header("x-men-signature") == Some(mac_hex(&hex::decode(secret).unwrap(), &req.body).as_str())
+        }
+        "openmdm" => {
+            req.header("x-openmdm-signature")
+                == Some(format!("sha256={}", mac_hex(secret.as_bytes(), &req.body)).as_str())
+                && req.header("x-openmdm-delivery") == req.header("webhook-id")
+        }
+        "github" => {
+            req.header("x-hub-signature-256") == Some(format!("sha256={}", mac_hex(secret.as_bytes(), &req.body)).as_str())
+                && req.header("x-github-delivery") == req.header("webhook-id")
+        }
+        "none" => req.header("webhook-signature").is_none(),
+        _ => false,
+    }
+}
+
+/// Counts of requests per value of a JSON field in the bodies.
+pub fn bodies_by(reqs: &[ReceivedRequest], pointer: &str) -> HashMap<String, usize> {
+    let mut out = HashMap::new();
+    for r in reqs {
+        let v: serde_json::Value = serde_json::from_slice(&r.body).expect("JSON body");
+        let key = match v.pointer(pointer) {
+            Some(serde_json::Value::String(s)) => s.clone(),
+            Some(other) => other.to_string(),
+            None => String::new(),
+        };
+        *out.entry(key).or_default() += 1;
+    }
+    out
+}

@@ -1,0 +1,105 @@
+//! Offsets and memory: a pipeline that crashes or stops mid-stream loses no
+//! event when restarted, and `max_in_flight` bounds what is held at once.
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use common::*;
+use hookstream::demo::receiver::Behaviour;
+use hookstream::source::extract::Preset;
+
+const TOPIC: &str = "device-events";
+
+fn events(n: usize) -> Vec<(String, Vec<u8>)> {
+    (0..n)
+        .map(|i| {
+            (
+                format!("dev-{}", i % 50),
+                format!(r#"{{"id":"evt-{i}","type":"device-status-changed","data":{{"id":"dev-{}"}}}}"#, i % 50)
+                    .into_bytes(),
+            )
+        })
+        .collect()
+}
+
+fn seen_ids(rx: &hookstream::demo::receiver::Receiver) -> HashSet<String> {
+    bodies_by(&rx.log().recorded(), "/id").into_keys().collect()
+}
+
+async fn restart_loses_nothing(group: &str, crash: bool) {
+    let cluster = Cluster::start(&[TOPIC], 4);
+    let rx = receiver(Behaviour::Slow(Duration::from_millis(2))).await;
+    let make_config = || {
+        let mut c = config(group, &[(TOPIC, Preset::Mender)]);
+        let mut ep = endpoint("sink", rx.url("in"), &["*"], "none", "");
+        ep.max_concurrency = 8;
+        c.endpoints.push(ep);
+        c
+    };
+    let total = 3000;
+    cluster.produce_many(TOPIC, &events(total)).await;
+
+    let first = start(make_config(), &cluster).await;
+    wait_for("the first pipeline to deliver some events", Duration::from_secs(30), || {
+        rx.log().requests.load(Ordering::Relaxed) >= 600
+    })
+    .await;
+    if crash {
+        first.abort();
+    } else {
+        first.shutdown().await.unwrap();
+    }
+    let before_restart = rx.log().requests.load(Ordering::Relaxed);
+    assert!(before_restart < total as u64, "stopped mid-stream ({before_restart} of {total})");
+
+    let second = start(make_config(), &cluster).await;
+    wait_for("every event after the restart", Duration::from_secs(60), || seen_ids(&rx).len() >= total).await;
+    wait_for("offsets to reach the end", Duration::from_secs(15), || cluster.offsets_at_end(group, TOPIC)).await;
+    let seen = seen_ids(&rx);
+    for i in 0..total {
+        assert!(seen.contains(&format!("evt-{i}")), "evt-{i} was delivered");
+    }
+    let requests = rx.log().requests.load(Ordering::Relaxed);
+    eprintln!(
+        "{} restart: {requests} requests for {total} events ({:.1}% duplicates)",
+        if crash { "crash" } else { "graceful" },
+        (requests as f64 - total as f64) * 100.0 / total as f64
+    );
+    second.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_mid_stream_loses_no_event() {
+    restart_loses_nothing("crash-test", true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_stop_mid_stream_loses_no_event_and_commits_what_it_settled() {
+    restart_loses_nothing("graceful-test", false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_in_flight_bounds_what_is_held_at_once() {
+    let cluster = Cluster::start(&[TOPIC], 2);
+    let rx = receiver(Behaviour::Slow(Duration::from_millis(50))).await;
+    let mut config = config("backpressure-test", &[(TOPIC, Preset::Mender)]);
+    config.delivery.max_in_flight = 20;
+    let mut ep = endpoint("sink", rx.url("in"), &["*"], "none", "");
+    ep.max_concurrency = 200;
+    ep.queue_size = 5000;
+    config.endpoints.push(ep);
+    cluster.produce_many(TOPIC, &events(400)).await;
+    let pipeline = start(config, &cluster).await;
+    wait_for("all events", Duration::from_secs(60), || seen_ids(&rx).len() >= 400).await;
+    let peak = rx.log().max_in_progress.load(Ordering::SeqCst);
+    assert!(peak <= 21, "at most max_in_flight (+1 being dispatched) requests at once, saw {peak}");
+    assert!(peak >= 10, "the bound, not something else, limited concurrency (peak {peak})");
+    wait_for("offsets to reach the end", Duration::from_secs(15), || {
+        cluster.offsets_at_end("backpressure-test", TOPIC)
+    })
+    .await;
+    pipeline.shutdown().await.unwrap();
+}
