@@ -11,7 +11,11 @@ use hookstream::cmd::{self, CommandError};
 use hookstream::config::Config;
 
 #[derive(Parser)]
-#[command(name = "hookstream", version, about = "Kafka-native webhook delivery for device fleets")]
+#[command(
+    name = "hookstream",
+    version,
+    about = "Kafka-native webhook delivery for device fleets"
+)]
 struct Cli {
     /// Log format (levels come from RUST_LOG, default info).
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "HOOKSTREAM_LOG_FORMAT")]
@@ -60,7 +64,9 @@ enum Command {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -87,10 +93,16 @@ fn main() -> ExitCode {
             init_logging(cli.log_format);
             runtime().and_then(|rt| rt.block_on(hookstream::demo::run(events, rate)))
         }
-        Command::Verify { scheme, secret, headers } => {
+        Command::Verify {
+            scheme,
+            secret,
+            headers,
+        } => {
             let mut body = Vec::new();
             match std::io::stdin().read_to_end(&mut body) {
-                Err(e) => Err(CommandError::Runtime(anyhow::anyhow!("reading the body from stdin: {e}"))),
+                Err(e) => Err(CommandError::Runtime(anyhow::anyhow!(
+                    "reading the body from stdin: {e}"
+                ))),
                 Ok(_) => match cmd::verify::verify(&scheme, &secret, &headers, &body) {
                     Ok(Ok(())) => {
                         println!("valid");

@@ -25,7 +25,9 @@ use crate::index::{Endpoint, EndpointIndex, RouteKey, Slot};
 use crate::kafka::{self, EmbeddedBroker};
 use crate::metrics::{PipelineMetrics, TopicMetrics};
 use crate::retry::dlq::{DeadLetterWriter, History, now_ms};
-use crate::source::consumer::{Inbound, RevokeReply, SourceConsumer, offsets_list, partitions_list};
+use crate::source::consumer::{
+    Inbound, RevokeReply, SourceConsumer, offsets_list, partitions_list,
+};
 use crate::source::event::Event;
 
 /// Where the pipeline's Kafka is.
@@ -94,12 +96,19 @@ impl Pipeline {
             endpoints.push(Arc::new(built));
         }
         let index = EndpointIndex::new(endpoints);
-        let enabled = index.endpoints().iter().filter(|e| e.config.enabled).count();
+        let enabled = index
+            .endpoints()
+            .iter()
+            .filter(|e| e.config.enabled)
+            .count();
         crate::metrics::endpoints(enabled, index.len() - enabled);
 
         let producer = kafka::durable_producer(&config, &bootstrap)?;
         let dlq = DeadLetterWriter::new(producer, config.topics.dlq_topic());
-        let clients = HttpClients::new(&config.delivery.user_agent, config.delivery.allow_private_destinations)?;
+        let clients = HttpClients::new(
+            &config.delivery.user_agent,
+            config.delivery.allow_private_destinations,
+        )?;
         let (acks_tx, acks_rx) = mpsc::unbounded_channel();
         let deps = SenderDeps {
             clients,
@@ -124,7 +133,12 @@ impl Pipeline {
         });
         let inbound_capacity = config.delivery.max_in_flight.clamp(16, 512);
         let (source, inbound) = SourceConsumer::start(&config, &bootstrap, inbound_capacity)?;
-        let topic_metrics = source.topics().names().iter().map(|t| TopicMetrics::new(t)).collect();
+        let topic_metrics = source
+            .topics()
+            .names()
+            .iter()
+            .map(|t| TopicMetrics::new(t))
+            .collect();
         let max_in_flight = config.delivery.max_in_flight;
         let dispatcher = Dispatcher {
             tracker: AckTracker::new(),
@@ -291,11 +305,14 @@ impl Dispatcher {
                 _ = check_tick.tick() => {}
             }
             if let Some(d) = &draining {
-                let settled = d.partitions.iter().all(|p| self.tracker.unsettled_in(*p) == 0);
-                if settled || Instant::now() >= d.deadline {
-                    if let Some(d) = draining.take() {
-                        self.finish_revoke(d, settled);
-                    }
+                let settled = d
+                    .partitions
+                    .iter()
+                    .all(|p| self.tracker.unsettled_in(*p) == 0);
+                if (settled || Instant::now() >= d.deadline)
+                    && let Some(d) = draining.take()
+                {
+                    self.finish_revoke(d, settled);
                 }
             }
             if let Some(deadline) = stopping
@@ -307,7 +324,10 @@ impl Dispatcher {
         }
         let left = self.tracker.unsettled();
         if left > 0 {
-            tracing::warn!(unsettled = left, "drain deadline reached: these events will be delivered again after restart");
+            tracing::warn!(
+                unsettled = left,
+                "drain deadline reached: these events will be delivered again after restart"
+            );
         }
         self.commit(CommitMode::Sync);
         for sender in &self.senders {
@@ -349,15 +369,22 @@ impl Dispatcher {
         // owner consumes them again.
         self.held.retain(|e| !d.partitions.contains(&e.partition));
         if !settled {
-            tracing::warn!(partitions = d.partitions.len(), "revoke drain deadline reached; unsettled records will be delivered again");
+            tracing::warn!(
+                partitions = d.partitions.len(),
+                "revoke drain deadline reached; unsettled records will be delivered again"
+            );
         }
         let offsets: Vec<(PartitionId, i64)> = d
             .partitions
             .iter()
             .filter_map(|p| self.tracker.revoke(*p).map(|o| (*p, o)))
             .collect();
-        self.stats.commits.fetch_add(offsets.len() as u64, Ordering::Relaxed);
-        self.metrics.offsets_committed.increment(offsets.len() as u64);
+        self.stats
+            .commits
+            .fetch_add(offsets.len() as u64, Ordering::Relaxed);
+        self.metrics
+            .offsets_committed
+            .increment(offsets.len() as u64);
         let _ = d.reply.send(offsets);
         self.after_settle();
     }
@@ -395,9 +422,9 @@ impl Dispatcher {
                     tenant: fields.tenant.as_deref(),
                 };
                 self.index.matches(&key, &mut self.slots);
-                let Some(token) = self
-                    .tracker
-                    .register(event.partition, event.offset, self.slots.len() as u32)
+                let Some(token) =
+                    self.tracker
+                        .register(event.partition, event.offset, self.slots.len() as u32)
                 else {
                     return;
                 };
@@ -443,7 +470,11 @@ impl Dispatcher {
         };
         match result {
             Ok(()) => {
-                tracing::debug!(?flow, in_flight = self.tracker.unsettled(), "input flow changed");
+                tracing::debug!(
+                    ?flow,
+                    in_flight = self.tracker.unsettled(),
+                    "input flow changed"
+                );
                 self.flow = flow;
             }
             Err(e) => tracing::warn!(error = %e, ?flow, "changing input flow failed"),
@@ -458,8 +489,12 @@ impl Dispatcher {
         let tpl = offsets_list(self.source.topics(), &offsets);
         match self.source.consumer().commit(&tpl, mode) {
             Ok(()) => {
-                self.stats.commits.fetch_add(offsets.len() as u64, Ordering::Relaxed);
-                self.metrics.offsets_committed.increment(offsets.len() as u64);
+                self.stats
+                    .commits
+                    .fetch_add(offsets.len() as u64, Ordering::Relaxed);
+                self.metrics
+                    .offsets_committed
+                    .increment(offsets.len() as u64);
             }
             Err(e) => {
                 tracing::warn!(error = %e, "offset commit failed; will retry");

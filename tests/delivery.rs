@@ -23,13 +23,26 @@ const TOPICS: [(&str, Preset); 5] = [
 ];
 
 fn sample(name: &str) -> &'static [u8] {
-    SAMPLES.iter().find(|(n, _)| *n == name).unwrap().1.trim().as_bytes()
+    SAMPLES
+        .iter()
+        .find(|(n, _)| *n == name)
+        .unwrap()
+        .1
+        .trim()
+        .as_bytes()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_preset_reaches_exactly_the_matching_endpoints_signed() {
     let cluster = Cluster::start(&TOPICS.map(|(t, _)| t), 3);
-    let names = ["all", "mender-devices", "one-device", "mdm", "objects", "ce"];
+    let names = [
+        "all",
+        "mender-devices",
+        "one-device",
+        "mdm",
+        "objects",
+        "ce",
+    ];
     let mut receivers = Vec::new();
     for _ in names {
         receivers.push(receiver(Behaviour::Healthy).await);
@@ -52,7 +65,13 @@ async fn every_preset_reaches_exactly_the_matching_endpoints_signed() {
     ];
     let mut config = config("delivery-test", &TOPICS);
     for (i, name) in names.iter().enumerate() {
-        let mut ep = endpoint(name, receivers[i].url("in"), events[i], secrets[i].0, secrets[i].1);
+        let mut ep = endpoint(
+            name,
+            receivers[i].url("in"),
+            events[i],
+            secrets[i].0,
+            secrets[i].1,
+        );
         if *name == "one-device" {
             ep.devices = vec!["769e5a83-259c-4506-ab05-9c2564f196fd".into()];
         }
@@ -81,7 +100,11 @@ async fn every_preset_reaches_exactly_the_matching_endpoints_signed() {
             "ce-events",
             "dev-9",
             ce_body,
-            &[("ce_id", "ce-1"), ("ce_type", "com.fleet.device.rebooted"), ("ce_subject", "dev-9")],
+            &[
+                ("ce_id", "ce-1"),
+                ("ce_type", "com.fleet.device.rebooted"),
+                ("ce_subject", "dev-9"),
+            ],
         )
         .await;
 
@@ -98,16 +121,23 @@ async fn every_preset_reaches_exactly_the_matching_endpoints_signed() {
             b("mender-device-status-changed.json"),
             b("mender-device-decommissioned.json"),
         ],
-        vec![b("openmdm-device-enrolled.json"), b("openmdm-security-tamper.json")],
+        vec![
+            b("openmdm-device-enrolled.json"),
+            b("openmdm-security-tamper.json"),
+        ],
         vec![b("cmdb-object-updated.json"), b("magistrala-message.json")],
         vec![ce_body],
     ];
-    wait_for("every receiver to get its events", Duration::from_secs(30), || {
-        receivers
-            .iter()
-            .zip(&expected)
-            .all(|(r, e)| r.log().recorded().len() >= e.len())
-    })
+    wait_for(
+        "every receiver to get its events",
+        Duration::from_secs(30),
+        || {
+            receivers
+                .iter()
+                .zip(&expected)
+                .all(|(r, e)| r.log().recorded().len() >= e.len())
+        },
+    )
     .await;
     // Give stray extra deliveries a moment to show up before asserting exactness.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -118,9 +148,18 @@ async fn every_preset_reaches_exactly_the_matching_endpoints_signed() {
         let mut want = expected[i].clone();
         got_bodies.sort();
         want.sort();
-        assert_eq!(got_bodies, want, "endpoint {} got exactly its events, byte for byte", names[i]);
+        assert_eq!(
+            got_bodies, want,
+            "endpoint {} got exactly its events, byte for byte",
+            names[i]
+        );
         let ids: HashSet<&str> = got.iter().filter_map(|q| q.header("webhook-id")).collect();
-        assert_eq!(ids.len(), got.len(), "one webhook-id per event for {}", names[i]);
+        assert_eq!(
+            ids.len(),
+            got.len(),
+            "one webhook-id per event for {}",
+            names[i]
+        );
         for q in &got {
             assert!(
                 independently_verified(secrets[i].0, secrets[i].1, q),
@@ -136,16 +175,28 @@ async fn every_preset_reaches_exactly_the_matching_endpoints_signed() {
     }
     let ce = &receivers[5].log().recorded()[0];
     assert_eq!(ce.version, "HTTP/2.0", "http_version = http2 is honoured");
-    assert_eq!(ce.header("x-api-key"), Some("k-123"), "custom headers are sent");
+    assert_eq!(
+        ce.header("x-api-key"),
+        Some("k-123"),
+        "custom headers are sent"
+    );
     let mdm = &receivers[3].log().recorded();
-    assert!(mdm.iter().any(|q| q.header("x-openmdm-event") == Some("security.tamper")));
+    assert!(
+        mdm.iter()
+            .any(|q| q.header("x-openmdm-event") == Some("security.tamper"))
+    );
 
     for (topic, _) in TOPICS {
-        wait_for(&format!("offsets of {topic} to reach the end"), Duration::from_secs(15), || {
-            cluster.offsets_at_end("delivery-test", topic)
-        })
+        wait_for(
+            &format!("offsets of {topic} to reach the end"),
+            Duration::from_secs(15),
+            || cluster.offsets_at_end("delivery-test", topic),
+        )
         .await;
     }
-    assert!(cluster.read_all("hookstream.dlq").is_empty(), "nothing was dead-lettered");
+    assert!(
+        cluster.read_all("hookstream.dlq").is_empty(),
+        "nothing was dead-lettered"
+    );
     pipeline.shutdown().await.unwrap();
 }

@@ -18,8 +18,11 @@ fn events(n: usize) -> Vec<(String, Vec<u8>)> {
         .map(|i| {
             (
                 format!("dev-{}", i % 50),
-                format!(r#"{{"id":"evt-{i}","type":"device-status-changed","data":{{"id":"dev-{}"}}}}"#, i % 50)
-                    .into_bytes(),
+                format!(
+                    r#"{{"id":"evt-{i}","type":"device-status-changed","data":{{"id":"dev-{}"}}}}"#,
+                    i % 50
+                )
+                .into_bytes(),
             )
         })
         .collect()
@@ -43,9 +46,11 @@ async fn restart_loses_nothing(group: &str, crash: bool) {
     cluster.produce_many(TOPIC, &events(total)).await;
 
     let first = start(make_config(), &cluster).await;
-    wait_for("the first pipeline to deliver some events", Duration::from_secs(30), || {
-        rx.log().requests.load(Ordering::Relaxed) >= 600
-    })
+    wait_for(
+        "the first pipeline to deliver some events",
+        Duration::from_secs(30),
+        || rx.log().requests.load(Ordering::Relaxed) >= 600,
+    )
     .await;
     if crash {
         first.abort();
@@ -53,11 +58,22 @@ async fn restart_loses_nothing(group: &str, crash: bool) {
         first.shutdown().await.unwrap();
     }
     let before_restart = rx.log().requests.load(Ordering::Relaxed);
-    assert!(before_restart < total as u64, "stopped mid-stream ({before_restart} of {total})");
+    assert!(
+        before_restart < total as u64,
+        "stopped mid-stream ({before_restart} of {total})"
+    );
 
     let second = start(make_config(), &cluster).await;
-    wait_for("every event after the restart", Duration::from_secs(60), || seen_ids(&rx).len() >= total).await;
-    wait_for("offsets to reach the end", Duration::from_secs(15), || cluster.offsets_at_end(group, TOPIC)).await;
+    wait_for(
+        "every event after the restart",
+        Duration::from_secs(60),
+        || seen_ids(&rx).len() >= total,
+    )
+    .await;
+    wait_for("offsets to reach the end", Duration::from_secs(15), || {
+        cluster.offsets_at_end(group, TOPIC)
+    })
+    .await;
     let seen = seen_ids(&rx);
     for i in 0..total {
         assert!(seen.contains(&format!("evt-{i}")), "evt-{i} was delivered");
@@ -93,10 +109,19 @@ async fn max_in_flight_bounds_what_is_held_at_once() {
     config.endpoints.push(ep);
     cluster.produce_many(TOPIC, &events(400)).await;
     let pipeline = start(config, &cluster).await;
-    wait_for("all events", Duration::from_secs(60), || seen_ids(&rx).len() >= 400).await;
+    wait_for("all events", Duration::from_secs(60), || {
+        seen_ids(&rx).len() >= 400
+    })
+    .await;
     let peak = rx.log().max_in_progress.load(Ordering::SeqCst);
-    assert!(peak <= 21, "at most max_in_flight (+1 being dispatched) requests at once, saw {peak}");
-    assert!(peak >= 10, "the bound, not something else, limited concurrency (peak {peak})");
+    assert!(
+        peak <= 21,
+        "at most max_in_flight (+1 being dispatched) requests at once, saw {peak}"
+    );
+    assert!(
+        peak >= 10,
+        "the bound, not something else, limited concurrency (peak {peak})"
+    );
     wait_for("offsets to reach the end", Duration::from_secs(15), || {
         cluster.offsets_at_end("backpressure-test", TOPIC)
     })

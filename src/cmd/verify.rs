@@ -22,6 +22,11 @@ pub fn verify(
         })?;
         parsed.push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
     }
-    let lookup = |name: &str| parsed.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    let lookup = |name: &str| {
+        parsed
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
     Ok(verify_signature(scheme, secret, &lookup, body).map_err(|e| e.to_string()))
 }

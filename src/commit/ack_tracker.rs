@@ -153,7 +153,12 @@ impl AckTracker {
 
     /// Registers a record; `None` when its partition is not assigned or the
     /// record is a re-fetch (see [`PartitionAcks::register`]).
-    pub fn register(&mut self, partition: PartitionId, offset: i64, outcomes: u32) -> Option<AckToken> {
+    pub fn register(
+        &mut self,
+        partition: PartitionId,
+        offset: i64,
+        outcomes: u32,
+    ) -> Option<AckToken> {
         let (epoch, acks) = self.partitions.get_mut(&partition)?;
         if !acks.register(offset, outcomes) {
             return None;
@@ -211,7 +216,9 @@ impl AckTracker {
 
     /// Records missing outcomes in `partition`.
     pub fn unsettled_in(&self, partition: PartitionId) -> usize {
-        self.partitions.get(&partition).map_or(0, |(_, a)| a.unsettled())
+        self.partitions
+            .get(&partition)
+            .map_or(0, |(_, a)| a.unsettled())
     }
 
     /// Assigned partitions.
@@ -224,8 +231,14 @@ impl AckTracker {
 mod tests {
     use super::*;
 
-    const P: PartitionId = PartitionId { topic: 0, partition: 0 };
-    const Q: PartitionId = PartitionId { topic: 0, partition: 1 };
+    const P: PartitionId = PartitionId {
+        topic: 0,
+        partition: 0,
+    };
+    const Q: PartitionId = PartitionId {
+        topic: 0,
+        partition: 1,
+    };
 
     #[test]
     fn commits_only_up_to_the_first_gap() {

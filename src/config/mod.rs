@@ -549,7 +549,10 @@ impl Config {
             ));
         }
         if t.retry_tiers.is_empty() {
-            return Err(ConfigError::new("topics.retry_tiers", "needs at least one tier"));
+            return Err(ConfigError::new(
+                "topics.retry_tiers",
+                "needs at least one tier",
+            ));
         }
         for (i, pair) in t.retry_tiers.windows(2).enumerate() {
             if pair[0] >= pair[1] {
@@ -570,7 +573,10 @@ impl Config {
             return Err(ConfigError::new("delivery.timeout", "must be above 0"));
         }
         if d.max_attempts == 0 {
-            return Err(ConfigError::new("delivery.max_attempts", "must be at least 1"));
+            return Err(ConfigError::new(
+                "delivery.max_attempts",
+                "must be at least 1",
+            ));
         }
         if !(d.backoff.factor >= 1.0 && d.backoff.factor.is_finite()) {
             return Err(ConfigError::new(
@@ -591,7 +597,10 @@ impl Config {
             ));
         }
         if d.max_in_flight == 0 {
-            return Err(ConfigError::new("delivery.max_in_flight", "must be at least 1"));
+            return Err(ConfigError::new(
+                "delivery.max_in_flight",
+                "must be at least 1",
+            ));
         }
         if d.max_payload_bytes == 0 {
             return Err(ConfigError::new(
@@ -661,15 +670,13 @@ fn expand_env(
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<(), ConfigError> {
     match value {
-        toml::Value::String(s) => {
-            if s.contains("${") {
-                *s = expand_string(s, env).map_err(|name| {
-                    ConfigError::new(
-                        path.clone(),
-                        format!("environment variable `{name}` is not set"),
-                    )
-                })?;
-            }
+        toml::Value::String(s) if s.contains("${") => {
+            *s = expand_string(s, env).map_err(|name| {
+                ConfigError::new(
+                    path.clone(),
+                    format!("environment variable `{name}` is not set"),
+                )
+            })?;
         }
         toml::Value::Array(items) => {
             for (i, item) in items.iter_mut().enumerate() {
@@ -732,7 +739,10 @@ mod tests {
         assert_eq!(c.kafka.brokers, "127.0.0.1:9092");
         assert_eq!(c.kafka.group_id, "hookstream");
         assert_eq!(c.topics.retry_tiers.len(), 6);
-        assert_eq!(c.topics.retry_topic(c.topics.retry_tiers[3]), "hookstream.retry.2m");
+        assert_eq!(
+            c.topics.retry_topic(c.topics.retry_tiers[3]),
+            "hookstream.retry.2m"
+        );
         assert_eq!(c.topics.dlq_topic(), "hookstream.dlq");
         assert_eq!(c.delivery.max_attempts, 8);
         assert_eq!(c.delivery.max_in_flight, 20_000);
@@ -799,7 +809,10 @@ signature = "none"
             &no_env,
         )
         .unwrap();
-        assert_eq!(c.kafka.properties["session.timeout.ms"].to_string(), "10000");
+        assert_eq!(
+            c.kafka.properties["session.timeout.ms"].to_string(),
+            "10000"
+        );
     }
 
     #[test]

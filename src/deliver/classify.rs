@@ -75,11 +75,16 @@ pub fn classify(result: AttemptResult<'_>, cap: Duration, now: SystemTime) -> Ve
             after: None,
             counts_attempt: true,
         },
-        AttemptResult::Response { status, retry_after } => match status {
+        AttemptResult::Response {
+            status,
+            retry_after,
+        } => match status {
             200..=299 => Verdict::Delivered,
             410 => Verdict::Gone,
             408 | 425 | 429 | 500 | 502 | 503 | 504 => {
-                let after = retry_after.and_then(|v| parse_retry_after(v, now)).map(|d| d.min(cap));
+                let after = retry_after
+                    .and_then(|v| parse_retry_after(v, now))
+                    .map(|d| d.min(cap));
                 Verdict::Retry {
                     after,
                     counts_attempt: status != 429 && after.is_none(),
@@ -212,14 +217,25 @@ mod tests {
 
     #[test]
     fn transport_failures_retry_except_refusals() {
-        for f in [TransportFailure::Timeout, TransportFailure::Connect, TransportFailure::Reset] {
+        for f in [
+            TransportFailure::Timeout,
+            TransportFailure::Connect,
+            TransportFailure::Reset,
+        ] {
             assert!(matches!(
                 classify(AttemptResult::Transport(f), CAP, SystemTime::now()),
-                Verdict::Retry { counts_attempt: true, .. }
+                Verdict::Retry {
+                    counts_attempt: true,
+                    ..
+                }
             ));
         }
         assert_eq!(
-            classify(AttemptResult::Transport(TransportFailure::Refused), CAP, SystemTime::now()),
+            classify(
+                AttemptResult::Transport(TransportFailure::Refused),
+                CAP,
+                SystemTime::now()
+            ),
             Verdict::DeadLetter("destination_refused".into())
         );
     }

@@ -74,7 +74,12 @@ pub async fn send_attempt(
             ip,
             class,
         };
-        return failure(TransportFailure::Refused, refused.to_string(), started, retry_after_cap);
+        return failure(
+            TransportFailure::Refused,
+            refused.to_string(),
+            started,
+            retry_after_cap,
+        );
     }
     let headers = request_headers(endpoint, &out);
     let client = clients.for_version(endpoint.config.http_version);
@@ -139,7 +144,12 @@ pub async fn send_attempt(
     }
 }
 
-fn failure(kind: TransportFailure, error: String, started: Instant, cap: Duration) -> AttemptReport {
+fn failure(
+    kind: TransportFailure,
+    error: String,
+    started: Instant,
+    cap: Duration,
+) -> AttemptReport {
     AttemptReport {
         verdict: classify(AttemptResult::Transport(kind), cap, SystemTime::now()),
         status: None,
@@ -156,7 +166,10 @@ pub fn request_headers(endpoint: &Endpoint, out: &Outgoing<'_>) -> HeaderMap {
         .map_or(0, |d| d.as_secs() as i64);
     let mut headers = HeaderMap::with_capacity(8 + endpoint.extra_headers.len());
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    headers.insert(HeaderName::from_static(header::WEBHOOK_ID), header_value(out.webhook_id));
+    headers.insert(
+        HeaderName::from_static(header::WEBHOOK_ID),
+        header_value(out.webhook_id),
+    );
     headers.insert(
         HeaderName::from_static(header::WEBHOOK_TIMESTAMP),
         HeaderValue::from(timestamp),
@@ -184,7 +197,13 @@ fn header_value(text: &str) -> HeaderValue {
     HeaderValue::from_str(text).unwrap_or_else(|_| {
         let clean: String = text
             .chars()
-            .map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_graphic() || c == ' ' {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .collect();
         HeaderValue::from_str(&clean).unwrap_or(HeaderValue::from_static("_"))
     })

@@ -165,7 +165,11 @@ async fn run(
 async fn deliver(shared: &Shared, delivery: Delivery) {
     let Delivery { event, token } = delivery;
     let endpoint = &shared.endpoint;
-    let event_type = event.fields.as_ref().map(|f| f.event_type.as_str()).unwrap_or_default();
+    let event_type = event
+        .fields
+        .as_ref()
+        .map(|f| f.event_type.as_str())
+        .unwrap_or_default();
     let id = event_id(&event);
     let mut history = History {
         endpoint: endpoint.id().to_string(),

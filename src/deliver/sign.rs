@@ -86,9 +86,7 @@ pub fn derive_key(scheme: SignatureScheme, secret: &str) -> Result<Vec<u8>, Secr
     let key = match scheme {
         SignatureScheme::Standard => {
             let encoded = secret.strip_prefix("whsec_").unwrap_or(secret);
-            BASE64
-                .decode(encoded)
-                .map_err(|_| SecretError::NotBase64)?
+            BASE64.decode(encoded).map_err(|_| SecretError::NotBase64)?
         }
         SignatureScheme::Mender => hex::decode(secret).map_err(|_| SecretError::NotHex)?,
         SignatureScheme::Openmdm | SignatureScheme::Github => secret.as_bytes().to_vec(),
@@ -287,7 +285,8 @@ pub fn verify(
     match scheme {
         SignatureScheme::None => Ok(()),
         SignatureScheme::Standard => {
-            let id = header(header::WEBHOOK_ID).ok_or(VerifyError::MissingHeader(header::WEBHOOK_ID))?;
+            let id =
+                header(header::WEBHOOK_ID).ok_or(VerifyError::MissingHeader(header::WEBHOOK_ID))?;
             let ts = header(header::WEBHOOK_TIMESTAMP)
                 .ok_or(VerifyError::MissingHeader(header::WEBHOOK_TIMESTAMP))?;
             let sigs = header(header::WEBHOOK_SIGNATURE)
@@ -318,7 +317,8 @@ pub fn verify(
         SignatureScheme::Mender => {
             let sig = header(header::MEN_SIGNATURE)
                 .ok_or(VerifyError::MissingHeader(header::MEN_SIGNATURE))?;
-            let raw = hex::decode(sig.trim()).map_err(|_| VerifyError::Malformed(header::MEN_SIGNATURE))?;
+            let raw = hex::decode(sig.trim())
+                .map_err(|_| VerifyError::Malformed(header::MEN_SIGNATURE))?;
             mac.update(body);
             mac.verify_slice(&raw).map_err(|_| VerifyError::Mismatch)
         }
@@ -385,7 +385,11 @@ mod tests {
                 if lower == header::WEBHOOK_ID || lower == header::WEBHOOK_TIMESTAMP {
                     continue;
                 }
-                assert_eq!(got.get(&lower), value.as_str().map(str::to_string).as_ref(), "{scheme} {name}");
+                assert_eq!(
+                    got.get(&lower),
+                    value.as_str().map(str::to_string).as_ref(),
+                    "{scheme} {name}"
+                );
             }
             let headers: HashMap<String, String> = expected
                 .iter()
@@ -418,7 +422,13 @@ mod tests {
         headers.insert(header::WEBHOOK_ID.into(), "msg_1".into());
         headers.insert(header::WEBHOOK_TIMESTAMP.into(), "1".into());
         for secret in [new, old] {
-            verify(SignatureScheme::Standard, secret, &|n| headers.get(n).cloned(), b"{}").unwrap();
+            verify(
+                SignatureScheme::Standard,
+                secret,
+                &|n| headers.get(n).cloned(),
+                b"{}",
+            )
+            .unwrap();
         }
     }
 
@@ -430,11 +440,17 @@ mod tests {
             body: b"{}",
             event_type: "device.enrolled",
         };
-        let o = sign_to_map(&Signer::new(SignatureScheme::Openmdm, Some("s"), None).unwrap(), &input);
+        let o = sign_to_map(
+            &Signer::new(SignatureScheme::Openmdm, Some("s"), None).unwrap(),
+            &input,
+        );
         assert_eq!(o[header::OPENMDM_EVENT], "device.enrolled");
         assert_eq!(o[header::OPENMDM_DELIVERY], "wh_1");
         assert_eq!(o[header::OPENMDM_TIMESTAMP], "2026-04-15T12:00:00Z");
-        let g = sign_to_map(&Signer::new(SignatureScheme::Github, Some("s"), None).unwrap(), &input);
+        let g = sign_to_map(
+            &Signer::new(SignatureScheme::Github, Some("s"), None).unwrap(),
+            &input,
+        );
         assert_eq!(g[header::GITHUB_EVENT], "device.enrolled");
         assert_eq!(g[header::GITHUB_DELIVERY], "wh_1");
     }

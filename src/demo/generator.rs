@@ -62,7 +62,14 @@ pub struct FleetGenerator {
 fn random_uuid() -> String {
     let b: [u8; 16] = rand::random();
     let h = hex::encode(b);
-    format!("{}-{}-4{}-a{}-{}", &h[0..8], &h[8..12], &h[13..16], &h[17..20], &h[20..32])
+    format!(
+        "{}-{}-4{}-a{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[13..16],
+        &h[17..20],
+        &h[20..32]
+    )
 }
 
 fn now_rfc3339() -> String {
@@ -176,7 +183,8 @@ mod tests {
     fn generated_events_extract_to_the_announced_type() {
         let mut g = FleetGenerator::new(5);
         g.malformed_every = 7;
-        let mut extractors: Vec<Extractor> = TOPICS.iter().map(|t| Extractor::preset(t.preset)).collect();
+        let mut extractors: Vec<Extractor> =
+            TOPICS.iter().map(|t| Extractor::preset(t.preset)).collect();
         let mut malformed = 0;
         for i in 0..200 {
             let e = g.next_event();

@@ -115,7 +115,13 @@ async fn run_demo(events: u64, rate: f64) -> Result<()> {
             record: false,
         })
         .await?;
-        println!("  receiver {:<11} {} — {}, {} signatures", ep.id, r.url("hooks"), ep.label, ep.scheme);
+        println!(
+            "  receiver {:<11} {} — {}, {} signatures",
+            ep.id,
+            r.url("hooks"),
+            ep.label,
+            ep.scheme
+        );
         receivers.push(r);
     }
     let mut config = Config::default();
@@ -165,7 +171,12 @@ async fn run_demo(events: u64, rate: f64) -> Result<()> {
 
     let ledger = Arc::new(Mutex::new(Ledger::default()));
     let stop_reader = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let reader = spawn_dlq_reader(broker.bootstrap_servers(), &dlq_topic, Arc::clone(&ledger), Arc::clone(&stop_reader))?;
+    let reader = spawn_dlq_reader(
+        broker.bootstrap_servers(),
+        &dlq_topic,
+        Arc::clone(&ledger),
+        Arc::clone(&stop_reader),
+    )?;
 
     // Produce.
     let producer: FutureProducer = ClientConfig::new()
@@ -178,7 +189,14 @@ async fn run_demo(events: u64, rate: f64) -> Result<()> {
     let started = Instant::now();
     let mut invalid_produced = 0usize;
     let mut last_report = Instant::now();
-    println!("\nproducing {events} fleet events{}…", if rate > 0.0 { format!(" at {rate}/s") } else { String::new() });
+    println!(
+        "\nproducing {events} fleet events{}…",
+        if rate > 0.0 {
+            format!(" at {rate}/s")
+        } else {
+            String::new()
+        }
+    );
     for i in 0..events {
         if rate > 0.0 {
             let due = started + Duration::from_secs_f64(i as f64 / rate);
@@ -212,7 +230,10 @@ async fn run_demo(events: u64, rate: f64) -> Result<()> {
         if let Ok(mut l) = ledger.lock() {
             for ep in &ENDPOINTS {
                 if ep.events.iter().any(|p| pattern_matches(p, &event_type)) {
-                    l.expected.entry(ep.id).or_default().insert(webhook_id(&event_id, ep.id));
+                    l.expected
+                        .entry(ep.id)
+                        .or_default()
+                        .insert(webhook_id(&event_id, ep.id));
                 }
             }
         }
@@ -221,7 +242,10 @@ async fn run_demo(events: u64, rate: f64) -> Result<()> {
             print_progress(started, &pipeline, &receivers, &ledger);
         }
     }
-    println!("produced {events} events ({invalid_produced} malformed) in {:.1}s; waiting for every event to be accounted for…", started.elapsed().as_secs_f64());
+    println!(
+        "produced {events} events ({invalid_produced} malformed) in {:.1}s; waiting for every event to be accounted for…",
+        started.elapsed().as_secs_f64()
+    );
 
     let deadline = Instant::now() + Duration::from_secs(60);
     let accounted = loop {
@@ -244,17 +268,33 @@ async fn run_demo(events: u64, rate: f64) -> Result<()> {
     println!("\nsummary ({:.1}s)", started.elapsed().as_secs_f64());
     println!(
         "  {:<11} {:<9} {:>8} {:>10} {:>13} {:>10} {:>14}",
-        "endpoint", "scheme", "expected", "delivered", "dead-lettered", "accounted", "signatures ok"
+        "endpoint",
+        "scheme",
+        "expected",
+        "delivered",
+        "dead-lettered",
+        "accounted",
+        "signatures ok"
     );
     let mut bad_signatures = 0;
-    let l = ledger.lock().map_err(|_| anyhow::anyhow!("ledger poisoned"))?;
+    let l = ledger
+        .lock()
+        .map_err(|_| anyhow::anyhow!("ledger poisoned"))?;
     for (ep, r) in ENDPOINTS.iter().zip(&receivers) {
         let empty = HashSet::new();
         let expected = l.expected.get(ep.id).unwrap_or(&empty);
-        let accepted = r.log().accepted.lock().map(|a| a.clone()).unwrap_or_default();
+        let accepted = r
+            .log()
+            .accepted
+            .lock()
+            .map(|a| a.clone())
+            .unwrap_or_default();
         let dead = l.dead.get(ep.id).cloned().unwrap_or_default();
         let delivered = expected.iter().filter(|id| accepted.contains(*id)).count();
-        let dead_n = expected.iter().filter(|id| dead.contains(*id) && !accepted.contains(*id)).count();
+        let dead_n = expected
+            .iter()
+            .filter(|id| dead.contains(*id) && !accepted.contains(*id))
+            .count();
         bad_signatures += r.log().bad_signatures.load(Ordering::Relaxed);
         println!(
             "  {:<11} {:<9} {:>8} {:>10} {:>13} {:>10} {:>14}",
@@ -264,15 +304,33 @@ async fn run_demo(events: u64, rate: f64) -> Result<()> {
             delivered,
             dead_n,
             format!("{}/{}", delivered + dead_n, expected.len()),
-            format!("{}/{}", r.log().verified.load(Ordering::Relaxed), r.log().requests.load(Ordering::Relaxed)),
+            format!(
+                "{}/{}",
+                r.log().verified.load(Ordering::Relaxed),
+                r.log().requests.load(Ordering::Relaxed)
+            ),
         );
     }
-    println!("  invalid events dead-lettered: {}/{invalid_produced}", l.dead_invalid);
+    println!(
+        "  invalid events dead-lettered: {}/{invalid_produced}",
+        l.dead_invalid
+    );
     let mut reasons: Vec<_> = l.reasons.iter().collect();
     reasons.sort();
-    println!("  dead letters by reason: {}", reasons.iter().map(|(r, n)| format!("{r}={n}")).collect::<Vec<_>>().join(", "));
-    println!("  consumed {} records, {} offset commits; committed offsets at the end of every input partition: {}",
-        stats.consumed.load(Ordering::Relaxed), stats.commits.load(Ordering::Relaxed), if offsets_ok { "yes" } else { "NO" });
+    println!(
+        "  dead letters by reason: {}",
+        reasons
+            .iter()
+            .map(|(r, n)| format!("{r}={n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!(
+        "  consumed {} records, {} offset commits; committed offsets at the end of every input partition: {}",
+        stats.consumed.load(Ordering::Relaxed),
+        stats.commits.load(Ordering::Relaxed),
+        if offsets_ok { "yes" } else { "NO" }
+    );
     if accounted && bad_signatures == 0 && offsets_ok {
         println!("every event accounted for.");
         Ok(())
@@ -305,7 +363,12 @@ fn all_accounted(receivers: &[Receiver], ledger: &Mutex<Ledger>, invalid: usize)
     })
 }
 
-fn print_progress(started: Instant, pipeline: &Pipeline, receivers: &[Receiver], ledger: &Mutex<Ledger>) {
+fn print_progress(
+    started: Instant,
+    pipeline: &Pipeline,
+    receivers: &[Receiver],
+    ledger: &Mutex<Ledger>,
+) {
     let stats = pipeline.stats();
     let mut parts = vec![format!(
         "[{:>4.0}s] consumed {:>6}",
@@ -314,7 +377,10 @@ fn print_progress(started: Instant, pipeline: &Pipeline, receivers: &[Receiver],
     )];
     let l = ledger.lock().ok();
     for ((id, s), r) in stats.endpoints.iter().zip(receivers) {
-        let dead = l.as_ref().and_then(|l| l.dead.get(id).map(HashSet::len)).unwrap_or(0);
+        let dead = l
+            .as_ref()
+            .and_then(|l| l.dead.get(id).map(HashSet::len))
+            .unwrap_or(0);
         parts.push(format!(
             "{id}: {} delivered, {dead} dead-lettered ({} requests)",
             s.delivered.load(Ordering::Relaxed),
@@ -401,13 +467,20 @@ fn committed_at_end(bootstrap: &str, group: &str, topics: &[String]) -> Result<b
     }
     let committed = consumer.committed_offsets(tpl, Duration::from_secs(10))?;
     for e in committed.elements() {
-        let (_, high) = consumer.fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(10))?;
+        let (_, high) =
+            consumer.fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(10))?;
         let at = match e.offset() {
             Offset::Offset(o) => o,
             _ => 0,
         };
         if at != high {
-            tracing::warn!(topic = e.topic(), partition = e.partition(), committed = at, end = high, "committed offset is not at the end");
+            tracing::warn!(
+                topic = e.topic(),
+                partition = e.partition(),
+                committed = at,
+                end = high,
+                "committed offset is not at the end"
+            );
             return Ok(false);
         }
     }

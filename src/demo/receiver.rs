@@ -53,7 +53,10 @@ pub struct ReceivedRequest {
 impl ReceivedRequest {
     /// A header by lowercase name.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -127,7 +130,8 @@ impl Receiver {
                     let log = Arc::clone(&log);
                     let spec = Arc::clone(&spec);
                     tokio::spawn(async move {
-                        let service = service_fn(move |req| handle(req, Arc::clone(&spec), Arc::clone(&log)));
+                        let service =
+                            service_fn(move |req| handle(req, Arc::clone(&spec), Arc::clone(&log)));
                         let _ = auto::Builder::new(TokioExecutor::new())
                             .serve_connection(TokioIo::new(stream), service)
                             .await;
@@ -164,7 +168,12 @@ async fn handle(
     let headers: Vec<(String, String)> = req
         .headers()
         .iter()
-        .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
         .collect();
     let body = match req.into_body().collect().await {
         Ok(b) => b.to_bytes(),
@@ -173,7 +182,12 @@ async fn handle(
     log.requests.fetch_add(1, Ordering::Relaxed);
     let now = log.in_progress.fetch_add(1, Ordering::SeqCst) + 1;
     log.max_in_progress.fetch_max(now, Ordering::SeqCst);
-    let find = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    let find = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
     if let Some((scheme, secret)) = &spec.verify_with {
         match verify(*scheme, secret, &find, &body) {
             Ok(()) => log.verified.fetch_add(1, Ordering::Relaxed),
@@ -213,6 +227,7 @@ async fn handle(
     }
     log.in_progress.fetch_sub(1, Ordering::SeqCst);
     let mut response = Response::new(Full::new(Bytes::from_static(b"{}")));
-    *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    *response.status_mut() =
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     Ok(response)
 }

@@ -140,7 +140,10 @@ impl Endpoint {
     /// Whether an event type matches one of the patterns (used by tests and
     /// by the index builder's cross-check).
     pub fn matches_type(&self, event_type: &str) -> bool {
-        self.config.events.iter().any(|p| pattern_matches(p, event_type))
+        self.config
+            .events
+            .iter()
+            .any(|p| pattern_matches(p, event_type))
     }
 }
 
@@ -174,7 +177,10 @@ fn check(
 ) -> Result<Checked, FieldError> {
     if config.id.is_empty()
         || config.id.len() > 128
-        || !config.id.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        || !config
+            .id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
     {
         return Err(FieldError::new(
             "id",
@@ -200,7 +206,10 @@ fn check(
         }
     }
     if !url.username().is_empty() || url.password().is_some() {
-        return Err(FieldError::new("url", "must not carry credentials (use headers)"));
+        return Err(FieldError::new(
+            "url",
+            "must not carry credentials (use headers)",
+        ));
     }
     let literal_ip = match url.host() {
         Some(url::Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
@@ -218,7 +227,8 @@ fn check(
             ));
         }
         if let Some(url::Host::Domain(name)) = url.host()
-            && (name.eq_ignore_ascii_case("localhost") || name.to_ascii_lowercase().ends_with(".localhost"))
+            && (name.eq_ignore_ascii_case("localhost")
+                || name.to_ascii_lowercase().ends_with(".localhost"))
         {
             return Err(FieldError::new(
                 "url",
@@ -227,14 +237,19 @@ fn check(
         }
     }
     if config.events.is_empty() {
-        return Err(FieldError::new("events", "needs at least one pattern (\"*\" for all)"));
+        return Err(FieldError::new(
+            "events",
+            "needs at least one pattern (\"*\" for all)",
+        ));
     }
     for (i, pattern) in config.events.iter().enumerate() {
         let body = pattern.strip_suffix('*').unwrap_or(pattern);
         if pattern.is_empty() || body.contains('*') || pattern.chars().any(char::is_whitespace) {
             return Err(FieldError::new(
                 format!("events[{i}]"),
-                format!("`{pattern}` is not an exact type, a prefix glob like \"device-*\", or \"*\""),
+                format!(
+                    "`{pattern}` is not an exact type, a prefix glob like \"device-*\", or \"*\""
+                ),
             ));
         }
     }
@@ -266,18 +281,27 @@ fn check(
             .map_err(|_| FieldError::new(field.clone(), "is not a valid header name"))?;
         let lower = parsed.as_str();
         if RESERVED_HEADERS.contains(&lower) || lower.starts_with("webhook-") {
-            return Err(FieldError::new(field, "is set by hookstream and cannot be overridden"));
+            return Err(FieldError::new(
+                field,
+                "is set by hookstream and cannot be overridden",
+            ));
         }
         reqwest::header::HeaderValue::from_str(value)
             .map_err(|_| FieldError::new(field, "value has characters a header cannot carry"))?;
     }
     let secret = match (&config.secret, &config.secret_env) {
         (Some(_), Some(_)) => {
-            return Err(FieldError::new("secret_env", "set either `secret` or `secret_env`, not both"));
+            return Err(FieldError::new(
+                "secret_env",
+                "set either `secret` or `secret_env`, not both",
+            ));
         }
         (Some(s), None) => Some(s.clone()),
         (None, Some(var)) => Some(env(var).ok_or_else(|| {
-            FieldError::new("secret_env", format!("environment variable `{var}` is not set"))
+            FieldError::new(
+                "secret_env",
+                format!("environment variable `{var}` is not set"),
+            )
         })?),
         (None, None) => None,
     };
@@ -355,7 +379,10 @@ mod tests {
         c.headers.insert("bad header".into(), "x".into());
         assert_eq!(err(c).field, "headers.bad header");
         let mut c = base();
-        c.rate_limit = Some(crate::config::RateLimitConfig { per_second: 0.0, burst: 1 });
+        c.rate_limit = Some(crate::config::RateLimitConfig {
+            per_second: 0.0,
+            burst: 1,
+        });
         assert_eq!(err(c).field, "rate_limit.per_second");
         let mut c = base();
         c.max_concurrency = 0;
@@ -377,7 +404,10 @@ mod tests {
         c.secret = None;
         c.secret_env = Some("HS_SECRET".into());
         assert_eq!(err(c.clone()).field, "secret_env");
-        validate(&c, false, &|_| Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into())).unwrap();
+        validate(&c, false, &|_| {
+            Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into())
+        })
+        .unwrap();
     }
 
     #[test]

@@ -32,12 +32,18 @@ impl TypeTable {
         if pattern == "*" {
             self.wildcard.push(slot);
         } else if let Some(prefix) = pattern.strip_suffix('*') {
-            self.prefixes.entry(prefix.to_string()).or_default().push(slot);
+            self.prefixes
+                .entry(prefix.to_string())
+                .or_default()
+                .push(slot);
             if let Err(pos) = self.prefix_lens.binary_search(&prefix.len()) {
                 self.prefix_lens.insert(pos, prefix.len());
             }
         } else {
-            self.exact.entry(pattern.to_string()).or_default().push(slot);
+            self.exact
+                .entry(pattern.to_string())
+                .or_default()
+                .push(slot);
         }
     }
 
@@ -78,7 +84,10 @@ impl EndpointIndex {
     /// never match.
     pub fn new(endpoints: Vec<Arc<Endpoint>>) -> Self {
         let mut index = Self {
-            overlapping: endpoints.iter().map(|e| e.config.events.len() > 1).collect(),
+            overlapping: endpoints
+                .iter()
+                .map(|e| e.config.events.len() > 1)
+                .collect(),
             ..Self::default()
         };
         for (slot, endpoint) in endpoints.iter().enumerate() {
@@ -191,7 +200,10 @@ mod tests {
     fn ids(index: &EndpointIndex, key: RouteKey<'_>) -> Vec<String> {
         let mut out = Vec::new();
         index.matches(&key, &mut out);
-        let mut ids: Vec<String> = out.iter().map(|s| index.endpoint(*s).id().to_string()).collect();
+        let mut ids: Vec<String> = out
+            .iter()
+            .map(|s| index.endpoint(*s).id().to_string())
+            .collect();
         ids.sort();
         ids
     }
@@ -212,8 +224,14 @@ mod tests {
             ep("all", &["*"], |_| {}),
             ep("both", &["device-provisioned", "device-*"], |_| {}),
         ]);
-        assert_eq!(ids(&index, key("device-provisioned")), ["all", "both", "exact", "prefix"]);
-        assert_eq!(ids(&index, key("device-decommissioned")), ["all", "both", "prefix"]);
+        assert_eq!(
+            ids(&index, key("device-provisioned")),
+            ["all", "both", "exact", "prefix"]
+        );
+        assert_eq!(
+            ids(&index, key("device-decommissioned")),
+            ["all", "both", "prefix"]
+        );
         assert_eq!(ids(&index, key("object.update")), ["all", "dot"]);
         assert_eq!(ids(&index, key("devices-inventory-changed")), ["all"]);
         assert_eq!(ids(&index, key("dev")), ["all"]);
@@ -230,7 +248,9 @@ mod tests {
     #[test]
     fn device_group_and_tenant_restrictions() {
         let index = EndpointIndex::new(vec![
-            ep("dev", &["*"], |c| c.devices = vec!["d1".into(), "d2".into()]),
+            ep("dev", &["*"], |c| {
+                c.devices = vec!["d1".into(), "d2".into()]
+            }),
             ep("grp", &["device-*"], |c| c.groups = vec!["g1".into()]),
             ep("ten", &["*"], |c| c.tenant = "t1".into()),
             ep("dev-and-tenant", &["*"], |c| {
@@ -245,14 +265,26 @@ mod tests {
             tenant,
         };
         assert_eq!(ids(&index, k(Some("d1"), None, None)), ["dev"]);
-        assert_eq!(ids(&index, k(Some("d2"), Some("g1"), Some("t1"))), ["dev", "grp", "ten"]);
-        assert_eq!(ids(&index, k(Some("d1"), None, Some("t2"))), ["dev", "dev-and-tenant"]);
+        assert_eq!(
+            ids(&index, k(Some("d2"), Some("g1"), Some("t1"))),
+            ["dev", "grp", "ten"]
+        );
+        assert_eq!(
+            ids(&index, k(Some("d1"), None, Some("t2"))),
+            ["dev", "dev-and-tenant"]
+        );
         assert!(ids(&index, k(Some("d9"), Some("g9"), Some("t9"))).is_empty());
     }
 
     #[test]
     fn agrees_with_a_full_scan() {
-        let types = ["device-provisioned", "device-decommissioned", "object.update", "temperature", "security.tamper"];
+        let types = [
+            "device-provisioned",
+            "device-decommissioned",
+            "object.update",
+            "temperature",
+            "security.tamper",
+        ];
         let mut endpoints = Vec::new();
         for i in 0..300 {
             let pattern = match i % 5 {

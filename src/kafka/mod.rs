@@ -139,7 +139,11 @@ pub async fn ensure_topics(
     let new_topics: Vec<NewTopic<'_>> = wanted
         .iter()
         .map(|spec| {
-            let topic = NewTopic::new(&spec.name, spec.partitions, TopicReplication::Fixed(replication));
+            let topic = NewTopic::new(
+                &spec.name,
+                spec.partitions,
+                TopicReplication::Fixed(replication),
+            );
             if spec.compacted {
                 topic.set("cleanup.policy", "compact")
             } else {
@@ -157,7 +161,9 @@ pub async fn ensure_topics(
             Ok(name) => tracing::info!(topic = %name, "created topic"),
             Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((name, code)) => {
-                anyhow::bail!("creating topic {name}: {code} (set topics.create = false to manage topics yourself)")
+                anyhow::bail!(
+                    "creating topic {name}: {code} (set topics.create = false to manage topics yourself)"
+                )
             }
         }
     }

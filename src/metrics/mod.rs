@@ -63,11 +63,25 @@ pub fn install_exporter(listen: &str) -> Result<()> {
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
     describe_counter!(names::EVENTS_CONSUMED, "Records consumed from input topics");
-    describe_counter!(names::EVENTS_INVALID, "Records dead-lettered as invalid_event");
+    describe_counter!(
+        names::EVENTS_INVALID,
+        "Records dead-lettered as invalid_event"
+    );
     describe_counter!(names::DELIVERIES, "Delivery outcomes per endpoint");
-    describe_counter!(names::HTTP_RESPONSES, "HTTP responses per endpoint and class");
-    describe_histogram!(names::DELIVERY_DURATION, metrics::Unit::Seconds, "HTTP exchange duration");
-    describe_histogram!(names::END_TO_END, metrics::Unit::Seconds, "Event time to delivered");
+    describe_counter!(
+        names::HTTP_RESPONSES,
+        "HTTP responses per endpoint and class"
+    );
+    describe_histogram!(
+        names::DELIVERY_DURATION,
+        metrics::Unit::Seconds,
+        "HTTP exchange duration"
+    );
+    describe_histogram!(
+        names::END_TO_END,
+        metrics::Unit::Seconds,
+        "Event time to delivered"
+    );
     describe_gauge!(names::INFLIGHT, "Events held in memory");
     describe_counter!(names::DLQ, "Dead letters written");
     describe_counter!(names::RATE_LIMITED, "Requests delayed by rate limits");
@@ -97,15 +111,27 @@ pub struct EndpointMetrics {
 impl EndpointMetrics {
     /// Registers the handles of `endpoint_id`.
     pub fn new(endpoint_id: &str, per_endpoint_labels: bool) -> Self {
-        let id = if per_endpoint_labels { endpoint_id.to_string() } else { "*".to_string() };
-        let outcome = |o: &'static str| counter!(names::DELIVERIES, "endpoint" => id.clone(), "outcome" => o);
+        let id = if per_endpoint_labels {
+            endpoint_id.to_string()
+        } else {
+            "*".to_string()
+        };
+        let outcome =
+            |o: &'static str| counter!(names::DELIVERIES, "endpoint" => id.clone(), "outcome" => o);
         let class = |c: &'static str| counter!(names::HTTP_RESPONSES, "endpoint" => id.clone(), "class" => c);
         Self {
             delivered: outcome("delivered"),
             retry_scheduled: outcome("retry_scheduled"),
             dead_lettered: outcome("dead_lettered"),
             deferred: outcome("deferred"),
-            responses: [class("1xx"), class("2xx"), class("3xx"), class("4xx"), class("5xx"), class("error")],
+            responses: [
+                class("1xx"),
+                class("2xx"),
+                class("3xx"),
+                class("4xx"),
+                class("5xx"),
+                class("error"),
+            ],
             duration: histogram!(names::DELIVERY_DURATION, "endpoint" => id.clone()),
             rate_limited: counter!(names::RATE_LIMITED, "endpoint" => id),
         }

@@ -116,7 +116,9 @@ pub struct DeadLetterWriter {
 
 impl std::fmt::Debug for DeadLetterWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DeadLetterWriter").field("topic", &self.topic).finish()
+        f.debug_struct("DeadLetterWriter")
+            .field("topic", &self.topic)
+            .finish()
     }
 }
 
@@ -164,12 +166,18 @@ impl DeadLetterWriter {
                     crate::metrics::dead_letter(reason);
                     return;
                 }
-                Err((rdkafka::error::KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge), _))
-                    if !body.is_empty() =>
-                {
+                Err((
+                    rdkafka::error::KafkaError::MessageProduction(
+                        RDKafkaErrorCode::MessageSizeTooLarge,
+                    ),
+                    _,
+                )) if !body.is_empty() => {
                     tracing::warn!(source = %event.source_coordinates(), size = event.body.len(),
                         "event too large for the DLQ topic: dead-lettering it without its value");
-                    let note = format!("value of {} bytes omitted: too large for the DLQ topic", event.body.len());
+                    let note = format!(
+                        "value of {} bytes omitted: too large for the DLQ topic",
+                        event.body.len()
+                    );
                     for (k, v) in extra.iter_mut() {
                         if *k == header::LAST_ERROR {
                             *v = format!("{v}; {note}");

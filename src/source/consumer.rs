@@ -40,7 +40,10 @@ impl TopicTable {
 
     /// The id of `name`.
     pub fn id(&self, name: &str) -> Option<u16> {
-        self.names.iter().position(|n| &**n == name).map(|i| i as u16)
+        self.names
+            .iter()
+            .position(|n| &**n == name)
+            .map(|i| i as u16)
     }
 
     /// The name of `id`.
@@ -113,7 +116,10 @@ impl ConsumerContext for SourceContext {
             return;
         };
         let partitions = self.ids(tpl);
-        tracing::info!(partitions = partitions.len(), "partitions revoked: draining");
+        tracing::info!(
+            partitions = partitions.len(),
+            "partitions revoked: draining"
+        );
         let (reply, answer) = std::sync::mpsc::channel();
         if !self.send(Inbound::Revoke { partitions, reply }) {
             return;
@@ -126,7 +132,9 @@ impl ConsumerContext for SourceContext {
                 }
             }
             Ok(_) => {}
-            Err(_) => tracing::warn!("no drain answer for revoked partitions; their in-flight records will be delivered again"),
+            Err(_) => tracing::warn!(
+                "no drain answer for revoked partitions; their in-flight records will be delivered again"
+            ),
         }
     }
 
@@ -144,7 +152,8 @@ pub fn offsets_list(topics: &TopicTable, offsets: &[(PartitionId, i64)]) -> Topi
     let mut tpl = TopicPartitionList::with_capacity(offsets.len());
     for (p, offset) in offsets {
         // Adding an offset to a fresh list cannot fail for a valid offset.
-        let _ = tpl.add_partition_offset(topics.name(p.topic), p.partition, Offset::Offset(*offset));
+        let _ =
+            tpl.add_partition_offset(topics.name(p.topic), p.partition, Offset::Offset(*offset));
     }
     tpl
 }
@@ -205,7 +214,9 @@ impl SourceConsumer {
             let max_payload = config.delivery.max_payload_bytes;
             thread::Builder::new()
                 .name("source-poll".into())
-                .spawn(move || poll_loop(&consumer, &topics, &mut extractors, max_payload, &stop, &tx))
+                .spawn(move || {
+                    poll_loop(&consumer, &topics, &mut extractors, max_payload, &stop, &tx)
+                })
                 .context("spawning the consumer thread")?
         };
         Ok((
@@ -279,7 +290,12 @@ fn poll_loop(
             .headers()
             .map(|hs| {
                 hs.iter()
-                    .map(|h| (h.key.to_string(), Bytes::copy_from_slice(h.value.unwrap_or_default())))
+                    .map(|h| {
+                        (
+                            h.key.to_string(),
+                            Bytes::copy_from_slice(h.value.unwrap_or_default()),
+                        )
+                    })
                     .collect()
             })
             .unwrap_or_default();
@@ -290,7 +306,12 @@ fn poll_loop(
             offset: msg.offset(),
         };
         let fields = {
-            let header = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_ref());
+            let header = |name: &str| {
+                headers
+                    .iter()
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| v.as_ref())
+            };
             extractors[topic as usize].extract(&body, &header, &coords, max_payload)
         };
         let event = Event {

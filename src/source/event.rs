@@ -36,7 +36,10 @@ pub struct Event {
 impl Event {
     /// `topic/partition/offset`, the `hookstream-source` header value.
     pub fn source_coordinates(&self) -> String {
-        format!("{}/{}/{}", self.topic, self.partition.partition, self.offset)
+        format!(
+            "{}/{}/{}",
+            self.topic, self.partition.partition, self.offset
+        )
     }
 
     /// A header of the original record.

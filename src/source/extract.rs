@@ -154,9 +154,9 @@ fn parse_locator(text: &str) -> Result<Locator, String> {
     if text.is_empty() {
         return Ok(Locator::Pointer(Vec::new()));
     }
-    let rest = text
-        .strip_prefix('/')
-        .ok_or_else(|| format!("`{text}` is neither a JSON pointer (\"/a/b\") nor \"header:<name>\""))?;
+    let rest = text.strip_prefix('/').ok_or_else(|| {
+        format!("`{text}` is neither a JSON pointer (\"/a/b\") nor \"header:<name>\"")
+    })?;
     Ok(Locator::Pointer(
         rest.split('/')
             .map(|t| t.replace("~1", "/").replace("~0", "~"))
@@ -166,7 +166,12 @@ fn parse_locator(text: &str) -> Result<Locator, String> {
 
 fn ptr(path: &str) -> Alternative {
     Alternative {
-        locator: Locator::Pointer(path.trim_start_matches('/').split('/').map(String::from).collect()),
+        locator: Locator::Pointer(
+            path.trim_start_matches('/')
+                .split('/')
+                .map(String::from)
+                .collect(),
+        ),
         prefix: "",
     }
 }
@@ -197,7 +202,10 @@ impl Extractor {
         for (field, text, slot) in overrides {
             if let Some(text) = text {
                 let locator = parse_locator(text).map_err(|m| (field, m))?;
-                let mut alternatives = vec![Alternative { locator, prefix: "" }];
+                let mut alternatives = vec![Alternative {
+                    locator,
+                    prefix: "",
+                }];
                 if field == "group" {
                     alternatives.push(hdr("group"));
                 }
@@ -205,7 +213,10 @@ impl Extractor {
             }
         }
         if ex.event_type.0.is_empty() {
-            return Err(("type", "preset `custom` needs a `type` pointer or header".into()));
+            return Err((
+                "type",
+                "preset `custom` needs a `type` pointer or header".into(),
+            ));
         }
         Ok(ex)
     }
@@ -447,11 +458,20 @@ mod tests {
         let e = run(Preset::Mender, sample("mender-device-provisioned.json"));
         assert_eq!(e.id, "5a0c6a0e-7d2b-4a53-9a6e-1d2f8c9b0a11");
         assert_eq!(e.event_type, "device-provisioned");
-        assert_eq!(e.device.as_deref(), Some("769e5a83-259c-4506-ab05-9c2564f196fd"));
+        assert_eq!(
+            e.device.as_deref(),
+            Some("769e5a83-259c-4506-ab05-9c2564f196fd")
+        );
         assert_eq!(e.time_ms, Some(1_663_063_427_746));
-        let e = run(Preset::Mender, sample("mender-devices-inventory-changed.json"));
+        let e = run(
+            Preset::Mender,
+            sample("mender-devices-inventory-changed.json"),
+        );
         assert_eq!(e.event_type, "devices-inventory-changed");
-        assert_eq!(e.device.as_deref(), Some("1c251e63-ca93-41e2-ae39-97f402d93dd3"));
+        assert_eq!(
+            e.device.as_deref(),
+            Some("1c251e63-ca93-41e2-ae39-97f402d93dd3")
+        );
         assert_eq!(e.tenant.as_deref(), Some("66ff8a4650829de3d99a25f1"));
         let e = run(Preset::Mender, sample("mender-device-decommissioned.json"));
         assert_eq!(e.event_type, "device-decommissioned");
@@ -469,7 +489,10 @@ mod tests {
         assert_eq!(e.time_ms, Some(1_776_254_400_000));
         let e = run(Preset::Openmdm, sample("openmdm-security-tamper.json"));
         assert_eq!(e.event_type, "security.tamper");
-        let e = run(Preset::Openmdm, r#"{"id":"x","event":"a.b","data":{"deviceId":"d9"}}"#);
+        let e = run(
+            Preset::Openmdm,
+            r#"{"id":"x","event":"a.b","data":{"deviceId":"d9"}}"#,
+        );
         assert_eq!(e.device.as_deref(), Some("d9"));
     }
 
@@ -477,7 +500,10 @@ mod tests {
     fn magistrala_sample_uses_subtopic_and_coordinate_id() {
         let e = run(Preset::Magistrala, sample("magistrala-message.json"));
         assert_eq!(e.event_type, "temperature");
-        assert_eq!(e.device.as_deref(), Some("a1b2c3d4-e5f6-4a7b-8c9d-0e1f2a3b4c5d"));
+        assert_eq!(
+            e.device.as_deref(),
+            Some("a1b2c3d4-e5f6-4a7b-8c9d-0e1f2a3b4c5d")
+        );
         assert_eq!(e.id, coordinates_id(&COORDS));
         assert_eq!(e.time_ms, Some(1_776_254_400_000));
         let e = run(Preset::Magistrala, r#"{"publisher":"p","created":1}"#);
@@ -495,9 +521,13 @@ mod tests {
 
     #[test]
     fn cloudevents_headers_win_over_body() {
-        let body = r#"{"id":"body-id","type":"body.type","subject":"s1","time":"2026-01-01T00:00:00Z"}"#;
+        let body =
+            r#"{"id":"body-id","type":"body.type","subject":"s1","time":"2026-01-01T00:00:00Z"}"#;
         let e = run(Preset::Cloudevents, body);
-        assert_eq!((e.id.as_str(), e.event_type.as_str()), ("body-id", "body.type"));
+        assert_eq!(
+            (e.id.as_str(), e.event_type.as_str()),
+            ("body-id", "body.type")
+        );
         assert_eq!(e.device.as_deref(), Some("s1"));
         fn headers(name: &str) -> Option<&'static [u8]> {
             match name {
@@ -532,7 +562,9 @@ mod tests {
             (name == "kind").then_some(b"custom.kind")
         }
         let body = r#"{"meta":{"uuid":"u1"},"devices":[{"sn":"SN1"}],"a/b":"g1","ts":1700000000}"#;
-        let e = ex.extract(body.as_bytes(), &headers, &COORDS, 1 << 20).unwrap();
+        let e = ex
+            .extract(body.as_bytes(), &headers, &COORDS, 1 << 20)
+            .unwrap();
         assert_eq!(e.id, "u1");
         assert_eq!(e.event_type, "custom.kind");
         assert_eq!(e.device.as_deref(), Some("SN1"));
@@ -574,11 +606,21 @@ mod tests {
     #[test]
     fn invalid_events_say_why() {
         let mut ex = Extractor::preset(Preset::Mender);
-        let go = |ex: &mut Extractor, b: &[u8]| ex.extract(b, &no_headers, &COORDS, 64).unwrap_err();
+        let go =
+            |ex: &mut Extractor, b: &[u8]| ex.extract(b, &no_headers, &COORDS, 64).unwrap_err();
         assert_eq!(go(&mut ex, b""), InvalidEvent::Empty);
-        assert!(matches!(go(&mut ex, b"{not json"), InvalidEvent::NotJson(_)));
-        assert_eq!(go(&mut ex, br#"{"id":"1"}"#), InvalidEvent::NoType("/type".into()));
-        assert!(matches!(go(&mut ex, &[b' '; 65]), InvalidEvent::TooLarge { size: 65, max: 64 }));
+        assert!(matches!(
+            go(&mut ex, b"{not json"),
+            InvalidEvent::NotJson(_)
+        ));
+        assert_eq!(
+            go(&mut ex, br#"{"id":"1"}"#),
+            InvalidEvent::NoType("/type".into())
+        );
+        assert!(matches!(
+            go(&mut ex, &[b' '; 65]),
+            InvalidEvent::TooLarge { size: 65, max: 64 }
+        ));
     }
 
     #[test]
@@ -611,7 +653,11 @@ mod tests {
         };
         for (name, body) in &files {
             let embedded = sample(name);
-            assert_eq!(embedded.trim(), body.trim(), "{name} differs from the built-in copy");
+            assert_eq!(
+                embedded.trim(),
+                body.trim(),
+                "{name} differs from the built-in copy"
+            );
         }
         if files.is_empty() {
             files = crate::demo::samples::SAMPLES

@@ -50,10 +50,19 @@ impl Cluster {
     }
 
     /// Produces one record and returns (partition, offset).
-    pub async fn produce(&self, topic: &str, key: &str, body: &[u8], headers: &[(&str, &str)]) -> (i32, i64) {
+    pub async fn produce(
+        &self,
+        topic: &str,
+        key: &str,
+        body: &[u8],
+        headers: &[(&str, &str)],
+    ) -> (i32, i64) {
         let mut h = OwnedHeaders::new();
         for (k, v) in headers {
-            h = h.insert(Header { key: k, value: Some(*v) });
+            h = h.insert(Header {
+                key: k,
+                value: Some(*v),
+            });
         }
         let record = FutureRecord::to(topic).key(key).payload(body).headers(h);
         let d = self
@@ -71,7 +80,9 @@ impl Cluster {
         let futures: Vec<_> = records
             .iter()
             .map(|(key, body)| {
-                let record = FutureRecord::to(topic).key(key.as_str()).payload(body.as_slice());
+                let record = FutureRecord::to(topic)
+                    .key(key.as_str())
+                    .payload(body.as_slice());
                 self.producer.send(record, Duration::from_secs(30))
             })
             .collect();
@@ -99,7 +110,8 @@ impl Cluster {
                     .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
                     .expect("watermarks");
                 expected += high - low;
-                tpl.add_partition_offset(topic, p.id(), Offset::Beginning).unwrap();
+                tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
+                    .unwrap();
             }
         }
         consumer.assign(&tpl).expect("assign");
@@ -111,7 +123,13 @@ impl Cluster {
                     .headers()
                     .map(|hs| {
                         hs.iter()
-                            .map(|h| (h.key.to_string(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned()))
+                            .map(|h| {
+                                (
+                                    h.key.to_string(),
+                                    String::from_utf8_lossy(h.value.unwrap_or_default())
+                                        .into_owned(),
+                                )
+                            })
                             .collect()
                     })
                     .unwrap_or_default();
@@ -181,7 +199,10 @@ pub struct DlqRecord {
 
 impl DlqRecord {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -226,7 +247,13 @@ pub fn config(group: &str, topics: &[(&str, Preset)]) -> Config {
 }
 
 /// An endpoint to `url` for `events`, signed with `scheme`/`secret`.
-pub fn endpoint(id: &str, url: String, events: &[&str], scheme: &str, secret: &str) -> EndpointConfig {
+pub fn endpoint(
+    id: &str,
+    url: String,
+    events: &[&str],
+    scheme: &str,
+    secret: &str,
+) -> EndpointConfig {
     let mut e = EndpointConfig::new(id, url);
     e.events = events.iter().map(|s| s.to_string()).collect();
     e.signature = hookstream::deliver::sign::SignatureScheme::parse(scheme).expect("scheme");
@@ -236,7 +263,9 @@ pub fn endpoint(id: &str, url: String, events: &[&str], scheme: &str, secret: &s
 }
 
 pub async fn start(config: Config, cluster: &Cluster) -> Pipeline {
-    Pipeline::start(config, cluster.target()).await.expect("pipeline starts")
+    Pipeline::start(config, cluster.target())
+        .await
+        .expect("pipeline starts")
 }
 
 /// Waits until `done()` or panics after `timeout` with `what`.
@@ -272,12 +301,16 @@ pub fn independently_verified(scheme: &str, secret: &str, req: &ReceivedRequest)
             let mut m = <H as KeyInit>::new_from_slice(&key).unwrap();
             m.update(format!("{id}.{ts}.").as_bytes());
             m.update(&req.body);
-            let expected = format!("v1,{}", base64::engine::general_purpose::STANDARD.encode(m.finalize().into_bytes()));
+            let expected = format!(
+                "v1,{}",
+                base64::engine::general_purpose::STANDARD.encode(m.finalize().into_bytes())
+            );
             sig.split(' ').any(|s| s == expected)
         }
         "mender" => {
             req.header("x-men-algorithm") == Some("MEN-HMAC-SHA256-Payload")
-                && req.header("x-men-signature") == Some(mac_hex(&hex::decode(secret).unwrap(), &req.body).as_str())
+                && req.header("x-men-signature")
+                    == Some(mac_hex(&hex::decode(secret).unwrap(), &req.body).as_str())
         }
         "openmdm" => {
             req.header("x-openmdm-signature")
@@ -285,7 +318,8 @@ pub fn independently_verified(scheme: &str, secret: &str, req: &ReceivedRequest)
                 && req.header("x-openmdm-delivery") == req.header("webhook-id")
         }
         "github" => {
-            req.header("x-hub-signature-256") == Some(format!("sha256={}", mac_hex(secret.as_bytes(), &req.body)).as_str())
+            req.header("x-hub-signature-256")
+                == Some(format!("sha256={}", mac_hex(secret.as_bytes(), &req.body)).as_str())
                 && req.header("x-github-delivery") == req.header("webhook-id")
         }
         "none" => req.header("webhook-signature").is_none(),

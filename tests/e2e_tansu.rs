@@ -1,0 +1,348 @@
+//! End to end against a real broker process: the built `hookstream` binary,
+//! run with a config file against tansu (a Kafka-protocol broker), delivers
+//! signed events to a receiver, dead-letters what is refused, exposes
+//! metrics, commits its offsets and exits 0 on SIGTERM.
+//!
+//! Needs the tansu binary (`cargo install tansu --version 0.6.0 --locked
+//! --features dynostore`); `.ci/run` installs it and runs these with
+//! `cargo test --test e2e_tansu -- --ignored`. Set `TANSU` to its path if it
+//! is not in `~/.cargo/bin` or on `PATH`.
+
+mod common;
+
+use std::collections::HashSet;
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use hookstream::demo::receiver::Behaviour;
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+fn tansu_binary() -> PathBuf {
+    if let Ok(p) = std::env::var("TANSU") {
+        return PathBuf::from(p);
+    }
+    let home = std::env::var("HOME").unwrap_or_default();
+    let cargo_bin = PathBuf::from(home).join(".cargo/bin/tansu");
+    if cargo_bin.exists() {
+        return cargo_bin;
+    }
+    PathBuf::from("tansu")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A tansu broker process, killed on drop.
+struct Tansu {
+    child: Child,
+    port: u16,
+}
+
+impl Tansu {
+    fn start() -> Self {
+        let port = free_port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = Command::new(tansu_binary())
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("tansu starts (install it: cargo install tansu --version 0.6.0 --locked --features dynostore)");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "tansu did not listen on {port}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Self { child, port }
+    }
+
+    fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The hookstream binary under test, with its stderr kept in a file.
+struct Hookstream {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Hookstream {
+    /// Runs `hookstream run --config <config>`, with the GitHub secret in
+    /// its environment.
+    fn start(config: &std::path::Path, log: PathBuf) -> Self {
+        let child = Command::new(env!("CARGO_BIN_EXE_hookstream"))
+            .args(["run", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "info")
+            .env("E2E_GITHUB_SECRET", "It's a Secret to Everybody")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("hookstream starts");
+        Self { child, log }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, then the exit status (panics after `timeout`).
+    fn terminate(mut self, timeout: Duration) -> i32 {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s.code().unwrap_or(-1);
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!(
+                    "hookstream did not exit after SIGTERM; log:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Hookstream {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+async fn produce(bootstrap: &str, from: usize, to: usize) {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap();
+    for i in from..to {
+        let body = format!(
+            r#"{{"id":"evt-{i}","type":"device-provisioned","data":{{"id":"dev-{}"}}}}"#,
+            i % 7
+        );
+        producer
+            .send(
+                FutureRecord::to("device-events")
+                    .key(&format!("dev-{}", i % 7))
+                    .payload(&body),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .expect("produce to tansu");
+    }
+}
+
+/// Counts records on `topic` whose `hookstream-endpoint` is `endpoint`,
+/// reading until `want` are seen or `timeout` passes. (tansu's high
+/// watermark is not reliable, so records are counted, not lag.)
+fn count_dead_letters(
+    bootstrap: &str,
+    topic: &str,
+    endpoint: &str,
+    want: usize,
+    timeout: Duration,
+) -> usize {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", format!("dlq-reader-{}", rand::random::<u32>()))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("session.timeout.ms", "10000")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let mut ids = HashSet::new();
+    let deadline = Instant::now() + timeout;
+    while ids.len() < want && Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            let headers = m.headers().map(|h| h.detach());
+            let get = |name: &str| {
+                headers.as_ref().and_then(|hs| {
+                    hs.iter()
+                        .find(|h| h.key == name)
+                        .and_then(|h| h.value.map(|v| String::from_utf8_lossy(v).into_owned()))
+                })
+            };
+            if get("hookstream-endpoint").as_deref() == Some(endpoint) {
+                assert_eq!(get("hookstream-reason").as_deref(), Some("http_400"));
+                ids.insert(get("hookstream-event-id").unwrap_or_default());
+            }
+        }
+    }
+    ids.len()
+}
+
+#[test]
+#[ignore = "needs the tansu broker; .ci/run runs it"]
+fn the_binary_delivers_from_a_real_broker_commits_and_stops_cleanly() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let tansu = Tansu::start();
+    let bootstrap = tansu.bootstrap();
+    rt.block_on(async {
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .create()
+            .unwrap();
+        let topic = NewTopic::new("device-events", 3, TopicReplication::Fixed(1));
+        let results = admin
+            .create_topics(
+                [&topic],
+                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(20))),
+            )
+            .await
+            .expect("create topic on tansu");
+        assert!(results.iter().all(|r| r.is_ok()), "{results:?}");
+    });
+    let (good, bad) = rt.block_on(async {
+        (
+            receiver(Behaviour::Healthy).await,
+            receiver(Behaviour::Status(400)).await,
+        )
+    });
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let metrics_port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("hookstream.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[kafka]
+brokers = "{bootstrap}"
+group_id = "e2e"
+topics = ["device-events"]
+commit_interval = "500ms"
+[kafka.properties]
+"session.timeout.ms" = "10000"
+[topics]
+partitions = 3
+replication_factor = 1
+[delivery]
+allow_private_destinations = true
+timeout = "5s"
+[metrics]
+listen = "127.0.0.1:{metrics_port}"
+[[endpoints]]
+id = "good"
+url = "{good}"
+signature = "standard"
+secret = "{secret}"
+[[endpoints]]
+id = "bad"
+url = "{bad}"
+signature = "github"
+secret_env = "E2E_GITHUB_SECRET"
+"#,
+            good = good.url("hooks"),
+            bad = bad.url("hooks"),
+        ),
+    )
+    .unwrap();
+    let hookstream = Hookstream::start(&config, dir.path().join("run1.log"));
+
+    rt.block_on(produce(&bootstrap, 0, 200));
+    rt.block_on(wait_for(
+        "200 events at the good receiver",
+        Duration::from_secs(90),
+        || bodies_by(&good.log().recorded(), "/id").len() >= 200,
+    ));
+    for req in good.log().recorded() {
+        assert!(
+            independently_verified("standard", secret, &req),
+            "signed: {:?}",
+            req.headers
+        );
+    }
+    let dead = count_dead_letters(
+        &bootstrap,
+        "hookstream.dlq",
+        "bad",
+        200,
+        Duration::from_secs(60),
+    );
+    assert_eq!(
+        dead,
+        200,
+        "every refused event is on the DLQ; log:\n{}",
+        hookstream.log()
+    );
+
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let metrics = rt.block_on(async {
+        reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    });
+    assert!(
+        metrics.contains(r#"hookstream_deliveries_total{endpoint="good",outcome="delivered"} 200"#),
+        "metrics count deliveries:\n{metrics}"
+    );
+    assert!(
+        metrics.contains("hookstream_dlq_total{reason=\"http_400\"} 200"),
+        "{metrics}"
+    );
+
+    // Let a commit interval pass so the settled offsets are committed, then stop.
+    std::thread::sleep(Duration::from_secs(2));
+    let code = hookstream.terminate(Duration::from_secs(30));
+    assert_eq!(code, 0, "exit status 0 after SIGTERM");
+
+    // A restart resumes from the committed offsets: new events arrive, the
+    // old ones are not all delivered again.
+    let requests_before = good
+        .log()
+        .requests
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let hookstream = Hookstream::start(&config, dir.path().join("run2.log"));
+    rt.block_on(produce(&bootstrap, 200, 250));
+    rt.block_on(wait_for(
+        "the 50 new events after restart",
+        Duration::from_secs(90),
+        || bodies_by(&good.log().recorded(), "/id").len() >= 250,
+    ));
+    std::thread::sleep(Duration::from_secs(2));
+    let redelivered = good
+        .log()
+        .requests
+        .load(std::sync::atomic::Ordering::Relaxed)
+        - requests_before
+        - 50;
+    assert!(
+        redelivered < 50,
+        "offsets were committed: only {redelivered} old events delivered again"
+    );
+    assert_eq!(hookstream.terminate(Duration::from_secs(30)), 0);
+    eprintln!("e2e: 250 delivered, 200 dead-lettered, {redelivered} redelivered after restart");
+}
