@@ -170,7 +170,7 @@ async fn every_preset_reaches_exactly_the_matching_endpoints_signed() {
             assert_eq!(q.header("content-type"), Some("application/json"));
             assert!(q.header("user-agent").unwrap().starts_with("hookstream/"));
             let ts: i64 = q.header("webhook-timestamp").unwrap().parse().unwrap();
-            assert!((ts - hookstream::retry::dlq::now_ms() / 1000).abs() < 60);
+            assert!((ts - hookstream::retry::record::now_ms() / 1000).abs() < 60);
         }
     }
     let ce = &receivers[5].log().recorded()[0];

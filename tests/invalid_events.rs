@@ -153,7 +153,13 @@ async fn failed_deliveries_are_dead_lettered_with_their_history() {
         cluster.offsets_at_end("failure-test", "device-events")
     })
     .await;
-    let dlq = cluster.read_all("hookstream.dlq");
+    // Retries of the 503s and connection failures take a few hundred ms.
+    let mut dlq = Vec::new();
+    wait_for("twelve dead letters", Duration::from_secs(30), || {
+        dlq = cluster.read_all("hookstream.dlq");
+        dlq.len() >= 12
+    })
+    .await;
     let reasons = |ep: &str| -> Vec<String> {
         let mut v: Vec<String> = dlq
             .iter()
@@ -164,8 +170,13 @@ async fn failed_deliveries_are_dead_lettered_with_their_history() {
         v
     };
     assert_eq!(reasons("rejecting"), ["http_400"; 3]);
-    assert_eq!(reasons("unavailable").len(), 3);
-    assert_eq!(reasons("closed-port").len(), 3);
+    assert_eq!(reasons("unavailable"), ["exhausted"; 3], "retried until max_attempts");
+    assert_eq!(
+        unavailable.log().requests.load(std::sync::atomic::Ordering::Relaxed),
+        9,
+        "3 events x max_attempts (3)"
+    );
+    assert_eq!(reasons("closed-port"), ["exhausted"; 3]);
     let gone_reasons = reasons("gone");
     assert_eq!(gone_reasons.len(), 3);
     assert!(gone_reasons.contains(&"gone".to_string()));

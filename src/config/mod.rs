@@ -225,6 +225,9 @@ pub struct DeliveryConfig {
     pub user_agent: String,
     /// How long shutdown and partition revocation wait for in-flight work.
     pub drain_timeout: HumanDuration,
+    /// Longest time from the first attempt during which retries are made;
+    /// `429`/`Retry-After` do not use attempts but do use this window.
+    pub retry_window: HumanDuration,
 }
 
 impl Default for DeliveryConfig {
@@ -238,6 +241,7 @@ impl Default for DeliveryConfig {
             allow_private_destinations: false,
             user_agent: concat!("hookstream/", env!("CARGO_PKG_VERSION")).into(),
             drain_timeout: HumanDuration::from_secs(10),
+            retry_window: HumanDuration::from_secs(24 * 3600),
         }
     }
 }
@@ -595,6 +599,9 @@ impl Config {
                 "delivery.backoff.initial",
                 "must not exceed delivery.backoff.max",
             ));
+        }
+        if d.retry_window.get().is_zero() {
+            return Err(ConfigError::new("delivery.retry_window", "must be above 0"));
         }
         if d.max_in_flight == 0 {
             return Err(ConfigError::new(

@@ -3,8 +3,9 @@
 //! outcome.
 //!
 //! Owns what happens to one delivery from dequeue to settled: send, classify,
-//! dead-letter when it will not be delivered, then report the ack token.
-//! It never commits offsets and never touches other endpoints' queues.
+//! then a durable outcome (delivered, retry scheduled on a delay tier, or
+//! dead-lettered), then report the ack token. It never commits offsets and
+//! never touches other endpoints' queues.
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -21,7 +22,9 @@ use super::request::{Outgoing, send_attempt, webhook_id};
 use crate::commit::AckToken;
 use crate::index::Endpoint;
 use crate::metrics::EndpointMetrics;
-use crate::retry::dlq::{DeadLetterWriter, History, event_id, now_ms};
+use crate::retry::backoff::Backoff;
+use crate::retry::record::{History, event_id, now_ms};
+use crate::retry::writer::OutcomeWriter;
 use crate::source::event::Event;
 
 /// One event for one endpoint, and the token to hand back once settled.
@@ -31,6 +34,19 @@ pub struct Delivery {
     pub event: Arc<Event>,
     /// Settles the event's offset for this endpoint.
     pub token: AckToken,
+    /// Attempts counted so far (0 for a fresh event).
+    pub attempt: u32,
+    /// Unix ms of the first attempt (`None` for a fresh event).
+    pub first_ms: Option<i64>,
+}
+
+/// Why a delivery was not queued.
+#[derive(Debug)]
+pub enum EnqueueError {
+    /// The endpoint's queue is full: defer it.
+    Full(Delivery),
+    /// The sender stopped (shutdown).
+    Closed(Delivery),
 }
 
 /// Counters of what a sender did, for progress displays and tests.
@@ -40,6 +56,10 @@ pub struct EndpointStats {
     pub delivered: AtomicU64,
     /// Deliveries written to the DLQ.
     pub dead_lettered: AtomicU64,
+    /// Retries scheduled on a delay tier.
+    pub retries_scheduled: AtomicU64,
+    /// Deliveries deferred to the first tier (queue full), no attempt used.
+    pub deferred: AtomicU64,
     /// HTTP attempts made.
     pub attempts: AtomicU64,
     /// Attempts that did not deliver.
@@ -50,13 +70,24 @@ pub struct EndpointStats {
 struct Shared {
     endpoint: Arc<Endpoint>,
     clients: HttpClients,
-    dlq: DeadLetterWriter,
+    writer: OutcomeWriter,
     acks: mpsc::UnboundedSender<AckToken>,
-    retry_after_cap: Duration,
+    policy: RetryPolicy,
     metrics: EndpointMetrics,
     stats: Arc<EndpointStats>,
     /// Set when the endpoint answered 410 Gone.
     gone: AtomicBool,
+}
+
+/// When a failed delivery is tried again.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Backoff between attempts (its max also caps `Retry-After`).
+    pub backoff: Backoff,
+    /// Attempts in total, the first included.
+    pub max_attempts: u32,
+    /// Longest time from the first attempt during which retries are made.
+    pub retry_window: Duration,
 }
 
 /// Services a sender needs from the pipeline.
@@ -64,12 +95,12 @@ struct Shared {
 pub struct SenderDeps {
     /// Pooled HTTP clients.
     pub clients: HttpClients,
-    /// Dead-letter writer.
-    pub dlq: DeadLetterWriter,
+    /// Retry and DLQ writer.
+    pub writer: OutcomeWriter,
     /// Where settled ack tokens go.
     pub acks: mpsc::UnboundedSender<AckToken>,
-    /// Cap of `Retry-After`.
-    pub retry_after_cap: Duration,
+    /// Retry policy.
+    pub policy: RetryPolicy,
     /// Label series per endpoint.
     pub per_endpoint_labels: bool,
 }
@@ -79,6 +110,7 @@ pub struct SenderDeps {
 pub struct Sender {
     queue: mpsc::Sender<Delivery>,
     stats: Arc<EndpointStats>,
+    metrics: EndpointMetrics,
     task: JoinHandle<()>,
 }
 
@@ -96,13 +128,14 @@ impl Sender {
             RateLimiter::direct(quota)
         });
         let permits = Arc::new(Semaphore::new(endpoint.config.max_concurrency as usize));
+        let metrics = EndpointMetrics::new(endpoint.id(), deps.per_endpoint_labels);
         let shared = Arc::new(Shared {
-            metrics: EndpointMetrics::new(endpoint.id(), deps.per_endpoint_labels),
+            metrics: metrics.clone(),
             endpoint,
             clients: deps.clients.clone(),
-            dlq: deps.dlq.clone(),
+            writer: deps.writer.clone(),
             acks: deps.acks.clone(),
-            retry_after_cap: deps.retry_after_cap,
+            policy: deps.policy,
             stats: Arc::clone(&stats),
             gone: AtomicBool::new(false),
         });
@@ -110,13 +143,27 @@ impl Sender {
         Self {
             queue: tx,
             stats,
+            metrics,
             task,
         }
     }
 
-    /// Queues a delivery, waiting while the queue is full.
-    pub async fn enqueue(&self, delivery: Delivery) -> Result<(), Delivery> {
-        self.queue.send(delivery).await.map_err(|e| e.0)
+    /// Queues a delivery if there is room.
+    pub fn try_enqueue(&self, delivery: Delivery) -> Result<(), EnqueueError> {
+        self.queue.try_send(delivery).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(d) => EnqueueError::Full(d),
+            mpsc::error::TrySendError::Closed(d) => EnqueueError::Closed(d),
+        })
+    }
+
+    /// Records a deferral done on this endpoint's behalf.
+    pub fn count_deferred(&self) {
+        self.stats.deferred.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The `outcome="deferred"` counter of this endpoint.
+    pub fn deferred_counter(&self) -> metrics::Counter {
+        self.metrics.deferred.clone()
     }
 
     /// What the sender did so far.
@@ -163,7 +210,12 @@ async fn run(
 
 /// Attempts one delivery and settles it.
 async fn deliver(shared: &Shared, delivery: Delivery) {
-    let Delivery { event, token } = delivery;
+    let Delivery {
+        event,
+        token,
+        attempt,
+        first_ms,
+    } = delivery;
     let endpoint = &shared.endpoint;
     let event_type = event
         .fields
@@ -173,8 +225,8 @@ async fn deliver(shared: &Shared, delivery: Delivery) {
     let id = event_id(&event);
     let mut history = History {
         endpoint: endpoint.id().to_string(),
-        attempt: 0,
-        first_ms: now_ms(),
+        attempt,
+        first_ms: first_ms.unwrap_or_else(now_ms),
         last_status: String::new(),
         last_error: String::new(),
     };
@@ -193,10 +245,9 @@ async fn deliver(shared: &Shared, delivery: Delivery) {
             webhook_id: &wid,
             event_type,
         },
-        shared.retry_after_cap,
+        shared.policy.backoff.max(),
     )
     .await;
-    history.attempt = 1;
     history.last_status = report.last_status;
     history.last_error = report.last_error;
     shared.stats.attempts.fetch_add(1, Ordering::Relaxed);
@@ -206,14 +257,39 @@ async fn deliver(shared: &Shared, delivery: Delivery) {
         Verdict::Delivered => {
             shared.stats.delivered.fetch_add(1, Ordering::Relaxed);
             shared.metrics.delivered.increment(1);
+            shared
+                .metrics
+                .end_to_end
+                .record(event.consumed_at.elapsed().as_secs_f64() + retry_age_secs(&event, &history));
         }
-        Verdict::Retry { .. } => {
+        Verdict::Retry {
+            after,
+            counts_attempt,
+        } => {
             shared.stats.failed_attempts.fetch_add(1, Ordering::Relaxed);
-            // Retry tiers are not wired yet: one attempt is all there is.
-            dead_letter(shared, &event, &history, "exhausted").await;
+            history.attempt += u32::from(counts_attempt);
+            let age = Duration::from_millis((now_ms() - history.first_ms).max(0) as u64);
+            if history.attempt >= shared.policy.max_attempts || age >= shared.policy.retry_window {
+                dead_letter(shared, &event, &history, "exhausted").await;
+            } else {
+                let delay = after.unwrap_or_else(|| {
+                    shared
+                        .policy
+                        .backoff
+                        .delay(history.attempt.max(1), rand::random::<f64>())
+                });
+                if shared.writer.schedule_retry(&event, &history, delay).await.is_some() {
+                    shared.stats.retries_scheduled.fetch_add(1, Ordering::Relaxed);
+                    shared.metrics.retry_scheduled.increment(1);
+                } else {
+                    shared.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                    shared.metrics.dead_lettered.increment(1);
+                }
+            }
         }
         Verdict::Gone => {
             shared.stats.failed_attempts.fetch_add(1, Ordering::Relaxed);
+            history.attempt += 1;
             if !shared.gone.swap(true, Ordering::Relaxed) {
                 tracing::warn!(endpoint = %endpoint.id(), "endpoint answered 410 Gone: disabled");
             }
@@ -221,14 +297,27 @@ async fn deliver(shared: &Shared, delivery: Delivery) {
         }
         Verdict::DeadLetter(reason) => {
             shared.stats.failed_attempts.fetch_add(1, Ordering::Relaxed);
+            history.attempt += 1;
             dead_letter(shared, &event, &history, &reason).await;
         }
     }
     let _ = shared.acks.send(token);
 }
 
+/// Seconds between the first attempt and this consumption, for retries (the
+/// end-to-end clock starts at the first consumption).
+fn retry_age_secs(event: &Event, history: &History) -> f64 {
+    match event.kind {
+        crate::source::event::RecordKind::Input => 0.0,
+        _ => {
+            let consumed_ms = now_ms() - event.consumed_at.elapsed().as_millis() as i64;
+            ((consumed_ms - history.first_ms).max(0) as f64) / 1000.0
+        }
+    }
+}
+
 async fn dead_letter(shared: &Shared, event: &Event, history: &History, reason: &str) {
-    shared.dlq.write(event, history, reason).await;
+    shared.writer.dead_letter(event, history, reason).await;
     shared.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
     shared.metrics.dead_lettered.increment(1);
 }

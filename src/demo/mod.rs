@@ -29,7 +29,7 @@ use crate::deliver::sign::SignatureScheme;
 use crate::index::endpoint::pattern_matches;
 use crate::kafka::EmbeddedBroker;
 use crate::pipeline::{BrokerTarget, Pipeline};
-use crate::retry::dlq::header;
+use crate::retry::record::header;
 use crate::source::extract::coordinates_id;
 use generator::{FleetGenerator, TOPICS};
 use receiver::{Behaviour, Receiver, ReceiverSpec};

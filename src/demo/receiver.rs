@@ -35,6 +35,16 @@ pub enum Behaviour {
     Status(u16),
     /// 200 after a delay.
     Slow(Duration),
+    /// `status` (with an optional `Retry-After`) to the first `times`
+    /// requests of each webhook-id, then 200.
+    FailFirst {
+        /// Failures per webhook-id.
+        times: u32,
+        /// Status of the failures.
+        status: u16,
+        /// `Retry-After` sent with them.
+        retry_after: Option<&'static str>,
+    },
 }
 
 /// One recorded request.
@@ -77,6 +87,8 @@ pub struct ReceiverLog {
     pub accepted: Mutex<HashSet<String>>,
     /// Every request, when recording is on.
     pub recorded: Mutex<Vec<ReceivedRequest>>,
+    /// Requests per webhook-id (for `FailFirst`).
+    pub attempts: Mutex<std::collections::HashMap<String, u32>>,
 }
 
 impl ReceiverLog {
@@ -194,7 +206,29 @@ async fn handle(
             Err(_) => log.bad_signatures.fetch_add(1, Ordering::Relaxed),
         };
     }
+    let mut retry_after_header = None;
     let status = match spec.behaviour {
+        Behaviour::FailFirst {
+            times,
+            status,
+            retry_after,
+        } => {
+            let id = find(header::WEBHOOK_ID).unwrap_or_default();
+            let seen = match log.attempts.lock() {
+                Ok(mut a) => {
+                    let n = a.entry(id).or_default();
+                    *n += 1;
+                    *n
+                }
+                Err(_) => 1,
+            };
+            if seen <= times {
+                retry_after_header = retry_after;
+                status
+            } else {
+                200
+            }
+        }
         Behaviour::Healthy => 200,
         Behaviour::Status(code) => code,
         Behaviour::Slow(delay) => {
@@ -229,5 +263,11 @@ async fn handle(
     let mut response = Response::new(Full::new(Bytes::from_static(b"{}")));
     *response.status_mut() =
         StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    if let Some(v) = retry_after_header {
+        response.headers_mut().insert(
+            hyper::header::RETRY_AFTER,
+            hyper::header::HeaderValue::from_static(v),
+        );
+    }
     Ok(response)
 }

@@ -106,6 +106,8 @@ pub struct EndpointMetrics {
     pub duration: Histogram,
     /// Rate-limit delays.
     pub rate_limited: Counter,
+    /// End-to-end latency (shared by all endpoints).
+    pub end_to_end: Histogram,
 }
 
 impl EndpointMetrics {
@@ -134,6 +136,7 @@ impl EndpointMetrics {
             ],
             duration: histogram!(names::DELIVERY_DURATION, "endpoint" => id.clone()),
             rate_limited: counter!(names::RATE_LIMITED, "endpoint" => id),
+            end_to_end: histogram!(names::END_TO_END),
         }
     }
 
@@ -152,8 +155,6 @@ impl EndpointMetrics {
 pub struct PipelineMetrics {
     /// In-flight events.
     pub inflight: Gauge,
-    /// End-to-end latency.
-    pub end_to_end: Histogram,
     /// Offsets committed.
     pub offsets_committed: Counter,
 }
@@ -163,10 +164,14 @@ impl PipelineMetrics {
     pub fn new() -> Self {
         Self {
             inflight: gauge!(names::INFLIGHT),
-            end_to_end: histogram!(names::END_TO_END),
             offsets_committed: counter!(names::OFFSETS_COMMITTED),
         }
     }
+}
+
+/// How late retries of `tier` are dispatched relative to their due time.
+pub fn retry_due_lag(tier: &str) -> Histogram {
+    histogram!(names::RETRY_DUE_LAG, "tier" => tier.to_string())
 }
 
 impl Default for PipelineMetrics {

@@ -1,4 +1,10 @@
-//! Retry stage: what happens to deliveries that did not succeed. For now
-//! every such delivery is dead-lettered durably.
+//! Retry stage: what happens to deliveries that did not succeed.
+//!
+//! [`backoff`] decides when (pure), [`record`] shapes retry and dead-letter
+//! records (pure), [`writer`] stores them durably. Retry records are read
+//! back by the pipeline's consumer and gated by due time
+//! ([`crate::pipeline::gate`]).
 
-pub mod dlq;
+pub mod backoff;
+pub mod record;
+pub mod writer;

@@ -19,23 +19,32 @@ use rdkafka::message::{Headers, Message};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 
-use super::event::Event;
+use super::event::{Event, RecordKind};
 use super::extract::{Coordinates, Extractor};
 use crate::commit::PartitionId;
 use crate::config::Config;
+use crate::retry::record::RetryHeaders;
 
-/// Interned topic names: a record's topic becomes a small number.
+/// Interned topic names: a record's topic becomes a small number. Input
+/// topics come first, then the retry tiers, shortest first.
 #[derive(Debug, Clone, Default)]
 pub struct TopicTable {
     names: Vec<Arc<str>>,
+    inputs: usize,
 }
 
 impl TopicTable {
-    /// A table of `names`, in order.
-    pub fn new(names: impl IntoIterator<Item = String>) -> Self {
-        Self {
-            names: names.into_iter().map(Arc::from).collect(),
-        }
+    /// A table of input topics followed by retry-tier topics.
+    pub fn new(inputs: impl IntoIterator<Item = String>, tiers: impl IntoIterator<Item = String>) -> Self {
+        let mut names: Vec<Arc<str>> = inputs.into_iter().map(Arc::from).collect();
+        let inputs = names.len();
+        names.extend(tiers.into_iter().map(Arc::from));
+        Self { names, inputs }
+    }
+
+    /// The retry tier of topic `id`, if it is one.
+    pub fn tier_of(&self, id: u16) -> Option<usize> {
+        (id as usize).checked_sub(self.inputs)
     }
 
     /// The id of `name`.
@@ -181,9 +190,9 @@ impl SourceConsumer {
     pub fn start(
         config: &Config,
         bootstrap: &str,
+        topics: TopicTable,
         inbound_capacity: usize,
     ) -> Result<(Self, mpsc::Receiver<Inbound>)> {
-        let topics = TopicTable::new(config.kafka.topics.iter().cloned());
         let (tx, rx) = mpsc::channel(inbound_capacity);
         let context = SourceContext {
             inbound: tx.clone(),
@@ -194,19 +203,17 @@ impl SourceConsumer {
             crate::kafka::consumer_config(config, bootstrap, &config.kafka.group_id)
                 .create_with_context(context)
                 .context("creating the input consumer")?;
-        let names: Vec<&str> = config.kafka.topics.iter().map(String::as_str).collect();
+        let names: Vec<&str> = topics.names().iter().map(|n| &**n).collect();
         consumer
             .subscribe(&names)
             .with_context(|| format!("subscribing to {names:?}"))?;
         let consumer = Arc::new(consumer);
         let stop = Arc::new(AtomicBool::new(false));
-        let mut extractors: Vec<Extractor> = Vec::new();
+        let mut extractors = Extractors::default();
         for topic in &config.kafka.topics {
-            let source = config.source_for(topic);
-            let extractor = Extractor::from_config(&source)
-                .map_err(|(field, msg)| anyhow::anyhow!("sources `{topic}` {field}: {msg}"))?;
-            extractors.push(extractor);
+            extractors.add(config, topic)?;
         }
+        let sources = config.clone();
         let thread = {
             let consumer = Arc::clone(&consumer);
             let stop = Arc::clone(&stop);
@@ -215,7 +222,7 @@ impl SourceConsumer {
             thread::Builder::new()
                 .name("source-poll".into())
                 .spawn(move || {
-                    poll_loop(&consumer, &topics, &mut extractors, max_payload, &stop, &tx)
+                    poll_loop(&consumer, &topics, &mut extractors, &sources, max_payload, &stop, &tx)
                 })
                 .context("spawning the consumer thread")?
         };
@@ -262,10 +269,52 @@ impl Drop for SourceConsumer {
     }
 }
 
+/// Extractors by input topic name; retry records are read with the
+/// extractor of the topic they originally came from.
+#[derive(Default)]
+struct Extractors {
+    by_topic: std::collections::HashMap<String, Extractor>,
+}
+
+impl Extractors {
+    fn add(&mut self, config: &Config, topic: &str) -> Result<()> {
+        let source = config.source_for(topic);
+        let extractor = Extractor::from_config(&source)
+            .map_err(|(field, msg)| anyhow::anyhow!("sources `{topic}` {field}: {msg}"))?;
+        self.by_topic.insert(topic.to_string(), extractor);
+        Ok(())
+    }
+
+    /// The extractor of `topic`, built on first use for topics that are no
+    /// longer configured inputs (old retry records).
+    fn get(&mut self, config: &Config, topic: &str) -> &mut Extractor {
+        if !self.by_topic.contains_key(topic) && self.add(config, topic).is_err() {
+            let _ = self.add(config, "");
+            let fallback = self.by_topic.remove("").unwrap_or_else(|| Extractor::preset(Default::default()));
+            self.by_topic.insert(topic.to_string(), fallback);
+        }
+        match self.by_topic.get_mut(topic) {
+            Some(e) => e,
+            None => unreachable!("inserted above"),
+        }
+    }
+}
+
+/// The input topic named in a retry record's `hookstream-source`.
+fn original_topic(source: &[u8]) -> Option<&str> {
+    let text = std::str::from_utf8(source).ok()?;
+    let mut parts = text.rsplitn(3, '/');
+    parts.next()?;
+    parts.next()?;
+    parts.next()
+}
+
+#[allow(clippy::too_many_arguments)]
 fn poll_loop(
     consumer: &BaseConsumer<SourceContext>,
     topics: &TopicTable,
-    extractors: &mut [Extractor],
+    extractors: &mut Extractors,
+    config: &Config,
     max_payload: usize,
     stop: &AtomicBool,
     tx: &mpsc::Sender<Inbound>,
@@ -305,15 +354,22 @@ fn poll_loop(
             partition: msg.partition(),
             offset: msg.offset(),
         };
-        let fields = {
-            let header = |name: &str| {
-                headers
-                    .iter()
-                    .find(|(k, _)| k == name)
-                    .map(|(_, v)| v.as_ref())
-            };
-            extractors[topic as usize].extract(&body, &header, &coords, max_payload)
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_ref())
         };
+        let tier = topics.tier_of(topic);
+        let source_topic = match tier {
+            None => msg.topic(),
+            Some(_) => header(crate::retry::record::header::SOURCE)
+                .and_then(original_topic)
+                .unwrap_or(msg.topic()),
+        };
+        let fields = extractors
+            .get(config, source_topic)
+            .extract(&body, &header, &coords, max_payload);
         let event = Event {
             topic: Arc::clone(topics.name(topic)),
             partition: PartitionId {
@@ -326,6 +382,17 @@ fn poll_loop(
             headers,
             fields,
             consumed_at: Instant::now(),
+            kind: RecordKind::Input,
+        };
+        let event = match tier {
+            None => event,
+            Some(tier) => Event {
+                kind: RecordKind::Retry {
+                    tier,
+                    headers: RetryHeaders::of(&event),
+                },
+                ..event
+            },
         };
         if tx.blocking_send(Inbound::Record(Arc::new(event))).is_err() {
             break;

@@ -11,6 +11,22 @@ use bytes::Bytes;
 
 use super::extract::{Extracted, InvalidEvent};
 use crate::commit::PartitionId;
+use crate::retry::record::RetryHeaders;
+
+/// Where a record was read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordKind {
+    /// An input topic: deliver to every matching endpoint.
+    Input,
+    /// A retry tier: deliver to the one endpoint named in its headers, once
+    /// due.
+    Retry {
+        /// Index of the tier.
+        tier: usize,
+        /// The retry headers, or what is wrong with them.
+        headers: Result<RetryHeaders, String>,
+    },
+}
 
 /// A consumed record with what extraction found in it.
 #[derive(Debug)]
@@ -31,9 +47,19 @@ pub struct Event {
     pub fields: Result<Extracted, InvalidEvent>,
     /// When hookstream first saw it (for end-to-end latency).
     pub consumed_at: Instant,
+    /// Input or retry record.
+    pub kind: RecordKind,
 }
 
 impl Event {
+    /// Unix ms before which a retry record must not be sent.
+    pub fn due_ms(&self) -> Option<i64> {
+        match &self.kind {
+            RecordKind::Retry { headers: Ok(h), .. } => Some(h.due_ms),
+            _ => None,
+        }
+    }
+
     /// `topic/partition/offset`, the `hookstream-source` header value.
     pub fn source_coordinates(&self) -> String {
         format!(

@@ -1,0 +1,445 @@
+//! The dispatcher: the one task that owns offsets and routing.
+//!
+//! It is the only owner of the [`AckTracker`] and the [`PartitionGates`], so
+//! no lock is shared across partitions. It reads consumed records and
+//! rebalance requests, routes input records to every matching endpoint and
+//! retry records to their one endpoint, defers deliveries an endpoint cannot
+//! take now, settles outcomes and commits. Its partitions move through
+//! explicit states: consuming (gate open, or closed for back-pressure or a
+//! retry not yet due), draining (revoked, waiting for outcomes up to a
+//! deadline); the pipeline through running → stopping (drain, final commit)
+//! → stopped.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use rdkafka::consumer::{CommitMode, Consumer};
+use tokio::sync::{mpsc, watch};
+
+use super::PipelineStats;
+use super::gate::{Gated, PartitionGates};
+use crate::commit::{AckToken, AckTracker, PartitionId};
+use crate::deliver::sender::{Delivery, EnqueueError, Sender};
+use crate::index::{EndpointIndex, RouteKey, Slot};
+use crate::metrics::{PipelineMetrics, TopicMetrics};
+use crate::retry::record::{History, now_ms};
+use crate::retry::writer::OutcomeWriter;
+use crate::source::consumer::{Inbound, RevokeReply, SourceConsumer, offsets_list, partitions_list};
+use crate::source::event::{Event, RecordKind};
+
+/// Most records held by closed gates before the dispatcher stops reading
+/// the inbound channel (a safety net: paused partitions fetch nothing new).
+const HELD_LIMIT: usize = 4096;
+
+impl Gated for Arc<Event> {
+    fn partition(&self) -> PartitionId {
+        self.partition
+    }
+
+    fn due_ms(&self) -> Option<i64> {
+        Event::due_ms(self)
+    }
+}
+
+/// Intervals the dispatcher works to.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Timing {
+    /// How often settled offsets are committed.
+    pub commit_interval: Duration,
+    /// How long a revoke or shutdown waits for outcomes.
+    pub drain_timeout: Duration,
+}
+
+/// A revoke waiting for its partitions to settle.
+struct Draining {
+    partitions: Vec<PartitionId>,
+    deadline: Instant,
+    reply: RevokeReply,
+}
+
+/// The pipeline's single owner of offsets and routing.
+pub(super) struct Dispatcher {
+    tracker: AckTracker,
+    gates: PartitionGates<Arc<Event>>,
+    index: EndpointIndex,
+    senders: Vec<Sender>,
+    writer: OutcomeWriter,
+    acks: mpsc::UnboundedSender<AckToken>,
+    source: SourceConsumer,
+    max_in_flight: usize,
+    low_water: usize,
+    metrics: PipelineMetrics,
+    topic_metrics: Vec<TopicMetrics>,
+    tier_due_lag: Vec<metrics::Histogram>,
+    stats: Arc<PipelineStats>,
+    /// Reused match buffer.
+    slots: Vec<Slot>,
+}
+
+impl Dispatcher {
+    pub(super) fn new(
+        index: EndpointIndex,
+        senders: Vec<Sender>,
+        writer: OutcomeWriter,
+        acks: mpsc::UnboundedSender<AckToken>,
+        source: SourceConsumer,
+        max_in_flight: usize,
+        stats: Arc<PipelineStats>,
+    ) -> Self {
+        let topic_metrics = source.topics().names().iter().map(|t| TopicMetrics::new(t)).collect();
+        let tier_due_lag = (0..writer.tiers().len())
+            .map(|i| crate::metrics::retry_due_lag(&crate::config::HumanDuration(writer.tiers().delay(i)).to_string()))
+            .collect();
+        Self {
+            tracker: AckTracker::new(),
+            gates: PartitionGates::new(),
+            index,
+            senders,
+            writer,
+            acks,
+            source,
+            max_in_flight,
+            low_water: max_in_flight - max_in_flight / 4,
+            metrics: PipelineMetrics::new(),
+            topic_metrics,
+            tier_due_lag,
+            stats,
+            slots: Vec::new(),
+        }
+    }
+
+    pub(super) async fn run(
+        mut self,
+        mut inbound: mpsc::Receiver<Inbound>,
+        mut acks: mpsc::UnboundedReceiver<AckToken>,
+        mut shutdown: watch::Receiver<bool>,
+        timing: Timing,
+    ) -> Result<()> {
+        let mut commit_tick = tokio::time::interval(timing.commit_interval);
+        commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut check_tick = tokio::time::interval(Duration::from_millis(50));
+        let mut draining: Option<Draining> = None;
+        let mut stopping: Option<Instant> = None;
+        loop {
+            let next_due = self.gates.next_due();
+            let due_sleep = async {
+                match next_due {
+                    Some(due) => {
+                        let wait = Duration::from_millis((due - now_ms()).max(0) as u64);
+                        tokio::time::sleep(wait).await
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                Some(token) = acks.recv() => {
+                    self.tracker.complete(token);
+                    self.after_settle();
+                }
+                changed = shutdown.changed(), if stopping.is_none() => {
+                    if changed.is_err() || *shutdown.borrow() {
+                        tracing::info!(in_flight = self.tracker.unsettled(), "shutting down: draining in-flight deliveries");
+                        stopping = Some(Instant::now() + timing.drain_timeout);
+                        self.source.request_stop();
+                    }
+                }
+                msg = inbound.recv(), if draining.is_none() && self.gates.held() < HELD_LIMIT => match msg {
+                    Some(Inbound::Record(event)) => {
+                        // While stopping, records are not registered: they
+                        // are consumed again after a restart.
+                        if stopping.is_none()
+                            && let Some(event) = self.gates.offer(event, now_ms())
+                        {
+                            self.dispatch(event);
+                        }
+                    }
+                    Some(Inbound::Assigned(partitions)) => {
+                        for p in &partitions {
+                            self.tracker.assign(*p);
+                            self.gates.assign(*p);
+                        }
+                    }
+                    Some(Inbound::Revoke { partitions, reply }) => {
+                        draining = Some(Draining {
+                            partitions,
+                            deadline: Instant::now() + timing.drain_timeout,
+                            reply,
+                        });
+                    }
+                    None => {
+                        if stopping.is_none() {
+                            anyhow::bail!("the consumer thread stopped unexpectedly");
+                        }
+                        stopping = Some(Instant::now());
+                    }
+                },
+                _ = due_sleep => {}
+                _ = commit_tick.tick() => self.commit(CommitMode::Async),
+                _ = check_tick.tick() => {}
+            }
+            if stopping.is_none() {
+                self.release_ready();
+            }
+            self.apply_pauses();
+            if let Some(d) = &draining {
+                let settled = d.partitions.iter().all(|p| self.tracker.unsettled_in(*p) == 0);
+                if (settled || Instant::now() >= d.deadline)
+                    && let Some(d) = draining.take()
+                {
+                    self.finish_revoke(d, settled);
+                }
+            }
+            if let Some(deadline) = stopping
+                && draining.is_none()
+                && (self.tracker.unsettled() == 0 || Instant::now() >= deadline)
+            {
+                break;
+            }
+        }
+        let left = self.tracker.unsettled();
+        if left > 0 {
+            tracing::warn!(unsettled = left, "drain deadline reached: these events will be delivered again after restart");
+        }
+        self.commit(CommitMode::Sync);
+        self.senders.clear();
+        drop(inbound);
+        let source = self.source;
+        tokio::task::spawn_blocking(move || source.close())
+            .await
+            .context("closing the consumer")?;
+        tracing::info!("pipeline stopped");
+        Ok(())
+    }
+
+    /// Dispatches held records whose gates opened.
+    fn release_ready(&mut self) {
+        if self.gates.held() == 0 {
+            return;
+        }
+        let now = now_ms();
+        while let Some(event) = self.gates.pop_ready(now) {
+            self.dispatch(event);
+        }
+    }
+
+    /// Tells Kafka which partitions to pause or resume.
+    fn apply_pauses(&mut self) {
+        let changes = self.gates.pause_changes();
+        if changes.is_empty() {
+            return;
+        }
+        let consumer = self.source.consumer();
+        if !changes.pause.is_empty() {
+            let tpl = partitions_list(self.source.topics(), &changes.pause);
+            if let Err(e) = consumer.pause(&tpl) {
+                tracing::warn!(error = %e, "pausing partitions failed; will retry");
+                self.gates.forget_paused(&changes.pause, true);
+            }
+        }
+        if !changes.resume.is_empty() {
+            let tpl = partitions_list(self.source.topics(), &changes.resume);
+            if let Err(e) = consumer.resume(&tpl) {
+                tracing::warn!(error = %e, "resuming partitions failed; will retry");
+                self.gates.forget_paused(&changes.resume, false);
+            }
+        }
+    }
+
+    fn finish_revoke(&mut self, d: Draining, settled: bool) {
+        if !settled {
+            tracing::warn!(partitions = d.partitions.len(), "revoke drain deadline reached; unsettled records will be delivered again");
+        }
+        let mut offsets = Vec::with_capacity(d.partitions.len());
+        for p in &d.partitions {
+            self.gates.revoke(*p);
+            if let Some(o) = self.tracker.revoke(*p) {
+                offsets.push((*p, o));
+            }
+        }
+        self.stats.commits.fetch_add(offsets.len() as u64, Ordering::Relaxed);
+        self.metrics.offsets_committed.increment(offsets.len() as u64);
+        let _ = d.reply.send(offsets);
+        self.after_settle();
+    }
+
+    /// Routes one record whose gate is open.
+    fn dispatch(&mut self, event: Arc<Event>) {
+        let topic = event.partition.topic as usize;
+        self.topic_metrics[topic].consumed.increment(1);
+        match &event.kind {
+            RecordKind::Input => {
+                self.stats.consumed.fetch_add(1, Ordering::Relaxed);
+                self.dispatch_input(event);
+            }
+            RecordKind::Retry { tier, headers } => {
+                self.stats.retries_consumed.fetch_add(1, Ordering::Relaxed);
+                match headers {
+                    Err(problem) => {
+                        let problem = problem.clone();
+                        self.dead_letter_now(event, History::default(), "invalid_event", problem);
+                    }
+                    Ok(h) => {
+                        if let Some(lag) = self.tier_due_lag.get(*tier) {
+                            lag.record(((now_ms() - h.due_ms).max(0) as f64) / 1000.0);
+                        }
+                        let history = History {
+                            endpoint: h.endpoint.clone(),
+                            attempt: h.attempt,
+                            first_ms: h.first_ms,
+                            ..History::default()
+                        };
+                        match self.index.slot_of(&h.endpoint) {
+                            None => self.dead_letter_now(event, history, "endpoint_deleted", "the endpoint no longer exists".into()),
+                            Some(slot) if !self.index.endpoint(slot).config.enabled => {
+                                self.dead_letter_now(event, history, "endpoint_disabled", "the endpoint is disabled".into())
+                            }
+                            Some(slot) => {
+                                let Some(token) = self.tracker.register(event.partition, event.offset, 1) else {
+                                    return;
+                                };
+                                let delivery = Delivery {
+                                    event,
+                                    token,
+                                    attempt: history.attempt,
+                                    first_ms: Some(history.first_ms),
+                                };
+                                self.enqueue(slot, delivery);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        self.after_dispatch();
+    }
+
+    fn dispatch_input(&mut self, event: Arc<Event>) {
+        let topic = event.partition.topic as usize;
+        let fields = match &event.fields {
+            Ok(fields) => fields,
+            Err(invalid) => {
+                self.topic_metrics[topic].invalid.increment(1);
+                self.stats.invalid.fetch_add(1, Ordering::Relaxed);
+                let detail = invalid.to_string();
+                self.dead_letter_now(event, History::default(), "invalid_event", detail);
+                return;
+            }
+        };
+        let key = RouteKey {
+            event_type: &fields.event_type,
+            device: fields.device.as_deref(),
+            group: fields.group.as_deref(),
+            tenant: fields.tenant.as_deref(),
+        };
+        self.index.matches(&key, &mut self.slots);
+        let Some(token) = self
+            .tracker
+            .register(event.partition, event.offset, self.slots.len() as u32)
+        else {
+            return;
+        };
+        for i in 0..self.slots.len() {
+            let slot = self.slots[i];
+            let delivery = Delivery {
+                event: Arc::clone(&event),
+                token,
+                attempt: 0,
+                first_ms: None,
+            };
+            self.enqueue(slot, delivery);
+        }
+    }
+
+    /// Queues a delivery, or defers it to the first retry tier without using
+    /// an attempt when the endpoint's queue is full.
+    fn enqueue(&mut self, slot: Slot, delivery: Delivery) {
+        let sender = &self.senders[slot as usize];
+        match sender.try_enqueue(delivery) {
+            Ok(()) => {}
+            Err(EnqueueError::Full(d)) => {
+                sender.count_deferred();
+                let endpoint = self.index.endpoint(slot);
+                let history = History {
+                    endpoint: endpoint.id().to_string(),
+                    attempt: d.attempt,
+                    first_ms: d.first_ms.unwrap_or_else(now_ms),
+                    last_status: "deferred".into(),
+                    last_error: "endpoint queue full".into(),
+                };
+                let writer = self.writer.clone();
+                let acks = self.acks.clone();
+                let deferred = sender.deferred_counter();
+                tokio::spawn(async move {
+                    let first_tier = writer.tiers().delay(0);
+                    writer.schedule_retry(&d.event, &history, first_tier).await;
+                    deferred.increment(1);
+                    let _ = acks.send(d.token);
+                });
+            }
+            Err(EnqueueError::Closed(_)) => {
+                // Shutdown: left unsettled, consumed again after a restart.
+            }
+        }
+    }
+
+    /// Registers a record needing one outcome and dead-letters it.
+    fn dead_letter_now(&mut self, event: Arc<Event>, mut history: History, reason: &'static str, detail: String) {
+        let Some(token) = self.tracker.register(event.partition, event.offset, 1) else {
+            return;
+        };
+        if history.first_ms == 0 {
+            history.first_ms = now_ms();
+        }
+        if history.last_status.is_empty() {
+            history.last_status = reason.to_string();
+        }
+        history.last_error = detail;
+        let writer = self.writer.clone();
+        let acks = self.acks.clone();
+        tokio::spawn(async move {
+            writer.dead_letter(&event, &history, reason).await;
+            let _ = acks.send(token);
+        });
+    }
+
+    fn after_dispatch(&mut self) {
+        let unsettled = self.tracker.unsettled();
+        self.metrics.inflight.set(unsettled as f64);
+        if !self.gates.flow_paused() && unsettled >= self.max_in_flight {
+            tracing::debug!(in_flight = unsettled, "max_in_flight reached: pausing input");
+            self.gates.set_flow_paused(true);
+        }
+    }
+
+    fn after_settle(&mut self) {
+        let unsettled = self.tracker.unsettled();
+        self.metrics.inflight.set(unsettled as f64);
+        if self.gates.flow_paused() && unsettled <= self.low_water {
+            tracing::debug!(in_flight = unsettled, "below the low-water mark: resuming input");
+            self.gates.set_flow_paused(false);
+        }
+    }
+
+    fn commit(&mut self, mode: CommitMode) {
+        let offsets = self.tracker.take_commits();
+        if offsets.is_empty() {
+            return;
+        }
+        let tpl = offsets_list(self.source.topics(), &offsets);
+        match self.source.consumer().commit(&tpl, mode) {
+            Ok(()) => {
+                self.stats.commits.fetch_add(offsets.len() as u64, Ordering::Relaxed);
+                self.metrics.offsets_committed.increment(offsets.len() as u64);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "offset commit failed; will retry");
+                let failed: HashSet<PartitionId> = offsets.iter().map(|(p, _)| *p).collect();
+                self.tracker.retry_commits(&failed);
+            }
+        }
+    }
+}

@@ -1,0 +1,302 @@
+//! Partition gates: which consumed records may be dispatched now, and which
+//! partitions must be paused in Kafka.
+//!
+//! A partition's gate closes for two reasons: back-pressure (too many events
+//! in flight: every partition waits) and retry due times (the head record of
+//! a retry-tier partition is not due yet: that partition waits until it is).
+//! Records that arrive while a gate is closed are held in order. Pure: no
+//! Kafka, no clock; the dispatcher passes `now` in and applies the pause
+//! changes this type computes. One timer (the earliest due time) serves all
+//! waiting partitions, however large the retry backlog.
+
+use std::collections::{HashMap, VecDeque};
+
+use crate::commit::PartitionId;
+
+/// A record the gates can hold.
+pub trait Gated {
+    /// Its partition.
+    fn partition(&self) -> PartitionId;
+    /// Unix ms before which it must not be dispatched (retry records).
+    fn due_ms(&self) -> Option<i64>;
+}
+
+#[derive(Debug)]
+struct Gate<T> {
+    held: VecDeque<T>,
+    /// The head is a retry not due before this time.
+    waiting_until: Option<i64>,
+    /// What Kafka was last told.
+    paused: bool,
+}
+
+impl<T> Default for Gate<T> {
+    fn default() -> Self {
+        Self {
+            held: VecDeque::new(),
+            waiting_until: None,
+            paused: false,
+        }
+    }
+}
+
+/// The gates of every assigned partition.
+#[derive(Debug)]
+pub struct PartitionGates<T> {
+    gates: HashMap<PartitionId, Gate<T>>,
+    flow_paused: bool,
+    held: usize,
+}
+
+impl<T> Default for PartitionGates<T> {
+    fn default() -> Self {
+        Self {
+            gates: HashMap::new(),
+            flow_paused: false,
+            held: 0,
+        }
+    }
+}
+
+/// Partitions whose Kafka pause state must change.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct PauseChanges {
+    /// Pause these.
+    pub pause: Vec<PartitionId>,
+    /// Resume these.
+    pub resume: Vec<PartitionId>,
+}
+
+impl PauseChanges {
+    /// Nothing to change.
+    pub fn is_empty(&self) -> bool {
+        self.pause.is_empty() && self.resume.is_empty()
+    }
+}
+
+impl<T: Gated> PartitionGates<T> {
+    /// No gates yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A newly assigned partition (open unless the flow is paused; Kafka
+    /// assigns it unpaused, so a paused flow shows up in `pause_changes`).
+    pub fn assign(&mut self, partition: PartitionId) {
+        if let Some(old) = self.gates.insert(partition, Gate::default()) {
+            self.held -= old.held.len();
+        }
+    }
+
+    /// A revoked partition: its held records are dropped (they were never
+    /// registered; the next owner consumes them again). Returns how many.
+    pub fn revoke(&mut self, partition: PartitionId) -> usize {
+        let dropped = self.gates.remove(&partition).map_or(0, |g| g.held.len());
+        self.held -= dropped;
+        dropped
+    }
+
+    /// A record arrived. Returns it when it may be dispatched now; otherwise
+    /// it is held.
+    pub fn offer(&mut self, record: T, now_ms: i64) -> Option<T> {
+        let flow_paused = self.flow_paused;
+        let gate = self.gates.entry(record.partition()).or_default();
+        let closed = flow_paused || !gate.held.is_empty() || gate.waiting_until.is_some();
+        if !closed {
+            match record.due_ms() {
+                Some(due) if due > now_ms => gate.waiting_until = Some(due),
+                _ => return Some(record),
+            }
+        }
+        gate.held.push_back(record);
+        self.held += 1;
+        None
+    }
+
+    /// The next held record that may go now: flow open, partition due.
+    pub fn pop_ready(&mut self, now_ms: i64) -> Option<T> {
+        if self.flow_paused || self.held == 0 {
+            return None;
+        }
+        for gate in self.gates.values_mut() {
+            if gate.waiting_until.is_some_and(|due| due > now_ms) {
+                continue;
+            }
+            gate.waiting_until = None;
+            let Some(front) = gate.held.front() else {
+                continue;
+            };
+            if let Some(due) = front.due_ms()
+                && due > now_ms
+            {
+                gate.waiting_until = Some(due);
+                continue;
+            }
+            self.held -= 1;
+            return gate.held.pop_front();
+        }
+        None
+    }
+
+    /// Closes (or opens) every gate for back-pressure.
+    pub fn set_flow_paused(&mut self, paused: bool) {
+        self.flow_paused = paused;
+    }
+
+    /// Whether back-pressure closed the gates.
+    pub fn flow_paused(&self) -> bool {
+        self.flow_paused
+    }
+
+    /// The earliest due time of a waiting partition.
+    pub fn next_due(&self) -> Option<i64> {
+        self.gates.values().filter_map(|g| g.waiting_until).min()
+    }
+
+    /// Records held across partitions.
+    pub fn held(&self) -> usize {
+        self.held
+    }
+
+    /// Partitions to pause or resume so Kafka matches the gates; records
+    /// the new state as applied.
+    pub fn pause_changes(&mut self) -> PauseChanges {
+        let mut changes = PauseChanges::default();
+        for (p, gate) in &mut self.gates {
+            let want = self.flow_paused || gate.waiting_until.is_some();
+            if want != gate.paused {
+                gate.paused = want;
+                if want {
+                    changes.pause.push(*p);
+                } else {
+                    changes.resume.push(*p);
+                }
+            }
+        }
+        changes.pause.sort_unstable();
+        changes.resume.sort_unstable();
+        changes
+    }
+
+    /// Marks partitions as not paused after a failed pause call, so the next
+    /// `pause_changes` tries again.
+    pub fn forget_paused(&mut self, partitions: &[PartitionId], paused: bool) {
+        for p in partitions {
+            if let Some(g) = self.gates.get_mut(p) {
+                g.paused = !paused;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    struct Rec {
+        p: i32,
+        offset: i64,
+        due: Option<i64>,
+    }
+
+    impl Gated for Rec {
+        fn partition(&self) -> PartitionId {
+            PartitionId { topic: 0, partition: self.p }
+        }
+        fn due_ms(&self) -> Option<i64> {
+            self.due
+        }
+    }
+
+    fn rec(p: i32, offset: i64, due: Option<i64>) -> Rec {
+        Rec { p, offset, due }
+    }
+
+    fn pid(p: i32) -> PartitionId {
+        PartitionId { topic: 0, partition: p }
+    }
+
+    #[test]
+    fn open_gates_pass_records_straight_through() {
+        let mut g = PartitionGates::new();
+        g.assign(pid(0));
+        assert_eq!(g.offer(rec(0, 1, None), 100), Some(rec(0, 1, None)));
+        assert_eq!(g.offer(rec(0, 2, Some(100)), 100), Some(rec(0, 2, Some(100))), "due now");
+        assert!(g.pause_changes().is_empty());
+    }
+
+    #[test]
+    fn a_retry_not_yet_due_pauses_only_its_partition_until_due() {
+        let mut g = PartitionGates::new();
+        g.assign(pid(0));
+        g.assign(pid(1));
+        assert_eq!(g.offer(rec(0, 5, Some(1_000)), 0), None);
+        assert_eq!(g.offer(rec(0, 6, Some(900)), 0), None, "behind the head: held in order");
+        assert_eq!(g.offer(rec(1, 1, Some(0)), 0), Some(rec(1, 1, Some(0))), "other partition unaffected");
+        assert_eq!(g.pause_changes(), PauseChanges { pause: vec![pid(0)], resume: vec![] });
+        assert_eq!(g.next_due(), Some(1_000));
+        assert_eq!(g.pop_ready(999), None);
+        assert_eq!(g.pop_ready(1_000), Some(rec(0, 5, Some(1_000))));
+        assert_eq!(g.pop_ready(1_000), Some(rec(0, 6, Some(900))));
+        assert_eq!(g.pop_ready(1_000), None);
+        assert_eq!(g.pause_changes(), PauseChanges { pause: vec![], resume: vec![pid(0)] });
+        assert_eq!(g.held(), 0);
+    }
+
+    #[test]
+    fn a_later_head_keeps_the_partition_waiting() {
+        let mut g = PartitionGates::new();
+        g.assign(pid(0));
+        g.offer(rec(0, 1, Some(10)), 0);
+        g.offer(rec(0, 2, Some(50)), 0);
+        g.pause_changes();
+        assert_eq!(g.pop_ready(20), Some(rec(0, 1, Some(10))));
+        assert_eq!(g.pop_ready(20), None);
+        assert_eq!(g.next_due(), Some(50));
+        assert!(g.pause_changes().is_empty(), "still paused");
+    }
+
+    #[test]
+    fn back_pressure_holds_everything_and_releases_in_order() {
+        let mut g = PartitionGates::new();
+        g.assign(pid(0));
+        g.assign(pid(1));
+        g.set_flow_paused(true);
+        assert_eq!(g.pause_changes(), PauseChanges { pause: vec![pid(0), pid(1)], resume: vec![] });
+        assert_eq!(g.offer(rec(0, 1, None), 0), None);
+        assert_eq!(g.offer(rec(0, 2, None), 0), None);
+        assert_eq!(g.pop_ready(0), None, "flow paused");
+        g.set_flow_paused(false);
+        assert_eq!(g.pop_ready(0), Some(rec(0, 1, None)));
+        assert_eq!(g.offer(rec(0, 3, None), 0), None, "queued behind held records");
+        assert_eq!(g.pop_ready(0), Some(rec(0, 2, None)));
+        assert_eq!(g.pop_ready(0), Some(rec(0, 3, None)));
+        assert_eq!(g.pause_changes(), PauseChanges { pause: vec![], resume: vec![pid(0), pid(1)] });
+    }
+
+    #[test]
+    fn a_due_partition_stays_paused_while_the_flow_is() {
+        let mut g = PartitionGates::new();
+        g.assign(pid(0));
+        g.offer(rec(0, 1, Some(10)), 0);
+        g.set_flow_paused(true);
+        g.pause_changes();
+        assert_eq!(g.pop_ready(100), None);
+        assert!(g.pause_changes().is_empty());
+        g.set_flow_paused(false);
+        assert_eq!(g.pop_ready(100), Some(rec(0, 1, Some(10))));
+        assert_eq!(g.pause_changes().resume, vec![pid(0)]);
+    }
+
+    #[test]
+    fn revoke_drops_held_records() {
+        let mut g = PartitionGates::new();
+        g.assign(pid(0));
+        g.offer(rec(0, 1, Some(10)), 0);
+        g.offer(rec(0, 2, None), 0);
+        assert_eq!(g.revoke(pid(0)), 2);
+        assert_eq!(g.held(), 0);
+        assert_eq!(g.next_due(), None);
+    }
+}

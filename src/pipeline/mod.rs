@@ -1,0 +1,198 @@
+//! The pipeline: wires consumer → index → senders → ack tracker → commits.
+//!
+//! [`Pipeline::start`] builds every stage and spawns the dispatcher
+//! ([`dispatcher`]), the one task that owns offsets and routing. Input
+//! topics and retry tiers are read by one consumer in one group; retry
+//! partitions are gated by due time ([`gate`]).
+
+mod dispatcher;
+pub mod gate;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::deliver::client::HttpClients;
+use crate::deliver::sender::{EndpointStats, RetryPolicy, Sender, SenderDeps};
+use crate::index::{Endpoint, EndpointIndex};
+use crate::kafka::{self, EmbeddedBroker};
+use crate::retry::backoff::{Backoff, RetryTiers};
+use crate::retry::writer::OutcomeWriter;
+use crate::source::consumer::{SourceConsumer, TopicTable};
+use dispatcher::{Dispatcher, Timing};
+
+/// Where the pipeline's Kafka is.
+#[derive(Debug, Clone)]
+pub enum BrokerTarget {
+    /// A cluster at these bootstrap servers.
+    External(String),
+    /// The in-process mock cluster.
+    Embedded(Arc<EmbeddedBroker>),
+}
+
+impl BrokerTarget {
+    /// Bootstrap servers.
+    pub fn bootstrap(&self) -> &str {
+        match self {
+            Self::External(s) => s,
+            Self::Embedded(b) => b.bootstrap_servers(),
+        }
+    }
+
+    fn embedded(&self) -> Option<&EmbeddedBroker> {
+        match self {
+            Self::External(_) => None,
+            Self::Embedded(b) => Some(b),
+        }
+    }
+}
+
+/// Counters a running pipeline exposes (progress displays, tests).
+#[derive(Debug, Default)]
+pub struct PipelineStats {
+    /// Records consumed from input topics.
+    pub consumed: AtomicU64,
+    /// Records consumed from retry tiers.
+    pub retries_consumed: AtomicU64,
+    /// Records dead-lettered as `invalid_event`.
+    pub invalid: AtomicU64,
+    /// Offsets committed (partition commits).
+    pub commits: AtomicU64,
+    /// Per endpoint: id and counters.
+    pub endpoints: Vec<(String, Arc<EndpointStats>)>,
+}
+
+/// A running pipeline.
+#[derive(Debug)]
+pub struct Pipeline {
+    shutdown: watch::Sender<bool>,
+    task: JoinHandle<Result<()>>,
+    stats: Arc<PipelineStats>,
+}
+
+/// The endpoints of `config`, validated and prepared.
+fn build_endpoints(config: &Config) -> Result<Vec<Arc<Endpoint>>> {
+    let env = |name: &str| std::env::var(name).ok();
+    config
+        .endpoints
+        .iter()
+        .enumerate()
+        .map(|(i, ep)| {
+            Endpoint::build(
+                ep.clone(),
+                config.delivery.allow_private_destinations,
+                config.delivery.timeout.get(),
+                &env,
+            )
+            .map(Arc::new)
+            .map_err(|e| anyhow::anyhow!("endpoints[{i}].{}: {}", e.field, e.message))
+        })
+        .collect()
+}
+
+impl Pipeline {
+    /// Validates endpoints, creates topics as configured, and starts
+    /// consuming input topics and retry tiers.
+    pub async fn start(config: Config, broker: BrokerTarget) -> Result<Self> {
+        let bootstrap = broker.bootstrap().to_string();
+        kafka::ensure_topics(&config, &bootstrap, broker.embedded()).await?;
+        let index = EndpointIndex::new(build_endpoints(&config)?);
+        let enabled = index.endpoints().iter().filter(|e| e.config.enabled).count();
+        crate::metrics::endpoints(enabled, index.len() - enabled);
+
+        let tiers = RetryTiers::new(&config.topics.retry_tiers, |t| config.topics.retry_topic(t));
+        let producer = kafka::durable_producer(&config, &bootstrap)?;
+        let writer = OutcomeWriter::new(producer, config.topics.dlq_topic(), tiers.clone());
+        let clients = HttpClients::new(&config.delivery.user_agent, config.delivery.allow_private_destinations)?;
+        let (acks_tx, acks_rx) = mpsc::unbounded_channel();
+        let deps = SenderDeps {
+            clients,
+            writer: writer.clone(),
+            acks: acks_tx.clone(),
+            policy: RetryPolicy {
+                backoff: Backoff::new(&config.delivery.backoff),
+                max_attempts: config.delivery.max_attempts,
+                retry_window: config.delivery.retry_window.get(),
+            },
+            per_endpoint_labels: config.metrics.per_endpoint_labels,
+        };
+        let senders: Vec<Sender> = index
+            .endpoints()
+            .iter()
+            .map(|e| Sender::spawn(Arc::clone(e), &deps))
+            .collect();
+        let stats = Arc::new(PipelineStats {
+            endpoints: index
+                .endpoints()
+                .iter()
+                .zip(&senders)
+                .map(|(e, s)| (e.id().to_string(), Arc::clone(s.stats())))
+                .collect(),
+            ..PipelineStats::default()
+        });
+        let topics = TopicTable::new(
+            config.kafka.topics.iter().cloned(),
+            tiers.topics().map(str::to_string),
+        );
+        let inbound_capacity = config.delivery.max_in_flight.clamp(16, 512);
+        let (source, inbound) = SourceConsumer::start(&config, &bootstrap, topics, inbound_capacity)?;
+        let dispatcher = Dispatcher::new(
+            index,
+            senders,
+            writer,
+            acks_tx,
+            source,
+            config.delivery.max_in_flight,
+            Arc::clone(&stats),
+        );
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let timing = Timing {
+            commit_interval: config.kafka.commit_interval.get(),
+            drain_timeout: config.delivery.drain_timeout.get(),
+        };
+        let task = tokio::spawn(dispatcher.run(inbound, acks_rx, shutdown_rx, timing));
+        tracing::info!(
+            brokers = %bootstrap,
+            topics = ?config.kafka.topics,
+            retry_tiers = tiers.len(),
+            endpoints = stats.endpoints.len(),
+            "pipeline started"
+        );
+        Ok(Self { shutdown, task, stats })
+    }
+
+    /// Live counters.
+    pub fn stats(&self) -> &Arc<PipelineStats> {
+        &self.stats
+    }
+
+    /// Stops consuming, drains in-flight work (bounded by
+    /// `delivery.drain_timeout`), commits final offsets, and returns.
+    pub async fn shutdown(self) -> Result<()> {
+        let _ = self.shutdown.send(true);
+        self.task.await.context("pipeline task panicked")?
+    }
+
+    /// Stops at once without draining or committing anything: what a crash
+    /// does. In-flight events are consumed again by the next owner.
+    pub fn abort(self) {
+        self.task.abort();
+    }
+
+    /// Whether the pipeline stopped by itself (an error).
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+
+    /// Waits until the pipeline task ends by itself.
+    pub async fn stopped(&self) {
+        while !self.task.is_finished() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
