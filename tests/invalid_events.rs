@@ -170,9 +170,16 @@ async fn failed_deliveries_are_dead_lettered_with_their_history() {
         v
     };
     assert_eq!(reasons("rejecting"), ["http_400"; 3]);
-    assert_eq!(reasons("unavailable"), ["exhausted"; 3], "retried until max_attempts");
     assert_eq!(
-        unavailable.log().requests.load(std::sync::atomic::Ordering::Relaxed),
+        reasons("unavailable"),
+        ["exhausted"; 3],
+        "retried until max_attempts"
+    );
+    assert_eq!(
+        unavailable
+            .log()
+            .requests
+            .load(std::sync::atomic::Ordering::Relaxed),
         9,
         "3 events x max_attempts (3)"
     );

@@ -257,10 +257,9 @@ async fn deliver(shared: &Shared, delivery: Delivery) {
         Verdict::Delivered => {
             shared.stats.delivered.fetch_add(1, Ordering::Relaxed);
             shared.metrics.delivered.increment(1);
-            shared
-                .metrics
-                .end_to_end
-                .record(event.consumed_at.elapsed().as_secs_f64() + retry_age_secs(&event, &history));
+            shared.metrics.end_to_end.record(
+                event.consumed_at.elapsed().as_secs_f64() + retry_age_secs(&event, &history),
+            );
         }
         Verdict::Retry {
             after,
@@ -278,8 +277,16 @@ async fn deliver(shared: &Shared, delivery: Delivery) {
                         .backoff
                         .delay(history.attempt.max(1), rand::random::<f64>())
                 });
-                if shared.writer.schedule_retry(&event, &history, delay).await.is_some() {
-                    shared.stats.retries_scheduled.fetch_add(1, Ordering::Relaxed);
+                if shared
+                    .writer
+                    .schedule_retry(&event, &history, delay)
+                    .await
+                    .is_some()
+                {
+                    shared
+                        .stats
+                        .retries_scheduled
+                        .fetch_add(1, Ordering::Relaxed);
                     shared.metrics.retry_scheduled.increment(1);
                 } else {
                     shared.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);

@@ -27,7 +27,9 @@ use crate::index::{EndpointIndex, RouteKey, Slot};
 use crate::metrics::{PipelineMetrics, TopicMetrics};
 use crate::retry::record::{History, now_ms};
 use crate::retry::writer::OutcomeWriter;
-use crate::source::consumer::{Inbound, RevokeReply, SourceConsumer, offsets_list, partitions_list};
+use crate::source::consumer::{
+    Inbound, RevokeReply, SourceConsumer, offsets_list, partitions_list,
+};
 use crate::source::event::{Event, RecordKind};
 
 /// Most records held by closed gates before the dispatcher stops reading
@@ -89,9 +91,18 @@ impl Dispatcher {
         max_in_flight: usize,
         stats: Arc<PipelineStats>,
     ) -> Self {
-        let topic_metrics = source.topics().names().iter().map(|t| TopicMetrics::new(t)).collect();
+        let topic_metrics = source
+            .topics()
+            .names()
+            .iter()
+            .map(|t| TopicMetrics::new(t))
+            .collect();
         let tier_due_lag = (0..writer.tiers().len())
-            .map(|i| crate::metrics::retry_due_lag(&crate::config::HumanDuration(writer.tiers().delay(i)).to_string()))
+            .map(|i| {
+                crate::metrics::retry_due_lag(
+                    &crate::config::HumanDuration(writer.tiers().delay(i)).to_string(),
+                )
+            })
             .collect();
         Self {
             tracker: AckTracker::new(),
@@ -186,7 +197,10 @@ impl Dispatcher {
             }
             self.apply_pauses();
             if let Some(d) = &draining {
-                let settled = d.partitions.iter().all(|p| self.tracker.unsettled_in(*p) == 0);
+                let settled = d
+                    .partitions
+                    .iter()
+                    .all(|p| self.tracker.unsettled_in(*p) == 0);
                 if (settled || Instant::now() >= d.deadline)
                     && let Some(d) = draining.take()
                 {
@@ -202,7 +216,10 @@ impl Dispatcher {
         }
         let left = self.tracker.unsettled();
         if left > 0 {
-            tracing::warn!(unsettled = left, "drain deadline reached: these events will be delivered again after restart");
+            tracing::warn!(
+                unsettled = left,
+                "drain deadline reached: these events will be delivered again after restart"
+            );
         }
         self.commit(CommitMode::Sync);
         self.senders.clear();
@@ -251,7 +268,10 @@ impl Dispatcher {
 
     fn finish_revoke(&mut self, d: Draining, settled: bool) {
         if !settled {
-            tracing::warn!(partitions = d.partitions.len(), "revoke drain deadline reached; unsettled records will be delivered again");
+            tracing::warn!(
+                partitions = d.partitions.len(),
+                "revoke drain deadline reached; unsettled records will be delivered again"
+            );
         }
         let mut offsets = Vec::with_capacity(d.partitions.len());
         for p in &d.partitions {
@@ -260,8 +280,12 @@ impl Dispatcher {
                 offsets.push((*p, o));
             }
         }
-        self.stats.commits.fetch_add(offsets.len() as u64, Ordering::Relaxed);
-        self.metrics.offsets_committed.increment(offsets.len() as u64);
+        self.stats
+            .commits
+            .fetch_add(offsets.len() as u64, Ordering::Relaxed);
+        self.metrics
+            .offsets_committed
+            .increment(offsets.len() as u64);
         let _ = d.reply.send(offsets);
         self.after_settle();
     }
@@ -293,12 +317,23 @@ impl Dispatcher {
                             ..History::default()
                         };
                         match self.index.slot_of(&h.endpoint) {
-                            None => self.dead_letter_now(event, history, "endpoint_deleted", "the endpoint no longer exists".into()),
-                            Some(slot) if !self.index.endpoint(slot).config.enabled => {
-                                self.dead_letter_now(event, history, "endpoint_disabled", "the endpoint is disabled".into())
-                            }
+                            None => self.dead_letter_now(
+                                event,
+                                history,
+                                "endpoint_deleted",
+                                "the endpoint no longer exists".into(),
+                            ),
+                            Some(slot) if !self.index.endpoint(slot).config.enabled => self
+                                .dead_letter_now(
+                                    event,
+                                    history,
+                                    "endpoint_disabled",
+                                    "the endpoint is disabled".into(),
+                                ),
                             Some(slot) => {
-                                let Some(token) = self.tracker.register(event.partition, event.offset, 1) else {
+                                let Some(token) =
+                                    self.tracker.register(event.partition, event.offset, 1)
+                                else {
                                     return;
                                 };
                                 let delivery = Delivery {
@@ -336,9 +371,9 @@ impl Dispatcher {
             tenant: fields.tenant.as_deref(),
         };
         self.index.matches(&key, &mut self.slots);
-        let Some(token) = self
-            .tracker
-            .register(event.partition, event.offset, self.slots.len() as u32)
+        let Some(token) =
+            self.tracker
+                .register(event.partition, event.offset, self.slots.len() as u32)
         else {
             return;
         };
@@ -387,7 +422,13 @@ impl Dispatcher {
     }
 
     /// Registers a record needing one outcome and dead-letters it.
-    fn dead_letter_now(&mut self, event: Arc<Event>, mut history: History, reason: &'static str, detail: String) {
+    fn dead_letter_now(
+        &mut self,
+        event: Arc<Event>,
+        mut history: History,
+        reason: &'static str,
+        detail: String,
+    ) {
         let Some(token) = self.tracker.register(event.partition, event.offset, 1) else {
             return;
         };
@@ -410,7 +451,10 @@ impl Dispatcher {
         let unsettled = self.tracker.unsettled();
         self.metrics.inflight.set(unsettled as f64);
         if !self.gates.flow_paused() && unsettled >= self.max_in_flight {
-            tracing::debug!(in_flight = unsettled, "max_in_flight reached: pausing input");
+            tracing::debug!(
+                in_flight = unsettled,
+                "max_in_flight reached: pausing input"
+            );
             self.gates.set_flow_paused(true);
         }
     }
@@ -419,7 +463,10 @@ impl Dispatcher {
         let unsettled = self.tracker.unsettled();
         self.metrics.inflight.set(unsettled as f64);
         if self.gates.flow_paused() && unsettled <= self.low_water {
-            tracing::debug!(in_flight = unsettled, "below the low-water mark: resuming input");
+            tracing::debug!(
+                in_flight = unsettled,
+                "below the low-water mark: resuming input"
+            );
             self.gates.set_flow_paused(false);
         }
     }
@@ -432,8 +479,12 @@ impl Dispatcher {
         let tpl = offsets_list(self.source.topics(), &offsets);
         match self.source.consumer().commit(&tpl, mode) {
             Ok(()) => {
-                self.stats.commits.fetch_add(offsets.len() as u64, Ordering::Relaxed);
-                self.metrics.offsets_committed.increment(offsets.len() as u64);
+                self.stats
+                    .commits
+                    .fetch_add(offsets.len() as u64, Ordering::Relaxed);
+                self.metrics
+                    .offsets_committed
+                    .increment(offsets.len() as u64);
             }
             Err(e) => {
                 tracing::warn!(error = %e, "offset commit failed; will retry");

@@ -202,7 +202,10 @@ mod tests {
 
     impl Gated for Rec {
         fn partition(&self) -> PartitionId {
-            PartitionId { topic: 0, partition: self.p }
+            PartitionId {
+                topic: 0,
+                partition: self.p,
+            }
         }
         fn due_ms(&self) -> Option<i64> {
             self.due
@@ -214,7 +217,10 @@ mod tests {
     }
 
     fn pid(p: i32) -> PartitionId {
-        PartitionId { topic: 0, partition: p }
+        PartitionId {
+            topic: 0,
+            partition: p,
+        }
     }
 
     #[test]
@@ -222,7 +228,11 @@ mod tests {
         let mut g = PartitionGates::new();
         g.assign(pid(0));
         assert_eq!(g.offer(rec(0, 1, None), 100), Some(rec(0, 1, None)));
-        assert_eq!(g.offer(rec(0, 2, Some(100)), 100), Some(rec(0, 2, Some(100))), "due now");
+        assert_eq!(
+            g.offer(rec(0, 2, Some(100)), 100),
+            Some(rec(0, 2, Some(100))),
+            "due now"
+        );
         assert!(g.pause_changes().is_empty());
     }
 
@@ -232,15 +242,35 @@ mod tests {
         g.assign(pid(0));
         g.assign(pid(1));
         assert_eq!(g.offer(rec(0, 5, Some(1_000)), 0), None);
-        assert_eq!(g.offer(rec(0, 6, Some(900)), 0), None, "behind the head: held in order");
-        assert_eq!(g.offer(rec(1, 1, Some(0)), 0), Some(rec(1, 1, Some(0))), "other partition unaffected");
-        assert_eq!(g.pause_changes(), PauseChanges { pause: vec![pid(0)], resume: vec![] });
+        assert_eq!(
+            g.offer(rec(0, 6, Some(900)), 0),
+            None,
+            "behind the head: held in order"
+        );
+        assert_eq!(
+            g.offer(rec(1, 1, Some(0)), 0),
+            Some(rec(1, 1, Some(0))),
+            "other partition unaffected"
+        );
+        assert_eq!(
+            g.pause_changes(),
+            PauseChanges {
+                pause: vec![pid(0)],
+                resume: vec![]
+            }
+        );
         assert_eq!(g.next_due(), Some(1_000));
         assert_eq!(g.pop_ready(999), None);
         assert_eq!(g.pop_ready(1_000), Some(rec(0, 5, Some(1_000))));
         assert_eq!(g.pop_ready(1_000), Some(rec(0, 6, Some(900))));
         assert_eq!(g.pop_ready(1_000), None);
-        assert_eq!(g.pause_changes(), PauseChanges { pause: vec![], resume: vec![pid(0)] });
+        assert_eq!(
+            g.pause_changes(),
+            PauseChanges {
+                pause: vec![],
+                resume: vec![pid(0)]
+            }
+        );
         assert_eq!(g.held(), 0);
     }
 
@@ -263,16 +293,32 @@ mod tests {
         g.assign(pid(0));
         g.assign(pid(1));
         g.set_flow_paused(true);
-        assert_eq!(g.pause_changes(), PauseChanges { pause: vec![pid(0), pid(1)], resume: vec![] });
+        assert_eq!(
+            g.pause_changes(),
+            PauseChanges {
+                pause: vec![pid(0), pid(1)],
+                resume: vec![]
+            }
+        );
         assert_eq!(g.offer(rec(0, 1, None), 0), None);
         assert_eq!(g.offer(rec(0, 2, None), 0), None);
         assert_eq!(g.pop_ready(0), None, "flow paused");
         g.set_flow_paused(false);
         assert_eq!(g.pop_ready(0), Some(rec(0, 1, None)));
-        assert_eq!(g.offer(rec(0, 3, None), 0), None, "queued behind held records");
+        assert_eq!(
+            g.offer(rec(0, 3, None), 0),
+            None,
+            "queued behind held records"
+        );
         assert_eq!(g.pop_ready(0), Some(rec(0, 2, None)));
         assert_eq!(g.pop_ready(0), Some(rec(0, 3, None)));
-        assert_eq!(g.pause_changes(), PauseChanges { pause: vec![], resume: vec![pid(0), pid(1)] });
+        assert_eq!(
+            g.pause_changes(),
+            PauseChanges {
+                pause: vec![],
+                resume: vec![pid(0), pid(1)]
+            }
+        );
     }
 
     #[test]

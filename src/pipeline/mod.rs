@@ -102,13 +102,20 @@ impl Pipeline {
         let bootstrap = broker.bootstrap().to_string();
         kafka::ensure_topics(&config, &bootstrap, broker.embedded()).await?;
         let index = EndpointIndex::new(build_endpoints(&config)?);
-        let enabled = index.endpoints().iter().filter(|e| e.config.enabled).count();
+        let enabled = index
+            .endpoints()
+            .iter()
+            .filter(|e| e.config.enabled)
+            .count();
         crate::metrics::endpoints(enabled, index.len() - enabled);
 
         let tiers = RetryTiers::new(&config.topics.retry_tiers, |t| config.topics.retry_topic(t));
         let producer = kafka::durable_producer(&config, &bootstrap)?;
         let writer = OutcomeWriter::new(producer, config.topics.dlq_topic(), tiers.clone());
-        let clients = HttpClients::new(&config.delivery.user_agent, config.delivery.allow_private_destinations)?;
+        let clients = HttpClients::new(
+            &config.delivery.user_agent,
+            config.delivery.allow_private_destinations,
+        )?;
         let (acks_tx, acks_rx) = mpsc::unbounded_channel();
         let deps = SenderDeps {
             clients,
@@ -140,7 +147,8 @@ impl Pipeline {
             tiers.topics().map(str::to_string),
         );
         let inbound_capacity = config.delivery.max_in_flight.clamp(16, 512);
-        let (source, inbound) = SourceConsumer::start(&config, &bootstrap, topics, inbound_capacity)?;
+        let (source, inbound) =
+            SourceConsumer::start(&config, &bootstrap, topics, inbound_capacity)?;
         let dispatcher = Dispatcher::new(
             index,
             senders,
@@ -163,7 +171,11 @@ impl Pipeline {
             endpoints = stats.endpoints.len(),
             "pipeline started"
         );
-        Ok(Self { shutdown, task, stats })
+        Ok(Self {
+            shutdown,
+            task,
+            stats,
+        })
     }
 
     /// Live counters.

@@ -121,16 +121,24 @@ mod tests {
         assert_eq!(b.delay(4, 0.0), Duration::from_secs_f64(6.4));
         assert_eq!(b.delay(4, 0.5), Duration::from_secs(8));
         assert_eq!(b.delay(4, 1.0), Duration::from_secs_f64(9.6));
-        assert!(b.delay(40, 1.0) <= Duration::from_secs(3600), "never above max");
+        assert!(
+            b.delay(40, 1.0) <= Duration::from_secs(3600),
+            "never above max"
+        );
     }
 
     #[test]
     fn the_largest_tier_not_longer_than_the_delay() {
         let tiers = RetryTiers::new(
-            &["1s", "5s", "30s", "2m"].map(|t| HumanDuration(crate::config::parse_duration(t).unwrap())),
+            &["1s", "5s", "30s", "2m"]
+                .map(|t| HumanDuration(crate::config::parse_duration(t).unwrap())),
             |t| format!("hs.retry.{t}"),
         );
-        assert_eq!(tiers.tier_for(Duration::from_millis(10)), 0, "shorter than all: first tier");
+        assert_eq!(
+            tiers.tier_for(Duration::from_millis(10)),
+            0,
+            "shorter than all: first tier"
+        );
         assert_eq!(tiers.tier_for(Duration::from_secs(1)), 0);
         assert_eq!(tiers.tier_for(Duration::from_secs(4)), 0);
         assert_eq!(tiers.tier_for(Duration::from_secs(5)), 1);

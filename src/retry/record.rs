@@ -133,7 +133,8 @@ impl RetryHeaders {
         };
         Ok(Self {
             endpoint: text(header::ENDPOINT)?,
-            attempt: u32::try_from(number(header::ATTEMPT)?).map_err(|_| "retry record with a malformed `hookstream-attempt`".to_string())?,
+            attempt: u32::try_from(number(header::ATTEMPT)?)
+                .map_err(|_| "retry record with a malformed `hookstream-attempt`".to_string())?,
             due_ms: number(header::DUE_MS)?,
             first_ms: number(header::FIRST_MS)?,
         })
@@ -166,7 +167,13 @@ pub fn retry_headers(event: &Event, history: &History, due_ms: i64) -> OwnedHead
 }
 
 /// The headers of a dead letter: history, reason and time of death.
-pub fn dead_letter_headers(event: &Event, history: &History, reason: &str, now_ms: i64, note: Option<&str>) -> OwnedHeaders {
+pub fn dead_letter_headers(
+    event: &Event,
+    history: &History,
+    reason: &str,
+    now_ms: i64,
+    note: Option<&str>,
+) -> OwnedHeaders {
     let mut extra = Vec::with_capacity(10);
     if !history.endpoint.is_empty() {
         extra.push((header::ENDPOINT, history.endpoint.clone()));

@@ -66,10 +66,16 @@ impl OutcomeWriter {
     pub async fn dead_letter(&self, event: &Event, history: &History, reason: &str) {
         let now = now_ms();
         let headers = dead_letter_headers(event, history, reason, now, None);
-        if let Err(Refusal::TooLarge) = self.produce(&self.dlq_topic, event, &event.body, headers).await {
+        if let Err(Refusal::TooLarge) = self
+            .produce(&self.dlq_topic, event, &event.body, headers)
+            .await
+        {
             tracing::warn!(source = %event.source_coordinates(), size = event.body.len(),
                 "event too large for the DLQ topic: dead-lettering it without its value");
-            let note = format!("value of {} bytes omitted: too large for the DLQ topic", event.body.len());
+            let note = format!(
+                "value of {} bytes omitted: too large for the DLQ topic",
+                event.body.len()
+            );
             let headers = dead_letter_headers(event, history, reason, now, Some(&note));
             let _ = self.produce(&self.dlq_topic, event, &[], headers).await;
         }
@@ -79,11 +85,19 @@ impl OutcomeWriter {
     /// Schedules a retry of `event` in `delay`, on the largest tier not
     /// longer than it. Returns the tier index. An event too large for the
     /// tier topic is dead-lettered (`exhausted`) instead.
-    pub async fn schedule_retry(&self, event: &Event, history: &History, delay: Duration) -> Option<usize> {
+    pub async fn schedule_retry(
+        &self,
+        event: &Event,
+        history: &History,
+        delay: Duration,
+    ) -> Option<usize> {
         let tier = self.tiers.tier_for(delay);
         let due = now_ms() + delay.as_millis() as i64;
         let headers = retry_headers(event, history, due);
-        match self.produce(self.tiers.topic(tier), event, &event.body, headers).await {
+        match self
+            .produce(self.tiers.topic(tier), event, &event.body, headers)
+            .await
+        {
             Ok(()) => Some(tier),
             Err(Refusal::TooLarge) => {
                 self.dead_letter(event, history, "exhausted").await;
@@ -93,7 +107,13 @@ impl OutcomeWriter {
     }
 
     /// Produces until acknowledged; only a size refusal ends it otherwise.
-    async fn produce(&self, topic: &str, event: &Event, value: &[u8], headers: OwnedHeaders) -> Result<(), Refusal> {
+    async fn produce(
+        &self,
+        topic: &str,
+        event: &Event,
+        value: &[u8],
+        headers: OwnedHeaders,
+    ) -> Result<(), Refusal> {
         let mut delay = Duration::from_millis(100);
         loop {
             let mut record = FutureRecord::<[u8], [u8]>::to(topic)
@@ -104,7 +124,9 @@ impl OutcomeWriter {
             }
             match self.producer.send(record, Duration::from_secs(5)).await {
                 Ok(_) => return Ok(()),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge), _)) if !value.is_empty() => {
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge), _))
+                    if !value.is_empty() =>
+                {
                     return Err(Refusal::TooLarge);
                 }
                 Err((e, _)) => {

@@ -35,7 +35,10 @@ pub struct TopicTable {
 
 impl TopicTable {
     /// A table of input topics followed by retry-tier topics.
-    pub fn new(inputs: impl IntoIterator<Item = String>, tiers: impl IntoIterator<Item = String>) -> Self {
+    pub fn new(
+        inputs: impl IntoIterator<Item = String>,
+        tiers: impl IntoIterator<Item = String>,
+    ) -> Self {
         let mut names: Vec<Arc<str>> = inputs.into_iter().map(Arc::from).collect();
         let inputs = names.len();
         names.extend(tiers.into_iter().map(Arc::from));
@@ -222,7 +225,15 @@ impl SourceConsumer {
             thread::Builder::new()
                 .name("source-poll".into())
                 .spawn(move || {
-                    poll_loop(&consumer, &topics, &mut extractors, &sources, max_payload, &stop, &tx)
+                    poll_loop(
+                        &consumer,
+                        &topics,
+                        &mut extractors,
+                        &sources,
+                        max_payload,
+                        &stop,
+                        &tx,
+                    )
                 })
                 .context("spawning the consumer thread")?
         };
@@ -290,7 +301,10 @@ impl Extractors {
     fn get(&mut self, config: &Config, topic: &str) -> &mut Extractor {
         if !self.by_topic.contains_key(topic) && self.add(config, topic).is_err() {
             let _ = self.add(config, "");
-            let fallback = self.by_topic.remove("").unwrap_or_else(|| Extractor::preset(Default::default()));
+            let fallback = self
+                .by_topic
+                .remove("")
+                .unwrap_or_else(|| Extractor::preset(Default::default()));
             self.by_topic.insert(topic.to_string(), fallback);
         }
         match self.by_topic.get_mut(topic) {
@@ -367,9 +381,10 @@ fn poll_loop(
                 .and_then(original_topic)
                 .unwrap_or(msg.topic()),
         };
-        let fields = extractors
-            .get(config, source_topic)
-            .extract(&body, &header, &coords, max_payload);
+        let fields =
+            extractors
+                .get(config, source_topic)
+                .extract(&body, &header, &coords, max_payload);
         let event = Event {
             topic: Arc::clone(topics.name(topic)),
             partition: PartitionId {

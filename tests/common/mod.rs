@@ -230,7 +230,11 @@ pub fn config(group: &str, topics: &[(&str, Preset)]) -> Config {
     c.delivery.timeout = HumanDuration::from_secs(5);
     c.delivery.drain_timeout = HumanDuration::from_secs(5);
     // Short tiers and backoff so retries happen within a test.
-    c.topics.retry_tiers = vec![HumanDuration::from_millis(100), HumanDuration::from_millis(500), HumanDuration::from_secs(2)];
+    c.topics.retry_tiers = vec![
+        HumanDuration::from_millis(100),
+        HumanDuration::from_millis(500),
+        HumanDuration::from_secs(2),
+    ];
     c.delivery.backoff.initial = HumanDuration::from_millis(100);
     c.delivery.backoff.max = HumanDuration::from_secs(2);
     c.delivery.max_attempts = 3;

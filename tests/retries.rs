@@ -1,0 +1,335 @@
+//! Retries: given receivers that fail for a while, when events are produced,
+//! then they are retried through the delay tiers with the same webhook-id
+//! until delivered; 429/Retry-After use no attempts; a retry for an endpoint
+//! that no longer exists is dead-lettered; deliveries an endpoint cannot take
+//! now are deferred without using an attempt; retry-tier offsets commit.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use common::*;
+use hookstream::config::HumanDuration;
+use hookstream::demo::receiver::Behaviour;
+use hookstream::source::extract::Preset;
+
+const TOPIC: &str = "device-events";
+const TIERS: [&str; 3] = [
+    "hookstream.retry.100ms",
+    "hookstream.retry.500ms",
+    "hookstream.retry.2s",
+];
+
+fn event(i: usize) -> (String, Vec<u8>) {
+    (
+        format!("dev-{}", i % 5),
+        format!(
+            r#"{{"id":"evt-{i}","type":"device-status-changed","data":{{"id":"dev-{}"}}}}"#,
+            i % 5
+        )
+        .into_bytes(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_are_retried_with_the_same_webhook_id_until_delivered() {
+    let cluster = Cluster::start(&[TOPIC], 2);
+    let flaky = receiver(Behaviour::FailFirst {
+        times: 2,
+        status: 503,
+        retry_after: None,
+    })
+    .await;
+    let mut config = config("retry-test", &[(TOPIC, Preset::Mender)]);
+    config.delivery.backoff.jitter = 0.0;
+    config.delivery.backoff.initial = HumanDuration::from_millis(500);
+    config.endpoints.push(endpoint(
+        "flaky",
+        flaky.url("in"),
+        &["*"],
+        "standard",
+        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+    ));
+    let pipeline = start(config, &cluster).await;
+    let events: Vec<_> = (0..20).map(event).collect();
+    cluster.produce_many(TOPIC, &events).await;
+
+    wait_for("20 deliveries", Duration::from_secs(30), || {
+        flaky.log().accepted_count() >= 20
+    })
+    .await;
+    let recorded = flaky.log().recorded();
+    assert_eq!(recorded.len(), 60, "each event: two 503s, then 200");
+    let mut by_id: HashMap<String, Vec<(Instant, String, u16)>> = HashMap::new();
+    let mut seq = Instant::now();
+    for r in &recorded {
+        seq += Duration::from_nanos(1);
+        let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        by_id
+            .entry(body["id"].as_str().unwrap().to_string())
+            .or_default()
+            .push((seq, r.header("webhook-id").unwrap().to_string(), r.status));
+        assert!(
+            independently_verified("standard", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", r),
+            "retries are signed"
+        );
+    }
+    assert_eq!(by_id.len(), 20);
+    for (id, attempts) in &by_id {
+        assert_eq!(attempts.len(), 3, "{id}");
+        assert!(
+            attempts.iter().all(|a| a.1 == attempts[0].1),
+            "{id}: same webhook-id on every attempt"
+        );
+        assert_eq!(
+            attempts.iter().map(|a| a.2).collect::<Vec<_>>(),
+            [503, 503, 200]
+        );
+    }
+    for topic in std::iter::once(TOPIC).chain(TIERS) {
+        wait_for(
+            &format!("{topic} offsets at the end"),
+            Duration::from_secs(15),
+            || cluster.offsets_at_end("retry-test", topic),
+        )
+        .await;
+    }
+    // Backoff 500 ms then 1 s map to the 500ms tier: 40 retry records there.
+    let retries = cluster.read_all("hookstream.retry.500ms");
+    assert_eq!(retries.len(), 40);
+    let r = &retries[0];
+    assert_eq!(r.header("hookstream-endpoint"), Some("flaky"));
+    assert_eq!(r.header("hookstream-last-status"), Some("503"));
+    assert!(
+        r.header("hookstream-source")
+            .unwrap()
+            .starts_with("device-events/")
+    );
+    assert!(r.header("hookstream-event-id").unwrap().starts_with("evt-"));
+    let due: i64 = r.header("hookstream-due-ms").unwrap().parse().unwrap();
+    let first: i64 = r.header("hookstream-first-ms").unwrap().parse().unwrap();
+    assert!(
+        due - first >= 500,
+        "due {due} at least the backoff after first {first}"
+    );
+    assert!(cluster.read_all("hookstream.dlq").is_empty());
+    pipeline.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_many_requests_use_no_attempts_and_retry_after_is_honoured() {
+    let cluster = Cluster::start(&[TOPIC], 1);
+    // max_attempts is 3; five 429s still end in a delivery.
+    let limited = receiver(Behaviour::FailFirst {
+        times: 5,
+        status: 429,
+        retry_after: Some("1"),
+    })
+    .await;
+    let mut config = config("ratelimit-test", &[(TOPIC, Preset::Mender)]);
+    config
+        .endpoints
+        .push(endpoint("limited", limited.url("in"), &["*"], "none", ""));
+    let pipeline = start(config, &cluster).await;
+    cluster.produce_many(TOPIC, &[event(1)]).await;
+    wait_for(
+        "the delivery after five 429s",
+        Duration::from_secs(30),
+        || limited.log().accepted_count() == 1,
+    )
+    .await;
+    let recorded = limited.log().recorded();
+    assert_eq!(recorded.len(), 6);
+    // Retry-After: 1 (capped at backoff max 2s) → about a second apart.
+    // Arrival order is recording order; check the gaps via the DLQ-free path.
+    assert!(
+        cluster.read_all("hookstream.dlq").is_empty(),
+        "not exhausted"
+    );
+    let retries = cluster.read_all("hookstream.retry.500ms");
+    assert_eq!(retries.len(), 5, "Retry-After 1s maps to the 500ms tier");
+    assert!(
+        retries
+            .iter()
+            .all(|r| r.header("hookstream-attempt") == Some("0")),
+        "no attempt used"
+    );
+    for r in &retries {
+        let due: i64 = r.header("hookstream-due-ms").unwrap().parse().unwrap();
+        let dead_or_first: i64 = r.header("hookstream-first-ms").unwrap().parse().unwrap();
+        assert!(due > dead_or_first);
+    }
+    pipeline.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_wait_for_their_due_time() {
+    let cluster = Cluster::start(&[TOPIC], 1);
+    let flaky = receiver(Behaviour::FailFirst {
+        times: 1,
+        status: 500,
+        retry_after: None,
+    })
+    .await;
+    let mut config = config("due-test", &[(TOPIC, Preset::Mender)]);
+    config.delivery.backoff.jitter = 0.0;
+    config.delivery.backoff.initial = HumanDuration::from_secs(2);
+    config
+        .endpoints
+        .push(endpoint("flaky", flaky.url("in"), &["*"], "none", ""));
+    let pipeline = start(config, &cluster).await;
+    cluster.produce_many(TOPIC, &[event(7)]).await;
+    wait_for("the first attempt", Duration::from_secs(20), || {
+        flaky.log().requests.load(Ordering::Relaxed) == 1
+    })
+    .await;
+    let first = Instant::now();
+    wait_for("the retry", Duration::from_secs(20), || {
+        flaky.log().accepted_count() == 1
+    })
+    .await;
+    let gap = first.elapsed();
+    assert!(
+        gap >= Duration::from_millis(1900),
+        "retried after {gap:?}, not before the 2 s backoff"
+    );
+    assert!(gap < Duration::from_secs(6), "and not much later: {gap:?}");
+    pipeline.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_for_an_endpoint_that_no_longer_exists_are_dead_lettered() {
+    let cluster = Cluster::start(&[TOPIC], 1);
+    let rx = receiver(Behaviour::Healthy).await;
+    let mut config = config("ghost-test", &[(TOPIC, Preset::Mender)]);
+    config
+        .endpoints
+        .push(endpoint("present", rx.url("in"), &["*"], "none", ""));
+    let mut disabled = endpoint("paused", rx.url("in"), &["*"], "none", "");
+    disabled.enabled = false;
+    config.endpoints.push(disabled);
+    let pipeline = start(config, &cluster).await;
+    let now = hookstream::retry::record::now_ms().to_string();
+    for ep in ["ghost", "paused", "present"] {
+        cluster
+            .produce(
+                "hookstream.retry.100ms",
+                "k",
+                br#"{"id":"r1","type":"device-provisioned","data":{"id":"d"}}"#,
+                &[
+                    ("hookstream-endpoint", ep),
+                    ("hookstream-attempt", "1"),
+                    ("hookstream-due-ms", &now),
+                    ("hookstream-first-ms", &now),
+                    ("hookstream-source", "device-events/0/42"),
+                    ("hookstream-event-id", "r1"),
+                ],
+            )
+            .await;
+    }
+    cluster
+        .produce(
+            "hookstream.retry.100ms",
+            "k",
+            b"{}",
+            &[("hookstream-endpoint", "present")],
+        )
+        .await;
+    let mut dlq = Vec::new();
+    wait_for("three dead letters", Duration::from_secs(20), || {
+        dlq = cluster.read_all("hookstream.dlq");
+        dlq.len() >= 3
+    })
+    .await;
+    let reason_of = |ep: Option<&str>| {
+        dlq.iter()
+            .find(|r| r.header("hookstream-endpoint") == ep)
+            .and_then(|r| r.header("hookstream-reason"))
+            .map(str::to_string)
+    };
+    assert_eq!(
+        reason_of(Some("ghost")).as_deref(),
+        Some("endpoint_deleted")
+    );
+    assert_eq!(
+        reason_of(Some("paused")).as_deref(),
+        Some("endpoint_disabled")
+    );
+    assert_eq!(
+        reason_of(None).as_deref(),
+        Some("invalid_event"),
+        "a retry record without its headers"
+    );
+    wait_for(
+        "the retry to the present endpoint",
+        Duration::from_secs(10),
+        || rx.log().accepted_count() == 1,
+    )
+    .await;
+    let sent = &rx.log().recorded()[0];
+    assert_eq!(
+        sent.header("webhook-id").unwrap(),
+        hookstream::deliver::request::webhook_id("r1", "present")
+    );
+    pipeline.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_defers_without_using_attempts_and_spares_the_neighbour() {
+    let cluster = Cluster::start(&[TOPIC], 2);
+    let slow = receiver(Behaviour::Slow(Duration::from_millis(100))).await;
+    let healthy = receiver(Behaviour::Healthy).await;
+    let mut config = config("defer-test", &[(TOPIC, Preset::Mender)]);
+    let mut ep = endpoint("slow", slow.url("in"), &["*"], "none", "");
+    ep.max_concurrency = 2;
+    ep.queue_size = 4;
+    config.endpoints.push(ep);
+    config
+        .endpoints
+        .push(endpoint("healthy", healthy.url("in"), &["*"], "none", ""));
+    let pipeline = start(config, &cluster).await;
+    let events: Vec<_> = (0..100).map(event).collect();
+    cluster.produce_many(TOPIC, &events).await;
+
+    wait_for(
+        "the healthy endpoint to get everything",
+        Duration::from_secs(20),
+        || healthy.log().accepted_count() >= 100,
+    )
+    .await;
+    let slow_done = slow.log().accepted_count();
+    assert!(
+        slow_done < 100,
+        "the healthy endpoint finished first ({slow_done} slow deliveries so far)"
+    );
+    wait_for(
+        "the slow endpoint to get everything",
+        Duration::from_secs(60),
+        || slow.log().accepted_count() >= 100,
+    )
+    .await;
+    let stats = &pipeline.stats().endpoints[0].1;
+    assert!(
+        stats.deferred.load(Ordering::Relaxed) > 0,
+        "some deliveries were deferred"
+    );
+    assert!(
+        cluster.read_all("hookstream.dlq").is_empty(),
+        "deferrals use no attempts: nothing exhausted"
+    );
+    let deferred = cluster.read_all("hookstream.retry.100ms");
+    assert!(!deferred.is_empty());
+    assert!(
+        deferred
+            .iter()
+            .all(|r| r.header("hookstream-last-status") == Some("deferred"))
+    );
+    assert!(
+        deferred
+            .iter()
+            .all(|r| r.header("hookstream-attempt") == Some("0"))
+    );
+    pipeline.shutdown().await.unwrap();
+}
