@@ -47,6 +47,11 @@ enum Command {
         #[arg(long, default_value_t = 500.0)]
         rate: f64,
     },
+    /// Dead letters: list or replay them.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
     /// Verify a received webhook read from standard input.
     Verify {
         /// standard | mender | openmdm | github | none
@@ -58,6 +63,63 @@ enum Command {
         /// A received header, `NAME:VALUE` (repeatable).
         #[arg(long = "header", short = 'H')]
         headers: Vec<String>,
+    },
+}
+
+#[derive(clap::Args)]
+struct DlqArgs {
+    /// Configuration file (TOML).
+    #[arg(long, short)]
+    config: PathBuf,
+    /// Only this endpoint.
+    #[arg(long)]
+    endpoint: Option<String>,
+    /// Only this reason (http_400, exhausted, gone, invalid_event, ...).
+    #[arg(long)]
+    reason: Option<String>,
+    /// Dead at or after this RFC 3339 time.
+    #[arg(long)]
+    since: Option<String>,
+    /// Dead before this RFC 3339 time.
+    #[arg(long)]
+    until: Option<String>,
+    /// At most this many.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Machine-readable output.
+    #[arg(long)]
+    json: bool,
+}
+
+impl DlqArgs {
+    fn filter(&self) -> cmd::dlq::FilterArgs {
+        cmd::dlq::FilterArgs {
+            endpoint: self.endpoint.clone(),
+            reason: self.reason.clone(),
+            since: self.since.clone(),
+            until: self.until.clone(),
+            limit: self.limit,
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum DlqCommand {
+    /// List dead letters.
+    List(DlqArgs),
+    /// Republish dead letters to the first retry tier.
+    Replay {
+        #[command(flatten)]
+        args: DlqArgs,
+        /// Count what would be replayed; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Records per second.
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Replay letters that were replayed before.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -80,6 +142,28 @@ fn runtime() -> Result<tokio::runtime::Runtime, CommandError> {
         .map_err(|e| CommandError::Runtime(anyhow::anyhow!("starting the async runtime: {e}")))
 }
 
+fn run_dlq(command: DlqCommand) -> Result<(), CommandError> {
+    let args = match &command {
+        DlqCommand::List(a) => a,
+        DlqCommand::Replay { args, .. } => args,
+    };
+    let config = Config::load(&args.config)?;
+    runtime()?.block_on(async {
+        match &command {
+            DlqCommand::List(a) => cmd::dlq::list(config, &a.filter(), a.json).await,
+            DlqCommand::Replay {
+                args,
+                dry_run,
+                rate,
+                force,
+            } => {
+                cmd::dlq::replay_command(config, &args.filter(), *dry_run, *rate, *force, args.json)
+                    .await
+            }
+        }
+    })
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -92,6 +176,10 @@ fn main() -> ExitCode {
         Command::Demo { events, rate } => {
             init_logging(cli.log_format);
             runtime().and_then(|rt| rt.block_on(hookstream::demo::run(events, rate)))
+        }
+        Command::Dlq { command } => {
+            init_logging(cli.log_format);
+            run_dlq(command)
         }
         Command::Verify {
             scheme,

@@ -1,6 +1,7 @@
 //! The commands behind the CLI, as library functions: `main.rs` only parses
 //! arguments and maps results to exit statuses.
 
+pub mod dlq;
 pub mod run;
 pub mod verify;
 

@@ -78,7 +78,8 @@ pub struct TopicSpec {
     pub compacted: bool,
 }
 
-/// The topics hookstream owns: every retry tier, the DLQ, the endpoint store.
+/// The topics hookstream owns: every retry tier, the DLQ, the endpoint
+/// store, the replay ledger.
 pub fn owned_topics(config: &Config) -> Vec<TopicSpec> {
     let t = &config.topics;
     let mut out: Vec<TopicSpec> = t
@@ -97,6 +98,11 @@ pub fn owned_topics(config: &Config) -> Vec<TopicSpec> {
     });
     out.push(TopicSpec {
         name: t.endpoints_topic(),
+        partitions: 1,
+        compacted: true,
+    });
+    out.push(TopicSpec {
+        name: crate::retry::replay::ledger_topic(config),
         partitions: 1,
         compacted: true,
     });

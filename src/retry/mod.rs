@@ -1,10 +1,13 @@
 //! Retry stage: what happens to deliveries that did not succeed.
 //!
 //! [`backoff`] decides when (pure), [`record`] shapes retry and dead-letter
-//! records (pure), [`writer`] stores them durably. Retry records are read
+//! records (pure), [`writer`] stores them durably, [`dlq`] and [`replay`]
+//! back `hookstream dlq list|replay`. Retry records are read
 //! back by the pipeline's consumer and gated by due time
 //! ([`crate::pipeline::gate`]).
 
 pub mod backoff;
+pub mod dlq;
 pub mod record;
+pub mod replay;
 pub mod writer;
