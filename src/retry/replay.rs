@@ -220,11 +220,10 @@ where
 
 fn draw_progress(done: usize, total: usize, started: Instant) {
     let width = 30;
-    let filled = if total == 0 {
-        width
-    } else {
-        done * width / total
-    };
+    let filled = (done * width)
+        .checked_div(total)
+        .unwrap_or(width)
+        .min(width);
     let rate = done as f64 / started.elapsed().as_secs_f64().max(0.001);
     let mut err = std::io::stderr();
     let _ = write!(
