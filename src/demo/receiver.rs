@@ -35,6 +35,8 @@ pub enum Behaviour {
     Status(u16),
     /// 200 after a delay.
     Slow(Duration),
+    /// This status after a delay.
+    SlowStatus(Duration, u16),
     /// `status` (with an optional `Retry-After`) to the first `times`
     /// requests of each webhook-id, then 200.
     FailFirst {
@@ -234,6 +236,10 @@ async fn handle(
         Behaviour::Slow(delay) => {
             tokio::time::sleep(delay).await;
             200
+        }
+        Behaviour::SlowStatus(delay, code) => {
+            tokio::time::sleep(delay).await;
+            code
         }
         Behaviour::Flaky(share) => {
             if rand::random::<f64>() < share {

@@ -21,6 +21,7 @@ enum Command {
     BrokerUp(i32, mpsc::Sender<Result<()>>),
     RequestErrors(RDKafkaApiKey, Vec<RDKafkaRespErr>, mpsc::Sender<Result<()>>),
     RoundTripTime(i32, Duration, mpsc::Sender<Result<()>>),
+    ClearRequestErrors(RDKafkaApiKey, mpsc::Sender<Result<()>>),
     Stop,
 }
 
@@ -74,6 +75,10 @@ impl EmbeddedBroker {
                             cluster.request_errors(key, &errors);
                             let _ = reply.send(Ok(()));
                         }
+                        Command::ClearRequestErrors(key, reply) => {
+                            cluster.clear_request_errors(key);
+                            let _ = reply.send(Ok(()));
+                        }
                         Command::RoundTripTime(id, rtt, reply) => {
                             done(reply, cluster.broker_round_trip_time(id, rtt))
                         }
@@ -124,6 +129,11 @@ impl EmbeddedBroker {
     /// Makes the next requests of `api` fail with `errors`, one each.
     pub fn request_errors(&self, api: RDKafkaApiKey, errors: &[RDKafkaRespErr]) -> Result<()> {
         self.call(|tx| Command::RequestErrors(api, errors.to_vec(), tx))
+    }
+
+    /// Forgets the errors queued by [`request_errors`](Self::request_errors).
+    pub fn clear_request_errors(&self, api: RDKafkaApiKey) -> Result<()> {
+        self.call(|tx| Command::ClearRequestErrors(api, tx))
     }
 
     /// Adds `rtt` of latency to every request to broker `id`.

@@ -1,0 +1,244 @@
+//! Broker faults, injected into librdkafka's mock cluster: a broker going
+//! down and coming back, produce requests to the retry and DLQ topics
+//! failing, slow requests, and a rebalance between two pipelines of one
+//! group. In every case nothing is lost, no offset is committed past a
+//! record whose retry or dead letter was not stored, and the pipeline
+//! recovers by itself.
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use common::*;
+use hookstream::demo::receiver::{Behaviour, Receiver};
+use hookstream::source::extract::Preset;
+use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+
+const TOPIC: &str = "device-events";
+
+fn events(from: usize, to: usize) -> Vec<(String, Vec<u8>)> {
+    (from..to)
+        .map(|i| {
+            (
+                format!("dev-{}", i % 13),
+                format!(
+                    r#"{{"id":"evt-{i}","type":"device-status-changed","data":{{"id":"dev-{}"}}}}"#,
+                    i % 13
+                )
+                .into_bytes(),
+            )
+        })
+        .collect()
+}
+
+fn seen(rx: &Receiver) -> HashSet<String> {
+    bodies_by(&rx.log().recorded(), "/id").into_keys().collect()
+}
+
+fn committed_total(cluster: &Cluster, group: &str) -> i64 {
+    cluster
+        .committed_vs_end(group, TOPIC)
+        .iter()
+        .map(|(_, c, _)| (*c).max(0))
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_outage_loses_nothing_and_the_pipeline_recovers() {
+    let cluster = Cluster::start(&[TOPIC], 3);
+    let rx = receiver(Behaviour::Healthy).await;
+    let mut config = config("outage-test", &[(TOPIC, Preset::Mender)]);
+    config
+        .endpoints
+        .push(endpoint("sink", rx.url("in"), &["*"], "none", ""));
+    let pipeline = start(config, &cluster).await;
+    cluster.produce_many(TOPIC, &events(0, 300)).await;
+    wait_for("the first events", Duration::from_secs(20), || {
+        !seen(&rx).is_empty()
+    })
+    .await;
+
+    cluster.broker.broker_down(1).unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    cluster.broker.broker_up(1).unwrap();
+    cluster.produce_many(TOPIC, &events(300, 600)).await;
+
+    wait_for(
+        "all 600 events after the outage",
+        Duration::from_secs(60),
+        || seen(&rx).len() >= 600,
+    )
+    .await;
+    wait_for("offsets at the end", Duration::from_secs(30), || {
+        cluster.offsets_at_end("outage-test", TOPIC)
+    })
+    .await;
+    assert!(!pipeline.is_finished(), "the pipeline kept running");
+    pipeline.shutdown().await.unwrap();
+}
+
+/// Produce requests fail while the endpoint needs dead letters (or retries):
+/// the input offsets must not move until the broker stored them.
+async fn failing_outcome_writes_hold_the_offsets(
+    group: &str,
+    behaviour: Behaviour,
+    outcome_topic: &str,
+) {
+    let cluster = Cluster::start(&[TOPIC], 1);
+    let rx = receiver(behaviour).await;
+    let mut config = config(group, &[(TOPIC, Preset::Mender)]);
+    config.delivery.max_attempts = 2;
+    config
+        .endpoints
+        .push(endpoint("failing", rx.url("in"), &["*"], "none", ""));
+    let pipeline = start(config, &cluster).await;
+    // Let the group settle with one event whose outcome is stored.
+    cluster.produce_many(TOPIC, &events(0, 1)).await;
+    wait_for("the first outcome", Duration::from_secs(20), || {
+        !cluster.read_all(outcome_topic).is_empty() && cluster.offsets_at_end(group, TOPIC)
+    })
+    .await;
+    assert_eq!(committed_total(&cluster, group), 1);
+
+    // The receiver answers after a second: the errors are in place before
+    // the pipeline writes any outcome for these five.
+    cluster.produce_many(TOPIC, &events(1, 6)).await;
+    cluster
+        .broker
+        .request_errors(
+            RDKafkaApiKey::Produce,
+            &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED; 500],
+        )
+        .unwrap();
+    wait_for("the five attempts", Duration::from_secs(20), || {
+        rx.log().requests.load(Ordering::Relaxed) >= 6
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        committed_total(&cluster, group),
+        1,
+        "no offset committed while the outcome writes fail"
+    );
+
+    cluster
+        .broker
+        .clear_request_errors(RDKafkaApiKey::Produce)
+        .unwrap();
+    wait_for(
+        "offsets at the end once writes succeed",
+        Duration::from_secs(60),
+        || cluster.offsets_at_end(group, TOPIC),
+    )
+    .await;
+    let ids: HashSet<String> = cluster
+        .read_all(outcome_topic)
+        .iter()
+        .filter_map(|r| r.header("hookstream-event-id").map(str::to_string))
+        .collect();
+    for i in 0..6 {
+        assert!(
+            ids.contains(&format!("evt-{i}")),
+            "evt-{i} stored on {outcome_topic}"
+        );
+    }
+    pipeline.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_dlq_writes_hold_the_offsets() {
+    let refuse = Behaviour::SlowStatus(Duration::from_secs(1), 400);
+    failing_outcome_writes_hold_the_offsets("dlq-fault-test", refuse, "hookstream.dlq").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_retry_writes_hold_the_offsets() {
+    let unavailable = Behaviour::SlowStatus(Duration::from_secs(1), 503);
+    failing_outcome_writes_hold_the_offsets(
+        "retry-fault-test",
+        unavailable,
+        "hookstream.retry.100ms",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_broker_requests_lose_nothing() {
+    let cluster = Cluster::start(&[TOPIC], 2);
+    let rx = receiver(Behaviour::FailFirst {
+        times: 1,
+        status: 503,
+        retry_after: None,
+    })
+    .await;
+    let mut config = config("rtt-test", &[(TOPIC, Preset::Mender)]);
+    config
+        .endpoints
+        .push(endpoint("sink", rx.url("in"), &["*"], "none", ""));
+    let pipeline = start(config, &cluster).await;
+    cluster.produce_many(TOPIC, &events(0, 100)).await;
+    wait_for("the first events", Duration::from_secs(20), || {
+        rx.log().requests.load(Ordering::Relaxed) > 0
+    })
+    .await;
+    cluster
+        .broker
+        .round_trip_time(1, Duration::from_millis(1500))
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    cluster.broker.round_trip_time(1, Duration::ZERO).unwrap();
+    wait_for(
+        "all 100 events delivered after their retry",
+        Duration::from_secs(60),
+        || rx.log().accepted_count() >= 100,
+    )
+    .await;
+    wait_for("offsets at the end", Duration::from_secs(30), || {
+        cluster.offsets_at_end("rtt-test", TOPIC)
+    })
+    .await;
+    pipeline.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebalance_between_two_pipelines_loses_nothing() {
+    let cluster = Cluster::start(&[TOPIC], 6);
+    let rx = receiver(Behaviour::Slow(Duration::from_millis(1))).await;
+    let make = || {
+        let mut c = config("rebalance-test", &[(TOPIC, Preset::Mender)]);
+        let mut ep = endpoint("sink", rx.url("in"), &["*"], "none", "");
+        ep.max_concurrency = 4;
+        c.endpoints.push(ep);
+        c
+    };
+    cluster.produce_many(TOPIC, &events(0, 1500)).await;
+    let first = start(make(), &cluster).await;
+    wait_for(
+        "the first pipeline to start delivering",
+        Duration::from_secs(20),
+        || seen(&rx).len() > 100,
+    )
+    .await;
+    let second = start(make(), &cluster).await;
+    cluster.produce_many(TOPIC, &events(1500, 3000)).await;
+    wait_for(
+        "the second pipeline to take partitions",
+        Duration::from_secs(30),
+        || second.stats().consumed.load(Ordering::Relaxed) > 0,
+    )
+    .await;
+    first.shutdown().await.unwrap();
+    wait_for("all 3000 events", Duration::from_secs(60), || {
+        seen(&rx).len() >= 3000
+    })
+    .await;
+    wait_for("offsets at the end", Duration::from_secs(30), || {
+        cluster.offsets_at_end("rebalance-test", TOPIC)
+    })
+    .await;
+    let requests = rx.log().requests.load(Ordering::Relaxed);
+    eprintln!("rebalance: {requests} requests for 3000 events");
+    second.shutdown().await.unwrap();
+}
