@@ -346,3 +346,186 @@ secret_env = "E2E_GITHUB_SECRET"
     assert_eq!(hookstream.terminate(Duration::from_secs(30)), 0);
     eprintln!("e2e: 250 delivered, 200 dead-lettered, {redelivered} redelivered after restart");
 }
+
+/// Crash safety: the binary is killed with SIGKILL at random moments, ten
+/// times, while events keep arriving and the receiver fails a fifth of its
+/// requests. After a final restart every produced event has a durable
+/// outcome (delivered, or on the DLQ); none is lost.
+#[test]
+#[ignore = "needs the tansu broker; .ci/run runs it"]
+fn sigkill_at_random_moments_loses_no_event() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let tansu = Tansu::start();
+    let bootstrap = tansu.bootstrap();
+    rt.block_on(async {
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .create()
+            .unwrap();
+        let topic = NewTopic::new("device-events", 3, TopicReplication::Fixed(1));
+        admin
+            .create_topics(
+                [&topic],
+                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(20))),
+            )
+            .await
+            .expect("create topic on tansu");
+    });
+    let flaky = rt.block_on(receiver(Behaviour::Flaky(0.2)));
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("hookstream.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[kafka]
+brokers = "{bootstrap}"
+group_id = "crash-loop"
+topics = ["device-events"]
+commit_interval = "300ms"
+[kafka.properties]
+"session.timeout.ms" = "10000"
+# Static membership: a restarted instance takes its partitions back at once
+# instead of waiting for the killed one's session to expire (tansu does not
+# expire dead members reliably).
+"group.instance.id" = "crash-loop-1"
+[topics]
+partitions = 3
+replication_factor = 1
+retry_tiers = ["200ms", "1s"]
+[delivery]
+allow_private_destinations = true
+timeout = "5s"
+max_attempts = 6
+backoff = {{ initial = "200ms", factor = 2.0, max = "1s", jitter = 0.2 }}
+[metrics]
+listen = ""
+[[endpoints]]
+id = "flaky"
+url = "{url}"
+signature = "none"
+"#,
+            url = flaky.url("hooks")
+        ),
+    )
+    .unwrap();
+    let runs = 10;
+    let total = 3000;
+    // Events keep arriving through every run (about 40/s), so kills land
+    // while records are consumed, delivered, retried and committed.
+    let producer = {
+        let bootstrap = bootstrap.clone();
+        rt.spawn(async move {
+            for chunk in 0..total / 20 {
+                produce(&bootstrap, chunk * 20, chunk * 20 + 20).await;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        })
+    };
+    for run in 0..runs {
+        let mut hs = Hookstream::start(&config, dir.path().join(format!("crash-{run}.log")));
+        // The group assigns partitions about 6 s after start: kill while
+        // consuming, delivering and retrying.
+        let wait = Duration::from_millis(rand::random_range(5_500..10_000));
+        std::thread::sleep(wait);
+        let _ = hs.child.kill(); // SIGKILL
+        let _ = hs.child.wait();
+        eprintln!(
+            "run {run}: killed after {wait:?}, {} requests so far",
+            flaky
+                .log()
+                .requests
+                .load(std::sync::atomic::Ordering::Relaxed)
+        );
+    }
+    rt.block_on(producer).unwrap();
+    let last = Hookstream::start(&config, dir.path().join("final.log"));
+    let outcome = |dead: &HashSet<String>| {
+        let delivered = bodies_by_accepted(&flaky);
+        (0..total)
+            .map(|i| format!("evt-{i}"))
+            .filter(|id| !delivered.contains(id) && !dead.contains(id))
+            .collect::<Vec<_>>()
+    };
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let mut dead = HashSet::new();
+    loop {
+        let missing = outcome(&dead);
+        if missing.is_empty() {
+            break;
+        }
+        if Instant::now() >= deadline {
+            let requested: Vec<String> = flaky
+                .log()
+                .recorded()
+                .iter()
+                .filter(|r| {
+                    missing.iter().any(|m| {
+                        r.body
+                            .windows(m.len() + 1)
+                            .any(|w| w == format!("{m}\"").as_bytes())
+                    })
+                })
+                .map(|r| format!("{} {}", r.status, String::from_utf8_lossy(&r.body)))
+                .collect();
+            let kept = dir.keep();
+            panic!(
+                "{} events have no durable outcome: {missing:?}; requests for them: {requested:?}; logs in {}",
+                missing.len(),
+                kept.display()
+            );
+        }
+        dead = dead_letter_ids(&bootstrap);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(last.terminate(Duration::from_secs(30)), 0);
+    let requests = flaky
+        .log()
+        .requests
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let accepted_requests = flaky
+        .log()
+        .recorded()
+        .iter()
+        .filter(|r| r.status == 200)
+        .count();
+    let delivered = bodies_by_accepted(&flaky).len();
+    eprintln!(
+        "crash loop: {runs} SIGKILLs, {total} events: {delivered} delivered, {} dead-lettered; {requests} requests, {accepted_requests} answered 200 \
+         ({:.1}% duplicate deliveries)",
+        dead.len(),
+        (accepted_requests as f64 - delivered as f64) * 100.0 / delivered.max(1) as f64
+    );
+}
+
+/// Event ids the receiver answered 200 for.
+fn bodies_by_accepted(rx: &hookstream::demo::receiver::Receiver) -> HashSet<String> {
+    rx.log()
+        .recorded()
+        .iter()
+        .filter(|r| r.status == 200)
+        .filter_map(|r| serde_json::from_slice::<serde_json::Value>(&r.body).ok())
+        .filter_map(|v| v["id"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// Event ids on the DLQ.
+fn dead_letter_ids(bootstrap: &str) -> HashSet<String> {
+    let client = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .clone();
+    let mut ids = HashSet::new();
+    let _ = hookstream::retry::dlq::read_topic(&client, "hookstream.dlq", |m| {
+        if let Some(h) = m.headers() {
+            for header in h.iter() {
+                if header.key == "hookstream-event-id" {
+                    ids.insert(
+                        String::from_utf8_lossy(header.value.unwrap_or_default()).into_owned(),
+                    );
+                }
+            }
+        }
+        true
+    });
+    ids
+}
