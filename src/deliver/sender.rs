@@ -16,6 +16,7 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinHandle;
 
+use super::circuit::Circuit;
 use super::classify::Verdict;
 use super::client::HttpClients;
 use super::request::{Outgoing, send_attempt, webhook_id};
@@ -77,6 +78,16 @@ struct Shared {
     stats: Arc<EndpointStats>,
     /// Set when the endpoint answered 410 Gone.
     gone: AtomicBool,
+    /// Opens after repeated failures.
+    circuit: Circuit,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("endpoint", &self.endpoint.id())
+            .finish_non_exhaustive()
+    }
 }
 
 /// When a failed delivery is tried again.
@@ -103,6 +114,9 @@ pub struct SenderDeps {
     pub policy: RetryPolicy,
     /// Label series per endpoint.
     pub per_endpoint_labels: bool,
+    /// First open interval of circuit breakers (doubling up to the backoff
+    /// maximum).
+    pub circuit_base: Duration,
 }
 
 /// Handle to a running sender.
@@ -110,7 +124,7 @@ pub struct SenderDeps {
 pub struct Sender {
     queue: mpsc::Sender<Delivery>,
     stats: Arc<EndpointStats>,
-    metrics: EndpointMetrics,
+    shared: Arc<Shared>,
     task: JoinHandle<()>,
 }
 
@@ -128,9 +142,8 @@ impl Sender {
             RateLimiter::direct(quota)
         });
         let permits = Arc::new(Semaphore::new(endpoint.config.max_concurrency as usize));
-        let metrics = EndpointMetrics::new(endpoint.id(), deps.per_endpoint_labels);
         let shared = Arc::new(Shared {
-            metrics: metrics.clone(),
+            metrics: EndpointMetrics::new(endpoint.id(), deps.per_endpoint_labels),
             endpoint,
             clients: deps.clients.clone(),
             writer: deps.writer.clone(),
@@ -138,12 +151,13 @@ impl Sender {
             policy: deps.policy,
             stats: Arc::clone(&stats),
             gone: AtomicBool::new(false),
+            circuit: Circuit::new(deps.circuit_base, deps.policy.backoff.max()),
         });
-        let task = tokio::spawn(run(shared, rx, limiter, permits));
+        let task = tokio::spawn(run(Arc::clone(&shared), rx, limiter, permits));
         Self {
             queue: tx,
             stats,
-            metrics,
+            shared,
             task,
         }
     }
@@ -156,14 +170,16 @@ impl Sender {
         })
     }
 
-    /// Records a deferral done on this endpoint's behalf.
-    pub fn count_deferred(&self) {
-        self.stats.deferred.fetch_add(1, Ordering::Relaxed);
+    /// The endpoint's circuit breaker.
+    pub fn circuit(&self) -> &Circuit {
+        &self.shared.circuit
     }
 
-    /// The `outcome="deferred"` counter of this endpoint.
-    pub fn deferred_counter(&self) -> metrics::Counter {
-        self.metrics.deferred.clone()
+    /// Moves a delivery the endpoint cannot take now to the retry tier for
+    /// `delay`, without using an attempt, and settles it once stored.
+    pub fn defer(&self, delivery: Delivery, delay: Duration, why: &'static str) {
+        let shared = Arc::clone(&self.shared);
+        tokio::spawn(async move { defer(&shared, delivery, delay, why).await });
     }
 
     /// What the sender did so far.
@@ -236,6 +252,16 @@ async fn deliver(shared: &Shared, delivery: Delivery) {
         let _ = shared.acks.send(token);
         return;
     }
+    if let Some(open_for) = shared.circuit.open_for(now_ms()) {
+        let delivery = Delivery {
+            event,
+            token,
+            attempt,
+            first_ms: Some(history.first_ms),
+        };
+        defer(shared, delivery, open_for, "circuit open").await;
+        return;
+    }
     let wid = webhook_id(&id, endpoint.id());
     let report = send_attempt(
         &shared.clients,
@@ -253,6 +279,14 @@ async fn deliver(shared: &Shared, delivery: Delivery) {
     shared.stats.attempts.fetch_add(1, Ordering::Relaxed);
     shared.metrics.response(report.status);
     shared.metrics.duration.record(report.latency.as_secs_f64());
+    match &report.verdict {
+        Verdict::Retry { .. } => {
+            if shared.circuit.record_failure(now_ms()) {
+                tracing::warn!(endpoint = %endpoint.id(), "circuit opened after repeated failures: deferring deliveries");
+            }
+        }
+        _ => shared.circuit.record_success(),
+    }
     match report.verdict {
         Verdict::Delivered => {
             shared.stats.delivered.fetch_add(1, Ordering::Relaxed);
@@ -321,6 +355,25 @@ fn retry_age_secs(event: &Event, history: &History) -> f64 {
             ((consumed_ms - history.first_ms).max(0) as f64) / 1000.0
         }
     }
+}
+
+/// Stores a delivery on the retry tier for `delay` without using an
+/// attempt, then settles it.
+async fn defer(shared: &Shared, delivery: Delivery, delay: Duration, why: &'static str) {
+    let history = History {
+        endpoint: shared.endpoint.id().to_string(),
+        attempt: delivery.attempt,
+        first_ms: delivery.first_ms.unwrap_or_else(now_ms),
+        last_status: "deferred".into(),
+        last_error: why.into(),
+    };
+    shared
+        .writer
+        .schedule_retry(&delivery.event, &history, delay)
+        .await;
+    shared.stats.deferred.fetch_add(1, Ordering::Relaxed);
+    shared.metrics.deferred.increment(1);
+    let _ = shared.acks.send(delivery.token);
 }
 
 async fn dead_letter(shared: &Shared, event: &Event, history: &History, reason: &str) {

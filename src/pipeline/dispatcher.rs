@@ -389,31 +389,20 @@ impl Dispatcher {
         }
     }
 
-    /// Queues a delivery, or defers it to the first retry tier without using
-    /// an attempt when the endpoint's queue is full.
+    /// Queues a delivery, or defers it without using an attempt when the
+    /// endpoint cannot take it now: its circuit is open (deferred until it
+    /// half-opens) or its queue is full (deferred to the first tier).
     fn enqueue(&mut self, slot: Slot, delivery: Delivery) {
         let sender = &self.senders[slot as usize];
+        if let Some(open_for) = sender.circuit().open_for(now_ms()) {
+            sender.defer(delivery, open_for, "circuit open");
+            return;
+        }
         match sender.try_enqueue(delivery) {
             Ok(()) => {}
             Err(EnqueueError::Full(d)) => {
-                sender.count_deferred();
-                let endpoint = self.index.endpoint(slot);
-                let history = History {
-                    endpoint: endpoint.id().to_string(),
-                    attempt: d.attempt,
-                    first_ms: d.first_ms.unwrap_or_else(now_ms),
-                    last_status: "deferred".into(),
-                    last_error: "endpoint queue full".into(),
-                };
-                let writer = self.writer.clone();
-                let acks = self.acks.clone();
-                let deferred = sender.deferred_counter();
-                tokio::spawn(async move {
-                    let first_tier = writer.tiers().delay(0);
-                    writer.schedule_retry(&d.event, &history, first_tier).await;
-                    deferred.increment(1);
-                    let _ = acks.send(d.token);
-                });
+                let first_tier = self.writer.tiers().delay(0);
+                sender.defer(d, first_tier, "endpoint queue full");
             }
             Err(EnqueueError::Closed(_)) => {
                 // Shutdown: left unsettled, consumed again after a restart.

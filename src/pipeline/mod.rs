@@ -127,6 +127,7 @@ impl Pipeline {
                 retry_window: config.delivery.retry_window.get(),
             },
             per_endpoint_labels: config.metrics.per_endpoint_labels,
+            circuit_base: tiers.delay(0),
         };
         let senders: Vec<Sender> = index
             .endpoints()

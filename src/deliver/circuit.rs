@@ -1,0 +1,120 @@
+//! A per-endpoint circuit breaker: after repeated failures an endpoint is
+//! left alone for a while, and what it cannot take is deferred to a retry
+//! tier instead of being attempted.
+//!
+//! Lock-free (atomics): the dispatcher reads it for every delivery, the
+//! sender's attempt tasks update it. Pure apart from the clock passed in.
+//! The open interval doubles each time the circuit re-opens without a
+//! success in between, up to a cap; one success closes it.
+
+use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
+use std::time::Duration;
+
+/// Consecutive failures that open the circuit.
+pub const FAILURE_THRESHOLD: u32 = 5;
+
+/// Circuit state of one endpoint.
+#[derive(Debug)]
+pub struct Circuit {
+    consecutive_failures: AtomicU32,
+    open_until_ms: AtomicI64,
+    reopened: AtomicU32,
+    base: Duration,
+    max: Duration,
+}
+
+impl Circuit {
+    /// A closed circuit that opens for `base`, doubling up to `max`.
+    pub fn new(base: Duration, max: Duration) -> Self {
+        Self {
+            consecutive_failures: AtomicU32::new(0),
+            open_until_ms: AtomicI64::new(0),
+            reopened: AtomicU32::new(0),
+            base,
+            max: max.max(base),
+        }
+    }
+
+    /// How long the circuit stays open from `now_ms`, or `None` when closed
+    /// (or half-open: the next attempt is a probe).
+    pub fn open_for(&self, now_ms: i64) -> Option<Duration> {
+        let until = self.open_until_ms.load(Ordering::Acquire);
+        (until > now_ms).then(|| Duration::from_millis((until - now_ms) as u64))
+    }
+
+    /// An attempt succeeded: close.
+    pub fn record_success(&self) {
+        self.consecutive_failures.store(0, Ordering::Release);
+        self.reopened.store(0, Ordering::Release);
+        self.open_until_ms.store(0, Ordering::Release);
+    }
+
+    /// An attempt failed in a way that says the endpoint is unwell (a
+    /// transport failure or a 5xx/429). Returns true when this opened the
+    /// circuit.
+    pub fn record_failure(&self, now_ms: i64) -> bool {
+        let failures = self.consecutive_failures.fetch_add(1, Ordering::AcqRel) + 1;
+        if failures < FAILURE_THRESHOLD || self.open_for(now_ms).is_some() {
+            return false;
+        }
+        let times = self.reopened.fetch_add(1, Ordering::AcqRel).min(20);
+        let interval = self
+            .base
+            .saturating_mul(1u32 << times.min(20))
+            .min(self.max);
+        self.open_until_ms
+            .store(now_ms + interval.as_millis() as i64, Ordering::Release);
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn circuit() -> Circuit {
+        Circuit::new(Duration::from_secs(1), Duration::from_secs(8))
+    }
+
+    #[test]
+    fn opens_after_the_threshold_and_closes_on_success() {
+        let c = circuit();
+        for _ in 0..FAILURE_THRESHOLD - 1 {
+            assert!(!c.record_failure(0));
+        }
+        assert_eq!(c.open_for(0), None);
+        assert!(c.record_failure(0));
+        assert_eq!(c.open_for(0), Some(Duration::from_secs(1)));
+        assert_eq!(c.open_for(400), Some(Duration::from_millis(600)));
+        assert_eq!(c.open_for(1_000), None, "half-open after the interval");
+        c.record_success();
+        assert_eq!(c.open_for(0), None);
+        assert!(!c.record_failure(2_000), "counting starts over");
+    }
+
+    #[test]
+    fn failed_probes_double_the_interval_up_to_the_cap() {
+        let c = circuit();
+        for _ in 0..FAILURE_THRESHOLD {
+            c.record_failure(0);
+        }
+        let mut now = 0;
+        let mut intervals = Vec::new();
+        for _ in 0..6 {
+            now += c.open_for(now).unwrap().as_millis() as i64;
+            assert!(c.record_failure(now), "a failed probe re-opens");
+            intervals.push(c.open_for(now).unwrap().as_secs());
+        }
+        assert_eq!(intervals, [2, 4, 8, 8, 8, 8]);
+    }
+
+    #[test]
+    fn failures_while_open_do_not_extend_it() {
+        let c = circuit();
+        for _ in 0..FAILURE_THRESHOLD {
+            c.record_failure(0);
+        }
+        assert!(!c.record_failure(500));
+        assert_eq!(c.open_for(500), Some(Duration::from_millis(500)));
+    }
+}
