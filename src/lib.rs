@@ -7,6 +7,7 @@
 //! [`config`], [`kafka`] and [`metrics`] are shared plumbing; [`demo`] and
 //! [`verify`] back the CLI commands of the same names.
 
+pub mod bench;
 pub mod cmd;
 pub mod commit;
 pub mod config;

@@ -7,6 +7,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+
+/// glibc's malloc contends on its arena locks between librdkafka's, tokio's
+/// and hyper's threads (it topped the profiles); mimalloc does not.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use hookstream::cmd::{self, CommandError};
 use hookstream::config::Config;
 
@@ -46,6 +51,28 @@ enum Command {
         /// Events per second (0 = as fast as possible).
         #[arg(long, default_value_t = 500.0)]
         rate: f64,
+    },
+    /// Measure the pipeline against its baselines (raw consume, raw HTTP).
+    Bench {
+        /// Scenarios: a (single), b (batch), c (fan-out), d (big index),
+        /// e (dead neighbour), or all.
+        #[arg(long, default_value = "all")]
+        scenario: String,
+        /// Events per scenario.
+        #[arg(long, default_value_t = 100_000)]
+        events: u64,
+        /// Kafka bootstrap servers (default: the embedded broker).
+        #[arg(long)]
+        brokers: Option<String>,
+        /// Partitions of the bench topics.
+        #[arg(long, default_value_t = 16)]
+        partitions: i32,
+        /// Requests in flight per endpoint.
+        #[arg(long, default_value_t = 64)]
+        concurrency: u32,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
     },
     /// Dead letters: list or replay them.
     Dlq {
@@ -142,6 +169,53 @@ fn runtime() -> Result<tokio::runtime::Runtime, CommandError> {
         .map_err(|e| CommandError::Runtime(anyhow::anyhow!("starting the async runtime: {e}")))
 }
 
+fn run_bench(
+    scenario: &str,
+    events: u64,
+    brokers: Option<String>,
+    partitions: i32,
+    concurrency: u32,
+    json: bool,
+) -> Result<(), CommandError> {
+    use hookstream::bench::{BenchOptions, Scenario, format_report, run};
+    let scenarios = if scenario == "all" {
+        Scenario::ALL.to_vec()
+    } else {
+        scenario
+            .split(',')
+            .map(|s| {
+                Scenario::parse(s.trim()).ok_or_else(|| {
+                    CommandError::Usage(format!(
+                        "--scenario: `{s}` is not one of a, b, c, d, e, all"
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?
+    };
+    if events == 0 || partitions < 1 || concurrency == 0 {
+        return Err(CommandError::Usage(
+            "--events, --partitions and --concurrency must be at least 1".into(),
+        ));
+    }
+    let options = BenchOptions {
+        scenarios,
+        events,
+        brokers,
+        partitions,
+        concurrency,
+    };
+    let report = runtime()?.block_on(run(options))?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).map_err(|e| CommandError::Runtime(e.into()))?
+        );
+    } else {
+        print!("{}", format_report(&report));
+    }
+    Ok(())
+}
+
 fn run_dlq(command: DlqCommand) -> Result<(), CommandError> {
     let args = match &command {
         DlqCommand::List(a) => a,
@@ -176,6 +250,17 @@ fn main() -> ExitCode {
         Command::Demo { events, rate } => {
             init_logging(cli.log_format);
             runtime().and_then(|rt| rt.block_on(hookstream::demo::run(events, rate)))
+        }
+        Command::Bench {
+            scenario,
+            events,
+            brokers,
+            partitions,
+            concurrency,
+            json,
+        } => {
+            init_logging(cli.log_format);
+            run_bench(&scenario, events, brokers, partitions, concurrency, json)
         }
         Command::Dlq { command } => {
             init_logging(cli.log_format);

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use bytes::{BufMut, Bytes, BytesMut};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinHandle;
@@ -80,6 +81,9 @@ struct Shared {
     gone: AtomicBool,
     /// Opens after repeated failures.
     circuit: Circuit,
+    /// Unix ms of the latest dequeue: a sender that stops taking from its
+    /// queue is stalled, not just busy.
+    last_dequeue_ms: std::sync::atomic::AtomicI64,
 }
 
 impl std::fmt::Debug for Shared {
@@ -152,6 +156,7 @@ impl Sender {
             stats: Arc::clone(&stats),
             gone: AtomicBool::new(false),
             circuit: Circuit::new(deps.circuit_base, deps.policy.backoff.max()),
+            last_dequeue_ms: std::sync::atomic::AtomicI64::new(now_ms()),
         });
         let task = tokio::spawn(run(Arc::clone(&shared), rx, limiter, permits));
         Self {
@@ -160,6 +165,31 @@ impl Sender {
             shared,
             task,
         }
+    }
+
+    /// Queues a delivery, waiting up to `patience` for room while the
+    /// sender is making progress. A sender that took nothing from its queue
+    /// for `patience` is stalled: `Full` comes back at once, for deferral.
+    pub async fn enqueue(
+        &self,
+        delivery: Delivery,
+        patience: Duration,
+    ) -> Result<(), EnqueueError> {
+        let delivery = match self.try_enqueue(delivery) {
+            Err(EnqueueError::Full(d)) => d,
+            other => return other,
+        };
+        let stalled_for = now_ms() - self.shared.last_dequeue_ms.load(Ordering::Relaxed);
+        if stalled_for >= patience.as_millis() as i64 {
+            return Err(EnqueueError::Full(delivery));
+        }
+        let permit = match tokio::time::timeout(patience, self.queue.reserve()).await {
+            Ok(Ok(permit)) => permit,
+            Ok(Err(_)) => return Err(EnqueueError::Closed(delivery)),
+            Err(_) => return Err(EnqueueError::Full(delivery)),
+        };
+        permit.send(delivery);
+        Ok(())
     }
 
     /// Queues a delivery if there is room.
@@ -206,7 +236,14 @@ async fn run(
     limiter: Option<DefaultDirectRateLimiter>,
     permits: Arc<Semaphore>,
 ) {
-    while let Some(delivery) = queue.recv().await {
+    let max_events = shared.endpoint.config.batch.max_events.max(1) as usize;
+    let max_wait = shared.endpoint.config.batch.max_wait.get();
+    while let Some(first) = queue.recv().await {
+        shared.last_dequeue_ms.store(now_ms(), Ordering::Relaxed);
+        let mut batch = vec![first];
+        if max_events > 1 {
+            fill_batch(&mut queue, &mut batch, max_events, max_wait).await;
+        }
         if let Some(limiter) = &limiter
             && limiter.check().is_err()
         {
@@ -218,64 +255,115 @@ async fn run(
         };
         let shared = Arc::clone(&shared);
         tokio::spawn(async move {
-            deliver(&shared, delivery).await;
+            deliver(&shared, batch).await;
             drop(permit);
         });
     }
 }
 
-/// Attempts one delivery and settles it.
-async fn deliver(shared: &Shared, delivery: Delivery) {
-    let Delivery {
-        event,
-        token,
-        attempt,
-        first_ms,
-    } = delivery;
-    let endpoint = &shared.endpoint;
-    let event_type = event
+/// Adds queued deliveries to `batch` until it holds `max` or `max_wait`
+/// passed since the first.
+async fn fill_batch(
+    queue: &mut mpsc::Receiver<Delivery>,
+    batch: &mut Vec<Delivery>,
+    max: usize,
+    max_wait: Duration,
+) {
+    let deadline = tokio::time::Instant::now() + max_wait;
+    while batch.len() < max {
+        match queue.try_recv() {
+            Ok(d) => batch.push(d),
+            Err(mpsc::error::TryRecvError::Disconnected) => break,
+            Err(mpsc::error::TryRecvError::Empty) => {
+                if max_wait.is_zero() {
+                    break;
+                }
+                match tokio::time::timeout_at(deadline, queue.recv()).await {
+                    Ok(Some(d)) => batch.push(d),
+                    _ => break,
+                }
+            }
+        }
+    }
+}
+
+/// The request body of a batch: the event itself when alone (its original
+/// bytes, shared), else a JSON array of the original events.
+fn batch_body(batch: &[Delivery]) -> Bytes {
+    if let [only] = batch {
+        return only.event.body.clone();
+    }
+    let len = batch.iter().map(|d| d.event.body.len() + 1).sum::<usize>() + 1;
+    let mut body = BytesMut::with_capacity(len);
+    body.put_u8(b'[');
+    for (i, d) in batch.iter().enumerate() {
+        if i > 0 {
+            body.put_u8(b',');
+        }
+        body.put_slice(&d.event.body);
+    }
+    body.put_u8(b']');
+    body.freeze()
+}
+
+fn event_type(event: &Event) -> &str {
+    event
         .fields
         .as_ref()
         .map(|f| f.event_type.as_str())
-        .unwrap_or_default();
-    let id = event_id(&event);
-    let mut history = History {
-        endpoint: endpoint.id().to_string(),
-        attempt,
-        first_ms: first_ms.unwrap_or_else(now_ms),
-        last_status: String::new(),
-        last_error: String::new(),
-    };
+        .unwrap_or_default()
+}
+
+/// Attempts one request for a batch (usually of one) and settles every
+/// delivery in it.
+async fn deliver(shared: &Shared, batch: Vec<Delivery>) {
+    let endpoint = &shared.endpoint;
+    let now = now_ms();
+    let histories: Vec<History> = batch
+        .iter()
+        .map(|d| History {
+            endpoint: endpoint.id().to_string(),
+            attempt: d.attempt,
+            first_ms: d.first_ms.unwrap_or(now),
+            last_status: String::new(),
+            last_error: String::new(),
+        })
+        .collect();
     if shared.gone.load(Ordering::Relaxed) {
-        history.last_error = "endpoint was disabled after answering 410 Gone".into();
-        dead_letter(shared, &event, &history, "endpoint_disabled").await;
-        let _ = shared.acks.send(token);
+        for (d, mut h) in batch.into_iter().zip(histories) {
+            h.last_error = "endpoint was disabled after answering 410 Gone".into();
+            dead_letter(shared, &d.event, &h, "endpoint_disabled").await;
+            let _ = shared.acks.send(d.token);
+        }
         return;
     }
-    if let Some(open_for) = shared.circuit.open_for(now_ms()) {
-        let delivery = Delivery {
-            event,
-            token,
-            attempt,
-            first_ms: Some(history.first_ms),
-        };
-        defer(shared, delivery, open_for, "circuit open").await;
+    if let Some(open_for) = shared.circuit.open_for(now) {
+        for (mut d, h) in batch.into_iter().zip(histories) {
+            d.first_ms = Some(h.first_ms);
+            defer(shared, d, open_for, "circuit open").await;
+        }
         return;
     }
-    let wid = webhook_id(&id, endpoint.id());
+    let ids: Vec<String> = batch.iter().map(|d| event_id(&d.event)).collect();
+    let wid = webhook_id(&ids.join(","), endpoint.id());
+    let first_type = event_type(&batch[0].event);
+    let kind = if batch.iter().all(|d| event_type(&d.event) == first_type) {
+        first_type
+    } else {
+        "batch"
+    };
+    let body = batch_body(&batch);
     let report = send_attempt(
         &shared.clients,
         endpoint,
         Outgoing {
-            body: &event.body,
+            body: &body,
             webhook_id: &wid,
-            event_type,
+            event_type: kind,
         },
         shared.policy.backoff.max(),
     )
     .await;
-    history.last_status = report.last_status;
-    history.last_error = report.last_error;
     shared.stats.attempts.fetch_add(1, Ordering::Relaxed);
     shared.metrics.response(report.status);
     shared.metrics.duration.record(report.latency.as_secs_f64());
@@ -287,33 +375,40 @@ async fn deliver(shared: &Shared, delivery: Delivery) {
         }
         _ => shared.circuit.record_success(),
     }
+    let n = batch.len() as u64;
     match report.verdict {
         Verdict::Delivered => {
-            shared.stats.delivered.fetch_add(1, Ordering::Relaxed);
-            shared.metrics.delivered.increment(1);
-            shared.metrics.end_to_end.record(
-                event.consumed_at.elapsed().as_secs_f64() + retry_age_secs(&event, &history),
-            );
+            shared.stats.delivered.fetch_add(n, Ordering::Relaxed);
+            shared.metrics.delivered.increment(n);
+            for (d, h) in batch.iter().zip(&histories) {
+                shared.metrics.end_to_end.record(
+                    d.event.consumed_at.elapsed().as_secs_f64() + retry_age_secs(&d.event, h),
+                );
+            }
         }
         Verdict::Retry {
             after,
             counts_attempt,
         } => {
             shared.stats.failed_attempts.fetch_add(1, Ordering::Relaxed);
-            history.attempt += u32::from(counts_attempt);
-            let age = Duration::from_millis((now_ms() - history.first_ms).max(0) as u64);
-            if history.attempt >= shared.policy.max_attempts || age >= shared.policy.retry_window {
-                dead_letter(shared, &event, &history, "exhausted").await;
-            } else {
+            for (d, mut h) in batch.iter().zip(histories) {
+                h.last_status.clone_from(&report.last_status);
+                h.last_error.clone_from(&report.last_error);
+                h.attempt += u32::from(counts_attempt);
+                let age = Duration::from_millis((now_ms() - h.first_ms).max(0) as u64);
+                if h.attempt >= shared.policy.max_attempts || age >= shared.policy.retry_window {
+                    dead_letter(shared, &d.event, &h, "exhausted").await;
+                    continue;
+                }
                 let delay = after.unwrap_or_else(|| {
                     shared
                         .policy
                         .backoff
-                        .delay(history.attempt.max(1), rand::random::<f64>())
+                        .delay(h.attempt.max(1), rand::random::<f64>())
                 });
                 if shared
                     .writer
-                    .schedule_retry(&event, &history, delay)
+                    .schedule_retry(&d.event, &h, delay)
                     .await
                     .is_some()
                 {
@@ -330,19 +425,29 @@ async fn deliver(shared: &Shared, delivery: Delivery) {
         }
         Verdict::Gone => {
             shared.stats.failed_attempts.fetch_add(1, Ordering::Relaxed);
-            history.attempt += 1;
             if !shared.gone.swap(true, Ordering::Relaxed) {
                 tracing::warn!(endpoint = %endpoint.id(), "endpoint answered 410 Gone: disabled");
             }
-            dead_letter(shared, &event, &history, "gone").await;
+            for (d, mut h) in batch.iter().zip(histories) {
+                h.attempt += 1;
+                h.last_status.clone_from(&report.last_status);
+                h.last_error.clone_from(&report.last_error);
+                dead_letter(shared, &d.event, &h, "gone").await;
+            }
         }
         Verdict::DeadLetter(reason) => {
             shared.stats.failed_attempts.fetch_add(1, Ordering::Relaxed);
-            history.attempt += 1;
-            dead_letter(shared, &event, &history, &reason).await;
+            for (d, mut h) in batch.iter().zip(histories) {
+                h.attempt += 1;
+                h.last_status.clone_from(&report.last_status);
+                h.last_error.clone_from(&report.last_error);
+                dead_letter(shared, &d.event, &h, &reason).await;
+            }
         }
     }
-    let _ = shared.acks.send(token);
+    for d in batch {
+        let _ = shared.acks.send(d.token);
+    }
 }
 
 /// Seconds between the first attempt and this consumption, for retries (the

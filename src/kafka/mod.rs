@@ -44,6 +44,16 @@ pub fn consumer_config(config: &Config, bootstrap: &str, group_id: &str) -> Clie
     // Bound what librdkafka prefetches; hookstream's own back-pressure
     // (max_in_flight) bounds the rest.
     c.set("queued.max.messages.kbytes", "16384");
+    // The embedded (mock) broker holds every fetch for fetch.wait.max.ms;
+    // real brokers answer as soon as data is there.
+    c.set(
+        "fetch.wait.max.ms",
+        if config.kafka.is_embedded() {
+            "5"
+        } else {
+            "100"
+        },
+    );
     for (key, value) in &config.kafka.properties {
         c.set(key, value.to_string());
     }

@@ -32,6 +32,10 @@ use crate::source::consumer::{
 };
 use crate::source::event::{Event, RecordKind};
 
+/// How long the dispatcher waits for room in a busy endpoint's queue before
+/// deferring the delivery (a stalled endpoint gets no wait at all).
+const ENQUEUE_PATIENCE: Duration = Duration::from_millis(500);
+
 /// Most records held by closed gates before the dispatcher stops reading
 /// the inbound channel (a safety net: paused partitions fetch nothing new).
 const HELD_LIMIT: usize = 4096;
@@ -165,7 +169,7 @@ impl Dispatcher {
                         if stopping.is_none()
                             && let Some(event) = self.gates.offer(event, now_ms())
                         {
-                            self.dispatch(event);
+                            self.dispatch(event).await;
                         }
                     }
                     Some(Inbound::Assigned(partitions)) => {
@@ -193,7 +197,7 @@ impl Dispatcher {
                 _ = check_tick.tick() => {}
             }
             if stopping.is_none() {
-                self.release_ready();
+                self.release_ready().await;
             }
             self.apply_pauses();
             if let Some(d) = &draining {
@@ -233,13 +237,13 @@ impl Dispatcher {
     }
 
     /// Dispatches held records whose gates opened.
-    fn release_ready(&mut self) {
+    async fn release_ready(&mut self) {
         if self.gates.held() == 0 {
             return;
         }
         let now = now_ms();
         while let Some(event) = self.gates.pop_ready(now) {
-            self.dispatch(event);
+            self.dispatch(event).await;
         }
     }
 
@@ -291,13 +295,13 @@ impl Dispatcher {
     }
 
     /// Routes one record whose gate is open.
-    fn dispatch(&mut self, event: Arc<Event>) {
+    async fn dispatch(&mut self, event: Arc<Event>) {
         let topic = event.partition.topic as usize;
         self.topic_metrics[topic].consumed.increment(1);
         match &event.kind {
             RecordKind::Input => {
                 self.stats.consumed.fetch_add(1, Ordering::Relaxed);
-                self.dispatch_input(event);
+                self.dispatch_input(event).await;
             }
             RecordKind::Retry { tier, headers } => {
                 self.stats.retries_consumed.fetch_add(1, Ordering::Relaxed);
@@ -342,7 +346,7 @@ impl Dispatcher {
                                     attempt: history.attempt,
                                     first_ms: Some(history.first_ms),
                                 };
-                                self.enqueue(slot, delivery);
+                                self.enqueue(slot, delivery).await;
                             }
                         }
                     }
@@ -352,7 +356,7 @@ impl Dispatcher {
         self.after_dispatch();
     }
 
-    fn dispatch_input(&mut self, event: Arc<Event>) {
+    async fn dispatch_input(&mut self, event: Arc<Event>) {
         let topic = event.partition.topic as usize;
         let fields = match &event.fields {
             Ok(fields) => fields,
@@ -385,20 +389,22 @@ impl Dispatcher {
                 attempt: 0,
                 first_ms: None,
             };
-            self.enqueue(slot, delivery);
+            self.enqueue(slot, delivery).await;
         }
     }
 
     /// Queues a delivery, or defers it without using an attempt when the
     /// endpoint cannot take it now: its circuit is open (deferred until it
-    /// half-opens) or its queue is full (deferred to the first tier).
-    fn enqueue(&mut self, slot: Slot, delivery: Delivery) {
+    /// half-opens) or its queue stayed full (deferred to the first tier). A
+    /// busy endpoint that keeps taking from its queue gets up to
+    /// [`ENQUEUE_PATIENCE`] of back-pressure first.
+    async fn enqueue(&mut self, slot: Slot, delivery: Delivery) {
         let sender = &self.senders[slot as usize];
         if let Some(open_for) = sender.circuit().open_for(now_ms()) {
             sender.defer(delivery, open_for, "circuit open");
             return;
         }
-        match sender.try_enqueue(delivery) {
+        match sender.enqueue(delivery, ENQUEUE_PATIENCE).await {
             Ok(()) => {}
             Err(EnqueueError::Full(d)) => {
                 let first_tier = self.writer.tiers().delay(0);

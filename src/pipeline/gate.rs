@@ -46,6 +46,10 @@ pub struct PartitionGates<T> {
     gates: HashMap<PartitionId, Gate<T>>,
     flow_paused: bool,
     held: usize,
+    /// Something changed that may need a pause or resume.
+    dirty: bool,
+    /// Earliest `waiting_until`, kept current while not dirty.
+    next_due: Option<i64>,
 }
 
 impl<T> Default for PartitionGates<T> {
@@ -54,6 +58,8 @@ impl<T> Default for PartitionGates<T> {
             gates: HashMap::new(),
             flow_paused: false,
             held: 0,
+            dirty: false,
+            next_due: None,
         }
     }
 }
@@ -86,6 +92,7 @@ impl<T: Gated> PartitionGates<T> {
         if let Some(old) = self.gates.insert(partition, Gate::default()) {
             self.held -= old.held.len();
         }
+        self.dirty = true;
     }
 
     /// A revoked partition: its held records are dropped (they were never
@@ -93,6 +100,7 @@ impl<T: Gated> PartitionGates<T> {
     pub fn revoke(&mut self, partition: PartitionId) -> usize {
         let dropped = self.gates.remove(&partition).map_or(0, |g| g.held.len());
         self.held -= dropped;
+        self.dirty = true;
         dropped
     }
 
@@ -104,7 +112,10 @@ impl<T: Gated> PartitionGates<T> {
         let closed = flow_paused || !gate.held.is_empty() || gate.waiting_until.is_some();
         if !closed {
             match record.due_ms() {
-                Some(due) if due > now_ms => gate.waiting_until = Some(due),
+                Some(due) if due > now_ms => {
+                    gate.waiting_until = Some(due);
+                    self.dirty = true;
+                }
                 _ => return Some(record),
             }
         }
@@ -122,7 +133,9 @@ impl<T: Gated> PartitionGates<T> {
             if gate.waiting_until.is_some_and(|due| due > now_ms) {
                 continue;
             }
-            gate.waiting_until = None;
+            if gate.waiting_until.take().is_some() {
+                self.dirty = true;
+            }
             let Some(front) = gate.held.front() else {
                 continue;
             };
@@ -130,6 +143,7 @@ impl<T: Gated> PartitionGates<T> {
                 && due > now_ms
             {
                 gate.waiting_until = Some(due);
+                self.dirty = true;
                 continue;
             }
             self.held -= 1;
@@ -140,6 +154,7 @@ impl<T: Gated> PartitionGates<T> {
 
     /// Closes (or opens) every gate for back-pressure.
     pub fn set_flow_paused(&mut self, paused: bool) {
+        self.dirty |= self.flow_paused != paused;
         self.flow_paused = paused;
     }
 
@@ -150,7 +165,11 @@ impl<T: Gated> PartitionGates<T> {
 
     /// The earliest due time of a waiting partition.
     pub fn next_due(&self) -> Option<i64> {
-        self.gates.values().filter_map(|g| g.waiting_until).min()
+        if self.dirty {
+            self.gates.values().filter_map(|g| g.waiting_until).min()
+        } else {
+            self.next_due
+        }
     }
 
     /// Records held across partitions.
@@ -162,6 +181,11 @@ impl<T: Gated> PartitionGates<T> {
     /// the new state as applied.
     pub fn pause_changes(&mut self) -> PauseChanges {
         let mut changes = PauseChanges::default();
+        if !self.dirty {
+            return changes;
+        }
+        self.dirty = false;
+        self.next_due = self.gates.values().filter_map(|g| g.waiting_until).min();
         for (p, gate) in &mut self.gates {
             let want = self.flow_paused || gate.waiting_until.is_some();
             if want != gate.paused {
@@ -181,6 +205,7 @@ impl<T: Gated> PartitionGates<T> {
     /// Marks partitions as not paused after a failed pause call, so the next
     /// `pause_changes` tries again.
     pub fn forget_paused(&mut self, partitions: &[PartitionId], paused: bool) {
+        self.dirty = true;
         for p in partitions {
             if let Some(g) = self.gates.get_mut(p) {
                 g.paused = !paused;

@@ -1,0 +1,600 @@
+//! `hookstream bench`: the real pipeline against a broker and a lean local
+//! receiver, with the baselines measured in the same run.
+//!
+//! Baselines: the raw consume rate (same consumer settings, no work) and the
+//! raw loopback HTTP request rate (same client, same receiver, no Kafka).
+//! Each scenario preloads its events, starts a pipeline, and measures from
+//! the first delivery to the last (the embedded broker takes about 3 s to
+//! assign a new group). A paced second phase at half the measured rate gives
+//! produce-to-receive latencies. Peak RSS is read from `/proc/self/status`
+//! after resetting it (`/proc/self/clear_refs`).
+
+pub mod receiver;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde::Serialize;
+
+use crate::config::{Config, EndpointConfig, HumanDuration};
+use crate::deliver::client::HttpClients;
+use crate::deliver::sign::SignatureScheme;
+use crate::kafka::EmbeddedBroker;
+use crate::pipeline::{BrokerTarget, Pipeline};
+use receiver::FastReceiver;
+
+/// The benchmark scenarios.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scenario {
+    /// (a) one endpoint, one event per POST, signed.
+    Single,
+    /// (b) one endpoint, 100 events per POST.
+    Batch,
+    /// (c) every event to 100 endpoints.
+    FanOut,
+    /// (d) 100 000 endpoints in the index.
+    BigIndex,
+    /// (e) a healthy endpoint beside a dead one.
+    DeadNeighbour,
+}
+
+impl Scenario {
+    /// Every scenario, in order.
+    pub const ALL: [Scenario; 5] = [
+        Self::Single,
+        Self::Batch,
+        Self::FanOut,
+        Self::BigIndex,
+        Self::DeadNeighbour,
+    ];
+
+    /// Parses `a`..`e` or a name.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "a" | "single" => Some(Self::Single),
+            "b" | "batch" => Some(Self::Batch),
+            "c" | "fan_out" | "fan-out" => Some(Self::FanOut),
+            "d" | "big_index" | "big-index" => Some(Self::BigIndex),
+            "e" | "dead_neighbour" | "dead-neighbour" => Some(Self::DeadNeighbour),
+            _ => None,
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Single => "(a) 1 endpoint, 1 event/POST, signed",
+            Self::Batch => "(b) 1 endpoint, 100 events/POST, signed",
+            Self::FanOut => "(c) fan-out to 100 endpoints",
+            Self::BigIndex => "(d) 100 000 endpoints indexed",
+            Self::DeadNeighbour => "(e) healthy beside a dead endpoint",
+        }
+    }
+}
+
+/// Options of a bench run.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Scenarios to run.
+    pub scenarios: Vec<Scenario>,
+    /// Events per scenario (fan-out uses a twentieth).
+    pub events: u64,
+    /// `None` = embedded broker.
+    pub brokers: Option<String>,
+    /// Partitions of the bench topics.
+    pub partitions: i32,
+    /// Requests in flight per endpoint (pipeline and raw HTTP baseline).
+    pub concurrency: u32,
+}
+
+/// Baselines measured in the same run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Baselines {
+    /// Records/s a consumer with the pipeline's settings reads, doing nothing.
+    pub raw_consume_per_s: f64,
+    /// Requests/s the same HTTP client gets from the same receiver.
+    pub raw_http_per_s: f64,
+}
+
+/// One scenario's result.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScenarioReport {
+    /// Which scenario.
+    pub scenario: Scenario,
+    /// Events consumed.
+    pub events: u64,
+    /// Deliveries made (events × matching endpoints).
+    pub deliveries: u64,
+    /// Events per second.
+    pub events_per_s: f64,
+    /// Deliveries (events received by the receiver) per second.
+    pub deliveries_per_s: f64,
+    /// HTTP requests per second.
+    pub requests_per_s: f64,
+    /// Produce-to-receive latency p50 (ms), paced at half the rate.
+    pub latency_p50_ms: f64,
+    /// Produce-to-receive latency p99 (ms).
+    pub latency_p99_ms: f64,
+    /// Peak RSS of the process during the scenario (MiB).
+    pub peak_rss_mib: f64,
+    /// RSS before the pipeline started (MiB): broker data, receiver.
+    pub rss_before_mib: f64,
+    /// deliveries/s ÷ raw HTTP requests/s.
+    pub ratio_to_raw_http: f64,
+    /// events/s ÷ raw consume records/s.
+    pub ratio_to_raw_consume: f64,
+    /// For (e): healthy deliveries/s with the dead neighbour ÷ without.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub healthy_ratio_with_dead_neighbour: Option<f64>,
+}
+
+/// The whole run.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    /// Baselines.
+    pub baselines: Baselines,
+    /// Scenarios.
+    pub scenarios: Vec<ScenarioReport>,
+}
+
+fn status_kib(field: &str) -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<f64>().ok())
+        })
+        .unwrap_or(0.0)
+}
+
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+fn now_ns() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
+}
+
+fn event_body(i: u64, sent_ns: u128) -> String {
+    format!(
+        r#"{{"id":"bench-{i}","type":"device-status-changed","data":{{"id":"dev-{}","status":"accepted"}},"time":"2026-04-15T12:00:00Z","sent_ns":{sent_ns}}}"#,
+        i % 100_000
+    )
+}
+
+/// Fields drop in order: clients before the broker they talk to.
+struct Bench {
+    producer: FutureProducer,
+    receiver: FastReceiver,
+    bootstrap: String,
+    options: BenchOptions,
+    run_id: u64,
+    broker: Option<Arc<EmbeddedBroker>>,
+}
+
+impl Bench {
+    fn target(&self) -> BrokerTarget {
+        match &self.broker {
+            Some(b) => BrokerTarget::Embedded(Arc::clone(b)),
+            None => BrokerTarget::External(self.bootstrap.clone()),
+        }
+    }
+
+    async fn create_topic(&self, name: &str) -> Result<()> {
+        match &self.broker {
+            Some(b) => b.create_topic(name, self.options.partitions),
+            None => {
+                let mut config = Config::default();
+                config.kafka.topics = vec![name.to_string()];
+                config.topics.create = false;
+                let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
+                    crate::kafka::base_client_config(&config, &self.bootstrap).create()?;
+                let topic = rdkafka::admin::NewTopic::new(
+                    name,
+                    self.options.partitions,
+                    rdkafka::admin::TopicReplication::Fixed(-1),
+                );
+                admin
+                    .create_topics([&topic], &rdkafka::admin::AdminOptions::new())
+                    .await
+                    .context("creating a bench topic")?;
+                Ok(())
+            }
+        }
+    }
+
+    async fn preload(&self, topic: &str, from: u64, to: u64) -> Result<()> {
+        let mut pending = Vec::with_capacity(10_000);
+        for i in from..to {
+            let body = event_body(i, 0);
+            let key = format!("dev-{}", i % 100_000);
+            let producer = self.producer.clone();
+            let topic = topic.to_string();
+            pending.push(async move {
+                producer
+                    .send(
+                        FutureRecord::to(&topic).key(&key).payload(&body),
+                        Duration::from_secs(60),
+                    )
+                    .await
+                    .map(|_| ())
+                    .map_err(|(e, _)| anyhow::anyhow!("preloading: {e}"))
+            });
+            if pending.len() == 10_000 {
+                for r in futures::future::join_all(std::mem::take(&mut pending)).await {
+                    r?;
+                }
+            }
+        }
+        for r in futures::future::join_all(pending).await {
+            r?;
+        }
+        Ok(())
+    }
+
+    fn config(&self, topic: &str, group: &str) -> Config {
+        let mut c = Config::default();
+        c.kafka.brokers = if self.broker.is_some() {
+            crate::config::EMBEDDED_BROKERS.into()
+        } else {
+            self.bootstrap.clone()
+        };
+        c.kafka.group_id = group.into();
+        c.kafka.topics = vec![topic.into()];
+        c.kafka.embedded_partitions = self.options.partitions;
+        c.topics.prefix = format!("bench{}", self.run_id);
+        c.topics.partitions = self.options.partitions;
+        c.delivery.allow_private_destinations = true;
+        c.delivery.timeout = HumanDuration::from_secs(10);
+        c.metrics.listen = String::new();
+        c
+    }
+
+    fn endpoint(&self, id: &str, url: String) -> EndpointConfig {
+        let mut e = EndpointConfig::new(id, url);
+        e.signature = SignatureScheme::Standard;
+        e.secret = Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into());
+        e.allow_http = true;
+        e.max_concurrency = self.options.concurrency;
+        e.queue_size = 4096;
+        e
+    }
+
+    /// Raw consume rate: the pipeline's consumer settings, no work.
+    async fn raw_consume(&self, topic: &str, records: u64) -> Result<f64> {
+        let config = self.config(topic, "unused");
+        let group = format!("bench-raw-{}", self.run_id);
+        let consumer: BaseConsumer =
+            crate::kafka::consumer_config(&config, &self.bootstrap, &group)
+                .create()
+                .context("creating the raw consumer")?;
+        consumer.subscribe(&[topic])?;
+        tokio::task::spawn_blocking(move || {
+            let mut seen = 0u64;
+            let mut first = None;
+            let deadline = Instant::now() + Duration::from_secs(600);
+            while seen < records && Instant::now() < deadline {
+                if let Some(Ok(_)) = consumer.poll(Duration::from_millis(100)) {
+                    first.get_or_insert_with(Instant::now);
+                    seen += 1;
+                }
+            }
+            let secs = first.map_or(0.0, |f| f.elapsed().as_secs_f64());
+            seen as f64 / secs.max(1e-9)
+        })
+        .await
+        .context("raw consume")
+    }
+
+    /// Raw HTTP rate: the pipeline's client to the same receiver.
+    async fn raw_http(&self, requests: u64) -> Result<f64> {
+        let clients = HttpClients::new("hookstream-bench", true)?;
+        let client = clients
+            .for_version(crate::config::HttpVersion::Auto)
+            .clone();
+        let url = self.receiver.url();
+        let body = bytes::Bytes::from(event_body(0, 0));
+        let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        self.receiver.counts().reset();
+        let started = Instant::now();
+        let mut tasks = Vec::new();
+        for _ in 0..self.options.concurrency {
+            let client = client.clone();
+            let url = url.clone();
+            let body = body.clone();
+            let next = Arc::clone(&next);
+            tasks.push(tokio::spawn(async move {
+                while next.fetch_add(1, Ordering::Relaxed) < requests {
+                    let _ = client
+                        .post(&url)
+                        .header("content-type", "application/json")
+                        .body(body.clone())
+                        .send()
+                        .await
+                        .map(|r| r.status());
+                }
+            }));
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+        let secs = started.elapsed().as_secs_f64();
+        Ok(requests as f64 / secs.max(1e-9))
+    }
+
+    /// Runs one pipeline until `expected` events reached the receiver;
+    /// returns (busy seconds, requests, peak RSS MiB, RSS before MiB, pipeline).
+    async fn measure(
+        &self,
+        config: Config,
+        expected: u64,
+    ) -> Result<(f64, u64, f64, f64, Pipeline)> {
+        let counts = Arc::clone(self.receiver.counts());
+        counts.reset();
+        let rss_before = status_kib("VmRSS:") / 1024.0;
+        reset_peak_rss();
+        let pipeline = Pipeline::start(config, self.target()).await?;
+        let deadline = Instant::now() + Duration::from_secs(900);
+        let mut last_report = Instant::now();
+        while counts.events.load(Ordering::Relaxed) < expected {
+            if Instant::now() > deadline || pipeline.is_finished() {
+                anyhow::bail!(
+                    "only {} of {expected} events arrived",
+                    counts.events.load(Ordering::Relaxed)
+                );
+            }
+            if last_report.elapsed() > Duration::from_secs(5) {
+                last_report = Instant::now();
+                eprintln!("  … {} / {expected}", counts.events.load(Ordering::Relaxed));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let peak = status_kib("VmHWM:") / 1024.0;
+        Ok((
+            counts.busy_secs(),
+            counts.requests.load(Ordering::Relaxed),
+            peak,
+            rss_before,
+            pipeline,
+        ))
+    }
+
+    /// Paced phase: `n` events at `rate`/s with send times; returns p50/p99 ms.
+    async fn latency(
+        &self,
+        topic: &str,
+        from: u64,
+        n: u64,
+        rate: f64,
+        per_event: u64,
+    ) -> Result<(f64, f64)> {
+        let counts = Arc::clone(self.receiver.counts());
+        counts.reset();
+        counts.sample_latency.store(true, Ordering::SeqCst);
+        let started = Instant::now();
+        for i in 0..n {
+            let due = started + Duration::from_secs_f64(i as f64 / rate.max(1.0));
+            tokio::time::sleep_until(due.into()).await;
+            let body = event_body(from + i, now_ns());
+            let key = format!("dev-{}", (from + i) % 100_000);
+            let record = FutureRecord::to(topic).key(&key).payload(&body);
+            if let Err((e, _)) = self
+                .producer
+                .send_result(record)
+                .map(|_| ())
+                .map_err(|(e, r)| (e, r))
+            {
+                anyhow::bail!("producing a latency event: {e}");
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while counts.events.load(Ordering::Relaxed) < n * per_event && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        counts.sample_latency.store(false, Ordering::SeqCst);
+        let mut l = counts
+            .latencies_us
+            .lock()
+            .map(|l| l.clone())
+            .unwrap_or_default();
+        l.sort_unstable();
+        let pct = |p: f64| {
+            if l.is_empty() {
+                return 0.0;
+            }
+            let i = ((l.len() as f64 * p) as usize).min(l.len() - 1);
+            l[i] as f64 / 1000.0
+        };
+        Ok((pct(0.50), pct(0.99)))
+    }
+
+    async fn scenario(&self, scenario: Scenario, baselines: &Baselines) -> Result<ScenarioReport> {
+        let events = match scenario {
+            Scenario::FanOut => (self.options.events / 20).max(100),
+            _ => self.options.events,
+        };
+        let topic = format!("bench-{}-{:?}", self.run_id, scenario).to_lowercase();
+        self.create_topic(&topic).await?;
+        eprintln!("{}: preloading {events} events", scenario.label());
+        self.preload(&topic, 0, events).await?;
+        let group = format!("{topic}-group");
+        let mut config = self.config(&topic, &group);
+        let url = self.receiver.url();
+        let mut per_event = 1;
+        let mut healthy_ratio = None;
+        match scenario {
+            Scenario::Single => config.endpoints.push(self.endpoint("bench", url)),
+            Scenario::Batch => {
+                let mut e = self.endpoint("bench", url);
+                e.batch.max_events = 100;
+                e.batch.max_wait = HumanDuration::from_millis(50);
+                config.endpoints.push(e);
+            }
+            Scenario::FanOut => {
+                per_event = 100;
+                for i in 0..100 {
+                    let mut e = self.endpoint(&format!("fan-{i}"), format!("{url}/{i}"));
+                    e.max_concurrency = (self.options.concurrency / 8).max(4);
+                    config.endpoints.push(e);
+                }
+            }
+            Scenario::BigIndex => {
+                // 100 000 endpoints, each watching one device; events are
+                // spread over 100 000 devices, so each matches one endpoint.
+                for i in 0..100_000 {
+                    let mut e = self.endpoint(&format!("dev-ep-{i}"), url.clone());
+                    e.devices = vec![format!("dev-{i}")];
+                    e.max_concurrency = 2;
+                    e.queue_size = 16;
+                    config.endpoints.push(e);
+                }
+                config.metrics.per_endpoint_labels = false;
+            }
+            Scenario::DeadNeighbour => {
+                config.endpoints.push(self.endpoint("healthy", url.clone()));
+                // Alone first, on its own copy of the events.
+                let alone_topic = format!("{topic}-alone");
+                self.create_topic(&alone_topic).await?;
+                self.preload(&alone_topic, 0, events).await?;
+                let alone = self.config(&alone_topic, &format!("{alone_topic}-group"));
+                let mut alone = Config {
+                    endpoints: config.endpoints.clone(),
+                    ..alone
+                };
+                alone.topics.prefix = format!("bench{}alone", self.run_id);
+                let (secs, _, _, _, p) = self.measure(alone, events).await?;
+                p.shutdown().await?;
+                let alone_rate = events as f64 / secs.max(1e-9);
+                let dead_port = std::net::TcpListener::bind("127.0.0.1:0")?
+                    .local_addr()?
+                    .port();
+                config
+                    .endpoints
+                    .push(self.endpoint("dead", format!("http://127.0.0.1:{dead_port}/gone")));
+                eprintln!("  healthy alone: {alone_rate:.0} events/s; now beside a dead endpoint");
+                healthy_ratio = Some(alone_rate);
+            }
+        }
+        let expected = events * per_event;
+        let (secs, requests, peak, before, pipeline) = self.measure(config, expected).await?;
+        let deliveries_per_s = expected as f64 / secs.max(1e-9);
+        let events_per_s = events as f64 / secs.max(1e-9);
+        let (p50, p99) = self
+            .latency(
+                &topic,
+                events,
+                (events / 10).clamp(500, 5_000),
+                (events_per_s / 2.0).clamp(10.0, 20_000.0),
+                per_event,
+            )
+            .await?;
+        pipeline.shutdown().await?;
+        let healthy_ratio_with_dead_neighbour = healthy_ratio.map(|alone| deliveries_per_s / alone);
+        Ok(ScenarioReport {
+            scenario,
+            events,
+            deliveries: expected,
+            events_per_s,
+            deliveries_per_s,
+            requests_per_s: requests as f64 / secs.max(1e-9),
+            latency_p50_ms: p50,
+            latency_p99_ms: p99,
+            peak_rss_mib: peak,
+            rss_before_mib: before,
+            ratio_to_raw_http: deliveries_per_s / baselines.raw_http_per_s.max(1e-9),
+            ratio_to_raw_consume: events_per_s / baselines.raw_consume_per_s.max(1e-9),
+            healthy_ratio_with_dead_neighbour,
+        })
+    }
+}
+
+/// Runs the benchmark.
+pub async fn run(options: BenchOptions) -> Result<BenchReport> {
+    let (broker, bootstrap) = match &options.brokers {
+        Some(b) => (None, b.clone()),
+        None => {
+            let broker = Arc::new(EmbeddedBroker::start(1)?);
+            let bootstrap = broker.bootstrap_servers().to_string();
+            (Some(broker), bootstrap)
+        }
+    };
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("linger.ms", "5")
+        .set("batch.num.messages", "10000")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()
+        .context("creating the bench producer")?;
+    let bench = Bench {
+        broker,
+        bootstrap,
+        producer,
+        receiver: FastReceiver::start().await?,
+        run_id: rand::random::<u32>() as u64,
+        options,
+    };
+    let baseline_topic = format!("bench-{}-baseline", bench.run_id);
+    bench.create_topic(&baseline_topic).await?;
+    let n = bench.options.events;
+    eprintln!("baselines: preloading {n} events");
+    bench.preload(&baseline_topic, 0, n).await?;
+    let raw_consume_per_s = bench.raw_consume(&baseline_topic, n).await?;
+    let raw_http_per_s = bench.raw_http(n.min(50_000)).await?;
+    let baselines = Baselines {
+        raw_consume_per_s,
+        raw_http_per_s,
+    };
+    eprintln!(
+        "baselines: raw consume {raw_consume_per_s:.0} records/s, raw HTTP {raw_http_per_s:.0} requests/s"
+    );
+    let mut scenarios = Vec::new();
+    for s in bench.options.scenarios.clone() {
+        let report = bench.scenario(s, &baselines).await?;
+        eprintln!("{}", format_line(&report));
+        scenarios.push(report);
+    }
+    Ok(BenchReport {
+        baselines,
+        scenarios,
+    })
+}
+
+fn format_line(r: &ScenarioReport) -> String {
+    let mut line = format!(
+        "{:<42} {:>9.0} ev/s {:>9.0} deliv/s  ×{:.2} raw HTTP  ×{:.2} raw consume  p50 {:>6.1} ms  p99 {:>7.1} ms  peak RSS {:>5.0} MiB ({:.0} before)",
+        r.scenario.label(),
+        r.events_per_s,
+        r.deliveries_per_s,
+        r.ratio_to_raw_http,
+        r.ratio_to_raw_consume,
+        r.latency_p50_ms,
+        r.latency_p99_ms,
+        r.peak_rss_mib,
+        r.rss_before_mib
+    );
+    if let Some(h) = r.healthy_ratio_with_dead_neighbour {
+        line.push_str(&format!("  healthy with dead neighbour ×{h:.2} of alone"));
+    }
+    line
+}
+
+/// A human-readable report.
+pub fn format_report(report: &BenchReport) -> String {
+    let mut out = format!(
+        "baselines: raw consume {:.0} records/s, raw loopback HTTP {:.0} requests/s\n",
+        report.baselines.raw_consume_per_s, report.baselines.raw_http_per_s
+    );
+    for r in &report.scenarios {
+        out.push_str(&format_line(r));
+        out.push('\n');
+    }
+    out
+}

@@ -1,0 +1,199 @@
+//! The benchmark's receiver: a lean HTTP server on 127.0.0.1 that answers
+//! 200 at once and counts requests and events with atomics only.
+//!
+//! Events are counted by their `"sent_ns":` keys (every bench event has
+//! one), so a batched request (a JSON array) counts every event in it. When latency sampling is on, bodies
+//! carrying `"sent_ns":<unix ns>` give produce-to-receive latencies.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+/// Counters of a [`FastReceiver`].
+#[derive(Debug)]
+pub struct Counts {
+    /// Requests answered.
+    pub requests: AtomicU64,
+    /// Events received (counted by `"sent_ns":` keys).
+    pub events: AtomicU64,
+    /// Nanoseconds after `epoch` of the first request.
+    pub first_ns: AtomicU64,
+    /// Nanoseconds after `epoch` of the latest request.
+    pub last_ns: AtomicU64,
+    /// Collect produce-to-receive latencies.
+    pub sample_latency: AtomicBool,
+    /// Latencies in microseconds, while sampling.
+    pub latencies_us: Mutex<Vec<u64>>,
+    epoch: Instant,
+}
+
+impl Counts {
+    fn new() -> Self {
+        Self {
+            requests: AtomicU64::new(0),
+            events: AtomicU64::new(0),
+            first_ns: AtomicU64::new(u64::MAX),
+            last_ns: AtomicU64::new(0),
+            sample_latency: AtomicBool::new(false),
+            latencies_us: Mutex::new(Vec::new()),
+            epoch: Instant::now(),
+        }
+    }
+
+    /// Zeroes the counters.
+    pub fn reset(&self) {
+        self.requests.store(0, Ordering::SeqCst);
+        self.events.store(0, Ordering::SeqCst);
+        self.first_ns.store(u64::MAX, Ordering::SeqCst);
+        self.last_ns.store(0, Ordering::SeqCst);
+        if let Ok(mut l) = self.latencies_us.lock() {
+            l.clear();
+        }
+    }
+
+    /// Seconds from the first to the latest request.
+    pub fn busy_secs(&self) -> f64 {
+        let first = self.first_ns.load(Ordering::SeqCst);
+        let last = self.last_ns.load(Ordering::SeqCst);
+        if first == u64::MAX || last <= first {
+            return 0.0;
+        }
+        (last - first) as f64 / 1e9
+    }
+}
+
+/// A running lean receiver.
+#[derive(Debug)]
+pub struct FastReceiver {
+    addr: SocketAddr,
+    counts: Arc<Counts>,
+    task: JoinHandle<()>,
+}
+
+impl FastReceiver {
+    /// Starts on an ephemeral port of 127.0.0.1.
+    pub async fn start() -> Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .context("binding the bench receiver")?;
+        let addr = listener.local_addr()?;
+        let counts = Arc::new(Counts::new());
+        let task = {
+            let counts = Arc::clone(&counts);
+            tokio::spawn(async move {
+                loop {
+                    let Ok((stream, _)) = listener.accept().await else {
+                        continue;
+                    };
+                    let _ = stream.set_nodelay(true);
+                    let counts = Arc::clone(&counts);
+                    tokio::spawn(async move {
+                        let service = service_fn(move |req| handle(req, Arc::clone(&counts)));
+                        let _ = auto::Builder::new(TokioExecutor::new())
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await;
+                    });
+                }
+            })
+        };
+        Ok(Self { addr, counts, task })
+    }
+
+    /// Its URL.
+    pub fn url(&self) -> String {
+        format!("http://{}/hooks", self.addr)
+    }
+
+    /// Its counters.
+    pub fn counts(&self) -> &Arc<Counts> {
+        &self.counts
+    }
+}
+
+impl Drop for FastReceiver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn count_events(body: &[u8]) -> u64 {
+    const KEY: &[u8] = b"\"sent_ns\":";
+    body.windows(KEY.len()).filter(|w| *w == KEY).count().max(1) as u64
+}
+
+fn sent_ns(body: &[u8]) -> Option<u64> {
+    const KEY: &[u8] = b"\"sent_ns\":";
+    let start = body.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
+    let digits: Vec<u8> = body[start..]
+        .iter()
+        .copied()
+        .take_while(u8::is_ascii_digit)
+        .collect();
+    std::str::from_utf8(&digits).ok()?.parse().ok()
+}
+
+async fn handle(
+    req: Request<Incoming>,
+    counts: Arc<Counts>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let now = counts.epoch.elapsed().as_nanos() as u64;
+    counts.first_ns.fetch_min(now, Ordering::SeqCst);
+    counts.last_ns.fetch_max(now, Ordering::SeqCst);
+    counts.requests.fetch_add(1, Ordering::Relaxed);
+    counts
+        .events
+        .fetch_add(count_events(&body), Ordering::Relaxed);
+    if counts.sample_latency.load(Ordering::Relaxed)
+        && let Some(sent) = sent_ns(&body)
+    {
+        let wall = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        let latency_us = wall.saturating_sub(sent) / 1_000;
+        if let Ok(mut l) = counts.latencies_us.lock() {
+            l.push(latency_us);
+        }
+    }
+    Ok(Response::new(Full::new(Bytes::from_static(b"{}"))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_events_in_single_and_batched_bodies() {
+        assert_eq!(
+            count_events(br#"{"id":"a","data":{"id":"d"},"sent_ns":0}"#),
+            1
+        );
+        assert_eq!(
+            count_events(br#"[{"sent_ns":1},{"sent_ns":2},{"sent_ns":3}]"#),
+            3
+        );
+        assert_eq!(
+            sent_ns(br#"{"id":"a","sent_ns":1700000000000000000}"#),
+            Some(1_700_000_000_000_000_000)
+        );
+        assert_eq!(sent_ns(b"{}"), None);
+    }
+}
