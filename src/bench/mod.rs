@@ -386,12 +386,8 @@ impl Bench {
             let body = event_body(from + i, now_ns());
             let key = format!("dev-{}", (from + i) % 100_000);
             let record = FutureRecord::to(topic).key(&key).payload(&body);
-            if let Err((e, _)) = self
-                .producer
-                .send_result(record)
-                .map(|_| ())
-                .map_err(|(e, r)| (e, r))
-            {
+            // The delivery future is dropped: the receiver tells arrival.
+            if let Err((e, _)) = self.producer.send_result(record) {
                 anyhow::bail!("producing a latency event: {e}");
             }
         }
