@@ -1,6 +1,7 @@
 //! Delivery stage: per-endpoint senders that rate-limit, sign, POST and
 //! classify the outcome of each attempt.
 
+pub mod activity;
 pub mod circuit;
 pub mod classify;
 pub mod client;

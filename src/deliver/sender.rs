@@ -9,7 +9,7 @@
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -17,6 +17,9 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinHandle;
 
+use arc_swap::ArcSwap;
+
+use super::activity::{AttemptRecord, EndpointActivity, Outcome};
 use super::circuit::Circuit;
 use super::classify::Verdict;
 use super::client::HttpClients;
@@ -51,32 +54,19 @@ pub enum EnqueueError {
     Closed(Delivery),
 }
 
-/// Counters of what a sender did, for progress displays and tests.
-#[derive(Debug, Default)]
-pub struct EndpointStats {
-    /// Deliveries answered 2xx.
-    pub delivered: AtomicU64,
-    /// Deliveries written to the DLQ.
-    pub dead_lettered: AtomicU64,
-    /// Retries scheduled on a delay tier.
-    pub retries_scheduled: AtomicU64,
-    /// Deliveries deferred to the first tier (queue full), no attempt used.
-    pub deferred: AtomicU64,
-    /// HTTP attempts made.
-    pub attempts: AtomicU64,
-    /// Attempts that did not deliver.
-    pub failed_attempts: AtomicU64,
-}
-
 /// Everything an attempt task needs, shared by the sender's tasks.
 struct Shared {
-    endpoint: Arc<Endpoint>,
+    /// The endpoint's current settings (swapped when it changes).
+    endpoint: ArcSwap<Endpoint>,
+    /// Set when the endpoint was deleted: what is still queued is
+    /// dead-lettered as `endpoint_deleted`.
+    deleted: AtomicBool,
     clients: HttpClients,
     writer: OutcomeWriter,
     acks: mpsc::UnboundedSender<AckToken>,
     policy: RetryPolicy,
     metrics: EndpointMetrics,
-    stats: Arc<EndpointStats>,
+    activity: Arc<EndpointActivity>,
     /// Set when the endpoint answered 410 Gone.
     gone: AtomicBool,
     /// Opens after repeated failures.
@@ -89,7 +79,7 @@ struct Shared {
 impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Shared")
-            .field("endpoint", &self.endpoint.id())
+            .field("endpoint", &self.endpoint.load().id())
             .finish_non_exhaustive()
     }
 }
@@ -127,16 +117,18 @@ pub struct SenderDeps {
 #[derive(Debug)]
 pub struct Sender {
     queue: mpsc::Sender<Delivery>,
-    stats: Arc<EndpointStats>,
     shared: Arc<Shared>,
     task: JoinHandle<()>,
 }
 
 impl Sender {
-    /// Starts the sender of `endpoint`.
-    pub fn spawn(endpoint: Arc<Endpoint>, deps: &SenderDeps) -> Self {
+    /// Starts the sender of `endpoint`, recording into `activity`.
+    pub fn spawn(
+        endpoint: Arc<Endpoint>,
+        deps: &SenderDeps,
+        activity: Arc<EndpointActivity>,
+    ) -> Self {
         let (tx, rx) = mpsc::channel(endpoint.config.queue_size as usize);
-        let stats = Arc::new(EndpointStats::default());
         let limiter = endpoint.config.rate_limit.map(|rl| {
             let period = Duration::from_secs_f64(1.0 / rl.per_second).max(Duration::from_nanos(1));
             let burst = NonZeroU32::new(rl.burst).unwrap_or(NonZeroU32::MIN);
@@ -148,12 +140,13 @@ impl Sender {
         let permits = Arc::new(Semaphore::new(endpoint.config.max_concurrency as usize));
         let shared = Arc::new(Shared {
             metrics: EndpointMetrics::new(endpoint.id(), deps.per_endpoint_labels),
-            endpoint,
+            endpoint: ArcSwap::new(endpoint),
+            deleted: AtomicBool::new(false),
             clients: deps.clients.clone(),
             writer: deps.writer.clone(),
             acks: deps.acks.clone(),
             policy: deps.policy,
-            stats: Arc::clone(&stats),
+            activity,
             gone: AtomicBool::new(false),
             circuit: Circuit::new(deps.circuit_base, deps.policy.backoff.max()),
             last_dequeue_ms: std::sync::atomic::AtomicI64::new(now_ms()),
@@ -161,10 +154,36 @@ impl Sender {
         let task = tokio::spawn(run(Arc::clone(&shared), rx, limiter, permits));
         Self {
             queue: tx,
-            stats,
             shared,
             task,
         }
+    }
+
+    /// The endpoint as this sender currently sends to it.
+    pub fn endpoint(&self) -> Arc<Endpoint> {
+        self.shared.endpoint.load_full()
+    }
+
+    /// Whether `endpoint` can take over this sender in place: the queue,
+    /// concurrency, rate limit and batching it was built with are the same.
+    pub fn fits(&self, endpoint: &Endpoint) -> bool {
+        let mine = self.shared.endpoint.load();
+        let (a, b) = (&mine.config, &endpoint.config);
+        a.queue_size == b.queue_size
+            && a.max_concurrency == b.max_concurrency
+            && a.rate_limit == b.rate_limit
+            && a.batch == b.batch
+    }
+
+    /// Sends to the endpoint's new settings from the next attempt on.
+    pub fn update(&self, endpoint: Arc<Endpoint>) {
+        self.shared.endpoint.store(endpoint);
+    }
+
+    /// The endpoint was deleted: whatever is still queued is dead-lettered
+    /// (`endpoint_deleted`); the sender ends when its queue is empty.
+    pub fn retire(&self) {
+        self.shared.deleted.store(true, Ordering::Release);
     }
 
     /// Queues a delivery, waiting up to `patience` for room while the
@@ -213,19 +232,13 @@ impl Sender {
     }
 
     /// What the sender did so far.
-    pub fn stats(&self) -> &Arc<EndpointStats> {
-        &self.stats
+    pub fn activity(&self) -> &Arc<EndpointActivity> {
+        &self.shared.activity
     }
 
     /// Stops taking deliveries; queued ones are dropped unsettled (they will
     /// be consumed again after the offsets that were committed).
     pub fn abort(&self) {
-        self.task.abort();
-    }
-}
-
-impl Drop for Sender {
-    fn drop(&mut self) {
         self.task.abort();
     }
 }
@@ -236,8 +249,9 @@ async fn run(
     limiter: Option<DefaultDirectRateLimiter>,
     permits: Arc<Semaphore>,
 ) {
-    let max_events = shared.endpoint.config.batch.max_events.max(1) as usize;
-    let max_wait = shared.endpoint.config.batch.max_wait.get();
+    let batch = shared.endpoint.load().config.batch;
+    let max_events = batch.max_events.max(1) as usize;
+    let max_wait = batch.max_wait.get();
     while let Some(first) = queue.recv().await {
         shared.last_dequeue_ms.store(now_ms(), Ordering::Relaxed);
         let mut batch = vec![first];
@@ -317,7 +331,8 @@ fn event_type(event: &Event) -> &str {
 /// Attempts one request for a batch (usually of one) and settles every
 /// delivery in it.
 async fn deliver(shared: &Shared, batch: Vec<Delivery>) {
-    let endpoint = &shared.endpoint;
+    let endpoint = shared.endpoint.load_full();
+    let endpoint = &endpoint;
     let now = now_ms();
     let histories: Vec<History> = batch
         .iter()
@@ -329,10 +344,22 @@ async fn deliver(shared: &Shared, batch: Vec<Delivery>) {
             last_error: String::new(),
         })
         .collect();
-    if shared.gone.load(Ordering::Relaxed) {
+    let refusal = if shared.deleted.load(Ordering::Acquire) {
+        Some(("endpoint_deleted", "the endpoint was deleted"))
+    } else if !endpoint.config.enabled {
+        Some(("endpoint_disabled", "the endpoint is disabled"))
+    } else if shared.gone.load(Ordering::Relaxed) {
+        Some((
+            "endpoint_disabled",
+            "the endpoint was disabled after answering 410 Gone",
+        ))
+    } else {
+        None
+    };
+    if let Some((reason, why)) = refusal {
         for (d, mut h) in batch.into_iter().zip(histories) {
-            h.last_error = "endpoint was disabled after answering 410 Gone".into();
-            dead_letter(shared, &d.event, &h, "endpoint_disabled").await;
+            h.last_error = why.into();
+            dead_letter(shared, &d.event, &h, reason).await;
             let _ = shared.acks.send(d.token);
         }
         return;
@@ -364,9 +391,22 @@ async fn deliver(shared: &Shared, batch: Vec<Delivery>) {
         shared.policy.backoff.max(),
     )
     .await;
-    shared.stats.attempts.fetch_add(1, Ordering::Relaxed);
     shared.metrics.response(report.status);
     shared.metrics.duration.record(report.latency.as_secs_f64());
+    shared.activity.record_attempt(AttemptRecord {
+        time_ms: now,
+        event_id: ids.join(","),
+        webhook_id: wid.clone(),
+        attempt: batch[0].attempt + 1,
+        status: report.status,
+        outcome: match &report.verdict {
+            Verdict::Delivered => Outcome::Delivered,
+            Verdict::Retry { .. } => Outcome::RetryScheduled,
+            _ => Outcome::DeadLettered,
+        },
+        latency_ms: report.latency.as_secs_f64() * 1000.0,
+        error: report.last_error.clone(),
+    });
     match &report.verdict {
         Verdict::Retry { .. } => {
             if shared.circuit.record_failure(now_ms()) {
@@ -378,7 +418,7 @@ async fn deliver(shared: &Shared, batch: Vec<Delivery>) {
     let n = batch.len() as u64;
     match report.verdict {
         Verdict::Delivered => {
-            shared.stats.delivered.fetch_add(n, Ordering::Relaxed);
+            shared.activity.count(Outcome::Delivered, n);
             shared.metrics.delivered.increment(n);
             for (d, h) in batch.iter().zip(&histories) {
                 shared.metrics.end_to_end.record(
@@ -390,7 +430,6 @@ async fn deliver(shared: &Shared, batch: Vec<Delivery>) {
             after,
             counts_attempt,
         } => {
-            shared.stats.failed_attempts.fetch_add(1, Ordering::Relaxed);
             for (d, mut h) in batch.iter().zip(histories) {
                 h.last_status.clone_from(&report.last_status);
                 h.last_error.clone_from(&report.last_error);
@@ -412,19 +451,15 @@ async fn deliver(shared: &Shared, batch: Vec<Delivery>) {
                     .await
                     .is_some()
                 {
-                    shared
-                        .stats
-                        .retries_scheduled
-                        .fetch_add(1, Ordering::Relaxed);
+                    shared.activity.count(Outcome::RetryScheduled, 1);
                     shared.metrics.retry_scheduled.increment(1);
                 } else {
-                    shared.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                    shared.activity.count(Outcome::DeadLettered, 1);
                     shared.metrics.dead_lettered.increment(1);
                 }
             }
         }
         Verdict::Gone => {
-            shared.stats.failed_attempts.fetch_add(1, Ordering::Relaxed);
             if !shared.gone.swap(true, Ordering::Relaxed) {
                 tracing::warn!(endpoint = %endpoint.id(), "endpoint answered 410 Gone: disabled");
             }
@@ -436,7 +471,6 @@ async fn deliver(shared: &Shared, batch: Vec<Delivery>) {
             }
         }
         Verdict::DeadLetter(reason) => {
-            shared.stats.failed_attempts.fetch_add(1, Ordering::Relaxed);
             for (d, mut h) in batch.iter().zip(histories) {
                 h.attempt += 1;
                 h.last_status.clone_from(&report.last_status);
@@ -466,7 +500,7 @@ fn retry_age_secs(event: &Event, history: &History) -> f64 {
 /// attempt, then settles it.
 async fn defer(shared: &Shared, delivery: Delivery, delay: Duration, why: &'static str) {
     let history = History {
-        endpoint: shared.endpoint.id().to_string(),
+        endpoint: shared.endpoint.load().id().to_string(),
         attempt: delivery.attempt,
         first_ms: delivery.first_ms.unwrap_or_else(now_ms),
         last_status: "deferred".into(),
@@ -476,13 +510,13 @@ async fn defer(shared: &Shared, delivery: Delivery, delay: Duration, why: &'stat
         .writer
         .schedule_retry(&delivery.event, &history, delay)
         .await;
-    shared.stats.deferred.fetch_add(1, Ordering::Relaxed);
+    shared.activity.count(Outcome::Deferred, 1);
     shared.metrics.deferred.increment(1);
     let _ = shared.acks.send(delivery.token);
 }
 
 async fn dead_letter(shared: &Shared, event: &Event, history: &History, reason: &str) {
     shared.writer.dead_letter(event, history, reason).await;
-    shared.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+    shared.activity.count(Outcome::DeadLettered, 1);
     shared.metrics.dead_lettered.increment(1);
 }

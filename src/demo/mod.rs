@@ -376,14 +376,16 @@ fn print_progress(
         stats.consumed.load(Ordering::Relaxed)
     )];
     let l = ledger.lock().ok();
-    for ((id, s), r) in stats.endpoints.iter().zip(receivers) {
+    for (ep, r) in ENDPOINTS.iter().zip(receivers) {
+        let id = ep.id;
+        let s = pipeline.registry().activity(id).stats();
         let dead = l
             .as_ref()
             .and_then(|l| l.dead.get(id).map(HashSet::len))
             .unwrap_or(0);
         parts.push(format!(
             "{id}: {} delivered, {dead} dead-lettered ({} requests)",
-            s.delivered.load(Ordering::Relaxed),
+            s.delivered,
             r.log().requests.load(Ordering::Relaxed)
         ));
     }

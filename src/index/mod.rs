@@ -8,11 +8,13 @@
 //! checked against their remaining restrictions.
 
 pub mod endpoint;
+pub mod registry;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 pub use endpoint::{Endpoint, FieldError, RouteKey};
+pub use registry::EndpointRegistry;
 
 /// Position of an endpoint in an [`EndpointIndex`].
 pub type Slot = u32;

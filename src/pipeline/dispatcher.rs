@@ -10,7 +10,7 @@
 //! deadline); the pipeline through running → stopping (drain, final commit)
 //! → stopped.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -22,8 +22,8 @@ use tokio::sync::{mpsc, watch};
 use super::PipelineStats;
 use super::gate::{Gated, PartitionGates};
 use crate::commit::{AckToken, AckTracker, PartitionId};
-use crate::deliver::sender::{Delivery, EnqueueError, Sender};
-use crate::index::{EndpointIndex, RouteKey, Slot};
+use crate::deliver::sender::{Delivery, EnqueueError, Sender, SenderDeps};
+use crate::index::{EndpointIndex, EndpointRegistry, RouteKey, Slot};
 use crate::metrics::{PipelineMetrics, TopicMetrics};
 use crate::retry::record::{History, now_ms};
 use crate::retry::writer::OutcomeWriter;
@@ -70,8 +70,14 @@ struct Draining {
 pub(super) struct Dispatcher {
     tracker: AckTracker,
     gates: PartitionGates<Arc<Event>>,
-    index: EndpointIndex,
-    senders: Vec<Sender>,
+    registry: Arc<EndpointRegistry>,
+    /// The snapshot in use and its version.
+    index: Arc<EndpointIndex>,
+    version: u64,
+    /// Senders by slot of `index`, and by endpoint id.
+    senders: Vec<Arc<Sender>>,
+    by_id: HashMap<String, Arc<Sender>>,
+    deps: SenderDeps,
     writer: OutcomeWriter,
     acks: mpsc::UnboundedSender<AckToken>,
     source: SourceConsumer,
@@ -87,8 +93,8 @@ pub(super) struct Dispatcher {
 
 impl Dispatcher {
     pub(super) fn new(
-        index: EndpointIndex,
-        senders: Vec<Sender>,
+        registry: Arc<EndpointRegistry>,
+        deps: SenderDeps,
         writer: OutcomeWriter,
         acks: mpsc::UnboundedSender<AckToken>,
         source: SourceConsumer,
@@ -108,11 +114,15 @@ impl Dispatcher {
                 )
             })
             .collect();
-        Self {
+        let mut dispatcher = Self {
             tracker: AckTracker::new(),
             gates: PartitionGates::new(),
-            index,
-            senders,
+            index: registry.snapshot(),
+            version: u64::MAX,
+            registry,
+            senders: Vec::new(),
+            by_id: HashMap::new(),
+            deps,
             writer,
             acks,
             source,
@@ -123,7 +133,44 @@ impl Dispatcher {
             tier_due_lag,
             stats,
             slots: Vec::new(),
+        };
+        dispatcher.refresh();
+        dispatcher
+    }
+
+    /// Picks up a new endpoint snapshot: senders of unchanged limits take the
+    /// new settings in place, others are replaced (the old one drains its
+    /// queue), deleted endpoints' senders dead-letter what they still hold.
+    fn refresh(&mut self) {
+        let version = self.registry.version();
+        if version == self.version {
+            return;
         }
+        self.version = version;
+        self.index = self.registry.snapshot();
+        let mut by_id = HashMap::with_capacity(self.index.len());
+        let mut senders = Vec::with_capacity(self.index.len());
+        for endpoint in self.index.endpoints() {
+            let sender = match self.by_id.remove(endpoint.id()) {
+                Some(s) if s.fits(endpoint) => {
+                    s.update(Arc::clone(endpoint));
+                    s
+                }
+                _ => Arc::new(Sender::spawn(
+                    Arc::clone(endpoint),
+                    &self.deps,
+                    self.registry.activity(endpoint.id()),
+                )),
+            };
+            by_id.insert(endpoint.id().to_string(), Arc::clone(&sender));
+            senders.push(sender);
+        }
+        for (id, gone) in self.by_id.drain() {
+            tracing::info!(endpoint = %id, "endpoint deleted");
+            gone.retire();
+        }
+        self.by_id = by_id;
+        self.senders = senders;
     }
 
     pub(super) async fn run(
@@ -226,7 +273,10 @@ impl Dispatcher {
             );
         }
         self.commit(CommitMode::Sync);
-        self.senders.clear();
+        for sender in self.senders.drain(..) {
+            sender.abort();
+        }
+        self.by_id.clear();
         drop(inbound);
         let source = self.source;
         tokio::task::spawn_blocking(move || source.close())
@@ -296,6 +346,7 @@ impl Dispatcher {
 
     /// Routes one record whose gate is open.
     async fn dispatch(&mut self, event: Arc<Event>) {
+        self.refresh();
         let topic = event.partition.topic as usize;
         self.topic_metrics[topic].consumed.increment(1);
         match &event.kind {

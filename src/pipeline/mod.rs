@@ -18,8 +18,8 @@ use tokio::task::JoinHandle;
 
 use crate::config::Config;
 use crate::deliver::client::HttpClients;
-use crate::deliver::sender::{EndpointStats, RetryPolicy, Sender, SenderDeps};
-use crate::index::{Endpoint, EndpointIndex};
+use crate::deliver::sender::{RetryPolicy, SenderDeps};
+use crate::index::{Endpoint, EndpointRegistry};
 use crate::kafka::{self, EmbeddedBroker};
 use crate::retry::backoff::{Backoff, RetryTiers};
 use crate::retry::writer::OutcomeWriter;
@@ -63,8 +63,6 @@ pub struct PipelineStats {
     pub invalid: AtomicU64,
     /// Offsets committed (partition commits).
     pub commits: AtomicU64,
-    /// Per endpoint: id and counters.
-    pub endpoints: Vec<(String, Arc<EndpointStats>)>,
 }
 
 /// A running pipeline.
@@ -73,6 +71,7 @@ pub struct Pipeline {
     shutdown: watch::Sender<bool>,
     task: JoinHandle<Result<()>>,
     stats: Arc<PipelineStats>,
+    registry: Arc<EndpointRegistry>,
 }
 
 /// The endpoints of `config`, validated and prepared.
@@ -101,13 +100,7 @@ impl Pipeline {
     pub async fn start(config: Config, broker: BrokerTarget) -> Result<Self> {
         let bootstrap = broker.bootstrap().to_string();
         kafka::ensure_topics(&config, &bootstrap, broker.embedded()).await?;
-        let index = EndpointIndex::new(build_endpoints(&config)?);
-        let enabled = index
-            .endpoints()
-            .iter()
-            .filter(|e| e.config.enabled)
-            .count();
-        crate::metrics::endpoints(enabled, index.len() - enabled);
+        let registry = EndpointRegistry::new(build_endpoints(&config)?);
 
         let tiers = RetryTiers::new(&config.topics.retry_tiers, |t| config.topics.retry_topic(t));
         let producer = kafka::durable_producer(&config, &bootstrap)?;
@@ -129,20 +122,7 @@ impl Pipeline {
             per_endpoint_labels: config.metrics.per_endpoint_labels,
             circuit_base: tiers.delay(0),
         };
-        let senders: Vec<Sender> = index
-            .endpoints()
-            .iter()
-            .map(|e| Sender::spawn(Arc::clone(e), &deps))
-            .collect();
-        let stats = Arc::new(PipelineStats {
-            endpoints: index
-                .endpoints()
-                .iter()
-                .zip(&senders)
-                .map(|(e, s)| (e.id().to_string(), Arc::clone(s.stats())))
-                .collect(),
-            ..PipelineStats::default()
-        });
+        let stats = Arc::new(PipelineStats::default());
         let topics = TopicTable::new(
             config.kafka.topics.iter().cloned(),
             tiers.topics().map(str::to_string),
@@ -151,8 +131,8 @@ impl Pipeline {
         let (source, inbound) =
             SourceConsumer::start(&config, &bootstrap, topics, inbound_capacity)?;
         let dispatcher = Dispatcher::new(
-            index,
-            senders,
+            Arc::clone(&registry),
+            deps,
             writer,
             acks_tx,
             source,
@@ -169,14 +149,20 @@ impl Pipeline {
             brokers = %bootstrap,
             topics = ?config.kafka.topics,
             retry_tiers = tiers.len(),
-            endpoints = stats.endpoints.len(),
+            endpoints = registry.snapshot().len(),
             "pipeline started"
         );
         Ok(Self {
             shutdown,
             task,
             stats,
+            registry,
         })
+    }
+
+    /// The live endpoint set (changes apply from the next record on).
+    pub fn registry(&self) -> &Arc<EndpointRegistry> {
+        &self.registry
     }
 
     /// Live counters.
