@@ -44,6 +44,8 @@ pub fn consumer_config(config: &Config, bootstrap: &str, group_id: &str) -> Clie
     // Bound what librdkafka prefetches; hookstream's own back-pressure
     // (max_in_flight) bounds the rest.
     c.set("queued.max.messages.kbytes", "16384");
+    // Consumer lag per partition comes from librdkafka's statistics.
+    c.set("statistics.interval.ms", "5000");
     // The embedded (mock) broker holds every fetch for fetch.wait.max.ms;
     // real brokers answer as soon as data is there.
     c.set(
