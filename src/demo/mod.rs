@@ -189,6 +189,7 @@ async fn run_demo(events: u64, rate: f64) -> Result<()> {
     let started = Instant::now();
     let mut invalid_produced = 0usize;
     let mut last_report = Instant::now();
+    let mut table = ProgressTable::new();
     println!(
         "\nproducing {events} fleet events{}…",
         if rate > 0.0 {
@@ -197,55 +198,45 @@ async fn run_demo(events: u64, rate: f64) -> Result<()> {
             String::new()
         }
     );
+    // Sends are awaited in groups so the producer can batch; the ledger
+    // learns each event's id (coordinates for Magistrala/CMDB) on delivery.
+    let mut in_flight = Vec::new();
     for i in 0..events {
         if rate > 0.0 {
             let due = started + Duration::from_secs_f64(i as f64 / rate);
             tokio::time::sleep_until(due.into()).await;
         }
         let ev = generator.next_event();
-        let topic = TOPICS[ev.topic];
-        let record = FutureRecord::to(topic.name).key(&ev.key).payload(&ev.body);
-        let (partition, offset) = producer
-            .send(record, Duration::from_secs(10))
-            .await
-            .map(|d| (d.partition, d.offset))
+        let record = FutureRecord::to(TOPICS[ev.topic].name)
+            .key(&ev.key)
+            .payload(&ev.body);
+        let delivery = producer
+            .send_result(record)
             .map_err(|(e, _)| anyhow::anyhow!("producing a demo event: {e}"))?;
-        let Some(event_type) = ev.event_type else {
-            invalid_produced += 1;
-            continue;
-        };
-        let event_id = match topic.preset {
-            crate::source::extract::Preset::Magistrala | crate::source::extract::Preset::Cmdb => {
-                coordinates_id(&crate::source::extract::Coordinates {
-                    topic: topic.name,
-                    partition,
-                    offset,
-                })
-            }
-            _ => serde_json::from_slice::<serde_json::Value>(&ev.body)
-                .ok()
-                .and_then(|v| v["id"].as_str().map(str::to_string))
-                .unwrap_or_default(),
-        };
-        if let Ok(mut l) = ledger.lock() {
-            for ep in &ENDPOINTS {
-                if ep.events.iter().any(|p| pattern_matches(p, &event_type)) {
-                    l.expected
-                        .entry(ep.id)
-                        .or_default()
-                        .insert(webhook_id(&event_id, ep.id));
+        in_flight.push((ev, delivery));
+        if in_flight.len() >= 64 || i + 1 == events {
+            for (ev, delivery) in in_flight.drain(..) {
+                let (partition, offset) = match delivery.await {
+                    Ok(Ok(d)) => (d.partition, d.offset),
+                    Ok(Err((e, _))) => anyhow::bail!("producing a demo event: {e}"),
+                    Err(_) => anyhow::bail!("producing a demo event: the producer went away"),
+                };
+                match &ev.event_type {
+                    None => invalid_produced += 1,
+                    Some(t) => expect(&ledger, &ev, t, partition, offset),
                 }
             }
         }
-        if last_report.elapsed() >= Duration::from_secs(1) {
+        if last_report.elapsed() >= Duration::from_millis(500) {
             last_report = Instant::now();
-            print_progress(started, &pipeline, &receivers, &ledger);
+            table.draw(started, &pipeline, &ledger, false);
         }
     }
     println!(
         "produced {events} events ({invalid_produced} malformed) in {:.1}s; waiting for every event to be accounted for…",
         started.elapsed().as_secs_f64()
     );
+    table.forget_drawn();
 
     let deadline = Instant::now() + Duration::from_secs(60);
     let accounted = loop {
@@ -253,12 +244,13 @@ async fn run_demo(events: u64, rate: f64) -> Result<()> {
         if done || Instant::now() > deadline {
             break done;
         }
-        if last_report.elapsed() >= Duration::from_secs(1) {
+        if last_report.elapsed() >= Duration::from_millis(500) {
             last_report = Instant::now();
-            print_progress(started, &pipeline, &receivers, &ledger);
+            table.draw(started, &pipeline, &ledger, false);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
+    table.draw(started, &pipeline, &ledger, true);
     let stats = Arc::clone(pipeline.stats());
     pipeline.shutdown().await?;
     stop_reader.store(true, Ordering::SeqCst);
@@ -341,6 +333,40 @@ async fn run_demo(events: u64, rate: f64) -> Result<()> {
     }
 }
 
+/// Records which endpoints expect `ev` (by webhook-id).
+fn expect(
+    ledger: &Mutex<Ledger>,
+    ev: &generator::GeneratedEvent,
+    event_type: &str,
+    partition: i32,
+    offset: i64,
+) {
+    let topic = TOPICS[ev.topic];
+    let event_id = match topic.preset {
+        crate::source::extract::Preset::Magistrala | crate::source::extract::Preset::Cmdb => {
+            coordinates_id(&crate::source::extract::Coordinates {
+                topic: topic.name,
+                partition,
+                offset,
+            })
+        }
+        _ => serde_json::from_slice::<serde_json::Value>(&ev.body)
+            .ok()
+            .and_then(|v| v["id"].as_str().map(str::to_string))
+            .unwrap_or_default(),
+    };
+    if let Ok(mut l) = ledger.lock() {
+        for ep in &ENDPOINTS {
+            if ep.events.iter().any(|p| pattern_matches(p, event_type)) {
+                l.expected
+                    .entry(ep.id)
+                    .or_default()
+                    .insert(webhook_id(&event_id, ep.id));
+            }
+        }
+    }
+}
+
 fn all_accounted(receivers: &[Receiver], ledger: &Mutex<Ledger>, invalid: usize) -> bool {
     let Ok(l) = ledger.lock() else {
         return false;
@@ -363,33 +389,90 @@ fn all_accounted(receivers: &[Receiver], ledger: &Mutex<Ledger>, invalid: usize)
     })
 }
 
-fn print_progress(
-    started: Instant,
-    pipeline: &Pipeline,
-    receivers: &[Receiver],
-    ledger: &Mutex<Ledger>,
-) {
-    let stats = pipeline.stats();
-    let mut parts = vec![format!(
-        "[{:>4.0}s] consumed {:>6}",
-        started.elapsed().as_secs_f64(),
-        stats.consumed.load(Ordering::Relaxed)
-    )];
-    let l = ledger.lock().ok();
-    for (ep, r) in ENDPOINTS.iter().zip(receivers) {
-        let id = ep.id;
-        let s = pipeline.registry().activity(id).stats();
-        let dead = l
-            .as_ref()
-            .and_then(|l| l.dead.get(id).map(HashSet::len))
-            .unwrap_or(0);
-        parts.push(format!(
-            "{id}: {} delivered, {dead} dead-lettered ({} requests)",
-            s.delivered,
-            r.log().requests.load(Ordering::Relaxed)
-        ));
+/// The live per-endpoint table: redrawn in place on a terminal, printed as
+/// periodic lines otherwise.
+struct ProgressTable {
+    terminal: bool,
+    drawn_lines: usize,
+    last_delivered: Vec<u64>,
+    last_at: Instant,
+    last_line: Instant,
+}
+
+impl ProgressTable {
+    fn new() -> Self {
+        use std::io::IsTerminal;
+        Self {
+            terminal: std::io::stdout().is_terminal(),
+            drawn_lines: 0,
+            last_delivered: vec![0; ENDPOINTS.len()],
+            last_at: Instant::now(),
+            last_line: Instant::now(),
+        }
     }
-    println!("{}", parts.join(" | "));
+
+    /// Other output was printed below the table: draw a fresh one next.
+    fn forget_drawn(&mut self) {
+        self.drawn_lines = 0;
+    }
+
+    fn draw(&mut self, started: Instant, pipeline: &Pipeline, ledger: &Mutex<Ledger>, force: bool) {
+        if !self.terminal && !force && self.last_line.elapsed() < Duration::from_secs(3) {
+            return;
+        }
+        self.last_line = Instant::now();
+        let elapsed = self.last_at.elapsed().as_secs_f64().max(0.001);
+        self.last_at = Instant::now();
+        let stats = pipeline.stats();
+        let mut lines = vec![
+            format!(
+                "[{:>5.1}s] consumed {} events ({} retries read back, {} invalid)",
+                started.elapsed().as_secs_f64(),
+                stats.consumed.load(Ordering::Relaxed),
+                stats.retries_consumed.load(Ordering::Relaxed),
+                stats.invalid.load(Ordering::Relaxed)
+            ),
+            format!(
+                "  {:<11} {:>9} {:>9} {:>13} {:>9} {:>9}",
+                "endpoint", "delivered", "retrying", "dead-lettered", "p99 ms", "rate/s"
+            ),
+        ];
+        let l = ledger.lock().ok();
+        for (i, ep) in ENDPOINTS.iter().enumerate() {
+            let s = pipeline.registry().activity(ep.id).stats();
+            let expected = l
+                .as_ref()
+                .and_then(|l| l.expected.get(ep.id).map(HashSet::len))
+                .unwrap_or(0) as u64;
+            let dead = l
+                .as_ref()
+                .and_then(|l| l.dead.get(ep.id).map(HashSet::len))
+                .unwrap_or(0) as u64;
+            let retrying =
+                (s.retry_scheduled + s.deferred).min(expected.saturating_sub(s.delivered + dead));
+            let rate = (s.delivered - self.last_delivered[i].min(s.delivered)) as f64 / elapsed;
+            self.last_delivered[i] = s.delivered;
+            lines.push(format!(
+                "  {:<11} {:>9} {:>9} {:>13} {:>9.0} {:>9.0}",
+                ep.id, s.delivered, retrying, dead, s.latency_p99_ms, rate
+            ));
+        }
+        let mut out = String::new();
+        if self.terminal && self.drawn_lines > 0 {
+            out.push_str(&format!("\x1b[{}A", self.drawn_lines));
+        }
+        for line in &lines {
+            if self.terminal {
+                out.push_str("\x1b[2K");
+            }
+            out.push_str(line);
+            out.push('\n');
+        }
+        self.drawn_lines = lines.len();
+        print!("{out}");
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+    }
 }
 
 fn spawn_dlq_reader(
