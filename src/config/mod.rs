@@ -254,6 +254,9 @@ pub struct ApiConfig {
     pub listen: String,
     /// Bearer tokens.
     pub tokens: Vec<TokenConfig>,
+    /// How long the previous secret keeps signing beside the new one after
+    /// `POST /v1/endpoints/{id}/rotate-secret`.
+    pub rotation_grace: HumanDuration,
 }
 
 impl Default for ApiConfig {
@@ -272,6 +275,7 @@ impl Default for ApiConfig {
                     role: Role::Viewer,
                 },
             ],
+            rotation_grace: HumanDuration::from_secs(24 * 3600),
         }
     }
 }
@@ -401,6 +405,9 @@ pub enum HttpVersion {
 pub struct EndpointConfig {
     /// Unique id.
     pub id: String,
+    /// A display name (Mainflux webhooks have one).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
     /// Absolute http(s) URL.
     pub url: String,
     /// Event types: exact, prefix glob (`device-*`) or `*`.
@@ -424,6 +431,13 @@ pub struct EndpointConfig {
     /// Environment variable holding the signing secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_env: Option<String>,
+    /// The secret a rotation replaced: it keeps signing beside `secret`
+    /// until `previous_secret_expires_at`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_secret: Option<String>,
+    /// RFC 3339 time at which `previous_secret` stops signing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_secret_expires_at: Option<String>,
     /// Signature scheme.
     #[serde(default)]
     pub signature: SignatureScheme,
@@ -471,6 +485,7 @@ impl EndpointConfig {
     pub fn new(id: impl Into<String>, url: impl Into<String>) -> Self {
         Self {
             id: id.into(),
+            name: String::new(),
             url: url.into(),
             events: default_events(),
             devices: Vec::new(),
@@ -479,6 +494,8 @@ impl EndpointConfig {
             enabled: true,
             secret: None,
             secret_env: None,
+            previous_secret: None,
+            previous_secret_expires_at: None,
             signature: SignatureScheme::None,
             headers: BTreeMap::new(),
             rate_limit: None,
@@ -614,6 +631,9 @@ impl Config {
                 "delivery.max_payload_bytes",
                 "must be at least 1",
             ));
+        }
+        if self.api.rotation_grace.get().is_zero() {
+            return Err(ConfigError::new("api.rotation_grace", "must be above 0"));
         }
         for (i, token) in self.api.tokens.iter().enumerate() {
             if token.token.is_none() && token.token_env.is_none() {

@@ -7,7 +7,7 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::net::IpAddr;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use reqwest::Url;
 
@@ -58,6 +58,9 @@ pub struct Endpoint {
     pub literal_ip: Option<IpAddr>,
     /// Keyed signer.
     pub signer: Signer,
+    /// Until when the previous secret of a rotation signs too (`None` when
+    /// only the current secret signs). Past it the endpoint is rebuilt.
+    pub previous_secret_until: Option<SystemTime>,
     /// Per-request timeout.
     pub timeout: Duration,
     /// The endpoint's custom headers, parsed once.
@@ -117,6 +120,7 @@ impl Endpoint {
             url: checked.url,
             literal_ip: checked.literal_ip,
             signer: checked.signer,
+            previous_secret_until: checked.previous_until,
             config,
         })
     }
@@ -159,7 +163,11 @@ struct Checked {
     url: Url,
     literal_ip: Option<IpAddr>,
     signer: Signer,
+    previous_until: Option<SystemTime>,
 }
+
+/// Longest display name.
+const MAX_NAME_LEN: usize = 254;
 
 /// Validates an endpoint without building it; used by config loading.
 pub fn validate(
@@ -185,6 +193,12 @@ fn check(
         return Err(FieldError::new(
             "id",
             "must be 1-128 characters of letters, digits, '.', '_' or '-'",
+        ));
+    }
+    if config.name.len() > MAX_NAME_LEN {
+        return Err(FieldError::new(
+            "name",
+            format!("must be at most {MAX_NAME_LEN} bytes"),
         ));
     }
     let url = Url::parse(&config.url)
@@ -227,8 +241,7 @@ fn check(
             ));
         }
         if let Some(url::Host::Domain(name)) = url.host()
-            && (name.eq_ignore_ascii_case("localhost")
-                || name.to_ascii_lowercase().ends_with(".localhost"))
+            && is_localhost_name(name)
         {
             return Err(FieldError::new(
                 "url",
@@ -305,6 +318,8 @@ fn check(
         })?),
         (None, None) => None,
     };
+    let previous_until = previous_secret_until(config)?;
+    let previous = previous_until.and(config.previous_secret.as_deref());
     let signer = Signer::new(config.signature, secret.as_deref(), None).map_err(|e| {
         let field = if secret.is_none() && config.signature != SignatureScheme::None {
             "secret"
@@ -315,11 +330,51 @@ fn check(
         };
         FieldError::new(field, e.to_string())
     })?;
+    // The previous secret is checked on its own so that an error names it.
+    let signer = match previous {
+        None => signer,
+        Some(previous) => Signer::new(config.signature, secret.as_deref(), Some(previous))
+            .map_err(|e| FieldError::new("previous_secret", e.to_string()))?,
+    };
     Ok(Checked {
         url,
         literal_ip,
         signer,
+        previous_until,
     })
+}
+
+/// `localhost`, `*.localhost` (RFC 6761), with or without the root dot.
+pub fn is_localhost_name(name: &str) -> bool {
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    name == "localhost" || name.ends_with(".localhost")
+}
+
+/// When the previous secret of a rotation stops signing: `None` when there
+/// is none or its grace period is over.
+fn previous_secret_until(config: &EndpointConfig) -> Result<Option<SystemTime>, FieldError> {
+    let until = match (&config.previous_secret, &config.previous_secret_expires_at) {
+        (None, None) => return Ok(None),
+        (Some(_), None) => {
+            return Err(FieldError::new(
+                "previous_secret_expires_at",
+                "is required with `previous_secret`",
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(FieldError::new(
+                "previous_secret",
+                "is required with `previous_secret_expires_at`",
+            ));
+        }
+        (Some(_), Some(at)) => humantime::parse_rfc3339_weak(at).map_err(|_| {
+            FieldError::new(
+                "previous_secret_expires_at",
+                "is not an RFC 3339 time like \"2030-01-01T00:00:00Z\"",
+            )
+        })?,
+    };
+    Ok((until > SystemTime::now()).then_some(until))
 }
 
 #[cfg(test)]
@@ -408,6 +463,41 @@ mod tests {
             Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into())
         })
         .unwrap();
+    }
+
+    #[test]
+    fn localhost_names_are_refused_with_or_without_the_root_dot() {
+        for url in [
+            "https://localhost./",
+            "https://LOCALHOST/",
+            "https://api.localhost/",
+            "https://api.localhost./",
+        ] {
+            let mut c = base();
+            c.url = url.into();
+            assert!(err(c).message.contains("localhost"), "{url}");
+        }
+        assert!(!is_localhost_name("localhost.example.com"));
+    }
+
+    #[test]
+    fn a_previous_secret_signs_only_within_its_grace_period() {
+        let mut c = base();
+        c.previous_secret = Some("whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAA".into());
+        assert_eq!(err(c.clone()).field, "previous_secret_expires_at");
+        c.previous_secret_expires_at = Some("2999-01-01T00:00:00Z".into());
+        let e = Endpoint::build(c.clone(), false, Duration::from_secs(1), &|_| None).unwrap();
+        assert!(e.previous_secret_until.is_some());
+        assert!(format!("{:?}", e.signer).contains("keys: 2"));
+        c.previous_secret_expires_at = Some("2000-01-01T00:00:00Z".into());
+        let e = Endpoint::build(c.clone(), false, Duration::from_secs(1), &|_| None).unwrap();
+        assert!(e.previous_secret_until.is_none());
+        assert!(format!("{:?}", e.signer).contains("keys: 1"));
+        c.previous_secret_expires_at = Some("tomorrow".into());
+        assert_eq!(err(c.clone()).field, "previous_secret_expires_at");
+        c.previous_secret_expires_at = Some("2999-01-01T00:00:00Z".into());
+        c.previous_secret = Some("whsec_!!".into());
+        assert_eq!(err(c).field, "previous_secret");
     }
 
     #[test]

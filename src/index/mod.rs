@@ -9,12 +9,14 @@
 
 pub mod endpoint;
 pub mod registry;
+pub mod store;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 pub use endpoint::{Endpoint, FieldError, RouteKey};
 pub use registry::EndpointRegistry;
+pub use store::EndpointStore;
 
 /// Position of an endpoint in an [`EndpointIndex`].
 pub type Slot = u32;

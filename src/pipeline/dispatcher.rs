@@ -220,6 +220,7 @@ impl Dispatcher {
                         }
                     }
                     Some(Inbound::Assigned(partitions)) => {
+                        self.stats.assigned.store(true, Ordering::Release);
                         for p in &partitions {
                             self.tracker.assign(*p);
                             self.gates.assign(*p);

@@ -9,7 +9,7 @@ mod dispatcher;
 pub mod gate;
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -63,6 +63,9 @@ pub struct PipelineStats {
     pub invalid: AtomicU64,
     /// Offsets committed (partition commits).
     pub commits: AtomicU64,
+    /// Set when the consumer received its first assignment (possibly an
+    /// empty one): it has joined its group. Readiness reads it.
+    pub assigned: AtomicBool,
 }
 
 /// A running pipeline.
@@ -95,12 +98,23 @@ fn build_endpoints(config: &Config) -> Result<Vec<Arc<Endpoint>>> {
 }
 
 impl Pipeline {
-    /// Validates endpoints, creates topics as configured, and starts
-    /// consuming input topics and retry tiers.
+    /// Validates the endpoints of `config`, creates topics as configured,
+    /// and starts consuming input topics and retry tiers.
     pub async fn start(config: Config, broker: BrokerTarget) -> Result<Self> {
+        let registry = EndpointRegistry::new(build_endpoints(&config)?);
+        Self::start_with_registry(config, broker, registry).await
+    }
+
+    /// Like [`start`](Self::start), but delivers to the endpoints of
+    /// `registry` (kept by an [`EndpointStore`](crate::index::EndpointStore))
+    /// instead of `config.endpoints`.
+    pub async fn start_with_registry(
+        config: Config,
+        broker: BrokerTarget,
+        registry: Arc<EndpointRegistry>,
+    ) -> Result<Self> {
         let bootstrap = broker.bootstrap().to_string();
         kafka::ensure_topics(&config, &bootstrap, broker.embedded()).await?;
-        let registry = EndpointRegistry::new(build_endpoints(&config)?);
 
         let tiers = RetryTiers::new(&config.topics.retry_tiers, |t| config.topics.retry_topic(t));
         let producer = kafka::durable_producer(&config, &bootstrap)?;
@@ -168,6 +182,11 @@ impl Pipeline {
     /// Live counters.
     pub fn stats(&self) -> &Arc<PipelineStats> {
         &self.stats
+    }
+
+    /// Whether the consumer has joined its group and got an assignment.
+    pub fn has_assignment(&self) -> bool {
+        self.stats.assigned.load(Ordering::Acquire)
     }
 
     /// Stops consuming, drains in-flight work (bounded by

@@ -1,0 +1,499 @@
+//! The endpoint store: endpoints on the compacted `<prefix>.endpoints` topic
+//! (key = endpoint id, value = the endpoint's JSON, tombstone = deleted) and
+//! the follower that keeps this instance's [`EndpointRegistry`] equal to it.
+//!
+//! Owns writes (answered only once the broker acknowledged them and the
+//! local registry applied them), the start-up load (read to the end, then
+//! seed the configuration file's endpoints whose id is not in the topic yet,
+//! so API changes win), and the end of secret-rotation grace periods. Every
+//! instance follows the topic, so all converge within the follower's fetch
+//! latency. Knows nothing of HTTP; callers validate before writing.
+//!
+//! Secrets are part of the stored JSON (the topic is the source of truth)
+//! and never logged: log lines name endpoint ids and fields only.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, Result};
+use futures::FutureExt as _;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::{Endpoint, EndpointRegistry};
+use crate::config::{Config, EndpointConfig};
+
+/// Key of the marker record written to find the end of the topic (a
+/// tombstone; `#` is not allowed in endpoint ids).
+const SYNC_KEY: &str = "#sync";
+/// The store's records all go to this partition (the topic has one).
+const PARTITION: i32 = 0;
+/// Records applied to the registry in one swap at most.
+const MAX_BATCH: usize = 1000;
+/// How often the follower looks for rotation grace periods that ended.
+const EXPIRY_TICK: Duration = Duration::from_secs(1);
+
+/// Why a write did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The broker did not acknowledge the write.
+    #[error("the endpoint store is unavailable: {0}")]
+    Unavailable(String),
+    /// The broker acknowledged the write but this instance did not read it
+    /// back in time (it will still apply it when it does).
+    #[error("the write was stored but not applied locally within {0:?}")]
+    NotApplied(Duration),
+}
+
+/// How records are turned into endpoints.
+#[derive(Debug, Clone, Copy)]
+struct BuildSettings {
+    allow_private: bool,
+    default_timeout: Duration,
+}
+
+impl BuildSettings {
+    fn build(&self, config: EndpointConfig) -> Result<Endpoint, super::FieldError> {
+        let env = |name: &str| std::env::var(name).ok();
+        Endpoint::build(config, self.allow_private, self.default_timeout, &env)
+    }
+}
+
+/// The endpoint store of one instance.
+pub struct EndpointStore {
+    registry: Arc<EndpointRegistry>,
+    producer: FutureProducer,
+    topic: String,
+    /// The next offset the follower will apply.
+    applied: watch::Receiver<i64>,
+    /// Ids seen in the topic, tombstoned ones included.
+    known: Arc<Mutex<HashSet<String>>>,
+    writes: tokio::sync::Mutex<()>,
+    loaded: AtomicBool,
+    follower: JoinHandle<()>,
+    apply_timeout: Duration,
+    produce_timeout: Duration,
+}
+
+impl std::fmt::Debug for EndpointStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EndpointStore")
+            .field("topic", &self.topic)
+            .field("loaded", &self.is_loaded())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for EndpointStore {
+    fn drop(&mut self) {
+        self.follower.abort();
+    }
+}
+
+impl EndpointStore {
+    /// Starts following `<prefix>.endpoints` (which must exist: see
+    /// [`crate::kafka::ensure_topics`]), reads it to the end into a new
+    /// registry, then seeds `config.endpoints` whose ids the topic does not
+    /// know. Returns once all of that is applied.
+    pub async fn open(config: &Config, bootstrap: &str) -> Result<Arc<Self>> {
+        let topic = config.topics.endpoints_topic();
+        let registry = EndpointRegistry::new(Vec::new());
+        let consumer = follower_consumer(config, bootstrap, &topic)?;
+        let producer = crate::kafka::durable_producer(config, bootstrap)
+            .context("creating the endpoint store producer")?;
+        let (applied_tx, applied) = watch::channel(0i64);
+        let known = Arc::new(Mutex::new(HashSet::new()));
+        let build = BuildSettings {
+            allow_private: config.delivery.allow_private_destinations,
+            default_timeout: config.delivery.timeout.get(),
+        };
+        let follower = tokio::spawn(follow(
+            consumer,
+            Arc::clone(&registry),
+            build,
+            applied_tx,
+            Arc::clone(&known),
+        ));
+        let store = Arc::new(Self {
+            registry,
+            producer,
+            topic,
+            applied,
+            known,
+            writes: tokio::sync::Mutex::new(()),
+            loaded: AtomicBool::new(false),
+            follower,
+            apply_timeout: Duration::from_secs(30),
+            produce_timeout: Duration::from_secs(30),
+        });
+        store
+            .sync()
+            .await
+            .with_context(|| format!("reading endpoints from {}", store.topic))?;
+        let seeds: Vec<EndpointConfig> = {
+            let known = lock(&store.known);
+            config
+                .endpoints
+                .iter()
+                .filter(|e| !known.contains(&e.id))
+                .cloned()
+                .collect()
+        };
+        if !seeds.is_empty() {
+            let ids: Vec<&str> = seeds.iter().map(|e| e.id.as_str()).collect();
+            tracing::info!(endpoints = ?ids, "seeding endpoints of the configuration file");
+            store
+                .put(&seeds)
+                .await
+                .context("seeding endpoints of the configuration file")?;
+        }
+        store.loaded.store(true, Ordering::Release);
+        tracing::info!(
+            topic = %store.topic,
+            endpoints = store.registry.snapshot().len(),
+            "endpoint store loaded"
+        );
+        Ok(store)
+    }
+
+    /// The registry this store keeps up to date.
+    pub fn registry(&self) -> &Arc<EndpointRegistry> {
+        &self.registry
+    }
+
+    /// Whether the start-up load (and seeding) is done.
+    pub fn is_loaded(&self) -> bool {
+        self.loaded.load(Ordering::Acquire)
+    }
+
+    /// Serialises read-modify-write sequences of this instance (hold the
+    /// guard across reading an endpoint and writing its new version).
+    pub async fn write_lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.writes.lock().await
+    }
+
+    /// The current endpoint `id`.
+    pub fn get(&self, id: &str) -> Option<Arc<Endpoint>> {
+        self.registry.snapshot().get(id).cloned()
+    }
+
+    /// Whether `id` is stored (or was, and is tombstoned).
+    pub fn knows(&self, id: &str) -> bool {
+        lock(&self.known).contains(id)
+    }
+
+    /// Stores endpoints (validated by the caller) and returns once the
+    /// broker has them and this instance's registry applied them.
+    pub async fn put(&self, endpoints: &[EndpointConfig]) -> Result<(), StoreError> {
+        let mut records = Vec::with_capacity(endpoints.len());
+        for e in endpoints {
+            let json = serde_json::to_vec(e)
+                .map_err(|err| StoreError::Unavailable(format!("encoding `{}`: {err}", e.id)))?;
+            records.push((e.id.as_str(), Some(json)));
+        }
+        self.write(records).await
+    }
+
+    /// Deletes endpoints (tombstones) and returns once applied here.
+    pub async fn delete(&self, ids: &[&str]) -> Result<(), StoreError> {
+        self.write(ids.iter().map(|id| (*id, None)).collect()).await
+    }
+
+    /// Writes a marker and waits until it is applied: everything written
+    /// before it is then in the registry.
+    pub async fn sync(&self) -> Result<(), StoreError> {
+        self.write(vec![(SYNC_KEY, None)]).await
+    }
+
+    async fn write(&self, records: Vec<(&str, Option<Vec<u8>>)>) -> Result<(), StoreError> {
+        let sends = records.iter().map(|(key, value)| {
+            let record = FutureRecord::<str, [u8]>::to(&self.topic)
+                .partition(PARTITION)
+                .key(*key);
+            let record = match value {
+                Some(v) => record.payload(v.as_slice()),
+                None => record,
+            };
+            self.producer.send(record, self.produce_timeout)
+        });
+        let mut last = -1i64;
+        for result in futures::future::join_all(sends).await {
+            match result {
+                Ok(delivery) => last = last.max(delivery.offset),
+                Err((e, _)) => return Err(StoreError::Unavailable(e.to_string())),
+            }
+        }
+        let mut applied = self.applied.clone();
+        match tokio::time::timeout(self.apply_timeout, applied.wait_for(|next| *next > last)).await
+        {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(StoreError::Unavailable("the store follower stopped".into())),
+            Err(_) => Err(StoreError::NotApplied(self.apply_timeout)),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+/// A consumer assigned to the store's partition from the beginning; it
+/// joins no group and commits nothing.
+fn follower_consumer(config: &Config, bootstrap: &str, topic: &str) -> Result<StreamConsumer> {
+    let mut client = crate::kafka::base_client_config(config, bootstrap);
+    client
+        .set("client.id", "hookstream-endpoints")
+        // librdkafka wants a group id; nothing is ever committed under it.
+        .set(
+            "group.id",
+            format!("hookstream-endpoints-{:016x}", rand::random::<u64>()),
+        )
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "false")
+        .set(
+            "fetch.wait.max.ms",
+            if config.kafka.is_embedded() {
+                "5"
+            } else {
+                "100"
+            },
+        );
+    // Static membership is for the input group, not this reader.
+    client.remove("group.instance.id");
+    let consumer: StreamConsumer = client
+        .create()
+        .context("creating the endpoint store consumer")?;
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, PARTITION, Offset::Beginning)
+        .context("building the endpoint store assignment")?;
+    consumer
+        .assign(&tpl)
+        .with_context(|| format!("assigning {topic}"))?;
+    Ok(consumer)
+}
+
+/// One record of the topic, owned.
+#[derive(Debug)]
+enum Change {
+    /// An endpoint's new settings.
+    Put(Box<EndpointConfig>),
+    /// A tombstone.
+    Delete,
+    /// A value that is not an endpoint (logged, skipped).
+    Unreadable,
+}
+
+/// Records read in one go, folded by id (the last one wins).
+#[derive(Debug, Default)]
+struct Batch {
+    changes: HashMap<String, Change>,
+    order: Vec<String>,
+    next_offset: i64,
+    records: usize,
+}
+
+impl Batch {
+    fn add(&mut self, m: &BorrowedMessage<'_>) {
+        self.records += 1;
+        self.next_offset = self.next_offset.max(m.offset() + 1);
+        let Some(key) = m.key().and_then(|k| std::str::from_utf8(k).ok()) else {
+            tracing::warn!(
+                offset = m.offset(),
+                "endpoint record without a UTF-8 key: skipped"
+            );
+            return;
+        };
+        if key == SYNC_KEY {
+            return;
+        }
+        let change = match m.payload() {
+            None => Change::Delete,
+            Some(bytes) => match serde_json::from_slice::<EndpointConfig>(bytes) {
+                Ok(config) if config.id == key => Change::Put(Box::new(config)),
+                Ok(_) => {
+                    tracing::warn!(endpoint = %key, offset = m.offset(), "endpoint record whose id differs from its key: skipped");
+                    Change::Unreadable
+                }
+                Err(e) => {
+                    // serde_json's message names the place, never the value.
+                    tracing::warn!(endpoint = %key, offset = m.offset(), error = %e, "unreadable endpoint record: skipped");
+                    Change::Unreadable
+                }
+            },
+        };
+        if !self.changes.contains_key(key) {
+            self.order.push(key.to_string());
+        }
+        self.changes.insert(key.to_string(), change);
+    }
+
+    /// Applies the batch to `registry` (at most two swaps).
+    fn apply(
+        self,
+        registry: &EndpointRegistry,
+        build: BuildSettings,
+        known: &Mutex<HashSet<String>>,
+    ) {
+        let mut upserts = Vec::new();
+        let mut removes = Vec::new();
+        let mut changes = self.changes;
+        for id in &self.order {
+            match changes.remove(id) {
+                Some(Change::Put(config)) => match build.build(*config) {
+                    Ok(endpoint) => upserts.push(Arc::new(endpoint)),
+                    Err(e) => tracing::warn!(
+                        endpoint = %id,
+                        field = %e.field,
+                        problem = %e.message,
+                        "stored endpoint is not valid here: keeping the previous version"
+                    ),
+                },
+                Some(Change::Delete) => removes.push(id.as_str()),
+                Some(Change::Unreadable) | None => {}
+            }
+        }
+        {
+            let mut known = lock(known);
+            known.extend(self.order.iter().cloned());
+        }
+        if !upserts.is_empty() {
+            registry.upsert(upserts);
+        }
+        if !removes.is_empty() {
+            registry.remove(&removes);
+        }
+    }
+}
+
+/// The follower: applies every record of the topic, in order, and ends
+/// rotation grace periods when they are over.
+async fn follow(
+    consumer: StreamConsumer,
+    registry: Arc<EndpointRegistry>,
+    build: BuildSettings,
+    applied: watch::Sender<i64>,
+    known: Arc<Mutex<HashSet<String>>>,
+) {
+    let mut tick = tokio::time::interval(EXPIRY_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            first = consumer.recv() => {
+                let mut batch = Batch {
+                    next_offset: *applied.borrow(),
+                    ..Batch::default()
+                };
+                match first {
+                    Ok(m) => batch.add(&m),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "reading the endpoint store");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        continue;
+                    }
+                }
+                // Whatever else is already fetched goes into the same swap.
+                while batch.records < MAX_BATCH {
+                    match consumer.recv().now_or_never() {
+                        Some(Ok(m)) => batch.add(&m),
+                        Some(Err(e)) => {
+                            tracing::warn!(error = %e, "reading the endpoint store");
+                            break;
+                        }
+                        None => break,
+                    }
+                }
+                let next = batch.next_offset;
+                batch.apply(&registry, build, &known);
+                applied.send_replace(next);
+            }
+            _ = tick.tick() => end_grace_periods(&registry, build, SystemTime::now()),
+        }
+    }
+}
+
+/// Rebuilds endpoints whose previous secret's grace period is over, so that
+/// only the current secret signs from now on.
+fn end_grace_periods(registry: &EndpointRegistry, build: BuildSettings, now: SystemTime) {
+    let expired: Vec<Arc<Endpoint>> = registry
+        .snapshot()
+        .endpoints()
+        .iter()
+        .filter(|e| e.previous_secret_until.is_some_and(|until| until <= now))
+        .filter_map(|e| match build.build(e.config.clone()) {
+            Ok(rebuilt) => Some(Arc::new(rebuilt)),
+            Err(err) => {
+                tracing::warn!(endpoint = %e.id(), field = %err.field, "rebuilding after the rotation grace period failed");
+                None
+            }
+        })
+        .collect();
+    if !expired.is_empty() {
+        for e in &expired {
+            tracing::info!(endpoint = %e.id(), "rotation grace period over: the previous secret no longer signs");
+        }
+        registry.upsert(expired);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::deliver::sign::SignatureScheme;
+
+    fn settings() -> BuildSettings {
+        BuildSettings {
+            allow_private: false,
+            default_timeout: Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn grace_periods_end_by_rebuilding_with_one_key() {
+        let mut c = EndpointConfig::new("rot", "https://hooks.example.com/");
+        c.signature = SignatureScheme::Standard;
+        c.secret = Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into());
+        c.previous_secret = Some("whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAA".into());
+        let until = SystemTime::now() + Duration::from_secs(1);
+        c.previous_secret_expires_at = Some(humantime::format_rfc3339_millis(until).to_string());
+        let registry = EndpointRegistry::new(vec![Arc::new(settings().build(c).unwrap())]);
+        assert!(
+            registry
+                .snapshot()
+                .get("rot")
+                .unwrap()
+                .previous_secret_until
+                .is_some()
+        );
+        end_grace_periods(&registry, settings(), SystemTime::now());
+        assert!(
+            registry
+                .snapshot()
+                .get("rot")
+                .unwrap()
+                .previous_secret_until
+                .is_some(),
+            "not over yet"
+        );
+        std::thread::sleep(Duration::from_millis(1100));
+        end_grace_periods(&registry, settings(), SystemTime::now());
+        assert!(
+            registry
+                .snapshot()
+                .get("rot")
+                .unwrap()
+                .previous_secret_until
+                .is_none()
+        );
+    }
+}
