@@ -4,9 +4,11 @@
 //! [`source`] consumes and extracts, [`index`] matches endpoints,
 //! [`deliver`] signs and POSTs, [`retry`] dead-letters (and schedules retries),
 //! [`commit`] tracks outcomes for offset commits. [`pipeline`] wires them;
-//! [`config`], [`kafka`] and [`metrics`] are shared plumbing; [`demo`] and
-//! [`verify`] back the CLI commands of the same names.
+//! [`config`], [`kafka`] and [`metrics`] are shared plumbing; [`api`] is
+//! the management API over the endpoint store ([`index::store`]); [`demo`]
+//! and [`cmd`] back the CLI commands.
 
+pub mod api;
 pub mod bench;
 pub mod cmd;
 pub mod commit;

@@ -79,6 +79,13 @@ enum Command {
         #[command(subcommand)]
         command: DlqCommand,
     },
+    /// Manage endpoints through the management API.
+    Endpoints {
+        #[command(flatten)]
+        client: cmd::endpoints::ClientArgs,
+        #[command(subcommand)]
+        command: cmd::endpoints::EndpointsCommand,
+    },
     /// Verify a received webhook read from standard input.
     Verify {
         /// standard | mender | openmdm | github | none
@@ -265,6 +272,10 @@ fn main() -> ExitCode {
         Command::Dlq { command } => {
             init_logging(cli.log_format);
             run_dlq(command)
+        }
+        Command::Endpoints { client, command } => {
+            init_logging(cli.log_format);
+            runtime().and_then(|rt| rt.block_on(cmd::endpoints::run(&client, command)))
         }
         Command::Verify {
             scheme,

@@ -2,6 +2,7 @@
 //! arguments and maps results to exit statuses.
 
 pub mod dlq;
+pub mod endpoints;
 pub mod run;
 pub mod verify;
 

@@ -1,15 +1,96 @@
 //! `hookstream run`: the service, until SIGTERM or SIGINT.
+//!
+//! [`Service`] assembles one instance: owned topics, the endpoint store
+//! (loaded from `<prefix>.endpoints`, config endpoints seeded), the
+//! pipeline delivering to the store's registry, and the management API.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
 
 use super::CommandError;
+use crate::api::auth::Tokens;
+use crate::api::{ApiServer, ApiState};
 use crate::config::Config;
-use crate::kafka::EmbeddedBroker;
+use crate::index::EndpointStore;
+use crate::kafka::{self, EmbeddedBroker};
 use crate::pipeline::{BrokerTarget, Pipeline};
 
-/// Runs the pipeline of `config` until a termination signal, then drains
+/// One running instance: store, pipeline and (unless `api.listen` is
+/// empty) the management API.
+#[derive(Debug)]
+pub struct Service {
+    pipeline: Pipeline,
+    store: Arc<EndpointStore>,
+    api: Option<ApiServer>,
+}
+
+impl Service {
+    /// Creates topics as configured, loads the endpoint store, starts the
+    /// pipeline on its registry and the API on `api.listen`.
+    pub async fn start(config: Config, target: BrokerTarget) -> Result<Self, CommandError> {
+        let bootstrap = target.bootstrap().to_string();
+        kafka::ensure_topics(
+            &config,
+            &bootstrap,
+            match &target {
+                BrokerTarget::Embedded(b) => Some(b),
+                BrokerTarget::External(_) => None,
+            },
+        )
+        .await?;
+        let store = EndpointStore::open(&config, &bootstrap).await?;
+        let api_config = config.clone();
+        let pipeline =
+            Pipeline::start_with_registry(config, target, Arc::clone(store.registry())).await?;
+        let api = if api_config.api.listen.is_empty() {
+            None
+        } else {
+            let (tokens, skipped) =
+                Tokens::from_config(&api_config.api, &|name| std::env::var(name).ok());
+            for s in skipped {
+                tracing::warn!(token = %s, "API token not available: skipped");
+            }
+            let stats = Arc::clone(pipeline.stats());
+            let consuming =
+                Arc::new(move || stats.assigned.load(std::sync::atomic::Ordering::Acquire));
+            let state = ApiState::new(&api_config, Arc::clone(&store), tokens, consuming)?;
+            Some(ApiServer::start(&api_config.api.listen, state).await?)
+        };
+        Ok(Self {
+            pipeline,
+            store,
+            api,
+        })
+    }
+
+    /// Where the API listens (`None` when disabled).
+    pub fn api_addr(&self) -> Option<SocketAddr> {
+        self.api.as_ref().map(ApiServer::local_addr)
+    }
+
+    /// The pipeline.
+    pub fn pipeline(&self) -> &Pipeline {
+        &self.pipeline
+    }
+
+    /// The endpoint store.
+    pub fn store(&self) -> &Arc<EndpointStore> {
+        &self.store
+    }
+
+    /// Stops the API, drains and commits the pipeline, stops following
+    /// the store.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        if let Some(api) = self.api {
+            api.stop().await;
+        }
+        self.pipeline.shutdown().await
+    }
+}
+
+/// Runs the service of `config` until a termination signal, then drains
 /// in-flight work, commits final offsets and returns.
 pub async fn run(config: Config) -> Result<(), CommandError> {
     let target = if config.kafka.is_embedded() {
@@ -27,20 +108,14 @@ pub async fn run(config: Config) -> Result<(), CommandError> {
         crate::metrics::install_exporter(&config.metrics.listen)?;
         tracing::info!(listen = %config.metrics.listen, "metrics at /metrics");
     }
-    let pipeline = Pipeline::start(config, target).await?;
+    let service = Service::start(config, target).await?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
         _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = wait_finished(&pipeline) => tracing::error!("pipeline stopped by itself"),
+        _ = service.pipeline().stopped() => tracing::error!("pipeline stopped by itself"),
     }
-    pipeline.shutdown().await?;
+    service.shutdown().await?;
     Ok(())
-}
-
-async fn wait_finished(pipeline: &Pipeline) {
-    while !pipeline.is_finished() {
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
 }

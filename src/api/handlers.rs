@@ -1,0 +1,465 @@
+//! The `/v1` handlers of SPEC §6 and the health routes. Each reads its
+//! input (errors name the field), works through the store, and answers
+//! with endpoints as the `[[endpoints]]` table in JSON, secrets masked
+//! except in the answer that created or rotated them.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use super::errors::{ApiError, ApiResult};
+use super::extract::{IdParam, json_value, query_map, typed};
+use super::validate::{self, Prepared};
+use super::{ApiState, secrets};
+use crate::config::EndpointConfig;
+use crate::deliver::activity::RING_CAPACITY;
+use crate::deliver::classify::Verdict;
+use crate::deliver::request::{Outgoing, send_attempt, webhook_id};
+use crate::index::Endpoint;
+use crate::index::endpoint::pattern_matches;
+
+/// Endpoints in one create request at most.
+const MAX_CREATE: usize = 1000;
+/// Attempts returned when `limit` is not given.
+const DEFAULT_ATTEMPTS: usize = 50;
+/// Longest a `test` request waits for the receiver.
+const TEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+type AppState = State<Arc<ApiState>>;
+
+/// The endpoint `id`, or 404.
+pub(super) fn existing(state: &ApiState, id: &str) -> ApiResult<Arc<Endpoint>> {
+    state.store.get(id).ok_or_else(|| ApiError::no_endpoint(id))
+}
+
+/// The JSON shown for a stored endpoint.
+pub(super) fn shown(p: &Prepared) -> Value {
+    if p.generated_secret {
+        secrets::revealed_json(&p.config)
+    } else {
+        secrets::masked_json(&p.config)
+    }
+}
+
+/// `GET /healthz`: the process is up.
+pub async fn healthz() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// `GET /readyz`: the registry is loaded from the store and the consumer
+/// has its assignment.
+pub async fn readyz(State(state): AppState) -> Response {
+    let loaded = state.store.is_loaded();
+    let consuming = (state.consuming)();
+    let body = json!({
+        "ready": loaded && consuming,
+        "endpoints_loaded": loaded,
+        "consuming": consuming,
+    });
+    let status = if loaded && consuming {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
+}
+
+/// `GET /v1/openapi.json`.
+pub async fn openapi(State(state): AppState) -> Json<Value> {
+    Json((*state.openapi).clone())
+}
+
+/// Reads one endpoint object of a create request.
+fn new_config(item: Value, prefix: &str) -> ApiResult<EndpointConfig> {
+    let Value::Object(mut object) = item else {
+        let field = if prefix.is_empty() {
+            "body".to_string()
+        } else {
+            prefix.trim_end_matches('.').to_string()
+        };
+        return Err(ApiError::bad_request(field, "must be an endpoint object"));
+    };
+    if !object.contains_key("id") {
+        object.insert("id".into(), Value::String(new_id("ep_")));
+    }
+    typed(Value::Object(object), prefix)
+}
+
+/// A random id: `prefix` + 16 hex digits.
+pub(super) fn new_id(prefix: &str) -> String {
+    format!("{prefix}{:016x}", rand::random::<u64>())
+}
+
+/// `POST /v1/endpoints`: one endpoint object or an array of them.
+pub async fn create(State(state): AppState, body: Bytes) -> ApiResult<Response> {
+    let value = json_value(&body)?;
+    let (items, many) = match value {
+        Value::Array(items) => (items, true),
+        other => (vec![other], false),
+    };
+    if items.is_empty() || items.len() > MAX_CREATE {
+        return Err(ApiError::bad_request(
+            "body",
+            format!("must hold 1 to {MAX_CREATE} endpoints"),
+        ));
+    }
+    let mut configs = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        let prefix = if many {
+            format!("[{i}].")
+        } else {
+            String::new()
+        };
+        configs.push((new_config(item, &prefix)?, prefix));
+    }
+    let prepared = create_all(&state, configs).await?;
+    let shown: Vec<Value> = prepared.iter().map(shown).collect();
+    let body = if many {
+        Value::Array(shown)
+    } else {
+        shown.into_iter().next().unwrap_or(Value::Null)
+    };
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+/// Validates and stores new endpoints (ids must be free); `prefix` of each
+/// names its place in the request.
+pub(super) async fn create_all(
+    state: &ApiState,
+    configs: Vec<(EndpointConfig, String)>,
+) -> ApiResult<Vec<Prepared>> {
+    let mut prepared = Vec::with_capacity(configs.len());
+    let mut ids = std::collections::HashSet::new();
+    for (config, prefix) in configs {
+        if !ids.insert(config.id.clone()) {
+            return Err(ApiError::bad_request(
+                format!("{prefix}id"),
+                format!("`{}` appears twice in this request", config.id),
+            ));
+        }
+        prepared.push(validate::new_endpoint(config, &state.settings, &prefix).await?);
+    }
+    let _write = state.store.write_lock().await;
+    for (i, p) in prepared.iter().enumerate() {
+        if state.store.get(&p.config.id).is_some() {
+            let field = if prepared.len() > 1 {
+                format!("[{i}].id")
+            } else {
+                "id".into()
+            };
+            return Err(ApiError::conflict(field, &p.config.id));
+        }
+    }
+    let configs: Vec<EndpointConfig> = prepared.iter().map(|p| p.config.clone()).collect();
+    state.store.put(&configs).await?;
+    for p in &prepared {
+        tracing::info!(endpoint = %p.config.id, "endpoint created");
+    }
+    Ok(prepared)
+}
+
+/// `GET /v1/endpoints?device=&group=&tenant=&event=`.
+pub async fn list(
+    State(state): AppState,
+    RawQuery(query): RawQuery,
+) -> ApiResult<Json<Vec<Value>>> {
+    let q = query_map(query.as_deref());
+    let filter = |name: &str| q.get(name).filter(|v| !v.is_empty()).map(String::as_str);
+    let (device, group, tenant, event) = (
+        filter("device"),
+        filter("group"),
+        filter("tenant"),
+        filter("event"),
+    );
+    let snapshot = state.store.registry().snapshot();
+    let mut found: Vec<&Arc<Endpoint>> = snapshot
+        .endpoints()
+        .iter()
+        .filter(|e| {
+            let c = &e.config;
+            device.is_none_or(|d| c.devices.iter().any(|x| x == d))
+                && group.is_none_or(|g| c.groups.iter().any(|x| x == g))
+                && tenant.is_none_or(|t| c.tenant == t)
+                && event.is_none_or(|t| c.events.iter().any(|p| pattern_matches(p, t)))
+        })
+        .collect();
+    found.sort_by(|a, b| a.id().cmp(b.id()));
+    Ok(Json(
+        found
+            .iter()
+            .map(|e| secrets::masked_json(&e.config))
+            .collect(),
+    ))
+}
+
+/// `GET /v1/endpoints/{id}`.
+pub async fn get(State(state): AppState, IdParam(id): IdParam) -> ApiResult<Json<Value>> {
+    Ok(Json(secrets::masked_json(&existing(&state, &id)?.config)))
+}
+
+/// Stores `incoming` in place of endpoint `id` (the write lock held).
+pub(super) async fn replace(
+    state: &ApiState,
+    id: &str,
+    incoming: impl FnOnce(&EndpointConfig) -> ApiResult<EndpointConfig>,
+) -> ApiResult<Prepared> {
+    let _write = state.store.write_lock().await;
+    let current = existing(state, id)?;
+    let incoming = incoming(&current.config)?;
+    let prepared = validate::replacement(&current.config, incoming, &state.settings).await?;
+    state
+        .store
+        .put(std::slice::from_ref(&prepared.config))
+        .await?;
+    tracing::info!(endpoint = %id, "endpoint updated");
+    Ok(prepared)
+}
+
+/// `PUT /v1/endpoints/{id}`: the whole endpoint (the id may be left out).
+pub async fn put(
+    State(state): AppState,
+    IdParam(id): IdParam,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
+    let value = json_value(&body)?;
+    let Value::Object(mut object) = value else {
+        return Err(ApiError::bad_request("body", "must be an endpoint object"));
+    };
+    object
+        .entry("id")
+        .or_insert_with(|| Value::String(id.clone()));
+    let config: EndpointConfig = typed(Value::Object(object), "")?;
+    let prepared = replace(&state, &id, |_| Ok(config)).await?;
+    Ok(Json(shown(&prepared)))
+}
+
+/// `PATCH /v1/endpoints/{id}`: a JSON merge patch (RFC 7396).
+pub async fn patch(
+    State(state): AppState,
+    IdParam(id): IdParam,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
+    let patch = json_value(&body)?;
+    if !patch.is_object() {
+        return Err(ApiError::bad_request(
+            "body",
+            "must be a JSON object (a merge patch)",
+        ));
+    }
+    let prepared = replace(&state, &id, |current| {
+        let mut merged = serde_json::to_value(current)
+            .map_err(|e| ApiError::bad_request("body", e.to_string()))?;
+        merge_patch(&mut merged, &patch);
+        typed(merged, "")
+    })
+    .await?;
+    Ok(Json(shown(&prepared)))
+}
+
+/// RFC 7396: objects merge, `null` removes, anything else replaces.
+fn merge_patch(target: &mut Value, patch: &Value) {
+    let Value::Object(patch) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = Value::Object(serde_json::Map::new());
+    }
+    if let Value::Object(target) = target {
+        for (key, value) in patch {
+            if value.is_null() {
+                target.remove(key);
+            } else {
+                merge_patch(target.entry(key.clone()).or_insert(Value::Null), value);
+            }
+        }
+    }
+}
+
+/// `DELETE /v1/endpoints/{id}`.
+pub async fn delete(State(state): AppState, IdParam(id): IdParam) -> ApiResult<StatusCode> {
+    let _write = state.store.write_lock().await;
+    existing(&state, &id)?;
+    state.store.delete(&[id.as_str()]).await?;
+    tracing::info!(endpoint = %id, "endpoint deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn set_enabled(state: &ApiState, id: &str, enabled: bool) -> ApiResult<Json<Value>> {
+    let prepared = replace(state, id, |current| {
+        Ok(EndpointConfig {
+            enabled,
+            ..current.clone()
+        })
+    })
+    .await?;
+    Ok(Json(shown(&prepared)))
+}
+
+/// `POST /v1/endpoints/{id}/enable`.
+pub async fn enable(State(state): AppState, IdParam(id): IdParam) -> ApiResult<Json<Value>> {
+    set_enabled(&state, &id, true).await
+}
+
+/// `POST /v1/endpoints/{id}/disable`.
+pub async fn disable(State(state): AppState, IdParam(id): IdParam) -> ApiResult<Json<Value>> {
+    set_enabled(&state, &id, false).await
+}
+
+/// The answer of `rotate-secret`.
+#[derive(Debug, Serialize)]
+struct Rotated {
+    id: String,
+    secret: String,
+    previous_secret_expires_at: String,
+}
+
+/// `POST /v1/endpoints/{id}/rotate-secret`: a new secret; the old one
+/// keeps signing beside it for `[api].rotation_grace`.
+pub async fn rotate(State(state): AppState, IdParam(id): IdParam) -> ApiResult<Json<Value>> {
+    let _write = state.store.write_lock().await;
+    let current = existing(&state, &id)?;
+    let mut config = current.config.clone();
+    let Some(secret) = secrets::generate(config.signature) else {
+        return Err(ApiError::bad_request(
+            "signature",
+            "is `none`: this endpoint signs nothing, so it has no secret to rotate",
+        ));
+    };
+    let old = match (&config.secret, &config.secret_env) {
+        (Some(s), _) => Some(s.clone()),
+        (None, Some(var)) => std::env::var(var).ok(),
+        (None, None) => None,
+    };
+    let until = SystemTime::now() + state.settings.rotation_grace;
+    let until_text = humantime::format_rfc3339_seconds(until).to_string();
+    config.previous_secret_expires_at = old.as_ref().map(|_| until_text.clone());
+    config.previous_secret = old;
+    config.secret = Some(secret.clone());
+    config.secret_env = None;
+    validate::check(&config, &state.settings, "").await?;
+    state.store.put(std::slice::from_ref(&config)).await?;
+    tracing::info!(endpoint = %id, until = %until_text, "secret rotated");
+    Ok(Json(json!(Rotated {
+        id,
+        secret,
+        previous_secret_expires_at: until_text,
+    })))
+}
+
+/// The answer of `test`.
+#[derive(Debug, Serialize)]
+struct TestResult {
+    delivered: bool,
+    status: Option<u16>,
+    latency_ms: f64,
+    error: String,
+    event_id: String,
+    webhook_id: String,
+}
+
+/// `POST /v1/endpoints/{id}/test`: sends a signed `hookstream.test` event
+/// now (enabled or not) and returns what the receiver answered.
+pub async fn test(State(state): AppState, IdParam(id): IdParam) -> ApiResult<Json<Value>> {
+    let endpoint = existing(&state, &id)?;
+    let event_id = new_id("test_");
+    let event = json!({
+        "id": event_id,
+        "type": "hookstream.test",
+        "time": humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+        "data": {"endpoint": id, "message": "a test event sent from the hookstream API"},
+    });
+    let event = if endpoint.config.batch.max_events > 1 {
+        json!([event])
+    } else {
+        event
+    };
+    let body = Bytes::from(event.to_string());
+    let delivery_id = webhook_id(&event_id, &id);
+    let started = Instant::now();
+    let attempt = send_attempt(
+        &state.clients,
+        &endpoint,
+        Outgoing {
+            body: &body,
+            webhook_id: &delivery_id,
+            event_type: "hookstream.test",
+        },
+        state.settings.retry_after_cap,
+    );
+    let result = match tokio::time::timeout(TEST_TIMEOUT, attempt).await {
+        Ok(report) => TestResult {
+            delivered: matches!(report.verdict, Verdict::Delivered),
+            status: report.status,
+            latency_ms: report.latency.as_secs_f64() * 1000.0,
+            error: report.last_error,
+            event_id,
+            webhook_id: delivery_id,
+        },
+        Err(_) => TestResult {
+            delivered: false,
+            status: None,
+            latency_ms: started.elapsed().as_secs_f64() * 1000.0,
+            error: format!("no answer within {TEST_TIMEOUT:?}"),
+            event_id,
+            webhook_id: delivery_id,
+        },
+    };
+    Ok(Json(json!(result)))
+}
+
+/// `GET /v1/endpoints/{id}/attempts?limit=`: recent attempts, newest first.
+pub async fn attempts(
+    State(state): AppState,
+    IdParam(id): IdParam,
+    RawQuery(query): RawQuery,
+) -> ApiResult<Json<Value>> {
+    let q = query_map(query.as_deref());
+    let limit = match q.get("limit") {
+        None => DEFAULT_ATTEMPTS,
+        Some(text) => match text.parse::<usize>() {
+            Ok(n) if (1..=RING_CAPACITY).contains(&n) => n,
+            _ => {
+                return Err(ApiError::bad_request(
+                    "limit",
+                    format!("must be a whole number from 1 to {RING_CAPACITY}"),
+                ));
+            }
+        },
+    };
+    existing(&state, &id)?;
+    let recent = state.store.registry().activity(&id).recent(limit);
+    Ok(Json(json!(recent)))
+}
+
+/// `GET /v1/endpoints/{id}/stats`: counts by outcome, latency percentiles.
+pub async fn stats(State(state): AppState, IdParam(id): IdParam) -> ApiResult<Json<Value>> {
+    existing(&state, &id)?;
+    let mut stats = json!(state.store.registry().activity(&id).stats());
+    if let Value::Object(map) = &mut stats {
+        map.insert("id".into(), Value::String(id));
+    }
+    Ok(Json(stats))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merge_patch_follows_rfc_7396() {
+        let mut target = json!({"a": "b", "c": {"d": "e", "f": "g"}, "l": [1]});
+        merge_patch(
+            &mut target,
+            &json!({"a": "z", "c": {"f": null}, "l": [2, 3]}),
+        );
+        assert_eq!(target, json!({"a": "z", "c": {"d": "e"}, "l": [2, 3]}));
+    }
+}

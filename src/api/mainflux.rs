@@ -1,0 +1,237 @@
+//! Mainflux/Magistrala-compatible webhook routes (SPEC §6), so clients of
+//! Mainflux's webhooks service can manage hookstream endpoints unchanged.
+//!
+//! A Mainflux webhook `{name, url, headers}` of thing `T` is an endpoint
+//! with `devices = [T]`, every event type, no signature (Mainflux webhooks
+//! are unsigned), plain http allowed when its URL says so; the SSRF guard
+//! still applies. Ids are UUIDs as in Mainflux.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::ApiState;
+use super::errors::{ApiError, ApiResult};
+use super::extract::{IdParam, json_value, typed};
+use super::handlers::{create_all, existing, replace};
+use crate::config::EndpointConfig;
+use crate::deliver::sign::SignatureScheme;
+
+type AppState = State<Arc<ApiState>>;
+
+/// A webhook as Mainflux clients send it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WebhookInput {
+    #[serde(default)]
+    id: Option<String>,
+    name: String,
+    url: String,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    /// Accepted for compatibility; not stored.
+    #[serde(default)]
+    #[allow(dead_code)]
+    metadata: Option<serde_json::Map<String, Value>>,
+}
+
+/// A webhook as Mainflux clients read it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Webhook {
+    id: String,
+    thing_id: String,
+    group_id: String,
+    name: String,
+    url: String,
+    headers: BTreeMap<String, String>,
+}
+
+impl Webhook {
+    fn of(c: &EndpointConfig) -> Self {
+        Self {
+            id: c.id.clone(),
+            thing_id: c.devices.first().cloned().unwrap_or_default(),
+            group_id: c.groups.first().cloned().unwrap_or_default(),
+            name: c.name.clone(),
+            url: c.url.clone(),
+            headers: c.headers.clone(),
+        }
+    }
+}
+
+/// Mainflux's list answer.
+#[derive(Debug, Serialize)]
+pub struct Webhooks {
+    webhooks: Vec<Webhook>,
+}
+
+/// A Mainflux-style UUID (v4 layout).
+fn uuid() -> String {
+    let mut b: [u8; 16] = rand::random();
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h = hex::encode(b);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
+}
+
+fn apply(config: &mut EndpointConfig, input: WebhookInput, field: &str) -> ApiResult<()> {
+    if input.name.is_empty() {
+        return Err(ApiError::bad_request(
+            format!("{field}name"),
+            "must not be empty",
+        ));
+    }
+    config.allow_http = input.url.starts_with("http:");
+    config.name = input.name;
+    config.url = input.url;
+    config.headers = input.headers;
+    Ok(())
+}
+
+/// `POST /things/{thing_id}/webhooks`: an array of webhooks, or
+/// `{"webhooks": [...]}`.
+pub async fn create(
+    State(state): AppState,
+    IdParam(thing): IdParam,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let items = match json_value(&body)? {
+        Value::Array(items) => items,
+        Value::Object(mut o) if o.len() == 1 && o.contains_key("webhooks") => {
+            match o.remove("webhooks") {
+                Some(Value::Array(items)) => items,
+                _ => {
+                    return Err(ApiError::bad_request(
+                        "webhooks",
+                        "must be an array of webhooks",
+                    ));
+                }
+            }
+        }
+        _ => {
+            return Err(ApiError::bad_request(
+                "body",
+                "must be an array of webhooks or {\"webhooks\": [...]}",
+            ));
+        }
+    };
+    if items.is_empty() || items.len() > 1000 {
+        return Err(ApiError::bad_request(
+            "webhooks",
+            "must hold 1 to 1000 webhooks",
+        ));
+    }
+    let mut configs = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        let prefix = format!("webhooks[{i}].");
+        let input: WebhookInput = typed(item, &prefix)?;
+        let mut config = EndpointConfig::new(input.id.clone().unwrap_or_else(uuid), "");
+        config.devices = vec![thing.clone()];
+        config.signature = SignatureScheme::None;
+        apply(&mut config, input, &prefix)?;
+        configs.push((config, prefix));
+    }
+    let created = create_all(&state, configs).await?;
+    let webhooks = created.iter().map(|p| Webhook::of(&p.config)).collect();
+    Ok((StatusCode::CREATED, Json(Webhooks { webhooks })).into_response())
+}
+
+fn listed(state: &ApiState, keep: impl Fn(&EndpointConfig) -> bool) -> Json<Webhooks> {
+    let snapshot = state.store.registry().snapshot();
+    let mut webhooks: Vec<Webhook> = snapshot
+        .endpoints()
+        .iter()
+        .filter(|e| keep(&e.config))
+        .map(|e| Webhook::of(&e.config))
+        .collect();
+    webhooks.sort_by(|a, b| a.id.cmp(&b.id));
+    Json(Webhooks { webhooks })
+}
+
+/// `GET /things/{thing_id}/webhooks`.
+pub async fn list_by_thing(State(state): AppState, IdParam(thing): IdParam) -> Json<Webhooks> {
+    listed(&state, |c| c.devices.contains(&thing))
+}
+
+/// `GET /groups/{group_id}/webhooks`.
+pub async fn list_by_group(State(state): AppState, IdParam(group): IdParam) -> Json<Webhooks> {
+    listed(&state, |c| c.groups.contains(&group))
+}
+
+/// `GET /webhooks/{id}`.
+pub async fn get(State(state): AppState, IdParam(id): IdParam) -> ApiResult<Json<Webhook>> {
+    Ok(Json(Webhook::of(&existing(&state, &id)?.config)))
+}
+
+/// `PUT /webhooks/{id}`: new name, URL and headers.
+pub async fn update(
+    State(state): AppState,
+    IdParam(id): IdParam,
+    body: Bytes,
+) -> ApiResult<Json<Webhook>> {
+    let mut input: WebhookInput = typed(json_value(&body)?, "")?;
+    if input.id.as_ref().is_some_and(|given| *given != id) {
+        return Err(ApiError::bad_request(
+            "id",
+            "differs from the id in the path",
+        ));
+    }
+    input.id = None;
+    let prepared = replace(&state, &id, |current| {
+        let mut config = current.clone();
+        apply(&mut config, input, "")?;
+        Ok(config)
+    })
+    .await?;
+    Ok(Json(Webhook::of(&prepared.config)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RemoveRequest {
+    webhook_ids: Vec<String>,
+}
+
+/// `DELETE /webhooks` with `{"webhook_ids": [...]}`: all or nothing.
+pub async fn remove(State(state): AppState, body: Bytes) -> ApiResult<StatusCode> {
+    let request: RemoveRequest = typed(json_value(&body)?, "")?;
+    if request.webhook_ids.is_empty() {
+        return Err(ApiError::bad_request(
+            "webhook_ids",
+            "must name at least one webhook",
+        ));
+    }
+    let _write = state.store.write_lock().await;
+    for id in &request.webhook_ids {
+        existing(&state, id)?;
+    }
+    let ids: Vec<&str> = request.webhook_ids.iter().map(String::as_str).collect();
+    state.store.delete(&ids).await?;
+    tracing::info!(endpoints = ?ids, "webhooks deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn uuids_look_like_uuids() {
+        let id = super::uuid();
+        assert_eq!(id.len(), 36);
+        assert_eq!(&id[14..15], "4");
+        assert_eq!(id.matches('-').count(), 4);
+    }
+}

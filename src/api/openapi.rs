@@ -1,0 +1,341 @@
+//! The OpenAPI 3 document of the API, generated from the route table
+//! ([`super::routes::table`]) and the schemas below, which describe the
+//! JSON the handlers read and write.
+
+use serde_json::{Map, Value, json};
+
+use super::auth::Access;
+use super::routes::Route;
+
+/// The document for `routes`.
+pub fn document(routes: &[Route]) -> Value {
+    let mut paths = Map::new();
+    for route in routes {
+        let entry = paths
+            .entry(route.path.to_string())
+            .or_insert_with(|| Value::Object(Map::new()));
+        if let Value::Object(methods) = entry {
+            methods.insert(route.method.to_ascii_lowercase(), operation(route));
+        }
+    }
+    json!({
+        "openapi": "3.0.3",
+        "info": {
+            "title": "hookstream management API",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Endpoints of the hookstream webhook delivery engine: the [[endpoints]] table of the configuration file, in JSON. Writes are stored on the compacted <prefix>.endpoints topic and answered once this instance applied them; every instance follows the topic. Secrets are shown only when created or rotated.",
+        },
+        "paths": paths,
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": schemas(),
+        },
+    })
+}
+
+fn error(description: &str) -> Value {
+    json!({
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    })
+}
+
+fn operation(route: &Route) -> Value {
+    let mut parameters = Vec::new();
+    let mut rest = route.path;
+    while let Some(start) = rest.find('{') {
+        let Some(len) = rest[start..].find('}') else {
+            break;
+        };
+        let name = &rest[start + 1..start + len];
+        parameters.push(json!({
+            "name": name, "in": "path", "required": true, "schema": {"type": "string"},
+        }));
+        rest = &rest[start + len..];
+    }
+    for p in route.query {
+        let schema = if p.kind == "integer" {
+            json!({"type": "integer", "minimum": 1, "maximum": 200})
+        } else {
+            json!({"type": p.kind})
+        };
+        parameters.push(json!({
+            "name": p.name, "in": "query", "required": false,
+            "description": p.description, "schema": schema,
+        }));
+    }
+    let mut responses = Map::new();
+    for a in &route.answers {
+        let mut r = json!({"description": a.description});
+        if let Some(schema) = a.schema {
+            r["content"] = json!({"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}});
+        }
+        responses.insert(a.status.to_string(), r);
+    }
+    let has_path_params = route.path.contains('{');
+    if route.body.is_some() || !route.query.is_empty() || has_path_params {
+        responses.insert(
+            "400".into(),
+            error("Invalid input; `field` names what is wrong."),
+        );
+    }
+    if route.access != Access::Public {
+        responses.insert("401".into(), error("Missing or invalid bearer token."));
+    }
+    if route.access == Access::Admin {
+        responses.insert(
+            "403".into(),
+            error("The token may only read (role viewer)."),
+        );
+        if route.method != "GET" {
+            responses.insert(
+                "503".into(),
+                error("The endpoint store could not take the write."),
+            );
+        }
+    }
+    if has_path_params && !route.path.starts_with("/things/") && !route.path.starts_with("/groups/")
+    {
+        responses.insert("404".into(), error("No endpoint with this id."));
+    }
+    if route.path == "/webhooks" {
+        responses.insert(
+            "404".into(),
+            error("One of the ids is unknown (nothing was deleted)."),
+        );
+    }
+    let mut op = json!({
+        "operationId": route.operation,
+        "summary": route.summary,
+        "parameters": parameters,
+        "responses": responses,
+    });
+    if let Some(body) = route.body {
+        op["requestBody"] = json!({
+            "required": true,
+            "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{body}")}}},
+        });
+    }
+    if route.access != Access::Public {
+        op["security"] = json!([{"bearer": []}]);
+    }
+    op
+}
+
+/// Properties of an endpoint, as written (`input`) or read.
+fn endpoint_properties(input: bool) -> Value {
+    let strings = json!({"type": "array", "items": {"type": "string"}});
+    let mut p = json!({
+        "id": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,128}$", "description": "Unique id (generated when left out on create)."},
+        "name": {"type": "string", "maxLength": 254, "description": "Display name."},
+        "url": {"type": "string", "description": "Absolute https URL (http only with allow_http)."},
+        "events": {"type": "array", "items": {"type": "string"}, "description": "Exact types, prefix globs (\"device-*\") or \"*\"."},
+        "devices": strings.clone(),
+        "groups": strings,
+        "tenant": {"type": "string"},
+        "enabled": {"type": "boolean"},
+        "secret": {"type": "string", "description": if input { "Signing secret; generated when left out (and shown in the answer); a masked value keeps the current one." } else { "Masked (\"whsec_****\"); shown in the clear only when created or rotated." }},
+        "secret_env": {"type": "string", "description": "Environment variable holding the secret (configuration file only; the API keeps but never sets it)."},
+        "previous_secret": {"type": "string", "description": "Masked; the secret a rotation replaced, signing until previous_secret_expires_at."},
+        "previous_secret_expires_at": {"type": "string", "description": "RFC 3339."},
+        "signature": {"type": "string", "enum": ["standard", "mender", "openmdm", "github", "none"]},
+        "headers": {"type": "object", "additionalProperties": {"type": "string"}},
+        "rate_limit": {
+            "type": "object",
+            "properties": {"per_second": {"type": "number"}, "burst": {"type": "integer", "minimum": 0, "maximum": 4294967295u64}},
+            "required": ["per_second"],
+            "additionalProperties": false,
+        },
+        "max_concurrency": {"type": "integer", "minimum": 0, "maximum": 4294967295u64},
+        "batch": {
+            "type": "object",
+            "properties": {"max_events": {"type": "integer", "minimum": 0, "maximum": 4294967295u64}, "max_wait": {"type": "string"}},
+            "additionalProperties": false,
+        },
+        "timeout": {"type": "string", "description": "Duration with a unit: \"250ms\", \"30s\"."},
+        "allow_http": {"type": "boolean"},
+        "http_version": {"type": "string", "enum": ["auto", "http1", "http2"]},
+        "queue_size": {"type": "integer", "minimum": 0, "maximum": 4294967295u64},
+    });
+    if !input {
+        p["rate_limit"]["required"] = json!(["per_second", "burst"]);
+        p["batch"]["required"] = json!(["max_events", "max_wait"]);
+    }
+    p
+}
+
+fn schemas() -> Value {
+    let endpoint_required = [
+        "id",
+        "url",
+        "events",
+        "devices",
+        "groups",
+        "tenant",
+        "enabled",
+        "signature",
+        "headers",
+        "max_concurrency",
+        "batch",
+        "allow_http",
+        "http_version",
+        "queue_size",
+    ];
+    let input = json!({
+        "type": "object",
+        "properties": endpoint_properties(true),
+        "required": ["url"],
+        "additionalProperties": false,
+    });
+    let nullable_number = json!({"type": "number", "nullable": true});
+    let count = json!({"type": "integer", "minimum": 0});
+    let webhook_input = json!({
+        "type": "object",
+        "properties": {
+            "id": {"type": "string"},
+            "name": {"type": "string", "minLength": 1, "maxLength": 254},
+            "url": {"type": "string"},
+            "headers": {"type": "object", "additionalProperties": {"type": "string"}},
+            "metadata": {"type": "object"},
+        },
+        "required": ["name", "url"],
+        "additionalProperties": false,
+    });
+    json!({
+        "Error": {
+            "type": "object",
+            "properties": {"error": {"type": "string"}, "field": {"type": "string"}},
+            "required": ["error"],
+        },
+        "Health": {"type": "object", "properties": {"status": {"type": "string"}}, "required": ["status"]},
+        "Ready": {
+            "type": "object",
+            "properties": {"ready": {"type": "boolean"}, "endpoints_loaded": {"type": "boolean"}, "consuming": {"type": "boolean"}},
+            "required": ["ready", "endpoints_loaded", "consuming"],
+        },
+        "OpenApi": {"type": "object"},
+        "Endpoint": {
+            "type": "object",
+            "properties": endpoint_properties(false),
+            "required": endpoint_required,
+        },
+        "EndpointList": {"type": "array", "items": {"$ref": "#/components/schemas/Endpoint"}},
+        "EndpointOrList": {"oneOf": [
+            {"$ref": "#/components/schemas/Endpoint"},
+            {"$ref": "#/components/schemas/EndpointList"},
+        ]},
+        "EndpointInput": input,
+        "EndpointCreate": {"oneOf": [
+            {"$ref": "#/components/schemas/EndpointInput"},
+            {"type": "array", "minItems": 1, "maxItems": 1000, "items": {"$ref": "#/components/schemas/EndpointInput"}},
+        ]},
+        "EndpointReplace": {"$ref": "#/components/schemas/EndpointInput"},
+        "EndpointPatch": {
+            "type": "object",
+            "description": "A JSON merge patch (RFC 7396) of the endpoint: the fields to change; null removes an optional field.",
+        },
+        "Rotated": {
+            "type": "object",
+            "properties": {"id": {"type": "string"}, "secret": {"type": "string"}, "previous_secret_expires_at": {"type": "string"}},
+            "required": ["id", "secret", "previous_secret_expires_at"],
+        },
+        "TestResult": {
+            "type": "object",
+            "properties": {
+                "delivered": {"type": "boolean"},
+                "status": {"type": "integer", "nullable": true},
+                "latency_ms": {"type": "number"},
+                "error": {"type": "string"},
+                "event_id": {"type": "string"},
+                "webhook_id": {"type": "string"},
+            },
+            "required": ["delivered", "status", "latency_ms", "error", "event_id", "webhook_id"],
+        },
+        "Attempt": {
+            "type": "object",
+            "properties": {
+                "time_ms": {"type": "integer"},
+                "event_id": {"type": "string"},
+                "webhook_id": {"type": "string"},
+                "attempt": count,
+                "status": {"type": "integer", "nullable": true},
+                "outcome": {"type": "string", "enum": ["delivered", "retry_scheduled", "dead_lettered", "deferred"]},
+                "latency_ms": {"type": "number"},
+                "error": {"type": "string"},
+            },
+            "required": ["time_ms", "event_id", "webhook_id", "attempt", "status", "outcome", "latency_ms", "error"],
+        },
+        "AttemptList": {"type": "array", "items": {"$ref": "#/components/schemas/Attempt"}},
+        "Stats": {
+            "type": "object",
+            "properties": {
+                "id": {"type": "string"},
+                "attempts": count, "delivered": count, "retry_scheduled": count,
+                "dead_lettered": count, "deferred": count,
+                "latency_p50_ms": nullable_number, "latency_p90_ms": nullable_number,
+                "latency_p99_ms": nullable_number,
+            },
+            "required": ["id", "attempts", "delivered", "retry_scheduled", "dead_lettered", "deferred", "latency_p50_ms", "latency_p90_ms", "latency_p99_ms"],
+        },
+        "MainfluxWebhookInput": webhook_input,
+        "MainfluxWebhooksCreate": {"oneOf": [
+            {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/MainfluxWebhookInput"}},
+            {
+                "type": "object",
+                "properties": {"webhooks": {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/MainfluxWebhookInput"}}},
+                "required": ["webhooks"],
+                "additionalProperties": false,
+            },
+        ]},
+        "MainfluxWebhook": {
+            "type": "object",
+            "properties": {
+                "id": {"type": "string"}, "thing_id": {"type": "string"}, "group_id": {"type": "string"},
+                "name": {"type": "string"}, "url": {"type": "string"},
+                "headers": {"type": "object", "additionalProperties": {"type": "string"}},
+            },
+            "required": ["id", "thing_id", "group_id", "name", "url", "headers"],
+        },
+        "MainfluxWebhooks": {
+            "type": "object",
+            "properties": {"webhooks": {"type": "array", "items": {"$ref": "#/components/schemas/MainfluxWebhook"}}},
+            "required": ["webhooks"],
+        },
+        "MainfluxRemove": {
+            "type": "object",
+            "properties": {"webhook_ids": {"type": "array", "minItems": 1, "items": {"type": "string"}}},
+            "required": ["webhook_ids"],
+            "additionalProperties": false,
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_route_and_every_schema_reference_is_in_the_document() {
+        let routes = super::super::routes::table();
+        let doc = document(&routes);
+        for r in &routes {
+            let op = &doc["paths"][r.path][r.method.to_ascii_lowercase()];
+            assert!(op.is_object(), "{r:?} missing");
+        }
+        let text = doc.to_string();
+        let mut rest = text.as_str();
+        while let Some(at) = rest.find("#/components/schemas/") {
+            let tail = &rest[at + 21..];
+            let name: String = tail
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric())
+                .collect();
+            assert!(
+                doc["components"]["schemas"][&name].is_object()
+                    || doc["components"]["schemas"][&name].is_array(),
+                "schema {name}"
+            );
+            rest = tail;
+        }
+    }
+}

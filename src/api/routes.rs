@@ -1,0 +1,211 @@
+//! The route table: every route of the API once, with its method, path,
+//! access and documentation. The router ([`super::router`]) and the
+//! OpenAPI document ([`super::openapi`]) are both built from it, so the
+//! document cannot miss a route.
+
+use std::sync::Arc;
+
+use axum::handler::Handler;
+use axum::routing::{MethodFilter, MethodRouter, on};
+
+use super::ApiState;
+use super::auth::Access;
+use super::{handlers as v1, mainflux};
+
+/// A query parameter.
+#[derive(Debug, Clone, Copy)]
+pub struct Param {
+    /// Name.
+    pub name: &'static str,
+    /// JSON schema type (`string`, `integer`).
+    pub kind: &'static str,
+    /// What it does.
+    pub description: &'static str,
+}
+
+/// A documented response.
+#[derive(Debug, Clone, Copy)]
+pub struct Answer {
+    /// HTTP status.
+    pub status: u16,
+    /// What it means.
+    pub description: &'static str,
+    /// Schema of the body under `#/components/schemas` (`None`: no body).
+    pub schema: Option<&'static str>,
+}
+
+/// One route.
+pub struct Route {
+    /// HTTP method (upper case).
+    pub method: &'static str,
+    /// Path, with `{name}` parameters.
+    pub path: &'static str,
+    /// Who may call it.
+    pub access: Access,
+    /// `operationId`.
+    pub operation: &'static str,
+    /// One line.
+    pub summary: &'static str,
+    /// Query parameters.
+    pub query: &'static [Param],
+    /// Request body schema (JSON), if it takes one.
+    pub body: Option<&'static str>,
+    /// Success answers (errors are added from `access`, `body` and path
+    /// parameters).
+    pub answers: Vec<Answer>,
+    /// The handler.
+    pub handler: MethodRouter<Arc<ApiState>>,
+}
+
+impl std::fmt::Debug for Route {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.method, self.path)
+    }
+}
+
+fn route<H, T>(
+    method: &'static str,
+    path: &'static str,
+    access: Access,
+    operation: &'static str,
+    summary: &'static str,
+    handler: H,
+) -> Route
+where
+    H: Handler<T, Arc<ApiState>>,
+    T: 'static,
+{
+    let filter = match method {
+        "GET" => MethodFilter::GET,
+        "POST" => MethodFilter::POST,
+        "PUT" => MethodFilter::PUT,
+        "PATCH" => MethodFilter::PATCH,
+        _ => MethodFilter::DELETE,
+    };
+    Route {
+        method,
+        path,
+        access,
+        operation,
+        summary,
+        query: &[],
+        body: None,
+        answers: Vec::new(),
+        handler: on(filter, handler),
+    }
+}
+
+impl Route {
+    fn query(mut self, query: &'static [Param]) -> Self {
+        self.query = query;
+        self
+    }
+    fn body(mut self, schema: &'static str) -> Self {
+        self.body = Some(schema);
+        self
+    }
+    fn answers(mut self, answers: &[Answer]) -> Self {
+        self.answers = answers.to_vec();
+        self
+    }
+}
+
+const fn answer(status: u16, description: &'static str, schema: &'static str) -> Answer {
+    Answer {
+        status,
+        description,
+        schema: Some(schema),
+    }
+}
+
+const NO_CONTENT: Answer = Answer {
+    status: 204,
+    description: "Deleted.",
+    schema: None,
+};
+
+const LIST_FILTERS: &[Param] = &[
+    Param {
+        name: "device",
+        kind: "string",
+        description: "Only endpoints restricted to this device (listed in `devices`).",
+    },
+    Param {
+        name: "group",
+        kind: "string",
+        description: "Only endpoints restricted to this group (listed in `groups`).",
+    },
+    Param {
+        name: "tenant",
+        kind: "string",
+        description: "Only endpoints of this tenant.",
+    },
+    Param {
+        name: "event",
+        kind: "string",
+        description: "Only endpoints subscribed to this event type (one of `events` matches it).",
+    },
+];
+
+const LIMIT: &[Param] = &[Param {
+    name: "limit",
+    kind: "integer",
+    description: "How many attempts, newest first (1-200, default 50).",
+}];
+
+/// Every route of the API.
+pub fn table() -> Vec<Route> {
+    use Access::{Admin, Public, Viewer};
+    vec![
+        route("GET", "/healthz", Public, "healthz", "Liveness: the process is up.", v1::healthz)
+            .answers(&[answer(200, "Alive.", "Health")]),
+        route("GET", "/readyz", Public, "readyz", "Readiness: endpoints loaded from the store and the consumer assigned.", v1::readyz)
+            .answers(&[answer(200, "Ready.", "Ready"), answer(503, "Not ready yet.", "Ready")]),
+        route("GET", "/v1/openapi.json", Public, "openapi", "This document.", v1::openapi)
+            .answers(&[answer(200, "The OpenAPI 3 document.", "OpenApi")]),
+        route("POST", "/v1/endpoints", Admin, "createEndpoints", "Create one endpoint or an array of them; generated secrets are shown in this answer only.", v1::create)
+            .body("EndpointCreate")
+            .answers(&[answer(201, "Created (an object, or an array for an array).", "EndpointOrList"), answer(409, "An endpoint with this id exists.", "Error")]),
+        route("GET", "/v1/endpoints", Viewer, "listEndpoints", "List endpoints (secrets masked).", v1::list)
+            .query(LIST_FILTERS)
+            .answers(&[answer(200, "Endpoints, by id.", "EndpointList")]),
+        route("GET", "/v1/endpoints/{id}", Viewer, "getEndpoint", "One endpoint (secret masked).", v1::get)
+            .answers(&[answer(200, "The endpoint.", "Endpoint")]),
+        route("PUT", "/v1/endpoints/{id}", Admin, "replaceEndpoint", "Replace an endpoint; a missing or masked secret keeps the current one.", v1::put)
+            .body("EndpointReplace")
+            .answers(&[answer(200, "The endpoint as stored.", "Endpoint")]),
+        route("PATCH", "/v1/endpoints/{id}", Admin, "patchEndpoint", "Change some fields (JSON merge patch, RFC 7396).", v1::patch)
+            .body("EndpointPatch")
+            .answers(&[answer(200, "The endpoint as stored.", "Endpoint")]),
+        route("DELETE", "/v1/endpoints/{id}", Admin, "deleteEndpoint", "Delete an endpoint; its queued deliveries and retries are dead-lettered (endpoint_deleted).", v1::delete)
+            .answers(&[NO_CONTENT]),
+        route("POST", "/v1/endpoints/{id}/enable", Admin, "enableEndpoint", "Enable an endpoint.", v1::enable)
+            .answers(&[answer(200, "The endpoint as stored.", "Endpoint")]),
+        route("POST", "/v1/endpoints/{id}/disable", Admin, "disableEndpoint", "Disable an endpoint; its deliveries are dead-lettered (endpoint_disabled).", v1::disable)
+            .answers(&[answer(200, "The endpoint as stored.", "Endpoint")]),
+        route("POST", "/v1/endpoints/{id}/rotate-secret", Admin, "rotateSecret", "New secret; the previous one keeps signing beside it for [api].rotation_grace.", v1::rotate)
+            .answers(&[answer(200, "The new secret (shown this once).", "Rotated")]),
+        route("POST", "/v1/endpoints/{id}/test", Admin, "testEndpoint", "Send a signed hookstream.test event now and return the receiver's answer.", v1::test)
+            .answers(&[answer(200, "What the receiver answered.", "TestResult")]),
+        route("GET", "/v1/endpoints/{id}/attempts", Viewer, "endpointAttempts", "Recent delivery attempts, newest first.", v1::attempts)
+            .query(LIMIT)
+            .answers(&[answer(200, "Attempts.", "AttemptList")]),
+        route("GET", "/v1/endpoints/{id}/stats", Viewer, "endpointStats", "Counts by outcome and latency percentiles.", v1::stats)
+            .answers(&[answer(200, "Statistics.", "Stats")]),
+        route("POST", "/things/{thing_id}/webhooks", Admin, "mainfluxCreateWebhooks", "Mainflux: create webhooks of a thing.", mainflux::create)
+            .body("MainfluxWebhooksCreate")
+            .answers(&[answer(201, "Created.", "MainfluxWebhooks"), answer(409, "A webhook with this id exists.", "Error")]),
+        route("GET", "/things/{thing_id}/webhooks", Viewer, "mainfluxListThingWebhooks", "Mainflux: webhooks of a thing.", mainflux::list_by_thing)
+            .answers(&[answer(200, "Webhooks.", "MainfluxWebhooks")]),
+        route("GET", "/groups/{group_id}/webhooks", Viewer, "mainfluxListGroupWebhooks", "Mainflux: webhooks of a group.", mainflux::list_by_group)
+            .answers(&[answer(200, "Webhooks.", "MainfluxWebhooks")]),
+        route("GET", "/webhooks/{id}", Viewer, "mainfluxGetWebhook", "Mainflux: one webhook.", mainflux::get)
+            .answers(&[answer(200, "The webhook.", "MainfluxWebhook")]),
+        route("PUT", "/webhooks/{id}", Admin, "mainfluxUpdateWebhook", "Mainflux: change a webhook's name, URL and headers.", mainflux::update)
+            .body("MainfluxWebhookInput")
+            .answers(&[answer(200, "The webhook as stored.", "MainfluxWebhook")]),
+        route("DELETE", "/webhooks", Admin, "mainfluxRemoveWebhooks", "Mainflux: delete webhooks by id (all or none).", mainflux::remove)
+            .body("MainfluxRemove")
+            .answers(&[NO_CONTENT]),
+    ]
+}
