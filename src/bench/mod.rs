@@ -41,16 +41,19 @@ pub enum Scenario {
     BigIndex,
     /// (e) a healthy endpoint beside a dead one.
     DeadNeighbour,
+    /// (f) due time → sent, for a backlog of retries on a delay tier.
+    RetryTiming,
 }
 
 impl Scenario {
     /// Every scenario, in order.
-    pub const ALL: [Scenario; 5] = [
+    pub const ALL: [Scenario; 6] = [
         Self::Single,
         Self::Batch,
         Self::FanOut,
         Self::BigIndex,
         Self::DeadNeighbour,
+        Self::RetryTiming,
     ];
 
     /// Parses `a`..`e` or a name.
@@ -61,6 +64,7 @@ impl Scenario {
             "c" | "fan_out" | "fan-out" => Some(Self::FanOut),
             "d" | "big_index" | "big-index" => Some(Self::BigIndex),
             "e" | "dead_neighbour" | "dead-neighbour" => Some(Self::DeadNeighbour),
+            "f" | "retry_timing" | "retry-timing" => Some(Self::RetryTiming),
             _ => None,
         }
     }
@@ -72,6 +76,7 @@ impl Scenario {
             Self::FanOut => "(c) fan-out to 100 endpoints",
             Self::BigIndex => "(d) 100 000 endpoints indexed",
             Self::DeadNeighbour => "(e) healthy beside a dead endpoint",
+            Self::RetryTiming => "(f) retry backlog: due → received",
         }
     }
 }
@@ -412,7 +417,120 @@ impl Bench {
         Ok((pct(0.50), pct(0.99)))
     }
 
+    /// (f): `events` retry records on the first tier, due over ten seconds
+    /// from a few seconds after start; latency is due time → received.
+    async fn retry_timing(&self, events: u64, baselines: &Baselines) -> Result<ScenarioReport> {
+        let topic = format!("bench-{}-retry-input", self.run_id);
+        self.create_topic(&topic).await?;
+        let mut config = self.config(&topic, &format!("{topic}-group"));
+        config
+            .endpoints
+            .push(self.endpoint("bench", self.receiver.url()));
+        let tier = config.topics.retry_topic(config.topics.retry_tiers[0]);
+        self.create_topic(&tier).await?;
+        eprintln!(
+            "{}: producing {events} retry records due over 10 s",
+            Scenario::RetryTiming.label()
+        );
+        let base_ms = crate::retry::record::now_ms() + 8_000;
+        let spread_ms = 10_000i64;
+        let mut pending = Vec::with_capacity(10_000);
+        for i in 0..events {
+            let due_ms = base_ms + (i as i64 * spread_ms) / events as i64;
+            let body = event_body(i, due_ms as u128 * 1_000_000);
+            let due = due_ms.to_string();
+            let id = format!("bench-{i}");
+            let source = format!("{topic}/0/{i}");
+            let headers = rdkafka::message::OwnedHeaders::new()
+                .insert(rdkafka::message::Header {
+                    key: "hookstream-endpoint",
+                    value: Some("bench"),
+                })
+                .insert(rdkafka::message::Header {
+                    key: "hookstream-attempt",
+                    value: Some("1"),
+                })
+                .insert(rdkafka::message::Header {
+                    key: "hookstream-due-ms",
+                    value: Some(due.as_str()),
+                })
+                .insert(rdkafka::message::Header {
+                    key: "hookstream-first-ms",
+                    value: Some(due.as_str()),
+                })
+                .insert(rdkafka::message::Header {
+                    key: "hookstream-source",
+                    value: Some(source.as_str()),
+                })
+                .insert(rdkafka::message::Header {
+                    key: "hookstream-event-id",
+                    value: Some(id.as_str()),
+                });
+            let producer = self.producer.clone();
+            let tier = tier.clone();
+            let key = format!("dev-{}", i % 100_000);
+            pending.push(async move {
+                producer
+                    .send(
+                        FutureRecord::to(&tier)
+                            .key(&key)
+                            .payload(&body)
+                            .headers(headers),
+                        Duration::from_secs(60),
+                    )
+                    .await
+                    .map(|_| ())
+                    .map_err(|(e, _)| anyhow::anyhow!("producing a retry record: {e}"))
+            });
+            if pending.len() == 10_000 {
+                for r in futures::future::join_all(std::mem::take(&mut pending)).await {
+                    r?;
+                }
+            }
+        }
+        for r in futures::future::join_all(pending).await {
+            r?;
+        }
+        let counts = Arc::clone(self.receiver.counts());
+        counts.sample_latency.store(true, Ordering::SeqCst);
+        let (secs, requests, peak, before, pipeline) = self.measure(config, events).await?;
+        counts.sample_latency.store(false, Ordering::SeqCst);
+        let mut l = counts
+            .latencies_us
+            .lock()
+            .map(|l| l.clone())
+            .unwrap_or_default();
+        l.sort_unstable();
+        let pct = |p: f64| {
+            l.get(((l.len() as f64 * p) as usize).min(l.len().saturating_sub(1)))
+                .map_or(0.0, |v| *v as f64 / 1000.0)
+        };
+        let early = counts.early.load(Ordering::Relaxed);
+        eprintln!("  {early} of {events} retries arrived before they were due");
+        pipeline.shutdown().await?;
+        Ok(ScenarioReport {
+            scenario: Scenario::RetryTiming,
+            events,
+            deliveries: events,
+            events_per_s: events as f64 / secs.max(1e-9),
+            deliveries_per_s: events as f64 / secs.max(1e-9),
+            requests_per_s: requests as f64 / secs.max(1e-9),
+            latency_p50_ms: pct(0.50),
+            latency_p99_ms: pct(0.99),
+            peak_rss_mib: peak.max(before),
+            rss_before_mib: before,
+            ratio_to_raw_http: events as f64 / secs.max(1e-9) / baselines.raw_http_per_s.max(1e-9),
+            ratio_to_raw_consume: events as f64
+                / secs.max(1e-9)
+                / baselines.raw_consume_per_s.max(1e-9),
+            healthy_ratio_with_dead_neighbour: None,
+        })
+    }
+
     async fn scenario(&self, scenario: Scenario, baselines: &Baselines) -> Result<ScenarioReport> {
+        if scenario == Scenario::RetryTiming {
+            return self.retry_timing(self.options.events, baselines).await;
+        }
         let events = match scenario {
             Scenario::FanOut => (self.options.events / 20).max(100),
             _ => self.options.events,
@@ -454,6 +572,7 @@ impl Bench {
                 }
                 config.metrics.per_endpoint_labels = false;
             }
+            Scenario::RetryTiming => return self.retry_timing(events, baselines).await,
             Scenario::DeadNeighbour => {
                 config.endpoints.push(self.endpoint("healthy", url.clone()));
                 // Alone first, on its own copy of the events.
@@ -492,6 +611,15 @@ impl Bench {
                 per_event,
             )
             .await?;
+        for (id, _) in [("healthy", 0), ("dead", 1), ("bench", 2)] {
+            let a = pipeline.registry().activity(id).stats();
+            if a.attempts + a.deferred > 0 {
+                eprintln!(
+                    "  {id}: {} attempts, {} delivered, {} retries scheduled, {} deferred, {} dead-lettered",
+                    a.attempts, a.delivered, a.retry_scheduled, a.deferred, a.dead_lettered
+                );
+            }
+        }
         pipeline.shutdown().await?;
         let healthy_ratio_with_dead_neighbour = healthy_ratio.map(|alone| deliveries_per_s / alone);
         Ok(ScenarioReport {
@@ -503,7 +631,7 @@ impl Bench {
             requests_per_s: requests as f64 / secs.max(1e-9),
             latency_p50_ms: p50,
             latency_p99_ms: p99,
-            peak_rss_mib: peak,
+            peak_rss_mib: peak.max(before),
             rss_before_mib: before,
             ratio_to_raw_http: deliveries_per_s / baselines.raw_http_per_s.max(1e-9),
             ratio_to_raw_consume: events_per_s / baselines.raw_consume_per_s.max(1e-9),

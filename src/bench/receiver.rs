@@ -37,6 +37,9 @@ pub struct Counts {
     pub sample_latency: AtomicBool,
     /// Latencies in microseconds, while sampling.
     pub latencies_us: Mutex<Vec<u64>>,
+    /// Sampled events that arrived before their `sent_ns` (a due time, for
+    /// retries): must stay zero.
+    pub early: AtomicU64,
     epoch: Instant,
 }
 
@@ -49,6 +52,7 @@ impl Counts {
             last_ns: AtomicU64::new(0),
             sample_latency: AtomicBool::new(false),
             latencies_us: Mutex::new(Vec::new()),
+            early: AtomicU64::new(0),
             epoch: Instant::now(),
         }
     }
@@ -59,6 +63,7 @@ impl Counts {
         self.events.store(0, Ordering::SeqCst);
         self.first_ns.store(u64::MAX, Ordering::SeqCst);
         self.last_ns.store(0, Ordering::SeqCst);
+        self.early.store(0, Ordering::SeqCst);
         if let Ok(mut l) = self.latencies_us.lock() {
             l.clear();
         }
@@ -168,6 +173,9 @@ async fn handle(
         let wall = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
+        if wall < sent {
+            counts.early.fetch_add(1, Ordering::Relaxed);
+        }
         let latency_us = wall.saturating_sub(sent) / 1_000;
         if let Ok(mut l) = counts.latencies_us.lock() {
             l.push(latency_us);

@@ -18,6 +18,8 @@ pub const FAILURE_THRESHOLD: u32 = 5;
 pub struct Circuit {
     consecutive_failures: AtomicU32,
     open_until_ms: AtomicI64,
+    /// Length of the current open interval.
+    interval_ms: AtomicI64,
     reopened: AtomicU32,
     base: Duration,
     max: Duration,
@@ -29,6 +31,7 @@ impl Circuit {
         Self {
             consecutive_failures: AtomicU32::new(0),
             open_until_ms: AtomicI64::new(0),
+            interval_ms: AtomicI64::new(0),
             reopened: AtomicU32::new(0),
             base,
             max: max.max(base),
@@ -62,9 +65,22 @@ impl Circuit {
             .base
             .saturating_mul(1u32 << times.min(20))
             .min(self.max);
+        self.interval_ms
+            .store(interval.as_millis() as i64, Ordering::Release);
         self.open_until_ms
             .store(now_ms + interval.as_millis() as i64, Ordering::Release);
         true
+    }
+
+    /// How long to defer a delivery while the circuit is open: until it
+    /// half-opens, plus a spread of up to half the open interval (`unit` in
+    /// 0..1), so deferred deliveries do not all come back at the same
+    /// instant. `None` when the circuit is not open.
+    pub fn defer_for(&self, now_ms: i64, unit: f64) -> Option<Duration> {
+        let open_for = self.open_for(now_ms)?;
+        let interval = self.interval_ms.load(Ordering::Acquire).max(0) as f64;
+        let spread = Duration::from_millis((interval * 0.5 * unit.clamp(0.0, 1.0)) as u64);
+        Some(open_for + spread)
     }
 }
 
@@ -106,6 +122,18 @@ mod tests {
             intervals.push(c.open_for(now).unwrap().as_secs());
         }
         assert_eq!(intervals, [2, 4, 8, 8, 8, 8]);
+    }
+
+    #[test]
+    fn deferrals_spread_over_half_the_interval() {
+        let c = circuit();
+        assert_eq!(c.defer_for(0, 0.5), None);
+        for _ in 0..FAILURE_THRESHOLD {
+            c.record_failure(0);
+        }
+        assert_eq!(c.defer_for(0, 0.0), Some(Duration::from_secs(1)));
+        assert_eq!(c.defer_for(0, 1.0), Some(Duration::from_millis(1500)));
+        assert_eq!(c.defer_for(400, 1.0), Some(Duration::from_millis(1100)));
     }
 
     #[test]

@@ -364,10 +364,14 @@ async fn deliver(shared: &Shared, batch: Vec<Delivery>) {
         }
         return;
     }
-    if let Some(open_for) = shared.circuit.open_for(now) {
+    if shared.circuit.open_for(now).is_some() {
         for (mut d, h) in batch.into_iter().zip(histories) {
             d.first_ms = Some(h.first_ms);
-            defer(shared, d, open_for, "circuit open").await;
+            let delay = shared
+                .circuit
+                .defer_for(now, rand::random::<f64>())
+                .unwrap_or_default();
+            defer(shared, d, delay, "circuit open").await;
         }
         return;
     }

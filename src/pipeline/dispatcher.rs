@@ -36,6 +36,9 @@ use crate::source::event::{Event, RecordKind};
 /// deferring the delivery (a stalled endpoint gets no wait at all).
 const ENQUEUE_PATIENCE: Duration = Duration::from_millis(500);
 
+/// Held records released per turn of the dispatcher loop.
+const RELEASE_BATCH: usize = 256;
+
 /// Most records held by closed gates before the dispatcher stops reading
 /// the inbound channel (a safety net: paused partitions fetch nothing new).
 const HELD_LIMIT: usize = 4096;
@@ -185,6 +188,7 @@ impl Dispatcher {
         let mut check_tick = tokio::time::interval(Duration::from_millis(50));
         let mut draining: Option<Draining> = None;
         let mut stopping: Option<Instant> = None;
+        let mut more_ready = false;
         loop {
             let next_due = self.gates.next_due();
             let due_sleep = async {
@@ -241,12 +245,11 @@ impl Dispatcher {
                     }
                 },
                 _ = due_sleep => {}
+                _ = std::future::ready(()), if more_ready => {}
                 _ = commit_tick.tick() => self.commit(CommitMode::Async),
                 _ = check_tick.tick() => {}
             }
-            if stopping.is_none() {
-                self.release_ready().await;
-            }
+            more_ready = stopping.is_none() && self.release_ready().await;
             self.apply_pauses();
             if let Some(d) = &draining {
                 let settled = d
@@ -287,15 +290,21 @@ impl Dispatcher {
         Ok(())
     }
 
-    /// Dispatches held records whose gates opened.
-    async fn release_ready(&mut self) {
+    /// Dispatches held records whose gates opened, at most
+    /// [`RELEASE_BATCH`] at a time so input records interleave with a burst
+    /// of due retries. Returns whether more are ready.
+    async fn release_ready(&mut self) -> bool {
         if self.gates.held() == 0 {
-            return;
+            return false;
         }
         let now = now_ms();
-        while let Some(event) = self.gates.pop_ready(now) {
-            self.dispatch(event).await;
+        for _ in 0..RELEASE_BATCH {
+            match self.gates.pop_ready(now) {
+                Some(event) => self.dispatch(event).await,
+                None => return false,
+            }
         }
+        true
     }
 
     /// Tells Kafka which partitions to pause or resume.
@@ -452,8 +461,8 @@ impl Dispatcher {
     /// [`ENQUEUE_PATIENCE`] of back-pressure first.
     async fn enqueue(&mut self, slot: Slot, delivery: Delivery) {
         let sender = &self.senders[slot as usize];
-        if let Some(open_for) = sender.circuit().open_for(now_ms()) {
-            sender.defer(delivery, open_for, "circuit open");
+        if let Some(delay) = sender.circuit().defer_for(now_ms(), rand::random::<f64>()) {
+            sender.defer(delivery, delay, "circuit open");
             return;
         }
         match sender.enqueue(delivery, ENQUEUE_PATIENCE).await {

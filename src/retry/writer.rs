@@ -115,10 +115,11 @@ impl OutcomeWriter {
         headers: OwnedHeaders,
     ) -> Result<(), Refusal> {
         let mut delay = Duration::from_millis(100);
+        let mut headers = headers;
         loop {
             let mut record = FutureRecord::<[u8], [u8]>::to(topic)
                 .payload(value)
-                .headers(headers.clone());
+                .headers(headers);
             if let Some(key) = &event.key {
                 record = record.key(key.as_ref());
             }
@@ -129,7 +130,12 @@ impl OutcomeWriter {
                 {
                     return Err(Refusal::TooLarge);
                 }
-                Err((e, _)) => {
+                Err((e, failed)) => {
+                    // The headers come back with the failed message: reuse
+                    // them rather than copying them for every try.
+                    headers = rdkafka::Message::headers(&failed)
+                        .cloned()
+                        .unwrap_or_default();
                     tracing::warn!(error = %e, topic, "outcome write failed; retrying (the offset stays uncommitted)");
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(10));
