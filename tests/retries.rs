@@ -284,35 +284,37 @@ async fn retries_for_an_endpoint_that_no_longer_exists_are_dead_lettered() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_queue_defers_without_using_attempts_and_spares_the_neighbour() {
     let cluster = Cluster::start(&[TOPIC], 2);
-    let slow = receiver(Behaviour::Slow(Duration::from_millis(100))).await;
+    // One request at a time, 700 ms each: the sender takes nothing from its
+    // queue for longer than the dispatcher's patience, so it is stalled.
+    let slow = receiver(Behaviour::Slow(Duration::from_millis(700))).await;
     let healthy = receiver(Behaviour::Healthy).await;
     let mut config = config("defer-test", &[(TOPIC, Preset::Mender)]);
     let mut ep = endpoint("slow", slow.url("in"), &["*"], "none", "");
-    ep.max_concurrency = 2;
-    ep.queue_size = 4;
+    ep.max_concurrency = 1;
+    ep.queue_size = 1;
     config.endpoints.push(ep);
     config
         .endpoints
         .push(endpoint("healthy", healthy.url("in"), &["*"], "none", ""));
     let pipeline = start(config, &cluster).await;
-    let events: Vec<_> = (0..100).map(event).collect();
+    let events: Vec<_> = (0..20).map(event).collect();
     cluster.produce_many(TOPIC, &events).await;
 
     wait_for(
         "the healthy endpoint to get everything",
         Duration::from_secs(20),
-        || healthy.log().accepted_count() >= 100,
+        || healthy.log().accepted_count() >= 20,
     )
     .await;
     let slow_done = slow.log().accepted_count();
     assert!(
-        slow_done < 100,
-        "the healthy endpoint finished first ({slow_done} slow deliveries so far)"
+        slow_done < 10,
+        "the healthy endpoint did not wait for the slow one ({slow_done} slow deliveries so far)"
     );
     wait_for(
         "the slow endpoint to get everything",
         Duration::from_secs(60),
-        || slow.log().accepted_count() >= 100,
+        || slow.log().accepted_count() >= 20,
     )
     .await;
     let stats = pipeline.registry().activity("slow").stats();
