@@ -88,6 +88,9 @@ struct Hookstream {
     log: PathBuf,
 }
 
+/// The management API's admin token in the tests' environment.
+const E2E_ADMIN_TOKEN: &str = "e2e-admin-token";
+
 impl Hookstream {
     /// Runs `hookstream run --config <config>`, with the GitHub secret in
     /// its environment.
@@ -97,6 +100,7 @@ impl Hookstream {
             .arg(config)
             .env("RUST_LOG", "info")
             .env("E2E_GITHUB_SECRET", "It's a Secret to Everybody")
+            .env("HOOKSTREAM_ADMIN_TOKEN", E2E_ADMIN_TOKEN)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -230,6 +234,7 @@ fn the_binary_delivers_from_a_real_broker_commits_and_stops_cleanly() {
     });
     let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
     let metrics_port = free_port();
+    let api_port = free_port();
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("hookstream.toml");
     std::fs::write(
@@ -251,6 +256,8 @@ allow_private_destinations = true
 timeout = "5s"
 [metrics]
 listen = "127.0.0.1:{metrics_port}"
+[api]
+listen = "127.0.0.1:{api_port}"
 [[endpoints]]
 id = "good"
 url = "{good}"
@@ -313,6 +320,35 @@ secret_env = "E2E_GITHUB_SECRET"
         metrics.contains("hookstream_dlq_total{reason=\"http_400\"} 200"),
         "{metrics}"
     );
+
+    // The endpoints of the file were seeded into the endpoint store on the
+    // broker and are served by the API, secrets masked.
+    let (ready, endpoints) = rt.block_on(async {
+        let client = reqwest::Client::new();
+        let base = format!("http://127.0.0.1:{api_port}");
+        let ready = client
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16();
+        let endpoints = client
+            .get(format!("{base}/v1/endpoints"))
+            .bearer_auth(E2E_ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        (ready, endpoints)
+    });
+    assert_eq!(ready, 200, "ready once loaded and consuming");
+    let endpoints: serde_json::Value = serde_json::from_str(&endpoints).unwrap();
+    assert_eq!(endpoints[0]["id"], "bad");
+    assert_eq!(endpoints[1]["id"], "good");
+    assert_eq!(endpoints[1]["secret"], "whsec_****");
 
     // Let a commit interval pass so the settled offsets are committed, then stop.
     std::thread::sleep(Duration::from_secs(2));
@@ -399,6 +435,8 @@ timeout = "5s"
 max_attempts = 6
 backoff = {{ initial = "200ms", factor = 2.0, max = "1s", jitter = 0.2 }}
 [metrics]
+listen = ""
+[api]
 listen = ""
 [[endpoints]]
 id = "flaky"

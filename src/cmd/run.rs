@@ -24,6 +24,8 @@ pub struct Service {
     pipeline: Pipeline,
     store: Arc<EndpointStore>,
     api: Option<ApiServer>,
+    /// Keeps an embedded broker alive as long as the service (dropped last).
+    broker: BrokerTarget,
 }
 
 impl Service {
@@ -43,7 +45,8 @@ impl Service {
         let store = EndpointStore::open(&config, &bootstrap).await?;
         let api_config = config.clone();
         let pipeline =
-            Pipeline::start_with_registry(config, target, Arc::clone(store.registry())).await?;
+            Pipeline::start_with_registry(config, target.clone(), Arc::clone(store.registry()))
+                .await?;
         let api = if api_config.api.listen.is_empty() {
             None
         } else {
@@ -62,6 +65,7 @@ impl Service {
             pipeline,
             store,
             api,
+            broker: target,
         })
     }
 
@@ -86,7 +90,10 @@ impl Service {
         if let Some(api) = self.api {
             api.stop().await;
         }
-        self.pipeline.shutdown().await
+        let result = self.pipeline.shutdown().await;
+        drop(self.store);
+        drop(self.broker);
+        result
     }
 }
 
