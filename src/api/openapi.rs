@@ -18,6 +18,7 @@ pub fn document(routes: &[Route]) -> Value {
             methods.insert(route.method.to_ascii_lowercase(), operation(route));
         }
     }
+    link_created_ids(&mut paths);
     json!({
         "openapi": "3.0.3",
         "info": {
@@ -31,6 +32,46 @@ pub fn document(routes: &[Route]) -> Value {
             "schemas": schemas(),
         },
     })
+}
+
+/// OpenAPI links from the create answers to the operations taking the
+/// created id (clients and fuzzers follow them).
+fn link_created_ids(paths: &mut Map<String, Value>) {
+    let mut v1 = Map::new();
+    let mut mainflux = Map::new();
+    for (path, methods) in paths.iter() {
+        let Some(methods) = methods.as_object() else {
+            continue;
+        };
+        for op in methods.values() {
+            let Some(id) = op["operationId"].as_str() else {
+                continue;
+            };
+            if path.starts_with("/v1/endpoints/{id}") {
+                v1.insert(
+                    id.to_string(),
+                    json!({"operationId": id, "parameters": {"id": "$response.body#/id"}}),
+                );
+            } else if path == "/webhooks/{id}" {
+                mainflux.insert(
+                    id.to_string(),
+                    json!({"operationId": id, "parameters": {"id": "$response.body#/webhooks/0/id"}}),
+                );
+            }
+        }
+    }
+    for (path, method, links) in [
+        ("/v1/endpoints", "post", v1),
+        ("/things/{thing_id}/webhooks", "post", mainflux),
+    ] {
+        if let Some(created) = paths
+            .get_mut(path)
+            .and_then(|p| p.get_mut(method))
+            .and_then(|op| op["responses"].get_mut("201"))
+        {
+            created["links"] = Value::Object(links);
+        }
+    }
 }
 
 fn error(description: &str) -> Value {
@@ -186,6 +227,12 @@ fn schemas() -> Value {
         "properties": endpoint_properties(true),
         "required": ["url"],
         "additionalProperties": false,
+        "example": {
+            "id": "analytics",
+            "url": "https://analytics.example.com/mdm/events",
+            "events": ["device-provisioned", "device-*"],
+            "signature": "standard",
+        },
     });
     let nullable_number = json!({"type": "number", "nullable": true});
     let count = json!({"type": "integer", "minimum": 0});
@@ -200,6 +247,7 @@ fn schemas() -> Value {
         },
         "required": ["name", "url"],
         "additionalProperties": false,
+        "example": {"name": "fleet events", "url": "https://hooks.example.com/mainflux"},
     });
     json!({
         "Error": {
