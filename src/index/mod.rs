@@ -161,13 +161,17 @@ impl EndpointIndex {
     pub fn matches(&self, key: &RouteKey<'_>, out: &mut Vec<Slot>) {
         out.clear();
         let mut needs_dedup = false;
+        // Endpoints in the open table have no restriction at all.
+        self.open.candidates(key.event_type, |slot: Slot| {
+            needs_dedup |= self.overlapping[slot as usize];
+            out.push(slot);
+        });
         let mut visit = |slot: Slot| {
             if self.endpoints[slot as usize].admits(key) {
                 needs_dedup |= self.overlapping[slot as usize];
                 out.push(slot);
             }
         };
-        self.open.candidates(key.event_type, &mut visit);
         let buckets = [
             (key.device, &self.by_device),
             (key.group, &self.by_group),
