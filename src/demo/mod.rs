@@ -167,7 +167,27 @@ async fn run_demo(events: u64, rate: f64) -> Result<()> {
     let group = config.kafka.group_id.clone();
     let input_topics = config.kafka.topics.clone();
     let dlq_topic = config.topics.dlq_topic();
-    let pipeline = Pipeline::start(config, BrokerTarget::Embedded(Arc::clone(&broker))).await?;
+    let api_token = format!("demo-{}", hex::encode(rand::random::<[u8; 12]>()));
+    if let Some(port) = free_port() {
+        config.api.listen = format!("127.0.0.1:{port}");
+        config.api.tokens = vec![crate::config::TokenConfig {
+            token_env: None,
+            token: Some(api_token.clone()),
+            role: crate::config::Role::Admin,
+        }];
+    } else {
+        config.api.listen = String::new();
+    }
+    let service =
+        crate::cmd::run::Service::start(config, BrokerTarget::Embedded(Arc::clone(&broker)))
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if let Some(addr) = service.api_addr() {
+        println!(
+            "  API               http://{addr}/v1/endpoints  (Authorization: Bearer {api_token})"
+        );
+    }
+    let pipeline = service.pipeline();
 
     let ledger = Arc::new(Mutex::new(Ledger::default()));
     let stop_reader = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -229,7 +249,7 @@ async fn run_demo(events: u64, rate: f64) -> Result<()> {
         }
         if last_report.elapsed() >= Duration::from_millis(500) {
             last_report = Instant::now();
-            table.draw(started, &pipeline, &ledger, false);
+            table.draw(started, pipeline, &ledger, false);
         }
     }
     println!(
@@ -246,13 +266,13 @@ async fn run_demo(events: u64, rate: f64) -> Result<()> {
         }
         if last_report.elapsed() >= Duration::from_millis(500) {
             last_report = Instant::now();
-            table.draw(started, &pipeline, &ledger, false);
+            table.draw(started, pipeline, &ledger, false);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    table.draw(started, &pipeline, &ledger, true);
+    table.draw(started, pipeline, &ledger, true);
     let stats = Arc::clone(pipeline.stats());
-    pipeline.shutdown().await?;
+    service.shutdown().await?;
     stop_reader.store(true, Ordering::SeqCst);
     let _ = reader.await;
     let offsets_ok = committed_at_end(broker.bootstrap_servers(), &group, &input_topics)?;
