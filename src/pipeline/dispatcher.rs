@@ -36,6 +36,9 @@ use crate::source::event::{Event, RecordKind};
 /// deferring the delivery (a stalled endpoint gets no wait at all).
 const ENQUEUE_PATIENCE: Duration = Duration::from_millis(500);
 
+/// How often dead letters are summarised in the log.
+const DEAD_LETTER_SUMMARY: Duration = Duration::from_secs(30);
+
 /// Held records released per turn of the dispatcher loop.
 const RELEASE_BATCH: usize = 256;
 
@@ -186,6 +189,8 @@ impl Dispatcher {
         let mut commit_tick = tokio::time::interval(timing.commit_interval);
         commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut check_tick = tokio::time::interval(Duration::from_millis(50));
+        let mut summary_tick = tokio::time::interval(DEAD_LETTER_SUMMARY);
+        summary_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut draining: Option<Draining> = None;
         let mut stopping: Option<Instant> = None;
         let mut more_ready = false;
@@ -247,6 +252,7 @@ impl Dispatcher {
                 _ = due_sleep => {}
                 _ = std::future::ready(()), if more_ready => {}
                 _ = commit_tick.tick() => self.commit(CommitMode::Async),
+                _ = summary_tick.tick() => self.writer.log_dead_letter_summary(DEAD_LETTER_SUMMARY),
                 _ = check_tick.tick() => {}
             }
             more_ready = stopping.is_none() && self.release_ready().await;
@@ -286,6 +292,7 @@ impl Dispatcher {
         tokio::task::spawn_blocking(move || source.close())
             .await
             .context("closing the consumer")?;
+        self.writer.log_dead_letter_summary(DEAD_LETTER_SUMMARY);
         tracing::info!("pipeline stopped");
         Ok(())
     }

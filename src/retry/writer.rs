@@ -7,6 +7,8 @@
 //! before: an offset is never committed for a record whose retry or dead
 //! letter was not stored.
 
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rdkafka::error::KafkaError;
@@ -30,6 +32,8 @@ pub struct OutcomeWriter {
     producer: FutureProducer,
     dlq_topic: String,
     tiers: RetryTiers,
+    /// Dead letters by reason since the last summary line.
+    dead_since_summary: Arc<Mutex<BTreeMap<String, u64>>>,
 }
 
 impl std::fmt::Debug for OutcomeWriter {
@@ -48,7 +52,27 @@ impl OutcomeWriter {
             producer,
             dlq_topic,
             tiers,
+            dead_since_summary: Arc::default(),
         }
+    }
+
+    /// Logs one line summarising the dead letters written since the last
+    /// call (nothing when there were none): never one line per event.
+    pub fn log_dead_letter_summary(&self, period: Duration) {
+        let counts = match self.dead_since_summary.lock() {
+            Ok(mut c) => std::mem::take(&mut *c),
+            Err(_) => return,
+        };
+        if counts.is_empty() {
+            return;
+        }
+        let total: u64 = counts.values().sum();
+        let reasons = counts
+            .iter()
+            .map(|(r, n)| format!("{r}={n}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        tracing::warn!(total, %reasons, topic = %self.dlq_topic, every_s = period.as_secs(), "events dead-lettered since the last summary");
     }
 
     /// The retry tiers.
@@ -80,6 +104,9 @@ impl OutcomeWriter {
             let _ = self.produce(&self.dlq_topic, event, &[], headers).await;
         }
         crate::metrics::dead_letter(reason);
+        if let Ok(mut c) = self.dead_since_summary.lock() {
+            *c.entry(reason.to_string()).or_default() += 1;
+        }
     }
 
     /// Schedules a retry of `event` in `delay`, on the largest tier not
