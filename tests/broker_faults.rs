@@ -18,21 +18,6 @@ use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 
 const TOPIC: &str = "device-events";
 
-fn events(from: usize, to: usize) -> Vec<(String, Vec<u8>)> {
-    (from..to)
-        .map(|i| {
-            (
-                format!("dev-{}", i % 13),
-                format!(
-                    r#"{{"id":"evt-{i}","type":"device-status-changed","data":{{"id":"dev-{}"}}}}"#,
-                    i % 13
-                )
-                .into_bytes(),
-            )
-        })
-        .collect()
-}
-
 fn seen(rx: &Receiver) -> HashSet<String> {
     bodies_by(&rx.log().recorded(), "/id").into_keys().collect()
 }
@@ -54,7 +39,7 @@ async fn a_broker_outage_loses_nothing_and_the_pipeline_recovers() {
         .endpoints
         .push(endpoint("sink", rx.url("in"), &["*"], "none", ""));
     let pipeline = start(config, &cluster).await;
-    cluster.produce_many(TOPIC, &events(0, 300)).await;
+    cluster.produce_many(TOPIC, &status_events(0, 300)).await;
     wait_for("the first events", Duration::from_secs(20), || {
         !seen(&rx).is_empty()
     })
@@ -63,7 +48,7 @@ async fn a_broker_outage_loses_nothing_and_the_pipeline_recovers() {
     cluster.broker.broker_down(1).unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
     cluster.broker.broker_up(1).unwrap();
-    cluster.produce_many(TOPIC, &events(300, 600)).await;
+    cluster.produce_many(TOPIC, &status_events(300, 600)).await;
 
     wait_for(
         "all 600 events after the outage",
@@ -95,7 +80,7 @@ async fn failing_outcome_writes_hold_the_offsets(
         .push(endpoint("failing", rx.url("in"), &["*"], "none", ""));
     let pipeline = start(config, &cluster).await;
     // Let the group settle with one event whose outcome is stored.
-    cluster.produce_many(TOPIC, &events(0, 1)).await;
+    cluster.produce_many(TOPIC, &status_events(0, 1)).await;
     wait_for("the first outcome", Duration::from_secs(20), || {
         !cluster.read_all(outcome_topic).is_empty() && cluster.offsets_at_end(group, TOPIC)
     })
@@ -104,7 +89,7 @@ async fn failing_outcome_writes_hold_the_offsets(
 
     // The receiver answers after a second: the errors are in place before
     // the pipeline writes any outcome for these five.
-    cluster.produce_many(TOPIC, &events(1, 6)).await;
+    cluster.produce_many(TOPIC, &status_events(1, 6)).await;
     cluster
         .broker
         .request_errors(
@@ -178,7 +163,7 @@ async fn slow_broker_requests_lose_nothing() {
         .endpoints
         .push(endpoint("sink", rx.url("in"), &["*"], "none", ""));
     let pipeline = start(config, &cluster).await;
-    cluster.produce_many(TOPIC, &events(0, 100)).await;
+    cluster.produce_many(TOPIC, &status_events(0, 100)).await;
     wait_for("the first events", Duration::from_secs(20), || {
         rx.log().requests.load(Ordering::Relaxed) > 0
     })
@@ -213,7 +198,7 @@ async fn a_rebalance_between_two_pipelines_loses_nothing() {
         c.endpoints.push(ep);
         c
     };
-    cluster.produce_many(TOPIC, &events(0, 1500)).await;
+    cluster.produce_many(TOPIC, &status_events(0, 1500)).await;
     let first = start(make(), &cluster).await;
     wait_for(
         "the first pipeline to start delivering",
@@ -222,7 +207,9 @@ async fn a_rebalance_between_two_pipelines_loses_nothing() {
     )
     .await;
     let second = start(make(), &cluster).await;
-    cluster.produce_many(TOPIC, &events(1500, 3000)).await;
+    cluster
+        .produce_many(TOPIC, &status_events(1500, 3000))
+        .await;
     wait_for(
         "the second pipeline to take partitions",
         Duration::from_secs(30),

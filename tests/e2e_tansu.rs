@@ -73,6 +73,23 @@ impl Tansu {
     fn bootstrap(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
+
+    /// Creates `device-events` with three partitions.
+    async fn create_input_topic(&self) {
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", self.bootstrap())
+            .create()
+            .unwrap();
+        let topic = NewTopic::new("device-events", 3, TopicReplication::Fixed(1));
+        let results = admin
+            .create_topics(
+                [&topic],
+                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(20))),
+            )
+            .await
+            .expect("create topic on tansu");
+        assert!(results.iter().all(|r| r.is_ok()), "{results:?}");
+    }
 }
 
 impl Drop for Tansu {
@@ -215,21 +232,7 @@ fn the_binary_delivers_from_a_real_broker_commits_and_stops_cleanly() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let tansu = Tansu::start();
     let bootstrap = tansu.bootstrap();
-    rt.block_on(async {
-        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-            .set("bootstrap.servers", &bootstrap)
-            .create()
-            .unwrap();
-        let topic = NewTopic::new("device-events", 3, TopicReplication::Fixed(1));
-        let results = admin
-            .create_topics(
-                [&topic],
-                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(20))),
-            )
-            .await
-            .expect("create topic on tansu");
-        assert!(results.iter().all(|r| r.is_ok()), "{results:?}");
-    });
+    rt.block_on(tansu.create_input_topic());
     let (good, bad) = rt.block_on(async {
         (
             receiver(Behaviour::Healthy).await,
@@ -397,20 +400,7 @@ fn sigkill_at_random_moments_loses_no_event() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let tansu = Tansu::start();
     let bootstrap = tansu.bootstrap();
-    rt.block_on(async {
-        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-            .set("bootstrap.servers", &bootstrap)
-            .create()
-            .unwrap();
-        let topic = NewTopic::new("device-events", 3, TopicReplication::Fixed(1));
-        admin
-            .create_topics(
-                [&topic],
-                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(20))),
-            )
-            .await
-            .expect("create topic on tansu");
-    });
+    rt.block_on(tansu.create_input_topic());
     let flaky = rt.block_on(receiver(Behaviour::Flaky(0.2)));
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("hookstream.toml");

@@ -13,21 +13,6 @@ use hookstream::source::extract::Preset;
 
 const TOPIC: &str = "device-events";
 
-fn events(n: usize) -> Vec<(String, Vec<u8>)> {
-    (0..n)
-        .map(|i| {
-            (
-                format!("dev-{}", i % 50),
-                format!(
-                    r#"{{"id":"evt-{i}","type":"device-status-changed","data":{{"id":"dev-{}"}}}}"#,
-                    i % 50
-                )
-                .into_bytes(),
-            )
-        })
-        .collect()
-}
-
 fn seen_ids(rx: &hookstream::demo::receiver::Receiver) -> HashSet<String> {
     bodies_by(&rx.log().recorded(), "/id").into_keys().collect()
 }
@@ -43,7 +28,7 @@ async fn restart_loses_nothing(group: &str, crash: bool) {
         c
     };
     let total = 3000;
-    cluster.produce_many(TOPIC, &events(total)).await;
+    cluster.produce_many(TOPIC, &status_events(0, total)).await;
 
     let first = start(make_config(), &cluster).await;
     wait_for(
@@ -107,7 +92,7 @@ async fn max_in_flight_bounds_what_is_held_at_once() {
     ep.max_concurrency = 200;
     ep.queue_size = 5000;
     config.endpoints.push(ep);
-    cluster.produce_many(TOPIC, &events(400)).await;
+    cluster.produce_many(TOPIC, &status_events(0, 400)).await;
     let pipeline = start(config, &cluster).await;
     wait_for("all events", Duration::from_secs(60), || {
         seen_ids(&rx).len() >= 400

@@ -175,6 +175,26 @@ fn event_body(i: u64, sent_ns: u128) -> String {
     )
 }
 
+/// Awaits `sends` ten thousand at a time (the producer batches them).
+async fn send_in_chunks<F>(sends: impl Iterator<Item = F>) -> Result<()>
+where
+    F: std::future::Future<Output = Result<()>>,
+{
+    let mut pending = Vec::with_capacity(10_000);
+    for send in sends {
+        pending.push(send);
+        if pending.len() == 10_000 {
+            for r in futures::future::join_all(std::mem::take(&mut pending)).await {
+                r?;
+            }
+        }
+    }
+    for r in futures::future::join_all(pending).await {
+        r?;
+    }
+    Ok(())
+}
+
 /// Fields drop in order: clients before the broker they talk to.
 struct Bench {
     producer: FutureProducer,
@@ -217,13 +237,12 @@ impl Bench {
     }
 
     async fn preload(&self, topic: &str, from: u64, to: u64) -> Result<()> {
-        let mut pending = Vec::with_capacity(10_000);
-        for i in from..to {
+        send_in_chunks((from..to).map(|i| {
             let body = event_body(i, 0);
             let key = format!("dev-{}", i % 100_000);
             let producer = self.producer.clone();
             let topic = topic.to_string();
-            pending.push(async move {
+            async move {
                 producer
                     .send(
                         FutureRecord::to(&topic).key(&key).payload(&body),
@@ -232,17 +251,9 @@ impl Bench {
                     .await
                     .map(|_| ())
                     .map_err(|(e, _)| anyhow::anyhow!("preloading: {e}"))
-            });
-            if pending.len() == 10_000 {
-                for r in futures::future::join_all(std::mem::take(&mut pending)).await {
-                    r?;
-                }
             }
-        }
-        for r in futures::future::join_all(pending).await {
-            r?;
-        }
-        Ok(())
+        }))
+        .await
     }
 
     fn config(&self, topic: &str, group: &str) -> Config {
@@ -434,42 +445,32 @@ impl Bench {
         );
         let base_ms = crate::retry::record::now_ms() + 8_000;
         let spread_ms = 10_000i64;
-        let mut pending = Vec::with_capacity(10_000);
-        for i in 0..events {
+        send_in_chunks((0..events).map(|i| {
             let due_ms = base_ms + (i as i64 * spread_ms) / events as i64;
             let body = event_body(i, due_ms as u128 * 1_000_000);
             let due = due_ms.to_string();
             let id = format!("bench-{i}");
             let source = format!("{topic}/0/{i}");
-            let headers = rdkafka::message::OwnedHeaders::new()
-                .insert(rdkafka::message::Header {
-                    key: "hookstream-endpoint",
-                    value: Some("bench"),
-                })
-                .insert(rdkafka::message::Header {
-                    key: "hookstream-attempt",
-                    value: Some("1"),
-                })
-                .insert(rdkafka::message::Header {
-                    key: "hookstream-due-ms",
-                    value: Some(due.as_str()),
-                })
-                .insert(rdkafka::message::Header {
-                    key: "hookstream-first-ms",
-                    value: Some(due.as_str()),
-                })
-                .insert(rdkafka::message::Header {
-                    key: "hookstream-source",
-                    value: Some(source.as_str()),
-                })
-                .insert(rdkafka::message::Header {
-                    key: "hookstream-event-id",
-                    value: Some(id.as_str()),
-                });
             let producer = self.producer.clone();
             let tier = tier.clone();
             let key = format!("dev-{}", i % 100_000);
-            pending.push(async move {
+            async move {
+                fn header<'a>(
+                    key: &'a str,
+                    value: &'a str,
+                ) -> rdkafka::message::Header<'a, &'a str> {
+                    rdkafka::message::Header {
+                        key,
+                        value: Some(value),
+                    }
+                }
+                let headers = rdkafka::message::OwnedHeaders::new()
+                    .insert(header("hookstream-endpoint", "bench"))
+                    .insert(header("hookstream-attempt", "1"))
+                    .insert(header("hookstream-due-ms", &due))
+                    .insert(header("hookstream-first-ms", &due))
+                    .insert(header("hookstream-source", &source))
+                    .insert(header("hookstream-event-id", &id));
                 producer
                     .send(
                         FutureRecord::to(&tier)
@@ -481,16 +482,9 @@ impl Bench {
                     .await
                     .map(|_| ())
                     .map_err(|(e, _)| anyhow::anyhow!("producing a retry record: {e}"))
-            });
-            if pending.len() == 10_000 {
-                for r in futures::future::join_all(std::mem::take(&mut pending)).await {
-                    r?;
-                }
             }
-        }
-        for r in futures::future::join_all(pending).await {
-            r?;
-        }
+        }))
+        .await?;
         let counts = Arc::clone(self.receiver.counts());
         counts.sample_latency.store(true, Ordering::SeqCst);
         let (secs, requests, peak, before, pipeline) = self.measure(config, events).await?;

@@ -352,6 +352,22 @@ pub struct SourceConfig {
     pub time: Option<String>,
 }
 
+impl SourceConfig {
+    /// Rules for `topic` read with `preset` and no overrides.
+    pub fn for_preset(topic: impl Into<String>, preset: Preset) -> Self {
+        Self {
+            topic: topic.into(),
+            preset,
+            id: None,
+            event_type: None,
+            device: None,
+            group: None,
+            tenant: None,
+            time: None,
+        }
+    }
+}
+
 /// `rate_limit = { per_second, burst }`.
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -673,16 +689,7 @@ impl Config {
             .iter()
             .find(|s| s.topic == topic)
             .cloned()
-            .unwrap_or_else(|| SourceConfig {
-                topic: topic.to_string(),
-                preset: Preset::default(),
-                id: None,
-                event_type: None,
-                device: None,
-                group: None,
-                tenant: None,
-                time: None,
-            })
+            .unwrap_or_else(|| SourceConfig::for_preset(topic, Preset::default()))
     }
 }
 

@@ -136,16 +136,7 @@ async fn run_demo(events: u64, rate: f64) -> Result<()> {
     config.delivery.drain_timeout = HumanDuration::from_secs(10);
     config.sources = TOPICS
         .iter()
-        .map(|t| SourceConfig {
-            topic: t.name.into(),
-            preset: t.preset,
-            id: None,
-            event_type: None,
-            device: None,
-            group: None,
-            tenant: None,
-            time: None,
-        })
+        .map(|t| SourceConfig::for_preset(t.name, t.preset))
         .collect();
     config.endpoints = ENDPOINTS
         .iter()

@@ -351,12 +351,7 @@ impl Dispatcher {
                 offsets.push((*p, o));
             }
         }
-        self.stats
-            .commits
-            .fetch_add(offsets.len() as u64, Ordering::Relaxed);
-        self.metrics
-            .offsets_committed
-            .increment(offsets.len() as u64);
+        self.count_commits(offsets.len());
         let _ = d.reply.send(offsets);
         self.after_settle();
     }
@@ -534,6 +529,13 @@ impl Dispatcher {
         }
     }
 
+    fn count_commits(&self, partitions: usize) {
+        self.stats
+            .commits
+            .fetch_add(partitions as u64, Ordering::Relaxed);
+        self.metrics.offsets_committed.increment(partitions as u64);
+    }
+
     fn commit(&mut self, mode: CommitMode) {
         let offsets = self.tracker.take_commits();
         if offsets.is_empty() {
@@ -541,14 +543,7 @@ impl Dispatcher {
         }
         let tpl = offsets_list(self.source.topics(), &offsets);
         match self.source.consumer().commit(&tpl, mode) {
-            Ok(()) => {
-                self.stats
-                    .commits
-                    .fetch_add(offsets.len() as u64, Ordering::Relaxed);
-                self.metrics
-                    .offsets_committed
-                    .increment(offsets.len() as u64);
-            }
+            Ok(()) => self.count_commits(offsets.len()),
             Err(e) => {
                 tracing::warn!(error = %e, "offset commit failed; will retry");
                 let failed: HashSet<PartitionId> = offsets.iter().map(|(p, _)| *p).collect();

@@ -585,16 +585,7 @@ mod tests {
 
     #[test]
     fn custom_without_type_is_a_config_error() {
-        let source = SourceConfig {
-            topic: "t".into(),
-            preset: Preset::Custom,
-            id: None,
-            event_type: None,
-            device: None,
-            group: None,
-            tenant: None,
-            time: None,
-        };
+        let source = SourceConfig::for_preset("t", Preset::Custom);
         assert_eq!(Extractor::from_config(&source).unwrap_err().0, "type");
         let bad = SourceConfig {
             event_type: Some("type".into()),

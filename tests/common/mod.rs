@@ -206,6 +206,22 @@ impl DlqRecord {
     }
 }
 
+/// `n` Mender status events `evt-<from..to>` for 13 devices, keyed by device.
+pub fn status_events(from: usize, to: usize) -> Vec<(String, Vec<u8>)> {
+    (from..to)
+        .map(|i| {
+            (
+                format!("dev-{}", i % 13),
+                format!(
+                    r#"{{"id":"evt-{i}","type":"device-status-changed","data":{{"id":"dev-{}"}}}}"#,
+                    i % 13
+                )
+                .into_bytes(),
+            )
+        })
+        .collect()
+}
+
 /// A recording receiver.
 pub async fn receiver(behaviour: Behaviour) -> Receiver {
     Receiver::start(ReceiverSpec {
@@ -241,16 +257,7 @@ pub fn config(group: &str, topics: &[(&str, Preset)]) -> Config {
     c.metrics.listen = String::new();
     c.sources = topics
         .iter()
-        .map(|(t, p)| SourceConfig {
-            topic: t.to_string(),
-            preset: *p,
-            id: None,
-            event_type: None,
-            device: None,
-            group: None,
-            tenant: None,
-            time: None,
-        })
+        .map(|(t, p)| SourceConfig::for_preset(*t, *p))
         .collect();
     c
 }
