@@ -337,3 +337,57 @@ async fn a_full_queue_defers_without_using_attempts_and_spares_the_neighbour() {
     );
     pipeline.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gone_disables_until_the_endpoint_is_saved_again() {
+    let cluster = Cluster::start(&[TOPIC], 1);
+    let rx = receiver(Behaviour::FailFirst {
+        times: 1,
+        status: 410,
+        retry_after: None,
+    })
+    .await;
+    let mut config = config("gone-test", &[(TOPIC, Preset::Mender)]);
+    let ep = endpoint("gone", rx.url("in"), &["*"], "none", "");
+    config.endpoints.push(ep.clone());
+    let pipeline = start(config, &cluster).await;
+    cluster.produce_many(TOPIC, &[event(1)]).await;
+    wait_for("the 410", Duration::from_secs(20), || {
+        cluster
+            .read_all("hookstream.dlq")
+            .iter()
+            .any(|r| r.header("hookstream-reason") == Some("gone"))
+    })
+    .await;
+    cluster.produce_many(TOPIC, &[event(2)]).await;
+    wait_for(
+        "the next event dead-lettered as endpoint_disabled",
+        Duration::from_secs(20),
+        || {
+            cluster
+                .read_all("hookstream.dlq")
+                .iter()
+                .any(|r| r.header("hookstream-reason") == Some("endpoint_disabled"))
+        },
+    )
+    .await;
+    assert_eq!(
+        rx.log().requests.load(Ordering::Relaxed),
+        1,
+        "no request after 410"
+    );
+    // Saved again (as the API does on enable/update): deliveries resume.
+    let saved =
+        hookstream::index::Endpoint::build(ep, true, Duration::from_secs(5), &|_| None).unwrap();
+    pipeline.registry().upsert(vec![std::sync::Arc::new(saved)]);
+    cluster.produce_many(TOPIC, &[event(3)]).await;
+    // (The receiver answers 410 to the first request of every webhook-id;
+    // what matters is that a request is made again.)
+    wait_for(
+        "a request after the endpoint was saved",
+        Duration::from_secs(20),
+        || rx.log().requests.load(Ordering::Relaxed) == 2,
+    )
+    .await;
+    pipeline.shutdown().await.unwrap();
+}

@@ -176,8 +176,13 @@ impl Sender {
     }
 
     /// Sends to the endpoint's new settings from the next attempt on.
+    /// A rewritten endpoint (a new `Arc`, e.g. re-enabled through the API)
+    /// also clears the "answered 410 Gone" state.
     pub fn update(&self, endpoint: Arc<Endpoint>) {
-        self.shared.endpoint.store(endpoint);
+        let old = self.shared.endpoint.swap(Arc::clone(&endpoint));
+        if !Arc::ptr_eq(&old, &endpoint) && self.shared.gone.swap(false, Ordering::Relaxed) {
+            tracing::info!(endpoint = %endpoint.id(), "endpoint changed after 410 Gone: delivering again");
+        }
     }
 
     /// The endpoint was deleted: whatever is still queued is dead-lettered
