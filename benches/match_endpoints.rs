@@ -48,6 +48,16 @@ fn endpoints(n: usize) -> Vec<Arc<Endpoint>> {
         .collect()
 }
 
+/// The `i`-th event type for device `d` in group `g`.
+fn route_key<'a>(i: usize, d: &'a str, g: &'a str) -> RouteKey<'a> {
+    RouteKey {
+        event_type: TYPES[i % TYPES.len()],
+        device: Some(d),
+        group: Some(g),
+        tenant: None,
+    }
+}
+
 fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("match");
     for n in [10usize, 10_000, 100_000] {
@@ -63,15 +73,7 @@ fn bench(c: &mut Criterion) {
         let mut out = Vec::new();
         let mut matched = 0usize;
         for (i, (d, g)) in keys.iter().enumerate() {
-            index.matches(
-                &RouteKey {
-                    event_type: TYPES[i % TYPES.len()],
-                    device: Some(d),
-                    group: Some(g),
-                    tenant: None,
-                },
-                &mut out,
-            );
+            index.matches(&route_key(i, d, g), &mut out);
             matched += out.len();
         }
         eprintln!(
@@ -83,15 +85,7 @@ fn bench(c: &mut Criterion) {
             b.iter(|| {
                 i = (i + 1) % keys.len();
                 let (d, g) = &keys[i];
-                index.matches(
-                    &RouteKey {
-                        event_type: TYPES[i % TYPES.len()],
-                        device: Some(d),
-                        group: Some(g),
-                        tenant: None,
-                    },
-                    &mut out,
-                );
+                index.matches(&route_key(i, d, g), &mut out);
                 out.len()
             })
         });

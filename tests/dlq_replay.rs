@@ -30,15 +30,7 @@ async fn dead_letters_are_listed_filtered_and_replayed_once() {
         .endpoints
         .push(endpoint("picky", picky.url("in"), &["*"], "none", ""));
     let pipeline = start(config.clone(), &cluster).await;
-    let events: Vec<(String, Vec<u8>)> = (0..10)
-        .map(|i| {
-            (
-                format!("d{i}"),
-                format!(r#"{{"id":"evt-{i}","type":"device-provisioned","data":{{"id":"d{i}"}}}}"#)
-                    .into_bytes(),
-            )
-        })
-        .collect();
+    let events = provisioned_events("evt", 10);
     cluster.produce_many(TOPIC, &events).await;
     cluster
         .produce("device-events", "bad", b"not json", &[])

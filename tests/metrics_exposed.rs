@@ -81,15 +81,7 @@ async fn every_metric_the_dashboard_queries_is_exposed() {
     tiny.max_concurrency = 1;
     config.endpoints.push(tiny);
     let pipeline = start(config, &cluster).await;
-    let events: Vec<(String, Vec<u8>)> = (0..20)
-        .map(|i| {
-            (
-                format!("d{i}"),
-                format!(r#"{{"id":"m-{i}","type":"device-provisioned","data":{{"id":"d{i}"}}}}"#)
-                    .into_bytes(),
-            )
-        })
-        .collect();
+    let events = provisioned_events("m", 20);
     cluster.produce_many(TOPIC, &events).await;
     cluster.produce(TOPIC, "bad", b"not json", &[]).await;
 

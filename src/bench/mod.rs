@@ -412,20 +412,8 @@ impl Bench {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         counts.sample_latency.store(false, Ordering::SeqCst);
-        let mut l = counts
-            .latencies_us
-            .lock()
-            .map(|l| l.clone())
-            .unwrap_or_default();
-        l.sort_unstable();
-        let pct = |p: f64| {
-            if l.is_empty() {
-                return 0.0;
-            }
-            let i = ((l.len() as f64 * p) as usize).min(l.len() - 1);
-            l[i] as f64 / 1000.0
-        };
-        Ok((pct(0.50), pct(0.99)))
+        let [p50, p99] = counts.latency_percentiles_ms([0.50, 0.99]);
+        Ok((p50, p99))
     }
 
     /// (f): `events` retry records on the first tier, due over ten seconds
@@ -489,16 +477,7 @@ impl Bench {
         counts.sample_latency.store(true, Ordering::SeqCst);
         let (secs, requests, peak, before, pipeline) = self.measure(config, events).await?;
         counts.sample_latency.store(false, Ordering::SeqCst);
-        let mut l = counts
-            .latencies_us
-            .lock()
-            .map(|l| l.clone())
-            .unwrap_or_default();
-        l.sort_unstable();
-        let pct = |p: f64| {
-            l.get(((l.len() as f64 * p) as usize).min(l.len().saturating_sub(1)))
-                .map_or(0.0, |v| *v as f64 / 1000.0)
-        };
+        let [p50, p99] = counts.latency_percentiles_ms([0.50, 0.99]);
         let early = counts.early.load(Ordering::Relaxed);
         eprintln!("  {early} of {events} retries arrived before they were due");
         pipeline.shutdown().await?;
@@ -509,8 +488,8 @@ impl Bench {
             events_per_s: events as f64 / secs.max(1e-9),
             deliveries_per_s: events as f64 / secs.max(1e-9),
             requests_per_s: requests as f64 / secs.max(1e-9),
-            latency_p50_ms: pct(0.50),
-            latency_p99_ms: pct(0.99),
+            latency_p50_ms: p50,
+            latency_p99_ms: p99,
             peak_rss_mib: peak.max(before),
             rss_before_mib: before,
             ratio_to_raw_http: events as f64 / secs.max(1e-9) / baselines.raw_http_per_s.max(1e-9),

@@ -69,6 +69,20 @@ impl Counts {
         }
     }
 
+    /// Percentiles (ms) of the sampled latencies, one per `quantiles` entry.
+    pub fn latency_percentiles_ms<const N: usize>(&self, quantiles: [f64; N]) -> [f64; N] {
+        let mut l = self
+            .latencies_us
+            .lock()
+            .map(|l| l.clone())
+            .unwrap_or_default();
+        l.sort_unstable();
+        quantiles.map(|q| {
+            let i = ((l.len() as f64 * q) as usize).min(l.len().saturating_sub(1));
+            l.get(i).map_or(0.0, |v| *v as f64 / 1000.0)
+        })
+    }
+
     /// Seconds from the first to the latest request.
     pub fn busy_secs(&self) -> f64 {
         let first = self.first_ns.load(Ordering::SeqCst);

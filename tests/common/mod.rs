@@ -222,6 +222,21 @@ pub fn status_events(from: usize, to: usize) -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
+/// `n` Mender provisioning events `<prefix>-<i>` for devices `d<i>`.
+pub fn provisioned_events(prefix: &str, n: usize) -> Vec<(String, Vec<u8>)> {
+    (0..n)
+        .map(|i| {
+            (
+                format!("d{i}"),
+                format!(
+                    r#"{{"id":"{prefix}-{i}","type":"device-provisioned","data":{{"id":"d{i}"}}}}"#
+                )
+                .into_bytes(),
+            )
+        })
+        .collect()
+}
+
 /// A recording receiver.
 pub async fn receiver(behaviour: Behaviour) -> Receiver {
     Receiver::start(ReceiverSpec {
