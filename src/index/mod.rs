@@ -4,8 +4,9 @@
 //! endpoints are filed under their most selective restriction (device, then
 //! group, then tenant, else unrestricted), and within that under their event
 //! patterns: exact types in a hash map, prefix globs in a hash map probed
-//! once per distinct prefix length, `*` in a list. Candidates are then
-//! checked against their remaining restrictions.
+//! once per distinct prefix length, `*` in a list. A list whose endpoints
+//! have no restriction beyond the bucket is copied whole; otherwise each
+//! candidate is checked against its remaining restrictions.
 
 pub mod endpoint;
 pub mod registry;
@@ -21,49 +22,74 @@ pub use store::EndpointStore;
 /// Position of an endpoint in an [`EndpointIndex`].
 pub type Slot = u32;
 
+/// Endpoints filed under one pattern of one restriction bucket, with what
+/// a lookup must still do for them.
+#[derive(Debug, Default)]
+struct SlotList {
+    slots: Vec<Slot>,
+    /// Some endpoint here has several patterns (it may be visited twice).
+    overlapping: bool,
+    /// Some endpoint here has restrictions beyond the bucket it is filed
+    /// under, so each slot must be checked; otherwise the whole list matches.
+    filtered: bool,
+}
+
+impl SlotList {
+    fn push(&mut self, slot: Slot, overlapping: bool, filtered: bool) {
+        self.slots.push(slot);
+        self.overlapping |= overlapping;
+        self.filtered |= filtered;
+    }
+}
+
+/// How an endpoint is filed: its slot and what a lookup must know about it.
+#[derive(Debug, Clone, Copy)]
+struct Filing {
+    slot: Slot,
+    overlapping: bool,
+    filtered: bool,
+}
+
 /// Patterns of one restriction bucket.
 #[derive(Debug, Default)]
 struct TypeTable {
-    exact: HashMap<String, Vec<Slot>>,
-    prefixes: HashMap<String, Vec<Slot>>,
+    exact: HashMap<String, SlotList>,
+    prefixes: HashMap<String, SlotList>,
     /// Distinct prefix lengths, ascending.
     prefix_lens: Vec<usize>,
-    wildcard: Vec<Slot>,
+    wildcard: SlotList,
 }
 
 impl TypeTable {
-    fn insert(&mut self, pattern: &str, slot: Slot) {
-        if pattern == "*" {
-            self.wildcard.push(slot);
+    fn insert(&mut self, pattern: &str, f: Filing) {
+        let list = if pattern == "*" {
+            &mut self.wildcard
         } else if let Some(prefix) = pattern.strip_suffix('*') {
-            self.prefixes
-                .entry(prefix.to_string())
-                .or_default()
-                .push(slot);
             if let Err(pos) = self.prefix_lens.binary_search(&prefix.len()) {
                 self.prefix_lens.insert(pos, prefix.len());
             }
+            self.prefixes.entry(prefix.to_string()).or_default()
         } else {
-            self.exact
-                .entry(pattern.to_string())
-                .or_default()
-                .push(slot);
-        }
+            self.exact.entry(pattern.to_string()).or_default()
+        };
+        list.push(f.slot, f.overlapping, f.filtered);
     }
 
-    fn candidates(&self, event_type: &str, mut visit: impl FnMut(Slot)) {
-        self.wildcard.iter().copied().for_each(&mut visit);
-        if let Some(slots) = self.exact.get(event_type) {
-            slots.iter().copied().for_each(&mut visit);
+    fn candidates<'t>(&'t self, event_type: &str, mut visit: impl FnMut(&'t SlotList)) {
+        if !self.wildcard.slots.is_empty() {
+            visit(&self.wildcard);
+        }
+        if let Some(list) = self.exact.get(event_type) {
+            visit(list);
         }
         for &len in &self.prefix_lens {
             if len > event_type.len() {
                 break;
             }
             if let Some(prefix) = event_type.get(..len)
-                && let Some(slots) = self.prefixes.get(prefix)
+                && let Some(list) = self.prefixes.get(prefix)
             {
-                slots.iter().copied().for_each(&mut visit);
+                visit(list);
             }
         }
     }
@@ -75,8 +101,6 @@ impl TypeTable {
 pub struct EndpointIndex {
     endpoints: Vec<Arc<Endpoint>>,
     by_id: HashMap<String, Slot>,
-    /// Whether the endpoint has several patterns (matches may repeat).
-    overlapping: Vec<bool>,
     open: TypeTable,
     by_device: HashMap<String, TypeTable>,
     by_group: HashMap<String, TypeTable>,
@@ -87,13 +111,7 @@ impl EndpointIndex {
     /// Indexes `endpoints`; disabled ones are kept for lookups by id but
     /// never match.
     pub fn new(endpoints: Vec<Arc<Endpoint>>) -> Self {
-        let mut index = Self {
-            overlapping: endpoints
-                .iter()
-                .map(|e| e.config.events.len() > 1)
-                .collect(),
-            ..Self::default()
-        };
+        let mut index = Self::default();
         for (slot, endpoint) in endpoints.iter().enumerate() {
             let slot = slot as Slot;
             index.by_id.insert(endpoint.config.id.clone(), slot);
@@ -101,14 +119,27 @@ impl EndpointIndex {
                 continue;
             }
             let c = &endpoint.config;
-            let buckets: Vec<(u8, &str)> = if !c.devices.is_empty() {
-                c.devices.iter().map(|d| (0u8, d.as_str())).collect()
+            // Filed under its most selective restriction; the ones after it
+            // are checked per lookup.
+            let (buckets, filtered): (Vec<(u8, &str)>, bool) = if !c.devices.is_empty() {
+                (
+                    c.devices.iter().map(|d| (0u8, d.as_str())).collect(),
+                    !c.groups.is_empty() || !c.tenant.is_empty(),
+                )
             } else if !c.groups.is_empty() {
-                c.groups.iter().map(|g| (1u8, g.as_str())).collect()
+                (
+                    c.groups.iter().map(|g| (1u8, g.as_str())).collect(),
+                    !c.tenant.is_empty(),
+                )
             } else if !c.tenant.is_empty() {
-                vec![(2u8, c.tenant.as_str())]
+                (vec![(2u8, c.tenant.as_str())], false)
             } else {
-                vec![(3u8, "")]
+                (vec![(3u8, "")], false)
+            };
+            let filing = Filing {
+                slot,
+                overlapping: c.events.len() > 1,
+                filtered,
             };
             for (kind, key) in buckets {
                 let table = match kind {
@@ -118,7 +149,7 @@ impl EndpointIndex {
                     _ => &mut index.open,
                 };
                 for pattern in &c.events {
-                    table.insert(pattern, slot);
+                    table.insert(pattern, filing);
                 }
             }
         }
@@ -161,17 +192,20 @@ impl EndpointIndex {
     pub fn matches(&self, key: &RouteKey<'_>, out: &mut Vec<Slot>) {
         out.clear();
         let mut needs_dedup = false;
-        // Endpoints in the open table have no restriction at all.
-        self.open.candidates(key.event_type, |slot: Slot| {
-            needs_dedup |= self.overlapping[slot as usize];
-            out.push(slot);
-        });
-        let mut visit = |slot: Slot| {
-            if self.endpoints[slot as usize].admits(key) {
-                needs_dedup |= self.overlapping[slot as usize];
-                out.push(slot);
+        let mut visit = |list: &SlotList| {
+            needs_dedup |= list.overlapping;
+            if list.filtered {
+                out.extend(
+                    list.slots
+                        .iter()
+                        .copied()
+                        .filter(|&slot| self.endpoints[slot as usize].admits(key)),
+                );
+            } else {
+                out.extend_from_slice(&list.slots);
             }
         };
+        self.open.candidates(key.event_type, &mut visit);
         let buckets = [
             (key.device, &self.by_device),
             (key.group, &self.by_group),
@@ -310,17 +344,24 @@ mod tests {
                 if i % 4 == 0 {
                     c.groups = vec!["g1".into()];
                 }
+                if i % 5 == 1 {
+                    c.tenant = "t1".into();
+                }
             }));
         }
         let index = EndpointIndex::new(endpoints.clone());
         for t in types {
             for d in ["d0", "d3", "none"] {
-                for g in [Some("g1"), None] {
+                for (g, tenant) in [
+                    (Some("g1"), None),
+                    (None, Some("t1")),
+                    (Some("g1"), Some("t1")),
+                ] {
                     let key = RouteKey {
                         event_type: t,
                         device: Some(d),
                         group: g,
-                        tenant: None,
+                        tenant,
                     };
                     let mut expected: Vec<String> = endpoints
                         .iter()
