@@ -122,6 +122,11 @@ impl EndpointActivity {
         };
         if ring.len() == RING_CAPACITY {
             ring.pop_front();
+        } else if ring.len() == ring.capacity() {
+            // Grows one record at a time at first: most of 100 000 endpoints
+            // see a few attempts, and the ring is per endpoint.
+            let len = ring.len();
+            ring.reserve_exact(len.clamp(1, RING_CAPACITY - len));
         }
         ring.push_back(record);
     }

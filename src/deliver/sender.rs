@@ -1,21 +1,22 @@
 //! Per-endpoint senders: a bounded queue, a rate limit, a concurrency limit,
-//! and the task that turns each queued delivery into attempts and a durable
-//! outcome.
+//! and the worker that turns each queued delivery into attempts and a
+//! durable outcome. The worker runs only while deliveries are queued, so an
+//! index of 100 000 mostly idle endpoints holds no task or channel for each.
 //!
 //! Owns what happens to one delivery from dequeue to settled: send, classify,
 //! then a durable outcome (delivered, retry scheduled on a delay tier, or
 //! dead-lettered), then report the ack token. It never commits offsets and
 //! never touches other endpoints' queues.
 
+use std::collections::VecDeque;
 use std::num::NonZeroU32;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use tokio::sync::{Semaphore, mpsc};
-use tokio::task::JoinHandle;
+use tokio::sync::{Notify, Semaphore, mpsc};
 
 use arc_swap::ArcSwap;
 
@@ -54,18 +55,27 @@ pub enum EnqueueError {
     Closed(Delivery),
 }
 
-/// Everything an attempt task needs, shared by the sender's tasks.
+/// The deliveries waiting for one endpoint, and whether a worker is
+/// taking from them.
+#[derive(Debug, Default)]
+struct Queue {
+    items: VecDeque<Delivery>,
+    /// A worker task is running; it ends when it finds the queue empty.
+    worker: bool,
+    /// The pipeline stopped: nothing more is queued.
+    closed: bool,
+}
+
+/// Everything a sender's tasks share. This is all an endpoint costs while
+/// nothing is queued for it: no task, no channel.
 struct Shared {
     /// The endpoint's current settings (swapped when it changes).
     endpoint: ArcSwap<Endpoint>,
     /// Set when the endpoint was deleted: what is still queued is
     /// dead-lettered as `endpoint_deleted`.
     deleted: AtomicBool,
-    clients: HttpClients,
-    writer: OutcomeWriter,
-    acks: mpsc::UnboundedSender<AckToken>,
-    policy: RetryPolicy,
-    metrics: EndpointMetrics,
+    deps: Arc<SenderDeps>,
+    metrics: Arc<EndpointMetrics>,
     activity: Arc<EndpointActivity>,
     /// Set when the endpoint answered 410 Gone.
     gone: AtomicBool,
@@ -73,7 +83,17 @@ struct Shared {
     circuit: Circuit,
     /// Unix ms of the latest dequeue: a sender that stops taking from its
     /// queue is stalled, not just busy.
-    last_dequeue_ms: std::sync::atomic::AtomicI64,
+    last_dequeue_ms: AtomicI64,
+    queue: Mutex<Queue>,
+    /// Most deliveries queued at once.
+    capacity: usize,
+    /// Wakes an enqueue waiting for room.
+    room: Notify,
+    /// Wakes a worker waiting to fill a batch.
+    arrivals: Notify,
+    limiter: Option<DefaultDirectRateLimiter>,
+    /// Requests in flight.
+    permits: Arc<Semaphore>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -81,6 +101,38 @@ impl std::fmt::Debug for Shared {
         f.debug_struct("Shared")
             .field("endpoint", &self.endpoint.load().id())
             .finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    fn queue(&self) -> MutexGuard<'_, Queue> {
+        match self.queue.lock() {
+            Ok(q) => q,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// Moves up to `max` queued deliveries into `batch`. With `end_if_empty`
+    /// and nothing queued, the worker is marked gone (under the same lock an
+    /// enqueue checks, so a delivery is never left without a worker) and
+    /// `false` comes back.
+    fn take(&self, batch: &mut Vec<Delivery>, max: usize, end_if_empty: bool) -> bool {
+        let mut q = self.queue();
+        if q.items.is_empty() {
+            if end_if_empty {
+                q.worker = false;
+                // An idle endpoint keeps no queue memory.
+                q.items = VecDeque::new();
+                return false;
+            }
+            return true;
+        }
+        let n = (max - batch.len()).min(q.items.len());
+        batch.extend(q.items.drain(..n));
+        drop(q);
+        self.last_dequeue_ms.store(now_ms(), Ordering::Relaxed);
+        self.room.notify_one();
+        true
     }
 }
 
@@ -95,8 +147,8 @@ pub struct RetryPolicy {
     pub retry_window: Duration,
 }
 
-/// Services a sender needs from the pipeline.
-#[derive(Debug, Clone)]
+/// Services every sender shares, built once per pipeline.
+#[derive(Debug)]
 pub struct SenderDeps {
     /// Pooled HTTP clients.
     pub clients: HttpClients,
@@ -111,24 +163,38 @@ pub struct SenderDeps {
     /// First open interval of circuit breakers (doubling up to the backoff
     /// maximum).
     pub circuit_base: Duration,
+    /// The handles all endpoints share when series are not labelled per
+    /// endpoint (registered on first use).
+    pub shared_metrics: OnceLock<Arc<EndpointMetrics>>,
 }
 
-/// Handle to a running sender.
+impl SenderDeps {
+    /// The metric handles of `endpoint_id`.
+    fn metrics_for(&self, endpoint_id: &str) -> Arc<EndpointMetrics> {
+        if self.per_endpoint_labels {
+            return Arc::new(EndpointMetrics::new(endpoint_id, true));
+        }
+        Arc::clone(
+            self.shared_metrics
+                .get_or_init(|| Arc::new(EndpointMetrics::new(endpoint_id, false))),
+        )
+    }
+}
+
+/// Handle to one endpoint's sender. A worker task runs only while
+/// deliveries are queued, so idle endpoints cost a few hundred bytes.
 #[derive(Debug)]
 pub struct Sender {
-    queue: mpsc::Sender<Delivery>,
     shared: Arc<Shared>,
-    task: JoinHandle<()>,
 }
 
 impl Sender {
-    /// Starts the sender of `endpoint`, recording into `activity`.
-    pub fn spawn(
+    /// The sender of `endpoint`, recording into `activity`.
+    pub fn new(
         endpoint: Arc<Endpoint>,
-        deps: &SenderDeps,
+        deps: &Arc<SenderDeps>,
         activity: Arc<EndpointActivity>,
     ) -> Self {
-        let (tx, rx) = mpsc::channel(endpoint.config.queue_size as usize);
         let limiter = endpoint.config.rate_limit.map(|rl| {
             let period = Duration::from_secs_f64(1.0 / rl.per_second).max(Duration::from_nanos(1));
             let burst = NonZeroU32::new(rl.burst).unwrap_or(NonZeroU32::MIN);
@@ -137,26 +203,23 @@ impl Sender {
                 .allow_burst(burst);
             RateLimiter::direct(quota)
         });
-        let permits = Arc::new(Semaphore::new(endpoint.config.max_concurrency as usize));
         let shared = Arc::new(Shared {
-            metrics: EndpointMetrics::new(endpoint.id(), deps.per_endpoint_labels),
+            metrics: deps.metrics_for(endpoint.id()),
+            capacity: (endpoint.config.queue_size as usize).max(1),
+            permits: Arc::new(Semaphore::new(endpoint.config.max_concurrency as usize)),
             endpoint: ArcSwap::new(endpoint),
             deleted: AtomicBool::new(false),
-            clients: deps.clients.clone(),
-            writer: deps.writer.clone(),
-            acks: deps.acks.clone(),
-            policy: deps.policy,
+            deps: Arc::clone(deps),
             activity,
             gone: AtomicBool::new(false),
             circuit: Circuit::new(deps.circuit_base, deps.policy.backoff.max()),
-            last_dequeue_ms: std::sync::atomic::AtomicI64::new(now_ms()),
+            last_dequeue_ms: AtomicI64::new(now_ms()),
+            queue: Mutex::new(Queue::default()),
+            room: Notify::new(),
+            arrivals: Notify::new(),
+            limiter,
         });
-        let task = tokio::spawn(run(Arc::clone(&shared), rx, limiter, permits));
-        Self {
-            queue: tx,
-            shared,
-            task,
-        }
+        Self { shared }
     }
 
     /// The endpoint as this sender currently sends to it.
@@ -186,7 +249,7 @@ impl Sender {
     }
 
     /// The endpoint was deleted: whatever is still queued is dead-lettered
-    /// (`endpoint_deleted`); the sender ends when its queue is empty.
+    /// (`endpoint_deleted`); the worker ends when the queue is empty.
     pub fn retire(&self) {
         self.shared.deleted.store(true, Ordering::Release);
     }
@@ -199,7 +262,7 @@ impl Sender {
         delivery: Delivery,
         patience: Duration,
     ) -> Result<(), EnqueueError> {
-        let delivery = match self.try_enqueue(delivery) {
+        let mut delivery = match self.try_enqueue(delivery) {
             Err(EnqueueError::Full(d)) => d,
             other => return other,
         };
@@ -207,21 +270,44 @@ impl Sender {
         if stalled_for >= patience.as_millis() as i64 {
             return Err(EnqueueError::Full(delivery));
         }
-        let permit = match tokio::time::timeout(patience, self.queue.reserve()).await {
-            Ok(Ok(permit)) => permit,
-            Ok(Err(_)) => return Err(EnqueueError::Closed(delivery)),
-            Err(_) => return Err(EnqueueError::Full(delivery)),
-        };
-        permit.send(delivery);
-        Ok(())
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            let room = self.shared.room.notified();
+            tokio::pin!(room);
+            // Registered before looking, so a dequeue in between wakes it.
+            room.as_mut().enable();
+            delivery = match self.try_enqueue(delivery) {
+                Err(EnqueueError::Full(d)) => d,
+                other => return other,
+            };
+            if tokio::time::timeout_at(deadline, room).await.is_err() {
+                return Err(EnqueueError::Full(delivery));
+            }
+        }
     }
 
-    /// Queues a delivery if there is room.
+    /// Queues a delivery if there is room, starting a worker if none runs.
     pub fn try_enqueue(&self, delivery: Delivery) -> Result<(), EnqueueError> {
-        self.queue.try_send(delivery).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(d) => EnqueueError::Full(d),
-            mpsc::error::TrySendError::Closed(d) => EnqueueError::Closed(d),
-        })
+        let start_worker = {
+            let mut q = self.shared.queue();
+            if q.closed {
+                return Err(EnqueueError::Closed(delivery));
+            }
+            if q.items.len() >= self.shared.capacity {
+                return Err(EnqueueError::Full(delivery));
+            }
+            q.items.push_back(delivery);
+            !std::mem::replace(&mut q.worker, true)
+        };
+        if start_worker {
+            self.shared
+                .last_dequeue_ms
+                .store(now_ms(), Ordering::Relaxed);
+            tokio::spawn(work(Arc::clone(&self.shared)));
+        } else {
+            self.shared.arrivals.notify_one();
+        }
+        Ok(())
     }
 
     /// The endpoint's circuit breaker.
@@ -244,32 +330,34 @@ impl Sender {
     /// Stops taking deliveries; queued ones are dropped unsettled (they will
     /// be consumed again after the offsets that were committed).
     pub fn abort(&self) {
-        self.task.abort();
+        let mut q = self.shared.queue();
+        q.closed = true;
+        q.items.clear();
     }
 }
 
-async fn run(
-    shared: Arc<Shared>,
-    mut queue: mpsc::Receiver<Delivery>,
-    limiter: Option<DefaultDirectRateLimiter>,
-    permits: Arc<Semaphore>,
-) {
+/// The worker: takes deliveries (in batches when configured), waits for the
+/// rate limit and a concurrency permit, and starts each attempt. It ends as
+/// soon as the queue is empty.
+async fn work(shared: Arc<Shared>) {
     let batch = shared.endpoint.load().config.batch;
     let max_events = batch.max_events.max(1) as usize;
     let max_wait = batch.max_wait.get();
-    while let Some(first) = queue.recv().await {
-        shared.last_dequeue_ms.store(now_ms(), Ordering::Relaxed);
-        let mut batch = vec![first];
-        if max_events > 1 {
-            fill_batch(&mut queue, &mut batch, max_events, max_wait).await;
+    loop {
+        let mut batch = Vec::with_capacity(1);
+        if !shared.take(&mut batch, max_events, true) {
+            return;
         }
-        if let Some(limiter) = &limiter
+        if batch.len() < max_events && !max_wait.is_zero() {
+            fill_batch(&shared, &mut batch, max_events, max_wait).await;
+        }
+        if let Some(limiter) = &shared.limiter
             && limiter.check().is_err()
         {
             shared.metrics.rate_limited.increment(1);
             limiter.until_ready().await;
         }
-        let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
+        let Ok(permit) = Arc::clone(&shared.permits).acquire_owned().await else {
             return;
         };
         let shared = Arc::clone(&shared);
@@ -282,26 +370,15 @@ async fn run(
 
 /// Adds queued deliveries to `batch` until it holds `max` or `max_wait`
 /// passed since the first.
-async fn fill_batch(
-    queue: &mut mpsc::Receiver<Delivery>,
-    batch: &mut Vec<Delivery>,
-    max: usize,
-    max_wait: Duration,
-) {
+async fn fill_batch(shared: &Shared, batch: &mut Vec<Delivery>, max: usize, max_wait: Duration) {
     let deadline = tokio::time::Instant::now() + max_wait;
     while batch.len() < max {
-        match queue.try_recv() {
-            Ok(d) => batch.push(d),
-            Err(mpsc::error::TryRecvError::Disconnected) => break,
-            Err(mpsc::error::TryRecvError::Empty) => {
-                if max_wait.is_zero() {
-                    break;
-                }
-                match tokio::time::timeout_at(deadline, queue.recv()).await {
-                    Ok(Some(d)) => batch.push(d),
-                    _ => break,
-                }
-            }
+        let arrived = shared.arrivals.notified();
+        tokio::pin!(arrived);
+        arrived.as_mut().enable();
+        shared.take(batch, max, false);
+        if batch.len() >= max || tokio::time::timeout_at(deadline, arrived).await.is_err() {
+            break;
         }
     }
 }
@@ -365,7 +442,7 @@ async fn deliver(shared: &Shared, batch: Vec<Delivery>) {
         for (d, mut h) in batch.into_iter().zip(histories) {
             h.last_error = why.into();
             dead_letter(shared, &d.event, &h, reason).await;
-            let _ = shared.acks.send(d.token);
+            let _ = shared.deps.acks.send(d.token);
         }
         return;
     }
@@ -390,14 +467,14 @@ async fn deliver(shared: &Shared, batch: Vec<Delivery>) {
     };
     let body = batch_body(&batch);
     let report = send_attempt(
-        &shared.clients,
+        &shared.deps.clients,
         endpoint,
         Outgoing {
             body: &body,
             webhook_id: &wid,
             event_type: kind,
         },
-        shared.policy.backoff.max(),
+        shared.deps.policy.backoff.max(),
     )
     .await;
     shared.metrics.response(report.status);
@@ -444,17 +521,21 @@ async fn deliver(shared: &Shared, batch: Vec<Delivery>) {
                 h.last_error.clone_from(&report.last_error);
                 h.attempt += u32::from(counts_attempt);
                 let age = Duration::from_millis((now_ms() - h.first_ms).max(0) as u64);
-                if h.attempt >= shared.policy.max_attempts || age >= shared.policy.retry_window {
+                if h.attempt >= shared.deps.policy.max_attempts
+                    || age >= shared.deps.policy.retry_window
+                {
                     dead_letter(shared, &d.event, &h, "exhausted").await;
                     continue;
                 }
                 let delay = after.unwrap_or_else(|| {
                     shared
+                        .deps
                         .policy
                         .backoff
                         .delay(h.attempt.max(1), rand::random::<f64>())
                 });
                 if shared
+                    .deps
                     .writer
                     .schedule_retry(&d.event, &h, delay)
                     .await
@@ -489,7 +570,7 @@ async fn deliver(shared: &Shared, batch: Vec<Delivery>) {
         }
     }
     for d in batch {
-        let _ = shared.acks.send(d.token);
+        let _ = shared.deps.acks.send(d.token);
     }
 }
 
@@ -516,16 +597,17 @@ async fn defer(shared: &Shared, delivery: Delivery, delay: Duration, why: &'stat
         last_error: why.into(),
     };
     shared
+        .deps
         .writer
         .schedule_retry(&delivery.event, &history, delay)
         .await;
     shared.activity.count(Outcome::Deferred, 1);
     shared.metrics.deferred.increment(1);
-    let _ = shared.acks.send(delivery.token);
+    let _ = shared.deps.acks.send(delivery.token);
 }
 
 async fn dead_letter(shared: &Shared, event: &Event, history: &History, reason: &str) {
-    shared.writer.dead_letter(event, history, reason).await;
+    shared.deps.writer.dead_letter(event, history, reason).await;
     shared.activity.count(Outcome::DeadLettered, 1);
     shared.metrics.dead_lettered.increment(1);
 }

@@ -65,8 +65,33 @@ pub struct Endpoint {
     pub timeout: Duration,
     /// The endpoint's custom headers, parsed once.
     pub extra_headers: Vec<(reqwest::header::HeaderName, reqwest::header::HeaderValue)>,
-    devices: HashSet<String>,
-    groups: HashSet<String>,
+    /// `config.devices` as a set, when it is long enough to need one.
+    devices: Option<HashSet<String>>,
+    /// `config.groups` as a set, likewise.
+    groups: Option<HashSet<String>>,
+}
+
+/// Restriction lists up to this long are scanned; longer ones get a set
+/// (most endpoints name one device or group, and 100 000 of them must fit).
+const SCAN_UP_TO: usize = 8;
+
+fn set_of(names: &[String]) -> Option<HashSet<String>> {
+    (names.len() > SCAN_UP_TO).then(|| names.iter().cloned().collect())
+}
+
+/// Whether `value` is admitted by a restriction list (empty: no
+/// restriction) and its set.
+fn admitted(names: &[String], set: &Option<HashSet<String>>, value: Option<&str>) -> bool {
+    if names.is_empty() {
+        return true;
+    }
+    let Some(value) = value else {
+        return false;
+    };
+    match set {
+        Some(set) => set.contains(value),
+        None => names.iter().any(|n| n == value),
+    }
 }
 
 impl fmt::Debug for Endpoint {
@@ -115,8 +140,8 @@ impl Endpoint {
         Ok(Self {
             extra_headers,
             timeout: config.timeout.map(|t| t.get()).unwrap_or(default_timeout),
-            devices: config.devices.iter().cloned().collect(),
-            groups: config.groups.iter().cloned().collect(),
+            devices: set_of(&config.devices),
+            groups: set_of(&config.groups),
             url: checked.url,
             literal_ip: checked.literal_ip,
             signer: checked.signer,
@@ -133,11 +158,8 @@ impl Endpoint {
     /// Whether the device/group/tenant restrictions admit the event. The
     /// event type is the index's business.
     pub fn admits(&self, key: &RouteKey<'_>) -> bool {
-        let in_set = |set: &HashSet<String>, v: Option<&str>| {
-            set.is_empty() || v.is_some_and(|v| set.contains(v))
-        };
-        in_set(&self.devices, key.device)
-            && in_set(&self.groups, key.group)
+        admitted(&self.config.devices, &self.devices, key.device)
+            && admitted(&self.config.groups, &self.groups, key.group)
             && (self.config.tenant.is_empty() || key.tenant == Some(self.config.tenant.as_str()))
     }
 
@@ -516,5 +538,25 @@ mod tests {
         assert!(!e.admits(&key(Some("d2"), Some("t1"))));
         assert!(!e.admits(&key(Some("d1"), None)));
         assert!(format!("{e:?}").contains("ep") && !format!("{e:?}").contains("whsec"));
+    }
+
+    #[test]
+    fn long_restriction_lists_admit_the_same_as_short_ones() {
+        for n in [1, SCAN_UP_TO, SCAN_UP_TO + 1, 500] {
+            let mut c = base();
+            c.groups = (0..n).map(|i| format!("g{i}")).collect();
+            let e = Endpoint::build(c, false, Duration::from_secs(1), &|_| None).unwrap();
+            let key = |group| RouteKey {
+                event_type: "x",
+                device: None,
+                group,
+                tenant: None,
+            };
+            assert!(e.admits(&key(Some("g0"))), "{n}");
+            let (last, beyond) = (format!("g{}", n - 1), format!("g{n}"));
+            assert!(e.admits(&key(Some(&last))), "{n}");
+            assert!(!e.admits(&key(Some(&beyond))), "{n}");
+            assert!(!e.admits(&key(None)), "{n}");
+        }
     }
 }

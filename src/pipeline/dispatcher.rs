@@ -80,10 +80,11 @@ pub(super) struct Dispatcher {
     /// The snapshot in use and its version.
     index: Arc<EndpointIndex>,
     version: u64,
-    /// Senders by slot of `index`, and by endpoint id.
-    senders: Vec<Arc<Sender>>,
+    /// Senders by slot of `index` (made on an endpoint's first delivery),
+    /// and by endpoint id.
+    senders: Vec<Option<Arc<Sender>>>,
     by_id: HashMap<String, Arc<Sender>>,
-    deps: SenderDeps,
+    deps: Arc<SenderDeps>,
     writer: OutcomeWriter,
     acks: mpsc::UnboundedSender<AckToken>,
     source: SourceConsumer,
@@ -100,7 +101,7 @@ pub(super) struct Dispatcher {
 impl Dispatcher {
     pub(super) fn new(
         registry: Arc<EndpointRegistry>,
-        deps: SenderDeps,
+        deps: Arc<SenderDeps>,
         writer: OutcomeWriter,
         acks: mpsc::UnboundedSender<AckToken>,
         source: SourceConsumer,
@@ -145,8 +146,9 @@ impl Dispatcher {
     }
 
     /// Picks up a new endpoint snapshot: senders of unchanged limits take the
-    /// new settings in place, others are replaced (the old one drains its
-    /// queue), deleted endpoints' senders dead-letter what they still hold.
+    /// new settings in place, others are dropped (the old one drains its
+    /// queue; a new one is made on the next delivery), deleted endpoints'
+    /// senders dead-letter what they still hold.
     fn refresh(&mut self) {
         let version = self.registry.version();
         if version == self.version {
@@ -154,21 +156,17 @@ impl Dispatcher {
         }
         self.version = version;
         self.index = self.registry.snapshot();
-        let mut by_id = HashMap::with_capacity(self.index.len());
+        let mut by_id = HashMap::with_capacity(self.by_id.len());
         let mut senders = Vec::with_capacity(self.index.len());
         for endpoint in self.index.endpoints() {
             let sender = match self.by_id.remove(endpoint.id()) {
                 Some(s) if s.fits(endpoint) => {
                     s.update(Arc::clone(endpoint));
-                    s
+                    by_id.insert(endpoint.id().to_string(), Arc::clone(&s));
+                    Some(s)
                 }
-                _ => Arc::new(Sender::spawn(
-                    Arc::clone(endpoint),
-                    &self.deps,
-                    self.registry.activity(endpoint.id()),
-                )),
+                _ => None,
             };
-            by_id.insert(endpoint.id().to_string(), Arc::clone(&sender));
             senders.push(sender);
         }
         for (id, gone) in self.by_id.drain() {
@@ -283,10 +281,10 @@ impl Dispatcher {
             );
         }
         self.commit(CommitMode::Sync);
-        for sender in self.senders.drain(..) {
+        self.senders.clear();
+        for (_, sender) in self.by_id.drain() {
             sender.abort();
         }
-        self.by_id.clear();
         drop(inbound);
         let source = self.source;
         tokio::task::spawn_blocking(move || source.close())
@@ -462,7 +460,7 @@ impl Dispatcher {
     /// busy endpoint that keeps taking from its queue gets up to
     /// [`ENQUEUE_PATIENCE`] of back-pressure first.
     async fn enqueue(&mut self, slot: Slot, delivery: Delivery) {
-        let sender = &self.senders[slot as usize];
+        let sender = self.sender(slot);
         if let Some(delay) = sender.circuit().defer_for(now_ms(), rand::random::<f64>()) {
             sender.defer(delivery, delay, "circuit open");
             return;
@@ -477,6 +475,23 @@ impl Dispatcher {
                 // Shutdown: left unsettled, consumed again after a restart.
             }
         }
+    }
+
+    /// The sender of `slot`, made on its first delivery.
+    fn sender(&mut self, slot: Slot) -> Arc<Sender> {
+        if let Some(sender) = &self.senders[slot as usize] {
+            return Arc::clone(sender);
+        }
+        let endpoint = self.index.endpoint(slot);
+        let sender = Arc::new(Sender::new(
+            Arc::clone(endpoint),
+            &self.deps,
+            self.registry.activity(endpoint.id()),
+        ));
+        self.by_id
+            .insert(endpoint.id().to_string(), Arc::clone(&sender));
+        self.senders[slot as usize] = Some(Arc::clone(&sender));
+        sender
     }
 
     /// Registers a record needing one outcome and dead-letters it.

@@ -77,16 +77,16 @@ pub struct Pipeline {
     registry: Arc<EndpointRegistry>,
 }
 
-/// The endpoints of `config`, validated and prepared.
-fn build_endpoints(config: &Config) -> Result<Vec<Arc<Endpoint>>> {
+/// Takes the endpoints out of `config` (they live on in the endpoints, not
+/// twice), validated and prepared.
+fn build_endpoints(config: &mut Config) -> Result<Vec<Arc<Endpoint>>> {
     let env = |name: &str| std::env::var(name).ok();
-    config
-        .endpoints
-        .iter()
+    std::mem::take(&mut config.endpoints)
+        .into_iter()
         .enumerate()
         .map(|(i, ep)| {
             Endpoint::build(
-                ep.clone(),
+                ep,
                 config.delivery.allow_private_destinations,
                 config.delivery.timeout.get(),
                 &env,
@@ -100,8 +100,8 @@ fn build_endpoints(config: &Config) -> Result<Vec<Arc<Endpoint>>> {
 impl Pipeline {
     /// Validates the endpoints of `config`, creates topics as configured,
     /// and starts consuming input topics and retry tiers.
-    pub async fn start(config: Config, broker: BrokerTarget) -> Result<Self> {
-        let registry = EndpointRegistry::new(build_endpoints(&config)?);
+    pub async fn start(mut config: Config, broker: BrokerTarget) -> Result<Self> {
+        let registry = EndpointRegistry::new(build_endpoints(&mut config)?);
         Self::start_with_registry(config, broker, registry).await
     }
 
@@ -124,7 +124,7 @@ impl Pipeline {
             config.delivery.allow_private_destinations,
         )?;
         let (acks_tx, acks_rx) = mpsc::unbounded_channel();
-        let deps = SenderDeps {
+        let deps = Arc::new(SenderDeps {
             clients,
             writer: writer.clone(),
             acks: acks_tx.clone(),
@@ -135,7 +135,8 @@ impl Pipeline {
             },
             per_endpoint_labels: config.metrics.per_endpoint_labels,
             circuit_base: tiers.delay(0),
-        };
+            shared_metrics: std::sync::OnceLock::new(),
+        });
         let stats = Arc::new(PipelineStats::default());
         let topics = TopicTable::new(
             config.kafka.topics.iter().cloned(),

@@ -233,7 +233,12 @@ impl SourceConsumer {
         for topic in &config.kafka.topics {
             extractors.add(config, topic)?;
         }
-        let sources = config.clone();
+        // The poll thread needs only the `[[sources]]` (for extractors of
+        // topics met later), not the endpoints, which may be many.
+        let sources = Config {
+            sources: config.sources.clone(),
+            ..Config::default()
+        };
         let thread = {
             let consumer = Arc::clone(&consumer);
             let stop = Arc::clone(&stop);
