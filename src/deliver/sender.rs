@@ -300,10 +300,12 @@ impl Sender {
             !std::mem::replace(&mut q.worker, true)
         };
         if start_worker {
-            self.shared
-                .last_dequeue_ms
-                .store(now_ms(), Ordering::Relaxed);
-            tokio::spawn(work(Arc::clone(&self.shared)));
+            let now = now_ms();
+            let previous = self.shared.last_dequeue_ms.swap(now, Ordering::Relaxed);
+            // A worker lingers only for a stream (the endpoint took a
+            // delivery moments ago), not for an endpoint hit once in a while.
+            let linger = now - previous <= STREAM_GAP_MS;
+            tokio::spawn(work(Arc::clone(&self.shared), linger));
         } else {
             self.shared.arrivals.notify_one();
         }
@@ -336,20 +338,57 @@ impl Sender {
     }
 }
 
+/// How long an idle worker of a streaming endpoint waits for more before
+/// it ends.
+const WORKER_LINGER: Duration = Duration::from_millis(50);
+
+/// Deliveries this close together (ms) make a stream.
+const STREAM_GAP_MS: i64 = 1_000;
+
 /// The worker: takes deliveries (in batches when configured), waits for the
 /// rate limit and a concurrency permit, and starts each attempt. It ends as
-/// soon as the queue is empty.
-async fn work(shared: Arc<Shared>) {
+/// soon as the queue stayed empty for [`WORKER_LINGER`].
+async fn work(shared: Arc<Shared>, linger: bool) {
     let batch = shared.endpoint.load().config.batch;
     let max_events = batch.max_events.max(1) as usize;
     let max_wait = batch.max_wait.get();
     loop {
         let mut batch = Vec::with_capacity(1);
-        if !shared.take(&mut batch, max_events, true) {
-            return;
+        loop {
+            let arrived = shared.arrivals.notified();
+            tokio::pin!(arrived);
+            arrived.as_mut().enable();
+            shared.take(&mut batch, max_events, false);
+            if !batch.is_empty() {
+                break;
+            }
+            // Lingers a moment so a steady stream does not start a worker
+            // per delivery; then ends unless something arrived meanwhile.
+            if !linger || tokio::time::timeout(WORKER_LINGER, arrived).await.is_err() {
+                if !shared.take(&mut batch, max_events, true) {
+                    return;
+                }
+                break;
+            }
         }
         if batch.len() < max_events && !max_wait.is_zero() {
             fill_batch(&shared, &mut batch, max_events, max_wait).await;
+        }
+        // While the circuit is open, queued deliveries move to the retry
+        // tier at once instead of waiting for a permit behind failing
+        // attempts: the queue keeps draining, so whoever enqueues (the
+        // dispatcher, for every endpoint) is never held up by this one.
+        let now = now_ms();
+        if shared.circuit.open_for(now).is_some() {
+            for delivery in batch {
+                let delay = shared
+                    .circuit
+                    .defer_for(now, rand::random::<f64>())
+                    .unwrap_or_default();
+                let shared = Arc::clone(&shared);
+                tokio::spawn(async move { defer(&shared, delivery, delay, "circuit open").await });
+            }
+            continue;
         }
         if let Some(limiter) = &shared.limiter
             && limiter.check().is_err()
