@@ -44,6 +44,10 @@ pub fn consumer_config(config: &Config, bootstrap: &str, group_id: &str) -> Clie
     // Bound what librdkafka prefetches; hookstream's own back-pressure
     // (max_in_flight) bounds the rest.
     c.set("queued.max.messages.kbytes", "16384");
+    // When that queue is full librdkafka postpones the partition's next
+    // fetch by this much (default 1 s: a stall of up to a second whenever a
+    // burst fills the queue); the queue drains in tens of milliseconds.
+    c.set("fetch.queue.backoff.ms", "20");
     // Consumer lag per partition comes from librdkafka's statistics.
     c.set("statistics.interval.ms", "5000");
     // The embedded (mock) broker holds every fetch for fetch.wait.max.ms;
