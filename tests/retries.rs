@@ -123,6 +123,63 @@ async fn failures_are_retried_with_the_same_webhook_id_until_delivered() {
     pipeline.shutdown().await.unwrap();
 }
 
+/// A retry is read back from its tier without parsing the event again: its
+/// event type travels in `hookstream-event-type`, so the retried request
+/// names the same event type in the scheme's header as the first attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_names_the_same_event_type_as_the_first_attempt() {
+    let cluster = Cluster::start(&[TOPIC], 2);
+    let flaky = receiver(Behaviour::FailFirst {
+        times: 1,
+        status: 503,
+        retry_after: None,
+    })
+    .await;
+    let mut config = config("retry-type-test", &[(TOPIC, Preset::Mender)]);
+    config.delivery.backoff.jitter = 0.0;
+    config.delivery.backoff.initial = HumanDuration::from_millis(100);
+    config.endpoints.push(endpoint(
+        "gh",
+        flaky.url("in"),
+        &["*"],
+        "github",
+        "github-secret",
+    ));
+    let pipeline = start(config, &cluster).await;
+    let events: Vec<_> = (0..5).map(event).collect();
+    cluster.produce_many(TOPIC, &events).await;
+
+    wait_for("5 deliveries", Duration::from_secs(30), || {
+        flaky.log().accepted_count() >= 5
+    })
+    .await;
+    let recorded = flaky.log().recorded();
+    assert_eq!(
+        recorded.len(),
+        10,
+        "each event: a 503, then 200 from the tier"
+    );
+    for r in &recorded {
+        assert_eq!(r.header("x-github-event"), Some("device-status-changed"));
+        assert!(independently_verified("github", "github-secret", r));
+    }
+    // One retry per event, besides deferrals once five failures in a row
+    // opened the circuit: every one carries the event type.
+    let retries = cluster.read_all("hookstream.retry.100ms");
+    let ids: std::collections::HashSet<&str> = retries
+        .iter()
+        .map(|r| r.header("hookstream-event-id").unwrap())
+        .collect();
+    assert_eq!(ids.len(), 5);
+    for r in &retries {
+        assert_eq!(
+            r.header("hookstream-event-type"),
+            Some("device-status-changed")
+        );
+    }
+    pipeline.shutdown().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn too_many_requests_use_no_attempts_and_retry_after_is_honoured() {
     let cluster = Cluster::start(&[TOPIC], 1);

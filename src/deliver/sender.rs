@@ -8,6 +8,7 @@
 //! dead-lettered), then report the ack token. It never commits offsets and
 //! never touches other endpoints' queues.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -30,7 +31,7 @@ use crate::index::Endpoint;
 use crate::metrics::EndpointMetrics;
 use crate::retry::backoff::Backoff;
 use crate::retry::record::{History, event_id, now_ms};
-use crate::retry::writer::OutcomeWriter;
+use crate::retry::writer::{Completion, OutcomeWriter, Stored};
 use crate::source::event::Event;
 
 /// One event for one endpoint, and the token to hand back once settled.
@@ -320,8 +321,7 @@ impl Sender {
     /// Moves a delivery the endpoint cannot take now to the retry tier for
     /// `delay`, without using an attempt, and settles it once stored.
     pub fn defer(&self, delivery: Delivery, delay: Duration, why: &'static str) {
-        let shared = Arc::clone(&self.shared);
-        tokio::spawn(async move { defer(&shared, delivery, delay, why).await });
+        defer(&self.shared, delivery, delay, why);
     }
 
     /// What the sender did so far.
@@ -385,8 +385,7 @@ async fn work(shared: Arc<Shared>, linger: bool) {
                     .circuit
                     .defer_for(now, rand::random::<f64>())
                     .unwrap_or_default();
-                let shared = Arc::clone(&shared);
-                tokio::spawn(async move { defer(&shared, delivery, delay, "circuit open").await });
+                defer(&shared, delivery, delay, "circuit open");
             }
             continue;
         }
@@ -450,21 +449,19 @@ fn event_type(event: &Event) -> &str {
 }
 
 /// Attempts one request for a batch (usually of one) and settles every
-/// delivery in it.
-async fn deliver(shared: &Shared, batch: Vec<Delivery>) {
+/// delivery in it: at once when delivered, else once its retry or dead
+/// letter is stored.
+async fn deliver(shared: &Arc<Shared>, batch: Vec<Delivery>) {
     let endpoint = shared.endpoint.load_full();
     let endpoint = &endpoint;
     let now = now_ms();
-    let histories: Vec<History> = batch
-        .iter()
-        .map(|d| History {
-            endpoint: endpoint.id().to_string(),
-            attempt: d.attempt,
-            first_ms: d.first_ms.unwrap_or(now),
-            last_status: String::new(),
-            last_error: String::new(),
-        })
-        .collect();
+    let history = |d: &Delivery| History {
+        endpoint: endpoint.id(),
+        attempt: d.attempt,
+        first_ms: d.first_ms.unwrap_or(now),
+        last_status: "",
+        last_error: "",
+    };
     let refusal = if shared.deleted.load(Ordering::Acquire) {
         Some(("endpoint_deleted", "the endpoint was deleted"))
     } else if !endpoint.config.enabled {
@@ -478,26 +475,30 @@ async fn deliver(shared: &Shared, batch: Vec<Delivery>) {
         None
     };
     if let Some((reason, why)) = refusal {
-        for (d, mut h) in batch.into_iter().zip(histories) {
-            h.last_error = why.into();
-            dead_letter(shared, &d.event, &h, reason).await;
-            let _ = shared.deps.acks.send(d.token);
+        for d in batch {
+            let h = History {
+                last_status: reason,
+                last_error: why,
+                ..history(&d)
+            };
+            dead_letter(shared, d, &h, reason);
         }
         return;
     }
     if shared.circuit.open_for(now).is_some() {
-        for (mut d, h) in batch.into_iter().zip(histories) {
-            d.first_ms = Some(h.first_ms);
+        for mut d in batch {
+            d.first_ms = Some(d.first_ms.unwrap_or(now));
             let delay = shared
                 .circuit
                 .defer_for(now, rand::random::<f64>())
                 .unwrap_or_default();
-            defer(shared, d, delay, "circuit open").await;
+            defer(shared, d, delay, "circuit open");
         }
         return;
     }
-    let ids: Vec<String> = batch.iter().map(|d| event_id(&d.event)).collect();
-    let wid = webhook_id(&ids.join(","), endpoint.id());
+    let ids: Vec<Cow<'_, str>> = batch.iter().map(|d| event_id(&d.event)).collect();
+    let joined_ids = ids.join(",");
+    let wid = webhook_id(&joined_ids, endpoint.id());
     let first_type = event_type(&batch[0].event);
     let kind = if batch.iter().all(|d| event_type(&d.event) == first_type) {
         first_type
@@ -516,12 +517,13 @@ async fn deliver(shared: &Shared, batch: Vec<Delivery>) {
         shared.deps.policy.backoff.max(),
     )
     .await;
+    drop(ids);
     shared.metrics.response(report.status);
     shared.metrics.duration.record(report.latency.as_secs_f64());
     shared.activity.record_attempt(AttemptRecord {
         time_ms: now,
-        event_id: ids.join(","),
-        webhook_id: wid.clone(),
+        event_id: joined_ids,
+        webhook_id: wid,
         attempt: batch[0].attempt + 1,
         status: report.status,
         outcome: match &report.verdict {
@@ -540,30 +542,33 @@ async fn deliver(shared: &Shared, batch: Vec<Delivery>) {
         }
         _ => shared.circuit.record_success(),
     }
-    let n = batch.len() as u64;
-    match report.verdict {
+    let failed = |d: &Delivery, counts_attempt: bool| History {
+        attempt: d.attempt + u32::from(counts_attempt),
+        last_status: &report.last_status,
+        last_error: &report.last_error,
+        ..history(d)
+    };
+    match &report.verdict {
         Verdict::Delivered => {
-            shared.activity.count(Outcome::Delivered, n);
-            shared.metrics.delivered.increment(n);
-            for (d, h) in batch.iter().zip(&histories) {
-                shared.metrics.end_to_end.record(
-                    d.event.consumed_at.elapsed().as_secs_f64() + retry_age_secs(&d.event, h),
-                );
+            count(shared, Outcome::Delivered, batch.len() as u64);
+            for d in batch {
+                let age = d.event.consumed_at.elapsed().as_secs_f64()
+                    + retry_age_secs(&d.event, d.first_ms.unwrap_or(now));
+                shared.metrics.end_to_end.record(age);
+                let _ = shared.deps.acks.send(d.token);
             }
         }
         Verdict::Retry {
             after,
             counts_attempt,
         } => {
-            for (d, mut h) in batch.iter().zip(histories) {
-                h.last_status.clone_from(&report.last_status);
-                h.last_error.clone_from(&report.last_error);
-                h.attempt += u32::from(counts_attempt);
+            for d in batch {
+                let h = failed(&d, *counts_attempt);
                 let age = Duration::from_millis((now_ms() - h.first_ms).max(0) as u64);
                 if h.attempt >= shared.deps.policy.max_attempts
                     || age >= shared.deps.policy.retry_window
                 {
-                    dead_letter(shared, &d.event, &h, "exhausted").await;
+                    dead_letter(shared, d, &h, "exhausted");
                     continue;
                 }
                 let delay = after.unwrap_or_else(|| {
@@ -573,80 +578,90 @@ async fn deliver(shared: &Shared, batch: Vec<Delivery>) {
                         .backoff
                         .delay(h.attempt.max(1), rand::random::<f64>())
                 });
-                if shared
-                    .deps
-                    .writer
-                    .schedule_retry(&d.event, &h, delay)
-                    .await
-                    .is_some()
-                {
-                    shared.activity.count(Outcome::RetryScheduled, 1);
-                    shared.metrics.retry_scheduled.increment(1);
-                } else {
-                    shared.activity.count(Outcome::DeadLettered, 1);
-                    shared.metrics.dead_lettered.increment(1);
-                }
+                let done = settle(shared, d.token, Outcome::RetryScheduled);
+                shared.deps.writer.retry(&d.event, &h, delay, done);
             }
         }
         Verdict::Gone => {
             if !shared.gone.swap(true, Ordering::Relaxed) {
                 tracing::warn!(endpoint = %endpoint.id(), "endpoint answered 410 Gone: disabled");
             }
-            for (d, mut h) in batch.iter().zip(histories) {
-                h.attempt += 1;
-                h.last_status.clone_from(&report.last_status);
-                h.last_error.clone_from(&report.last_error);
-                dead_letter(shared, &d.event, &h, "gone").await;
+            for d in batch {
+                let h = failed(&d, true);
+                dead_letter(shared, d, &h, "gone");
             }
         }
         Verdict::DeadLetter(reason) => {
-            for (d, mut h) in batch.iter().zip(histories) {
-                h.attempt += 1;
-                h.last_status.clone_from(&report.last_status);
-                h.last_error.clone_from(&report.last_error);
-                dead_letter(shared, &d.event, &h, &reason).await;
+            for d in batch {
+                let h = failed(&d, true);
+                dead_letter(shared, d, &h, reason);
             }
         }
-    }
-    for d in batch {
-        let _ = shared.deps.acks.send(d.token);
     }
 }
 
 /// Seconds between the first attempt and this consumption, for retries (the
 /// end-to-end clock starts at the first consumption).
-fn retry_age_secs(event: &Event, history: &History) -> f64 {
+fn retry_age_secs(event: &Event, first_ms: i64) -> f64 {
     match event.kind {
         crate::source::event::RecordKind::Input => 0.0,
         _ => {
             let consumed_ms = now_ms() - event.consumed_at.elapsed().as_millis() as i64;
-            ((consumed_ms - history.first_ms).max(0) as f64) / 1000.0
+            ((consumed_ms - first_ms).max(0) as f64) / 1000.0
         }
     }
 }
 
-/// Stores a delivery on the retry tier for `delay` without using an
-/// attempt, then settles it.
-async fn defer(shared: &Shared, delivery: Delivery, delay: Duration, why: &'static str) {
+/// Counts `n` deliveries with `outcome` in the activity log and metrics.
+fn count(shared: &Shared, outcome: Outcome, n: u64) {
+    shared.activity.count(outcome, n);
+    let metric = match outcome {
+        Outcome::Delivered => &shared.metrics.delivered,
+        Outcome::RetryScheduled => &shared.metrics.retry_scheduled,
+        Outcome::DeadLettered => &shared.metrics.dead_lettered,
+        Outcome::Deferred => &shared.metrics.deferred,
+    };
+    metric.increment(n);
+}
+
+/// What runs once a delivery's outcome record is stored: count it (as
+/// `on_tier` when it went to a retry tier, as dead-lettered when it went
+/// to the DLQ) and settle its token.
+fn settle(shared: &Arc<Shared>, token: AckToken, on_tier: Outcome) -> Completion {
+    let shared = Arc::clone(shared);
+    Box::new(move |stored| {
+        let outcome = match stored {
+            Stored::Retry { .. } => on_tier,
+            Stored::DeadLetter => Outcome::DeadLettered,
+        };
+        count(&shared, outcome, 1);
+        let _ = shared.deps.acks.send(token);
+    })
+}
+
+/// Moves a delivery to the retry tier for `delay` without using an
+/// attempt; it settles once stored.
+fn defer(shared: &Arc<Shared>, delivery: Delivery, delay: Duration, why: &'static str) {
+    let endpoint = shared.endpoint.load();
     let history = History {
-        endpoint: shared.endpoint.load().id().to_string(),
+        endpoint: endpoint.id(),
         attempt: delivery.attempt,
         first_ms: delivery.first_ms.unwrap_or_else(now_ms),
-        last_status: "deferred".into(),
-        last_error: why.into(),
+        last_status: "deferred",
+        last_error: why,
     };
+    let done = settle(shared, delivery.token, Outcome::Deferred);
     shared
         .deps
         .writer
-        .schedule_retry(&delivery.event, &history, delay)
-        .await;
-    shared.activity.count(Outcome::Deferred, 1);
-    shared.metrics.deferred.increment(1);
-    let _ = shared.deps.acks.send(delivery.token);
+        .retry(&delivery.event, &history, delay, done);
 }
 
-async fn dead_letter(shared: &Shared, event: &Event, history: &History, reason: &str) {
-    shared.deps.writer.dead_letter(event, history, reason).await;
-    shared.activity.count(Outcome::DeadLettered, 1);
-    shared.metrics.dead_lettered.increment(1);
+/// Dead-letters a delivery; it settles once stored.
+fn dead_letter(shared: &Arc<Shared>, delivery: Delivery, history: &History<'_>, reason: &str) {
+    let done = settle(shared, delivery.token, Outcome::DeadLettered);
+    shared
+        .deps
+        .writer
+        .dead_letter(&delivery.event, history, reason, done);
 }

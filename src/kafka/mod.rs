@@ -66,9 +66,10 @@ pub fn consumer_config(config: &Config, bootstrap: &str, group_id: &str) -> Clie
     c
 }
 
-/// The idempotent `acks=all` producer used for retry and DLQ records: a
-/// delivery report from it means the broker has the record durably.
-pub fn durable_producer(config: &Config, bootstrap: &str) -> Result<FutureProducer> {
+/// Settings of the idempotent `acks=all` producers of owned topics (retry
+/// and DLQ records, endpoints, replays): a delivery report from them means
+/// the broker has the record durably.
+pub fn durable_producer_config(config: &Config, bootstrap: &str) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", bootstrap);
     c.set("client.id", "hookstream-producer");
@@ -80,7 +81,14 @@ pub fn durable_producer(config: &Config, bootstrap: &str) -> Result<FutureProduc
     // Durability is not negotiable: these win over user properties.
     c.set("enable.idempotence", "true");
     c.set("acks", "all");
-    c.create().context("creating the retry/DLQ producer")
+    c
+}
+
+/// A [`FutureProducer`] with [`durable_producer_config`] settings.
+pub fn durable_producer(config: &Config, bootstrap: &str) -> Result<FutureProducer> {
+    durable_producer_config(config, bootstrap)
+        .create()
+        .context("creating a durable producer")
 }
 
 /// A topic hookstream needs, with how to create it.

@@ -42,9 +42,12 @@ const DEAD_LETTER_SUMMARY: Duration = Duration::from_secs(30);
 /// Held records released per turn of the dispatcher loop.
 const RELEASE_BATCH: usize = 256;
 
+/// Ack tokens taken from the channel per turn of the dispatcher loop.
+const ACKS_PER_TURN: usize = 1024;
+
 /// Most records held by closed gates before the dispatcher stops reading
 /// the inbound channel (a safety net: paused partitions fetch nothing new).
-const HELD_LIMIT: usize = 4096;
+const HELD_LIMIT: usize = 16_384;
 
 impl Gated for Arc<Event> {
     fn partition(&self) -> PartitionId {
@@ -53,6 +56,10 @@ impl Gated for Arc<Event> {
 
     fn due_ms(&self) -> Option<i64> {
         Event::due_ms(self)
+    }
+
+    fn paused_its_partition(&self) -> bool {
+        self.paused_partition
     }
 }
 
@@ -192,6 +199,7 @@ impl Dispatcher {
         let mut draining: Option<Draining> = None;
         let mut stopping: Option<Instant> = None;
         let mut more_ready = false;
+        let mut settled = Vec::with_capacity(ACKS_PER_TURN);
         loop {
             let next_due = self.gates.next_due();
             let due_sleep = async {
@@ -205,8 +213,10 @@ impl Dispatcher {
             };
             tokio::select! {
                 biased;
-                Some(token) = acks.recv() => {
-                    self.tracker.complete(token);
+                n = acks.recv_many(&mut settled, ACKS_PER_TURN) => {
+                    for token in settled.drain(..n) {
+                        self.tracker.complete(token);
+                    }
                     self.after_settle();
                 }
                 changed = shutdown.changed(), if stopping.is_none() => {
@@ -217,13 +227,16 @@ impl Dispatcher {
                     }
                 }
                 msg = inbound.recv(), if draining.is_none() && self.gates.held() < HELD_LIMIT => match msg {
-                    Some(Inbound::Record(event)) => {
+                    Some(Inbound::Records(events)) => {
                         // While stopping, records are not registered: they
                         // are consumed again after a restart.
-                        if stopping.is_none()
-                            && let Some(event) = self.gates.offer(event, now_ms())
-                        {
-                            self.dispatch(event).await;
+                        if stopping.is_none() {
+                            let now = now_ms();
+                            for event in events {
+                                if let Some(event) = self.gates.offer(event, now) {
+                                    self.dispatch(event).await;
+                                }
+                            }
                         }
                     }
                     Some(Inbound::Assigned(partitions)) => {
@@ -368,32 +381,31 @@ impl Dispatcher {
                 self.stats.retries_consumed.fetch_add(1, Ordering::Relaxed);
                 match headers {
                     Err(problem) => {
-                        let problem = problem.clone();
-                        self.dead_letter_now(event, History::default(), "invalid_event", problem);
+                        self.dead_letter_now(&event, History::default(), "invalid_event", problem);
                     }
                     Ok(h) => {
                         if let Some(lag) = self.tier_due_lag.get(*tier) {
                             lag.record(((now_ms() - h.due_ms).max(0) as f64) / 1000.0);
                         }
                         let history = History {
-                            endpoint: h.endpoint.clone(),
+                            endpoint: &h.endpoint,
                             attempt: h.attempt,
                             first_ms: h.first_ms,
                             ..History::default()
                         };
                         match self.index.slot_of(&h.endpoint) {
                             None => self.dead_letter_now(
-                                event,
+                                &event,
                                 history,
                                 "endpoint_deleted",
-                                "the endpoint no longer exists".into(),
+                                "the endpoint no longer exists",
                             ),
                             Some(slot) if !self.index.endpoint(slot).config.enabled => self
                                 .dead_letter_now(
-                                    event,
+                                    &event,
                                     history,
                                     "endpoint_disabled",
-                                    "the endpoint is disabled".into(),
+                                    "the endpoint is disabled",
                                 ),
                             Some(slot) => {
                                 let Some(token) =
@@ -402,10 +414,10 @@ impl Dispatcher {
                                     return;
                                 };
                                 let delivery = Delivery {
-                                    event,
+                                    attempt: h.attempt,
+                                    first_ms: Some(h.first_ms),
+                                    event: Arc::clone(&event),
                                     token,
-                                    attempt: history.attempt,
-                                    first_ms: Some(history.first_ms),
                                 };
                                 self.enqueue(slot, delivery).await;
                             }
@@ -425,7 +437,7 @@ impl Dispatcher {
                 self.topic_metrics[topic].invalid.increment(1);
                 self.stats.invalid.fetch_add(1, Ordering::Relaxed);
                 let detail = invalid.to_string();
-                self.dead_letter_now(event, History::default(), "invalid_event", detail);
+                self.dead_letter_now(&event, History::default(), "invalid_event", &detail);
                 return;
             }
         };
@@ -497,27 +509,37 @@ impl Dispatcher {
     /// Registers a record needing one outcome and dead-letters it.
     fn dead_letter_now(
         &mut self,
-        event: Arc<Event>,
-        mut history: History,
+        event: &Arc<Event>,
+        history: History<'_>,
         reason: &'static str,
-        detail: String,
+        detail: &str,
     ) {
         let Some(token) = self.tracker.register(event.partition, event.offset, 1) else {
             return;
         };
-        if history.first_ms == 0 {
-            history.first_ms = now_ms();
-        }
-        if history.last_status.is_empty() {
-            history.last_status = reason.to_string();
-        }
-        history.last_error = detail;
-        let writer = self.writer.clone();
+        let history = History {
+            first_ms: if history.first_ms == 0 {
+                now_ms()
+            } else {
+                history.first_ms
+            },
+            last_status: if history.last_status.is_empty() {
+                reason
+            } else {
+                history.last_status
+            },
+            last_error: detail,
+            ..history
+        };
         let acks = self.acks.clone();
-        tokio::spawn(async move {
-            writer.dead_letter(&event, &history, reason).await;
-            let _ = acks.send(token);
-        });
+        self.writer.dead_letter(
+            event,
+            &history,
+            reason,
+            Box::new(move |_| {
+                let _ = acks.send(token);
+            }),
+        );
     }
 
     fn after_dispatch(&mut self) {

@@ -19,6 +19,13 @@ pub trait Gated {
     fn partition(&self) -> PartitionId;
     /// Unix ms before which it must not be dispatched (retry records).
     fn due_ms(&self) -> Option<i64>;
+    /// Whether its partition was paused in Kafka when it was polled (the
+    /// poll thread pauses behind a retry that is not due, to stop
+    /// prefetching at once). The gates then count the partition as paused,
+    /// so it is resumed once nothing holds it, whatever they decided.
+    fn paused_its_partition(&self) -> bool {
+        false
+    }
 }
 
 #[derive(Debug)]
@@ -105,10 +112,15 @@ impl<T: Gated> PartitionGates<T> {
     }
 
     /// A record arrived. Returns it when it may be dispatched now; otherwise
-    /// it is held.
+    /// it is held, or dropped when its partition is not assigned (revoked
+    /// while it was on its way: the next owner consumes it again).
     pub fn offer(&mut self, record: T, now_ms: i64) -> Option<T> {
         let flow_paused = self.flow_paused;
-        let gate = self.gates.entry(record.partition()).or_default();
+        let gate = self.gates.get_mut(&record.partition())?;
+        if record.paused_its_partition() {
+            gate.paused = true;
+            self.dirty = true;
+        }
         let closed = flow_paused || !gate.held.is_empty() || gate.waiting_until.is_some();
         if !closed {
             match record.due_ms() {
@@ -223,6 +235,7 @@ mod tests {
         p: i32,
         offset: i64,
         due: Option<i64>,
+        paused: bool,
     }
 
     impl Gated for Rec {
@@ -235,10 +248,50 @@ mod tests {
         fn due_ms(&self) -> Option<i64> {
             self.due
         }
+        fn paused_its_partition(&self) -> bool {
+            self.paused
+        }
     }
 
     fn rec(p: i32, offset: i64, due: Option<i64>) -> Rec {
-        Rec { p, offset, due }
+        Rec {
+            p,
+            offset,
+            due,
+            paused: false,
+        }
+    }
+
+    #[test]
+    fn a_partition_paused_early_is_resumed_even_when_its_record_is_due_by_now() {
+        let mut g = PartitionGates::new();
+        g.assign(pid(0));
+        let _ = g.pause_changes();
+        // Not due when polled (the poll thread paused), due when offered.
+        let r = Rec {
+            paused: true,
+            ..rec(0, 1, Some(150))
+        };
+        assert_eq!(g.offer(r, 200), Some(r), "due now: dispatched at once");
+        let changes = g.pause_changes();
+        assert_eq!(changes.resume, vec![pid(0)], "Kafka still has it paused");
+        assert!(changes.pause.is_empty());
+    }
+
+    #[test]
+    fn a_partition_paused_early_stays_paused_until_its_record_is_due() {
+        let mut g = PartitionGates::new();
+        g.assign(pid(0));
+        let _ = g.pause_changes();
+        let r = Rec {
+            paused: true,
+            ..rec(0, 1, Some(300))
+        };
+        assert_eq!(g.offer(r, 200), None, "held until due");
+        assert_eq!(g.pause_changes(), PauseChanges::default(), "already paused");
+        assert_eq!(g.next_due(), Some(300));
+        assert_eq!(g.pop_ready(300), Some(r));
+        assert_eq!(g.pause_changes().resume, vec![pid(0)]);
     }
 
     fn pid(p: i32) -> PartitionId {
@@ -358,6 +411,18 @@ mod tests {
         g.set_flow_paused(false);
         assert_eq!(g.pop_ready(100), Some(rec(0, 1, Some(10))));
         assert_eq!(g.pause_changes().resume, vec![pid(0)]);
+    }
+
+    #[test]
+    fn records_of_unassigned_partitions_are_dropped() {
+        let mut g = PartitionGates::new();
+        g.assign(pid(0));
+        assert_eq!(g.offer(rec(1, 1, None), 0), None);
+        assert_eq!(g.held(), 0);
+        g.revoke(pid(0));
+        assert_eq!(g.offer(rec(0, 2, None), 0), None);
+        assert_eq!(g.held(), 0);
+        assert!(g.pause_changes().is_empty(), "nothing to pause or resume");
     }
 
     #[test]

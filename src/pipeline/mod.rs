@@ -117,8 +117,12 @@ impl Pipeline {
         kafka::ensure_topics(&config, &bootstrap, broker.embedded()).await?;
 
         let tiers = RetryTiers::new(&config.topics.retry_tiers, |t| config.topics.retry_topic(t));
-        let producer = kafka::durable_producer(&config, &bootstrap)?;
-        let writer = OutcomeWriter::new(producer, config.topics.dlq_topic(), tiers.clone());
+        let writer = OutcomeWriter::start(
+            &config,
+            &bootstrap,
+            config.topics.dlq_topic(),
+            tiers.clone(),
+        )?;
         let clients = HttpClients::new(
             &config.delivery.user_agent,
             config.delivery.allow_private_destinations,
@@ -142,9 +146,7 @@ impl Pipeline {
             config.kafka.topics.iter().cloned(),
             tiers.topics().map(str::to_string),
         );
-        let inbound_capacity = config.delivery.max_in_flight.clamp(16, 512);
-        let (source, inbound) =
-            SourceConsumer::start(&config, &bootstrap, topics, inbound_capacity)?;
+        let (source, inbound) = SourceConsumer::start(&config, &bootstrap, topics)?;
         let dispatcher = Dispatcher::new(
             Arc::clone(&registry),
             deps,

@@ -3,6 +3,7 @@
 //!
 //! Pure: builds and parses headers, never produces.
 
+use std::borrow::Cow;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use rdkafka::message::{Header, OwnedHeaders};
@@ -24,6 +25,9 @@ pub mod header {
     pub const SOURCE: &str = "hookstream-source";
     /// Event id.
     pub const EVENT_ID: &str = "hookstream-event-id";
+    /// Event type as extracted when first consumed: a retry is routed and
+    /// signed without parsing its value again.
+    pub const EVENT_TYPE: &str = "hookstream-event-type";
     /// Last HTTP status or failure kind.
     pub const LAST_STATUS: &str = "hookstream-last-status";
     /// Last error text.
@@ -45,62 +49,72 @@ pub fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-/// The delivery history an outcome record carries.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct History {
+/// The delivery history an outcome record carries (borrowed: it only
+/// lives while the record's headers are built).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct History<'a> {
     /// Endpoint id (empty for invalid events, which have none).
-    pub endpoint: String,
+    pub endpoint: &'a str,
     /// Attempts made so far that count against `max_attempts`.
     pub attempt: u32,
     /// Unix ms of the first attempt (or of consumption).
     pub first_ms: i64,
     /// Last status text.
-    pub last_status: String,
+    pub last_status: &'a str,
     /// Last error text.
-    pub last_error: String,
+    pub last_error: &'a str,
 }
 
 /// The event id used in headers and webhook ids.
-pub fn event_id(event: &Event) -> String {
+pub fn event_id(event: &Event) -> Cow<'_, str> {
     if let Some(id) = event.header(header::EVENT_ID) {
-        return String::from_utf8_lossy(id).into_owned();
+        return String::from_utf8_lossy(id);
     }
     match &event.fields {
-        Ok(f) => f.id.clone(),
-        Err(_) => coordinates_id(&crate::source::extract::Coordinates {
+        Ok(f) => Cow::Borrowed(&f.id),
+        Err(_) => Cow::Owned(coordinates_id(&crate::source::extract::Coordinates {
             topic: &event.topic,
             partition: event.partition.partition,
             offset: event.offset,
-        }),
+        })),
     }
 }
 
 /// `hookstream-source` of an event: kept from a retry record, else its own.
-pub fn source_of(event: &Event) -> String {
+pub fn source_of(event: &Event) -> Cow<'_, [u8]> {
     event
         .header(header::SOURCE)
-        .map(|s| String::from_utf8_lossy(s).into_owned())
-        .unwrap_or_else(|| event.source_coordinates())
+        .map(Cow::Borrowed)
+        .unwrap_or_else(|| Cow::Owned(event.source_coordinates().into_bytes()))
 }
 
 /// The original headers (minus earlier hookstream ones) plus `extra`.
-pub fn outcome_headers(event: &Event, extra: &[(&str, String)]) -> OwnedHeaders {
+pub fn outcome_headers(event: &Event, extra: &[(&str, &[u8])]) -> OwnedHeaders {
     let mut headers = OwnedHeaders::new_with_capacity(event.headers.len() + extra.len());
-    for (k, v) in &event.headers {
+    for (k, v) in event.headers.iter() {
         if !k.starts_with(header::PREFIX) || k == header::REPLAY_OF {
             headers = headers.insert(Header {
                 key: k,
-                value: Some(v.as_ref()),
+                value: Some(v),
             });
         }
     }
     for (k, v) in extra {
         headers = headers.insert(Header {
             key: k,
-            value: Some(v.as_bytes()),
+            value: Some(*v),
         });
     }
     headers
+}
+
+/// The event type to carry on outcome records, so a retry needs no second
+/// parse of its value: the extracted one, or the one it already carries.
+fn event_type_of(event: &Event) -> &[u8] {
+    match &event.fields {
+        Ok(f) => f.event_type.as_bytes(),
+        Err(_) => event.header(header::EVENT_TYPE).unwrap_or_default(),
+    }
 }
 
 /// What a record read from a retry tier says about itself.
@@ -119,11 +133,12 @@ pub struct RetryHeaders {
 impl RetryHeaders {
     /// Reads the retry headers of `event`; the error names what is missing.
     pub fn of(event: &Event) -> Result<Self, String> {
-        let text = |name: &'static str| -> Result<String, String> {
-            event
+        let text = |name: &'static str| -> Result<&str, String> {
+            let value = event
                 .header(name)
-                .map(|v| String::from_utf8_lossy(v).into_owned())
-                .ok_or_else(|| format!("retry record without `{name}`"))
+                .ok_or_else(|| format!("retry record without `{name}`"))?;
+            std::str::from_utf8(value)
+                .map_err(|_| format!("retry record with a malformed `{name}`"))
         };
         let number = |name: &'static str| -> Result<i64, String> {
             text(name)?
@@ -132,7 +147,7 @@ impl RetryHeaders {
                 .map_err(|_| format!("retry record with a malformed `{name}`"))
         };
         Ok(Self {
-            endpoint: text(header::ENDPOINT)?,
+            endpoint: text(header::ENDPOINT)?.to_string(),
             attempt: u32::try_from(number(header::ATTEMPT)?)
                 .map_err(|_| "retry record with a malformed `hookstream-attempt`".to_string())?,
             due_ms: number(header::DUE_MS)?,
@@ -150,18 +165,26 @@ impl RetryHeaders {
 }
 
 /// The headers of a retry record: history plus when it is due.
-pub fn retry_headers(event: &Event, history: &History, due_ms: i64) -> OwnedHeaders {
+pub fn retry_headers(event: &Event, history: &History<'_>, due_ms: i64) -> OwnedHeaders {
+    let (mut attempt, mut due, mut first) = (
+        itoa::Buffer::new(),
+        itoa::Buffer::new(),
+        itoa::Buffer::new(),
+    );
+    let source = source_of(event);
+    let id = event_id(event);
     outcome_headers(
         event,
         &[
-            (header::ENDPOINT, history.endpoint.clone()),
-            (header::ATTEMPT, history.attempt.to_string()),
-            (header::DUE_MS, due_ms.to_string()),
-            (header::FIRST_MS, history.first_ms.to_string()),
-            (header::SOURCE, source_of(event)),
-            (header::EVENT_ID, event_id(event)),
-            (header::LAST_STATUS, history.last_status.clone()),
-            (header::LAST_ERROR, history.last_error.clone()),
+            (header::ENDPOINT, history.endpoint.as_bytes()),
+            (header::ATTEMPT, attempt.format(history.attempt).as_bytes()),
+            (header::DUE_MS, due.format(due_ms).as_bytes()),
+            (header::FIRST_MS, first.format(history.first_ms).as_bytes()),
+            (header::SOURCE, &source),
+            (header::EVENT_ID, id.as_bytes()),
+            (header::EVENT_TYPE, event_type_of(event)),
+            (header::LAST_STATUS, history.last_status.as_bytes()),
+            (header::LAST_ERROR, history.last_error.as_bytes()),
         ],
     )
 }
@@ -169,30 +192,44 @@ pub fn retry_headers(event: &Event, history: &History, due_ms: i64) -> OwnedHead
 /// The headers of a dead letter: history, reason and time of death.
 pub fn dead_letter_headers(
     event: &Event,
-    history: &History,
+    history: &History<'_>,
     reason: &str,
     now_ms: i64,
     note: Option<&str>,
 ) -> OwnedHeaders {
-    let mut extra = Vec::with_capacity(10);
-    if !history.endpoint.is_empty() {
-        extra.push((header::ENDPOINT, history.endpoint.clone()));
-    }
-    let last_error = match note {
-        Some(n) if history.last_error.is_empty() => n.to_string(),
-        Some(n) => format!("{}; {n}", history.last_error),
-        None => history.last_error.clone(),
+    let (mut attempt, mut now, mut first) = (
+        itoa::Buffer::new(),
+        itoa::Buffer::new(),
+        itoa::Buffer::new(),
+    );
+    let now = now.format(now_ms);
+    let source = source_of(event);
+    let id = event_id(event);
+    let last_error: Cow<'_, str> = match note {
+        Some(n) if history.last_error.is_empty() => Cow::Borrowed(n),
+        Some(n) => Cow::Owned(format!("{}; {n}", history.last_error)),
+        None => Cow::Borrowed(history.last_error),
     };
+    let mut extra: Vec<(&str, &[u8])> = Vec::with_capacity(11);
+    if !history.endpoint.is_empty() {
+        extra.push((header::ENDPOINT, history.endpoint.as_bytes()));
+    }
     extra.extend([
-        (header::ATTEMPT, history.attempt.to_string()),
-        (header::DUE_MS, now_ms.to_string()),
-        (header::FIRST_MS, history.first_ms.to_string()),
-        (header::SOURCE, source_of(event)),
-        (header::EVENT_ID, event_id(event)),
-        (header::LAST_STATUS, history.last_status.clone()),
-        (header::LAST_ERROR, last_error),
-        (header::REASON, reason.to_string()),
-        (header::DEAD_MS, now_ms.to_string()),
+        (header::ATTEMPT, attempt.format(history.attempt).as_bytes()),
+        (header::DUE_MS, now.as_bytes()),
+        (header::FIRST_MS, first.format(history.first_ms).as_bytes()),
+        (header::SOURCE, &source),
+        (header::EVENT_ID, id.as_bytes()),
+    ]);
+    let event_type = event_type_of(event);
+    if !event_type.is_empty() {
+        extra.push((header::EVENT_TYPE, event_type));
+    }
+    extra.extend([
+        (header::LAST_STATUS, history.last_status.as_bytes()),
+        (header::LAST_ERROR, last_error.as_bytes()),
+        (header::REASON, reason.as_bytes()),
+        (header::DEAD_MS, now.as_bytes()),
     ]);
     outcome_headers(event, &extra)
 }

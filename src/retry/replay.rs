@@ -197,6 +197,13 @@ async fn republish(
             value: Some(v),
         });
     }
+    // The event type, when the letter has it, spares the retry a parse.
+    if let Some((k, v)) = letter.headers.iter().find(|(k, _)| k == header::EVENT_TYPE) {
+        headers = headers.insert(Header {
+            key: k,
+            value: Some(v),
+        });
+    }
     let mut record = FutureRecord::<[u8], [u8]>::to(topic)
         .payload(&letter.value)
         .headers(headers);

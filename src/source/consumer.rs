@@ -19,8 +19,8 @@ use rdkafka::message::{Headers, Message};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 
-use super::event::{Event, RecordKind};
-use super::extract::{Coordinates, Extractor};
+use super::event::{Event, RecordHeaders, RecordKind};
+use super::extract::{Coordinates, Extracted, Extractor};
 use crate::commit::PartitionId;
 use crate::config::Config;
 use crate::retry::record::RetryHeaders;
@@ -84,13 +84,76 @@ pub enum Inbound {
         /// Where to send the final offsets.
         reply: RevokeReply,
     },
-    /// A consumed record.
-    Record(Arc<Event>),
+    /// Consumed records, in the order they were polled.
+    Records(Vec<Arc<Event>>),
+}
+
+/// Records handed to the dispatcher per channel message: one wake-up of the
+/// dispatcher per batch instead of one per record.
+const RECORDS_PER_MESSAGE: usize = 256;
+
+/// Messages the inbound channel holds: with full batches, at most about a
+/// thousand records wait between the poll thread and the dispatcher.
+const INBOUND_MESSAGES: usize = 4;
+
+/// The poll thread's side of the inbound channel. Records are sent in
+/// batches; a rebalance message first flushes the records polled before it,
+/// so the dispatcher always sees a partition's records before its revoke.
+/// Only the poll thread uses it (from the poll loop and from the rebalance
+/// callbacks that run inside `poll`), so its lock is never contended.
+struct InboundSender {
+    tx: mpsc::Sender<Inbound>,
+    pending: std::sync::Mutex<Vec<Arc<Event>>>,
+}
+
+impl InboundSender {
+    fn new(tx: mpsc::Sender<Inbound>) -> Self {
+        Self {
+            tx,
+            pending: std::sync::Mutex::new(Vec::with_capacity(RECORDS_PER_MESSAGE)),
+        }
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, Vec<Arc<Event>>> {
+        match self.pending.lock() {
+            Ok(p) => p,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// Adds a record; sends the batch once full. False when the dispatcher
+    /// is gone.
+    fn push(&self, event: Arc<Event>) -> bool {
+        let full = {
+            let mut pending = self.pending();
+            pending.push(event);
+            pending.len() >= RECORDS_PER_MESSAGE
+        };
+        !full || self.flush()
+    }
+
+    /// Sends what is pending. False when the dispatcher is gone.
+    fn flush(&self) -> bool {
+        let batch = std::mem::take(&mut *self.pending());
+        batch.is_empty() || self.send_now(Inbound::Records(batch))
+    }
+
+    /// Sends a rebalance message after the records polled before it.
+    fn send(&self, msg: Inbound) -> bool {
+        self.flush() && self.send_now(msg)
+    }
+
+    /// Sends from the consumer thread; never from inside the async runtime
+    /// (where blocking would stall a worker), which only happens if the
+    /// consumer is dropped there, after the dispatcher is gone.
+    fn send_now(&self, msg: Inbound) -> bool {
+        tokio::runtime::Handle::try_current().is_err() && self.tx.blocking_send(msg).is_ok()
+    }
 }
 
 /// Rebalance hooks of the input consumer.
 pub struct SourceContext {
-    inbound: mpsc::Sender<Inbound>,
+    inbound: Arc<InboundSender>,
     topics: TopicTable,
     revoke_wait: Duration,
 }
@@ -108,11 +171,8 @@ impl SourceContext {
             .collect()
     }
 
-    /// Sends from the consumer thread; never from inside the async runtime
-    /// (where blocking would stall a worker), which only happens if the
-    /// consumer is dropped there, after the dispatcher is gone.
     fn send(&self, msg: Inbound) -> bool {
-        tokio::runtime::Handle::try_current().is_err() && self.inbound.blocking_send(msg).is_ok()
+        self.inbound.send(msg)
     }
 }
 
@@ -211,11 +271,11 @@ impl SourceConsumer {
         config: &Config,
         bootstrap: &str,
         topics: TopicTable,
-        inbound_capacity: usize,
     ) -> Result<(Self, mpsc::Receiver<Inbound>)> {
-        let (tx, rx) = mpsc::channel(inbound_capacity);
+        let (tx, rx) = mpsc::channel(INBOUND_MESSAGES);
+        let inbound = Arc::new(InboundSender::new(tx));
         let context = SourceContext {
-            inbound: tx.clone(),
+            inbound: Arc::clone(&inbound),
             topics: topics.clone(),
             revoke_wait: config.delivery.drain_timeout.get() + Duration::from_secs(5),
         };
@@ -254,7 +314,7 @@ impl SourceConsumer {
                         &sources,
                         max_payload,
                         &stop,
-                        &tx,
+                        &inbound,
                     )
                 })
                 .context("spawning the consumer thread")?
@@ -336,6 +396,25 @@ impl Extractors {
     }
 }
 
+/// The fields of a retry record written by this version: its event id and
+/// type travel in its headers, so its value is not parsed again (it was
+/// valid JSON when first consumed). `None` for records without them.
+fn retry_fields(headers: &RecordHeaders) -> Option<Extracted> {
+    use crate::retry::record::header;
+    let text = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .filter(|v| !v.is_empty())
+            .map(str::to_string)
+    };
+    Some(Extracted {
+        id: text(header::EVENT_ID)?,
+        event_type: text(header::EVENT_TYPE)?,
+        ..Extracted::default()
+    })
+}
+
 /// The input topic named in a retry record's `hookstream-source`.
 fn original_topic(source: &[u8]) -> Option<&str> {
     let text = std::str::from_utf8(source).ok()?;
@@ -353,12 +432,26 @@ fn poll_loop(
     config: &Config,
     max_payload: usize,
     stop: &AtomicBool,
-    tx: &mpsc::Sender<Inbound>,
+    inbound: &InboundSender,
 ) {
     let mut last_error_log = Instant::now() - Duration::from_secs(60);
     while !stop.load(Ordering::Relaxed) {
-        let msg = match consumer.poll(Duration::from_millis(100)) {
-            None => continue,
+        // Waits for a record only when nothing is pending; otherwise takes
+        // what librdkafka already has and hands the batch over when it
+        // runs dry.
+        let idle = inbound.pending().is_empty();
+        let wait = if idle {
+            Duration::from_millis(100)
+        } else {
+            Duration::ZERO
+        };
+        let msg = match consumer.poll(wait) {
+            None => {
+                if !idle && !inbound.flush() {
+                    break;
+                }
+                continue;
+            }
             Some(Err(e)) => {
                 if last_error_log.elapsed() > Duration::from_secs(5) {
                     tracing::warn!(error = %e, "consume error");
@@ -371,42 +464,35 @@ fn poll_loop(
         let Some(topic) = topics.id(msg.topic()) else {
             continue;
         };
-        let headers: Vec<(String, Bytes)> = msg
-            .headers()
-            .map(|hs| {
-                hs.iter()
-                    .map(|h| {
-                        (
-                            h.key.to_string(),
-                            Bytes::copy_from_slice(h.value.unwrap_or_default()),
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        let headers = match msg.headers() {
+            Some(hs) => {
+                RecordHeaders::from_pairs(hs.iter().map(|h| (h.key, h.value.unwrap_or_default())))
+            }
+            None => RecordHeaders::default(),
+        };
         let body = Bytes::copy_from_slice(msg.payload().unwrap_or_default());
-        let coords = Coordinates {
-            topic: msg.topic(),
-            partition: msg.partition(),
-            offset: msg.offset(),
-        };
-        let header = |name: &str| {
-            headers
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.as_ref())
-        };
         let tier = topics.tier_of(topic);
-        let source_topic = match tier {
-            None => msg.topic(),
-            Some(_) => header(crate::retry::record::header::SOURCE)
-                .and_then(original_topic)
-                .unwrap_or(msg.topic()),
+        let fields = match tier.and_then(|_| retry_fields(&headers)) {
+            // A retry carries what its first consumption extracted.
+            Some(fields) => Ok(fields),
+            None => {
+                let coords = Coordinates {
+                    topic: msg.topic(),
+                    partition: msg.partition(),
+                    offset: msg.offset(),
+                };
+                let header = |name: &str| headers.get(name);
+                let source_topic = match tier {
+                    None => msg.topic(),
+                    Some(_) => header(crate::retry::record::header::SOURCE)
+                        .and_then(original_topic)
+                        .unwrap_or(msg.topic()),
+                };
+                extractors
+                    .get(config, source_topic)
+                    .extract(&body, &header, &coords, max_payload)
+            }
         };
-        let fields =
-            extractors
-                .get(config, source_topic)
-                .extract(&body, &header, &coords, max_payload);
         let event = Event {
             topic: Arc::clone(topics.name(topic)),
             partition: PartitionId {
@@ -420,6 +506,7 @@ fn poll_loop(
             fields,
             consumed_at: Instant::now(),
             kind: RecordKind::Input,
+            paused_partition: false,
         };
         let event = match tier {
             None => event,
@@ -431,7 +518,23 @@ fn poll_loop(
                 ..event
             },
         };
-        if tx.blocking_send(Inbound::Record(Arc::new(event))).is_err() {
+        let mut event = event;
+        if event
+            .due_ms()
+            .is_some_and(|due| due > crate::retry::record::now_ms())
+        {
+            // A retry that is not due yet heads its partition until it is:
+            // pause now, so librdkafka drops what it prefetched behind it
+            // instead of this thread polling it only for the dispatcher to
+            // hold. The dispatcher pauses it too (it owns pause state and
+            // resumes when due); this only stops the flow sooner.
+            let tpl = partitions_list(topics, &[event.partition]);
+            match consumer.pause(&tpl) {
+                Ok(()) => event.paused_partition = true,
+                Err(e) => tracing::debug!(error = %e, "pausing a retry partition early failed"),
+            }
+        }
+        if !inbound.push(Arc::new(event)) {
             break;
         }
     }

@@ -42,13 +42,16 @@ pub struct Event {
     /// The original value: what is signed and sent.
     pub body: Bytes,
     /// Original record headers (kept on retry and DLQ records).
-    pub headers: Vec<(String, Bytes)>,
+    pub headers: RecordHeaders,
     /// Routing fields, or why there are none.
     pub fields: Result<Extracted, InvalidEvent>,
     /// When hookstream first saw it (for end-to-end latency).
     pub consumed_at: Instant,
     /// Input or retry record.
     pub kind: RecordKind,
+    /// The poll thread paused this record's partition when it polled it (a
+    /// retry not due yet): the dispatcher resumes it.
+    pub paused_partition: bool,
 }
 
 impl Event {
@@ -70,9 +73,93 @@ impl Event {
 
     /// A header of the original record.
     pub fn header(&self, name: &str) -> Option<&[u8]> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_ref())
+        self.headers.get(name)
+    }
+}
+
+/// Where one header's key and value lie in [`RecordHeaders`]' buffer.
+#[derive(Debug, Clone, Copy)]
+struct HeaderSpan {
+    key_end: u32,
+    value_end: u32,
+}
+
+/// A record's headers, copied out of librdkafka into one buffer: keys and
+/// values back to back, so a record with ten headers costs two allocations,
+/// not twenty. Keys are UTF-8 (Kafka header keys are strings).
+#[derive(Debug, Clone, Default)]
+pub struct RecordHeaders {
+    data: Vec<u8>,
+    spans: Vec<HeaderSpan>,
+}
+
+impl RecordHeaders {
+    /// Copies `(key, value)` pairs, in order.
+    pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> Self {
+        let mut headers = Self::default();
+        for (key, value) in pairs {
+            if headers.data.is_empty() {
+                // Room for a retry record's headers without growing.
+                headers.data.reserve(384);
+                headers.spans.reserve(12);
+            }
+            headers.data.extend_from_slice(key.as_bytes());
+            let key_end = headers.data.len() as u32;
+            headers.data.extend_from_slice(value);
+            headers.spans.push(HeaderSpan {
+                key_end,
+                value_end: headers.data.len() as u32,
+            });
+        }
+        headers
+    }
+
+    /// Headers in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> + '_ {
+        let mut start = 0usize;
+        self.spans.iter().map(move |span| {
+            let (key_end, value_end) = (span.key_end as usize, span.value_end as usize);
+            let key = std::str::from_utf8(&self.data[start..key_end]).unwrap_or_default();
+            let value = &self.data[key_end..value_end];
+            start = value_end;
+            (key, value)
+        })
+    }
+
+    /// The first value of header `name`.
+    pub fn get(&self, name: &str) -> Option<&[u8]> {
+        self.iter().find(|(k, _)| *k == name).map(|(_, v)| v)
+    }
+
+    /// How many headers there are.
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_keep_order_values_and_duplicates() {
+        let pairs: [(&str, &[u8]); 4] = [
+            ("ce_type", b"device.enrolled"),
+            ("empty", b""),
+            ("group", b"g-1"),
+            ("group", b"g-2"),
+        ];
+        let h = RecordHeaders::from_pairs(pairs.iter().copied());
+        assert_eq!(h.len(), 4);
+        assert_eq!(h.iter().collect::<Vec<_>>(), pairs.to_vec());
+        assert_eq!(h.get("group"), Some(&b"g-1"[..]), "the first of duplicates");
+        assert_eq!(h.get("empty"), Some(&b""[..]));
+        assert_eq!(h.get("missing"), None);
+        assert!(RecordHeaders::default().is_empty());
     }
 }
