@@ -113,3 +113,44 @@ async fn max_in_flight_bounds_what_is_held_at_once() {
     .await;
     pipeline.shutdown().await.unwrap();
 }
+
+/// Many endpoints on one receiver share its host's limit: 50 endpoints that
+/// each may send 8 requests at once never have more than
+/// `max_connections_per_host` requests open at that receiver.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoints_on_one_host_share_its_connection_limit() {
+    let cluster = Cluster::start(&[TOPIC], 2);
+    let rx = receiver(Behaviour::Slow(Duration::from_millis(50))).await;
+    let mut config = config("host-limit-test", &[(TOPIC, Preset::Mender)]);
+    config.delivery.max_connections_per_host = 6;
+    for i in 0..50 {
+        let mut ep = endpoint(
+            &format!("ep-{i}"),
+            rx.url(&format!("in/{i}")),
+            &["*"],
+            "none",
+            "",
+        );
+        ep.max_concurrency = 8;
+        config.endpoints.push(ep);
+    }
+    cluster.produce_many(TOPIC, &status_events(0, 20)).await;
+    let pipeline = start(config, &cluster).await;
+    wait_for(
+        "every event at every endpoint",
+        Duration::from_secs(60),
+        || rx.log().accepted_count() >= 20 * 50,
+    )
+    .await;
+    let peak = rx.log().max_in_progress.load(Ordering::SeqCst);
+    assert!(peak <= 6, "at most 6 requests open at the host, saw {peak}");
+    assert!(
+        peak >= 4,
+        "the host limit, not something else, bounded it (peak {peak})"
+    );
+    wait_for("offsets to reach the end", Duration::from_secs(15), || {
+        cluster.offsets_at_end("host-limit-test", TOPIC)
+    })
+    .await;
+    pipeline.shutdown().await.unwrap();
+}

@@ -217,6 +217,9 @@ pub struct DeliveryConfig {
     pub backoff: BackoffConfig,
     /// Events held in memory across all partitions.
     pub max_in_flight: usize,
+    /// Requests in flight to one destination (`scheme://host:port`) across
+    /// every endpoint that points there: connections, for HTTP/1.1.
+    pub max_connections_per_host: usize,
     /// Larger events are dead-lettered as `invalid_event`.
     pub max_payload_bytes: usize,
     /// Turns the SSRF guard off (development, tests).
@@ -237,6 +240,7 @@ impl Default for DeliveryConfig {
             max_attempts: 8,
             backoff: BackoffConfig::default(),
             max_in_flight: 20_000,
+            max_connections_per_host: 256,
             max_payload_bytes: 1_048_576,
             allow_private_destinations: false,
             user_agent: concat!("hookstream/", env!("CARGO_PKG_VERSION")).into(),
@@ -639,6 +643,12 @@ impl Config {
         if d.max_in_flight == 0 {
             return Err(ConfigError::new(
                 "delivery.max_in_flight",
+                "must be at least 1",
+            ));
+        }
+        if d.max_connections_per_host == 0 {
+            return Err(ConfigError::new(
+                "delivery.max_connections_per_host",
                 "must be at least 1",
             ));
         }

@@ -73,13 +73,15 @@ impl Circuit {
     }
 
     /// How long to defer a delivery while the circuit is open: until it
-    /// half-opens, plus a spread of up to half the open interval (`unit` in
-    /// 0..1), so deferred deliveries do not all come back at the same
-    /// instant. `None` when the circuit is not open.
+    /// half-opens, plus a spread of up to one open interval (`unit` in
+    /// 0..1), so deferred deliveries come back as a trickle after the
+    /// probe rather than all at once (if the probe fails they are deferred
+    /// again, so the trickle is what that costs). `None` when the circuit
+    /// is not open.
     pub fn defer_for(&self, now_ms: i64, unit: f64) -> Option<Duration> {
         let open_for = self.open_for(now_ms)?;
         let interval = self.interval_ms.load(Ordering::Acquire).max(0) as f64;
-        let spread = Duration::from_millis((interval * 0.5 * unit.clamp(0.0, 1.0)) as u64);
+        let spread = Duration::from_millis((interval * unit.clamp(0.0, 1.0)) as u64);
         Some(open_for + spread)
     }
 }
@@ -125,15 +127,16 @@ mod tests {
     }
 
     #[test]
-    fn deferrals_spread_over_half_the_interval() {
+    fn deferrals_spread_over_one_interval_after_it() {
         let c = circuit();
         assert_eq!(c.defer_for(0, 0.5), None);
         for _ in 0..FAILURE_THRESHOLD {
             c.record_failure(0);
         }
         assert_eq!(c.defer_for(0, 0.0), Some(Duration::from_secs(1)));
-        assert_eq!(c.defer_for(0, 1.0), Some(Duration::from_millis(1500)));
-        assert_eq!(c.defer_for(400, 1.0), Some(Duration::from_millis(1100)));
+        assert_eq!(c.defer_for(0, 0.5), Some(Duration::from_millis(1500)));
+        assert_eq!(c.defer_for(0, 1.0), Some(Duration::from_secs(2)));
+        assert_eq!(c.defer_for(400, 1.0), Some(Duration::from_millis(1600)));
     }
 
     #[test]

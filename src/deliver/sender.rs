@@ -25,6 +25,7 @@ use super::activity::{AttemptRecord, EndpointActivity, Outcome};
 use super::circuit::Circuit;
 use super::classify::Verdict;
 use super::client::HttpClients;
+use super::host::HostLimits;
 use super::request::{Outgoing, send_attempt, webhook_id};
 use crate::commit::AckToken;
 use crate::index::Endpoint;
@@ -95,6 +96,9 @@ struct Shared {
     limiter: Option<DefaultDirectRateLimiter>,
     /// Requests in flight.
     permits: Arc<Semaphore>,
+    /// Requests in flight to the endpoint's host, shared with every other
+    /// endpoint there.
+    host_slots: ArcSwap<Semaphore>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -153,6 +157,8 @@ pub struct RetryPolicy {
 pub struct SenderDeps {
     /// Pooled HTTP clients.
     pub clients: HttpClients,
+    /// Requests in flight per destination host.
+    pub hosts: HostLimits,
     /// Retry and DLQ writer.
     pub writer: OutcomeWriter,
     /// Where settled ack tokens go.
@@ -208,6 +214,7 @@ impl Sender {
             metrics: deps.metrics_for(endpoint.id()),
             capacity: (endpoint.config.queue_size as usize).max(1),
             permits: Arc::new(Semaphore::new(endpoint.config.max_concurrency as usize)),
+            host_slots: ArcSwap::new(deps.hosts.slots_for(&endpoint.url)),
             endpoint: ArcSwap::new(endpoint),
             deleted: AtomicBool::new(false),
             deps: Arc::clone(deps),
@@ -243,6 +250,11 @@ impl Sender {
     /// A rewritten endpoint (a new `Arc`, e.g. re-enabled through the API)
     /// also clears the "answered 410 Gone" state.
     pub fn update(&self, endpoint: Arc<Endpoint>) {
+        if self.shared.endpoint.load().url.origin() != endpoint.url.origin() {
+            self.shared
+                .host_slots
+                .store(self.shared.deps.hosts.slots_for(&endpoint.url));
+        }
         let old = self.shared.endpoint.swap(Arc::clone(&endpoint));
         if !Arc::ptr_eq(&old, &endpoint) && self.shared.gone.swap(false, Ordering::Relaxed) {
             tracing::info!(endpoint = %endpoint.id(), "endpoint changed after 410 Gone: delivering again");
@@ -398,10 +410,14 @@ async fn work(shared: Arc<Shared>, linger: bool) {
         let Ok(permit) = Arc::clone(&shared.permits).acquire_owned().await else {
             return;
         };
+        // The host's slot is taken here, not in the attempt's task, so what
+        // waits for a busy host is this worker, not a task per delivery.
+        // (The semaphore is never closed; closed would only lift the limit.)
+        let host_slot = shared.host_slots.load_full().acquire_owned().await.ok();
         let shared = Arc::clone(&shared);
         tokio::spawn(async move {
             deliver(&shared, batch).await;
-            drop(permit);
+            drop((permit, host_slot));
         });
     }
 }

@@ -18,6 +18,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::Config;
 use crate::deliver::client::HttpClients;
+use crate::deliver::host::HostLimits;
 use crate::deliver::sender::{RetryPolicy, SenderDeps};
 use crate::index::{Endpoint, EndpointRegistry};
 use crate::kafka::{self, EmbeddedBroker};
@@ -75,6 +76,7 @@ pub struct Pipeline {
     task: JoinHandle<Result<()>>,
     stats: Arc<PipelineStats>,
     registry: Arc<EndpointRegistry>,
+    writer: OutcomeWriter,
 }
 
 /// Takes the endpoints out of `config` (they live on in the endpoints, not
@@ -128,8 +130,10 @@ impl Pipeline {
             config.delivery.allow_private_destinations,
         )?;
         let (acks_tx, acks_rx) = mpsc::unbounded_channel();
+        let writer_handle = writer.clone();
         let deps = Arc::new(SenderDeps {
             clients,
+            hosts: HostLimits::new(config.delivery.max_connections_per_host),
             writer: writer.clone(),
             acks: acks_tx.clone(),
             policy: RetryPolicy {
@@ -174,6 +178,7 @@ impl Pipeline {
             task,
             stats,
             registry,
+            writer: writer_handle,
         })
     }
 
@@ -196,13 +201,18 @@ impl Pipeline {
     /// `delivery.drain_timeout`), commits final offsets, and returns.
     pub async fn shutdown(self) -> Result<()> {
         let _ = self.shutdown.send(true);
-        self.task.await.context("pipeline task panicked")?
+        let result = self.task.await.context("pipeline task panicked");
+        // Drained: nothing is in flight, unless the drain deadline passed,
+        // and then those writes must not settle anything any more.
+        self.writer.close();
+        result?
     }
 
     /// Stops at once without draining or committing anything: what a crash
     /// does. In-flight events are consumed again by the next owner.
     pub fn abort(self) {
         self.task.abort();
+        self.writer.close();
     }
 
     /// Whether the pipeline stopped by itself (an error).

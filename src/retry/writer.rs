@@ -346,6 +346,13 @@ impl OutcomeWriter {
         Ok(Self { inner })
     }
 
+    /// Stops serving delivery reports without waiting for writes in
+    /// flight: they never complete, so their offsets stay uncommitted (what
+    /// a crash does). Used when the pipeline is aborted or has shut down.
+    pub fn close(&self) {
+        self.inner.stop.store(true, Ordering::Release);
+    }
+
     /// Logs one line summarising the dead letters written since the last
     /// call (nothing when there were none): never one line per event.
     pub fn log_dead_letter_summary(&self, period: Duration) {
