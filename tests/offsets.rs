@@ -154,3 +154,54 @@ async fn endpoints_on_one_host_share_its_connection_limit() {
     .await;
     pipeline.shutdown().await.unwrap();
 }
+
+/// Senders cost memory only while endpoints are in use: once an endpoint
+/// had nothing to do for a couple of seconds its sender is dropped, and its
+/// next event makes a new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_endpoints_keep_no_sender_and_deliver_again_when_needed() {
+    let cluster = Cluster::start(&[TOPIC], 2);
+    let rx = receiver(Behaviour::Healthy).await;
+    let mut config = config("idle-sender-test", &[(TOPIC, Preset::Mender)]);
+    for i in 0..30 {
+        let mut ep = endpoint(&format!("ep-{i}"), rx.url("in"), &["*"], "none", "");
+        ep.devices = vec![format!("dev-{i}")];
+        config.endpoints.push(ep);
+    }
+    let event = |i: usize, n: usize| {
+        (
+            format!("dev-{i}"),
+            format!(
+                r#"{{"id":"e-{i}-{n}","type":"device-status-changed","data":{{"id":"dev-{i}"}}}}"#
+            )
+            .into_bytes(),
+        )
+    };
+    let pipeline = start(config, &cluster).await;
+    cluster
+        .produce_many(TOPIC, &(0..30).map(|i| event(i, 0)).collect::<Vec<_>>())
+        .await;
+    wait_for("one event per endpoint", Duration::from_secs(30), || {
+        rx.log().accepted_count() >= 30
+    })
+    .await;
+    let senders = || pipeline.stats().senders.load(Ordering::Relaxed);
+    assert_eq!(senders(), 30, "one sender per endpoint in use");
+    wait_for("idle senders dropped", Duration::from_secs(10), || {
+        senders() == 0
+    })
+    .await;
+
+    cluster.produce_many(TOPIC, &[event(7, 1)]).await;
+    wait_for("the next event", Duration::from_secs(15), || {
+        rx.log().accepted_count() >= 31
+    })
+    .await;
+    assert_eq!(senders(), 1);
+    assert_eq!(
+        pipeline.registry().activity("ep-7").stats().delivered,
+        2,
+        "activity outlives senders"
+    );
+    pipeline.shutdown().await.unwrap();
+}

@@ -45,6 +45,13 @@ impl Circuit {
         (until > now_ms).then(|| Duration::from_millis((until - now_ms) as u64))
     }
 
+    /// Whether it is closed with no failure counted: nothing in it is worth
+    /// keeping.
+    pub fn is_clean(&self) -> bool {
+        self.consecutive_failures.load(Ordering::Acquire) == 0
+            && self.open_until_ms.load(Ordering::Acquire) == 0
+    }
+
     /// An attempt succeeded: close.
     pub fn record_success(&self) {
         self.consecutive_failures.store(0, Ordering::Release);
@@ -137,6 +144,20 @@ mod tests {
         assert_eq!(c.defer_for(0, 0.5), Some(Duration::from_millis(1500)));
         assert_eq!(c.defer_for(0, 1.0), Some(Duration::from_secs(2)));
         assert_eq!(c.defer_for(400, 1.0), Some(Duration::from_millis(1600)));
+    }
+
+    #[test]
+    fn only_a_circuit_without_failures_is_clean() {
+        let c = circuit();
+        assert!(c.is_clean());
+        c.record_failure(0);
+        assert!(!c.is_clean(), "one failure is counted");
+        c.record_success();
+        assert!(c.is_clean());
+        for _ in 0..FAILURE_THRESHOLD {
+            c.record_failure(0);
+        }
+        assert!(!c.is_clean());
     }
 
     #[test]

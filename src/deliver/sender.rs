@@ -325,6 +325,28 @@ impl Sender {
         Ok(())
     }
 
+    /// Whether the sender holds nothing worth keeping at `now_ms` and has
+    /// not been used for `idle_ms`: no queued delivery, no worker, no
+    /// attempt in flight, a clean circuit, no 410 Gone, and a rate limit (if
+    /// any) that has refilled. Dropping it then loses nothing; the next
+    /// delivery makes a new one.
+    pub fn is_idle(&self, now_ms: i64, idle_ms: i64) -> bool {
+        let shared = &self.shared;
+        let endpoint = shared.endpoint.load();
+        let refill_ms = endpoint.config.rate_limit.map_or(0, |rl| {
+            (f64::from(rl.burst) / rl.per_second * 1000.0) as i64
+        });
+        if now_ms - shared.last_dequeue_ms.load(Ordering::Relaxed) < idle_ms.max(refill_ms)
+            || shared.gone.load(Ordering::Relaxed)
+            || !shared.circuit.is_clean()
+            || shared.permits.available_permits() < endpoint.config.max_concurrency as usize
+        {
+            return false;
+        }
+        let q = shared.queue();
+        q.items.is_empty() && !q.worker && !q.closed
+    }
+
     /// The endpoint's circuit breaker.
     pub fn circuit(&self) -> &Circuit {
         &self.shared.circuit

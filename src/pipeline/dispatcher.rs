@@ -42,6 +42,11 @@ const DEAD_LETTER_SUMMARY: Duration = Duration::from_secs(30);
 /// Held records released per turn of the dispatcher loop.
 const RELEASE_BATCH: usize = 256;
 
+/// How long a sender must have had nothing to do before it is dropped, and
+/// how often senders are looked at: an index of 100 000 endpoints that each
+/// get an event now and then keeps senders only for the ones in use.
+const SENDER_IDLE: Duration = Duration::from_secs(2);
+
 /// Ack tokens taken from the channel per turn of the dispatcher loop.
 const ACKS_PER_TURN: usize = 1024;
 
@@ -182,6 +187,9 @@ impl Dispatcher {
         }
         self.by_id = by_id;
         self.senders = senders;
+        self.stats
+            .senders
+            .store(self.by_id.len() as u64, Ordering::Relaxed);
     }
 
     pub(super) async fn run(
@@ -194,6 +202,8 @@ impl Dispatcher {
         let mut commit_tick = tokio::time::interval(timing.commit_interval);
         commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut check_tick = tokio::time::interval(Duration::from_millis(50));
+        let mut reap_tick = tokio::time::interval(SENDER_IDLE / 2);
+        reap_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut summary_tick = tokio::time::interval(DEAD_LETTER_SUMMARY);
         summary_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut draining: Option<Draining> = None;
@@ -264,6 +274,7 @@ impl Dispatcher {
                 _ = std::future::ready(()), if more_ready => {}
                 _ = commit_tick.tick() => self.commit(CommitMode::Async),
                 _ = summary_tick.tick() => self.writer.log_dead_letter_summary(DEAD_LETTER_SUMMARY),
+                _ = reap_tick.tick() => self.drop_idle_senders(),
                 _ = check_tick.tick() => {}
             }
             more_ready = stopping.is_none() && self.release_ready().await;
@@ -503,7 +514,31 @@ impl Dispatcher {
         self.by_id
             .insert(endpoint.id().to_string(), Arc::clone(&sender));
         self.senders[slot as usize] = Some(Arc::clone(&sender));
+        self.stats
+            .senders
+            .store(self.by_id.len() as u64, Ordering::Relaxed);
         sender
+    }
+
+    /// Drops the senders that had nothing to do for [`SENDER_IDLE`].
+    fn drop_idle_senders(&mut self) {
+        if self.by_id.is_empty() {
+            return;
+        }
+        let (now, idle_ms) = (now_ms(), SENDER_IDLE.as_millis() as i64);
+        let mut dropped = 0;
+        for slot in &mut self.senders {
+            if let Some(sender) = slot.take_if(|s| s.is_idle(now, idle_ms)) {
+                self.by_id.remove(sender.endpoint().id());
+                dropped += 1;
+            }
+        }
+        if dropped > 0 {
+            self.stats
+                .senders
+                .store(self.by_id.len() as u64, Ordering::Relaxed);
+            tracing::debug!(dropped, kept = self.by_id.len(), "idle senders dropped");
+        }
     }
 
     /// Registers a record needing one outcome and dead-letters it.

@@ -64,6 +64,9 @@ pub struct PipelineStats {
     pub invalid: AtomicU64,
     /// Offsets committed (partition commits).
     pub commits: AtomicU64,
+    /// Endpoints with a sender now (made on an endpoint's first delivery,
+    /// dropped after it had nothing to do for a while).
+    pub senders: AtomicU64,
     /// Set when the consumer received its first assignment (possibly an
     /// empty one): it has joined its group. Readiness reads it.
     pub assigned: AtomicBool,
@@ -83,20 +86,22 @@ pub struct Pipeline {
 /// twice), validated and prepared.
 fn build_endpoints(config: &mut Config) -> Result<Vec<Arc<Endpoint>>> {
     let env = |name: &str| std::env::var(name).ok();
-    std::mem::take(&mut config.endpoints)
-        .into_iter()
-        .enumerate()
-        .map(|(i, ep)| {
-            Endpoint::build(
-                ep,
-                config.delivery.allow_private_destinations,
-                config.delivery.timeout.get(),
-                &env,
-            )
-            .map(Arc::new)
-            .map_err(|e| anyhow::anyhow!("endpoints[{i}].{}: {}", e.field, e.message))
-        })
-        .collect()
+    let configs = std::mem::take(&mut config.endpoints);
+    // Collected into a Vec of its own size: collecting in place would keep
+    // the configs' allocation (368 bytes an endpoint) for 8-byte pointers,
+    // for as long as the index lives (46 MiB at 100 000 endpoints).
+    let mut endpoints = Vec::with_capacity(configs.len());
+    for (i, ep) in configs.into_iter().enumerate() {
+        let endpoint = Endpoint::build(
+            ep,
+            config.delivery.allow_private_destinations,
+            config.delivery.timeout.get(),
+            &env,
+        )
+        .map_err(|e| anyhow::anyhow!("endpoints[{i}].{}: {}", e.field, e.message))?;
+        endpoints.push(Arc::new(endpoint));
+    }
+    Ok(endpoints)
 }
 
 impl Pipeline {

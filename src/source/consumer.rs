@@ -92,6 +92,10 @@ pub enum Inbound {
 /// dispatcher per batch instead of one per record.
 const RECORDS_PER_MESSAGE: usize = 256;
 
+/// A retry due further ahead than this (ms) pauses its partition as soon
+/// as it is polled.
+const EARLY_PAUSE_BEYOND_MS: i64 = 100;
+
 /// Messages the inbound channel holds: with full batches, at most about a
 /// thousand records wait between the poll thread and the dispatcher.
 const INBOUND_MESSAGES: usize = 4;
@@ -521,13 +525,15 @@ fn poll_loop(
         let mut event = event;
         if event
             .due_ms()
-            .is_some_and(|due| due > crate::retry::record::now_ms())
+            .is_some_and(|due| due > crate::retry::record::now_ms() + EARLY_PAUSE_BEYOND_MS)
         {
-            // A retry that is not due yet heads its partition until it is:
-            // pause now, so librdkafka drops what it prefetched behind it
-            // instead of this thread polling it only for the dispatcher to
+            // A retry that is not due for a while heads its partition until
+            // it is: pause now, so librdkafka drops what it prefetched behind
+            // it instead of this thread polling it only for the dispatcher to
             // hold. The dispatcher pauses it too (it owns pause state and
-            // resumes when due); this only stops the flow sooner.
+            // resumes when due); this only stops the flow sooner. (A retry
+            // due within moments is left to the dispatcher, which holds what
+            // follows it that long: no fetch again when it is due.)
             let tpl = partitions_list(topics, &[event.partition]);
             match consumer.pause(&tpl) {
                 Ok(()) => event.paused_partition = true,

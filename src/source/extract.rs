@@ -132,6 +132,8 @@ pub struct Extractor {
     time: Rule,
     scratch: Vec<u8>,
     buffers: simd_json::Buffers,
+    /// The last tape, emptied: its allocation is reused.
+    tape: Option<simd_json::Tape<'static>>,
 }
 
 impl std::fmt::Debug for Extractor {
@@ -286,6 +288,7 @@ impl Extractor {
             time,
             scratch: Vec::new(),
             buffers: simd_json::Buffers::default(),
+            tape: None,
         }
     }
 
@@ -307,24 +310,44 @@ impl Extractor {
                 max: max_payload_bytes,
             });
         }
+        // A padded scratch copy (simd-json unescapes strings in place, and
+        // the original bytes are what gets signed), parsed into a tape that
+        // keeps its allocation from one event to the next.
         self.scratch.clear();
         self.scratch.extend_from_slice(value);
-        let tape = simd_json::to_tape_with_buffers(&mut self.scratch, &mut self.buffers)
-            .map_err(|e| InvalidEvent::NotJson(e.to_string()))?;
-        let root = tape.as_value();
-        let find = |rule: &Rule| find_text(rule, root, header);
-        let event_type = find(&self.event_type)
-            .ok_or_else(|| InvalidEvent::NoType(self.event_type.describe()))?;
-        let id = find(&self.id).unwrap_or_else(|| coordinates_id(coords));
-        let time_ms = find_time(&self.time, root, header);
-        Ok(Extracted {
-            id,
-            event_type,
-            device: find(&self.device),
-            group: find(&self.group),
-            tenant: find(&self.tenant),
-            time_ms,
-        })
+        self.scratch
+            .resize(value.len() + simd_json::INPUT_PADDING, b' ');
+        let mut tape = self
+            .tape
+            .take()
+            .unwrap_or_else(simd_json::Tape::null)
+            .reset();
+        let parsed = simd_json::fill_tape_padded(
+            &mut self.scratch,
+            value.len(),
+            &mut self.buffers,
+            &mut tape,
+        );
+        let fields = match parsed {
+            Err(e) => Err(InvalidEvent::NotJson(e.to_string())),
+            Ok(()) => {
+                let root = tape.as_value();
+                let find = |rule: &Rule| find_text(rule, root, header);
+                match find(&self.event_type) {
+                    None => Err(InvalidEvent::NoType(self.event_type.describe())),
+                    Some(event_type) => Ok(Extracted {
+                        id: find(&self.id).unwrap_or_else(|| coordinates_id(coords)),
+                        event_type,
+                        device: find(&self.device),
+                        group: find(&self.group),
+                        tenant: find(&self.tenant),
+                        time_ms: find_time(&self.time, root, header),
+                    }),
+                }
+            }
+        };
+        self.tape = Some(tape.reset());
+        fields
     }
 }
 
