@@ -383,15 +383,18 @@ impl Bench {
         ))
     }
 
-    /// Paced phase: `n` events at `rate`/s with send times; returns p50/p99 ms.
+    /// Paced phase after a run of `from` events at `measured_rate`: a tenth
+    /// as many (500 to 5 000) at half that rate, with send times; returns
+    /// p50/p99 produce-to-receive ms.
     async fn latency(
         &self,
         topic: &str,
         from: u64,
-        n: u64,
-        rate: f64,
+        measured_rate: f64,
         per_event: u64,
     ) -> Result<(f64, f64)> {
+        let n = (from / 10).clamp(500, 5_000);
+        let rate = (measured_rate / 2.0).clamp(10.0, 20_000.0);
         let counts = Arc::clone(self.receiver.counts());
         counts.reset();
         counts.sample_latency.store(true, Ordering::SeqCst);
@@ -558,13 +561,7 @@ impl Bench {
         let deliveries_per_s = expected as f64 / secs.max(1e-9);
         let events_per_s = events as f64 / secs.max(1e-9);
         let (p50, p99) = self
-            .latency(
-                &topic,
-                events,
-                (events / 10).clamp(500, 5_000),
-                (events_per_s / 2.0).clamp(10.0, 20_000.0),
-                per_event,
-            )
+            .latency(&topic, events, events_per_s, per_event)
             .await?;
         log_activity(&pipeline, &["bench"]);
         pipeline.shutdown().await?;
@@ -642,15 +639,7 @@ impl Bench {
             before = before.min(alone_before).min(with_before);
             (requests, secs) = (with_requests, with_secs);
             if round + 1 == DEAD_NEIGHBOUR_ROUNDS {
-                (p50, p99) = self
-                    .latency(
-                        &with_topic,
-                        events,
-                        (events / 10).clamp(500, 5_000),
-                        (with_rate / 2.0).clamp(10.0, 20_000.0),
-                        1,
-                    )
-                    .await?;
+                (p50, p99) = self.latency(&with_topic, events, with_rate, 1).await?;
                 log_activity(&pipeline, &["healthy", "dead"]);
             }
             pipeline.shutdown().await?;
