@@ -66,6 +66,17 @@ async fn dead_letters_are_listed_filtered_and_replayed_once() {
             .iter()
             .all(|l| l.reason == "http_400" && l.attempt == 1 && l.last_status == "400")
     );
+    assert!(
+        picky_letters
+            .iter()
+            .all(|l| l.event_type.as_deref() == Some("device-provisioned")),
+        "letters name their event type"
+    );
+    assert!(
+        all.iter()
+            .any(|l| l.reason == "invalid_event" && l.event_type.is_none()),
+        "an invalid event has no type"
+    );
     assert_eq!(
         list(DlqFilter {
             reason: Some("invalid_event".into()),

@@ -70,6 +70,8 @@ pub struct DeadLetter {
     pub dead_ms: i64,
     /// `hookstream-event-id`.
     pub event_id: String,
+    /// `hookstream-event-type` (absent on invalid events, which have none).
+    pub event_type: Option<String>,
     /// `hookstream-attempt`.
     pub attempt: u32,
     /// `hookstream-last-status`.
@@ -121,6 +123,7 @@ impl DeadLetter {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0),
             event_id: get(header::EVENT_ID).unwrap_or_default(),
+            event_type: get(header::EVENT_TYPE),
             attempt: get(header::ATTEMPT)
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0),
@@ -218,13 +221,21 @@ pub fn select(client: &ClientConfig, topic: &str, filter: &DlqFilter) -> Result<
 /// Formats letters as a table.
 pub fn table(letters: &[DeadLetter]) -> String {
     let mut out = format!(
-        "{:<12} {:<24} {:<16} {:<20} {:>7} {:<8} {:<38} {}\n",
-        "PART/OFFSET", "DEAD AT", "ENDPOINT", "REASON", "ATTEMPT", "STATUS", "EVENT ID", "SOURCE"
+        "{:<12} {:<24} {:<16} {:<20} {:>7} {:<8} {:<38} {:<28} {}\n",
+        "PART/OFFSET",
+        "DEAD AT",
+        "ENDPOINT",
+        "REASON",
+        "ATTEMPT",
+        "STATUS",
+        "EVENT ID",
+        "EVENT TYPE",
+        "SOURCE"
     );
     for l in letters {
         let when = std::time::UNIX_EPOCH + Duration::from_millis(l.dead_ms.max(0) as u64);
         out.push_str(&format!(
-            "{:<12} {:<24} {:<16} {:<20} {:>7} {:<8} {:<38} {}\n",
+            "{:<12} {:<24} {:<16} {:<20} {:>7} {:<8} {:<38} {:<28} {}\n",
             format!("{}/{}", l.partition, l.offset),
             humantime::format_rfc3339_millis(when).to_string(),
             l.endpoint.as_deref().unwrap_or("-"),
@@ -232,6 +243,7 @@ pub fn table(letters: &[DeadLetter]) -> String {
             l.attempt,
             l.last_status,
             l.event_id,
+            l.event_type.as_deref().unwrap_or("-"),
             l.source
         ));
     }
@@ -251,6 +263,7 @@ mod tests {
             reason: reason.into(),
             dead_ms,
             event_id: "e".into(),
+            event_type: Some("device-status-changed".into()),
             attempt: 1,
             last_status: "400".into(),
             last_error: String::new(),
