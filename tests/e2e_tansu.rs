@@ -139,6 +139,14 @@ impl Hookstream {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(s) = self.child.try_wait().unwrap() {
+                if !s.success() {
+                    let log = self.log();
+                    let tail: Vec<&str> = log.lines().rev().take(15).collect();
+                    eprintln!(
+                        "hookstream exited with {s} after SIGTERM; its last log lines:\n{}",
+                        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                    );
+                }
                 return s.code().unwrap_or(-1);
             }
             if Instant::now() > deadline {
@@ -514,11 +522,10 @@ signature = "none"
         dead = dead_letter_ids(&bootstrap);
         std::thread::sleep(Duration::from_millis(500));
     }
-    // Graceful termination is asserted by the test above; here the exit
-    // status is reported (once in four local runs against tansu the final
-    // instance was gone by a signal at this point; unexplained, noted).
+    // The final instance may still be starting (earlier ones delivered
+    // everything): a SIGTERM then must still end it cleanly.
     let code = last.terminate(Duration::from_secs(30));
-    eprintln!("final instance: exit status {code} after SIGTERM");
+    assert_eq!(code, 0, "the final instance stops cleanly on SIGTERM");
     let requests = flaky
         .log()
         .requests

@@ -100,6 +100,11 @@ impl Service {
 /// Runs the service of `config` until a termination signal, then drains
 /// in-flight work, commits final offsets and returns.
 pub async fn run(config: Config) -> Result<(), CommandError> {
+    // Installed first, so a signal during start-up is not fatal: it is
+    // kept and answered with a clean shutdown as soon as the service runs.
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let target = if config.kafka.is_embedded() {
         tracing::warn!(
             "kafka.brokers = \"embedded\": using an in-process development broker; it is not durable \
@@ -116,10 +121,8 @@ pub async fn run(config: Config) -> Result<(), CommandError> {
         tracing::info!(listen = %config.metrics.listen, "metrics at /metrics");
     }
     let service = Service::start(config, target).await?;
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("installing the SIGTERM handler")?;
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
         _ = term.recv() => tracing::info!("SIGTERM received"),
         _ = service.pipeline().stopped() => tracing::error!("pipeline stopped by itself"),
     }
