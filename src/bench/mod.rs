@@ -137,6 +137,39 @@ pub struct ScenarioReport {
     pub healthy_ratio_with_dead_neighbour: Option<f64>,
 }
 
+/// What one measured run gives a report: its size, how long the receiver
+/// was busy, the requests it answered, the latency phase and the RSS.
+struct Run {
+    events: u64,
+    deliveries: u64,
+    secs: f64,
+    requests: u64,
+    latency_ms: (f64, f64),
+    rss_mib: (f64, f64),
+}
+
+impl ScenarioReport {
+    fn of(scenario: Scenario, run: Run, baselines: &Baselines) -> Self {
+        let per_s = |n: u64| n as f64 / run.secs.max(1e-9);
+        let (peak, before) = run.rss_mib;
+        Self {
+            scenario,
+            events: run.events,
+            deliveries: run.deliveries,
+            events_per_s: per_s(run.events),
+            deliveries_per_s: per_s(run.deliveries),
+            requests_per_s: per_s(run.requests),
+            latency_p50_ms: run.latency_ms.0,
+            latency_p99_ms: run.latency_ms.1,
+            peak_rss_mib: peak.max(before),
+            rss_before_mib: before,
+            ratio_to_raw_http: per_s(run.deliveries) / baselines.raw_http_per_s.max(1e-9),
+            ratio_to_raw_consume: per_s(run.events) / baselines.raw_consume_per_s.max(1e-9),
+            healthy_ratio_with_dead_neighbour: None,
+        }
+    }
+}
+
 /// The whole run.
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchReport {
@@ -484,23 +517,15 @@ impl Bench {
         let early = counts.early.load(Ordering::Relaxed);
         eprintln!("  {early} of {events} retries arrived before they were due");
         pipeline.shutdown().await?;
-        Ok(ScenarioReport {
-            scenario: Scenario::RetryTiming,
+        let run = Run {
             events,
             deliveries: events,
-            events_per_s: events as f64 / secs.max(1e-9),
-            deliveries_per_s: events as f64 / secs.max(1e-9),
-            requests_per_s: requests as f64 / secs.max(1e-9),
-            latency_p50_ms: p50,
-            latency_p99_ms: p99,
-            peak_rss_mib: peak.max(before),
-            rss_before_mib: before,
-            ratio_to_raw_http: events as f64 / secs.max(1e-9) / baselines.raw_http_per_s.max(1e-9),
-            ratio_to_raw_consume: events as f64
-                / secs.max(1e-9)
-                / baselines.raw_consume_per_s.max(1e-9),
-            healthy_ratio_with_dead_neighbour: None,
-        })
+            secs,
+            requests,
+            latency_ms: (p50, p99),
+            rss_mib: (peak, before),
+        };
+        Ok(ScenarioReport::of(Scenario::RetryTiming, run, baselines))
     }
 
     async fn scenario(&self, scenario: Scenario, baselines: &Baselines) -> Result<ScenarioReport> {
@@ -558,28 +583,21 @@ impl Bench {
         }
         let expected = events * per_event;
         let (secs, requests, peak, before, pipeline) = self.measure(config, expected).await?;
-        let deliveries_per_s = expected as f64 / secs.max(1e-9);
         let events_per_s = events as f64 / secs.max(1e-9);
         let (p50, p99) = self
             .latency(&topic, events, events_per_s, per_event)
             .await?;
         log_activity(&pipeline, &["bench"]);
         pipeline.shutdown().await?;
-        Ok(ScenarioReport {
-            scenario,
+        let run = Run {
             events,
             deliveries: expected,
-            events_per_s,
-            deliveries_per_s,
-            requests_per_s: requests as f64 / secs.max(1e-9),
-            latency_p50_ms: p50,
-            latency_p99_ms: p99,
-            peak_rss_mib: peak.max(before),
-            rss_before_mib: before,
-            ratio_to_raw_http: deliveries_per_s / baselines.raw_http_per_s.max(1e-9),
-            ratio_to_raw_consume: events_per_s / baselines.raw_consume_per_s.max(1e-9),
-            healthy_ratio_with_dead_neighbour: None,
-        })
+            secs,
+            requests,
+            latency_ms: (p50, p99),
+            rss_mib: (peak, before),
+        };
+        Ok(ScenarioReport::of(scenario, run, baselines))
     }
 
     /// (e): the healthy endpoint alone, then beside an endpoint whose port
@@ -649,20 +667,19 @@ impl Bench {
             "  healthy alone (median) {:.0} events/s; beside a dead endpoint (median) {with_rate:.0} events/s; ratios {ratios:.2?}",
             median(&alone_rates)
         );
-        Ok(ScenarioReport {
-            scenario,
+        // Rates are the medians; requests/s is the last round's.
+        let run = Run {
             events,
             deliveries: events,
-            events_per_s: with_rate,
-            deliveries_per_s: with_rate,
+            secs: events as f64 / with_rate.max(1e-9),
+            requests: 0,
+            latency_ms: (p50, p99),
+            rss_mib: (peak, before),
+        };
+        Ok(ScenarioReport {
             requests_per_s: requests as f64 / secs.max(1e-9),
-            latency_p50_ms: p50,
-            latency_p99_ms: p99,
-            peak_rss_mib: peak.max(before),
-            rss_before_mib: before,
-            ratio_to_raw_http: with_rate / baselines.raw_http_per_s.max(1e-9),
-            ratio_to_raw_consume: with_rate / baselines.raw_consume_per_s.max(1e-9),
             healthy_ratio_with_dead_neighbour: Some(median(&ratios)),
+            ..ScenarioReport::of(scenario, run, baselines)
         })
     }
 }
