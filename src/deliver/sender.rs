@@ -8,7 +8,6 @@
 //! dead-lettered), then report the ack token. It never commits offsets and
 //! never touches other endpoints' queues.
 
-use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -534,8 +533,11 @@ async fn deliver(shared: &Arc<Shared>, batch: Vec<Delivery>) {
         }
         return;
     }
-    let ids: Vec<Cow<'_, str>> = batch.iter().map(|d| event_id(&d.event)).collect();
-    let joined_ids = ids.join(",");
+    let joined_ids = batch
+        .iter()
+        .map(|d| event_id(&d.event))
+        .collect::<Vec<_>>()
+        .join(",");
     let wid = webhook_id(&joined_ids, endpoint.id());
     let first_type = event_type(&batch[0].event);
     let kind = if batch.iter().all(|d| event_type(&d.event) == first_type) {
@@ -555,7 +557,6 @@ async fn deliver(shared: &Arc<Shared>, batch: Vec<Delivery>) {
         shared.deps.policy.backoff.max(),
     )
     .await;
-    drop(ids);
     shared.metrics.response(report.status);
     shared.metrics.duration.record(report.latency.as_secs_f64());
     shared.activity.record_attempt(AttemptRecord {

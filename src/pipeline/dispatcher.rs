@@ -51,7 +51,10 @@ const SENDER_IDLE: Duration = Duration::from_secs(2);
 const ACKS_PER_TURN: usize = 1024;
 
 /// Most records held by closed gates before the dispatcher stops reading
-/// the inbound channel (a safety net: paused partitions fetch nothing new).
+/// the inbound channel (a safety net: paused partitions fetch nothing new,
+/// and a retry due more than 100 ms ahead pauses its partition before
+/// anything behind it is polled, so only retries near their due time and
+/// back-pressure hold records).
 const HELD_LIMIT: usize = 16_384;
 
 impl Gated for Arc<Event> {
@@ -187,9 +190,7 @@ impl Dispatcher {
         }
         self.by_id = by_id;
         self.senders = senders;
-        self.stats
-            .senders
-            .store(self.by_id.len() as u64, Ordering::Relaxed);
+        self.count_senders();
     }
 
     pub(super) async fn run(
@@ -514,10 +515,15 @@ impl Dispatcher {
         self.by_id
             .insert(endpoint.id().to_string(), Arc::clone(&sender));
         self.senders[slot as usize] = Some(Arc::clone(&sender));
+        self.count_senders();
+        sender
+    }
+
+    /// Publishes how many senders exist.
+    fn count_senders(&self) {
         self.stats
             .senders
             .store(self.by_id.len() as u64, Ordering::Relaxed);
-        sender
     }
 
     /// Drops the senders that had nothing to do for [`SENDER_IDLE`].
@@ -534,9 +540,7 @@ impl Dispatcher {
             }
         }
         if dropped > 0 {
-            self.stats
-                .senders
-                .store(self.by_id.len() as u64, Ordering::Relaxed);
+            self.count_senders();
             tracing::debug!(dropped, kept = self.by_id.len(), "idle senders dropped");
         }
     }
