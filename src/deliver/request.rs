@@ -66,7 +66,7 @@ pub async fn send_attempt(
 ) -> AttemptReport {
     let started = Instant::now();
     if clients.guarded()
-        && let Some(ip) = endpoint.literal_ip
+        && let Some(ip) = endpoint.literal_ip()
         && let Some(class) = ssrf::forbidden_class(ip)
     {
         let refused = ssrf::Refused {
@@ -87,7 +87,7 @@ pub async fn send_attempt(
         .post(endpoint.url.clone())
         .headers(headers)
         .body(out.body.clone())
-        .timeout(endpoint.timeout)
+        .timeout(endpoint.timeout())
         .send()
         .await;
     let mut response = match sent {
@@ -164,7 +164,7 @@ pub fn request_headers(endpoint: &Endpoint, out: &Outgoing<'_>) -> HeaderMap {
     let timestamp = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
-    let mut headers = HeaderMap::with_capacity(8 + endpoint.extra_headers.len());
+    let mut headers = HeaderMap::with_capacity(8 + endpoint.extra_headers().len());
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     headers.insert(
         HeaderName::from_static(header::WEBHOOK_ID),
@@ -174,7 +174,7 @@ pub fn request_headers(endpoint: &Endpoint, out: &Outgoing<'_>) -> HeaderMap {
         HeaderName::from_static(header::WEBHOOK_TIMESTAMP),
         HeaderValue::from(timestamp),
     );
-    for (name, value) in &endpoint.extra_headers {
+    for (name, value) in endpoint.extra_headers() {
         headers.insert(name.clone(), value.clone());
     }
     endpoint.signer.sign(

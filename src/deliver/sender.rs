@@ -92,7 +92,9 @@ struct Shared {
     room: Notify,
     /// Wakes a worker waiting to fill a batch.
     arrivals: Notify,
-    limiter: Option<DefaultDirectRateLimiter>,
+    /// Boxed: most endpoints have none, and a sender is made for each
+    /// endpoint in use.
+    limiter: Option<Box<DefaultDirectRateLimiter>>,
     /// Requests in flight.
     permits: Arc<Semaphore>,
     /// Requests in flight to the endpoint's host, shared with every other
@@ -207,7 +209,7 @@ impl Sender {
             let quota = Quota::with_period(period)
                 .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
                 .allow_burst(burst);
-            RateLimiter::direct(quota)
+            Box::new(RateLimiter::direct(quota))
         });
         let shared = Arc::new(Shared {
             metrics: deps.metrics_for(endpoint.id()),
@@ -307,6 +309,11 @@ impl Sender {
             }
             if q.items.len() >= self.shared.capacity {
                 return Err(EnqueueError::Full(delivery));
+            }
+            if q.items.capacity() == 0 {
+                // Most endpoints of a large index see one delivery at a
+                // time; a VecDeque would start with room for four.
+                q.items.reserve_exact(1);
             }
             q.items.push_back(delivery);
             !std::mem::replace(&mut q.worker, true)

@@ -50,27 +50,38 @@ struct Filing {
     filtered: bool,
 }
 
-/// Patterns of one restriction bucket.
+/// Patterns of one restriction bucket. Most buckets (one per device of
+/// 100 000 device endpoints) hold a single `*` endpoint, so only the
+/// wildcard list is inline; typed patterns sit behind one box.
 #[derive(Debug, Default)]
 struct TypeTable {
+    wildcard: SlotList,
+    typed: Option<Box<TypedPatterns>>,
+}
+
+/// The exact and prefix patterns of a bucket.
+#[derive(Debug, Default)]
+struct TypedPatterns {
     exact: HashMap<String, SlotList>,
     prefixes: HashMap<String, SlotList>,
     /// Distinct prefix lengths, ascending.
     prefix_lens: Vec<usize>,
-    wildcard: SlotList,
 }
 
 impl TypeTable {
     fn insert(&mut self, pattern: &str, f: Filing) {
         let list = if pattern == "*" {
             &mut self.wildcard
-        } else if let Some(prefix) = pattern.strip_suffix('*') {
-            if let Err(pos) = self.prefix_lens.binary_search(&prefix.len()) {
-                self.prefix_lens.insert(pos, prefix.len());
-            }
-            self.prefixes.entry(prefix.to_string()).or_default()
         } else {
-            self.exact.entry(pattern.to_string()).or_default()
+            let typed = self.typed.get_or_insert_default();
+            if let Some(prefix) = pattern.strip_suffix('*') {
+                if let Err(pos) = typed.prefix_lens.binary_search(&prefix.len()) {
+                    typed.prefix_lens.insert(pos, prefix.len());
+                }
+                typed.prefixes.entry(prefix.to_string()).or_default()
+            } else {
+                typed.exact.entry(pattern.to_string()).or_default()
+            }
         };
         list.push(f.slot, f.overlapping, f.filtered);
     }
@@ -79,15 +90,18 @@ impl TypeTable {
         if !self.wildcard.slots.is_empty() {
             visit(&self.wildcard);
         }
-        if let Some(list) = self.exact.get(event_type) {
+        let Some(typed) = &self.typed else {
+            return;
+        };
+        if let Some(list) = typed.exact.get(event_type) {
             visit(list);
         }
-        for &len in &self.prefix_lens {
+        for &len in &typed.prefix_lens {
             if len > event_type.len() {
                 break;
             }
             if let Some(prefix) = event_type.get(..len)
-                && let Some(list) = self.prefixes.get(prefix)
+                && let Some(list) = typed.prefixes.get(prefix)
             {
                 visit(list);
             }
@@ -111,7 +125,10 @@ impl EndpointIndex {
     /// Indexes `endpoints`; disabled ones are kept for lookups by id but
     /// never match.
     pub fn new(endpoints: Vec<Arc<Endpoint>>) -> Self {
-        let mut index = Self::default();
+        let mut index = Self {
+            by_id: HashMap::with_capacity(endpoints.len()),
+            ..Self::default()
+        };
         for (slot, endpoint) in endpoints.iter().enumerate() {
             let slot = slot as Slot;
             index.by_id.insert(endpoint.config.id.clone(), slot);

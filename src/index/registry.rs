@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 
 use super::{Endpoint, EndpointIndex};
-use crate::deliver::activity::EndpointActivity;
+use crate::deliver::activity::{EndpointActivity, RETAINED_RECORDS, RecordBudget};
 
 /// The live set of endpoints.
 #[derive(Debug)]
@@ -23,6 +23,8 @@ pub struct EndpointRegistry {
     /// Serialises writers (readers never take it).
     write: Mutex<()>,
     activity: Mutex<HashMap<String, Arc<EndpointActivity>>>,
+    /// Attempt records all activity logs may keep together.
+    records: Arc<RecordBudget>,
 }
 
 impl EndpointRegistry {
@@ -33,6 +35,7 @@ impl EndpointRegistry {
             version: AtomicU64::new(0),
             write: Mutex::new(()),
             activity: Mutex::new(HashMap::new()),
+            records: RecordBudget::new(RETAINED_RECORDS),
         });
         registry.replace_all(endpoints);
         registry
@@ -94,6 +97,15 @@ impl EndpointRegistry {
         let removed = before - endpoints.len();
         if removed > 0 {
             self.publish(endpoints);
+            // A deleted endpoint's log goes with it (a sender finishing its
+            // queue keeps its own handle until then).
+            let mut map = match self.activity.lock() {
+                Ok(m) => m,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            for id in ids {
+                map.remove(*id);
+            }
         }
         removed
     }
@@ -104,7 +116,10 @@ impl EndpointRegistry {
             Ok(m) => m,
             Err(poisoned) => poisoned.into_inner(),
         };
-        Arc::clone(map.entry(id.to_string()).or_default())
+        let activity = map
+            .entry(id.to_string())
+            .or_insert_with(|| Arc::new(EndpointActivity::new(Arc::clone(&self.records))));
+        Arc::clone(activity)
     }
 }
 

@@ -429,7 +429,7 @@ fn end_grace_periods(registry: &EndpointRegistry, build: BuildSettings, now: Sys
         .snapshot()
         .endpoints()
         .iter()
-        .filter(|e| e.previous_secret_until.is_some_and(|until| until <= now))
+        .filter(|e| e.previous_secret_until().is_some_and(|until| until <= now))
         .filter_map(|e| match build.build(e.config.clone()) {
             Ok(rebuilt) => Some(Arc::new(rebuilt)),
             Err(err) => {
@@ -463,7 +463,7 @@ mod tests {
         registry
             .snapshot()
             .get("rot")
-            .and_then(|e| e.previous_secret_until)
+            .and_then(|e| e.previous_secret_until())
     }
 
     #[test]
