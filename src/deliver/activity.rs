@@ -2,16 +2,58 @@
 //! counts by outcome and a latency histogram, for the management API's
 //! `attempts` and `stats` routes and the demo's table.
 //!
-//! Pure bookkeeping; no I/O. Bounded whatever the traffic.
+//! Pure bookkeeping; no I/O. Bounded whatever the traffic and however many
+//! endpoints: each ring keeps its newest [`RING_FLOOR`] attempts, and grows
+//! towards [`RING_CAPACITY`] only while the records kept by all endpoints
+//! sharing a [`RecordBudget`] stay within it.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
-/// Recent attempts kept per endpoint.
+/// Most recent attempts kept per endpoint.
 pub const RING_CAPACITY: usize = 200;
+
+/// Recent attempts every endpoint keeps, whatever the budget.
+pub const RING_FLOOR: usize = 5;
+
+/// Attempt records kept across all endpoints of a registry (about 20 MiB)
+/// before rings stop growing past [`RING_FLOOR`]: 200 records for each of
+/// 100 000 endpoints would be 4 GiB.
+pub const RETAINED_RECORDS: usize = 100_000;
+
+/// How many attempt records the rings sharing it may keep in total.
+#[derive(Debug)]
+pub struct RecordBudget {
+    retained: AtomicUsize,
+    limit: usize,
+}
+
+impl RecordBudget {
+    /// A budget of `limit` records.
+    pub fn new(limit: usize) -> Arc<Self> {
+        Arc::new(Self {
+            retained: AtomicUsize::new(0),
+            limit,
+        })
+    }
+
+    /// Records kept now.
+    pub fn retained(&self) -> usize {
+        self.retained.load(Ordering::Relaxed)
+    }
+
+    /// Takes room for one more record if the budget has it.
+    fn try_take(&self) -> bool {
+        self.retained
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < self.limit).then_some(n + 1)
+            })
+            .is_ok()
+    }
+}
 
 /// What happened to a delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -99,15 +141,50 @@ pub struct ActivityStats {
 }
 
 /// Activity of one endpoint.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct EndpointActivity {
     ring: Mutex<VecDeque<AttemptRecord>>,
+    /// Shared with the other endpoints' rings.
+    budget: Arc<RecordBudget>,
     outcomes: [AtomicU64; 4],
     attempts: AtomicU64,
-    latency: [AtomicU64; BUCKETS_MS.len() + 1],
+    /// 32-bit counts (one per endpoint, 100 000 endpoints), halved
+    /// together before any overflows: percentiles need only proportions.
+    latency: [AtomicU32; BUCKETS_MS.len() + 1],
+}
+
+/// A latency bucket at this count halves them all.
+const HALVE_AT: u32 = 1 << 31;
+
+impl Default for EndpointActivity {
+    /// Activity with a budget of its own of [`RETAINED_RECORDS`].
+    fn default() -> Self {
+        Self::new(RecordBudget::new(RETAINED_RECORDS))
+    }
+}
+
+impl Drop for EndpointActivity {
+    fn drop(&mut self) {
+        let kept = match self.ring.get_mut() {
+            Ok(r) => r.len(),
+            Err(poisoned) => poisoned.into_inner().len(),
+        };
+        self.budget.retained.fetch_sub(kept, Ordering::Relaxed);
+    }
 }
 
 impl EndpointActivity {
+    /// Activity whose ring grows past [`RING_FLOOR`] within `budget`.
+    pub fn new(budget: Arc<RecordBudget>) -> Self {
+        Self {
+            ring: Mutex::new(VecDeque::new()),
+            budget,
+            outcomes: Default::default(),
+            attempts: AtomicU64::new(0),
+            latency: Default::default(),
+        }
+    }
+
     /// Records an HTTP attempt and its outcome.
     pub fn record_attempt(&self, record: AttemptRecord) {
         self.attempts.fetch_add(1, Ordering::Relaxed);
@@ -115,12 +192,20 @@ impl EndpointActivity {
             .iter()
             .position(|b| record.latency_ms <= *b)
             .unwrap_or(BUCKETS_MS.len());
-        self.latency[bucket].fetch_add(1, Ordering::Relaxed);
+        if self.latency[bucket].fetch_add(1, Ordering::Relaxed) >= HALVE_AT {
+            self.halve_latency_counts();
+        }
         let mut ring = match self.ring.lock() {
             Ok(r) => r,
             Err(poisoned) => poisoned.into_inner(),
         };
-        if ring.len() == RING_CAPACITY {
+        let grow = if ring.len() < RING_FLOOR {
+            self.budget.retained.fetch_add(1, Ordering::Relaxed);
+            true
+        } else {
+            ring.len() < RING_CAPACITY && self.budget.try_take()
+        };
+        if !grow {
             ring.pop_front();
         } else if ring.len() == ring.capacity() {
             // Grows one record at a time at first: most of 100 000 endpoints
@@ -129,6 +214,14 @@ impl EndpointActivity {
             ring.reserve_exact(len.clamp(1, RING_CAPACITY - len));
         }
         ring.push_back(record);
+    }
+
+    /// Halves every latency count, keeping their proportions. A count
+    /// racing with it may lose an increment; one in two billion.
+    fn halve_latency_counts(&self) {
+        for count in &self.latency {
+            let _ = count.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| Some(n / 2));
+        }
     }
 
     /// Counts `n` deliveries with `outcome`.
@@ -150,7 +243,7 @@ impl EndpointActivity {
         let counts: Vec<u64> = self
             .latency
             .iter()
-            .map(|c| c.load(Ordering::Relaxed))
+            .map(|c| u64::from(c.load(Ordering::Relaxed)))
             .collect();
         let total: u64 = counts.iter().sum();
         let pct = |p: f64| -> f64 {
@@ -214,6 +307,54 @@ mod tests {
         assert_eq!(recent[0].event_id, format!("e{}", RING_CAPACITY + 49));
         assert_eq!(a.recent(3).len(), 3);
         assert_eq!(a.stats().attempts, (RING_CAPACITY + 50) as u64);
+    }
+
+    #[test]
+    fn many_endpoints_share_one_budget_and_each_keeps_its_newest() {
+        let budget = RecordBudget::new(30);
+        let endpoints: Vec<EndpointActivity> = (0..4)
+            .map(|_| EndpointActivity::new(Arc::clone(&budget)))
+            .collect();
+        for i in 0..100 {
+            for a in &endpoints {
+                a.record_attempt(rec(i, 1.0));
+            }
+        }
+        let kept: Vec<usize> = endpoints.iter().map(|a| a.recent(1000).len()).collect();
+        assert_eq!(kept.iter().sum::<usize>(), 30, "kept {kept:?}");
+        assert!(kept.iter().all(|&k| k >= RING_FLOOR), "kept {kept:?}");
+        assert_eq!(budget.retained(), 30);
+        for a in &endpoints {
+            assert_eq!(a.recent(1)[0].event_id, "e99", "newest first");
+            assert_eq!(a.stats().attempts, 100, "counts are not budgeted");
+        }
+        // Past the budget, a new endpoint still keeps its floor.
+        let late = EndpointActivity::new(Arc::clone(&budget));
+        for i in 0..20 {
+            late.record_attempt(rec(i, 1.0));
+        }
+        assert_eq!(late.recent(1000).len(), RING_FLOOR);
+        drop(endpoints);
+        assert_eq!(
+            budget.retained(),
+            RING_FLOOR,
+            "dropped rings give their room back"
+        );
+    }
+
+    #[test]
+    fn latency_counts_near_overflow_halve_and_keep_percentiles() {
+        let a = EndpointActivity::default();
+        // Bucket "≤ 5 ms" nine times as full as "≤ 150 ms", at the brink.
+        a.latency[3].store(HALVE_AT - 1, Ordering::Relaxed);
+        a.latency[12].store(HALVE_AT / 9, Ordering::Relaxed);
+        a.record_attempt(rec(0, 4.0));
+        a.record_attempt(rec(1, 4.0));
+        let after = a.latency[3].load(Ordering::Relaxed);
+        assert!(after <= HALVE_AT / 2 + 1, "halved: {after}");
+        let s = a.stats();
+        assert_eq!((s.latency_p50_ms, s.latency_p90_ms), (5.0, 5.0));
+        assert_eq!(s.latency_p99_ms, 150.0);
     }
 
     #[test]
