@@ -45,7 +45,7 @@ const RELEASE_BATCH: usize = 256;
 /// How long a sender must have had nothing to do before it is dropped, and
 /// how often senders are looked at: an index of 100 000 endpoints that each
 /// get an event now and then keeps senders only for the ones in use.
-const SENDER_IDLE: Duration = Duration::from_secs(2);
+const SENDER_IDLE: Duration = Duration::from_millis(250);
 
 /// Ack tokens taken from the channel per turn of the dispatcher loop.
 const ACKS_PER_TURN: usize = 1024;
