@@ -98,6 +98,10 @@ enum Command {
         #[arg(long = "header", short = 'H')]
         headers: Vec<String>,
     },
+    /// Serve a mock broker to a parent process over stdin/stdout (used by
+    /// `bench`, which keeps the broker's data out of its own memory).
+    #[command(hide = true)]
+    EmbeddedBroker,
 }
 
 #[derive(clap::Args)]
@@ -276,6 +280,9 @@ fn main() -> ExitCode {
         Command::Endpoints { client, command } => {
             init_logging(cli.log_format);
             runtime().and_then(|rt| rt.block_on(cmd::endpoints::run(&client, command)))
+        }
+        Command::EmbeddedBroker => {
+            hookstream::kafka::embedded::serve_over_stdio().map_err(CommandError::Runtime)
         }
         Command::Verify {
             scheme,

@@ -7,7 +7,10 @@
 //! the first delivery to the last (the embedded broker takes about 3 s to
 //! assign a new group). A paced second phase at half the measured rate gives
 //! produce-to-receive latencies. Peak RSS is read from `/proc/self/status`
-//! after resetting it (`/proc/self/clear_refs`).
+//! after resetting it (`/proc/self/clear_refs`). The embedded broker runs in
+//! a child process, as a real broker would, so the pipeline's peak RSS does
+//! not include the broker's copy of the data; the broker's own peak is
+//! reported beside it.
 
 pub mod receiver;
 
@@ -124,10 +127,14 @@ pub struct ScenarioReport {
     pub latency_p50_ms: f64,
     /// Produce-to-receive latency p99 (ms).
     pub latency_p99_ms: f64,
-    /// Peak RSS of the process during the scenario (MiB).
+    /// Peak RSS of the hookstream process during the scenario (MiB).
     pub peak_rss_mib: f64,
-    /// RSS before the pipeline started (MiB): broker data, receiver.
+    /// Its RSS before the pipeline started (MiB): the bench's receiver,
+    /// producer and endpoint configurations.
     pub rss_before_mib: f64,
+    /// Peak RSS of the embedded broker's process (MiB; none with `--brokers`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub broker_peak_rss_mib: Option<f64>,
     /// deliveries/s ÷ raw HTTP requests/s.
     pub ratio_to_raw_http: f64,
     /// events/s ÷ raw consume records/s.
@@ -145,13 +152,53 @@ struct Run {
     secs: f64,
     requests: u64,
     latency_ms: (f64, f64),
-    rss_mib: (f64, f64),
+    memory: Memory,
+}
+
+/// Memory of one measured run (MiB).
+#[derive(Debug, Clone, Copy)]
+struct Memory {
+    /// Peak RSS of this process.
+    peak: f64,
+    /// RSS of this process before the pipeline started.
+    before: f64,
+    /// Peak RSS of the broker process, if there is one.
+    broker_peak: Option<f64>,
+}
+
+impl Memory {
+    /// The larger peaks and the smaller starting point of two runs.
+    fn max(self, other: Memory) -> Memory {
+        Memory {
+            peak: self.peak.max(other.peak),
+            before: self.before.min(other.before),
+            broker_peak: match (self.broker_peak, other.broker_peak) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                (a, b) => a.or(b),
+            },
+        }
+    }
+}
+
+/// What [`Bench::measure`] gives back.
+struct Measured {
+    /// Seconds the receiver was busy.
+    secs: f64,
+    /// Requests it answered.
+    requests: u64,
+    memory: Memory,
+    /// The pipeline, still running.
+    pipeline: Pipeline,
 }
 
 impl ScenarioReport {
     fn of(scenario: Scenario, run: Run, baselines: &Baselines) -> Self {
         let per_s = |n: u64| n as f64 / run.secs.max(1e-9);
-        let (peak, before) = run.rss_mib;
+        let Memory {
+            peak,
+            before,
+            broker_peak,
+        } = run.memory;
         Self {
             scenario,
             events: run.events,
@@ -163,6 +210,7 @@ impl ScenarioReport {
             latency_p99_ms: run.latency_ms.1,
             peak_rss_mib: peak.max(before),
             rss_before_mib: before,
+            broker_peak_rss_mib: broker_peak,
             ratio_to_raw_http: per_s(run.deliveries) / baselines.raw_http_per_s.max(1e-9),
             ratio_to_raw_consume: per_s(run.events) / baselines.raw_consume_per_s.max(1e-9),
             healthy_ratio_with_dead_neighbour: None,
@@ -180,7 +228,12 @@ pub struct BenchReport {
 }
 
 fn status_kib(field: &str) -> f64 {
-    std::fs::read_to_string("/proc/self/status")
+    process_status_kib("self", field).unwrap_or(0.0)
+}
+
+/// A field of `/proc/<pid>/status` in KiB.
+fn process_status_kib(pid: &str, field: &str) -> Option<f64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
@@ -188,11 +241,23 @@ fn status_kib(field: &str) -> f64 {
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|v| v.parse::<f64>().ok())
         })
-        .unwrap_or(0.0)
 }
 
-fn reset_peak_rss() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
+/// Returns to the system what glibc's malloc keeps of memory already freed
+/// (librdkafka allocates with it): the bench's own preloading producer and
+/// baseline consumer leave tens of MiB behind that a production process
+/// never had, and that would otherwise count as the pipeline's.
+fn release_freed_memory() {
+    // SAFETY: both only walk their allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
+        libmimalloc_sys::mi_collect(true);
+    }
+}
+
+/// Resets the peak RSS of process `pid` (`self` or a number).
+fn reset_peak_rss(pid: &str) {
+    let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
 }
 
 fn now_ns() -> u128 {
@@ -379,17 +444,21 @@ impl Bench {
         Ok(requests as f64 / secs.max(1e-9))
     }
 
-    /// Runs one pipeline until `expected` events reached the receiver;
-    /// returns (busy seconds, requests, peak RSS MiB, RSS before MiB, pipeline).
-    async fn measure(
-        &self,
-        config: Config,
-        expected: u64,
-    ) -> Result<(f64, u64, f64, f64, Pipeline)> {
+    /// Runs one pipeline until `expected` events reached the receiver.
+    async fn measure(&self, config: Config, expected: u64) -> Result<Measured> {
         let counts = Arc::clone(self.receiver.counts());
         counts.reset();
+        release_freed_memory();
         let rss_before = status_kib("VmRSS:") / 1024.0;
-        reset_peak_rss();
+        reset_peak_rss("self");
+        let broker_pid = self
+            .broker
+            .as_ref()
+            .and_then(|b| b.process_id())
+            .map(|p| p.to_string());
+        if let Some(pid) = &broker_pid {
+            reset_peak_rss(pid);
+        }
         let pipeline = Pipeline::start(config, self.target()).await?;
         let deadline = Instant::now() + Duration::from_secs(900);
         let mut last_report = Instant::now();
@@ -406,14 +475,19 @@ impl Bench {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let peak = status_kib("VmHWM:") / 1024.0;
-        Ok((
-            counts.busy_secs(),
-            counts.requests.load(Ordering::Relaxed),
-            peak,
-            rss_before,
+        let memory = Memory {
+            peak: status_kib("VmHWM:") / 1024.0,
+            before: rss_before,
+            broker_peak: broker_pid
+                .and_then(|pid| process_status_kib(&pid, "VmHWM:"))
+                .map(|kib| kib / 1024.0),
+        };
+        Ok(Measured {
+            secs: counts.busy_secs(),
+            requests: counts.requests.load(Ordering::Relaxed),
+            memory,
             pipeline,
-        ))
+        })
     }
 
     /// Paced phase after a run of `from` events at `measured_rate`: a tenth
@@ -511,7 +585,12 @@ impl Bench {
         .await?;
         let counts = Arc::clone(self.receiver.counts());
         counts.sample_latency.store(true, Ordering::SeqCst);
-        let (secs, requests, peak, before, pipeline) = self.measure(config, events).await?;
+        let Measured {
+            secs,
+            requests,
+            memory,
+            pipeline,
+        } = self.measure(config, events).await?;
         counts.sample_latency.store(false, Ordering::SeqCst);
         let [p50, p99] = counts.latency_percentiles_ms([0.50, 0.99]);
         let early = counts.early.load(Ordering::Relaxed);
@@ -523,7 +602,7 @@ impl Bench {
             secs,
             requests,
             latency_ms: (p50, p99),
-            rss_mib: (peak, before),
+            memory,
         };
         Ok(ScenarioReport::of(Scenario::RetryTiming, run, baselines))
     }
@@ -582,7 +661,12 @@ impl Bench {
             Scenario::DeadNeighbour => return self.dead_neighbour(events, baselines).await,
         }
         let expected = events * per_event;
-        let (secs, requests, peak, before, pipeline) = self.measure(config, expected).await?;
+        let Measured {
+            secs,
+            requests,
+            memory,
+            pipeline,
+        } = self.measure(config, expected).await?;
         let events_per_s = events as f64 / secs.max(1e-9);
         let (p50, p99) = self
             .latency(&topic, events, events_per_s, per_event)
@@ -595,7 +679,7 @@ impl Bench {
             secs,
             requests,
             latency_ms: (p50, p99),
-            rss_mib: (peak, before),
+            memory,
         };
         Ok(ScenarioReport::of(scenario, run, baselines))
     }
@@ -623,7 +707,8 @@ impl Bench {
         let mut alone_rates = Vec::new();
         let mut with_rates = Vec::new();
         let mut ratios = Vec::new();
-        let (mut peak, mut before, mut requests, mut secs) = (0f64, f64::MAX, 0, 0.0);
+        let mut memory: Option<Memory> = None;
+        let (mut requests, mut secs) = (0, 0.0);
         let (mut p50, mut p99) = (0.0, 0.0);
         for round in 0..DEAD_NEIGHBOUR_ROUNDS {
             // Each run reads its topic from the start in a group of its own,
@@ -634,15 +719,20 @@ impl Bench {
                 c.endpoints.push(self.endpoint("healthy", url.clone()));
                 c
             };
-            let (alone_secs, _, alone_peak, alone_before, p) = self
+            let alone = self
                 .measure(run_config(&alone_topic, "alone"), events)
                 .await?;
-            p.shutdown().await?;
+            alone.pipeline.shutdown().await?;
+            let alone_secs = alone.secs;
             let mut with = run_config(&with_topic, "with");
             with.endpoints
                 .push(self.endpoint("dead", format!("http://127.0.0.1:{dead_port}/gone")));
-            let (with_secs, with_requests, with_peak, with_before, pipeline) =
-                self.measure(with, events).await?;
+            let Measured {
+                secs: with_secs,
+                requests: with_requests,
+                memory: with_memory,
+                pipeline,
+            } = self.measure(with, events).await?;
             let alone_rate = events as f64 / alone_secs.max(1e-9);
             let with_rate = events as f64 / with_secs.max(1e-9);
             eprintln!(
@@ -653,8 +743,8 @@ impl Bench {
             alone_rates.push(alone_rate);
             with_rates.push(with_rate);
             ratios.push(with_rate / alone_rate);
-            peak = peak.max(alone_peak).max(with_peak);
-            before = before.min(alone_before).min(with_before);
+            let round_memory = alone.memory.max(with_memory);
+            memory = Some(memory.map_or(round_memory, |m| m.max(round_memory)));
             (requests, secs) = (with_requests, with_secs);
             if round + 1 == DEAD_NEIGHBOUR_ROUNDS {
                 (p50, p99) = self.latency(&with_topic, events, with_rate, 1).await?;
@@ -674,7 +764,11 @@ impl Bench {
             secs: events as f64 / with_rate.max(1e-9),
             requests: 0,
             latency_ms: (p50, p99),
-            rss_mib: (peak, before),
+            memory: memory.unwrap_or(Memory {
+                peak: 0.0,
+                before: 0.0,
+                broker_peak: None,
+            }),
         };
         Ok(ScenarioReport {
             requests_per_s: requests as f64 / secs.max(1e-9),
@@ -716,7 +810,8 @@ pub async fn run(options: BenchOptions) -> Result<BenchReport> {
     let (broker, bootstrap) = match &options.brokers {
         Some(b) => (None, b.clone()),
         None => {
-            let broker = Arc::new(EmbeddedBroker::start(1)?);
+            let exe = std::env::current_exe().context("finding the hookstream executable")?;
+            let broker = Arc::new(EmbeddedBroker::spawn_process(&exe)?);
             let bootstrap = broker.bootstrap_servers().to_string();
             (Some(broker), bootstrap)
         }
@@ -775,6 +870,9 @@ fn format_line(r: &ScenarioReport) -> String {
         r.peak_rss_mib,
         r.rss_before_mib
     );
+    if let Some(b) = r.broker_peak_rss_mib {
+        line.push_str(&format!("  broker process {b:.0} MiB"));
+    }
     if let Some(h) = r.healthy_ratio_with_dead_neighbour {
         line.push_str(&format!("  healthy with dead neighbour ×{h:.2} of alone"));
     }

@@ -6,8 +6,16 @@
 //! cluster answers no CreateTopics request; topics are created here. It keeps
 //! about 5 MiB per partition, so it is for trying hookstream out and for
 //! tests, never for data that matters.
+//!
+//! The same broker can run in a child process instead
+//! ([`EmbeddedBroker::spawn_process`], served by [`serve_over_stdio`]):
+//! `hookstream bench` does that so that the broker's copy of the data is not
+//! counted in the pipeline's memory, as it would not be in production.
 
-use std::sync::mpsc;
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, ChildStdin, ChildStdout, Stdio};
+use std::sync::{Mutex, mpsc};
 use std::thread;
 use std::time::Duration;
 
@@ -25,12 +33,27 @@ enum Command {
     Stop,
 }
 
-/// A running in-process mock Kafka cluster.
+/// A running mock Kafka cluster, in this process or in a child.
 #[derive(Debug)]
 pub struct EmbeddedBroker {
     bootstrap: String,
-    commands: mpsc::Sender<Command>,
-    thread: Option<thread::JoinHandle<()>>,
+    backend: Backend,
+}
+
+/// Where the mock cluster runs.
+#[derive(Debug)]
+enum Backend {
+    /// A thread of this process owns it.
+    Thread {
+        commands: mpsc::Sender<Command>,
+        thread: Option<thread::JoinHandle<()>>,
+    },
+    /// A child process (`hookstream embedded-broker`) owns it; topics are
+    /// created by a line on its stdin.
+    Process {
+        child: Child,
+        link: Mutex<(ChildStdin, BufReader<ChildStdout>)>,
+    },
 }
 
 impl std::fmt::Debug for Command {
@@ -92,9 +115,53 @@ impl EmbeddedBroker {
             .context("embedded broker thread ended early")??;
         Ok(Self {
             bootstrap,
-            commands: tx,
-            thread: Some(thread),
+            backend: Backend::Thread {
+                commands: tx,
+                thread: Some(thread),
+            },
         })
+    }
+
+    /// Starts a one-broker mock cluster in a child process running
+    /// `exe embedded-broker` (see [`serve_over_stdio`]). Only topic creation
+    /// is offered; fault injection needs [`start`](Self::start).
+    pub fn spawn_process(exe: &Path) -> Result<Self> {
+        let mut child = std::process::Command::new(exe)
+            .arg("embedded-broker")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting `{} embedded-broker`", exe.display()))?;
+        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            let _ = child.kill();
+            return Err(anyhow!("the broker process has no stdin/stdout pipe"));
+        };
+        let mut stdout = BufReader::new(stdout);
+        let mut line = String::new();
+        stdout
+            .read_line(&mut line)
+            .context("reading the broker process's bootstrap servers")?;
+        let bootstrap = line.trim().to_string();
+        if bootstrap.is_empty() {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(anyhow!("the broker process ended before it was ready"));
+        }
+        Ok(Self {
+            bootstrap,
+            backend: Backend::Process {
+                child,
+                link: Mutex::new((stdin, stdout)),
+            },
+        })
+    }
+
+    /// The broker process's id, when it runs in a child process.
+    pub fn process_id(&self) -> Option<u32> {
+        match &self.backend {
+            Backend::Thread { .. } => None,
+            Backend::Process { child, .. } => Some(child.id()),
+        }
     }
 
     /// `bootstrap.servers` of the cluster (127.0.0.1 ports).
@@ -103,8 +170,13 @@ impl EmbeddedBroker {
     }
 
     fn call(&self, make: impl FnOnce(mpsc::Sender<Result<()>>) -> Command) -> Result<()> {
+        let Backend::Thread { commands, .. } = &self.backend else {
+            return Err(anyhow!(
+                "the broker runs in a child process, which offers topic creation only"
+            ));
+        };
         let (tx, rx) = mpsc::channel();
-        self.commands
+        commands
             .send(make(tx))
             .map_err(|_| anyhow!("embedded broker stopped"))?;
         rx.recv().map_err(|_| anyhow!("embedded broker stopped"))?
@@ -113,7 +185,32 @@ impl EmbeddedBroker {
     /// Creates a topic unless it exists (the mock cluster answers no
     /// CreateTopics request).
     pub fn create_topic(&self, name: &str, partitions: i32) -> Result<()> {
-        self.call(|tx| Command::CreateTopic(name.to_string(), partitions, tx))
+        let Backend::Process { link, .. } = &self.backend else {
+            return self.call(|tx| Command::CreateTopic(name.to_string(), partitions, tx));
+        };
+        if name.is_empty() || name.contains(char::is_whitespace) {
+            return Err(anyhow!("topic name `{name}` is empty or has white space"));
+        }
+        let mut link = match link.lock() {
+            Ok(l) => l,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let (stdin, stdout) = &mut *link;
+        writeln!(stdin, "create {name} {partitions}")
+            .and_then(|()| stdin.flush())
+            .context("writing to the broker process")?;
+        let mut reply = String::new();
+        stdout
+            .read_line(&mut reply)
+            .context("reading from the broker process")?;
+        match reply.trim() {
+            "ok" => Ok(()),
+            "" => Err(anyhow!("the broker process ended")),
+            other => Err(anyhow!(
+                "creating topic `{name}`: {}",
+                other.strip_prefix("error ").unwrap_or(other)
+            )),
+        }
     }
 
     /// Takes broker `id` (1-based) down: connections to it fail.
@@ -144,9 +241,48 @@ impl EmbeddedBroker {
 
 impl Drop for EmbeddedBroker {
     fn drop(&mut self) {
-        let _ = self.commands.send(Command::Stop);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+        match &mut self.backend {
+            Backend::Thread { commands, thread } => {
+                let _ = commands.send(Command::Stop);
+                if let Some(t) = thread.take() {
+                    let _ = t.join();
+                }
+            }
+            Backend::Process { child, .. } => {
+                // Its data is throwaway; nothing to flush.
+                let _ = child.kill();
+                let _ = child.wait();
+            }
         }
     }
+}
+
+/// Runs a one-broker mock cluster for a parent process
+/// ([`EmbeddedBroker::spawn_process`]): prints its bootstrap servers on
+/// stdout, then answers each `create <topic> <partitions>` line on stdin with
+/// `ok` or `error <message>`, until stdin closes.
+pub fn serve_over_stdio() -> Result<()> {
+    let broker = EmbeddedBroker::start(1)?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}", broker.bootstrap_servers()).context("writing to stdout")?;
+    out.flush().context("writing to stdout")?;
+    for line in std::io::stdin().lock().lines() {
+        let line = line.context("reading stdin")?;
+        let mut words = line.split_whitespace();
+        let reply = match (words.next(), words.next(), words.next(), words.next()) {
+            (Some("create"), Some(name), Some(partitions), None) => {
+                match partitions.parse::<i32>() {
+                    Ok(p) if p > 0 => match broker.create_topic(name, p) {
+                        Ok(()) => "ok".to_string(),
+                        Err(e) => format!("error {e:#}"),
+                    },
+                    _ => format!("error partitions `{partitions}` is not a positive number"),
+                }
+            }
+            _ => format!("error unknown command `{line}` (expected `create <topic> <partitions>`)"),
+        };
+        writeln!(out, "{reply}").context("writing to stdout")?;
+        out.flush().context("writing to stdout")?;
+    }
+    Ok(())
 }
