@@ -4,8 +4,9 @@
 //! Baselines: the raw consume rate (same consumer settings, no work) and the
 //! raw loopback HTTP request rate (same client, same receiver, no Kafka).
 //! Each scenario preloads its events, starts a pipeline, and measures from
-//! the first delivery to the last (the embedded broker takes about 3 s to
-//! assign a new group). A paced second phase at half the measured rate gives
+//! the first delivery to the last (a broker takes a moment to assign a new
+//! group): the rate, and the CPU time this process and the embedded
+//! broker's used per event. A paced second phase at half the measured rate gives
 //! produce-to-receive latencies. Peak RSS is read from `/proc/self/status`
 //! after resetting it (`/proc/self/clear_refs`). The embedded broker runs in
 //! a child process, as a real broker would, so the pipeline's peak RSS does
@@ -135,6 +136,10 @@ pub struct ScenarioReport {
     /// Peak RSS of the embedded broker's process (MiB; none with `--brokers`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub broker_peak_rss_mib: Option<f64>,
+    /// CPU time (user + system) per event of this process and the embedded
+    /// broker's, from pipeline start to the last delivery (µs). Less
+    /// sensitive than rates to a shared machine's slow and fast spells.
+    pub cpu_us_per_event: f64,
     /// deliveries/s ÷ raw HTTP requests/s.
     pub ratio_to_raw_http: f64,
     /// events/s ÷ raw consume records/s.
@@ -150,6 +155,8 @@ struct Run {
     events: u64,
     deliveries: u64,
     secs: f64,
+    /// CPU seconds used (this process and the broker's).
+    cpu_secs: f64,
     requests: u64,
     latency_ms: (f64, f64),
     memory: Memory,
@@ -187,6 +194,8 @@ struct Measured {
     /// Requests it answered.
     requests: u64,
     memory: Memory,
+    /// CPU seconds this process and the broker's used meanwhile.
+    cpu_secs: f64,
     /// The pipeline, still running.
     pipeline: Pipeline,
 }
@@ -211,6 +220,7 @@ impl ScenarioReport {
             peak_rss_mib: peak.max(before),
             rss_before_mib: before,
             broker_peak_rss_mib: broker_peak,
+            cpu_us_per_event: run.cpu_secs * 1e6 / (run.events.max(1) as f64),
             ratio_to_raw_http: per_s(run.deliveries) / baselines.raw_http_per_s.max(1e-9),
             ratio_to_raw_consume: per_s(run.events) / baselines.raw_consume_per_s.max(1e-9),
             healthy_ratio_with_dead_neighbour: None,
@@ -225,6 +235,21 @@ pub struct BenchReport {
     pub baselines: Baselines,
     /// Scenarios.
     pub scenarios: Vec<ScenarioReport>,
+}
+
+/// CPU seconds (user + system) process `pid` (`self` or a number) used so
+/// far, from `/proc/<pid>/stat`.
+fn process_cpu_secs(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces): state is
+    // field 3, utime 14 and stime 15.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: f64 = fields.next()?.parse().ok()?;
+    let stime: f64 = fields.next()?.parse().ok()?;
+    // SAFETY: sysconf only reads a configuration value.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    Some((utime + stime) / (ticks.max(1) as f64))
 }
 
 fn status_kib(field: &str) -> f64 {
@@ -459,10 +484,23 @@ impl Bench {
         if let Some(pid) = &broker_pid {
             reset_peak_rss(pid);
         }
+        let cpu_now = || {
+            process_cpu_secs("self").unwrap_or(0.0)
+                + broker_pid
+                    .as_deref()
+                    .and_then(process_cpu_secs)
+                    .unwrap_or(0.0)
+        };
         let pipeline = Pipeline::start(config, self.target()).await?;
         let deadline = Instant::now() + Duration::from_secs(900);
         let mut last_report = Instant::now();
+        // CPU is counted from the first delivery, like the rate: not the
+        // seconds the broker takes to assign a new group.
+        let mut cpu_before = None;
         while counts.events.load(Ordering::Relaxed) < expected {
+            if cpu_before.is_none() && counts.events.load(Ordering::Relaxed) > 0 {
+                cpu_before = Some(cpu_now());
+            }
             if Instant::now() > deadline || pipeline.is_finished() {
                 anyhow::bail!(
                     "only {} of {expected} events arrived",
@@ -475,6 +513,7 @@ impl Bench {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        let cpu_secs = cpu_before.map_or(0.0, |before| cpu_now() - before);
         let memory = Memory {
             peak: status_kib("VmHWM:") / 1024.0,
             before: rss_before,
@@ -486,6 +525,7 @@ impl Bench {
             secs: counts.busy_secs(),
             requests: counts.requests.load(Ordering::Relaxed),
             memory,
+            cpu_secs,
             pipeline,
         })
     }
@@ -589,6 +629,7 @@ impl Bench {
             secs,
             requests,
             memory,
+            cpu_secs,
             pipeline,
         } = self.measure(config, events).await?;
         counts.sample_latency.store(false, Ordering::SeqCst);
@@ -600,6 +641,7 @@ impl Bench {
             events,
             deliveries: events,
             secs,
+            cpu_secs,
             requests,
             latency_ms: (p50, p99),
             memory,
@@ -665,6 +707,7 @@ impl Bench {
             secs,
             requests,
             memory,
+            cpu_secs,
             pipeline,
         } = self.measure(config, expected).await?;
         let events_per_s = events as f64 / secs.max(1e-9);
@@ -677,6 +720,7 @@ impl Bench {
             events,
             deliveries: expected,
             secs,
+            cpu_secs,
             requests,
             latency_ms: (p50, p99),
             memory,
@@ -707,6 +751,7 @@ impl Bench {
         let mut alone_rates = Vec::new();
         let mut with_rates = Vec::new();
         let mut ratios = Vec::new();
+        let (mut alone_cpu, mut with_cpu) = (Vec::new(), Vec::new());
         let mut memory: Option<Memory> = None;
         let (mut requests, mut secs) = (0, 0.0);
         let (mut p50, mut p99) = (0.0, 0.0);
@@ -731,13 +776,19 @@ impl Bench {
                 secs: with_secs,
                 requests: with_requests,
                 memory: with_memory,
+                cpu_secs: with_cpu_secs,
                 pipeline,
             } = self.measure(with, events).await?;
             let alone_rate = events as f64 / alone_secs.max(1e-9);
             let with_rate = events as f64 / with_secs.max(1e-9);
+            let per_event = |cpu: f64| cpu * 1e6 / events.max(1) as f64;
+            alone_cpu.push(per_event(alone.cpu_secs));
+            with_cpu.push(per_event(with_cpu_secs));
             eprintln!(
-                "  round {}: healthy alone {alone_rate:.0} events/s, beside the dead endpoint {with_rate:.0} events/s (×{:.2})",
+                "  round {}: healthy alone {alone_rate:.0} events/s ({:.1} µs CPU/event), beside the dead endpoint {with_rate:.0} events/s ({:.1} µs CPU/event) (×{:.2})",
                 round + 1,
+                per_event(alone.cpu_secs),
+                per_event(with_cpu_secs),
                 with_rate / alone_rate
             );
             alone_rates.push(alone_rate);
@@ -754,14 +805,17 @@ impl Bench {
         }
         let with_rate = median(&with_rates);
         eprintln!(
-            "  healthy alone (median) {:.0} events/s; beside a dead endpoint (median) {with_rate:.0} events/s; ratios {ratios:.2?}",
-            median(&alone_rates)
+            "  healthy alone (median) {:.0} events/s, {:.1} µs CPU/event; beside a dead endpoint (median) {with_rate:.0} events/s, {:.1} µs CPU/event; ratios {ratios:.2?}",
+            median(&alone_rates),
+            median(&alone_cpu),
+            median(&with_cpu),
         );
         // Rates are the medians; requests/s is the last round's.
         let run = Run {
             events,
             deliveries: events,
             secs: events as f64 / with_rate.max(1e-9),
+            cpu_secs: median(&with_cpu) * events as f64 / 1e6,
             requests: 0,
             latency_ms: (p50, p99),
             memory: memory.unwrap_or(Memory {
@@ -873,6 +927,7 @@ fn format_line(r: &ScenarioReport) -> String {
     if let Some(b) = r.broker_peak_rss_mib {
         line.push_str(&format!("  broker process {b:.0} MiB"));
     }
+    line.push_str(&format!("  CPU {:.1} µs/event", r.cpu_us_per_event));
     if let Some(h) = r.healthy_ratio_with_dead_neighbour {
         line.push_str(&format!("  healthy with dead neighbour ×{h:.2} of alone"));
     }

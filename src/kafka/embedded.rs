@@ -20,7 +20,8 @@ use std::thread;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
-use rdkafka::mocking::MockCluster;
+use rdkafka::ClientConfig;
+use rdkafka::producer::{BaseProducer, Producer};
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 
 enum Command {
@@ -31,6 +32,35 @@ enum Command {
     RoundTripTime(i32, Duration, mpsc::Sender<Result<()>>),
     ClearRequestErrors(RDKafkaApiKey, mpsc::Sender<Result<()>>),
     Stop,
+}
+
+/// How long the mock cluster waits for more members before it assigns the
+/// partitions of a new group (librdkafka's default, like Kafka's
+/// `group.initial.rebalance.delay.ms`, is 3 s: every test, demo and bench
+/// run would idle that long per group).
+pub const GROUP_INITIAL_REBALANCE_DELAY: Duration = Duration::from_millis(100);
+
+/// A client that owns a mock cluster of `brokers` brokers
+/// (`test.mock.num.brokers`); the cluster lives as long as the client.
+fn mock_cluster_owner(brokers: i32) -> Result<BaseProducer> {
+    let owner: BaseProducer = ClientConfig::new()
+        .set("test.mock.num.brokers", brokers.to_string())
+        .set("client.id", "hookstream-embedded-broker")
+        .create()
+        .map_err(|e| anyhow!("starting the mock cluster: {e}"))?;
+    // SAFETY: the pointer comes from a live client and is only used while
+    // that client (which owns the cluster) is alive.
+    unsafe {
+        let cluster = rdkafka::bindings::rd_kafka_handle_mock_cluster(owner.client().native_ptr());
+        if cluster.is_null() {
+            return Err(anyhow!("librdkafka made no mock cluster"));
+        }
+        rdkafka::bindings::rd_kafka_mock_group_initial_rebalance_delay_ms(
+            cluster,
+            GROUP_INITIAL_REBALANCE_DELAY.as_millis() as i32,
+        );
+    }
+    Ok(owner)
 }
 
 /// A running mock Kafka cluster, in this process or in a child.
@@ -70,12 +100,16 @@ impl EmbeddedBroker {
         let thread = thread::Builder::new()
             .name("embedded-broker".into())
             .spawn(move || {
-                let cluster = match MockCluster::new(brokers) {
-                    Ok(c) => c,
+                let owner = match mock_cluster_owner(brokers) {
+                    Ok(owner) => owner,
                     Err(e) => {
-                        let _ = ready_tx.send(Err(anyhow!("starting the mock cluster: {e}")));
+                        let _ = ready_tx.send(Err(e));
                         return;
                     }
+                };
+                let Some(cluster) = owner.client().mock_cluster() else {
+                    let _ = ready_tx.send(Err(anyhow!("librdkafka made no mock cluster")));
+                    return;
                 };
                 let _ = ready_tx.send(Ok(cluster.bootstrap_servers()));
                 let done = |reply: mpsc::Sender<Result<()>>, r: rdkafka::error::KafkaResult<()>| {
