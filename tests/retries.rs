@@ -2,7 +2,8 @@
 //! then they are retried through the delay tiers with the same webhook-id
 //! until delivered; 429/Retry-After use no attempts; a retry for an endpoint
 //! that no longer exists is dead-lettered; deliveries an endpoint cannot take
-//! now are deferred without using an attempt; retry-tier offsets commit.
+//! now are deferred without using an attempt; retry-tier offsets commit; an
+//! endpoint's retries stay on its own partition of each tier.
 
 mod common;
 
@@ -447,4 +448,67 @@ async fn gone_disables_until_the_endpoint_is_saved_again() {
     )
     .await;
     pipeline.shutdown().await.unwrap();
+}
+
+/// Given two endpoints that always answer 503 and retry tiers of four
+/// partitions, when events keyed by five devices are produced, then every
+/// retry and deferral of an endpoint lies on that endpoint's partition of
+/// its tier (so a dead endpoint's backlog holds back one partition, not all
+/// of them), still keyed like its source record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoints_retries_stay_on_its_partition_of_each_tier() {
+    let cluster = Cluster::start(&[TOPIC], 2);
+    let down = receiver(Behaviour::Status(503)).await;
+    let mut config = config("partition-test", &[(TOPIC, Preset::Mender)]);
+    config.topics.partitions = 4;
+    let ids = ["down-a", "down-b"];
+    let partitions: Vec<i32> = ids
+        .iter()
+        .map(|id| hookstream::retry::record::endpoint_partition(id, 4))
+        .collect();
+    assert_ne!(partitions[0], partitions[1], "the two ids hash apart");
+    for id in ids {
+        config
+            .endpoints
+            .push(endpoint(id, down.url(id), &["*"], "none", ""));
+    }
+    let pipeline = start(config, &cluster).await;
+    let events: Vec<_> = (0..40).map(event).collect();
+    cluster.produce_many(TOPIC, &events).await;
+    wait_for(
+        "every event's first outcome for both endpoints",
+        Duration::from_secs(30),
+        || {
+            ids.iter().all(|id| {
+                let a = pipeline.registry().activity(id).stats();
+                a.retry_scheduled + a.deferred + a.dead_lettered >= 40
+            })
+        },
+    )
+    .await;
+    pipeline.shutdown().await.unwrap();
+
+    let records: Vec<_> = TIERS.iter().flat_map(|t| cluster.read_all(t)).collect();
+    for (id, partition) in ids.iter().zip(&partitions) {
+        let mine: Vec<_> = records
+            .iter()
+            .filter(|r| r.header("hookstream-endpoint") == Some(*id))
+            .collect();
+        assert!(mine.len() >= 40, "{id}: {} retry records", mine.len());
+        assert!(
+            mine.iter().all(|r| r.partition == *partition),
+            "{id}: partitions {:?}",
+            mine.iter()
+                .map(|r| r.partition)
+                .collect::<std::collections::BTreeSet<_>>()
+        );
+        for r in &mine {
+            let body = String::from_utf8_lossy(&r.value);
+            let device = r.key.as_deref().expect("keyed");
+            assert!(
+                body.contains(&format!(r#""data":{{"id":"{device}"}}"#)),
+                "{id}: key {device} is the source record's key, body {body}"
+            );
+        }
+    }
 }

@@ -13,6 +13,13 @@ use std::time::Duration;
 /// Consecutive failures that open the circuit.
 pub const FAILURE_THRESHOLD: u32 = 5;
 
+/// How long a circuit first stays open (within the configured range: not
+/// beyond `backoff.max`, not below the first retry tier): long enough that what was deferred during a short outage comes
+/// back once, after the probe, rather than after every failed probe of a
+/// one-second rhythm; short enough for a blip. Common breakers use the same
+/// (Hystrix's sleep window, Polly's break duration).
+pub const FIRST_OPEN_INTERVAL: Duration = Duration::from_secs(5);
+
 /// Circuit state of one endpoint.
 #[derive(Debug)]
 pub struct Circuit {
@@ -79,17 +86,20 @@ impl Circuit {
         true
     }
 
-    /// How long to defer a delivery while the circuit is open: until it
-    /// half-opens, plus a spread of up to one open interval (`unit` in
-    /// 0..1), so deferred deliveries come back as a trickle after the
-    /// probe rather than all at once (if the probe fails they are deferred
-    /// again, so the trickle is what that costs). `None` when the circuit
-    /// is not open.
-    pub fn defer_for(&self, now_ms: i64, unit: f64) -> Option<Duration> {
-        let open_for = self.open_for(now_ms)?;
-        let interval = self.interval_ms.load(Ordering::Acquire).max(0) as f64;
-        let spread = Duration::from_millis((interval * unit.clamp(0.0, 1.0)) as u64);
-        Some(open_for + spread)
+    /// How long to defer a delivery while the circuit is open: one open
+    /// interval from now, or `None` when the circuit is not open.
+    ///
+    /// Deliveries deferred during an open interval come back during the next
+    /// one, spread as they arrived: a trickle after the probe rather than all
+    /// at once (if the probe fails they are deferred again, so the trickle is
+    /// what that costs). The delay is not random: due times on a tier
+    /// partition then rise in the order records are written, so its gate
+    /// releases them as they fall due instead of holding each one behind an
+    /// earlier record due later.
+    pub fn defer_for(&self, now_ms: i64) -> Option<Duration> {
+        self.open_for(now_ms)?;
+        let interval = self.interval_ms.load(Ordering::Acquire).max(0);
+        Some(Duration::from_millis(interval as u64))
     }
 }
 
@@ -134,16 +144,24 @@ mod tests {
     }
 
     #[test]
-    fn deferrals_spread_over_one_interval_after_it() {
+    fn deferrals_come_back_one_interval_later_in_the_order_they_were_made() {
         let c = circuit();
-        assert_eq!(c.defer_for(0, 0.5), None);
+        assert_eq!(c.defer_for(0), None);
         for _ in 0..FAILURE_THRESHOLD {
             c.record_failure(0);
         }
-        assert_eq!(c.defer_for(0, 0.0), Some(Duration::from_secs(1)));
-        assert_eq!(c.defer_for(0, 0.5), Some(Duration::from_millis(1500)));
-        assert_eq!(c.defer_for(0, 1.0), Some(Duration::from_secs(2)));
-        assert_eq!(c.defer_for(400, 1.0), Some(Duration::from_millis(1600)));
+        let dues: Vec<i64> = [0, 1, 400, 999]
+            .iter()
+            .map(|&now| now + c.defer_for(now).unwrap().as_millis() as i64)
+            .collect();
+        assert_eq!(
+            dues,
+            [1_000, 1_001, 1_400, 1_999],
+            "spread over the next interval"
+        );
+        assert_eq!(c.defer_for(1_000), None, "half-open: nothing deferred");
+        assert!(c.record_failure(1_000), "a failed probe re-opens");
+        assert_eq!(c.defer_for(1_500), Some(Duration::from_secs(2)));
     }
 
     #[test]

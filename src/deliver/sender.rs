@@ -421,10 +421,7 @@ async fn work(shared: Arc<Shared>, linger: bool) {
         let now = now_ms();
         if shared.circuit.open_for(now).is_some() {
             for delivery in batch {
-                let delay = shared
-                    .circuit
-                    .defer_for(now, rand::random::<f64>())
-                    .unwrap_or_default();
+                let delay = shared.circuit.defer_for(now).unwrap_or_default();
                 defer(&shared, delivery, delay, "circuit open");
             }
             continue;
@@ -532,10 +529,7 @@ async fn deliver(shared: &Arc<Shared>, batch: Vec<Delivery>) {
     if shared.circuit.open_for(now).is_some() {
         for mut d in batch {
             d.first_ms = Some(d.first_ms.unwrap_or(now));
-            let delay = shared
-                .circuit
-                .defer_for(now, rand::random::<f64>())
-                .unwrap_or_default();
+            let delay = shared.circuit.defer_for(now).unwrap_or_default();
             defer(shared, d, delay, "circuit open");
         }
         return;

@@ -485,7 +485,7 @@ impl Dispatcher {
     /// [`ENQUEUE_PATIENCE`] of back-pressure first.
     async fn enqueue(&mut self, slot: Slot, delivery: Delivery) {
         let sender = self.sender(slot);
-        if let Some(delay) = sender.circuit().defer_for(now_ms(), rand::random::<f64>()) {
+        if let Some(delay) = sender.circuit().defer_for(now_ms()) {
             sender.defer(delivery, delay, "circuit open");
             return;
         }

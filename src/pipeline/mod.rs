@@ -129,7 +129,8 @@ impl Pipeline {
             &bootstrap,
             config.topics.dlq_topic(),
             tiers.clone(),
-        )?;
+        )
+        .await?;
         let clients = HttpClients::new(
             &config.delivery.user_agent,
             config.delivery.allow_private_destinations,
@@ -147,7 +148,9 @@ impl Pipeline {
                 retry_window: config.delivery.retry_window.get(),
             },
             per_endpoint_labels: config.metrics.per_endpoint_labels,
-            circuit_base: tiers.delay(0),
+            circuit_base: crate::deliver::circuit::FIRST_OPEN_INTERVAL
+                .min(Backoff::new(&config.delivery.backoff).max())
+                .max(tiers.delay(0)),
             shared_metrics: std::sync::OnceLock::new(),
         });
         let stats = Arc::new(PipelineStats::default());

@@ -233,3 +233,37 @@ pub fn dead_letter_headers(
     ]);
     outcome_headers(event, &extra)
 }
+
+/// The partition of a retry tier that retries for `endpoint` go to, of
+/// `partitions` (FNV-1a of the endpoint id: stable across instances and
+/// restarts). One endpoint's retries and deferrals stay together, so a dead
+/// endpoint's backlog holds back at most one partition of each tier, and
+/// its records are written in few, large batches.
+pub fn endpoint_partition(endpoint: &str, partitions: i32) -> i32 {
+    let hash = endpoint.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    (hash % partitions.max(1) as u64) as i32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_endpoint_keeps_its_partition_and_endpoints_spread() {
+        assert_eq!(
+            endpoint_partition("analytics", 16),
+            endpoint_partition("analytics", 16)
+        );
+        assert_eq!(endpoint_partition("anything", 1), 0);
+        assert_eq!(endpoint_partition("anything", 0), 0, "no partitions known");
+        let mut used = std::collections::BTreeSet::new();
+        for i in 0..200 {
+            let p = endpoint_partition(&format!("endpoint-{i}"), 16);
+            assert!((0..16).contains(&p));
+            used.insert(p);
+        }
+        assert_eq!(used.len(), 16, "200 endpoints use every partition");
+    }
+}

@@ -16,7 +16,7 @@
 //! what a completion does are the callers' business.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -29,7 +29,9 @@ use rdkafka::types::RDKafkaErrorCode;
 use tokio::sync::mpsc;
 
 use super::backoff::RetryTiers;
-use super::record::{History, dead_letter_headers, header, now_ms, retry_headers};
+use super::record::{
+    History, dead_letter_headers, endpoint_partition, header, now_ms, retry_headers,
+};
 use crate::config::Config;
 use crate::source::event::Event;
 
@@ -67,6 +69,8 @@ struct Write {
     reason: Option<Box<str>>,
     /// Failed sends so far (for the pause before the next).
     failures: u32,
+    /// The tier partition of the record's endpoint (`None`: by key).
+    partition: Option<i32>,
     done: Completion,
 }
 
@@ -176,6 +180,20 @@ impl WriteContext {
             });
             return;
         }
+        if matches!(
+            error,
+            KafkaError::MessageProduction(RDKafkaErrorCode::UnknownPartition)
+        ) && write.partition.take().is_some()
+        {
+            // The tier has fewer partitions than last seen (recreated):
+            // placed by key instead, at once.
+            let _ = self.resend.send(Resend {
+                write,
+                headers,
+                delay: Duration::ZERO,
+            });
+            return;
+        }
         write.failures += 1;
         let delay = resend_delay(write.failures);
         self.warn(error, topic);
@@ -224,6 +242,43 @@ fn resend_delay(failures: u32) -> Duration {
     Duration::from_millis(100u64 << failures.saturating_sub(1).min(7)).min(Duration::from_secs(10))
 }
 
+/// How long [`OutcomeWriter::start`] waits for the tiers' partition counts.
+const PARTITIONS_WAIT: Duration = Duration::from_secs(2);
+
+/// How often the partition counts of the tier topics are looked up again.
+const PARTITIONS_REFRESH: Duration = Duration::from_secs(60);
+
+/// Looks up how many partitions each tier topic has; returns whether every
+/// count is known. A topic it cannot see keeps its last count (0: records
+/// go by key).
+fn learn_partitions(
+    producer: &BaseProducer<WriteContext>,
+    topics: &[String],
+    counts: &[AtomicI32],
+) -> bool {
+    for (topic, count) in topics.iter().zip(counts) {
+        match producer
+            .client()
+            .fetch_metadata(Some(topic), Duration::from_secs(5))
+        {
+            Ok(metadata) => {
+                let found = metadata
+                    .topics()
+                    .iter()
+                    .find(|t| t.name() == topic && t.error().is_none())
+                    .map_or(0, |t| t.partitions().len() as i32);
+                if found > 0 {
+                    count.store(found, Ordering::Relaxed);
+                }
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, topic, "looking up the partitions of a retry tier")
+            }
+        }
+    }
+    counts.iter().all(|c| c.load(Ordering::Relaxed) > 0)
+}
+
 /// Pause after librdkafka refused a record because its queue is full.
 const QUEUE_FULL_PAUSE: Duration = Duration::from_millis(10);
 
@@ -233,6 +288,9 @@ struct Inner {
     producer: Arc<BaseProducer<WriteContext>>,
     dlq_topic: String,
     tiers: RetryTiers,
+    /// Partitions of each tier topic as last seen in the cluster's
+    /// metadata (0 until known: records are then placed by key).
+    tier_partitions: Arc<[AtomicI32]>,
     resend: mpsc::UnboundedSender<Resend>,
     dead_since_summary: Arc<Mutex<BTreeMap<String, u64>>>,
     stop: Arc<AtomicBool>,
@@ -265,6 +323,9 @@ impl Inner {
         }
         if let Some(key) = &event.key {
             record = record.key(key.as_ref());
+        }
+        if let Some(partition) = record.delivery_opaque.partition {
+            record = record.partition(partition);
         }
         if let Err((error, record)) = self.producer.send(record) {
             let mut write = record.delivery_opaque;
@@ -303,7 +364,10 @@ impl std::fmt::Debug for OutcomeWriter {
 impl OutcomeWriter {
     /// A writer with its own idempotent `acks=all` producer, its
     /// delivery-report thread and its resend task (on the current runtime).
-    pub fn start(
+    /// Waits briefly (at most [`PARTITIONS_WAIT`]) to learn how many
+    /// partitions each tier has, so that retries go to their endpoint's
+    /// partition from the first; until then they are placed by key.
+    pub async fn start(
         config: &Config,
         bootstrap: &str,
         dlq_topic: String,
@@ -322,6 +386,7 @@ impl OutcomeWriter {
                 .context("creating the retry/DLQ producer")?;
         let producer = Arc::new(producer);
         let stop = Arc::new(AtomicBool::new(false));
+        let tier_partitions: Arc<[AtomicI32]> = tiers.topics().map(|_| AtomicI32::new(0)).collect();
         {
             let producer = Arc::clone(&producer);
             let stop = Arc::clone(&stop);
@@ -334,15 +399,50 @@ impl OutcomeWriter {
                 })
                 .context("spawning the delivery-report thread")?;
         }
+        {
+            // Its own thread: a metadata request can take seconds while a
+            // broker is away, and delivery reports must not wait for it.
+            let producer = Arc::clone(&producer);
+            let stop = Arc::clone(&stop);
+            let topics: Vec<String> = tiers.topics().map(str::to_string).collect();
+            let counts = Arc::clone(&tier_partitions);
+            std::thread::Builder::new()
+                .name("tier-partitions".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Acquire) {
+                        let known = learn_partitions(&producer, &topics, &counts);
+                        let wait = if known {
+                            PARTITIONS_REFRESH
+                        } else {
+                            Duration::from_secs(1)
+                        };
+                        let until = Instant::now() + wait;
+                        while Instant::now() < until && !stop.load(Ordering::Acquire) {
+                            std::thread::sleep(Duration::from_millis(100));
+                        }
+                    }
+                })
+                .context("spawning the tier-partitions thread")?;
+        }
         let inner = Arc::new(Inner {
             producer,
             dlq_topic,
             tiers,
+            tier_partitions,
             resend: resend_tx,
             dead_since_summary,
             stop,
         });
         tokio::spawn(resend_loop(Arc::downgrade(&inner), resend_rx));
+        let waited = Instant::now();
+        while waited.elapsed() < PARTITIONS_WAIT
+            && inner
+                .tier_partitions
+                .iter()
+                .any(|c| c.load(Ordering::Relaxed) == 0)
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         Ok(Self { inner })
     }
 
@@ -397,6 +497,7 @@ impl OutcomeWriter {
             with_value: true,
             reason: Some(reason.into()),
             failures: 0,
+            partition: None,
             done,
         });
         self.inner.send(write, Some(headers));
@@ -415,12 +516,14 @@ impl OutcomeWriter {
         let tier = self.inner.tiers.tier_for(delay);
         let due = now_ms() + delay.as_millis() as i64;
         let headers = retry_headers(event, history, due);
+        let partitions = self.inner.tier_partitions[tier].load(Ordering::Relaxed);
         let write = Box::new(Write {
             target: Target::Tier(tier),
             event: Arc::clone(event),
             with_value: true,
             reason: None,
             failures: 0,
+            partition: (partitions > 0).then(|| endpoint_partition(history.endpoint, partitions)),
             done,
         });
         self.inner.send(write, Some(headers));

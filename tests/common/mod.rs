@@ -134,6 +134,7 @@ impl Cluster {
                     })
                     .unwrap_or_default();
                 out.push(DlqRecord {
+                    partition: m.partition(),
                     key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
                     value: m.payload().unwrap_or_default().to_vec(),
                     headers,
@@ -192,6 +193,7 @@ impl Cluster {
 /// A record read back from a topic.
 #[derive(Debug, Clone)]
 pub struct DlqRecord {
+    pub partition: i32,
     pub key: Option<String>,
     pub value: Vec<u8>,
     pub headers: Vec<(String, String)>,
