@@ -9,7 +9,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 /// glibc's malloc contends on its arena locks between librdkafka's, tokio's
-/// and hyper's threads (it topped the profiles); mimalloc does not.
+/// and hyper's threads (it topped the profiles); mimalloc does not. The
+/// `override` feature makes it the C allocator too: librdkafka allocates
+/// each record header on the thread that produces and frees it on the one
+/// serving delivery reports, which glibc handles slowly (a deferred
+/// delivery cost 1.2 µs less of CPU with it).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use hookstream::cmd::{self, CommandError};
