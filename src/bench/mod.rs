@@ -833,7 +833,7 @@ impl Bench {
 }
 
 /// Rounds of scenario (e); its ratio is the median of theirs.
-const DEAD_NEIGHBOUR_ROUNDS: usize = 3;
+const DEAD_NEIGHBOUR_ROUNDS: usize = 9;
 
 /// The median of `values` (0 when empty).
 fn median(values: &[f64]) -> f64 {
