@@ -50,6 +50,11 @@ impl TopicTable {
         (id as usize).checked_sub(self.inputs)
     }
 
+    /// The input topics, in id order.
+    pub fn inputs(&self) -> &[Arc<str>] {
+        &self.names[..self.inputs]
+    }
+
     /// The id of `name`.
     pub fn id(&self, name: &str) -> Option<u16> {
         self.names
@@ -294,8 +299,8 @@ impl SourceConsumer {
         let consumer = Arc::new(consumer);
         let stop = Arc::new(AtomicBool::new(false));
         let mut extractors = Extractors::default();
-        for topic in &config.kafka.topics {
-            extractors.add(config, topic)?;
+        for name in topics.inputs() {
+            extractors.add_input(config, name)?;
         }
         // The poll thread needs only the `[[sources]]` (for extractors of
         // topics met later), not the endpoints, which may be many.
@@ -366,37 +371,48 @@ impl Drop for SourceConsumer {
     }
 }
 
-/// Extractors by input topic name; retry records are read with the
+/// Extractors of the input topics (by topic id, so the poll loop finds one
+/// without hashing a name per record); retry records are read with the
 /// extractor of the topic they originally came from.
 #[derive(Default)]
 struct Extractors {
-    by_topic: std::collections::HashMap<String, Extractor>,
+    /// Input topic `i` of the topic table uses `inputs[i]`.
+    inputs: Vec<Extractor>,
+    /// Topics named by old retry records that are no longer inputs.
+    others: std::collections::HashMap<String, Extractor>,
 }
 
 impl Extractors {
-    fn add(&mut self, config: &Config, topic: &str) -> Result<()> {
+    fn build(config: &Config, topic: &str) -> Result<Extractor> {
         let source = config.source_for(topic);
-        let extractor = Extractor::from_config(&source)
-            .map_err(|(field, msg)| anyhow::anyhow!("sources `{topic}` {field}: {msg}"))?;
-        self.by_topic.insert(topic.to_string(), extractor);
+        Extractor::from_config(&source)
+            .map_err(|(field, msg)| anyhow::anyhow!("sources `{topic}` {field}: {msg}"))
+    }
+
+    /// Adds the extractor of the next input topic.
+    fn add_input(&mut self, config: &Config, topic: &str) -> Result<()> {
+        self.inputs.push(Self::build(config, topic)?);
         Ok(())
     }
 
-    /// The extractor of `topic`, built on first use for topics that are no
-    /// longer configured inputs (old retry records).
-    fn get(&mut self, config: &Config, topic: &str) -> &mut Extractor {
-        if !self.by_topic.contains_key(topic) && self.add(config, topic).is_err() {
-            let _ = self.add(config, "");
-            let fallback = self
-                .by_topic
-                .remove("")
-                .unwrap_or_else(|| Extractor::preset(Default::default()));
-            self.by_topic.insert(topic.to_string(), fallback);
+    /// The extractor of input topic `id`.
+    fn input(&mut self, id: u16) -> Option<&mut Extractor> {
+        self.inputs.get_mut(id as usize)
+    }
+
+    /// The extractor of `topic` by name: an input's, or one built on first
+    /// use for a topic that is no longer a configured input (old retry
+    /// records), falling back to the default preset.
+    fn named(&mut self, config: &Config, topics: &TopicTable, topic: &str) -> &mut Extractor {
+        if let Some(id) = topics
+            .id(topic)
+            .filter(|id| (*id as usize) < self.inputs.len())
+        {
+            return &mut self.inputs[id as usize];
         }
-        match self.by_topic.get_mut(topic) {
-            Some(e) => e,
-            None => unreachable!("inserted above"),
-        }
+        self.others.entry(topic.to_string()).or_insert_with(|| {
+            Self::build(config, topic).unwrap_or_else(|_| Extractor::preset(Default::default()))
+        })
     }
 }
 
@@ -465,7 +481,8 @@ fn poll_loop(
             }
             Some(Ok(msg)) => msg,
         };
-        let Some(topic) = topics.id(msg.topic()) else {
+        let topic_name = msg.topic();
+        let Some(topic) = topics.id(topic_name) else {
             continue;
         };
         let headers = match msg.headers() {
@@ -481,20 +498,23 @@ fn poll_loop(
             Some(fields) => Ok(fields),
             None => {
                 let coords = Coordinates {
-                    topic: msg.topic(),
+                    topic: topic_name,
                     partition: msg.partition(),
                     offset: msg.offset(),
                 };
                 let header = |name: &str| headers.get(name);
-                let source_topic = match tier {
-                    None => msg.topic(),
-                    Some(_) => header(crate::retry::record::header::SOURCE)
+                let extractor = match tier.map(|_| {
+                    header(crate::retry::record::header::SOURCE)
                         .and_then(original_topic)
-                        .unwrap_or(msg.topic()),
+                        .unwrap_or(topic_name)
+                }) {
+                    Some(source_topic) => extractors.named(config, topics, source_topic),
+                    None => match extractors.input(topic) {
+                        Some(e) => e,
+                        None => extractors.named(config, topics, topic_name),
+                    },
                 };
-                extractors
-                    .get(config, source_topic)
-                    .extract(&body, &header, &coords, max_payload)
+                extractor.extract(&body, &header, &coords, max_payload)
             }
         };
         let event = Event {
