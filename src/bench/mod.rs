@@ -147,6 +147,10 @@ pub struct ScenarioReport {
     /// For (e): healthy deliveries/s with the dead neighbour ÷ without.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub healthy_ratio_with_dead_neighbour: Option<f64>,
+    /// For (e): CPU µs per event of the healthy endpoint alone (median of
+    /// the rounds; `cpu_us_per_event` is beside the dead one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub healthy_alone_cpu_us_per_event: Option<f64>,
 }
 
 /// What one measured run gives a report: its size, how long the receiver
@@ -224,6 +228,7 @@ impl ScenarioReport {
             ratio_to_raw_http: per_s(run.deliveries) / baselines.raw_http_per_s.max(1e-9),
             ratio_to_raw_consume: per_s(run.events) / baselines.raw_consume_per_s.max(1e-9),
             healthy_ratio_with_dead_neighbour: None,
+            healthy_alone_cpu_us_per_event: None,
         }
     }
 }
@@ -827,6 +832,7 @@ impl Bench {
         Ok(ScenarioReport {
             requests_per_s: requests as f64 / secs.max(1e-9),
             healthy_ratio_with_dead_neighbour: Some(median(&ratios)),
+            healthy_alone_cpu_us_per_event: Some(median(&alone_cpu)),
             ..ScenarioReport::of(scenario, run, baselines)
         })
     }
@@ -930,6 +936,9 @@ fn format_line(r: &ScenarioReport) -> String {
     line.push_str(&format!("  CPU {:.1} µs/event", r.cpu_us_per_event));
     if let Some(h) = r.healthy_ratio_with_dead_neighbour {
         line.push_str(&format!("  healthy with dead neighbour ×{h:.2} of alone"));
+    }
+    if let Some(c) = r.healthy_alone_cpu_us_per_event {
+        line.push_str(&format!(" (CPU {c:.1} µs/event alone)"));
     }
     line
 }
