@@ -6,8 +6,8 @@
 //! Each scenario preloads its events, starts a pipeline, and measures from
 //! the first delivery to the last (a broker takes a moment to assign a new
 //! group): the rate, and the CPU time this process and the embedded
-//! broker's used per event. A paced second phase at half the measured rate gives
-//! produce-to-receive latencies. Peak RSS is read from `/proc/self/status`
+//! broker's used per event. A paced second phase at half the measured rate
+//! gives produce-to-receive latencies. Peak RSS is read from `/proc/self/status`
 //! after resetting it (`/proc/self/clear_refs`). The embedded broker runs in
 //! a child process, as a real broker would, so the pipeline's peak RSS does
 //! not include the broker's copy of the data; the broker's own peak is
@@ -137,7 +137,7 @@ pub struct ScenarioReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub broker_peak_rss_mib: Option<f64>,
     /// CPU time (user + system) per event of this process and the embedded
-    /// broker's, from pipeline start to the last delivery (µs). Less
+    /// broker's, from the first delivery to the last (µs). Less
     /// sensitive than rates to a shared machine's slow and fast spells.
     pub cpu_us_per_event: f64,
     /// deliveries/s ÷ raw HTTP requests/s.

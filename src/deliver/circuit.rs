@@ -13,12 +13,20 @@ use std::time::Duration;
 /// Consecutive failures that open the circuit.
 pub const FAILURE_THRESHOLD: u32 = 5;
 
-/// How long a circuit first stays open (within the configured range: not
-/// beyond `backoff.max`, not below the first retry tier): long enough that what was deferred during a short outage comes
-/// back once, after the probe, rather than after every failed probe of a
-/// one-second rhythm; short enough for a blip. Common breakers use the same
-/// (Hystrix's sleep window, Polly's break duration).
+/// How long a circuit first stays open, unless the configuration says
+/// otherwise (see [`first_open_interval`]): long enough that what was
+/// deferred during a short outage comes back once, after the probe, rather
+/// than after every failed probe of a one-second rhythm; short enough for a
+/// blip. Common breakers use the same (Hystrix's sleep window, Polly's break
+/// duration).
 pub const FIRST_OPEN_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The first open interval for a pipeline whose first retry tier is
+/// `first_tier` and whose backoff is capped at `backoff_max`:
+/// [`FIRST_OPEN_INTERVAL`], but not beyond the cap nor below the first tier.
+pub fn first_open_interval(first_tier: Duration, backoff_max: Duration) -> Duration {
+    FIRST_OPEN_INTERVAL.min(backoff_max).max(first_tier)
+}
 
 /// Circuit state of one endpoint.
 #[derive(Debug)]
@@ -162,6 +170,14 @@ mod tests {
         assert_eq!(c.defer_for(1_000), None, "half-open: nothing deferred");
         assert!(c.record_failure(1_000), "a failed probe re-opens");
         assert_eq!(c.defer_for(1_500), Some(Duration::from_secs(2)));
+    }
+
+    #[test]
+    fn the_first_interval_stays_within_the_configured_range() {
+        let s = Duration::from_secs;
+        assert_eq!(first_open_interval(s(1), s(3600)), s(5), "defaults");
+        assert_eq!(first_open_interval(Duration::from_millis(100), s(2)), s(2));
+        assert_eq!(first_open_interval(s(10), s(3600)), s(10));
     }
 
     #[test]

@@ -137,20 +137,22 @@ impl Pipeline {
         )?;
         let (acks_tx, acks_rx) = mpsc::unbounded_channel();
         let writer_handle = writer.clone();
+        let backoff = Backoff::new(&config.delivery.backoff);
         let deps = Arc::new(SenderDeps {
             clients,
             hosts: HostLimits::new(config.delivery.max_connections_per_host),
             writer: writer.clone(),
             acks: acks_tx.clone(),
             policy: RetryPolicy {
-                backoff: Backoff::new(&config.delivery.backoff),
+                backoff,
                 max_attempts: config.delivery.max_attempts,
                 retry_window: config.delivery.retry_window.get(),
             },
             per_endpoint_labels: config.metrics.per_endpoint_labels,
-            circuit_base: crate::deliver::circuit::FIRST_OPEN_INTERVAL
-                .min(Backoff::new(&config.delivery.backoff).max())
-                .max(tiers.delay(0)),
+            circuit_base: crate::deliver::circuit::first_open_interval(
+                tiers.delay(0),
+                backoff.max(),
+            ),
             shared_metrics: std::sync::OnceLock::new(),
         });
         let stats = Arc::new(PipelineStats::default());

@@ -395,20 +395,20 @@ impl Extractors {
         Ok(())
     }
 
-    /// The extractor of input topic `id`.
-    fn input(&mut self, id: u16) -> Option<&mut Extractor> {
-        self.inputs.get_mut(id as usize)
-    }
-
-    /// The extractor of `topic` by name: an input's, or one built on first
-    /// use for a topic that is no longer a configured input (old retry
+    /// The extractor of input topic `input` when given (a record of an input
+    /// topic), else of the topic named `topic`: an input's, or one built on
+    /// first use for a topic that is no longer a configured input (old retry
     /// records), falling back to the default preset.
-    fn named(&mut self, config: &Config, topics: &TopicTable, topic: &str) -> &mut Extractor {
-        if let Some(id) = topics
-            .id(topic)
-            .filter(|id| (*id as usize) < self.inputs.len())
-        {
-            return &mut self.inputs[id as usize];
+    fn get(
+        &mut self,
+        config: &Config,
+        topics: &TopicTable,
+        input: Option<u16>,
+        topic: &str,
+    ) -> &mut Extractor {
+        let id = input.or_else(|| topics.id(topic));
+        if let Some(id) = id.map(usize::from).filter(|id| *id < self.inputs.len()) {
+            return &mut self.inputs[id];
         }
         self.others.entry(topic.to_string()).or_insert_with(|| {
             Self::build(config, topic).unwrap_or_else(|_| Extractor::preset(Default::default()))
@@ -503,17 +503,14 @@ fn poll_loop(
                     offset: msg.offset(),
                 };
                 let header = |name: &str| headers.get(name);
-                let extractor = match tier.map(|_| {
-                    header(crate::retry::record::header::SOURCE)
+                let source_topic = match tier {
+                    None => topic_name,
+                    Some(_) => header(crate::retry::record::header::SOURCE)
                         .and_then(original_topic)
-                        .unwrap_or(topic_name)
-                }) {
-                    Some(source_topic) => extractors.named(config, topics, source_topic),
-                    None => match extractors.input(topic) {
-                        Some(e) => e,
-                        None => extractors.named(config, topics, topic_name),
-                    },
+                        .unwrap_or(topic_name),
                 };
+                let input = tier.is_none().then_some(topic);
+                let extractor = extractors.get(config, topics, input, source_topic);
                 extractor.extract(&body, &header, &coords, max_payload)
             }
         };
