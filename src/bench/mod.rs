@@ -204,6 +204,36 @@ struct Measured {
     pipeline: Pipeline,
 }
 
+/// What was measured of a run, without its pipeline.
+struct Phase {
+    secs: f64,
+    requests: u64,
+    memory: Memory,
+    cpu_secs: f64,
+}
+
+impl Measured {
+    /// The figures, and the pipeline to shut down.
+    fn split(self) -> (Phase, Pipeline) {
+        let Measured {
+            secs,
+            requests,
+            memory,
+            cpu_secs,
+            pipeline,
+        } = self;
+        (
+            Phase {
+                secs,
+                requests,
+                memory,
+                cpu_secs,
+            },
+            pipeline,
+        )
+    }
+}
+
 impl ScenarioReport {
     fn of(scenario: Scenario, run: Run, baselines: &Baselines) -> Self {
         let per_s = |n: u64| n as f64 / run.secs.max(1e-9);
@@ -769,51 +799,84 @@ impl Bench {
                 c.endpoints.push(self.endpoint("healthy", url.clone()));
                 c
             };
-            let alone = self
-                .measure(run_config(&alone_topic, "alone"), events)
-                .await?;
-            alone.pipeline.shutdown().await?;
-            let alone_secs = alone.secs;
             let mut with = run_config(&with_topic, "with");
             with.endpoints
                 .push(self.endpoint("dead", format!("http://127.0.0.1:{dead_port}/gone")));
-            let Measured {
+            // Odd rounds run beside the dead endpoint first, so whatever the
+            // order itself does (a warmer receiver, a broker holding more
+            // topics) falls on both sides. With an odd number of rounds the
+            // last runs alone first, and its pipeline beside the dead
+            // endpoint stays up for the latency phase.
+            let with_first = round % 2 == 1;
+            let (alone, with, with_pipeline) = if with_first {
+                let (with, pipeline) = self.measure(with, events).await?.split();
+                pipeline.shutdown().await?;
+                let (alone, pipeline) = self
+                    .measure(run_config(&alone_topic, "alone"), events)
+                    .await?
+                    .split();
+                pipeline.shutdown().await?;
+                (alone, with, None)
+            } else {
+                let (alone, pipeline) = self
+                    .measure(run_config(&alone_topic, "alone"), events)
+                    .await?
+                    .split();
+                pipeline.shutdown().await?;
+                let (with, pipeline) = self.measure(with, events).await?.split();
+                (alone, with, Some(pipeline))
+            };
+            let Phase {
+                secs: alone_secs,
+                cpu_secs: alone_cpu_secs,
+                memory: alone_memory,
+                ..
+            } = alone;
+            let Phase {
                 secs: with_secs,
                 requests: with_requests,
                 memory: with_memory,
                 cpu_secs: with_cpu_secs,
-                pipeline,
-            } = self.measure(with, events).await?;
+            } = with;
             let alone_rate = events as f64 / alone_secs.max(1e-9);
             let with_rate = events as f64 / with_secs.max(1e-9);
             let per_event = |cpu: f64| cpu * 1e6 / events.max(1) as f64;
-            alone_cpu.push(per_event(alone.cpu_secs));
+            alone_cpu.push(per_event(alone_cpu_secs));
             with_cpu.push(per_event(with_cpu_secs));
             eprintln!(
-                "  round {}: healthy alone {alone_rate:.0} events/s ({:.1} µs CPU/event), beside the dead endpoint {with_rate:.0} events/s ({:.1} µs CPU/event) (×{:.2})",
+                "  round {} ({}): healthy alone {alone_rate:.0} events/s ({:.1} µs CPU/event), beside the dead endpoint {with_rate:.0} events/s ({:.1} µs CPU/event) (×{:.2})",
                 round + 1,
-                per_event(alone.cpu_secs),
+                if with_first {
+                    "beside first"
+                } else {
+                    "alone first"
+                },
+                per_event(alone_cpu_secs),
                 per_event(with_cpu_secs),
                 with_rate / alone_rate
             );
             alone_rates.push(alone_rate);
             with_rates.push(with_rate);
             ratios.push(with_rate / alone_rate);
-            let round_memory = alone.memory.max(with_memory);
+            let round_memory = alone_memory.max(with_memory);
             memory = Some(memory.map_or(round_memory, |m| m.max(round_memory)));
             (requests, secs) = (with_requests, with_secs);
-            if round + 1 == DEAD_NEIGHBOUR_ROUNDS {
-                (p50, p99) = self.latency(&with_topic, events, with_rate, 1).await?;
-                log_activity(&pipeline, &["healthy", "dead"]);
+            if let Some(pipeline) = with_pipeline {
+                if round + 1 == DEAD_NEIGHBOUR_ROUNDS {
+                    (p50, p99) = self.latency(&with_topic, events, with_rate, 1).await?;
+                    log_activity(&pipeline, &["healthy", "dead"]);
+                }
+                pipeline.shutdown().await?;
             }
-            pipeline.shutdown().await?;
         }
         let with_rate = median(&with_rates);
         eprintln!(
-            "  healthy alone (median) {:.0} events/s, {:.1} µs CPU/event; beside a dead endpoint (median) {with_rate:.0} events/s, {:.1} µs CPU/event; ratios {ratios:.2?}",
+            "  healthy alone (median) {:.0} events/s, {:.1} µs CPU/event; beside a dead endpoint (median) {with_rate:.0} events/s, {:.1} µs CPU/event; ratio of the medians ×{:.2}; ratios by round {ratios:.2?}, median ×{:.2}",
             median(&alone_rates),
             median(&alone_cpu),
             median(&with_cpu),
+            with_rate / median(&alone_rates).max(1e-9),
+            median(&ratios),
         );
         // Rates are the medians; requests/s is the last round's.
         let run = Run {
