@@ -763,12 +763,13 @@ impl Bench {
         Ok(ScenarioReport::of(scenario, run, baselines))
     }
 
-    /// (e): the healthy endpoint alone, then beside an endpoint whose port
+    /// (e): the healthy endpoint alone and beside an endpoint whose port
     /// refuses connections (both receive every event), in
     /// [`DEAD_NEIGHBOUR_ROUNDS`] interleaved rounds: each round's pair runs
     /// back to back, so a shared machine's slow and fast spells fall on
-    /// both sides of a ratio. Reports the median of the rounds' ratios, the
-    /// median rates, and the latency of the last round beside the dead one.
+    /// both sides of a ratio, and the rounds alternate which of the pair
+    /// runs first. Reports the median of the rounds' ratios, the median
+    /// rates, and the latency of the last round beside the dead one.
     async fn dead_neighbour(&self, events: u64, baselines: &Baselines) -> Result<ScenarioReport> {
         let scenario = Scenario::DeadNeighbour;
         let base = format!("bench-{}-dead-neighbour", self.run_id);
@@ -901,8 +902,10 @@ impl Bench {
     }
 }
 
-/// Rounds of scenario (e); its ratio is the median of theirs.
-const DEAD_NEIGHBOUR_ROUNDS: usize = 9;
+/// Rounds of scenario (e); its ratio is the median of theirs. Odd: the
+/// last round runs alone first, so that its pipeline beside the dead
+/// endpoint is still up for the latency phase.
+const DEAD_NEIGHBOUR_ROUNDS: usize = 11;
 
 /// The median of `values` (0 when empty).
 fn median(values: &[f64]) -> f64 {
