@@ -191,7 +191,8 @@ impl Memory {
     }
 }
 
-/// What [`Bench::measure`] gives back.
+/// What [`Bench::measure`] measured of a run (its pipeline is returned
+/// beside it, still running).
 struct Measured {
     /// Seconds the receiver was busy.
     secs: f64,
@@ -200,38 +201,6 @@ struct Measured {
     memory: Memory,
     /// CPU seconds this process and the broker's used meanwhile.
     cpu_secs: f64,
-    /// The pipeline, still running.
-    pipeline: Pipeline,
-}
-
-/// What was measured of a run, without its pipeline.
-struct Phase {
-    secs: f64,
-    requests: u64,
-    memory: Memory,
-    cpu_secs: f64,
-}
-
-impl Measured {
-    /// The figures, and the pipeline to shut down.
-    fn split(self) -> (Phase, Pipeline) {
-        let Measured {
-            secs,
-            requests,
-            memory,
-            cpu_secs,
-            pipeline,
-        } = self;
-        (
-            Phase {
-                secs,
-                requests,
-                memory,
-                cpu_secs,
-            },
-            pipeline,
-        )
-    }
 }
 
 impl ScenarioReport {
@@ -505,7 +474,7 @@ impl Bench {
     }
 
     /// Runs one pipeline until `expected` events reached the receiver.
-    async fn measure(&self, config: Config, expected: u64) -> Result<Measured> {
+    async fn measure(&self, config: Config, expected: u64) -> Result<(Measured, Pipeline)> {
         let counts = Arc::clone(self.receiver.counts());
         counts.reset();
         release_freed_memory();
@@ -556,13 +525,13 @@ impl Bench {
                 .and_then(|pid| process_status_kib(&pid, "VmHWM:"))
                 .map(|kib| kib / 1024.0),
         };
-        Ok(Measured {
+        let measured = Measured {
             secs: counts.busy_secs(),
             requests: counts.requests.load(Ordering::Relaxed),
             memory,
             cpu_secs,
-            pipeline,
-        })
+        };
+        Ok((measured, pipeline))
     }
 
     /// Paced phase after a run of `from` events at `measured_rate`: a tenth
@@ -660,13 +629,15 @@ impl Bench {
         .await?;
         let counts = Arc::clone(self.receiver.counts());
         counts.sample_latency.store(true, Ordering::SeqCst);
-        let Measured {
-            secs,
-            requests,
-            memory,
-            cpu_secs,
+        let (
+            Measured {
+                secs,
+                requests,
+                memory,
+                cpu_secs,
+            },
             pipeline,
-        } = self.measure(config, events).await?;
+        ) = self.measure(config, events).await?;
         counts.sample_latency.store(false, Ordering::SeqCst);
         let [p50, p99] = counts.latency_percentiles_ms([0.50, 0.99]);
         let early = counts.early.load(Ordering::Relaxed);
@@ -738,13 +709,15 @@ impl Bench {
             Scenario::DeadNeighbour => return self.dead_neighbour(events, baselines).await,
         }
         let expected = events * per_event;
-        let Measured {
-            secs,
-            requests,
-            memory,
-            cpu_secs,
+        let (
+            Measured {
+                secs,
+                requests,
+                memory,
+                cpu_secs,
+            },
             pipeline,
-        } = self.measure(config, expected).await?;
+        ) = self.measure(config, expected).await?;
         let events_per_s = events as f64 / secs.max(1e-9);
         let (p50, p99) = self
             .latency(&topic, events, events_per_s, per_event)
@@ -810,40 +783,26 @@ impl Bench {
             // endpoint stays up for the latency phase.
             let with_first = round % 2 == 1;
             let (alone, with, with_pipeline) = if with_first {
-                let (with, pipeline) = self.measure(with, events).await?.split();
+                let (with, pipeline) = self.measure(with, events).await?;
                 pipeline.shutdown().await?;
                 let (alone, pipeline) = self
                     .measure(run_config(&alone_topic, "alone"), events)
-                    .await?
-                    .split();
+                    .await?;
                 pipeline.shutdown().await?;
                 (alone, with, None)
             } else {
                 let (alone, pipeline) = self
                     .measure(run_config(&alone_topic, "alone"), events)
-                    .await?
-                    .split();
+                    .await?;
                 pipeline.shutdown().await?;
-                let (with, pipeline) = self.measure(with, events).await?.split();
+                let (with, pipeline) = self.measure(with, events).await?;
                 (alone, with, Some(pipeline))
             };
-            let Phase {
-                secs: alone_secs,
-                cpu_secs: alone_cpu_secs,
-                memory: alone_memory,
-                ..
-            } = alone;
-            let Phase {
-                secs: with_secs,
-                requests: with_requests,
-                memory: with_memory,
-                cpu_secs: with_cpu_secs,
-            } = with;
-            let alone_rate = events as f64 / alone_secs.max(1e-9);
-            let with_rate = events as f64 / with_secs.max(1e-9);
+            let alone_rate = events as f64 / alone.secs.max(1e-9);
+            let with_rate = events as f64 / with.secs.max(1e-9);
             let per_event = |cpu: f64| cpu * 1e6 / events.max(1) as f64;
-            alone_cpu.push(per_event(alone_cpu_secs));
-            with_cpu.push(per_event(with_cpu_secs));
+            alone_cpu.push(per_event(alone.cpu_secs));
+            with_cpu.push(per_event(with.cpu_secs));
             eprintln!(
                 "  round {} ({}): healthy alone {alone_rate:.0} events/s ({:.1} µs CPU/event), beside the dead endpoint {with_rate:.0} events/s ({:.1} µs CPU/event) (×{:.2})",
                 round + 1,
@@ -852,16 +811,16 @@ impl Bench {
                 } else {
                     "alone first"
                 },
-                per_event(alone_cpu_secs),
-                per_event(with_cpu_secs),
+                per_event(alone.cpu_secs),
+                per_event(with.cpu_secs),
                 with_rate / alone_rate
             );
             alone_rates.push(alone_rate);
             with_rates.push(with_rate);
             ratios.push(with_rate / alone_rate);
-            let round_memory = alone_memory.max(with_memory);
+            let round_memory = alone.memory.max(with.memory);
             memory = Some(memory.map_or(round_memory, |m| m.max(round_memory)));
-            (requests, secs) = (with_requests, with_secs);
+            (requests, secs) = (with.requests, with.secs);
             if let Some(pipeline) = with_pipeline {
                 if round + 1 == DEAD_NEIGHBOUR_ROUNDS {
                     (p50, p99) = self.latency(&with_topic, events, with_rate, 1).await?;
