@@ -22,7 +22,8 @@ pub mod names {
     pub const HTTP_RESPONSES: &str = "hookstream_http_responses_total";
     /// Duration of the HTTP exchange.
     pub const DELIVERY_DURATION: &str = "hookstream_delivery_duration_seconds";
-    /// Event time (or first consume) to delivered.
+    /// First consume of the event to delivered (retries included; the
+    /// event's own time is not used: device clocks drift).
     pub const END_TO_END: &str = "hookstream_end_to_end_seconds";
     /// Events held in memory.
     pub const INFLIGHT: &str = "hookstream_inflight_events";
@@ -80,7 +81,7 @@ fn describe() {
     describe_histogram!(
         names::END_TO_END,
         metrics::Unit::Seconds,
-        "Event time to delivered"
+        "First consume of the event to delivered, retries included"
     );
     describe_gauge!(names::INFLIGHT, "Events held in memory");
     describe_counter!(names::DLQ, "Dead letters written");
