@@ -59,7 +59,7 @@ enum Command {
     /// Measure the pipeline against its baselines (raw consume, raw HTTP).
     Bench {
         /// Scenarios: a (single), b (batch), c (fan-out), d (big index),
-        /// e (dead neighbour), or all.
+        /// e (dead neighbour), f (retry timing), or all.
         #[arg(long, default_value = "all")]
         scenario: String,
         /// Events per scenario.

@@ -153,17 +153,13 @@ pub struct ScenarioReport {
     pub healthy_alone_cpu_us_per_event: Option<f64>,
 }
 
-/// What one measured run gives a report: its size, how long the receiver
-/// was busy, the requests it answered, the latency phase and the RSS.
+/// What one measured run gives a report: its size, what
+/// [`Bench::measure`] measured and the latency phase.
 struct Run {
     events: u64,
     deliveries: u64,
-    secs: f64,
-    /// CPU seconds used (this process and the broker's).
-    cpu_secs: f64,
-    requests: u64,
+    measured: Measured,
     latency_ms: (f64, f64),
-    memory: Memory,
 }
 
 /// Memory of one measured run (MiB).
@@ -205,25 +201,25 @@ struct Measured {
 
 impl ScenarioReport {
     fn of(scenario: Scenario, run: Run, baselines: &Baselines) -> Self {
-        let per_s = |n: u64| n as f64 / run.secs.max(1e-9);
+        let per_s = |n: u64| n as f64 / run.measured.secs.max(1e-9);
         let Memory {
             peak,
             before,
             broker_peak,
-        } = run.memory;
+        } = run.measured.memory;
         Self {
             scenario,
             events: run.events,
             deliveries: run.deliveries,
             events_per_s: per_s(run.events),
             deliveries_per_s: per_s(run.deliveries),
-            requests_per_s: per_s(run.requests),
+            requests_per_s: per_s(run.measured.requests),
             latency_p50_ms: run.latency_ms.0,
             latency_p99_ms: run.latency_ms.1,
             peak_rss_mib: peak.max(before),
             rss_before_mib: before,
             broker_peak_rss_mib: broker_peak,
-            cpu_us_per_event: run.cpu_secs * 1e6 / (run.events.max(1) as f64),
+            cpu_us_per_event: run.measured.cpu_secs * 1e6 / (run.events.max(1) as f64),
             ratio_to_raw_http: per_s(run.deliveries) / baselines.raw_http_per_s.max(1e-9),
             ratio_to_raw_consume: per_s(run.events) / baselines.raw_consume_per_s.max(1e-9),
             healthy_ratio_with_dead_neighbour: None,
@@ -629,15 +625,7 @@ impl Bench {
         .await?;
         let counts = Arc::clone(self.receiver.counts());
         counts.sample_latency.store(true, Ordering::SeqCst);
-        let (
-            Measured {
-                secs,
-                requests,
-                memory,
-                cpu_secs,
-            },
-            pipeline,
-        ) = self.measure(config, events).await?;
+        let (measured, pipeline) = self.measure(config, events).await?;
         counts.sample_latency.store(false, Ordering::SeqCst);
         let [p50, p99] = counts.latency_percentiles_ms([0.50, 0.99]);
         let early = counts.early.load(Ordering::Relaxed);
@@ -646,11 +634,8 @@ impl Bench {
         let run = Run {
             events,
             deliveries: events,
-            secs,
-            cpu_secs,
-            requests,
+            measured,
             latency_ms: (p50, p99),
-            memory,
         };
         Ok(ScenarioReport::of(Scenario::RetryTiming, run, baselines))
     }
@@ -705,20 +690,13 @@ impl Bench {
                 }
                 config.metrics.per_endpoint_labels = false;
             }
-            Scenario::RetryTiming => return self.retry_timing(events, baselines).await,
-            Scenario::DeadNeighbour => return self.dead_neighbour(events, baselines).await,
+            Scenario::RetryTiming | Scenario::DeadNeighbour => {
+                unreachable!("dispatched at the top of this function")
+            }
         }
         let expected = events * per_event;
-        let (
-            Measured {
-                secs,
-                requests,
-                memory,
-                cpu_secs,
-            },
-            pipeline,
-        ) = self.measure(config, expected).await?;
-        let events_per_s = events as f64 / secs.max(1e-9);
+        let (measured, pipeline) = self.measure(config, expected).await?;
+        let events_per_s = events as f64 / measured.secs.max(1e-9);
         let (p50, p99) = self
             .latency(&topic, events, events_per_s, per_event)
             .await?;
@@ -727,11 +705,8 @@ impl Bench {
         let run = Run {
             events,
             deliveries: expected,
-            secs,
-            cpu_secs,
-            requests,
+            measured,
             latency_ms: (p50, p99),
-            memory,
         };
         Ok(ScenarioReport::of(scenario, run, baselines))
     }
@@ -842,15 +817,17 @@ impl Bench {
         let run = Run {
             events,
             deliveries: events,
-            secs: events as f64 / with_rate.max(1e-9),
-            cpu_secs: median(&with_cpu) * events as f64 / 1e6,
-            requests: 0,
+            measured: Measured {
+                secs: events as f64 / with_rate.max(1e-9),
+                cpu_secs: median(&with_cpu) * events as f64 / 1e6,
+                requests: 0,
+                memory: memory.unwrap_or(Memory {
+                    peak: 0.0,
+                    before: 0.0,
+                    broker_peak: None,
+                }),
+            },
             latency_ms: (p50, p99),
-            memory: memory.unwrap_or(Memory {
-                peak: 0.0,
-                before: 0.0,
-                broker_peak: None,
-            }),
         };
         Ok(ScenarioReport {
             requests_per_s: requests as f64 / secs.max(1e-9),
