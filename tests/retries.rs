@@ -105,7 +105,7 @@ async fn failures_are_retried_with_the_same_webhook_id_until_delivered() {
     // Backoff 500 ms then 1 s map to the 500ms tier: 40 retries of 503s
     // there (besides deliveries deferred while the circuit was open).
     let retries: Vec<_> = cluster
-        .read_all("hookstream.retry.500ms")
+        .read_retries("hookstream.retry.500ms")
         .into_iter()
         .filter(|r| r.header("hookstream-last-status") == Some("503"))
         .collect();
@@ -171,7 +171,7 @@ async fn a_retry_names_the_same_event_type_as_the_first_attempt() {
     }
     // One retry per event, besides deferrals once five failures in a row
     // opened the circuit: every one carries the event type.
-    let retries = cluster.read_all("hookstream.retry.100ms");
+    let retries = cluster.read_retries("hookstream.retry.100ms");
     let ids: std::collections::HashSet<&str> = retries
         .iter()
         .map(|r| r.header("hookstream-event-id").unwrap())
@@ -386,7 +386,7 @@ async fn a_full_queue_defers_without_using_attempts_and_spares_the_neighbour() {
         cluster.read_all("hookstream.dlq").is_empty(),
         "deferrals use no attempts: nothing exhausted"
     );
-    let deferred = cluster.read_all("hookstream.retry.100ms");
+    let deferred = cluster.read_retries("hookstream.retry.100ms");
     assert!(!deferred.is_empty());
     assert!(
         deferred
@@ -493,7 +493,7 @@ async fn an_endpoints_retries_stay_on_its_partition_of_each_tier() {
     .await;
     pipeline.shutdown().await.unwrap();
 
-    let records: Vec<_> = TIERS.iter().flat_map(|t| cluster.read_all(t)).collect();
+    let records: Vec<_> = TIERS.iter().flat_map(|t| cluster.read_retries(t)).collect();
     for (id, partition) in ids.iter().zip(&partitions) {
         let mine: Vec<_> = records
             .iter()
@@ -516,4 +516,120 @@ async fn an_endpoints_retries_stay_on_its_partition_of_each_tier() {
             );
         }
     }
+}
+
+/// Given an endpoint whose host refuses connections and 300 events, when its
+/// circuit opens, then its deferrals share tier records, each entry being the
+/// retry record it stands for (source key, original value, `hookstream-*`
+/// headers); and once the endpoint points at a live receiver, every event
+/// arrives with its own body, webhook-id and signature, none is
+/// dead-lettered, and every offset commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_endpoints_deferrals_share_records_and_all_arrive_once_it_is_back() {
+    const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let cluster = Cluster::start(&[TOPIC], 2);
+    let dead_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let live = receiver(Behaviour::Healthy).await;
+    let mut config = config("batch-test", &[(TOPIC, Preset::Mender)]);
+    // The circuit's probes of the dead host use attempts: keep them from
+    // running out while the test looks at the tiers.
+    config.delivery.max_attempts = 1_000;
+    config.delivery.backoff.max = HumanDuration::from_millis(300);
+    let ep = endpoint(
+        "fleet",
+        format!("http://127.0.0.1:{dead_port}/in"),
+        &["*"],
+        "standard",
+        SECRET,
+    );
+    config.endpoints.push(ep.clone());
+    let pipeline = start(config, &cluster).await;
+    let events: Vec<_> = (0..300).map(event).collect();
+    cluster.produce_many(TOPIC, &events).await;
+    wait_for("200 deferrals", Duration::from_secs(30), || {
+        pipeline.registry().activity("fleet").stats().deferred >= 200
+    })
+    .await;
+
+    let records: Vec<_> = TIERS.iter().flat_map(|t| cluster.read_all(t)).collect();
+    let batches: Vec<_> = records
+        .iter()
+        .filter(|r| r.header("hookstream-batch").is_some())
+        .collect();
+    assert!(
+        !batches.is_empty(),
+        "no deferral batch among {} tier records",
+        records.len()
+    );
+    for batch in &batches {
+        let entries = batch.retries();
+        assert!(entries.len() > 1, "a lone deferral is a single record");
+        assert_eq!(
+            batch.header("hookstream-batch"),
+            Some(entries.len().to_string().as_str())
+        );
+        assert_eq!(batch.header("hookstream-endpoint"), Some("fleet"));
+        assert_eq!(batch.header("hookstream-last-status"), Some("deferred"));
+        let due: i64 = batch.header("hookstream-due-ms").unwrap().parse().unwrap();
+        for e in &entries {
+            let id = e.header("hookstream-event-id").unwrap();
+            let i: usize = id.strip_prefix("evt-").unwrap().parse().unwrap();
+            assert_eq!(e.value, events[i].1, "{id}: the original value");
+            assert_eq!(e.key.as_deref(), Some(events[i].0.as_str()), "{id}");
+            assert_eq!(e.header("hookstream-endpoint"), Some("fleet"));
+            assert_eq!(e.header("hookstream-last-status"), Some("deferred"));
+            assert_eq!(e.header("hookstream-last-error"), Some("circuit open"));
+            assert_eq!(
+                e.header("hookstream-event-type"),
+                Some("device-status-changed")
+            );
+            assert!(
+                e.header("hookstream-source")
+                    .unwrap()
+                    .starts_with("device-events/"),
+                "{id}"
+            );
+            let entry_due: i64 = e.header("hookstream-due-ms").unwrap().parse().unwrap();
+            assert!(entry_due <= due, "{id}: due before its batch");
+        }
+    }
+
+    // The operator points the endpoint at a live receiver.
+    let mut fixed = ep;
+    fixed.url = live.url("in");
+    let fixed =
+        hookstream::index::Endpoint::build(fixed, true, Duration::from_secs(5), &|_| None).unwrap();
+    pipeline.registry().upsert(vec![std::sync::Arc::new(fixed)]);
+    wait_for("300 deliveries", Duration::from_secs(60), || {
+        live.log().accepted_count() >= 300
+    })
+    .await;
+    let mut seen = std::collections::HashSet::new();
+    for r in live.log().recorded() {
+        let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        let id = body["id"].as_str().unwrap().to_string();
+        let i: usize = id.strip_prefix("evt-").unwrap().parse().unwrap();
+        assert_eq!(&r.body[..], &events[i].1[..], "{id}: the exact bytes");
+        assert_eq!(
+            r.header("webhook-id").unwrap(),
+            hookstream::deliver::request::webhook_id(&id, "fleet")
+        );
+        assert!(independently_verified("standard", SECRET, &r), "{id}");
+        seen.insert(id);
+    }
+    assert_eq!(seen.len(), 300);
+    assert!(cluster.read_all("hookstream.dlq").is_empty());
+    for topic in std::iter::once(TOPIC).chain(TIERS) {
+        wait_for(
+            &format!("{topic} offsets at the end"),
+            Duration::from_secs(15),
+            || cluster.offsets_at_end("batch-test", topic),
+        )
+        .await;
+    }
+    pipeline.shutdown().await.unwrap();
 }

@@ -31,7 +31,7 @@ use crate::index::Endpoint;
 use crate::metrics::EndpointMetrics;
 use crate::retry::backoff::Backoff;
 use crate::retry::record::{History, event_id, now_ms};
-use crate::retry::writer::{Completion, OutcomeWriter, Stored};
+use crate::retry::writer::{Completion, DeferralOf, OutcomeWriter, Stored};
 use crate::source::event::Event;
 
 /// One event for one endpoint, and the token to hand back once settled.
@@ -683,18 +683,15 @@ fn settle(shared: &Arc<Shared>, token: AckToken, on_tier: Outcome) -> Completion
 /// attempt; it settles once stored.
 fn defer(shared: &Arc<Shared>, delivery: Delivery, delay: Duration, why: &'static str) {
     let endpoint = shared.endpoint.load();
-    let history = History {
+    let deferral = DeferralOf {
         endpoint: endpoint.id(),
         attempt: delivery.attempt,
         first_ms: delivery.first_ms.unwrap_or_else(now_ms),
-        last_status: "deferred",
-        last_error: why,
+        delay,
+        why,
     };
     let done = settle(shared, delivery.token, Outcome::Deferred);
-    shared
-        .deps
-        .writer
-        .retry(&delivery.event, &history, delay, done);
+    shared.deps.writer.defer(&delivery.event, deferral, done);
 }
 
 /// Dead-letters a delivery; it settles once stored.

@@ -389,56 +389,84 @@ impl Dispatcher {
                 self.stats.consumed.fetch_add(1, Ordering::Relaxed);
                 self.dispatch_input(event).await;
             }
-            RecordKind::Retry { tier, headers } => {
+            RecordKind::Retry { .. } => {
                 self.stats.retries_consumed.fetch_add(1, Ordering::Relaxed);
-                match headers {
-                    Err(problem) => {
-                        self.dead_letter_now(&event, History::default(), "invalid_event", problem);
-                    }
-                    Ok(h) => {
-                        if let Some(lag) = self.tier_due_lag.get(*tier) {
-                            lag.record(((now_ms() - h.due_ms).max(0) as f64) / 1000.0);
-                        }
-                        let history = History {
-                            endpoint: &h.endpoint,
-                            attempt: h.attempt,
-                            first_ms: h.first_ms,
-                            ..History::default()
-                        };
-                        match self.index.slot_of(&h.endpoint) {
-                            None => self.dead_letter_now(
-                                &event,
-                                history,
-                                "endpoint_deleted",
-                                "the endpoint no longer exists",
-                            ),
-                            Some(slot) if !self.index.endpoint(slot).config.enabled => self
-                                .dead_letter_now(
-                                    &event,
-                                    history,
-                                    "endpoint_disabled",
-                                    "the endpoint is disabled",
-                                ),
-                            Some(slot) => {
-                                let Some(token) =
-                                    self.tracker.register(event.partition, event.offset, 1)
-                                else {
-                                    return;
-                                };
-                                let delivery = Delivery {
-                                    attempt: h.attempt,
-                                    first_ms: Some(h.first_ms),
-                                    event: Arc::clone(&event),
-                                    token,
-                                };
-                                self.enqueue(slot, delivery).await;
-                            }
-                        }
+                if let Some(token) = self.tracker.register(event.partition, event.offset, 1) {
+                    self.dispatch_retry(event, token).await;
+                }
+            }
+            RecordKind::RetryBatch { entries, .. } => {
+                self.stats
+                    .retries_consumed
+                    .fetch_add(entries.len() as u64, Ordering::Relaxed);
+                let outcomes = u32::try_from(entries.len()).unwrap_or(u32::MAX);
+                if let Some(token) = self
+                    .tracker
+                    .register(event.partition, event.offset, outcomes)
+                {
+                    for entry in entries {
+                        self.dispatch_retry(Arc::clone(entry), token).await;
                     }
                 }
             }
         }
         self.after_dispatch();
+    }
+
+    /// Routes a retry (a single record, or an entry of a deferral batch,
+    /// registered under `token`) to its one endpoint, or dead-letters it
+    /// when its headers are unreadable or its endpoint is gone or disabled.
+    async fn dispatch_retry(&mut self, event: Arc<Event>, token: AckToken) {
+        let RecordKind::Retry { tier, headers } = &event.kind else {
+            return;
+        };
+        let h = match headers {
+            Err(problem) => {
+                self.dead_letter_settling(
+                    token,
+                    &event,
+                    History::default(),
+                    "invalid_event",
+                    problem,
+                );
+                return;
+            }
+            Ok(h) => h,
+        };
+        if let Some(lag) = self.tier_due_lag.get(*tier) {
+            lag.record(((now_ms() - h.due_ms).max(0) as f64) / 1000.0);
+        }
+        let history = History {
+            endpoint: &h.endpoint,
+            attempt: h.attempt,
+            first_ms: h.first_ms,
+            ..History::default()
+        };
+        match self.index.slot_of(&h.endpoint) {
+            None => self.dead_letter_settling(
+                token,
+                &event,
+                history,
+                "endpoint_deleted",
+                "the endpoint no longer exists",
+            ),
+            Some(slot) if !self.index.endpoint(slot).config.enabled => self.dead_letter_settling(
+                token,
+                &event,
+                history,
+                "endpoint_disabled",
+                "the endpoint is disabled",
+            ),
+            Some(slot) => {
+                let delivery = Delivery {
+                    attempt: h.attempt,
+                    first_ms: Some(h.first_ms),
+                    event: Arc::clone(&event),
+                    token,
+                };
+                self.enqueue(slot, delivery).await;
+            }
+        }
     }
 
     async fn dispatch_input(&mut self, event: Arc<Event>) {
@@ -556,6 +584,19 @@ impl Dispatcher {
         let Some(token) = self.tracker.register(event.partition, event.offset, 1) else {
             return;
         };
+        self.dead_letter_settling(token, event, history, reason, detail);
+    }
+
+    /// Dead-letters a record registered under `token`; one outcome of the
+    /// token settles once the dead letter is stored.
+    fn dead_letter_settling(
+        &mut self,
+        token: AckToken,
+        event: &Arc<Event>,
+        history: History<'_>,
+        reason: &'static str,
+        detail: &str,
+    ) {
         let history = History {
             first_ms: if history.first_ms == 0 {
                 now_ms()

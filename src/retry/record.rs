@@ -38,6 +38,8 @@ pub mod header {
     pub const DEAD_MS: &str = "hookstream-dead-ms";
     /// DLQ coordinates a replayed record came from.
     pub const REPLAY_OF: &str = "hookstream-replay-of";
+    /// Entries of a deferral batch record ([`crate::retry::batch`]).
+    pub const BATCH: &str = "hookstream-batch";
     /// Prefix shared by all of the above.
     pub const PREFIX: &str = "hookstream-";
 }
@@ -88,24 +90,24 @@ pub fn source_of(event: &Event) -> Cow<'_, [u8]> {
         .unwrap_or_else(|| Cow::Owned(event.source_coordinates().into_bytes()))
 }
 
-/// The original headers (minus earlier hookstream ones) plus `extra`.
-pub fn outcome_headers(event: &Event, extra: &[(&str, &[u8])]) -> OwnedHeaders {
-    let mut headers = OwnedHeaders::new_with_capacity(event.headers.len() + extra.len());
+/// Calls `add` with each original header of `event` that outcome records
+/// keep: all but earlier `hookstream-*` ones (`hookstream-replay-of` stays).
+fn for_each_kept_header(event: &Event, mut add: impl FnMut(&str, &[u8])) {
     for (k, v) in event.headers.iter() {
         if !k.starts_with(header::PREFIX) || k == header::REPLAY_OF {
-            headers = headers.insert(Header {
-                key: k,
-                value: Some(v),
-            });
+            add(k, v);
         }
     }
+}
+
+/// The original headers (minus earlier hookstream ones) plus `extra`.
+pub fn outcome_headers(event: &Event, extra: &[(&str, &[u8])]) -> OwnedHeaders {
+    let mut headers = HeaderList::new(event.headers.len() + extra.len());
+    for_each_kept_header(event, |k, v| headers.add(k, v));
     for (k, v) in extra {
-        headers = headers.insert(Header {
-            key: k,
-            value: Some(*v),
-        });
+        headers.add(k, v);
     }
-    headers
+    headers.done()
 }
 
 /// The event type to carry on outcome records, so a retry needs no second
@@ -164,8 +166,14 @@ impl RetryHeaders {
     }
 }
 
-/// The headers of a retry record: history plus when it is due.
-pub fn retry_headers(event: &Event, history: &History<'_>, due_ms: i64) -> OwnedHeaders {
+/// Calls `add` with each header of a retry record of `event`: the kept
+/// original headers, then history and when it is due.
+pub fn for_each_retry_header(
+    event: &Event,
+    history: &History<'_>,
+    due_ms: i64,
+    mut add: impl FnMut(&str, &[u8]),
+) {
     let (mut attempt, mut due, mut first) = (
         itoa::Buffer::new(),
         itoa::Buffer::new(),
@@ -173,20 +181,50 @@ pub fn retry_headers(event: &Event, history: &History<'_>, due_ms: i64) -> Owned
     );
     let source = source_of(event);
     let id = event_id(event);
-    outcome_headers(
-        event,
-        &[
-            (header::ENDPOINT, history.endpoint.as_bytes()),
-            (header::ATTEMPT, attempt.format(history.attempt).as_bytes()),
-            (header::DUE_MS, due.format(due_ms).as_bytes()),
-            (header::FIRST_MS, first.format(history.first_ms).as_bytes()),
-            (header::SOURCE, &source),
-            (header::EVENT_ID, id.as_bytes()),
-            (header::EVENT_TYPE, event_type_of(event)),
-            (header::LAST_STATUS, history.last_status.as_bytes()),
-            (header::LAST_ERROR, history.last_error.as_bytes()),
-        ],
-    )
+    for_each_kept_header(event, &mut add);
+    for (k, v) in [
+        (header::ENDPOINT, history.endpoint.as_bytes()),
+        (header::ATTEMPT, attempt.format(history.attempt).as_bytes()),
+        (header::DUE_MS, due.format(due_ms).as_bytes()),
+        (header::FIRST_MS, first.format(history.first_ms).as_bytes()),
+        (header::SOURCE, &source),
+        (header::EVENT_ID, id.as_bytes()),
+        (header::EVENT_TYPE, event_type_of(event)),
+        (header::LAST_STATUS, history.last_status.as_bytes()),
+        (header::LAST_ERROR, history.last_error.as_bytes()),
+    ] {
+        add(k, v);
+    }
+}
+
+/// The headers of a retry record: history plus when it is due.
+pub fn retry_headers(event: &Event, history: &History<'_>, due_ms: i64) -> OwnedHeaders {
+    let mut headers = HeaderList::new(event.headers.len() + 9);
+    for_each_retry_header(event, history, due_ms, |k, v| headers.add(k, v));
+    headers.done()
+}
+
+/// librdkafka headers built one by one (`OwnedHeaders::insert` takes and
+/// gives back the list).
+struct HeaderList(Option<OwnedHeaders>);
+
+impl HeaderList {
+    fn new(capacity: usize) -> Self {
+        Self(Some(OwnedHeaders::new_with_capacity(capacity)))
+    }
+
+    fn add(&mut self, key: &str, value: &[u8]) {
+        self.0 = self.0.take().map(|h| {
+            h.insert(Header {
+                key,
+                value: Some(value),
+            })
+        });
+    }
+
+    fn done(self) -> OwnedHeaders {
+        self.0.unwrap_or_default()
+    }
 }
 
 /// The headers of a dead letter: history, reason and time of death.

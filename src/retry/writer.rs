@@ -15,22 +15,25 @@
 //! Owns the producer of outcome records and nothing else: what to write and
 //! what a completion does are the callers' business.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use bytes::Bytes;
 use rdkafka::ClientContext;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::types::RDKafkaErrorCode;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 
 use super::backoff::RetryTiers;
+use super::batch::{BatchEncoder, MAX_BATCH_BYTES, MAX_BATCH_ENTRIES, MAX_ENTRY_BYTES};
 use super::record::{
-    History, dead_letter_headers, endpoint_partition, header, now_ms, retry_headers,
+    History, dead_letter_headers, endpoint_partition, for_each_retry_header, header, now_ms,
+    retry_headers,
 };
 use crate::config::Config;
 use crate::source::event::Event;
@@ -62,17 +65,128 @@ enum Target {
 /// delivery report hands it back.
 struct Write {
     target: Target,
-    event: Arc<Event>,
-    /// False once the value was refused as too large for the DLQ.
-    with_value: bool,
+    payload: Payload,
     /// The dead-letter reason (DLQ writes), for the metric and the summary.
     reason: Option<Box<str>>,
     /// Failed sends so far (for the pause before the next).
     failures: u32,
     /// The tier partition of the record's endpoint (`None`: by key).
     partition: Option<i32>,
+}
+
+/// What a write stores.
+enum Payload {
+    /// One event's retry or dead letter.
+    One {
+        event: Arc<Event>,
+        /// False once the value was refused as too large for the DLQ.
+        with_value: bool,
+        done: Completion,
+    },
+    /// Deferrals of one endpoint in one record ([`super::batch`]).
+    Deferrals(Box<DeferralBatch>),
+}
+
+/// A deferral waiting for its batch record.
+struct Deferral {
+    event: Arc<Event>,
+    attempt: u32,
+    first_ms: i64,
+    due_ms: i64,
+    why: &'static str,
     done: Completion,
 }
+
+impl Deferral {
+    /// Its history, as a single retry record would carry it.
+    fn history<'a>(&'a self, endpoint: &'a str) -> History<'a> {
+        History {
+            endpoint,
+            attempt: self.attempt,
+            first_ms: self.first_ms,
+            last_status: DEFERRED,
+            last_error: self.why,
+        }
+    }
+
+    /// Its single retry record on `tier`: headers and write (placed by key).
+    fn into_single(self, tier: usize, endpoint: &str) -> (OwnedHeaders, Write) {
+        let headers = retry_headers(&self.event, &self.history(endpoint), self.due_ms);
+        let write = Write {
+            target: Target::Tier(tier),
+            payload: Payload::One {
+                event: self.event,
+                with_value: true,
+                done: self.done,
+            },
+            reason: None,
+            failures: 0,
+            partition: None,
+        };
+        (headers, write)
+    }
+}
+
+/// Deferrals of one endpoint to one tier, gathered into one record.
+struct DeferralBatch {
+    tier: usize,
+    endpoint: Arc<str>,
+    encoder: BatchEncoder,
+    entries: Vec<Deferral>,
+    /// The encoded value, once sealed for writing.
+    value: Bytes,
+}
+
+impl DeferralBatch {
+    fn new(tier: usize, endpoint: Arc<str>) -> Self {
+        Self {
+            tier,
+            endpoint,
+            encoder: BatchEncoder::new(),
+            entries: Vec::new(),
+            value: Bytes::new(),
+        }
+    }
+
+    /// The outer headers: the endpoint, the earliest attempt count and
+    /// first time, the latest due time, why, and how many entries.
+    fn headers(&self) -> OwnedHeaders {
+        let (mut attempt, mut due, mut first, mut count) = (
+            itoa::Buffer::new(),
+            itoa::Buffer::new(),
+            itoa::Buffer::new(),
+            itoa::Buffer::new(),
+        );
+        let min_attempt = self.entries.iter().map(|d| d.attempt).min().unwrap_or(0);
+        let max_due = self.entries.iter().map(|d| d.due_ms).max().unwrap_or(0);
+        let min_first = self.entries.iter().map(|d| d.first_ms).min().unwrap_or(0);
+        let why = self.entries.first().map_or("", |d| d.why);
+        let pairs: [(&str, &[u8]); 7] = [
+            (header::ENDPOINT, self.endpoint.as_bytes()),
+            (header::ATTEMPT, attempt.format(min_attempt).as_bytes()),
+            (header::DUE_MS, due.format(max_due).as_bytes()),
+            (header::FIRST_MS, first.format(min_first).as_bytes()),
+            (header::LAST_STATUS, DEFERRED.as_bytes()),
+            (header::LAST_ERROR, why.as_bytes()),
+            (header::BATCH, count.format(self.entries.len()).as_bytes()),
+        ];
+        pairs
+            .into_iter()
+            .fold(OwnedHeaders::new_with_capacity(7), |h, (key, value)| {
+                h.insert(Header {
+                    key,
+                    value: Some(value),
+                })
+            })
+    }
+}
+
+/// `hookstream-last-status` of a deferral.
+const DEFERRED: &str = "deferred";
+
+/// How long deferrals wait for others of their endpoint before their batch
+/// is written.
+const BATCH_LINGER: Duration = Duration::from_millis(5);
 
 /// A write to send again after `delay`, with the headers it had.
 struct Resend {
@@ -115,7 +229,7 @@ impl WriteContext {
         let Write {
             target,
             reason,
-            done,
+            payload,
             ..
         } = write;
         let stored = match target {
@@ -129,7 +243,14 @@ impl WriteContext {
                 Stored::DeadLetter
             }
         };
-        done(stored);
+        match payload {
+            Payload::One { done, .. } => done(stored),
+            Payload::Deferrals(batch) => {
+                for deferral in batch.entries {
+                    (deferral.done)(stored);
+                }
+            }
+        }
     }
 
     fn failed(
@@ -143,7 +264,33 @@ impl WriteContext {
             error,
             KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge)
         );
-        if too_large && write.with_value {
+        if too_large && let Payload::Deferrals(_) = write.payload {
+            // The tier takes smaller records than a batch: each deferral
+            // goes as a single record.
+            let Payload::Deferrals(batch) = write.payload else {
+                return;
+            };
+            for deferral in batch.entries {
+                let (headers, single) = deferral.into_single(batch.tier, &batch.endpoint);
+                let single = Box::new(Write {
+                    partition: write.partition,
+                    ..single
+                });
+                let _ = self.resend.send(Resend {
+                    write: single,
+                    headers: Some(headers),
+                    delay: Duration::ZERO,
+                });
+            }
+            return;
+        }
+        if too_large
+            && let Payload::One {
+                event,
+                with_value: with_value @ true,
+                ..
+            } = &mut write.payload
+        {
             let headers = headers.unwrap_or_default();
             let headers = match write.target {
                 Target::Tier(_) => {
@@ -163,12 +310,12 @@ impl WriteContext {
                         })
                 }
                 Target::Dlq => {
-                    tracing::warn!(source = %write.event.source_coordinates(), size = write.event.body.len(),
+                    tracing::warn!(source = %event.source_coordinates(), size = event.body.len(),
                         "event too large for the DLQ topic: dead-lettering it without its value");
-                    write.with_value = false;
+                    *with_value = false;
                     let note = format!(
                         "value of {} bytes omitted: too large for the DLQ topic",
-                        write.event.body.len()
+                        event.body.len()
                     );
                     with_note(&headers, &note)
                 }
@@ -294,11 +441,17 @@ struct Inner {
     resend: mpsc::UnboundedSender<Resend>,
     dead_since_summary: Arc<Mutex<BTreeMap<String, u64>>>,
     stop: Arc<AtomicBool>,
+    /// Deferrals gathering into batches: per tier, by endpoint.
+    gathering: Mutex<Vec<HashMap<Arc<str>, DeferralBatch>>>,
+    /// Wakes the task that writes batches after [`BATCH_LINGER`].
+    batch_started: Arc<Notify>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Release);
+        // Lets the batch task see that the writer is gone.
+        self.batch_started.notify_one();
     }
 }
 
@@ -310,18 +463,181 @@ impl Inner {
         }
     }
 
+    /// Writes a single retry record of `event`, due at `due_ms`.
+    fn send_retry(
+        &self,
+        tier: usize,
+        event: Arc<Event>,
+        history: &History<'_>,
+        due_ms: i64,
+        done: Completion,
+    ) {
+        let headers = retry_headers(&event, history, due_ms);
+        let write = Box::new(Write {
+            target: Target::Tier(tier),
+            payload: Payload::One {
+                event,
+                with_value: true,
+                done,
+            },
+            reason: None,
+            failures: 0,
+            partition: self.endpoint_partition(tier, history.endpoint),
+        });
+        self.send(write, Some(headers));
+    }
+
+    /// Writes one deferral as a single retry record.
+    fn send_alone(&self, tier: usize, endpoint: &str, deferral: Deferral) {
+        let (headers, write) = deferral.into_single(tier, endpoint);
+        let write = Box::new(Write {
+            partition: self.endpoint_partition(tier, endpoint),
+            ..write
+        });
+        self.send(write, Some(headers));
+    }
+
+    /// The partition of `tier` for `endpoint`'s records, once known.
+    fn endpoint_partition(&self, tier: usize, endpoint: &str) -> Option<i32> {
+        let partitions = self.tier_partitions[tier].load(Ordering::Relaxed);
+        (partitions > 0).then(|| endpoint_partition(endpoint, partitions))
+    }
+
+    fn gathering(&self) -> std::sync::MutexGuard<'_, Vec<HashMap<Arc<str>, DeferralBatch>>> {
+        match self.gathering.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// Adds a deferral to its endpoint's batch for `tier`; returns the batch
+    /// when it is full. One too large to share is written alone at once.
+    fn gather(
+        &self,
+        tier: usize,
+        endpoint: &str,
+        deferral: Deferral,
+    ) -> Option<Box<DeferralBatch>> {
+        let event = &deferral.event;
+        let size = event.body.len()
+            + event.key.as_ref().map_or(0, Bytes::len)
+            + event.headers.byte_len()
+            + 512;
+        if size > MAX_ENTRY_BYTES {
+            self.send_alone(tier, endpoint, deferral);
+            return None;
+        }
+        let mut gathering = self.gathering();
+        let Some(batches) = gathering.get_mut(tier) else {
+            // (Not a tier of this writer: cannot happen, as `tier` comes
+            // from `tier_for`; written alone rather than lost.)
+            drop(gathering);
+            self.send_alone(
+                tier.min(self.tiers.len().saturating_sub(1)),
+                endpoint,
+                deferral,
+            );
+            return None;
+        };
+        if batches.is_empty() {
+            // The first batch since the last flush: the batch task writes
+            // this round after BATCH_LINGER.
+            self.batch_started.notify_one();
+        }
+        if !batches.contains_key(endpoint) {
+            let endpoint: Arc<str> = Arc::from(endpoint);
+            batches.insert(Arc::clone(&endpoint), DeferralBatch::new(tier, endpoint));
+        }
+        let Some(batch) = batches.get_mut(endpoint) else {
+            // (Inserted just above: cannot happen.)
+            drop(gathering);
+            self.send_alone(tier, endpoint, deferral);
+            return None;
+        };
+        let history = deferral.history(&batch.endpoint);
+        batch.encoder.push(
+            deferral.event.key.as_deref(),
+            |h| {
+                for_each_retry_header(&deferral.event, &history, deferral.due_ms, |k, v| {
+                    h.add(k, v)
+                })
+            },
+            &deferral.event.body,
+        );
+        batch.entries.push(deferral);
+        let full =
+            batch.entries.len() >= MAX_BATCH_ENTRIES || batch.encoder.len() >= MAX_BATCH_BYTES;
+        if full {
+            batches.remove(endpoint).map(Box::new)
+        } else {
+            None
+        }
+    }
+
+    /// Writes every batch gathered so far.
+    fn flush_deferrals(&self) {
+        let batches: Vec<DeferralBatch> = self
+            .gathering()
+            .iter_mut()
+            .flat_map(|b| b.drain().map(|(_, batch)| batch))
+            .collect();
+        for batch in batches {
+            self.send_batch(Box::new(batch));
+        }
+    }
+
+    /// Writes a batch: as one record, or as a single retry record when it
+    /// holds one deferral.
+    fn send_batch(&self, mut batch: Box<DeferralBatch>) {
+        if batch.entries.len() == 1
+            && let Some(deferral) = batch.entries.pop()
+        {
+            self.send_alone(batch.tier, &batch.endpoint, deferral);
+            return;
+        }
+        if batch.entries.is_empty() {
+            return;
+        }
+        batch.value = Bytes::from(batch.encoder.take_value());
+        let headers = batch.headers();
+        let write = Box::new(Write {
+            target: Target::Tier(batch.tier),
+            partition: self.endpoint_partition(batch.tier, &batch.endpoint),
+            payload: Payload::Deferrals(batch),
+            reason: None,
+            failures: 0,
+        });
+        self.send(write, Some(headers));
+    }
+
     /// Hands a write to librdkafka; what it refuses at once comes back
     /// through the resend queue.
     fn send(&self, write: Box<Write>, headers: Option<OwnedHeaders>) {
-        let event = Arc::clone(&write.event);
-        let value: &[u8] = if write.with_value { &event.body } else { &[] };
+        // Handles on the value and key: the write itself moves into the
+        // record as its opaque.
+        let (value, key) = match &write.payload {
+            Payload::One {
+                event, with_value, ..
+            } => (
+                if *with_value {
+                    event.body.clone()
+                } else {
+                    Bytes::new()
+                },
+                event.key.clone(),
+            ),
+            Payload::Deferrals(batch) => (
+                batch.value.clone(),
+                Some(Bytes::copy_from_slice(batch.endpoint.as_bytes())),
+            ),
+        };
         let topic = self.topic(write.target);
-        let mut record =
-            BaseRecord::<[u8], [u8], Box<Write>>::with_opaque_to(topic, write).payload(value);
+        let mut record = BaseRecord::<[u8], [u8], Box<Write>>::with_opaque_to(topic, write)
+            .payload(value.as_ref());
         if let Some(headers) = headers {
             record = record.headers(headers);
         }
-        if let Some(key) = &event.key {
+        if let Some(key) = &key {
             record = record.key(key.as_ref());
         }
         if let Some(partition) = record.delivery_opaque.partition {
@@ -344,6 +660,21 @@ impl Inner {
             });
         }
     }
+}
+
+/// A delivery an endpoint cannot take now (see [`OutcomeWriter::defer`]).
+#[derive(Debug, Clone, Copy)]
+pub struct DeferralOf<'a> {
+    /// The endpoint it is for.
+    pub endpoint: &'a str,
+    /// Attempts it made so far (a deferral uses none).
+    pub attempt: u32,
+    /// Unix ms of its first attempt (or of consumption).
+    pub first_ms: i64,
+    /// How long until it is tried again.
+    pub delay: Duration,
+    /// Why (`hookstream-last-error`).
+    pub why: &'static str,
 }
 
 /// Writes retry and DLQ records durably. Cheap to clone.
@@ -424,6 +755,8 @@ impl OutcomeWriter {
                 })
                 .context("spawning the tier-partitions thread")?;
         }
+        let gathering = Mutex::new(tiers.topics().map(|_| HashMap::new()).collect());
+        let batch_started = Arc::new(Notify::new());
         let inner = Arc::new(Inner {
             producer,
             dlq_topic,
@@ -432,8 +765,11 @@ impl OutcomeWriter {
             resend: resend_tx,
             dead_since_summary,
             stop,
+            gathering,
+            batch_started: Arc::clone(&batch_started),
         });
         tokio::spawn(resend_loop(Arc::downgrade(&inner), resend_rx));
+        tokio::spawn(batch_loop(Arc::downgrade(&inner), batch_started));
         let waited = Instant::now();
         while waited.elapsed() < PARTITIONS_WAIT
             && inner
@@ -493,12 +829,14 @@ impl OutcomeWriter {
         let headers = dead_letter_headers(event, history, reason, now_ms(), None);
         let write = Box::new(Write {
             target: Target::Dlq,
-            event: Arc::clone(event),
-            with_value: true,
+            payload: Payload::One {
+                event: Arc::clone(event),
+                with_value: true,
+                done,
+            },
             reason: Some(reason.into()),
             failures: 0,
             partition: None,
-            done,
         });
         self.inner.send(write, Some(headers));
     }
@@ -515,18 +853,47 @@ impl OutcomeWriter {
     ) {
         let tier = self.inner.tiers.tier_for(delay);
         let due = now_ms() + delay.as_millis() as i64;
-        let headers = retry_headers(event, history, due);
-        let partitions = self.inner.tier_partitions[tier].load(Ordering::Relaxed);
-        let write = Box::new(Write {
-            target: Target::Tier(tier),
+        self.inner
+            .send_retry(tier, Arc::clone(event), history, due, done);
+    }
+
+    /// Defers `event` for `deferral.delay` without using an attempt, on the
+    /// largest tier not longer than it; `done` runs once it is stored.
+    /// Deferrals of one endpoint within [`BATCH_LINGER`] of each other share
+    /// one record ([`super::batch`]); a lone one, or one too large to
+    /// share, is written as a single retry record.
+    pub fn defer(&self, event: &Arc<Event>, deferral: DeferralOf<'_>, done: Completion) {
+        let tier = self.inner.tiers.tier_for(deferral.delay);
+        let due_ms = now_ms() + deferral.delay.as_millis() as i64;
+        let entry = Deferral {
             event: Arc::clone(event),
-            with_value: true,
-            reason: None,
-            failures: 0,
-            partition: (partitions > 0).then(|| endpoint_partition(history.endpoint, partitions)),
+            attempt: deferral.attempt,
+            first_ms: deferral.first_ms,
+            due_ms,
+            why: deferral.why,
             done,
-        });
-        self.inner.send(write, Some(headers));
+        };
+        if let Some(full) = self.inner.gather(tier, deferral.endpoint, entry) {
+            self.inner.send_batch(full);
+        }
+    }
+
+    /// Writes the deferrals gathered so far without waiting for more.
+    pub fn flush_deferrals(&self) {
+        self.inner.flush_deferrals();
+    }
+}
+
+/// Writes deferral batches [`BATCH_LINGER`] after the first of a round was
+/// started (batches that fill up are written at once by their caller).
+async fn batch_loop(inner: Weak<Inner>, started: Arc<Notify>) {
+    loop {
+        started.notified().await;
+        tokio::time::sleep(BATCH_LINGER).await;
+        let Some(writer) = inner.upgrade() else {
+            return;
+        };
+        writer.flush_deferrals();
     }
 }
 

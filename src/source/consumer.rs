@@ -20,10 +20,12 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 
 use super::event::{Event, RecordHeaders, RecordKind};
-use super::extract::{Coordinates, Extracted, Extractor};
+use super::extract::{Coordinates, Extracted, Extractor, InvalidEvent};
 use crate::commit::PartitionId;
 use crate::config::Config;
+use crate::retry::batch;
 use crate::retry::record::RetryHeaders;
+use crate::retry::record::header::BATCH;
 
 /// Interned topic names: a record's topic becomes a small number. Input
 /// topics come first, then the retry tiers, shortest first.
@@ -435,6 +437,128 @@ fn retry_fields(headers: &RecordHeaders) -> Option<Extracted> {
     })
 }
 
+/// A record as polled, copied out of librdkafka.
+struct Record {
+    topic: u16,
+    partition: i32,
+    offset: i64,
+    key: Option<Bytes>,
+    body: Bytes,
+    headers: RecordHeaders,
+}
+
+/// Turns polled records into [`Event`]s.
+struct RecordReader<'a> {
+    topics: &'a TopicTable,
+    extractors: &'a mut Extractors,
+    config: &'a Config,
+    max_payload: usize,
+}
+
+impl RecordReader<'_> {
+    /// The event of an input record (`tier` `None`) or of a single retry
+    /// record (or a deferral batch's entry) of tier `tier`.
+    fn event(&mut self, record: Record, tier: Option<usize>) -> Event {
+        let topic_name = self.topics.name(record.topic);
+        let fields = match tier.and_then(|_| retry_fields(&record.headers)) {
+            // A retry carries what its first consumption extracted.
+            Some(fields) => Ok(fields),
+            None => {
+                let coords = Coordinates {
+                    topic: topic_name,
+                    partition: record.partition,
+                    offset: record.offset,
+                };
+                let header = |name: &str| record.headers.get(name);
+                let source_topic = match tier {
+                    None => &**topic_name,
+                    Some(_) => header(crate::retry::record::header::SOURCE)
+                        .and_then(original_topic)
+                        .unwrap_or(topic_name),
+                };
+                let input = tier.is_none().then_some(record.topic);
+                let extractor = self
+                    .extractors
+                    .get(self.config, self.topics, input, source_topic);
+                extractor.extract(&record.body, &header, &coords, self.max_payload)
+            }
+        };
+        let event = Event {
+            topic: Arc::clone(topic_name),
+            partition: PartitionId {
+                topic: record.topic,
+                partition: record.partition,
+            },
+            offset: record.offset,
+            key: record.key,
+            body: record.body,
+            headers: record.headers,
+            fields,
+            consumed_at: Instant::now(),
+            kind: RecordKind::Input,
+            paused_partition: false,
+        };
+        match tier {
+            None => event,
+            Some(tier) => Event {
+                kind: RecordKind::Retry {
+                    tier,
+                    headers: RetryHeaders::of(&event),
+                },
+                ..event
+            },
+        }
+    }
+
+    /// The event of a deferral batch record: its entries as retry events
+    /// at its offset, or, when it cannot be read, a retry whose headers say
+    /// what is wrong (it is dead-lettered as it is).
+    fn batch(&mut self, record: Record, tier: usize) -> Event {
+        let decoded = batch::decode(&record.body).map(|entries| {
+            entries
+                .into_iter()
+                .map(|entry| {
+                    let entry = Record {
+                        topic: record.topic,
+                        partition: record.partition,
+                        offset: record.offset,
+                        key: entry.key.map(Bytes::copy_from_slice),
+                        body: record.body.slice(entry.value),
+                        headers: RecordHeaders::from_pairs(entry.headers),
+                    };
+                    Arc::new(self.event(entry, Some(tier)))
+                })
+                .collect::<Vec<_>>()
+        });
+        let kind = match decoded {
+            Ok(entries) => RecordKind::RetryBatch {
+                tier,
+                due_ms: entries.iter().filter_map(|e| e.due_ms()).max().unwrap_or(0),
+                entries,
+            },
+            Err(problem) => RecordKind::Retry {
+                tier,
+                headers: Err(problem),
+            },
+        };
+        Event {
+            topic: Arc::clone(self.topics.name(record.topic)),
+            partition: PartitionId {
+                topic: record.topic,
+                partition: record.partition,
+            },
+            offset: record.offset,
+            key: record.key,
+            body: record.body,
+            headers: record.headers,
+            fields: Err(InvalidEvent::Batch),
+            consumed_at: Instant::now(),
+            kind,
+            paused_partition: false,
+        }
+    }
+}
+
 /// The input topic named in a retry record's `hookstream-source`.
 fn original_topic(source: &[u8]) -> Option<&str> {
     let text = std::str::from_utf8(source).ok()?;
@@ -492,52 +616,24 @@ fn poll_loop(
             None => RecordHeaders::default(),
         };
         let body = Bytes::copy_from_slice(msg.payload().unwrap_or_default());
-        let tier = topics.tier_of(topic);
-        let fields = match tier.and_then(|_| retry_fields(&headers)) {
-            // A retry carries what its first consumption extracted.
-            Some(fields) => Ok(fields),
-            None => {
-                let coords = Coordinates {
-                    topic: topic_name,
-                    partition: msg.partition(),
-                    offset: msg.offset(),
-                };
-                let header = |name: &str| headers.get(name);
-                let source_topic = match tier {
-                    None => topic_name,
-                    Some(_) => header(crate::retry::record::header::SOURCE)
-                        .and_then(original_topic)
-                        .unwrap_or(topic_name),
-                };
-                let input = tier.is_none().then_some(topic);
-                let extractor = extractors.get(config, topics, input, source_topic);
-                extractor.extract(&body, &header, &coords, max_payload)
-            }
-        };
-        let event = Event {
-            topic: Arc::clone(topics.name(topic)),
-            partition: PartitionId {
-                topic,
-                partition: msg.partition(),
-            },
+        let record = Record {
+            topic,
+            partition: msg.partition(),
             offset: msg.offset(),
             key: msg.key().map(Bytes::copy_from_slice),
             body,
             headers,
-            fields,
-            consumed_at: Instant::now(),
-            kind: RecordKind::Input,
-            paused_partition: false,
         };
+        let mut reader = RecordReader {
+            topics,
+            extractors,
+            config,
+            max_payload,
+        };
+        let tier = topics.tier_of(topic);
         let event = match tier {
-            None => event,
-            Some(tier) => Event {
-                kind: RecordKind::Retry {
-                    tier,
-                    headers: RetryHeaders::of(&event),
-                },
-                ..event
-            },
+            Some(tier) if record.headers.get(BATCH).is_some() => reader.batch(record, tier),
+            _ => reader.event(record, tier),
         };
         let mut event = event;
         if event

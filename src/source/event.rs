@@ -14,7 +14,7 @@ use crate::commit::PartitionId;
 use crate::retry::record::RetryHeaders;
 
 /// Where a record was read from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum RecordKind {
     /// An input topic: deliver to every matching endpoint.
     Input,
@@ -25,6 +25,16 @@ pub enum RecordKind {
         tier: usize,
         /// The retry headers, or what is wrong with them.
         headers: Result<RetryHeaders, String>,
+    },
+    /// A deferral batch on a retry tier ([`crate::retry::batch`]): each
+    /// entry is a [`RecordKind::Retry`] event at this record's offset.
+    RetryBatch {
+        /// Index of the tier.
+        tier: usize,
+        /// When the last entry is due.
+        due_ms: i64,
+        /// The entries.
+        entries: Vec<Arc<Event>>,
     },
 }
 
@@ -59,6 +69,7 @@ impl Event {
     pub fn due_ms(&self) -> Option<i64> {
         match &self.kind {
             RecordKind::Retry { headers: Ok(h), .. } => Some(h.due_ms),
+            RecordKind::RetryBatch { due_ms, .. } => Some(*due_ms),
             _ => None,
         }
     }
@@ -139,6 +150,11 @@ impl RecordHeaders {
     /// The first value of header `name`.
     pub fn get(&self, name: &str) -> Option<&[u8]> {
         self.iter().find(|(k, _)| *k == name).map(|(_, v)| v)
+    }
+
+    /// Bytes of all keys and values.
+    pub fn byte_len(&self) -> usize {
+        self.data.len()
     }
 
     /// How many headers there are.

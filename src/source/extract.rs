@@ -67,6 +67,9 @@ pub enum InvalidEvent {
     /// The type field is missing or not a string.
     #[error("no event type at {0}")]
     NoType(String),
+    /// A deferral batch record: its entries are the events.
+    #[error("a deferral batch, not an event")]
+    Batch,
 }
 
 /// Where a record came from; the fallback id is derived from it.

@@ -206,6 +206,40 @@ impl DlqRecord {
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
     }
+
+    /// The retries a retry-tier record holds: itself, or the entries of a
+    /// deferral batch (each as the single record it stands for, on the
+    /// batch's partition).
+    pub fn retries(&self) -> Vec<DlqRecord> {
+        if self.header("hookstream-batch").is_none() {
+            return vec![self.clone()];
+        }
+        let entries = hookstream::retry::batch::decode(&self.value).expect("a readable batch");
+        entries
+            .into_iter()
+            .map(|e| DlqRecord {
+                partition: self.partition,
+                key: e.key.map(|k| String::from_utf8_lossy(k).into_owned()),
+                value: self.value[e.value].to_vec(),
+                headers: e
+                    .headers
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v).into_owned()))
+                    .collect(),
+            })
+            .collect()
+    }
+}
+
+impl Cluster {
+    /// Every retry on retry tier `topic`, deferral batches read entry by
+    /// entry.
+    pub fn read_retries(&self, topic: &str) -> Vec<DlqRecord> {
+        self.read_all(topic)
+            .iter()
+            .flat_map(DlqRecord::retries)
+            .collect()
+    }
 }
 
 /// `n` Mender status events `evt-<from..to>` for 13 devices, keyed by device.
