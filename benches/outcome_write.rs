@@ -1,8 +1,10 @@
-//! What one deferral costs: `OutcomeWriter::retry` of 200 000 events to a
+//! What one deferral costs: 200 000 events of a dead endpoint deferred to a
 //! retry tier of the embedded broker (in this process), each completion
-//! counted, as a dead endpoint's backlog is written. Prints the CPU of the
-//! whole process (writer, its report thread, the broker) per record and
-//! the rate, for five rounds.
+//! counted, as a dead endpoint's backlog is written; once through
+//! `OutcomeWriter::defer` (deferral batches) and once through
+//! `OutcomeWriter::retry` (one record each). Prints the CPU of the whole
+//! process (writer, its report thread, the broker) per deferral and the
+//! rate, for five rounds.
 //!
 //! `cargo bench --bench outcome_write`
 
@@ -16,7 +18,7 @@ use hookstream::config::Config;
 use hookstream::kafka::embedded::EmbeddedBroker;
 use hookstream::retry::backoff::RetryTiers;
 use hookstream::retry::record::History;
-use hookstream::retry::writer::OutcomeWriter;
+use hookstream::retry::writer::{Completion, DeferralOf, OutcomeWriter};
 use hookstream::source::event::{Event, RecordHeaders, RecordKind};
 use hookstream::source::extract::Extracted;
 
@@ -99,45 +101,60 @@ fn main() -> anyhow::Result<()> {
         let records = setting("OUTCOME_WRITE_RECORDS", RECORDS);
         let events: Vec<Arc<Event>> = (0..records).map(|i| event(i, &topic)).collect();
         for round in 1..=setting("OUTCOME_WRITE_ROUNDS", ROUNDS) {
-            // Completions hand a token to a task, as the pipeline's settle
-            // hands ack tokens to its commit task.
-            let stored = Arc::new(AtomicU64::new(0));
-            let (acks, mut settled) = tokio::sync::mpsc::unbounded_channel::<u64>();
-            let counter = Arc::clone(&stored);
-            tokio::spawn(async move {
-                while settled.recv().await.is_some() {
-                    counter.fetch_add(1, Ordering::Relaxed);
-                }
-            });
-            let (cpu, started) = (cpu_secs(), Instant::now());
-            for event in &events {
-                let history = History {
-                    endpoint: "dead",
-                    attempt: 0,
-                    first_ms: 1_776_254_400_000,
-                    last_status: "deferred",
-                    last_error: "circuit open",
-                };
-                let acks = acks.clone();
-                let token = event.offset as u64;
-                writer.retry(
-                    event,
-                    &history,
-                    Duration::from_secs(5),
-                    Box::new(move |_| {
+            for batched in [true, false] {
+                // Completions hand a token to a task, as the pipeline's
+                // settle hands ack tokens to its commit task.
+                let stored = Arc::new(AtomicU64::new(0));
+                let (acks, mut settled) = tokio::sync::mpsc::unbounded_channel::<u64>();
+                let counter = Arc::clone(&stored);
+                tokio::spawn(async move {
+                    while settled.recv().await.is_some() {
+                        counter.fetch_add(1, Ordering::Relaxed);
+                    }
+                });
+                let (cpu, started) = (cpu_secs(), Instant::now());
+                for event in &events {
+                    let acks = acks.clone();
+                    let token = event.offset as u64;
+                    let done: Completion = Box::new(move |_| {
                         let _ = acks.send(token);
-                    }),
+                    });
+                    if batched {
+                        let deferral = DeferralOf {
+                            endpoint: "dead",
+                            attempt: 0,
+                            first_ms: 1_776_254_400_000,
+                            delay: Duration::from_secs(5),
+                            why: "circuit open",
+                        };
+                        writer.defer(event, deferral, done);
+                    } else {
+                        let history = History {
+                            endpoint: "dead",
+                            attempt: 0,
+                            first_ms: 1_776_254_400_000,
+                            last_status: "deferred",
+                            last_error: "circuit open",
+                        };
+                        writer.retry(event, &history, Duration::from_secs(5), done);
+                    }
+                }
+                writer.flush_deferrals();
+                while stored.load(Ordering::Relaxed) < records {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                let (cpu, secs) = (cpu_secs() - cpu, started.elapsed().as_secs_f64());
+                println!(
+                    "round {round}, {}: {records} deferrals stored in {secs:.2} s ({:.0}/s), {:.2} µs CPU per deferral (writer, reports, broker)",
+                    if batched {
+                        "batched (defer)"
+                    } else {
+                        "one record each (retry)"
+                    },
+                    records as f64 / secs,
+                    cpu * 1e6 / records.max(1) as f64
                 );
             }
-            while stored.load(Ordering::Relaxed) < records {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-            let (cpu, secs) = (cpu_secs() - cpu, started.elapsed().as_secs_f64());
-            println!(
-                "round {round}: {records} deferrals stored in {secs:.2} s ({:.0}/s), {:.2} µs CPU per record (writer, reports, broker)",
-                records as f64 / secs,
-                cpu * 1e6 / records.max(1) as f64
-            );
         }
         anyhow::Ok(())
     })
