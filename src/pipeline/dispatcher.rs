@@ -418,6 +418,10 @@ impl Dispatcher {
     /// when its headers are unreadable or its endpoint is gone or disabled.
     async fn dispatch_retry(&mut self, event: Arc<Event>, token: AckToken) {
         let RecordKind::Retry { tier, headers } = &event.kind else {
+            // (Batch entries are read as retries: cannot happen. Settled,
+            // so the partition does not wait for it for ever.)
+            let detail = "a retry tier entry that is not a retry record";
+            self.dead_letter_settling(token, &event, History::default(), "invalid_event", detail);
             return;
         };
         let h = match headers {

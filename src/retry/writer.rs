@@ -111,20 +111,39 @@ impl Deferral {
 
     /// Its single retry record on `tier`: headers and write (placed by key).
     fn into_single(self, tier: usize, endpoint: &str) -> (OwnedHeaders, Write) {
-        let headers = retry_headers(&self.event, &self.history(endpoint), self.due_ms);
-        let write = Write {
-            target: Target::Tier(tier),
-            payload: Payload::One {
-                event: self.event,
-                with_value: true,
-                done: self.done,
-            },
-            reason: None,
-            failures: 0,
-            partition: None,
+        let history = History {
+            endpoint,
+            attempt: self.attempt,
+            first_ms: self.first_ms,
+            last_status: DEFERRED,
+            last_error: self.why,
         };
-        (headers, write)
+        single_retry(tier, self.event, &history, self.due_ms, self.done)
     }
+}
+
+/// A single retry record of `event` on `tier`, due at `due_ms`: headers and
+/// write (placed by key).
+fn single_retry(
+    tier: usize,
+    event: Arc<Event>,
+    history: &History<'_>,
+    due_ms: i64,
+    done: Completion,
+) -> (OwnedHeaders, Write) {
+    let headers = retry_headers(&event, history, due_ms);
+    let write = Write {
+        target: Target::Tier(tier),
+        payload: Payload::One {
+            event,
+            with_value: true,
+            done,
+        },
+        reason: None,
+        failures: 0,
+        partition: None,
+    };
+    (headers, write)
 }
 
 /// Deferrals of one endpoint to one tier, gathered into one record.
@@ -463,38 +482,18 @@ impl Inner {
         }
     }
 
-    /// Writes a single retry record of `event`, due at `due_ms`.
-    fn send_retry(
-        &self,
-        tier: usize,
-        event: Arc<Event>,
-        history: &History<'_>,
-        due_ms: i64,
-        done: Completion,
-    ) {
-        let headers = retry_headers(&event, history, due_ms);
-        let write = Box::new(Write {
-            target: Target::Tier(tier),
-            payload: Payload::One {
-                event,
-                with_value: true,
-                done,
-            },
-            reason: None,
-            failures: 0,
-            partition: self.endpoint_partition(tier, history.endpoint),
-        });
-        self.send(write, Some(headers));
+    /// Writes a single retry record, on `endpoint`'s partition of its tier.
+    fn send_single(&self, endpoint: &str, (headers, write): (OwnedHeaders, Write)) {
+        let partition = match write.target {
+            Target::Tier(tier) => self.endpoint_partition(tier, endpoint),
+            Target::Dlq => None,
+        };
+        self.send(Box::new(Write { partition, ..write }), Some(headers));
     }
 
     /// Writes one deferral as a single retry record.
     fn send_alone(&self, tier: usize, endpoint: &str, deferral: Deferral) {
-        let (headers, write) = deferral.into_single(tier, endpoint);
-        let write = Box::new(Write {
-            partition: self.endpoint_partition(tier, endpoint),
-            ..write
-        });
-        self.send(write, Some(headers));
+        self.send_single(endpoint, deferral.into_single(tier, endpoint));
     }
 
     /// The partition of `tier` for `endpoint`'s records, once known.
@@ -853,8 +852,8 @@ impl OutcomeWriter {
     ) {
         let tier = self.inner.tiers.tier_for(delay);
         let due = now_ms() + delay.as_millis() as i64;
-        self.inner
-            .send_retry(tier, Arc::clone(event), history, due, done);
+        let single = single_retry(tier, Arc::clone(event), history, due, done);
+        self.inner.send_single(history.endpoint, single);
     }
 
     /// Defers `event` for `deferral.delay` without using an attempt, on the
