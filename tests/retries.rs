@@ -633,3 +633,97 @@ async fn a_dead_endpoints_deferrals_share_records_and_all_arrive_once_it_is_back
     }
     pipeline.shutdown().await.unwrap();
 }
+
+/// Given a Kafka client that takes records of at most 8 000 bytes and an
+/// endpoint whose host refuses connections, when 100 events of 4 000 bytes
+/// and one of 9 000 are produced, then the deferral batches the limit
+/// refuses are stored entry by entry as single retry records, the large event is dead-lettered
+/// as `exhausted` without its value (too large for the tier, then for the
+/// DLQ), and every input offset commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outcome_records_over_the_size_limit_are_split_or_dead_lettered() {
+    let cluster = Cluster::start(&[TOPIC], 2);
+    let dead_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut config = config("size-test", &[(TOPIC, Preset::Mender)]);
+    config.kafka.properties.insert(
+        "message.max.bytes".into(),
+        hookstream::config::PropertyValue::Integer(8_000),
+    );
+    config.delivery.max_attempts = 1_000;
+    config.delivery.backoff.max = HumanDuration::from_millis(300);
+    config.endpoints.push(endpoint(
+        "dead",
+        format!("http://127.0.0.1:{dead_port}/in"),
+        &["*"],
+        "none",
+        "",
+    ));
+    let pipeline = start(config, &cluster).await;
+    // Events of 4 000 bytes: two deferrals together are over the limit, one
+    // alone is under it.
+    let padded = |id: &str, size: usize| {
+        (
+            "dev-0".to_string(),
+            format!(
+                r#"{{"id":"{id}","type":"device-status-changed","data":{{"id":"dev-0","pad":"{}"}}}}"#,
+                "x".repeat(size)
+            )
+            .into_bytes(),
+        )
+    };
+    let mut events: Vec<_> = (0..100)
+        .map(|i| padded(&format!("evt-{i}"), 4_000))
+        .collect();
+    events.push(padded("evt-big", 9_000));
+    cluster.produce_many(TOPIC, &events).await;
+    wait_for(
+        "100 deferrals and the large event's dead letter",
+        Duration::from_secs(30),
+        || {
+            let a = pipeline.registry().activity("dead").stats();
+            a.deferred >= 100 && a.dead_lettered >= 1
+        },
+    )
+    .await;
+    wait_for("input offsets at the end", Duration::from_secs(15), || {
+        cluster.offsets_at_end("size-test", TOPIC)
+    })
+    .await;
+    pipeline.shutdown().await.unwrap();
+
+    let records: Vec<_> = TIERS.iter().flat_map(|t| cluster.read_all(t)).collect();
+    assert!(
+        records
+            .iter()
+            .all(|r| r.header("hookstream-batch").is_none()),
+        "two deferrals together are over the limit: no batch is stored"
+    );
+    let deferred: std::collections::HashSet<&str> = records
+        .iter()
+        .filter(|r| r.header("hookstream-last-status") == Some("deferred"))
+        .map(|r| r.header("hookstream-event-id").unwrap())
+        .collect();
+    assert!(
+        deferred.len() >= 50,
+        "{} events deferred as single records",
+        deferred.len()
+    );
+    let dlq = cluster.read_all("hookstream.dlq");
+    assert_eq!(dlq.len(), 1, "only the large event is dead-lettered");
+    let big = &dlq[0];
+    assert_eq!(big.header("hookstream-event-id"), Some("evt-big"));
+    assert_eq!(big.header("hookstream-reason"), Some("exhausted"));
+    assert!(big.value.is_empty(), "its value is omitted");
+    assert!(
+        big.header("hookstream-last-error")
+            .unwrap()
+            .contains("too large for the DLQ topic"),
+        "{:?}",
+        big.header("hookstream-last-error")
+    );
+    assert_eq!(big.key.as_deref(), Some("dev-0"));
+}

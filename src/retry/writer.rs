@@ -642,21 +642,24 @@ impl Inner {
         if let Some(partition) = record.delivery_opaque.partition {
             record = record.partition(partition);
         }
-        if let Err((error, record)) = self.producer.send(record) {
-            let mut write = record.delivery_opaque;
-            let delay = match error {
-                KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull) => QUEUE_FULL_PAUSE,
-                _ => {
-                    write.failures += 1;
-                    self.producer.context().warn(&error, topic);
-                    resend_delay(write.failures)
-                }
-            };
-            let _ = self.resend.send(Resend {
-                write,
-                headers: record.headers,
-                delay,
-            });
+        match self.producer.send(record) {
+            Ok(()) => {}
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), record)) => {
+                let _ = self.resend.send(Resend {
+                    write: record.delivery_opaque,
+                    headers: record.headers,
+                    delay: QUEUE_FULL_PAUSE,
+                });
+            }
+            // Refused before it left (larger than `message.max.bytes`, a
+            // partition the client does not know, …): handled as if the
+            // broker had refused it.
+            Err((error, record)) => self.producer.context().failed(
+                record.delivery_opaque,
+                record.headers,
+                &error,
+                topic,
+            ),
         }
     }
 }
