@@ -1,6 +1,6 @@
 //! Broker faults, injected into librdkafka's mock cluster: a broker going
 //! down and coming back, produce requests to the retry and DLQ topics
-//! failing, slow requests, and a rebalance between two pipelines of one
+//! failing (single records and deferral batches), slow requests, and a rebalance between two pipelines of one
 //! group. In every case nothing is lost, no offset is committed past a
 //! record whose retry or dead letter was not stored, and the pipeline
 //! recovers by itself.
@@ -161,6 +161,88 @@ async fn failing_retry_writes_hold_the_offsets() {
         "hookstream.retry.100ms",
     )
     .await;
+}
+
+/// A dead endpoint's deferrals share batch records: while produce requests
+/// fail, no input offset moves past the first event; once they succeed,
+/// every event is on the tier (batches read entry by entry) and the offsets
+/// reach the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_deferral_batch_writes_hold_the_offsets() {
+    let group = "batch-fault-test";
+    let tier = "hookstream.retry.100ms";
+    let cluster = Cluster::start(&[TOPIC], 1);
+    let dead_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut config = config(group, &[(TOPIC, Preset::Mender)]);
+    config.delivery.max_attempts = 1_000;
+    config.delivery.backoff.max = HumanDuration::from_millis(300);
+    config.endpoints.push(endpoint(
+        "dead",
+        format!("http://127.0.0.1:{dead_port}/in"),
+        &["*"],
+        "none",
+        "",
+    ));
+    let pipeline = start(config, &cluster).await;
+    // Let the group settle with one event whose retry is stored.
+    cluster.produce_many(TOPIC, &status_events(0, 1)).await;
+    wait_for("the first outcome", Duration::from_secs(20), || {
+        !cluster.read_all(tier).is_empty() && cluster.offsets_at_end(group, TOPIC)
+    })
+    .await;
+    assert_eq!(committed_total(&cluster, group), 1);
+
+    cluster.produce_many(TOPIC, &status_events(1, 201)).await;
+    cluster
+        .broker
+        .request_errors(
+            RDKafkaApiKey::Produce,
+            &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED; 500],
+        )
+        .unwrap();
+    wait_for("all 201 consumed", Duration::from_secs(20), || {
+        pipeline.stats().consumed.load(Ordering::Relaxed) >= 201
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        committed_total(&cluster, group),
+        1,
+        "no offset committed while the deferral writes fail"
+    );
+
+    cluster
+        .broker
+        .clear_request_errors(RDKafkaApiKey::Produce)
+        .unwrap();
+    wait_for(
+        "offsets at the end once writes succeed",
+        Duration::from_secs(60),
+        || cluster.offsets_at_end(group, TOPIC),
+    )
+    .await;
+    pipeline.shutdown().await.unwrap();
+    let records = cluster.read_all(tier);
+    assert!(
+        records
+            .iter()
+            .any(|r| r.header("hookstream-batch").is_some()),
+        "deferrals were batched"
+    );
+    let ids: HashSet<String> = records
+        .iter()
+        .flat_map(|r| r.retries())
+        .filter_map(|r| r.header("hookstream-event-id").map(str::to_string))
+        .collect();
+    let missing: Vec<String> = (0..201)
+        .map(|i| format!("evt-{i}"))
+        .filter(|id| !ids.contains(id))
+        .collect();
+    assert!(missing.is_empty(), "not stored on {tier}: {missing:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
