@@ -318,15 +318,13 @@ impl SourceConsumer {
             thread::Builder::new()
                 .name("source-poll".into())
                 .spawn(move || {
-                    poll_loop(
-                        &consumer,
-                        &topics,
-                        &mut extractors,
-                        &sources,
+                    let reader = RecordReader {
+                        topics: &topics,
+                        extractors: &mut extractors,
+                        config: &sources,
                         max_payload,
-                        &stop,
-                        &inbound,
-                    )
+                    };
+                    poll_loop(&consumer, reader, &stop, &inbound)
                 })
                 .context("spawning the consumer thread")?
         };
@@ -456,6 +454,16 @@ struct RecordReader<'a> {
 }
 
 impl RecordReader<'_> {
+    /// The event of a polled record: an input record, a single retry, or a
+    /// deferral batch.
+    fn read(&mut self, record: Record) -> Event {
+        let tier = self.topics.tier_of(record.topic);
+        match tier {
+            Some(tier) if record.headers.get(BATCH).is_some() => self.batch(record, tier),
+            _ => self.event(record, tier),
+        }
+    }
+
     /// The event of an input record (`tier` `None`) or of a single retry
     /// record (or a deferral batch's entry) of tier `tier`.
     fn event(&mut self, record: Record, tier: Option<usize>) -> Event {
@@ -568,16 +576,13 @@ fn original_topic(source: &[u8]) -> Option<&str> {
     parts.next()
 }
 
-#[allow(clippy::too_many_arguments)]
 fn poll_loop(
     consumer: &BaseConsumer<SourceContext>,
-    topics: &TopicTable,
-    extractors: &mut Extractors,
-    config: &Config,
-    max_payload: usize,
+    mut reader: RecordReader<'_>,
     stop: &AtomicBool,
     inbound: &InboundSender,
 ) {
+    let topics = reader.topics;
     let mut last_error_log = Instant::now() - Duration::from_secs(60);
     while !stop.load(Ordering::Relaxed) {
         // Waits for a record only when nothing is pending; otherwise takes
@@ -624,18 +629,7 @@ fn poll_loop(
             body,
             headers,
         };
-        let mut reader = RecordReader {
-            topics,
-            extractors,
-            config,
-            max_payload,
-        };
-        let tier = topics.tier_of(topic);
-        let event = match tier {
-            Some(tier) if record.headers.get(BATCH).is_some() => reader.batch(record, tier),
-            _ => reader.event(record, tier),
-        };
-        let mut event = event;
+        let mut event = reader.read(record);
         if event
             .due_ms()
             .is_some_and(|due| due > crate::retry::record::now_ms() + EARLY_PAUSE_BEYOND_MS)
