@@ -78,32 +78,27 @@ async fn a_broker_outage_loses_nothing_and_the_pipeline_recovers() {
     pipeline.shutdown().await.unwrap();
 }
 
-/// Produce requests fail while the endpoint needs dead letters (or retries):
-/// the input offsets must not move until the broker stored them.
-async fn failing_outcome_writes_hold_the_offsets(
+/// Given a pipeline whose endpoint needs outcome records on `outcome_topic`
+/// and whose group settled with one event, when `events - 1` more are
+/// produced while produce requests fail, then no offset moves past the
+/// first until the writes succeed (`tried` says the pipeline has had the
+/// chance to write them), and afterwards every event is on `outcome_topic`
+/// (deferral batches read entry by entry) and the offsets reach the end.
+async fn failing_writes_hold_the_offsets(
+    cluster: &Cluster,
     group: &str,
-    behaviour: Behaviour,
     outcome_topic: &str,
+    events: usize,
+    mut tried: impl FnMut() -> bool,
 ) {
-    let cluster = Cluster::start(&[TOPIC], 1);
-    let rx = receiver(behaviour).await;
-    let mut config = config(group, &[(TOPIC, Preset::Mender)]);
-    config.delivery.max_attempts = 2;
-    config
-        .endpoints
-        .push(endpoint("failing", rx.url("in"), &["*"], "none", ""));
-    let pipeline = start(config, &cluster).await;
-    // Let the group settle with one event whose outcome is stored.
     cluster.produce_many(TOPIC, &status_events(0, 1)).await;
     wait_for("the first outcome", Duration::from_secs(20), || {
         !cluster.read_all(outcome_topic).is_empty() && cluster.offsets_at_end(group, TOPIC)
     })
     .await;
-    assert_eq!(committed_total(&cluster, group), 1);
+    assert_eq!(committed_total(cluster, group), 1);
 
-    // The receiver answers after a second: the errors are in place before
-    // the pipeline writes any outcome for these five.
-    cluster.produce_many(TOPIC, &status_events(1, 6)).await;
+    cluster.produce_many(TOPIC, &status_events(1, events)).await;
     cluster
         .broker
         .request_errors(
@@ -111,13 +106,15 @@ async fn failing_outcome_writes_hold_the_offsets(
             &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED; 500],
         )
         .unwrap();
-    wait_for("the five attempts", Duration::from_secs(20), || {
-        rx.log().requests.load(Ordering::Relaxed) >= 6
-    })
+    wait_for(
+        "the pipeline to try the writes",
+        Duration::from_secs(20),
+        &mut tried,
+    )
     .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(
-        committed_total(&cluster, group),
+        committed_total(cluster, group),
         1,
         "no offset committed while the outcome writes fail"
     );
@@ -133,16 +130,41 @@ async fn failing_outcome_writes_hold_the_offsets(
     )
     .await;
     let ids: HashSet<String> = cluster
-        .read_all(outcome_topic)
+        .read_retries(outcome_topic)
         .iter()
         .filter_map(|r| r.header("hookstream-event-id").map(str::to_string))
         .collect();
-    for i in 0..6 {
-        assert!(
-            ids.contains(&format!("evt-{i}")),
-            "evt-{i} stored on {outcome_topic}"
-        );
-    }
+    let missing: Vec<String> = (0..events)
+        .map(|i| format!("evt-{i}"))
+        .filter(|id| !ids.contains(id))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "not stored on {outcome_topic}: {missing:?}"
+    );
+}
+
+/// Produce requests fail while the endpoint needs dead letters (or retries):
+/// the input offsets must not move until the broker stored them.
+async fn failing_outcome_writes_hold_the_offsets(
+    group: &str,
+    behaviour: Behaviour,
+    outcome_topic: &str,
+) {
+    let cluster = Cluster::start(&[TOPIC], 1);
+    let rx = receiver(behaviour).await;
+    let mut config = config(group, &[(TOPIC, Preset::Mender)]);
+    config.delivery.max_attempts = 2;
+    config
+        .endpoints
+        .push(endpoint("failing", rx.url("in"), &["*"], "none", ""));
+    let pipeline = start(config, &cluster).await;
+    // The receiver answers after a second: the errors are in place before
+    // the pipeline writes any outcome for the five after the first.
+    failing_writes_hold_the_offsets(&cluster, group, outcome_topic, 6, || {
+        rx.log().requests.load(Ordering::Relaxed) >= 6
+    })
+    .await;
     pipeline.shutdown().await.unwrap();
 }
 
@@ -165,84 +187,30 @@ async fn failing_retry_writes_hold_the_offsets() {
 
 /// A dead endpoint's deferrals share batch records: while produce requests
 /// fail, no input offset moves past the first event; once they succeed,
-/// every event is on the tier (batches read entry by entry) and the offsets
-/// reach the end.
+/// every event is on the tier, and some of them in batches.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_deferral_batch_writes_hold_the_offsets() {
     let group = "batch-fault-test";
     let tier = "hookstream.retry.100ms";
     let cluster = Cluster::start(&[TOPIC], 1);
-    let dead_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     let mut config = config(group, &[(TOPIC, Preset::Mender)]);
-    config.delivery.max_attempts = 1_000;
-    config.delivery.backoff.max = HumanDuration::from_millis(300);
-    config.endpoints.push(endpoint(
-        "dead",
-        format!("http://127.0.0.1:{dead_port}/in"),
-        &["*"],
-        "none",
-        "",
-    ));
+    probe_a_dead_host_often(&mut config);
+    config
+        .endpoints
+        .push(endpoint("dead", refused_url("in"), &["*"], "none", ""));
     let pipeline = start(config, &cluster).await;
-    // Let the group settle with one event whose retry is stored.
-    cluster.produce_many(TOPIC, &status_events(0, 1)).await;
-    wait_for("the first outcome", Duration::from_secs(20), || {
-        !cluster.read_all(tier).is_empty() && cluster.offsets_at_end(group, TOPIC)
-    })
-    .await;
-    assert_eq!(committed_total(&cluster, group), 1);
-
-    cluster.produce_many(TOPIC, &status_events(1, 201)).await;
-    cluster
-        .broker
-        .request_errors(
-            RDKafkaApiKey::Produce,
-            &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED; 500],
-        )
-        .unwrap();
-    wait_for("all 201 consumed", Duration::from_secs(20), || {
+    failing_writes_hold_the_offsets(&cluster, group, tier, 201, || {
         pipeline.stats().consumed.load(Ordering::Relaxed) >= 201
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(
-        committed_total(&cluster, group),
-        1,
-        "no offset committed while the deferral writes fail"
-    );
-
-    cluster
-        .broker
-        .clear_request_errors(RDKafkaApiKey::Produce)
-        .unwrap();
-    wait_for(
-        "offsets at the end once writes succeed",
-        Duration::from_secs(60),
-        || cluster.offsets_at_end(group, TOPIC),
-    )
-    .await;
     pipeline.shutdown().await.unwrap();
-    let records = cluster.read_all(tier);
     assert!(
-        records
+        cluster
+            .read_all(tier)
             .iter()
             .any(|r| r.header("hookstream-batch").is_some()),
         "deferrals were batched"
     );
-    let ids: HashSet<String> = records
-        .iter()
-        .flat_map(|r| r.retries())
-        .filter_map(|r| r.header("hookstream-event-id").map(str::to_string))
-        .collect();
-    let missing: Vec<String> = (0..201)
-        .map(|i| format!("evt-{i}"))
-        .filter(|id| !ids.contains(id))
-        .collect();
-    assert!(missing.is_empty(), "not stored on {tier}: {missing:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -23,6 +23,19 @@ const TIERS: [&str; 3] = [
     "hookstream.retry.2s",
 ];
 
+/// Waits until `group` committed the end of the input topic and of every
+/// retry tier.
+async fn input_and_tier_offsets_reach_the_end(cluster: &Cluster, group: &str) {
+    for topic in std::iter::once(TOPIC).chain(TIERS) {
+        wait_for(
+            &format!("{topic} offsets at the end"),
+            Duration::from_secs(15),
+            || cluster.offsets_at_end(group, topic),
+        )
+        .await;
+    }
+}
+
 fn event(i: usize) -> (String, Vec<u8>) {
     (
         format!("dev-{}", i % 5),
@@ -94,14 +107,7 @@ async fn failures_are_retried_with_the_same_webhook_id_until_delivered() {
             [503, 503, 200]
         );
     }
-    for topic in std::iter::once(TOPIC).chain(TIERS) {
-        wait_for(
-            &format!("{topic} offsets at the end"),
-            Duration::from_secs(15),
-            || cluster.offsets_at_end("retry-test", topic),
-        )
-        .await;
-    }
+    input_and_tier_offsets_reach_the_end(&cluster, "retry-test").await;
     // Backoff 500 ms then 1 s map to the 500ms tier: 40 retries of 503s
     // there (besides deliveries deferred while the circuit was open).
     let retries: Vec<_> = cluster
@@ -528,24 +534,10 @@ async fn an_endpoints_retries_stay_on_its_partition_of_each_tier() {
 async fn a_dead_endpoints_deferrals_share_records_and_all_arrive_once_it_is_back() {
     const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
     let cluster = Cluster::start(&[TOPIC], 2);
-    let dead_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     let live = receiver(Behaviour::Healthy).await;
     let mut config = config("batch-test", &[(TOPIC, Preset::Mender)]);
-    // The circuit's probes of the dead host use attempts: keep them from
-    // running out while the test looks at the tiers.
-    config.delivery.max_attempts = 1_000;
-    config.delivery.backoff.max = HumanDuration::from_millis(300);
-    let ep = endpoint(
-        "fleet",
-        format!("http://127.0.0.1:{dead_port}/in"),
-        &["*"],
-        "standard",
-        SECRET,
-    );
+    probe_a_dead_host_often(&mut config);
+    let ep = endpoint("fleet", refused_url("in"), &["*"], "standard", SECRET);
     config.endpoints.push(ep.clone());
     let pipeline = start(config, &cluster).await;
     let events: Vec<_> = (0..300).map(event).collect();
@@ -623,14 +615,7 @@ async fn a_dead_endpoints_deferrals_share_records_and_all_arrive_once_it_is_back
     }
     assert_eq!(seen.len(), 300);
     assert!(cluster.read_all("hookstream.dlq").is_empty());
-    for topic in std::iter::once(TOPIC).chain(TIERS) {
-        wait_for(
-            &format!("{topic} offsets at the end"),
-            Duration::from_secs(15),
-            || cluster.offsets_at_end("batch-test", topic),
-        )
-        .await;
-    }
+    input_and_tier_offsets_reach_the_end(&cluster, "batch-test").await;
     pipeline.shutdown().await.unwrap();
 }
 
@@ -643,25 +628,15 @@ async fn a_dead_endpoints_deferrals_share_records_and_all_arrive_once_it_is_back
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outcome_records_over_the_size_limit_are_split_or_dead_lettered() {
     let cluster = Cluster::start(&[TOPIC], 2);
-    let dead_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     let mut config = config("size-test", &[(TOPIC, Preset::Mender)]);
     config.kafka.properties.insert(
         "message.max.bytes".into(),
         hookstream::config::PropertyValue::Integer(8_000),
     );
-    config.delivery.max_attempts = 1_000;
-    config.delivery.backoff.max = HumanDuration::from_millis(300);
-    config.endpoints.push(endpoint(
-        "dead",
-        format!("http://127.0.0.1:{dead_port}/in"),
-        &["*"],
-        "none",
-        "",
-    ));
+    probe_a_dead_host_often(&mut config);
+    config
+        .endpoints
+        .push(endpoint("dead", refused_url("in"), &["*"], "none", ""));
     let pipeline = start(config, &cluster).await;
     // Events of 4 000 bytes: two deferrals together are over the limit, one
     // alone is under it.

@@ -167,6 +167,22 @@ impl DeferralBatch {
         }
     }
 
+    /// Encodes `deferral` into the batch; returns whether the batch is full.
+    fn add(&mut self, deferral: Deferral) -> bool {
+        let history = deferral.history(&self.endpoint);
+        self.encoder.push(
+            deferral.event.key.as_deref(),
+            |h| {
+                for_each_retry_header(&deferral.event, &history, deferral.due_ms, |k, v| {
+                    h.add(k, v)
+                })
+            },
+            &deferral.event.body,
+        );
+        self.entries.push(deferral);
+        self.entries.len() >= MAX_BATCH_ENTRIES || self.encoder.len() >= MAX_BATCH_BYTES
+    }
+
     /// The outer headers: the endpoint, the earliest attempt count and
     /// first time, the latest due time, why, and how many entries.
     fn headers(&self) -> OwnedHeaders {
@@ -543,29 +559,15 @@ impl Inner {
             // this round after BATCH_LINGER.
             self.batch_started.notify_one();
         }
-        if !batches.contains_key(endpoint) {
-            let endpoint: Arc<str> = Arc::from(endpoint);
-            batches.insert(Arc::clone(&endpoint), DeferralBatch::new(tier, endpoint));
-        }
-        let Some(batch) = batches.get_mut(endpoint) else {
-            // (Inserted just above: cannot happen.)
-            drop(gathering);
-            self.send_alone(tier, endpoint, deferral);
-            return None;
+        let full = match batches.get_mut(endpoint) {
+            Some(batch) => batch.add(deferral),
+            None => {
+                let mut batch = DeferralBatch::new(tier, Arc::from(endpoint));
+                let full = batch.add(deferral);
+                batches.insert(Arc::clone(&batch.endpoint), batch);
+                full
+            }
         };
-        let history = deferral.history(&batch.endpoint);
-        batch.encoder.push(
-            deferral.event.key.as_deref(),
-            |h| {
-                for_each_retry_header(&deferral.event, &history, deferral.due_ms, |k, v| {
-                    h.add(k, v)
-                })
-            },
-            &deferral.event.body,
-        );
-        batch.entries.push(deferral);
-        let full =
-            batch.entries.len() >= MAX_BATCH_ENTRIES || batch.encoder.len() >= MAX_BATCH_BYTES;
         if full {
             batches.remove(endpoint).map(Box::new)
         } else {

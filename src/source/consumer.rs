@@ -445,6 +445,32 @@ struct Record {
     headers: RecordHeaders,
 }
 
+impl Record {
+    /// The event of this record, read from `topic`, consumed now.
+    fn into_event(
+        self,
+        topic: Arc<str>,
+        fields: Result<Extracted, InvalidEvent>,
+        kind: RecordKind,
+    ) -> Event {
+        Event {
+            topic,
+            partition: PartitionId {
+                topic: self.topic,
+                partition: self.partition,
+            },
+            offset: self.offset,
+            key: self.key,
+            body: self.body,
+            headers: self.headers,
+            fields,
+            consumed_at: Instant::now(),
+            kind,
+            paused_partition: false,
+        }
+    }
+}
+
 /// Turns polled records into [`Event`]s.
 struct RecordReader<'a> {
     topics: &'a TopicTable,
@@ -491,21 +517,7 @@ impl RecordReader<'_> {
                 extractor.extract(&record.body, &header, &coords, self.max_payload)
             }
         };
-        let event = Event {
-            topic: Arc::clone(topic_name),
-            partition: PartitionId {
-                topic: record.topic,
-                partition: record.partition,
-            },
-            offset: record.offset,
-            key: record.key,
-            body: record.body,
-            headers: record.headers,
-            fields,
-            consumed_at: Instant::now(),
-            kind: RecordKind::Input,
-            paused_partition: false,
-        };
+        let event = record.into_event(Arc::clone(topic_name), fields, RecordKind::Input);
         match tier {
             None => event,
             Some(tier) => Event {
@@ -549,21 +561,8 @@ impl RecordReader<'_> {
                 headers: Err(problem),
             },
         };
-        Event {
-            topic: Arc::clone(self.topics.name(record.topic)),
-            partition: PartitionId {
-                topic: record.topic,
-                partition: record.partition,
-            },
-            offset: record.offset,
-            key: record.key,
-            body: record.body,
-            headers: record.headers,
-            fields: Err(InvalidEvent::Batch),
-            consumed_at: Instant::now(),
-            kind,
-            paused_partition: false,
-        }
+        let topic = Arc::clone(self.topics.name(record.topic));
+        record.into_event(topic, Err(InvalidEvent::Batch), kind)
     }
 }
 

@@ -329,6 +329,23 @@ pub fn endpoint(
     e
 }
 
+/// A URL on 127.0.0.1 where nothing listens: every connection is refused.
+pub fn refused_url(path: &str) -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("an ephemeral port")
+        .port();
+    format!("http://127.0.0.1:{port}/{path}")
+}
+
+/// Settings for a test with an endpoint on a dead host: its circuit
+/// half-opens every 300 ms, and the probes (which use attempts) never
+/// exhaust an event while the test looks at the tiers.
+pub fn probe_a_dead_host_often(config: &mut Config) {
+    config.delivery.max_attempts = 1_000;
+    config.delivery.backoff.max = HumanDuration::from_millis(300);
+}
+
 pub async fn start(config: Config, cluster: &Cluster) -> Pipeline {
     Pipeline::start(config, cluster.target())
         .await
