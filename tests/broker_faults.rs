@@ -262,6 +262,12 @@ async fn a_rebalance_between_two_pipelines_loses_nothing() {
     let rx = receiver(Behaviour::Slow(Duration::from_millis(1))).await;
     let make = || {
         let mut c = config("rebalance-test", &[(TOPIC, Preset::Mender)]);
+        if let Ok(debug) = std::env::var("KAFKA_DEBUG") {
+            c.kafka.properties.insert(
+                "debug".into(),
+                hookstream::config::PropertyValue::Text(debug),
+            );
+        }
         let mut ep = endpoint("sink", rx.url("in"), &["*"], "none", "");
         ep.max_concurrency = 4;
         c.endpoints.push(ep);
@@ -276,6 +282,12 @@ async fn a_rebalance_between_two_pipelines_loses_nothing() {
     )
     .await;
     let second = start(make(), &cluster).await;
+    wait_for(
+        "the second pipeline to be assigned input partitions",
+        Duration::from_secs(30),
+        || second.stats().input_partitions.load(Ordering::Relaxed) > 0,
+    )
+    .await;
     cluster
         .produce_many(TOPIC, &status_events(1500, 3000))
         .await;
@@ -291,10 +303,15 @@ async fn a_rebalance_between_two_pipelines_loses_nothing() {
     })
     .await;
     assert_every_event_seen(&rx, 3000);
-    wait_for("offsets at the end", Duration::from_secs(30), || {
-        cluster.offsets_at_end("rebalance-test", TOPIC)
-    })
-    .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !cluster.offsets_at_end("rebalance-test", TOPIC) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "offsets not at the end: {:?}",
+            cluster.committed_vs_end("rebalance-test", TOPIC)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let requests = rx.log().requests.load(Ordering::Relaxed);
     eprintln!("rebalance: {requests} requests for 3000 events");
     second.shutdown().await.unwrap();

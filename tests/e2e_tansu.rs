@@ -115,7 +115,10 @@ impl Hookstream {
         let child = Command::new(env!("CARGO_BIN_EXE_hookstream"))
             .args(["run", "--config"])
             .arg(config)
-            .env("RUST_LOG", "info")
+            .env(
+                "RUST_LOG",
+                std::env::var("E2E_RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .env("E2E_GITHUB_SECRET", "It's a Secret to Everybody")
             .env("HOOKSTREAM_ADMIN_TOKEN", E2E_ADMIN_TOKEN)
             .stdout(Stdio::null())
@@ -263,6 +266,7 @@ topics = ["device-events"]
 commit_interval = "500ms"
 [kafka.properties]
 "session.timeout.ms" = "10000"
+{debug}
 [topics]
 partitions = 3
 replication_factor = 1
@@ -286,6 +290,10 @@ secret_env = "E2E_GITHUB_SECRET"
 "#,
             good = good.url("hooks"),
             bad = bad.url("hooks"),
+            // E2E_KAFKA_DEBUG=cgrp,topic turns on librdkafka's debug lines.
+            debug = std::env::var("E2E_KAFKA_DEBUG")
+                .map(|d| format!("\"debug\" = \"{d}\""))
+                .unwrap_or_default(),
         ),
     )
     .unwrap();
@@ -341,13 +349,8 @@ secret_env = "E2E_GITHUB_SECRET"
     let (ready, endpoints) = rt.block_on(async {
         let client = reqwest::Client::new();
         let base = format!("http://127.0.0.1:{api_port}");
-        let ready = client
-            .get(format!("{base}/readyz"))
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .as_u16();
+        let answer = client.get(format!("{base}/readyz")).send().await.unwrap();
+        let ready = (answer.status().as_u16(), answer.text().await.unwrap());
         let endpoints = client
             .get(format!("{base}/v1/endpoints"))
             .bearer_auth(E2E_ADMIN_TOKEN)
@@ -359,7 +362,13 @@ secret_env = "E2E_GITHUB_SECRET"
             .unwrap();
         (ready, endpoints)
     });
-    assert_eq!(ready, 200, "ready once loaded and consuming");
+    assert_eq!(
+        ready.0,
+        200,
+        "ready once loaded and consuming: {}\n{}",
+        ready.1,
+        hookstream.log()
+    );
     let endpoints: serde_json::Value = serde_json::from_str(&endpoints).unwrap();
     assert_eq!(endpoints[0]["id"], "bad");
     assert_eq!(endpoints[1]["id"], "good");

@@ -53,17 +53,19 @@ pub async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// `GET /readyz`: the registry is loaded from the store and the consumer
-/// has its assignment.
+/// `GET /readyz`: the registry is loaded from the store, the consumer has
+/// its assignment, and no assigned partition is stalled.
 pub async fn readyz(State(state): AppState) -> Response {
     let loaded = state.store.is_loaded();
-    let consuming = (state.consuming)();
+    let health = (state.consuming)();
+    let ready = loaded && health.assigned && health.stalled_partitions == 0;
     let body = json!({
-        "ready": loaded && consuming,
+        "ready": ready,
         "endpoints_loaded": loaded,
-        "consuming": consuming,
+        "consuming": health.assigned,
+        "stalled_partitions": health.stalled_partitions,
     });
-    let status = if loaded && consuming {
+    let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE

@@ -60,8 +60,17 @@ impl ApiSettings {
     }
 }
 
-/// Whether the pipeline is consuming (has its assignment).
-pub type Consuming = Arc<dyn Fn() -> bool + Send + Sync>;
+/// How the pipeline's consumer is doing, as readiness reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConsumerHealth {
+    /// It joined its group and got an assignment.
+    pub assigned: bool,
+    /// Assigned partitions that should be fetching and are not.
+    pub stalled_partitions: u64,
+}
+
+/// Reads the pipeline's [`ConsumerHealth`].
+pub type Consuming = Arc<dyn Fn() -> ConsumerHealth + Send + Sync>;
 
 /// What the handlers share.
 pub struct ApiState {

@@ -258,8 +258,8 @@ fn schemas() -> Value {
         "Health": {"type": "object", "properties": {"status": {"type": "string"}}, "required": ["status"]},
         "Ready": {
             "type": "object",
-            "properties": {"ready": {"type": "boolean"}, "endpoints_loaded": {"type": "boolean"}, "consuming": {"type": "boolean"}},
-            "required": ["ready", "endpoints_loaded", "consuming"],
+            "properties": {"ready": {"type": "boolean"}, "endpoints_loaded": {"type": "boolean"}, "consuming": {"type": "boolean"}, "stalled_partitions": {"type": "integer", "minimum": 0}},
+            "required": ["ready", "endpoints_loaded", "consuming", "stalled_partitions"],
         },
         "OpenApi": {"type": "object"},
         "Endpoint": {

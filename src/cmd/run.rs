@@ -56,8 +56,12 @@ impl Service {
                 tracing::warn!(token = %s, "API token not available: skipped");
             }
             let stats = Arc::clone(pipeline.stats());
-            let consuming =
-                Arc::new(move || stats.assigned.load(std::sync::atomic::Ordering::Acquire));
+            let consuming = Arc::new(move || crate::api::ConsumerHealth {
+                assigned: stats.assigned.load(std::sync::atomic::Ordering::Acquire),
+                stalled_partitions: stats
+                    .stalled_partitions
+                    .load(std::sync::atomic::Ordering::Relaxed),
+            });
             let state = ApiState::new(&api_config, Arc::clone(&store), tokens, consuming)?;
             Some(ApiServer::start(&api_config.api.listen, state).await?)
         };

@@ -45,6 +45,8 @@ pub struct PartitionAcks {
     committed: Option<i64>,
     /// Records with outcomes still missing.
     unsettled: usize,
+    /// Outcomes still missing, across records.
+    outstanding: usize,
 }
 
 impl PartitionAcks {
@@ -63,6 +65,7 @@ impl PartitionAcks {
             self.pending.push_back((offset, outcomes));
             if outcomes > 0 {
                 self.unsettled += 1;
+                self.outstanding += outcomes as usize;
             }
         }
         true
@@ -79,6 +82,7 @@ impl PartitionAcks {
             return false;
         }
         *left -= 1;
+        self.outstanding -= 1;
         if *left == 0 {
             self.unsettled -= 1;
         }
@@ -110,6 +114,12 @@ impl PartitionAcks {
     pub fn unsettled(&self) -> usize {
         self.unsettled
     }
+
+    /// Outcomes still missing (a record matched by three endpoints, or a
+    /// deferral batch of 300 entries, misses up to three or 300).
+    pub fn outstanding(&self) -> usize {
+        self.outstanding
+    }
 }
 
 /// Tracks every assigned partition of one consumer.
@@ -118,6 +128,7 @@ pub struct AckTracker {
     partitions: HashMap<PartitionId, (u64, PartitionAcks)>,
     next_epoch: u64,
     unsettled: usize,
+    outstanding: usize,
 }
 
 impl AckTracker {
@@ -135,15 +146,19 @@ impl AckTracker {
             .insert(partition, (self.next_epoch, PartitionAcks::default()))
         {
             self.unsettled -= old.unsettled();
+            self.outstanding -= old.outstanding();
         }
     }
 
     /// Stops tracking `partition` (on revoke) and returns its final
-    /// committable offset if it moved since the last commit.
+    /// committable offset, whether or not it was handed out before: an
+    /// earlier asynchronous commit of it may have failed, and the next
+    /// owner starts from what is committed now.
     pub fn revoke(&mut self, partition: PartitionId) -> Option<i64> {
-        let (_, mut acks) = self.partitions.remove(&partition)?;
+        let (_, acks) = self.partitions.remove(&partition)?;
         self.unsettled -= acks.unsettled();
-        acks.take_commit()
+        self.outstanding -= acks.outstanding();
+        acks.committable()
     }
 
     /// Whether `partition` is tracked.
@@ -165,6 +180,7 @@ impl AckTracker {
         }
         if outcomes > 0 {
             self.unsettled += 1;
+            self.outstanding += outcomes as usize;
         }
         Some(AckToken {
             partition,
@@ -184,6 +200,7 @@ impl AckTracker {
         let before = acks.unsettled();
         let found = acks.complete(token.offset);
         self.unsettled -= before - acks.unsettled();
+        self.outstanding -= usize::from(found);
         found
     }
 
@@ -196,6 +213,20 @@ impl AckTracker {
             .collect();
         out.sort_unstable();
         out
+    }
+
+    /// The committable offsets of `partitions`, whether or not they were
+    /// handed out before (a revoke commits them all again: an earlier
+    /// asynchronous commit may have failed).
+    pub fn committable_of(&mut self, partitions: &[PartitionId]) -> Vec<(PartitionId, i64)> {
+        partitions
+            .iter()
+            .filter_map(|p| {
+                let (_, acks) = self.partitions.get_mut(p)?;
+                acks.take_commit();
+                acks.committable().map(|o| (*p, o))
+            })
+            .collect()
     }
 
     /// Forgets that `partitions` were committed, so the next
@@ -212,6 +243,12 @@ impl AckTracker {
     /// Records missing outcomes, across partitions.
     pub fn unsettled(&self) -> usize {
         self.unsettled
+    }
+
+    /// Outcomes missing, across records and partitions: deliveries in
+    /// flight.
+    pub fn outstanding(&self) -> usize {
+        self.outstanding
     }
 
     /// Records missing outcomes in `partition`.
@@ -264,13 +301,16 @@ mod tests {
         let mut t = AckTracker::new();
         t.assign(P);
         let a = t.register(P, 0, 3).unwrap();
+        assert_eq!(t.outstanding(), 3);
         t.complete(a);
+        assert_eq!(t.outstanding(), 2);
         t.complete(a);
         assert_eq!(t.take_commits(), vec![]);
         assert_eq!(t.unsettled(), 1);
         t.complete(a);
         assert_eq!(t.take_commits(), vec![(P, 1)]);
         assert!(!t.complete(a), "a fourth outcome is not counted");
+        assert_eq!(t.outstanding(), 0);
     }
 
     #[test]
@@ -298,6 +338,7 @@ mod tests {
         t.complete(a);
         assert_eq!(t.revoke(P), Some(101));
         assert_eq!(t.unsettled(), 1, "only Q's record is left");
+        assert_eq!(t.outstanding(), 1);
         assert!(!t.complete(b), "partition no longer assigned");
         // Re-assigned: a new epoch; the old token does not count.
         t.assign(P);
@@ -306,6 +347,23 @@ mod tests {
         assert_ne!(b2.epoch, b.epoch);
         t.complete(b2);
         assert_eq!(t.take_commits(), vec![(P, 102)]);
+    }
+
+    #[test]
+    fn a_revoke_answers_the_committable_offset_even_when_handed_out_before() {
+        let mut t = AckTracker::new();
+        t.assign(P);
+        t.assign(Q);
+        t.register(P, 0, 0).unwrap();
+        t.register(Q, 0, 0).unwrap();
+        assert_eq!(t.take_commits(), vec![(P, 1), (Q, 1)]);
+        // Those asynchronous commits may have failed: a revoke offers them
+        // again.
+        assert_eq!(t.committable_of(&[Q]), vec![(Q, 1)]);
+        assert_eq!(t.committable_of(&[Q]), vec![(Q, 1)]);
+        assert_eq!(t.take_commits(), vec![], "nothing moved");
+        assert_eq!(t.revoke(P), Some(1));
+        assert_eq!(t.revoke(P), None, "no longer tracked");
     }
 
     #[test]

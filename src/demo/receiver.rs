@@ -47,6 +47,26 @@ pub enum Behaviour {
         /// `Retry-After` sent with them.
         retry_after: Option<&'static str>,
     },
+    /// A receiver of limited capacity: 200 after `delay` while at most
+    /// `capacity` requests are being answered, 503 at once beyond that.
+    Overloaded {
+        /// Requests answered at once.
+        capacity: u64,
+        /// Time each accepted request takes.
+        delay: Duration,
+    },
+    /// [`Overloaded`](Self::Overloaded), with an outage (503 to everything)
+    /// of `outage` at the start of every `period` of the wall clock.
+    Flapping {
+        /// Length of a cycle.
+        period: Duration,
+        /// Outage at the start of each cycle.
+        outage: Duration,
+        /// Requests answered at once outside outages.
+        capacity: u64,
+        /// Time each accepted request takes.
+        delay: Duration,
+    },
 }
 
 /// One recorded request.
@@ -60,6 +80,8 @@ pub struct ReceivedRequest {
     pub version: String,
     /// Status answered.
     pub status: u16,
+    /// When the request arrived.
+    pub received_at: std::time::Instant,
 }
 
 impl ReceivedRequest {
@@ -193,9 +215,11 @@ async fn handle(
         Ok(b) => b.to_bytes(),
         Err(_) => Bytes::new(),
     };
+    let received_at = std::time::Instant::now();
     log.requests.fetch_add(1, Ordering::Relaxed);
-    let now = log.in_progress.fetch_add(1, Ordering::SeqCst) + 1;
-    log.max_in_progress.fetch_max(now, Ordering::SeqCst);
+    let now_in_progress = log.in_progress.fetch_add(1, Ordering::SeqCst) + 1;
+    log.max_in_progress
+        .fetch_max(now_in_progress, Ordering::SeqCst);
     let find = |name: &str| {
         headers
             .iter()
@@ -241,6 +265,32 @@ async fn handle(
             tokio::time::sleep(delay).await;
             code
         }
+        Behaviour::Flapping {
+            period,
+            outage,
+            capacity,
+            delay,
+        } => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis();
+            let in_cycle = now % period.as_millis().max(1);
+            if in_cycle < outage.as_millis() || now_in_progress > capacity {
+                503
+            } else {
+                tokio::time::sleep(delay).await;
+                200
+            }
+        }
+        Behaviour::Overloaded { capacity, delay } => {
+            if now_in_progress > capacity {
+                503
+            } else {
+                tokio::time::sleep(delay).await;
+                200
+            }
+        }
         Behaviour::Flaky(share) => {
             if rand::random::<f64>() < share {
                 503
@@ -263,6 +313,7 @@ async fn handle(
             body,
             version,
             status,
+            received_at,
         });
     }
     log.in_progress.fetch_sub(1, Ordering::SeqCst);

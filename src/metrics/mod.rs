@@ -27,6 +27,9 @@ pub mod names {
     pub const END_TO_END: &str = "hookstream_end_to_end_seconds";
     /// Events held in memory.
     pub const INFLIGHT: &str = "hookstream_inflight_events";
+    /// Deliveries of those events without a durable outcome yet (one per
+    /// matched endpoint and deferral batch entry).
+    pub const INFLIGHT_DELIVERIES: &str = "hookstream_inflight_deliveries";
     /// Consumer lag by topic and partition.
     pub const CONSUMER_LAG: &str = "hookstream_consumer_lag";
     /// How late retries are sent relative to their due time, by tier.
@@ -39,6 +42,16 @@ pub mod names {
     pub const ENDPOINTS: &str = "hookstream_endpoints";
     /// Partition offsets committed.
     pub const OFFSETS_COMMITTED: &str = "hookstream_offsets_committed_total";
+    /// Fetch positions reset because they were out of range (retention
+    /// removed records before they were consumed), by topic.
+    pub const OFFSET_RESETS: &str = "hookstream_offset_resets_total";
+    /// Assigned partitions whose gate is open and whose fetch position has
+    /// not moved for a while although records wait behind it.
+    pub const PARTITIONS_STALLED: &str = "hookstream_partitions_stalled";
+    /// Copies of a delivery found on the retry tiers (the same delivery
+    /// written twice, after a partition was read again) and settled
+    /// without sending.
+    pub const RETRY_COPIES: &str = "hookstream_retry_copies_total";
 }
 
 /// Histogram buckets in seconds, 1 ms to 60 s.
@@ -65,6 +78,18 @@ fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
     describe_counter!(names::EVENTS_CONSUMED, "Records consumed from input topics");
     describe_counter!(
+        names::OFFSET_RESETS,
+        "Fetch positions reset because retention removed records before they were consumed"
+    );
+    describe_counter!(
+        names::RETRY_COPIES,
+        "Copies of a delivery found on the retry tiers and settled without sending"
+    );
+    describe_gauge!(
+        names::PARTITIONS_STALLED,
+        "Assigned partitions that should be fetching and are not"
+    );
+    describe_counter!(
         names::EVENTS_INVALID,
         "Records dead-lettered as invalid_event"
     );
@@ -84,6 +109,10 @@ fn describe() {
         "First consume of the event to delivered, retries included"
     );
     describe_gauge!(names::INFLIGHT, "Events held in memory");
+    describe_gauge!(
+        names::INFLIGHT_DELIVERIES,
+        "Deliveries of the events held in memory without a durable outcome yet"
+    );
     describe_counter!(names::DLQ, "Dead letters written");
     describe_counter!(names::RATE_LIMITED, "Requests delayed by rate limits");
     describe_counter!(names::OFFSETS_COMMITTED, "Partition offsets committed");
@@ -156,8 +185,14 @@ impl EndpointMetrics {
 pub struct PipelineMetrics {
     /// In-flight events.
     pub inflight: Gauge,
+    /// In-flight deliveries.
+    pub inflight_deliveries: Gauge,
     /// Offsets committed.
     pub offsets_committed: Counter,
+    /// Partitions found stalled at the last check.
+    pub stalled: Gauge,
+    /// Tier copies settled without sending.
+    pub copies_skipped: Counter,
 }
 
 impl PipelineMetrics {
@@ -165,7 +200,10 @@ impl PipelineMetrics {
     pub fn new() -> Self {
         Self {
             inflight: gauge!(names::INFLIGHT),
+            inflight_deliveries: gauge!(names::INFLIGHT_DELIVERIES),
             offsets_committed: counter!(names::OFFSETS_COMMITTED),
+            stalled: gauge!(names::PARTITIONS_STALLED),
+            copies_skipped: counter!(names::RETRY_COPIES),
         }
     }
 }

@@ -16,7 +16,6 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use rdkafka::consumer::{CommitMode, Consumer};
 use tokio::sync::{mpsc, watch};
 
 use super::PipelineStats;
@@ -25,12 +24,12 @@ use crate::commit::{AckToken, AckTracker, PartitionId};
 use crate::deliver::sender::{Delivery, EnqueueError, Sender, SenderDeps};
 use crate::index::{EndpointIndex, EndpointRegistry, RouteKey, Slot};
 use crate::metrics::{PipelineMetrics, TopicMetrics};
-use crate::retry::record::{History, now_ms};
+use crate::retry::copies::{CopyFilter, CopyKey};
+use crate::retry::record::{History, now_ms, source_of};
 use crate::retry::writer::OutcomeWriter;
-use crate::source::consumer::{
-    Inbound, RevokeReply, SourceConsumer, offsets_list, partitions_list,
-};
+use crate::source::consumer::SourceConsumer;
 use crate::source::event::{Event, RecordKind};
+use crate::source::inbound::{Inbound, RevokeReply};
 
 /// How long the dispatcher waits for room in a busy endpoint's queue before
 /// deferring the delivery (a stalled endpoint gets no wait at all).
@@ -41,6 +40,14 @@ const DEAD_LETTER_SUMMARY: Duration = Duration::from_secs(30);
 
 /// Held records released per turn of the dispatcher loop.
 const RELEASE_BATCH: usize = 256;
+
+/// How long an assigned partition may have records waiting behind a fetch
+/// position that does not move, while its gate is open, before it counts as
+/// stalled (librdkafka reports positions every 5 s).
+const STALL_AFTER: Duration = Duration::from_secs(15);
+
+/// How often stalled partitions are looked for.
+const STALL_CHECK: Duration = Duration::from_secs(5);
 
 /// How long a sender must have had nothing to do before it is dropped, and
 /// how often senders are looked at: an index of 100 000 endpoints that each
@@ -84,7 +91,42 @@ pub(super) struct Timing {
 struct Draining {
     partitions: Vec<PartitionId>,
     deadline: Instant,
+    /// Lost, not revoked: no final offsets are answered.
+    lost: bool,
     reply: RevokeReply,
+}
+
+/// When the dispatcher's periodic work is next due. Deadlines, not timer
+/// arms of its select loop: a loop whose acks and records are always ready
+/// would never reach a timer arm placed after them (a backlog then
+/// committed nothing until it was drained).
+#[derive(Debug, Clone, Copy)]
+struct Chores {
+    commit_interval: Duration,
+    commit_at: Instant,
+    reap_at: Instant,
+    summary_at: Instant,
+    stall_check_at: Instant,
+}
+
+impl Chores {
+    fn new(now: Instant, commit_interval: Duration) -> Self {
+        Self {
+            commit_interval,
+            commit_at: now + commit_interval,
+            reap_at: now + SENDER_IDLE / 2,
+            summary_at: now + DEAD_LETTER_SUMMARY,
+            stall_check_at: now + STALL_CHECK,
+        }
+    }
+
+    /// The earliest deadline.
+    fn next(&self) -> Instant {
+        self.commit_at
+            .min(self.reap_at)
+            .min(self.summary_at)
+            .min(self.stall_check_at)
+    }
 }
 
 /// The pipeline's single owner of offsets and routing.
@@ -111,6 +153,10 @@ pub(super) struct Dispatcher {
     stats: Arc<PipelineStats>,
     /// Reused match buffer.
     slots: Vec<Slot>,
+    /// Periodic work.
+    chores: Chores,
+    /// Tier deliveries let through lately (copies are settled unsent).
+    copies: CopyFilter,
 }
 
 impl Dispatcher {
@@ -155,6 +201,8 @@ impl Dispatcher {
             tier_due_lag,
             stats,
             slots: Vec::new(),
+            chores: Chores::new(Instant::now(), Duration::from_secs(1)),
+            copies: CopyFilter::default(),
         };
         dispatcher.refresh();
         dispatcher
@@ -200,17 +248,13 @@ impl Dispatcher {
         mut shutdown: watch::Receiver<bool>,
         timing: Timing,
     ) -> Result<()> {
-        let mut commit_tick = tokio::time::interval(timing.commit_interval);
-        commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut check_tick = tokio::time::interval(Duration::from_millis(50));
-        let mut reap_tick = tokio::time::interval(SENDER_IDLE / 2);
-        reap_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut summary_tick = tokio::time::interval(DEAD_LETTER_SUMMARY);
-        summary_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        check_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut draining: Option<Draining> = None;
         let mut stopping: Option<Instant> = None;
         let mut more_ready = false;
         let mut settled = Vec::with_capacity(ACKS_PER_TURN);
+        self.chores = Chores::new(Instant::now(), timing.commit_interval);
         loop {
             let next_due = self.gates.next_due();
             let due_sleep = async {
@@ -222,6 +266,7 @@ impl Dispatcher {
                     None => std::future::pending().await,
                 }
             };
+            let chores_due = tokio::time::sleep_until(self.chores.next().into());
             tokio::select! {
                 biased;
                 n = acks.recv_many(&mut settled, ACKS_PER_TURN) => {
@@ -246,21 +291,45 @@ impl Dispatcher {
                             for event in events {
                                 if let Some(event) = self.gates.offer(event, now) {
                                     self.dispatch(event).await;
+                                    // A batch can take a while (enqueues wait
+                                    // for room): commits keep their rhythm.
+                                    self.do_chores(&mut acks);
                                 }
                             }
                         }
                     }
                     Some(Inbound::Assigned(partitions)) => {
-                        self.stats.assigned.store(true, Ordering::Release);
+                        if self.source.joined() {
+                            self.stats.assigned.store(true, Ordering::Release);
+                        }
+                        let now = now_ms();
                         for p in &partitions {
                             self.tracker.assign(*p);
-                            self.gates.assign(*p);
+                            self.gates.assign(*p, now);
+                            self.source.progress().forget(*p);
                         }
+                        self.count_partitions(&partitions, 1);
                     }
-                    Some(Inbound::Revoke { partitions, reply }) => {
+                    Some(Inbound::Revoke { partitions, lost, reply }) => {
+                        // Lost partitions belong to another member already:
+                        // nothing of theirs is waited for or committed.
+                        let deadline = if lost {
+                            Instant::now()
+                        } else {
+                            // What is settled now is committed at once,
+                            // before the drain: the group may move on (and
+                            // refuse commits) while in-flight deliveries
+                            // finish.
+                            self.take_acks(&mut acks);
+                            let early = self.tracker.committable_of(&partitions);
+                            tracing::debug!(?early, "revoke: settled offsets before the drain");
+                            let _ = reply.send(early);
+                            Instant::now() + timing.drain_timeout
+                        };
                         draining = Some(Draining {
                             partitions,
-                            deadline: Instant::now() + timing.drain_timeout,
+                            deadline,
+                            lost,
                             reply,
                         });
                     }
@@ -273,12 +342,11 @@ impl Dispatcher {
                 },
                 _ = due_sleep => {}
                 _ = std::future::ready(()), if more_ready => {}
-                _ = commit_tick.tick() => self.commit(CommitMode::Async),
-                _ = summary_tick.tick() => self.writer.log_dead_letter_summary(DEAD_LETTER_SUMMARY),
-                _ = reap_tick.tick() => self.drop_idle_senders(),
+                _ = chores_due => {}
                 _ = check_tick.tick() => {}
             }
-            more_ready = stopping.is_none() && self.release_ready().await;
+            self.do_chores(&mut acks);
+            more_ready = stopping.is_none() && self.release_ready(&mut acks).await;
             self.apply_pauses();
             if let Some(d) = &draining {
                 let settled = d
@@ -305,7 +373,8 @@ impl Dispatcher {
                 "drain deadline reached: these events will be delivered again after restart"
             );
         }
-        self.commit(CommitMode::Sync);
+        self.take_acks(&mut acks);
+        self.commit(true);
         self.senders.clear();
         for (_, sender) in self.by_id.drain() {
             sender.abort();
@@ -320,17 +389,112 @@ impl Dispatcher {
         Ok(())
     }
 
+    /// Settles every ack token waiting in the channel.
+    fn take_acks(&mut self, acks: &mut mpsc::UnboundedReceiver<AckToken>) {
+        let mut any = false;
+        while let Ok(token) = acks.try_recv() {
+            self.tracker.complete(token);
+            any = true;
+        }
+        if any {
+            self.after_settle();
+        }
+    }
+
+    /// Does the periodic work that is due: commit settled offsets (after
+    /// settling what the channel holds), drop idle senders, summarise dead
+    /// letters. Called after every turn of the loop and after every record
+    /// dispatched, so no amount of work starves it.
+    fn do_chores(&mut self, acks: &mut mpsc::UnboundedReceiver<AckToken>) {
+        let now = Instant::now();
+        if now < self.chores.next() {
+            return;
+        }
+        if now >= self.chores.commit_at {
+            self.take_acks(acks);
+            self.commit(false);
+            self.chores.commit_at = now + self.chores.commit_interval;
+        }
+        if now >= self.chores.reap_at {
+            self.drop_idle_senders();
+            self.chores.reap_at = now + SENDER_IDLE / 2;
+        }
+        if now >= self.chores.summary_at {
+            self.writer.log_dead_letter_summary(DEAD_LETTER_SUMMARY);
+            self.chores.summary_at = now + DEAD_LETTER_SUMMARY;
+        }
+        if now >= self.chores.stall_check_at {
+            let (assigned, paused, waiting) = self.gates.counts();
+            tracing::debug!(
+                unsettled = self.tracker.unsettled(),
+                held = self.gates.held(),
+                flow_paused = self.gates.flow_paused(),
+                assigned,
+                paused,
+                waiting,
+                senders = self.by_id.len(),
+                copies_known = self.copies.len(),
+                "dispatcher state"
+            );
+            self.check_stalls();
+            self.chores.stall_check_at = now + STALL_CHECK;
+        }
+    }
+
+    /// Finds assigned partitions that should be fetching and are not: the
+    /// gate is open (Kafka was told to resume it, or never to pause it,
+    /// [`STALL_AFTER`] ago, and nothing of it is held), and for
+    /// [`STALL_AFTER`] its fetcher has not been running or records have
+    /// waited behind a fetch position that did not move. Such a partition is counted (metric, readiness),
+    /// logged and resumed: a retry tier left paused would hold its
+    /// deferred deliveries for ever.
+    fn check_stalls(&mut self) {
+        let stall_ms = STALL_AFTER.as_millis() as i64;
+        let stalled: Vec<PartitionId> = self
+            .gates
+            .expected_to_fetch(now_ms(), stall_ms)
+            .into_iter()
+            .filter(|p| {
+                self.source
+                    .progress()
+                    .get(*p)
+                    .is_some_and(|f| f.stuck(Instant::now(), STALL_AFTER))
+            })
+            .collect();
+        self.stats
+            .stalled_partitions
+            .store(stalled.len() as u64, Ordering::Relaxed);
+        self.metrics.stalled.set(stalled.len() as f64);
+        if stalled.is_empty() {
+            return;
+        }
+        let names: Vec<String> = stalled
+            .iter()
+            .map(|p| format!("{}[{}]", self.source.topics().name(p.topic), p.partition))
+            .collect();
+        tracing::warn!(
+            partitions = ?names,
+            "partitions stalled: open for 15 s, but not fetching or not moving past waiting records; resuming them"
+        );
+        if let Err(e) = self.source.resume(&stalled) {
+            tracing::warn!(error = %e, "resuming stalled partitions failed");
+        }
+    }
+
     /// Dispatches held records whose gates opened, at most
     /// [`RELEASE_BATCH`] at a time so input records interleave with a burst
     /// of due retries. Returns whether more are ready.
-    async fn release_ready(&mut self) -> bool {
+    async fn release_ready(&mut self, acks: &mut mpsc::UnboundedReceiver<AckToken>) -> bool {
         if self.gates.held() == 0 {
             return false;
         }
         let now = now_ms();
         for _ in 0..RELEASE_BATCH {
             match self.gates.pop_ready(now) {
-                Some(event) => self.dispatch(event).await,
+                Some(event) => {
+                    self.dispatch(event).await;
+                    self.do_chores(acks);
+                }
                 None => return false,
             }
         }
@@ -339,29 +503,26 @@ impl Dispatcher {
 
     /// Tells Kafka which partitions to pause or resume.
     fn apply_pauses(&mut self) {
-        let changes = self.gates.pause_changes();
+        let changes = self.gates.pause_changes(now_ms());
         if changes.is_empty() {
             return;
         }
-        let consumer = self.source.consumer();
-        if !changes.pause.is_empty() {
-            let tpl = partitions_list(self.source.topics(), &changes.pause);
-            if let Err(e) = consumer.pause(&tpl) {
-                tracing::warn!(error = %e, "pausing partitions failed; will retry");
-                self.gates.forget_paused(&changes.pause, true);
-            }
+        if !changes.pause.is_empty()
+            && let Err(e) = self.source.pause(&changes.pause)
+        {
+            tracing::warn!(error = %e, "pausing partitions failed; will retry");
+            self.gates.pause_call_failed(&changes.pause, true);
         }
-        if !changes.resume.is_empty() {
-            let tpl = partitions_list(self.source.topics(), &changes.resume);
-            if let Err(e) = consumer.resume(&tpl) {
-                tracing::warn!(error = %e, "resuming partitions failed; will retry");
-                self.gates.forget_paused(&changes.resume, false);
-            }
+        if !changes.resume.is_empty()
+            && let Err(e) = self.source.resume(&changes.resume)
+        {
+            tracing::warn!(error = %e, "resuming partitions failed; will retry");
+            self.gates.pause_call_failed(&changes.resume, false);
         }
     }
 
     fn finish_revoke(&mut self, d: Draining, settled: bool) {
-        if !settled {
+        if !settled && !d.lost {
             tracing::warn!(
                 partitions = d.partitions.len(),
                 "revoke drain deadline reached; unsettled records will be delivered again"
@@ -370,10 +531,20 @@ impl Dispatcher {
         let mut offsets = Vec::with_capacity(d.partitions.len());
         for p in &d.partitions {
             self.gates.revoke(*p);
-            if let Some(o) = self.tracker.revoke(*p) {
+            self.source.progress().forget(*p);
+            if let Some(o) = self.tracker.revoke(*p)
+                && !d.lost
+            {
                 offsets.push((*p, o));
             }
         }
+        tracing::debug!(
+            ?offsets,
+            settled,
+            lost = d.lost,
+            "revoked partitions settled"
+        );
+        self.count_partitions(&d.partitions, -1);
         self.count_commits(offsets.len());
         let _ = d.reply.send(offsets);
         self.after_settle();
@@ -384,6 +555,12 @@ impl Dispatcher {
         self.refresh();
         let topic = event.partition.topic as usize;
         self.topic_metrics[topic].consumed.increment(1);
+        tracing::trace!(
+            topic = %event.topic,
+            partition = event.partition.partition,
+            offset = event.offset,
+            "dispatching"
+        );
         match &event.kind {
             RecordKind::Input => {
                 self.stats.consumed.fetch_add(1, Ordering::Relaxed);
@@ -439,6 +616,17 @@ impl Dispatcher {
         };
         if let Some(lag) = self.tier_due_lag.get(*tier) {
             lag.record(((now_ms() - h.due_ms).max(0) as f64) / 1000.0);
+        }
+        if let Some(hop) = h.hop
+            && !self
+                .copies
+                .first_sighting(CopyKey::new(&source_of(&event), &h.endpoint, hop))
+        {
+            // Another record of this delivery at this hop was let through
+            // by this process: it reaches its own outcome.
+            self.metrics.copies_skipped.increment(1);
+            self.tracker.complete(token);
+            return;
         }
         let history = History {
             endpoint: &h.endpoint,
@@ -551,6 +739,26 @@ impl Dispatcher {
         sender
     }
 
+    /// Counts `partitions` in or out (`sign` 1 or -1) of the assigned
+    /// input and tier partitions.
+    fn count_partitions(&self, partitions: &[PartitionId], sign: i64) {
+        let tiers = partitions
+            .iter()
+            .filter(|p| self.source.topics().tier_of(p.topic).is_some())
+            .count() as u64;
+        let inputs = partitions.len() as u64 - tiers;
+        for (counter, n) in [
+            (&self.stats.input_partitions, inputs),
+            (&self.stats.tier_partitions, tiers),
+        ] {
+            if sign > 0 {
+                counter.fetch_add(n, Ordering::Relaxed);
+            } else {
+                counter.fetch_sub(n, Ordering::Relaxed);
+            }
+        }
+    }
+
     /// Publishes how many senders exist.
     fn count_senders(&self) {
         self.stats
@@ -629,6 +837,9 @@ impl Dispatcher {
     fn after_dispatch(&mut self) {
         let unsettled = self.tracker.unsettled();
         self.metrics.inflight.set(unsettled as f64);
+        self.metrics
+            .inflight_deliveries
+            .set(self.tracker.outstanding() as f64);
         if !self.gates.flow_paused() && unsettled >= self.max_in_flight {
             tracing::debug!(
                 in_flight = unsettled,
@@ -641,6 +852,9 @@ impl Dispatcher {
     fn after_settle(&mut self) {
         let unsettled = self.tracker.unsettled();
         self.metrics.inflight.set(unsettled as f64);
+        self.metrics
+            .inflight_deliveries
+            .set(self.tracker.outstanding() as f64);
         if self.gates.flow_paused() && unsettled <= self.low_water {
             tracing::debug!(
                 in_flight = unsettled,
@@ -657,18 +871,28 @@ impl Dispatcher {
         self.metrics.offsets_committed.increment(partitions as u64);
     }
 
-    fn commit(&mut self, mode: CommitMode) {
+    /// Commits what is settled: handed to the background committer while
+    /// running (`wait` false), committed and waited for at shutdown.
+    fn commit(&mut self, wait: bool) {
+        let failed: HashSet<PartitionId> =
+            self.source.failed_commits().take().into_iter().collect();
+        if !failed.is_empty() {
+            self.tracker.retry_commits(&failed);
+        }
         let offsets = self.tracker.take_commits();
         if offsets.is_empty() {
             return;
         }
-        let tpl = offsets_list(self.source.topics(), &offsets);
-        match self.source.consumer().commit(&tpl, mode) {
+        if !wait {
+            self.count_commits(offsets.len());
+            self.source.commit_in_background(offsets);
+            return;
+        }
+        match self.source.commit_now(&offsets) {
             Ok(()) => self.count_commits(offsets.len()),
-            Err(e) => {
-                tracing::warn!(error = %e, "offset commit failed; will retry");
-                let failed: HashSet<PartitionId> = offsets.iter().map(|(p, _)| *p).collect();
-                self.tracker.retry_commits(&failed);
+            Err((e, failed)) => {
+                tracing::warn!(error = %e, "offset commit failed; these records will be delivered again after restart");
+                self.count_commits(offsets.len() - failed.len());
             }
         }
     }

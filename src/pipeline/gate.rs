@@ -35,14 +35,17 @@ struct Gate<T> {
     waiting_until: Option<i64>,
     /// What Kafka was last told.
     paused: bool,
+    /// Unix ms when Kafka was last told (or the partition was assigned).
+    since_ms: i64,
 }
 
-impl<T> Default for Gate<T> {
-    fn default() -> Self {
+impl<T> Gate<T> {
+    fn new(now_ms: i64) -> Self {
         Self {
             held: VecDeque::new(),
             waiting_until: None,
             paused: false,
+            since_ms: now_ms,
         }
     }
 }
@@ -95,8 +98,8 @@ impl<T: Gated> PartitionGates<T> {
 
     /// A newly assigned partition (open unless the flow is paused; Kafka
     /// assigns it unpaused, so a paused flow shows up in `pause_changes`).
-    pub fn assign(&mut self, partition: PartitionId) {
-        if let Some(old) = self.gates.insert(partition, Gate::default()) {
+    pub fn assign(&mut self, partition: PartitionId, now_ms: i64) {
+        if let Some(old) = self.gates.insert(partition, Gate::new(now_ms)) {
             self.held -= old.held.len();
         }
         self.dirty = true;
@@ -189,9 +192,21 @@ impl<T: Gated> PartitionGates<T> {
         self.held
     }
 
+    /// Assigned partitions, and how many of them Kafka was told to pause
+    /// and how many wait for a retry's due time.
+    pub fn counts(&self) -> (usize, usize, usize) {
+        let paused = self.gates.values().filter(|g| g.paused).count();
+        let waiting = self
+            .gates
+            .values()
+            .filter(|g| g.waiting_until.is_some())
+            .count();
+        (self.gates.len(), paused, waiting)
+    }
+
     /// Partitions to pause or resume so Kafka matches the gates; records
-    /// the new state as applied.
-    pub fn pause_changes(&mut self) -> PauseChanges {
+    /// the new state as applied at `now_ms`.
+    pub fn pause_changes(&mut self, now_ms: i64) -> PauseChanges {
         let mut changes = PauseChanges::default();
         if !self.dirty {
             return changes;
@@ -202,6 +217,7 @@ impl<T: Gated> PartitionGates<T> {
             let want = self.flow_paused || gate.waiting_until.is_some();
             if want != gate.paused {
                 gate.paused = want;
+                gate.since_ms = now_ms;
                 if want {
                     changes.pause.push(*p);
                 } else {
@@ -214,15 +230,36 @@ impl<T: Gated> PartitionGates<T> {
         changes
     }
 
-    /// Marks partitions as not paused after a failed pause call, so the next
-    /// `pause_changes` tries again.
-    pub fn forget_paused(&mut self, partitions: &[PartitionId], paused: bool) {
+    /// Undoes what `pause_changes` recorded for `partitions` after the
+    /// call telling Kafka failed (`paused`: the call was a pause), so the
+    /// next `pause_changes` asks again.
+    pub fn pause_call_failed(&mut self, partitions: &[PartitionId], paused: bool) {
         self.dirty = true;
         for p in partitions {
             if let Some(g) = self.gates.get_mut(p) {
                 g.paused = !paused;
             }
         }
+    }
+
+    /// Partitions that should be fetching: Kafka was told to resume them
+    /// (or never paused them) at least `min_ms` before `now_ms`, and the
+    /// gates hold nothing of theirs. One of them whose fetch position does
+    /// not move while records wait behind it is stalled.
+    pub fn expected_to_fetch(&self, now_ms: i64, min_ms: i64) -> Vec<PartitionId> {
+        if self.flow_paused || self.dirty {
+            return Vec::new();
+        }
+        self.gates
+            .iter()
+            .filter(|(_, g)| {
+                !g.paused
+                    && g.waiting_until.is_none()
+                    && g.held.is_empty()
+                    && now_ms - g.since_ms >= min_ms
+            })
+            .map(|(p, _)| *p)
+            .collect()
     }
 }
 
@@ -265,15 +302,15 @@ mod tests {
     #[test]
     fn a_partition_paused_early_is_resumed_even_when_its_record_is_due_by_now() {
         let mut g = PartitionGates::new();
-        g.assign(pid(0));
-        let _ = g.pause_changes();
+        g.assign(pid(0), 0);
+        let _ = g.pause_changes(0);
         // Not due when polled (the poll thread paused), due when offered.
         let r = Rec {
             paused: true,
             ..rec(0, 1, Some(150))
         };
         assert_eq!(g.offer(r, 200), Some(r), "due now: dispatched at once");
-        let changes = g.pause_changes();
+        let changes = g.pause_changes(0);
         assert_eq!(changes.resume, vec![pid(0)], "Kafka still has it paused");
         assert!(changes.pause.is_empty());
     }
@@ -281,17 +318,21 @@ mod tests {
     #[test]
     fn a_partition_paused_early_stays_paused_until_its_record_is_due() {
         let mut g = PartitionGates::new();
-        g.assign(pid(0));
-        let _ = g.pause_changes();
+        g.assign(pid(0), 0);
+        let _ = g.pause_changes(0);
         let r = Rec {
             paused: true,
             ..rec(0, 1, Some(300))
         };
         assert_eq!(g.offer(r, 200), None, "held until due");
-        assert_eq!(g.pause_changes(), PauseChanges::default(), "already paused");
+        assert_eq!(
+            g.pause_changes(0),
+            PauseChanges::default(),
+            "already paused"
+        );
         assert_eq!(g.next_due(), Some(300));
         assert_eq!(g.pop_ready(300), Some(r));
-        assert_eq!(g.pause_changes().resume, vec![pid(0)]);
+        assert_eq!(g.pause_changes(0).resume, vec![pid(0)]);
     }
 
     fn pid(p: i32) -> PartitionId {
@@ -304,21 +345,21 @@ mod tests {
     #[test]
     fn open_gates_pass_records_straight_through() {
         let mut g = PartitionGates::new();
-        g.assign(pid(0));
+        g.assign(pid(0), 0);
         assert_eq!(g.offer(rec(0, 1, None), 100), Some(rec(0, 1, None)));
         assert_eq!(
             g.offer(rec(0, 2, Some(100)), 100),
             Some(rec(0, 2, Some(100))),
             "due now"
         );
-        assert!(g.pause_changes().is_empty());
+        assert!(g.pause_changes(0).is_empty());
     }
 
     #[test]
     fn a_retry_not_yet_due_pauses_only_its_partition_until_due() {
         let mut g = PartitionGates::new();
-        g.assign(pid(0));
-        g.assign(pid(1));
+        g.assign(pid(0), 0);
+        g.assign(pid(1), 0);
         assert_eq!(g.offer(rec(0, 5, Some(1_000)), 0), None);
         assert_eq!(
             g.offer(rec(0, 6, Some(900)), 0),
@@ -331,7 +372,7 @@ mod tests {
             "other partition unaffected"
         );
         assert_eq!(
-            g.pause_changes(),
+            g.pause_changes(0),
             PauseChanges {
                 pause: vec![pid(0)],
                 resume: vec![]
@@ -343,7 +384,7 @@ mod tests {
         assert_eq!(g.pop_ready(1_000), Some(rec(0, 6, Some(900))));
         assert_eq!(g.pop_ready(1_000), None);
         assert_eq!(
-            g.pause_changes(),
+            g.pause_changes(0),
             PauseChanges {
                 pause: vec![],
                 resume: vec![pid(0)]
@@ -355,24 +396,24 @@ mod tests {
     #[test]
     fn a_later_head_keeps_the_partition_waiting() {
         let mut g = PartitionGates::new();
-        g.assign(pid(0));
+        g.assign(pid(0), 0);
         g.offer(rec(0, 1, Some(10)), 0);
         g.offer(rec(0, 2, Some(50)), 0);
-        g.pause_changes();
+        g.pause_changes(0);
         assert_eq!(g.pop_ready(20), Some(rec(0, 1, Some(10))));
         assert_eq!(g.pop_ready(20), None);
         assert_eq!(g.next_due(), Some(50));
-        assert!(g.pause_changes().is_empty(), "still paused");
+        assert!(g.pause_changes(0).is_empty(), "still paused");
     }
 
     #[test]
     fn back_pressure_holds_everything_and_releases_in_order() {
         let mut g = PartitionGates::new();
-        g.assign(pid(0));
-        g.assign(pid(1));
+        g.assign(pid(0), 0);
+        g.assign(pid(1), 0);
         g.set_flow_paused(true);
         assert_eq!(
-            g.pause_changes(),
+            g.pause_changes(0),
             PauseChanges {
                 pause: vec![pid(0), pid(1)],
                 resume: vec![]
@@ -391,7 +432,7 @@ mod tests {
         assert_eq!(g.pop_ready(0), Some(rec(0, 2, None)));
         assert_eq!(g.pop_ready(0), Some(rec(0, 3, None)));
         assert_eq!(
-            g.pause_changes(),
+            g.pause_changes(0),
             PauseChanges {
                 pause: vec![],
                 resume: vec![pid(0), pid(1)]
@@ -402,33 +443,56 @@ mod tests {
     #[test]
     fn a_due_partition_stays_paused_while_the_flow_is() {
         let mut g = PartitionGates::new();
-        g.assign(pid(0));
+        g.assign(pid(0), 0);
         g.offer(rec(0, 1, Some(10)), 0);
         g.set_flow_paused(true);
-        g.pause_changes();
+        g.pause_changes(0);
         assert_eq!(g.pop_ready(100), None);
-        assert!(g.pause_changes().is_empty());
+        assert!(g.pause_changes(0).is_empty());
         g.set_flow_paused(false);
         assert_eq!(g.pop_ready(100), Some(rec(0, 1, Some(10))));
-        assert_eq!(g.pause_changes().resume, vec![pid(0)]);
+        assert_eq!(g.pause_changes(0).resume, vec![pid(0)]);
     }
 
     #[test]
     fn records_of_unassigned_partitions_are_dropped() {
         let mut g = PartitionGates::new();
-        g.assign(pid(0));
+        g.assign(pid(0), 0);
         assert_eq!(g.offer(rec(1, 1, None), 0), None);
         assert_eq!(g.held(), 0);
         g.revoke(pid(0));
         assert_eq!(g.offer(rec(0, 2, None), 0), None);
         assert_eq!(g.held(), 0);
-        assert!(g.pause_changes().is_empty(), "nothing to pause or resume");
+        assert!(g.pause_changes(0).is_empty(), "nothing to pause or resume");
+    }
+
+    #[test]
+    fn only_partitions_resumed_a_while_ago_with_nothing_held_are_expected_to_fetch() {
+        let mut g = PartitionGates::new();
+        g.assign(pid(0), 0);
+        g.assign(pid(1), 0);
+        g.assign(pid(2), 900);
+        g.offer(rec(1, 1, Some(5_000)), 0);
+        let _ = g.pause_changes(0);
+        assert_eq!(
+            g.expected_to_fetch(1_000, 500),
+            vec![pid(0)],
+            "1 waits for a retry, 2 was assigned 100 ms ago"
+        );
+        assert_eq!(g.pop_ready(5_000), Some(rec(1, 1, Some(5_000))));
+        let _ = g.pause_changes(5_000);
+        let mut expected = g.expected_to_fetch(5_400, 500);
+        expected.sort_unstable();
+        assert_eq!(expected, vec![pid(0), pid(2)], "1 resumed 400 ms ago");
+        g.set_flow_paused(true);
+        let _ = g.pause_changes(6_000);
+        assert!(g.expected_to_fetch(9_000, 500).is_empty(), "back-pressure");
     }
 
     #[test]
     fn revoke_drops_held_records() {
         let mut g = PartitionGates::new();
-        g.assign(pid(0));
+        g.assign(pid(0), 0);
         g.offer(rec(0, 1, Some(10)), 0);
         g.offer(rec(0, 2, None), 0);
         assert_eq!(g.revoke(pid(0)), 2);

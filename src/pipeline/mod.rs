@@ -24,7 +24,8 @@ use crate::index::{Endpoint, EndpointRegistry};
 use crate::kafka::{self, EmbeddedBroker};
 use crate::retry::backoff::{Backoff, RetryTiers};
 use crate::retry::writer::OutcomeWriter;
-use crate::source::consumer::{SourceConsumer, TopicTable};
+use crate::source::consumer::SourceConsumer;
+use crate::source::topics::TopicTable;
 use dispatcher::{Dispatcher, Timing};
 
 /// Where the pipeline's Kafka is.
@@ -70,6 +71,13 @@ pub struct PipelineStats {
     /// Set when the consumer received its first assignment (possibly an
     /// empty one): it has joined its group. Readiness reads it.
     pub assigned: AtomicBool,
+    /// Assigned partitions that should be fetching and are not (see
+    /// `hookstream_partitions_stalled`). Readiness reads it.
+    pub stalled_partitions: AtomicU64,
+    /// Input-topic partitions assigned now.
+    pub input_partitions: AtomicU64,
+    /// Retry-tier partitions assigned now.
+    pub tier_partitions: AtomicU64,
 }
 
 /// A running pipeline.

@@ -38,6 +38,10 @@ pub mod header {
     pub const DEAD_MS: &str = "hookstream-dead-ms";
     /// DLQ coordinates a replayed record came from.
     pub const REPLAY_OF: &str = "hookstream-replay-of";
+    /// How many times the delivery has been written to a retry tier,
+    /// this record included: two records of one delivery with the same
+    /// hop are copies ([`crate::retry::copies`]).
+    pub const HOP: &str = "hookstream-hop";
     /// Entries of a deferral batch record ([`crate::retry::batch`]).
     pub const BATCH: &str = "hookstream-batch";
     /// Prefix shared by all of the above.
@@ -130,6 +134,9 @@ pub struct RetryHeaders {
     pub due_ms: i64,
     /// Unix ms of the first attempt.
     pub first_ms: i64,
+    /// Times the delivery was written to a tier (`None`: a record written
+    /// before hops were counted).
+    pub hop: Option<u32>,
 }
 
 impl RetryHeaders {
@@ -154,6 +161,7 @@ impl RetryHeaders {
                 .map_err(|_| "retry record with a malformed `hookstream-attempt`".to_string())?,
             due_ms: number(header::DUE_MS)?,
             first_ms: number(header::FIRST_MS)?,
+            hop: hop_of(event),
         })
     }
 
@@ -166,6 +174,15 @@ impl RetryHeaders {
     }
 }
 
+/// The hop of a retry record (`None` for input records and records
+/// written before hops were counted).
+fn hop_of(event: &Event) -> Option<u32> {
+    event
+        .header(header::HOP)
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .and_then(|v| v.trim().parse().ok())
+}
+
 /// Calls `add` with each header of a retry record of `event`: the kept
 /// original headers, then history and when it is due.
 pub fn for_each_retry_header(
@@ -174,11 +191,13 @@ pub fn for_each_retry_header(
     due_ms: i64,
     mut add: impl FnMut(&str, &[u8]),
 ) {
-    let (mut attempt, mut due, mut first) = (
+    let (mut attempt, mut due, mut first, mut hop) = (
+        itoa::Buffer::new(),
         itoa::Buffer::new(),
         itoa::Buffer::new(),
         itoa::Buffer::new(),
     );
+    let next_hop = hop_of(event).unwrap_or(0).saturating_add(1);
     let source = source_of(event);
     let id = event_id(event);
     for_each_kept_header(event, &mut add);
@@ -192,6 +211,7 @@ pub fn for_each_retry_header(
         (header::EVENT_TYPE, event_type_of(event)),
         (header::LAST_STATUS, history.last_status.as_bytes()),
         (header::LAST_ERROR, history.last_error.as_bytes()),
+        (header::HOP, hop.format(next_hop).as_bytes()),
     ] {
         add(k, v);
     }
@@ -199,7 +219,7 @@ pub fn for_each_retry_header(
 
 /// The headers of a retry record: history plus when it is due.
 pub fn retry_headers(event: &Event, history: &History<'_>, due_ms: i64) -> OwnedHeaders {
-    let mut headers = HeaderList::new(event.headers.len() + 9);
+    let mut headers = HeaderList::new(event.headers.len() + 10);
     for_each_retry_header(event, history, due_ms, |k, v| headers.add(k, v));
     headers.done()
 }

@@ -1,11 +1,20 @@
-//! The input consumer: one librdkafka group consumer polled on its own
-//! thread, turning records into [`Event`]s and rebalances into messages.
+//! The source consumers: each instance is a member of two consumer groups,
+//! `<group_id>` for the input topics and `<group_id>.retry` for the retry
+//! tiers, each librdkafka consumer polled on its own thread.
 //!
-//! Owns polling, extraction and the rebalance handshake. It never decides
-//! what is committed: on a revoke it asks the dispatcher (which owns the ack
-//! tracker) for the final offsets, waits for the answer (the dispatcher
-//! drains the partitions first, bounded by a deadline), commits them
-//! synchronously, and only then lets the rebalance proceed.
+//! Two groups, not one member subscribed to everything: the
+//! cooperative-sticky assignor balances the number of partitions per
+//! member, not per topic, so one instance could end up with every input
+//! partition while another reads only retries. One group per topic set
+//! spreads each evenly, and a rebalance of the tiers moves no input
+//! partition. (Two members of one group per instance would do the same on
+//! Kafka, but some brokers, tansu 0.6 among them, complete no rebalance
+//! when a second member joins.)
+//!
+//! Owns the Kafka handles of consuming: polling (records go to the
+//! dispatcher through [`super::inbound`]), pause and resume, and commits of
+//! the offsets the dispatcher hands it. What is committable is decided by
+//! the dispatcher's ack tracker, never here.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,565 +23,445 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
-use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 
-use super::event::{Event, RecordHeaders, RecordKind};
-use super::extract::{Coordinates, Extracted, Extractor, InvalidEvent};
+use super::event::RecordHeaders;
+use super::hooks::{FetchProgress, SourceContext};
+use super::inbound::{INBOUND_MESSAGES, Inbound, InboundSender};
+use super::reader::{Extractors, Record, RecordReader};
+use super::topics::{TopicTable, offsets_list, partitions_list};
 use crate::commit::PartitionId;
 use crate::config::Config;
-use crate::retry::batch;
-use crate::retry::record::RetryHeaders;
-use crate::retry::record::header::BATCH;
-
-/// Interned topic names: a record's topic becomes a small number. Input
-/// topics come first, then the retry tiers, shortest first.
-#[derive(Debug, Clone, Default)]
-pub struct TopicTable {
-    names: Vec<Arc<str>>,
-    inputs: usize,
-}
-
-impl TopicTable {
-    /// A table of input topics followed by retry-tier topics.
-    pub fn new(
-        inputs: impl IntoIterator<Item = String>,
-        tiers: impl IntoIterator<Item = String>,
-    ) -> Self {
-        let mut names: Vec<Arc<str>> = inputs.into_iter().map(Arc::from).collect();
-        let inputs = names.len();
-        names.extend(tiers.into_iter().map(Arc::from));
-        Self { names, inputs }
-    }
-
-    /// The retry tier of topic `id`, if it is one.
-    pub fn tier_of(&self, id: u16) -> Option<usize> {
-        (id as usize).checked_sub(self.inputs)
-    }
-
-    /// The input topics, in id order.
-    pub fn inputs(&self) -> &[Arc<str>] {
-        &self.names[..self.inputs]
-    }
-
-    /// The id of `name`.
-    pub fn id(&self, name: &str) -> Option<u16> {
-        self.names
-            .iter()
-            .position(|n| &**n == name)
-            .map(|i| i as u16)
-    }
-
-    /// The name of `id`.
-    pub fn name(&self, id: u16) -> &Arc<str> {
-        &self.names[id as usize]
-    }
-
-    /// All names.
-    pub fn names(&self) -> &[Arc<str>] {
-        &self.names
-    }
-}
-
-/// Final offsets of revoked partitions, sent back by the dispatcher.
-pub type RevokeReply = std::sync::mpsc::Sender<Vec<(PartitionId, i64)>>;
-
-/// What the consumer thread tells the dispatcher, in order.
-#[derive(Debug)]
-pub enum Inbound {
-    /// Partitions newly assigned: start tracking them.
-    Assigned(Vec<PartitionId>),
-    /// Partitions being revoked: settle them and reply with final offsets.
-    Revoke {
-        /// The revoked partitions.
-        partitions: Vec<PartitionId>,
-        /// Where to send the final offsets.
-        reply: RevokeReply,
-    },
-    /// Consumed records, in the order they were polled.
-    Records(Vec<Arc<Event>>),
-}
-
-/// Records handed to the dispatcher per channel message: one wake-up of the
-/// dispatcher per batch instead of one per record.
-const RECORDS_PER_MESSAGE: usize = 256;
 
 /// A retry due further ahead than this (ms) pauses its partition as soon
 /// as it is polled.
 const EARLY_PAUSE_BEYOND_MS: i64 = 100;
 
-/// Messages the inbound channel holds: with full batches, at most about a
-/// thousand records wait between the poll thread and the dispatcher.
-const INBOUND_MESSAGES: usize = 4;
-
-/// The poll thread's side of the inbound channel. Records are sent in
-/// batches; a rebalance message first flushes the records polled before it,
-/// so the dispatcher always sees a partition's records before its revoke.
-/// Only the poll thread uses it (from the poll loop and from the rebalance
-/// callbacks that run inside `poll`), so its lock is never contended.
-struct InboundSender {
-    tx: mpsc::Sender<Inbound>,
-    pending: std::sync::Mutex<Vec<Arc<Event>>>,
-}
-
-impl InboundSender {
-    fn new(tx: mpsc::Sender<Inbound>) -> Self {
-        Self {
-            tx,
-            pending: std::sync::Mutex::new(Vec::with_capacity(RECORDS_PER_MESSAGE)),
-        }
-    }
-
-    fn pending(&self) -> std::sync::MutexGuard<'_, Vec<Arc<Event>>> {
-        match self.pending.lock() {
-            Ok(p) => p,
-            Err(poisoned) => poisoned.into_inner(),
-        }
-    }
-
-    /// Adds a record; sends the batch once full. False when the dispatcher
-    /// is gone.
-    fn push(&self, event: Arc<Event>) -> bool {
-        let full = {
-            let mut pending = self.pending();
-            pending.push(event);
-            pending.len() >= RECORDS_PER_MESSAGE
-        };
-        !full || self.flush()
-    }
-
-    /// Sends what is pending. False when the dispatcher is gone.
-    fn flush(&self) -> bool {
-        let batch = std::mem::take(&mut *self.pending());
-        batch.is_empty() || self.send_now(Inbound::Records(batch))
-    }
-
-    /// Sends a rebalance message after the records polled before it.
-    fn send(&self, msg: Inbound) -> bool {
-        self.flush() && self.send_now(msg)
-    }
-
-    /// Sends from the consumer thread; never from inside the async runtime
-    /// (where blocking would stall a worker), which only happens if the
-    /// consumer is dropped there, after the dispatcher is gone.
-    fn send_now(&self, msg: Inbound) -> bool {
-        tokio::runtime::Handle::try_current().is_err() && self.tx.blocking_send(msg).is_ok()
-    }
-}
-
-/// Rebalance hooks of the input consumer.
-pub struct SourceContext {
-    inbound: Arc<InboundSender>,
-    topics: TopicTable,
-    revoke_wait: Duration,
-}
-
-impl SourceContext {
-    fn ids(&self, tpl: &TopicPartitionList) -> Vec<PartitionId> {
-        tpl.elements()
-            .iter()
-            .filter_map(|e| {
-                self.topics.id(e.topic()).map(|topic| PartitionId {
-                    topic,
-                    partition: e.partition(),
-                })
-            })
-            .collect()
-    }
-
-    fn send(&self, msg: Inbound) -> bool {
-        self.inbound.send(msg)
-    }
-}
-
-impl ClientContext for SourceContext {
-    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
-        tracing::warn!(%error, reason, "kafka consumer error");
-    }
-
-    /// librdkafka's statistics (every `statistics.interval.ms`): consumer
-    /// lag per assigned partition.
-    fn stats(&self, statistics: rdkafka::Statistics) {
-        for (topic, t) in &statistics.topics {
-            for (partition, p) in &t.partitions {
-                if *partition >= 0 && p.consumer_lag >= 0 {
-                    metrics::gauge!(
-                        crate::metrics::names::CONSUMER_LAG,
-                        "topic" => topic.clone(),
-                        "partition" => partition.to_string()
-                    )
-                    .set(p.consumer_lag as f64);
-                }
-            }
-        }
-    }
-}
-
-impl ConsumerContext for SourceContext {
-    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        let Rebalance::Revoke(tpl) = rebalance else {
-            return;
-        };
-        let partitions = self.ids(tpl);
-        tracing::info!(
-            partitions = partitions.len(),
-            "partitions revoked: draining"
-        );
-        let (reply, answer) = std::sync::mpsc::channel();
-        if !self.send(Inbound::Revoke { partitions, reply }) {
-            return;
-        }
-        match answer.recv_timeout(self.revoke_wait) {
-            Ok(offsets) if !offsets.is_empty() => {
-                let tpl = offsets_list(&self.topics, &offsets);
-                if let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
-                    tracing::warn!(error = %e, "committing revoked partitions failed; their records will be delivered again");
-                }
-            }
-            Ok(_) => {}
-            Err(_) => tracing::warn!(
-                "no drain answer for revoked partitions; their in-flight records will be delivered again"
-            ),
-        }
-    }
-
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Assign(tpl) = rebalance {
-            let partitions = self.ids(tpl);
-            tracing::info!(partitions = partitions.len(), "partitions assigned");
-            self.send(Inbound::Assigned(partitions));
-        }
-    }
-}
-
-/// A topic partition list of `(partition, offset)` pairs.
-pub fn offsets_list(topics: &TopicTable, offsets: &[(PartitionId, i64)]) -> TopicPartitionList {
-    let mut tpl = TopicPartitionList::with_capacity(offsets.len());
-    for (p, offset) in offsets {
-        // Adding an offset to a fresh list cannot fail for a valid offset.
-        let _ =
-            tpl.add_partition_offset(topics.name(p.topic), p.partition, Offset::Offset(*offset));
-    }
-    tpl
-}
-
-/// A partition list without offsets (for pause/resume).
-pub fn partitions_list(topics: &TopicTable, partitions: &[PartitionId]) -> TopicPartitionList {
-    let mut tpl = TopicPartitionList::with_capacity(partitions.len());
-    for p in partitions {
-        tpl.add_partition(topics.name(p.topic), p.partition);
-    }
-    tpl
-}
-
-/// The running input consumer.
-pub struct SourceConsumer {
+/// One member of the group: a librdkafka consumer and its poll thread.
+struct Member {
     consumer: Arc<BaseConsumer<SourceContext>>,
+    thread: Option<thread::JoinHandle<()>>,
+    /// Set once the member got its first assignment (possibly empty).
+    joined: Arc<AtomicBool>,
+}
+
+/// The running source: the input member and, when there are retry tiers,
+/// the tier member.
+pub struct SourceConsumer {
+    /// `[inputs]` or `[inputs, tiers]`.
+    members: Vec<Member>,
     topics: TopicTable,
     stop: Arc<AtomicBool>,
-    thread: Option<thread::JoinHandle<()>>,
+    progress: Arc<FetchProgress>,
+    failed_commits: Arc<FailedCommits>,
+    committer: Arc<Committer>,
+    /// Offsets for the background committer thread.
+    to_commit: Option<std::sync::mpsc::Sender<Vec<(PartitionId, i64)>>>,
+    committer_thread: Option<thread::JoinHandle<()>>,
+}
+
+/// Commits offsets through the member that reads each partition.
+struct Committer {
+    /// The members' consumers, `[inputs]` or `[inputs, tiers]`.
+    consumers: Vec<Arc<BaseConsumer<SourceContext>>>,
+    topics: TopicTable,
+}
+
+impl Committer {
+    /// The consumer of the member that reads `partition`'s topic.
+    fn consumer_of(&self, partition: PartitionId) -> &Arc<BaseConsumer<SourceContext>> {
+        let tier = self.topics.tier_of(partition.topic).is_some();
+        &self.consumers[usize::from(tier).min(self.consumers.len() - 1)]
+    }
+
+    /// `items` split by member, in member order.
+    fn by_member<T: Copy>(
+        &self,
+        items: &[T],
+        partition: impl Fn(&T) -> PartitionId,
+    ) -> Vec<(&Arc<BaseConsumer<SourceContext>>, Vec<T>)> {
+        let mut out: Vec<(&Arc<BaseConsumer<SourceContext>>, Vec<T>)> = Vec::new();
+        for item in items {
+            let consumer = self.consumer_of(partition(item));
+            match out.iter_mut().find(|(c, _)| Arc::ptr_eq(c, consumer)) {
+                Some((_, list)) => list.push(*item),
+                None => out.push((consumer, vec![*item])),
+            }
+        }
+        out
+    }
+
+    /// Commits `offsets` and waits for the broker's answer. On failure,
+    /// the partitions whose commit was not made come back with the error.
+    fn commit(&self, offsets: &[(PartitionId, i64)]) -> Result<(), (KafkaError, Vec<PartitionId>)> {
+        let mut failure: Option<(KafkaError, Vec<PartitionId>)> = None;
+        for (consumer, list) in self.by_member(offsets, |(p, _)| *p) {
+            if let Err(e) = consumer.commit(&offsets_list(&self.topics, &list), CommitMode::Sync) {
+                let failed = failure.get_or_insert_with(|| (e, Vec::new()));
+                failed.1.extend(list.iter().map(|(p, _)| *p));
+            }
+        }
+        failure.map_or(Ok(()), Err)
+    }
+}
+
+/// Partitions whose last background commit was refused (librdkafka does
+/// not retry a commit refused during a rebalance): the dispatcher offers
+/// their offsets again at its next commit.
+#[derive(Debug, Default)]
+pub struct FailedCommits {
+    partitions: std::sync::Mutex<Vec<PartitionId>>,
+    /// When a failure was last logged (at most one line every few seconds).
+    last_logged: std::sync::Mutex<Option<Instant>>,
+}
+
+impl FailedCommits {
+    fn add(&self, partitions: impl IntoIterator<Item = PartitionId>, error: &str) {
+        let mut list = match self.partitions.lock() {
+            Ok(l) => l,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let before = list.len();
+        list.extend(partitions);
+        let added = list.len() - before;
+        drop(list);
+        if added == 0 {
+            return;
+        }
+        let mut last = match self.last_logged.lock() {
+            Ok(l) => l,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) {
+            *last = Some(Instant::now());
+            tracing::warn!(partitions = added, %error, "offset commit refused; committing again at the next interval");
+        }
+    }
+
+    /// Takes the partitions whose commit failed since the last call.
+    pub fn take(&self) -> Vec<PartitionId> {
+        match self.partitions.lock() {
+            Ok(mut l) => std::mem::take(&mut *l),
+            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
+        }
+    }
+}
+
+/// The consumer group of the retry tiers: `<group_id>.retry`.
+pub fn retry_group(group_id: &str) -> String {
+    format!("{group_id}.retry")
+}
+
+/// How long start-up waits for each broker answer while adopting tier
+/// offsets.
+const ADOPT_WAIT: Duration = Duration::from_secs(10);
+
+/// Before the tier group `<group_id>.retry` first consumes, gives it the
+/// tier offsets committed by `<group_id>` (versions before 0.2 read the
+/// tiers in the input group): without them the tier group would start at
+/// the beginning of every tier and send every retry kept there again. Does
+/// nothing once the tier group has offsets of its own, or when the old
+/// group has none; a refusal (the tier group already has members) is
+/// logged and left alone.
+fn adopt_tier_offsets(
+    config: &Config,
+    bootstrap: &str,
+    consumer: &BaseConsumer<SourceContext>,
+    tiers: &[String],
+) {
+    let mut all = rdkafka::TopicPartitionList::new();
+    for topic in tiers {
+        let Ok(md) = consumer.fetch_metadata(Some(topic), ADOPT_WAIT) else {
+            return;
+        };
+        for t in md.topics() {
+            for p in t.partitions() {
+                all.add_partition(topic, p.id());
+            }
+        }
+    }
+    if all.count() == 0 {
+        return;
+    }
+    let committed = |tpl: rdkafka::TopicPartitionList| -> Vec<(String, i32, i64)> {
+        tpl.elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                rdkafka::Offset::Offset(o) if o >= 0 => {
+                    Some((e.topic().to_string(), e.partition(), o))
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    let Ok(own) = consumer.committed_offsets(all.clone(), ADOPT_WAIT) else {
+        return;
+    };
+    if !committed(own).is_empty() {
+        return;
+    }
+    let old: Option<BaseConsumer> =
+        crate::kafka::consumer_config(config, bootstrap, &config.kafka.group_id)
+            .create()
+            .ok();
+    let Some(old) = old else {
+        return;
+    };
+    let Ok(theirs) = old.committed_offsets(all, ADOPT_WAIT) else {
+        return;
+    };
+    let theirs = committed(theirs);
+    if theirs.is_empty() {
+        return;
+    }
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for (topic, partition, offset) in &theirs {
+        let _ = tpl.add_partition_offset(topic, *partition, rdkafka::Offset::Offset(*offset));
+    }
+    match consumer.commit(&tpl, CommitMode::Sync) {
+        Ok(()) => tracing::info!(
+            partitions = theirs.len(),
+            from = %config.kafka.group_id,
+            "retry tier offsets adopted from the input group"
+        ),
+        Err(e) => tracing::warn!(
+            error = %e,
+            from = %config.kafka.group_id,
+            "could not adopt the retry tier offsets of the input group; the tiers are read from their committed offsets or the beginning"
+        ),
+    }
+}
+
+/// The background committer: commits what the dispatcher hands it, one
+/// synchronous commit at a time (requests that queued up meanwhile are
+/// merged, the highest offset of each partition kept), and notes refused
+/// partitions in `failed` so the dispatcher offers them again. (An
+/// asynchronous librdkafka commit would report nothing: its result reaches
+/// no callback unless one is set on the native configuration, and a commit
+/// refused during a rebalance is not retried by librdkafka.)
+fn commit_loop(
+    committer: &Committer,
+    requests: std::sync::mpsc::Receiver<Vec<(PartitionId, i64)>>,
+    failed: &FailedCommits,
+) {
+    while let Ok(first) = requests.recv() {
+        let mut latest: std::collections::BTreeMap<PartitionId, i64> = first.into_iter().collect();
+        while let Ok(more) = requests.try_recv() {
+            for (p, o) in more {
+                let entry = latest.entry(p).or_insert(o);
+                *entry = (*entry).max(o);
+            }
+        }
+        let offsets: Vec<(PartitionId, i64)> = latest.into_iter().collect();
+        if let Err((e, partitions)) = committer.commit(&offsets) {
+            failed.add(partitions, &e.to_string());
+        }
+    }
 }
 
 impl SourceConsumer {
-    /// Subscribes to `config.kafka.topics` and starts polling on a thread.
-    /// Records and rebalances arrive on the returned receiver.
+    /// Subscribes one member to `config.kafka.topics` and one to the retry
+    /// tiers of `topics`, and starts polling each on its own thread.
+    /// Records and rebalances of both arrive on the returned receiver (in
+    /// order per partition: a partition belongs to one member).
     pub fn start(
         config: &Config,
         bootstrap: &str,
         topics: TopicTable,
     ) -> Result<(Self, mpsc::Receiver<Inbound>)> {
         let (tx, rx) = mpsc::channel(INBOUND_MESSAGES);
-        let inbound = Arc::new(InboundSender::new(tx));
-        let context = SourceContext {
-            inbound: Arc::clone(&inbound),
-            topics: topics.clone(),
-            revoke_wait: config.delivery.drain_timeout.get() + Duration::from_secs(5),
-        };
-        let consumer: BaseConsumer<SourceContext> =
-            crate::kafka::consumer_config(config, bootstrap, &config.kafka.group_id)
-                .create_with_context(context)
-                .context("creating the input consumer")?;
-        let names: Vec<&str> = topics.names().iter().map(|n| &**n).collect();
-        consumer
-            .subscribe(&names)
-            .with_context(|| format!("subscribing to {names:?}"))?;
-        let consumer = Arc::new(consumer);
         let stop = Arc::new(AtomicBool::new(false));
-        let mut extractors = Extractors::default();
-        for name in topics.inputs() {
-            extractors.add_input(config, name)?;
-        }
-        // The poll thread needs only the `[[sources]]` (for extractors of
-        // topics met later), not the endpoints, which may be many.
-        let sources = Config {
-            sources: config.sources.clone(),
-            ..Config::default()
+        let progress = Arc::new(FetchProgress::default());
+        let failed_commits = Arc::new(FailedCommits::default());
+        let names = |range: std::ops::Range<usize>| -> Vec<String> {
+            topics.names()[range]
+                .iter()
+                .map(|n| n.to_string())
+                .collect()
         };
-        let thread = {
-            let consumer = Arc::clone(&consumer);
-            let stop = Arc::clone(&stop);
-            let topics = topics.clone();
-            let max_payload = config.delivery.max_payload_bytes;
+        let inputs = topics.inputs().len();
+        let mut subscriptions = vec![("input", names(0..inputs))];
+        if topics.names().len() > inputs {
+            subscriptions.push(("retry", names(inputs..topics.names().len())));
+        }
+        let mut members: Vec<Member> = Vec::with_capacity(subscriptions.len());
+        for (role, subscription) in subscriptions {
+            let joined = Arc::new(AtomicBool::new(false));
+            let inbound = Arc::new(InboundSender::new(tx.clone()));
+            let context = SourceContext::new(
+                Arc::clone(&inbound),
+                topics.clone(),
+                config.delivery.drain_timeout.get() + Duration::from_secs(5),
+                Arc::clone(&progress),
+                Arc::clone(&joined),
+            );
+            let group = match role {
+                "input" => config.kafka.group_id.clone(),
+                _ => retry_group(&config.kafka.group_id),
+            };
+            let mut client = crate::kafka::consumer_config(config, bootstrap, &group);
+            client.set("client.id", format!("hookstream-{role}"));
+            let consumer: BaseConsumer<SourceContext> = client
+                .create_with_context(context)
+                .with_context(|| format!("creating the {role} consumer"))?;
+            if role != "input" {
+                adopt_tier_offsets(config, bootstrap, &consumer, &subscription);
+            }
+            let subscribed: Vec<&str> = subscription.iter().map(String::as_str).collect();
+            consumer
+                .subscribe(&subscribed)
+                .with_context(|| format!("subscribing to {subscribed:?}"))?;
+            let consumer = Arc::new(consumer);
+            let mut extractors = Extractors::default();
+            for name in topics.inputs() {
+                extractors.add_input(config, name)?;
+            }
+            // The poll thread needs only the `[[sources]]` (for extractors of
+            // topics met later), not the endpoints, which may be many.
+            let sources = Config {
+                sources: config.sources.clone(),
+                ..Config::default()
+            };
+            let thread = {
+                let consumer = Arc::clone(&consumer);
+                let stop = Arc::clone(&stop);
+                let topics = topics.clone();
+                let max_payload = config.delivery.max_payload_bytes;
+                thread::Builder::new()
+                    .name(format!("{role}-poll"))
+                    .spawn(move || {
+                        let reader = RecordReader {
+                            topics: &topics,
+                            extractors: &mut extractors,
+                            config: &sources,
+                            max_payload,
+                        };
+                        poll_loop(&consumer, reader, &stop, &inbound)
+                    })
+                    .with_context(|| format!("spawning the {role} poll thread"))?
+            };
+            members.push(Member {
+                consumer,
+                thread: Some(thread),
+                joined,
+            });
+        }
+        let committer = Arc::new(Committer {
+            consumers: members.iter().map(|m| Arc::clone(&m.consumer)).collect(),
+            topics: topics.clone(),
+        });
+        let (to_commit, requests) = std::sync::mpsc::channel();
+        let committer_thread = {
+            let committer = Arc::clone(&committer);
+            let failed = Arc::clone(&failed_commits);
             thread::Builder::new()
-                .name("source-poll".into())
-                .spawn(move || {
-                    let reader = RecordReader {
-                        topics: &topics,
-                        extractors: &mut extractors,
-                        config: &sources,
-                        max_payload,
-                    };
-                    poll_loop(&consumer, reader, &stop, &inbound)
-                })
-                .context("spawning the consumer thread")?
+                .name("committer".into())
+                .spawn(move || commit_loop(&committer, requests, &failed))
+                .context("spawning the committer thread")?
         };
         Ok((
             Self {
-                consumer,
+                members,
                 topics,
                 stop,
-                thread: Some(thread),
+                progress,
+                failed_commits,
+                committer,
+                to_commit: Some(to_commit),
+                committer_thread: Some(committer_thread),
             },
             rx,
         ))
     }
 
-    /// The interned input topics.
+    /// The interned topics.
     pub fn topics(&self) -> &TopicTable {
         &self.topics
     }
 
-    /// The librdkafka consumer (commits, pause/resume).
-    pub fn consumer(&self) -> &BaseConsumer<SourceContext> {
-        &self.consumer
+    /// Where librdkafka says each partition's fetching stands.
+    pub fn progress(&self) -> &FetchProgress {
+        &self.progress
     }
 
-    /// Asks the polling thread to stop taking records.
+    /// Partitions whose last asynchronous commit failed.
+    pub fn failed_commits(&self) -> &FailedCommits {
+        &self.failed_commits
+    }
+
+    /// Whether every member got its first assignment: the instance has
+    /// joined its group.
+    pub fn joined(&self) -> bool {
+        self.members
+            .iter()
+            .all(|m| m.joined.load(Ordering::Acquire))
+    }
+
+    /// Stops fetching `partitions`.
+    pub fn pause(&self, partitions: &[PartitionId]) -> Result<(), KafkaError> {
+        for (consumer, list) in self.committer.by_member(partitions, |p| *p) {
+            consumer.pause(&partitions_list(&self.topics, &list))?;
+        }
+        Ok(())
+    }
+
+    /// Fetches `partitions` again.
+    pub fn resume(&self, partitions: &[PartitionId]) -> Result<(), KafkaError> {
+        for (consumer, list) in self.committer.by_member(partitions, |p| *p) {
+            consumer.resume(&partitions_list(&self.topics, &list))?;
+        }
+        Ok(())
+    }
+
+    /// Hands `offsets` (the next offset to read of each partition) to the
+    /// background committer; partitions whose commit is refused show up in
+    /// [`failed_commits`](Self::failed_commits).
+    pub fn commit_in_background(&self, offsets: Vec<(PartitionId, i64)>) {
+        if let Some(tx) = &self.to_commit {
+            let _ = tx.send(offsets);
+        }
+    }
+
+    /// Commits `offsets` now and waits for the answer (shutdown). On
+    /// failure, the partitions whose commit was not made come back with
+    /// the error.
+    pub fn commit_now(
+        &self,
+        offsets: &[(PartitionId, i64)],
+    ) -> Result<(), (KafkaError, Vec<PartitionId>)> {
+        self.committer.commit(offsets)
+    }
+
+    /// Asks the poll threads to stop taking records.
     pub fn request_stop(&self) {
         self.stop.store(true, Ordering::SeqCst);
     }
 
-    /// Stops polling and closes the consumer (blocking; call off the runtime).
+    /// Stops polling and closes the consumers (blocking; call off the
+    /// runtime).
     pub fn close(mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
+        drop(self.to_commit.take());
+        if let Some(t) = self.committer_thread.take() {
             let _ = t.join();
+        }
+        for member in &mut self.members {
+            if let Some(t) = member.thread.take() {
+                let _ = t.join();
+            }
         }
     }
 }
 
 impl Drop for SourceConsumer {
     fn drop(&mut self) {
-        // Without close(): stop the thread, which drops the last handle and
-        // closes the consumer without committing.
+        // Without close(): stop the threads, which drop the last handles
+        // and close the consumers without committing.
         self.stop.store(true, Ordering::SeqCst);
     }
-}
-
-/// Extractors of the input topics (by topic id, so the poll loop finds one
-/// without hashing a name per record); retry records are read with the
-/// extractor of the topic they originally came from.
-#[derive(Default)]
-struct Extractors {
-    /// Input topic `i` of the topic table uses `inputs[i]`.
-    inputs: Vec<Extractor>,
-    /// Topics named by old retry records that are no longer inputs.
-    others: std::collections::HashMap<String, Extractor>,
-}
-
-impl Extractors {
-    fn build(config: &Config, topic: &str) -> Result<Extractor> {
-        let source = config.source_for(topic);
-        Extractor::from_config(&source)
-            .map_err(|(field, msg)| anyhow::anyhow!("sources `{topic}` {field}: {msg}"))
-    }
-
-    /// Adds the extractor of the next input topic.
-    fn add_input(&mut self, config: &Config, topic: &str) -> Result<()> {
-        self.inputs.push(Self::build(config, topic)?);
-        Ok(())
-    }
-
-    /// The extractor of input topic `input` when given (a record of an input
-    /// topic), else of the topic named `topic`: an input's, or one built on
-    /// first use for a topic that is no longer a configured input (old retry
-    /// records), falling back to the default preset.
-    fn get(
-        &mut self,
-        config: &Config,
-        topics: &TopicTable,
-        input: Option<u16>,
-        topic: &str,
-    ) -> &mut Extractor {
-        let id = input.or_else(|| topics.id(topic));
-        if let Some(id) = id.map(usize::from).filter(|id| *id < self.inputs.len()) {
-            return &mut self.inputs[id];
-        }
-        self.others.entry(topic.to_string()).or_insert_with(|| {
-            Self::build(config, topic).unwrap_or_else(|_| Extractor::preset(Default::default()))
-        })
-    }
-}
-
-/// The fields of a retry record written by this version: its event id and
-/// type travel in its headers, so its value is not parsed again (it was
-/// valid JSON when first consumed). `None` for records without them.
-fn retry_fields(headers: &RecordHeaders) -> Option<Extracted> {
-    use crate::retry::record::header;
-    let text = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| std::str::from_utf8(v).ok())
-            .filter(|v| !v.is_empty())
-            .map(str::to_string)
-    };
-    Some(Extracted {
-        id: text(header::EVENT_ID)?,
-        event_type: text(header::EVENT_TYPE)?,
-        ..Extracted::default()
-    })
-}
-
-/// A record as polled, copied out of librdkafka.
-struct Record {
-    topic: u16,
-    partition: i32,
-    offset: i64,
-    key: Option<Bytes>,
-    body: Bytes,
-    headers: RecordHeaders,
-}
-
-impl Record {
-    /// The event of this record, read from `topic`, consumed now.
-    fn into_event(
-        self,
-        topic: Arc<str>,
-        fields: Result<Extracted, InvalidEvent>,
-        kind: RecordKind,
-    ) -> Event {
-        Event {
-            topic,
-            partition: PartitionId {
-                topic: self.topic,
-                partition: self.partition,
-            },
-            offset: self.offset,
-            key: self.key,
-            body: self.body,
-            headers: self.headers,
-            fields,
-            consumed_at: Instant::now(),
-            kind,
-            paused_partition: false,
-        }
-    }
-}
-
-/// Turns polled records into [`Event`]s.
-struct RecordReader<'a> {
-    topics: &'a TopicTable,
-    extractors: &'a mut Extractors,
-    config: &'a Config,
-    max_payload: usize,
-}
-
-impl RecordReader<'_> {
-    /// The event of a polled record: an input record, a single retry, or a
-    /// deferral batch.
-    fn read(&mut self, record: Record) -> Event {
-        let tier = self.topics.tier_of(record.topic);
-        match tier {
-            Some(tier) if record.headers.get(BATCH).is_some() => self.batch(record, tier),
-            _ => self.event(record, tier),
-        }
-    }
-
-    /// The event of an input record (`tier` `None`) or of a single retry
-    /// record (or a deferral batch's entry) of tier `tier`.
-    fn event(&mut self, record: Record, tier: Option<usize>) -> Event {
-        let topic_name = self.topics.name(record.topic);
-        let fields = match tier.and_then(|_| retry_fields(&record.headers)) {
-            // A retry carries what its first consumption extracted.
-            Some(fields) => Ok(fields),
-            None => {
-                let coords = Coordinates {
-                    topic: topic_name,
-                    partition: record.partition,
-                    offset: record.offset,
-                };
-                let header = |name: &str| record.headers.get(name);
-                let source_topic = match tier {
-                    None => &**topic_name,
-                    Some(_) => header(crate::retry::record::header::SOURCE)
-                        .and_then(original_topic)
-                        .unwrap_or(topic_name),
-                };
-                let input = tier.is_none().then_some(record.topic);
-                let extractor = self
-                    .extractors
-                    .get(self.config, self.topics, input, source_topic);
-                extractor.extract(&record.body, &header, &coords, self.max_payload)
-            }
-        };
-        let event = record.into_event(Arc::clone(topic_name), fields, RecordKind::Input);
-        match tier {
-            None => event,
-            Some(tier) => Event {
-                kind: RecordKind::Retry {
-                    tier,
-                    headers: RetryHeaders::of(&event),
-                },
-                ..event
-            },
-        }
-    }
-
-    /// The event of a deferral batch record: its entries as retry events
-    /// at its offset, or, when it cannot be read, a retry whose headers say
-    /// what is wrong (it is dead-lettered as it is).
-    fn batch(&mut self, record: Record, tier: usize) -> Event {
-        let decoded = batch::decode(&record.body).map(|entries| {
-            entries
-                .into_iter()
-                .map(|entry| {
-                    let entry = Record {
-                        topic: record.topic,
-                        partition: record.partition,
-                        offset: record.offset,
-                        key: entry.key.map(Bytes::copy_from_slice),
-                        body: record.body.slice(entry.value),
-                        headers: RecordHeaders::from_pairs(entry.headers),
-                    };
-                    Arc::new(self.event(entry, Some(tier)))
-                })
-                .collect::<Vec<_>>()
-        });
-        let kind = match decoded {
-            Ok(entries) => RecordKind::RetryBatch {
-                tier,
-                due_ms: entries.iter().filter_map(|e| e.due_ms()).max().unwrap_or(0),
-                entries,
-            },
-            Err(problem) => RecordKind::Retry {
-                tier,
-                headers: Err(problem),
-            },
-        };
-        let topic = Arc::clone(self.topics.name(record.topic));
-        record.into_event(topic, Err(InvalidEvent::Batch), kind)
-    }
-}
-
-/// The input topic named in a retry record's `hookstream-source`.
-fn original_topic(source: &[u8]) -> Option<&str> {
-    let text = std::str::from_utf8(source).ok()?;
-    let mut parts = text.rsplitn(3, '/');
-    parts.next()?;
-    parts.next()?;
-    parts.next()
 }
 
 fn poll_loop(

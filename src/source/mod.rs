@@ -1,5 +1,15 @@
 //! Source stage: consuming records and extracting routing fields.
+//!
+//! [`consumer`] runs the group members and their poll threads, [`hooks`]
+//! is what librdkafka calls on them (rebalances, commits, statistics),
+//! [`inbound`] carries records and rebalances to the dispatcher in order,
+//! [`reader`] turns polled records into [`event::Event`]s with
+//! [`extract`], and [`topics`] interns topic names.
 
 pub mod consumer;
 pub mod event;
 pub mod extract;
+pub mod hooks;
+pub mod inbound;
+pub mod reader;
+pub mod topics;

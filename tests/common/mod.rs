@@ -41,8 +41,48 @@ impl Cluster {
         Self { broker, producer }
     }
 
+    /// Like [`start`](Self::start), but the broker runs in a child process
+    /// (`hookstream embedded-broker`), so that `hookstream run` processes
+    /// can share it and the test can kill them without touching it.
+    pub fn in_child_process(topics: &[&str], partitions: i32) -> Self {
+        let exe = std::path::Path::new(env!("CARGO_BIN_EXE_hookstream"));
+        let broker = Arc::new(EmbeddedBroker::spawn_process(exe).expect("broker process"));
+        for t in topics {
+            broker.create_topic(t, partitions).expect("create topic");
+        }
+        let producer = ClientConfig::new()
+            .set("bootstrap.servers", broker.bootstrap_servers())
+            .set("linger.ms", "2")
+            .create()
+            .expect("producer");
+        Self { broker, producer }
+    }
+
     pub fn bootstrap(&self) -> &str {
         self.broker.bootstrap_servers()
+    }
+
+    /// (low, high) watermarks of every partition of `topic`. A low mark
+    /// above 0 means the mock cluster dropped records (it keeps about
+    /// 5 MiB per partition).
+    pub fn watermarks(&self, topic: &str) -> Vec<(i32, i64, i64)> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", self.bootstrap())
+            .create()
+            .expect("watermark reader");
+        let md = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .expect("metadata");
+        md.topics()
+            .iter()
+            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+            .map(|p| {
+                let (low, high) = consumer
+                    .fetch_watermarks(topic, p, Duration::from_secs(10))
+                    .expect("watermarks");
+                (p, low, high)
+            })
+            .collect()
     }
 
     pub fn target(&self) -> BrokerTarget {
@@ -144,11 +184,18 @@ impl Cluster {
         out
     }
 
-    /// (committed, end) offset per partition of `topic` for `group`.
+    /// (committed, end) offset per partition of `topic` for the instances
+    /// whose `kafka.group_id` is `group` (retry tiers are read in the group
+    /// `<group>.retry`).
     pub fn committed_vs_end(&self, group: &str, topic: &str) -> Vec<(i32, i64, i64)> {
+        let group = if topic.contains(".retry.") {
+            hookstream::source::consumer::retry_group(group)
+        } else {
+            group.to_string()
+        };
         let consumer: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", self.bootstrap())
-            .set("group.id", group)
+            .set("group.id", &group)
             .create()
             .expect("offset reader");
         let md = consumer
@@ -306,6 +353,18 @@ pub fn config(group: &str, topics: &[(&str, Preset)]) -> Config {
     c.delivery.backoff.max = HumanDuration::from_secs(2);
     c.delivery.max_attempts = 3;
     c.metrics.listen = String::new();
+    // The mock cluster waits a session timeout less a second for members
+    // to rejoin at every rebalance round (a cooperative rebalance has
+    // two): short sessions keep tests with several members quick.
+    for (key, value) in [
+        ("session.timeout.ms", "3000"),
+        ("heartbeat.interval.ms", "500"),
+    ] {
+        c.kafka.properties.insert(
+            key.into(),
+            hookstream::config::PropertyValue::Text(value.into()),
+        );
+    }
     c.sources = topics
         .iter()
         .map(|(t, p)| SourceConfig::for_preset(*t, *p))
@@ -347,9 +406,21 @@ pub fn probe_a_dead_host_often(config: &mut Config) {
 }
 
 pub async fn start(config: Config, cluster: &Cluster) -> Pipeline {
+    log_if_asked();
     Pipeline::start(config, cluster.target())
         .await
         .expect("pipeline starts")
+}
+
+/// Logs to stderr when `TEST_LOG` is set (a `RUST_LOG`-style filter), for
+/// looking into a failing test.
+pub fn log_if_asked() {
+    if let Ok(filter) = std::env::var("TEST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
+    }
 }
 
 /// Waits until `done()` or panics after `timeout` with `what`.
