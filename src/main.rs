@@ -177,6 +177,21 @@ fn init_logging(format: LogFormat) {
     }
 }
 
+/// `demo --events N --rate R` within their documented ranges (a rate of 0
+/// means as fast as possible).
+fn check_demo_args(events: u64, rate: f64) -> Result<(), CommandError> {
+    use hookstream::config::limits::{CLI_EVENTS, CLI_RATE, outside};
+    if let Some(why) = outside(events, CLI_EVENTS) {
+        return Err(CommandError::Usage(format!("--events: {why}")));
+    }
+    if rate != 0.0
+        && let Some(why) = outside(rate, CLI_RATE)
+    {
+        return Err(CommandError::Usage(format!("--rate: {why} (or 0)")));
+    }
+    Ok(())
+}
+
 fn runtime() -> Result<tokio::runtime::Runtime, CommandError> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -207,10 +222,15 @@ fn run_bench(
             })
             .collect::<Result<Vec<_>, _>>()?
     };
-    if events == 0 || partitions < 1 || concurrency == 0 {
-        return Err(CommandError::Usage(
-            "--events, --partitions and --concurrency must be at least 1".into(),
-        ));
+    use hookstream::config::limits::{CLI_EVENTS, MAX_CONCURRENCY, TOPIC_PARTITIONS, outside};
+    for (flag, why) in [
+        ("--events", outside(events, CLI_EVENTS)),
+        ("--partitions", outside(partitions, TOPIC_PARTITIONS)),
+        ("--concurrency", outside(concurrency, MAX_CONCURRENCY)),
+    ] {
+        if let Some(why) = why {
+            return Err(CommandError::Usage(format!("{flag}: {why}")));
+        }
     }
     let options = BenchOptions {
         scenarios,
@@ -264,7 +284,9 @@ fn main() -> ExitCode {
         }
         Command::Demo { events, rate } => {
             init_logging(cli.log_format);
-            runtime().and_then(|rt| rt.block_on(hookstream::demo::run(events, rate)))
+            check_demo_args(events, rate)
+                .and_then(|()| runtime())
+                .and_then(|rt| rt.block_on(hookstream::demo::run(events, rate)))
         }
         Command::Bench {
             scenario,

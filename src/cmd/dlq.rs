@@ -75,10 +75,10 @@ pub async fn replay_command(
     force: bool,
     json: bool,
 ) -> Result<(), CommandError> {
-    if rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
-        return Err(CommandError::Usage(
-            "--rate: must be a number above 0".into(),
-        ));
+    if let Some(why) =
+        rate.and_then(|r| crate::config::limits::outside(r, crate::config::limits::CLI_RATE))
+    {
+        return Err(CommandError::Usage(format!("--rate: {why}")));
     }
     let options = ReplayOptions {
         filter: filter.parse()?,

@@ -5,6 +5,7 @@
 //! no runtime objects: the stages turn these plain structs into their own.
 
 mod duration;
+pub mod limits;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -548,8 +549,11 @@ impl Config {
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
         let mut value: toml::Value = toml::from_str(text).map_err(|e| {
-            let line = e.message().to_string();
-            ConfigError::new("", format!("invalid TOML: {line}"))
+            let at = e.span().map_or(String::new(), |span| {
+                let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+                format!(" (line {line})")
+            });
+            ConfigError::new("", format!("invalid TOML{at}: {}", e.message()))
         })?;
         expand_env(&mut value, &mut String::new(), env)?;
         let config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
@@ -561,8 +565,13 @@ impl Config {
         Ok(config)
     }
 
-    /// Checks values serde cannot: ranges, references, URLs.
+    /// Checks values serde cannot: ranges ([`limits`]), references, URLs.
     fn validate(&self, env: &dyn Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        use limits::*;
+        let fail = |key: &str, why: Option<String>| match why {
+            Some(message) => Err(ConfigError::new(key, message)),
+            None => Ok(()),
+        };
         let k = &self.kafka;
         if k.brokers.trim().is_empty() {
             return Err(ConfigError::new("kafka.brokers", "must not be empty"));
@@ -570,18 +579,28 @@ impl Config {
         if k.group_id.trim().is_empty() {
             return Err(ConfigError::new("kafka.group_id", "must not be empty"));
         }
-        if k.topics.is_empty() {
-            return Err(ConfigError::new("kafka.topics", "needs at least one topic"));
+        fail("kafka.group_id", bad_length(k.group_id.len(), NAME_LEN))?;
+        fail("kafka.topics", bad_count(k.topics.len(), INPUT_TOPICS))?;
+        for (i, topic) in k.topics.iter().enumerate() {
+            fail(
+                &format!("kafka.topics[{i}]"),
+                bad_length(topic.len(), NAME_LEN),
+            )?;
+            if !topic.chars().all(valid_topic_char) {
+                return Err(ConfigError::new(
+                    format!("kafka.topics[{i}]"),
+                    "may use only letters, digits, '.', '_' and '-'",
+                ));
+            }
         }
-        if k.commit_interval.get().is_zero() {
-            return Err(ConfigError::new("kafka.commit_interval", "must be above 0"));
-        }
-        if k.embedded_partitions < 1 {
-            return Err(ConfigError::new(
-                "kafka.embedded_partitions",
-                "must be at least 1",
-            ));
-        }
+        fail(
+            "kafka.commit_interval",
+            outside_duration(k.commit_interval.get(), COMMIT_INTERVAL),
+        )?;
+        fail(
+            "kafka.embedded_partitions",
+            outside(k.embedded_partitions, EMBEDDED_PARTITIONS),
+        )?;
         let t = &self.topics;
         if t.prefix.is_empty() || !t.prefix.chars().all(valid_topic_char) {
             return Err(ConfigError::new(
@@ -589,11 +608,16 @@ impl Config {
                 "must be non-empty and use only letters, digits, '.', '_' and '-'",
             ));
         }
-        if t.retry_tiers.is_empty() {
-            return Err(ConfigError::new(
-                "topics.retry_tiers",
-                "needs at least one tier",
-            ));
+        fail("topics.prefix", bad_length(t.prefix.len(), NAME_LEN))?;
+        fail(
+            "topics.retry_tiers",
+            bad_count(t.retry_tiers.len(), RETRY_TIERS),
+        )?;
+        for (i, tier) in t.retry_tiers.iter().enumerate() {
+            fail(
+                &format!("topics.retry_tiers[{i}]"),
+                outside_duration(tier.get(), RETRY_TIER),
+            )?;
         }
         for (i, pair) in t.retry_tiers.windows(2).enumerate() {
             if pair[0] >= pair[1] {
@@ -603,64 +627,79 @@ impl Config {
                 ));
             }
         }
-        if t.retry_tiers[0].get().is_zero() {
-            return Err(ConfigError::new("topics.retry_tiers[0]", "must be above 0"));
-        }
-        if t.partitions < 1 {
-            return Err(ConfigError::new("topics.partitions", "must be at least 1"));
+        fail("topics.partitions", outside(t.partitions, TOPIC_PARTITIONS))?;
+        if t.replication_factor != -1 {
+            fail(
+                "topics.replication_factor",
+                outside(t.replication_factor, REPLICATION_FACTOR)
+                    .map(|why| format!("{why}; or -1 for the broker's default")),
+            )?;
         }
         let d = &self.delivery;
-        if d.timeout.get().is_zero() {
-            return Err(ConfigError::new("delivery.timeout", "must be above 0"));
-        }
-        if d.max_attempts == 0 {
-            return Err(ConfigError::new(
-                "delivery.max_attempts",
-                "must be at least 1",
-            ));
-        }
-        if !(d.backoff.factor >= 1.0 && d.backoff.factor.is_finite()) {
-            return Err(ConfigError::new(
-                "delivery.backoff.factor",
-                "must be a number >= 1.0",
-            ));
-        }
-        if !(0.0..=1.0).contains(&d.backoff.jitter) {
-            return Err(ConfigError::new(
-                "delivery.backoff.jitter",
-                "must be between 0.0 and 1.0",
-            ));
-        }
+        fail(
+            "delivery.timeout",
+            outside_duration(d.timeout.get(), REQUEST_TIMEOUT),
+        )?;
+        fail(
+            "delivery.max_attempts",
+            outside(d.max_attempts, MAX_ATTEMPTS),
+        )?;
+        fail(
+            "delivery.backoff.initial",
+            outside_duration(d.backoff.initial.get(), BACKOFF_INITIAL),
+        )?;
+        fail(
+            "delivery.backoff.max",
+            outside_duration(d.backoff.max.get(), BACKOFF_MAX),
+        )?;
+        fail(
+            "delivery.backoff.factor",
+            outside(d.backoff.factor, BACKOFF_FACTOR),
+        )?;
+        fail(
+            "delivery.backoff.jitter",
+            outside(d.backoff.jitter, BACKOFF_JITTER),
+        )?;
         if d.backoff.initial > d.backoff.max {
             return Err(ConfigError::new(
                 "delivery.backoff.initial",
                 "must not exceed delivery.backoff.max",
             ));
         }
-        if d.retry_window.get().is_zero() {
-            return Err(ConfigError::new("delivery.retry_window", "must be above 0"));
-        }
-        if d.max_in_flight == 0 {
+        fail(
+            "delivery.retry_window",
+            outside_duration(d.retry_window.get(), RETRY_WINDOW),
+        )?;
+        fail(
+            "delivery.max_in_flight",
+            outside(d.max_in_flight, MAX_IN_FLIGHT),
+        )?;
+        fail(
+            "delivery.max_connections_per_host",
+            outside(d.max_connections_per_host, CONNECTIONS_PER_HOST),
+        )?;
+        fail(
+            "delivery.max_payload_bytes",
+            outside(d.max_payload_bytes, MAX_PAYLOAD_BYTES),
+        )?;
+        fail(
+            "delivery.drain_timeout",
+            outside_duration(d.drain_timeout.get(), DRAIN_TIMEOUT),
+        )?;
+        fail(
+            "delivery.user_agent",
+            bad_length(d.user_agent.len(), USER_AGENT_LEN),
+        )?;
+        if http::HeaderValue::from_str(&d.user_agent).is_err() {
             return Err(ConfigError::new(
-                "delivery.max_in_flight",
-                "must be at least 1",
+                "delivery.user_agent",
+                "has characters a header cannot carry",
             ));
         }
-        if d.max_connections_per_host == 0 {
-            return Err(ConfigError::new(
-                "delivery.max_connections_per_host",
-                "must be at least 1",
-            ));
-        }
-        if d.max_payload_bytes == 0 {
-            return Err(ConfigError::new(
-                "delivery.max_payload_bytes",
-                "must be at least 1",
-            ));
-        }
-        if self.api.rotation_grace.get().is_zero() {
-            return Err(ConfigError::new("api.rotation_grace", "must be above 0"));
-        }
+        fail(
+            "api.rotation_grace",
+            outside_duration(self.api.rotation_grace.get(), ROTATION_GRACE),
+        )?;
         for (i, token) in self.api.tokens.iter().enumerate() {
             if token.token.is_none() && token.token_env.is_none() {
                 return Err(ConfigError::new(

@@ -5,6 +5,7 @@ pub mod activity;
 pub mod circuit;
 pub mod classify;
 pub mod client;
+pub mod faults;
 pub mod host;
 pub mod request;
 pub mod sender;

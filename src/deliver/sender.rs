@@ -15,7 +15,9 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
+use futures::FutureExt;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use std::panic::AssertUnwindSafe;
 use tokio::sync::{Notify, Semaphore, mpsc};
 
 use arc_swap::ArcSwap;
@@ -27,6 +29,7 @@ use super::client::HttpClients;
 use super::host::HostLimits;
 use super::request::{Outgoing, send_attempt, webhook_id};
 use crate::commit::AckToken;
+use crate::config::RateLimitConfig;
 use crate::index::Endpoint;
 use crate::metrics::EndpointMetrics;
 use crate::retry::backoff::Backoff;
@@ -80,6 +83,8 @@ struct Shared {
     activity: Arc<EndpointActivity>,
     /// Set when the endpoint answered 410 Gone.
     gone: AtomicBool,
+    /// Set once a panic of this sender was logged.
+    panic_logged: AtomicBool,
     /// Opens after repeated failures.
     circuit: Circuit,
     /// Unix ms of the latest dequeue: a sender that stops taking from its
@@ -203,14 +208,10 @@ impl Sender {
         deps: &Arc<SenderDeps>,
         activity: Arc<EndpointActivity>,
     ) -> Self {
-        let limiter = endpoint.config.rate_limit.map(|rl| {
-            let period = Duration::from_secs_f64(1.0 / rl.per_second).max(Duration::from_nanos(1));
-            let burst = NonZeroU32::new(rl.burst).unwrap_or(NonZeroU32::MIN);
-            let quota = Quota::with_period(period)
-                .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
-                .allow_burst(burst);
-            Box::new(RateLimiter::direct(quota))
-        });
+        let limiter = endpoint
+            .config
+            .rate_limit
+            .map(|rl| Box::new(RateLimiter::direct(rate_quota(&rl))));
         let shared = Arc::new(Shared {
             metrics: deps.metrics_for(endpoint.id()),
             capacity: (endpoint.config.queue_size as usize).max(1),
@@ -221,6 +222,7 @@ impl Sender {
             deps: Arc::clone(deps),
             activity,
             gone: AtomicBool::new(false),
+            panic_logged: AtomicBool::new(false),
             circuit: Circuit::new(deps.circuit_base, deps.policy.backoff.max()),
             last_dequeue_ms: AtomicI64::new(now_ms()),
             queue: Mutex::new(Queue::default()),
@@ -324,7 +326,7 @@ impl Sender {
             // A worker lingers only for a stream (the endpoint took a
             // delivery moments ago), not for an endpoint hit once in a while.
             let linger = now - previous <= STREAM_GAP_MS;
-            tokio::spawn(work(Arc::clone(&self.shared), linger));
+            spawn_worker(Arc::clone(&self.shared), linger);
         } else {
             self.shared.arrivals.notify_one();
         }
@@ -339,9 +341,7 @@ impl Sender {
     pub fn is_idle(&self, now_ms: i64, idle_ms: i64) -> bool {
         let shared = &self.shared;
         let endpoint = shared.endpoint.load();
-        let refill_ms = endpoint.config.rate_limit.map_or(0, |rl| {
-            (f64::from(rl.burst) / rl.per_second * 1000.0) as i64
-        });
+        let refill_ms = endpoint.config.rate_limit.map_or(0, |rl| refill_ms(&rl));
         if now_ms - shared.last_dequeue_ms.load(Ordering::Relaxed) < idle_ms.max(refill_ms)
             || shared.gone.load(Ordering::Relaxed)
             || !shared.circuit.is_clean()
@@ -378,6 +378,44 @@ impl Sender {
     }
 }
 
+/// The longest period between two requests a rate limit may ask for: the
+/// limiter counts in nanoseconds, and a period times a burst must stay far
+/// from overflowing (`rate_limit` is validated to 0.001/s and 100 000 at
+/// most; this holds whatever reaches here).
+const MAX_RATE_PERIOD: Duration = Duration::from_secs(24 * 3600);
+
+/// The rate limiter quota of `rl`: one request per `1 / per_second`
+/// (between 1 ns and [`MAX_RATE_PERIOD`]), `burst` at once (at least 1,
+/// at most [`crate::config::limits::RATE_BURST`]). Never panics, whatever
+/// the numbers (NaN and infinities included).
+pub fn rate_quota(rl: &RateLimitConfig) -> Quota {
+    let seconds = 1.0 / rl.per_second;
+    let period = Duration::try_from_secs_f64(seconds)
+        .unwrap_or(if seconds > 0.0 {
+            MAX_RATE_PERIOD
+        } else {
+            Duration::from_nanos(1)
+        })
+        .clamp(Duration::from_nanos(1), MAX_RATE_PERIOD);
+    let burst = rl.burst.clamp(1, crate::config::limits::RATE_BURST.max);
+    let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
+    Quota::with_period(period)
+        .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
+        .allow_burst(burst)
+}
+
+/// How long (ms) a rate limit of `rl` takes to refill its burst, at most a
+/// day (an idle sender is kept that long so dropping it frees no extra
+/// burst).
+pub fn refill_ms(rl: &RateLimitConfig) -> i64 {
+    let ms = f64::from(rl.burst) / rl.per_second * 1000.0;
+    if ms.is_nan() {
+        0
+    } else {
+        ms.clamp(0.0, MAX_RATE_PERIOD.as_millis() as f64) as i64
+    }
+}
+
 /// How long an idle worker of a streaming endpoint waits for more before
 /// it ends.
 const WORKER_LINGER: Duration = Duration::from_millis(50);
@@ -393,26 +431,26 @@ async fn work(shared: Arc<Shared>, linger: bool) {
     let max_events = batch.max_events.max(1) as usize;
     let max_wait = batch.max_wait.get();
     loop {
-        let mut batch = Vec::with_capacity(1);
+        let mut hand = InHand::new(&shared, Vec::with_capacity(1));
         loop {
             let arrived = shared.arrivals.notified();
             tokio::pin!(arrived);
             arrived.as_mut().enable();
-            shared.take(&mut batch, max_events, false);
-            if !batch.is_empty() {
+            shared.take(&mut hand.deliveries, max_events, false);
+            if !hand.deliveries.is_empty() {
                 break;
             }
             // Lingers a moment so a steady stream does not start a worker
             // per delivery; then ends unless something arrived meanwhile.
             if !linger || tokio::time::timeout(WORKER_LINGER, arrived).await.is_err() {
-                if !shared.take(&mut batch, max_events, true) {
+                if !shared.take(&mut hand.deliveries, max_events, true) {
                     return;
                 }
                 break;
             }
         }
-        if batch.len() < max_events && !max_wait.is_zero() {
-            fill_batch(&shared, &mut batch, max_events, max_wait).await;
+        if hand.deliveries.len() < max_events && !max_wait.is_zero() {
+            fill_batch(&shared, &mut hand.deliveries, max_events, max_wait).await;
         }
         // While the circuit is open, queued deliveries move to the retry
         // tier at once instead of waiting for a permit behind failing
@@ -420,7 +458,7 @@ async fn work(shared: Arc<Shared>, linger: bool) {
         // dispatcher, for every endpoint) is never held up by this one.
         let now = now_ms();
         if shared.circuit.open_for(now).is_some() {
-            for delivery in batch {
+            while let Some(delivery) = hand.pop() {
                 let delay = shared.circuit.defer_for(now).unwrap_or_default();
                 defer(&shared, delivery, delay, "circuit open");
             }
@@ -433,17 +471,127 @@ async fn work(shared: Arc<Shared>, linger: bool) {
             limiter.until_ready().await;
         }
         let Ok(permit) = Arc::clone(&shared.permits).acquire_owned().await else {
+            // Never closed; were it, this would be shutdown: the deliveries
+            // are consumed again after a restart.
+            hand.abandon();
             return;
         };
         // The host's slot is taken here, not in the attempt's task, so what
         // waits for a busy host is this worker, not a task per delivery.
         // (The semaphore is never closed; closed would only lift the limit.)
         let host_slot = shared.host_slots.load_full().acquire_owned().await.ok();
+        let batch = hand.hand_over();
         let shared = Arc::clone(&shared);
         tokio::spawn(async move {
-            deliver(&shared, batch).await;
+            let attempt = AssertUnwindSafe(deliver(&shared, batch))
+                .catch_unwind()
+                .await;
+            if let Err(panic) = attempt {
+                panicked(&shared, panic.as_ref());
+            }
             drop((permit, host_slot));
         });
+    }
+}
+
+/// Starts a worker for `shared`'s queue, supervised: a worker that panics
+/// is counted and logged, its deliveries in hand are dead-lettered (see
+/// [`InHand`]), and a new worker takes over what is still queued.
+fn spawn_worker(shared: Arc<Shared>, linger: bool) {
+    tokio::spawn(async move {
+        let result = AssertUnwindSafe(work(Arc::clone(&shared), linger))
+            .catch_unwind()
+            .await;
+        if let Err(panic) = result {
+            panicked(&shared, panic.as_ref());
+            // The worker flag is still set: clear it, or start another
+            // worker for what is queued (each panic dead-letters what the
+            // worker held, so this ends).
+            let restart = {
+                let mut q = shared.queue();
+                if q.items.is_empty() || q.closed {
+                    q.worker = false;
+                    false
+                } else {
+                    true
+                }
+            };
+            if restart {
+                spawn_worker(shared, false);
+            }
+        }
+    });
+}
+
+/// Counts a panic in `shared`'s sender and logs the first one.
+fn panicked(shared: &Shared, panic: &(dyn std::any::Any + Send)) {
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_string());
+    shared.metrics.panics.increment(1);
+    if !shared.panic_logged.swap(true, Ordering::Relaxed) {
+        tracing::error!(
+            endpoint = %shared.endpoint.load().id(),
+            panic = %message,
+            "the endpoint's sender panicked: what it held is dead-lettered as internal_error and it carries on (logged once per sender; hookstream_sender_panics_total counts them)"
+        );
+    }
+}
+
+/// The `hookstream-reason` of deliveries a panic interrupted.
+const INTERNAL_ERROR: &str = "internal_error";
+
+/// Deliveries a task holds that have no outcome yet. Handing one on (to
+/// the writer, to an attempt's task, to the acks) takes it out; whatever is
+/// still here when the holder is dropped, which only happens when it
+/// unwinds from a panic, is dead-lettered as `internal_error`. So a panic
+/// never leaves a delivery without an outcome (its partition could not
+/// commit past it until a restart).
+struct InHand {
+    shared: Arc<Shared>,
+    deliveries: Vec<Delivery>,
+}
+
+impl InHand {
+    fn new(shared: &Arc<Shared>, deliveries: Vec<Delivery>) -> Self {
+        Self {
+            shared: Arc::clone(shared),
+            deliveries,
+        }
+    }
+
+    /// Takes the last delivery out, to hand it on.
+    fn pop(&mut self) -> Option<Delivery> {
+        self.deliveries.pop()
+    }
+
+    /// Takes every delivery out, to hand them on together.
+    fn hand_over(&mut self) -> Vec<Delivery> {
+        std::mem::take(&mut self.deliveries)
+    }
+
+    /// Lets go of the deliveries without an outcome (shutdown: they are
+    /// consumed again after a restart).
+    fn abandon(&mut self) {
+        self.deliveries.clear();
+    }
+}
+
+impl Drop for InHand {
+    fn drop(&mut self) {
+        let endpoint = self.shared.endpoint.load_full();
+        for d in self.deliveries.drain(..) {
+            let h = History {
+                endpoint: endpoint.id(),
+                attempt: d.attempt,
+                first_ms: d.first_ms.unwrap_or_else(now_ms),
+                last_status: INTERNAL_ERROR,
+                last_error: "an internal error (panic) in the endpoint's sender",
+            };
+            dead_letter(&self.shared, d, &h, INTERNAL_ERROR);
+        }
     }
 }
 
@@ -493,6 +641,7 @@ fn event_type(event: &Event) -> &str {
 /// delivery in it: at once when delivered, else once its retry or dead
 /// letter is stored.
 async fn deliver(shared: &Arc<Shared>, batch: Vec<Delivery>) {
+    let mut hand = InHand::new(shared, batch);
     let endpoint = shared.endpoint.load_full();
     let endpoint = &endpoint;
     let now = now_ms();
@@ -516,7 +665,7 @@ async fn deliver(shared: &Arc<Shared>, batch: Vec<Delivery>) {
         None
     };
     if let Some((reason, why)) = refusal {
-        for d in batch {
+        while let Some(d) = hand.pop() {
             let h = History {
                 last_status: reason,
                 last_error: why,
@@ -527,26 +676,32 @@ async fn deliver(shared: &Arc<Shared>, batch: Vec<Delivery>) {
         return;
     }
     if shared.circuit.open_for(now).is_some() {
-        for mut d in batch {
+        while let Some(mut d) = hand.pop() {
             d.first_ms = Some(d.first_ms.unwrap_or(now));
             let delay = shared.circuit.defer_for(now).unwrap_or_default();
             defer(shared, d, delay, "circuit open");
         }
         return;
     }
-    let joined_ids = batch
+    super::faults::maybe_panic(endpoint.id());
+    let joined_ids = hand
+        .deliveries
         .iter()
         .map(|d| event_id(&d.event))
         .collect::<Vec<_>>()
         .join(",");
     let wid = webhook_id(&joined_ids, endpoint.id());
-    let first_type = event_type(&batch[0].event);
-    let kind = if batch.iter().all(|d| event_type(&d.event) == first_type) {
+    let first_type = event_type(&hand.deliveries[0].event);
+    let kind = if hand
+        .deliveries
+        .iter()
+        .all(|d| event_type(&d.event) == first_type)
+    {
         first_type
     } else {
         "batch"
     };
-    let body = batch_body(&batch);
+    let body = batch_body(&hand.deliveries);
     let report = send_attempt(
         &shared.deps.clients,
         endpoint,
@@ -564,7 +719,7 @@ async fn deliver(shared: &Arc<Shared>, batch: Vec<Delivery>) {
         time_ms: now,
         event_id: joined_ids,
         webhook_id: wid,
-        attempt: batch[0].attempt + 1,
+        attempt: hand.deliveries[0].attempt + 1,
         status: report.status,
         outcome: match &report.verdict {
             Verdict::Delivered => Outcome::Delivered,
@@ -590,8 +745,8 @@ async fn deliver(shared: &Arc<Shared>, batch: Vec<Delivery>) {
     };
     match &report.verdict {
         Verdict::Delivered => {
-            count(shared, Outcome::Delivered, batch.len() as u64);
-            for d in batch {
+            count(shared, Outcome::Delivered, hand.deliveries.len() as u64);
+            while let Some(d) = hand.pop() {
                 let age = d.event.consumed_at.elapsed().as_secs_f64()
                     + retry_age_secs(&d.event, d.first_ms.unwrap_or(now));
                 shared.metrics.end_to_end.record(age);
@@ -602,7 +757,7 @@ async fn deliver(shared: &Arc<Shared>, batch: Vec<Delivery>) {
             after,
             counts_attempt,
         } => {
-            for d in batch {
+            while let Some(d) = hand.pop() {
                 let h = failed(&d, *counts_attempt);
                 let age = Duration::from_millis((now_ms() - h.first_ms).max(0) as u64);
                 if h.attempt >= shared.deps.policy.max_attempts
@@ -626,13 +781,13 @@ async fn deliver(shared: &Arc<Shared>, batch: Vec<Delivery>) {
             if !shared.gone.swap(true, Ordering::Relaxed) {
                 tracing::warn!(endpoint = %endpoint.id(), "endpoint answered 410 Gone: disabled");
             }
-            for d in batch {
+            while let Some(d) = hand.pop() {
                 let h = failed(&d, true);
                 dead_letter(shared, d, &h, "gone");
             }
         }
         Verdict::DeadLetter(reason) => {
-            for d in batch {
+            while let Some(d) = hand.pop() {
                 let h = failed(&d, true);
                 dead_letter(shared, d, &h, reason);
             }

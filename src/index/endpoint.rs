@@ -281,6 +281,7 @@ fn check(
             format!("must be at most {MAX_NAME_LEN} bytes"),
         ));
     }
+    check_limits(config)?;
     let url = Url::parse(&config.url)
         .map_err(|e| FieldError::new("url", format!("is not an absolute URL: {e}")))?;
     match url.scheme() {
@@ -344,28 +345,6 @@ fn check(
             ));
         }
     }
-    if let Some(rl) = &config.rate_limit {
-        if !(rl.per_second.is_finite() && rl.per_second > 0.0) {
-            return Err(FieldError::new("rate_limit.per_second", "must be above 0"));
-        }
-        if rl.burst == 0 {
-            return Err(FieldError::new("rate_limit.burst", "must be at least 1"));
-        }
-    }
-    if config.max_concurrency == 0 || config.max_concurrency > 10_000 {
-        return Err(FieldError::new("max_concurrency", "must be 1..=10000"));
-    }
-    if config.queue_size == 0 || config.queue_size > 1_000_000 {
-        return Err(FieldError::new("queue_size", "must be 1..=1000000"));
-    }
-    if config.batch.max_events == 0 || config.batch.max_events > 10_000 {
-        return Err(FieldError::new("batch.max_events", "must be 1..=10000"));
-    }
-    if let Some(t) = config.timeout
-        && t.get().is_zero()
-    {
-        return Err(FieldError::new("timeout", "must be above 0"));
-    }
     for (name, value) in &config.headers {
         let field = format!("headers.{name}");
         let parsed = reqwest::header::HeaderName::from_bytes(name.as_bytes())
@@ -419,6 +398,86 @@ fn check(
         signer,
         previous_until,
     })
+}
+
+/// The ranges of [`crate::config::limits`]: every number and length of an
+/// endpoint, checked before anything is parsed (a 1 MB URL is refused for
+/// its length, not sent to the broker to be refused there).
+fn check_limits(config: &EndpointConfig) -> Result<(), FieldError> {
+    use crate::config::limits::*;
+    let fail = |field: String, why: Option<String>| match why {
+        Some(message) => Err(FieldError::new(field, message)),
+        None => Ok(()),
+    };
+    fail("url".into(), bad_length(config.url.len(), URL_LEN))?;
+    fail(
+        "events".into(),
+        bad_count(config.events.len(), EVENT_PATTERNS),
+    )?;
+    for (i, pattern) in config.events.iter().enumerate() {
+        fail(
+            format!("events[{i}]"),
+            bad_length(pattern.len(), ROUTE_NAME_LEN),
+        )?;
+    }
+    for (field, names) in [("devices", &config.devices), ("groups", &config.groups)] {
+        fail(field.into(), bad_count(names.len(), RESTRICTIONS))?;
+        for (i, name) in names.iter().enumerate() {
+            fail(
+                format!("{field}[{i}]"),
+                bad_length(name.len(), ROUTE_NAME_LEN),
+            )?;
+        }
+    }
+    if !config.tenant.is_empty() {
+        fail(
+            "tenant".into(),
+            bad_length(config.tenant.len(), ROUTE_NAME_LEN),
+        )?;
+    }
+    fail("headers".into(), bad_count(config.headers.len(), HEADERS))?;
+    for (name, value) in &config.headers {
+        fail(
+            format!("headers.{name}"),
+            bad_length(name.len(), HEADER_NAME_LEN),
+        )?;
+        fail(
+            format!("headers.{name}"),
+            bad_length(value.len(), HEADER_VALUE_LEN),
+        )?;
+    }
+    for (field, secret) in [
+        ("secret", &config.secret),
+        ("previous_secret", &config.previous_secret),
+    ] {
+        if let Some(secret) = secret {
+            fail(field.into(), bad_length(secret.len(), SECRET_LEN))?;
+        }
+    }
+    if let Some(rl) = &config.rate_limit {
+        fail(
+            "rate_limit.per_second".into(),
+            outside(rl.per_second, RATE_PER_SECOND),
+        )?;
+        fail("rate_limit.burst".into(), outside(rl.burst, RATE_BURST))?;
+    }
+    fail(
+        "max_concurrency".into(),
+        outside(config.max_concurrency, MAX_CONCURRENCY),
+    )?;
+    fail("queue_size".into(), outside(config.queue_size, QUEUE_SIZE))?;
+    fail(
+        "batch.max_events".into(),
+        outside(config.batch.max_events, BATCH_EVENTS),
+    )?;
+    fail(
+        "batch.max_wait".into(),
+        outside_duration(config.batch.max_wait.get(), BATCH_WAIT),
+    )?;
+    if let Some(t) = config.timeout {
+        fail("timeout".into(), outside_duration(t.get(), REQUEST_TIMEOUT))?;
+    }
+    Ok(())
 }
 
 /// `localhost`, `*.localhost` (RFC 6761), with or without the root dot.

@@ -48,6 +48,9 @@ pub mod names {
     /// Assigned partitions whose gate is open and whose fetch position has
     /// not moved for a while although records wait behind it.
     pub const PARTITIONS_STALLED: &str = "hookstream_partitions_stalled";
+    /// Panics in an endpoint's sender (its deliveries in hand are
+    /// dead-lettered as `internal_error`), by endpoint.
+    pub const SENDER_PANICS: &str = "hookstream_sender_panics_total";
     /// Copies of a delivery found on the retry tiers (the same delivery
     /// written twice, after a partition was read again) and settled
     /// without sending.
@@ -80,6 +83,10 @@ fn describe() {
     describe_counter!(
         names::OFFSET_RESETS,
         "Fetch positions reset because retention removed records before they were consumed"
+    );
+    describe_counter!(
+        names::SENDER_PANICS,
+        "Panics in an endpoint's sender; what it held is dead-lettered as internal_error"
     );
     describe_counter!(
         names::RETRY_COPIES,
@@ -138,6 +145,8 @@ pub struct EndpointMetrics {
     pub rate_limited: Counter,
     /// End-to-end latency (shared by all endpoints).
     pub end_to_end: Histogram,
+    /// Panics of the endpoint's sender.
+    pub panics: Counter,
 }
 
 impl EndpointMetrics {
@@ -165,8 +174,9 @@ impl EndpointMetrics {
                 class("error"),
             ],
             duration: histogram!(names::DELIVERY_DURATION, "endpoint" => id.clone()),
-            rate_limited: counter!(names::RATE_LIMITED, "endpoint" => id),
+            rate_limited: counter!(names::RATE_LIMITED, "endpoint" => id.clone()),
             end_to_end: histogram!(names::END_TO_END),
+            panics: counter!(names::SENDER_PANICS, "endpoint" => id),
         }
     }
 

@@ -34,7 +34,8 @@ impl Backoff {
         let base = self.initial.as_secs_f64() * self.factor.powi(exponent);
         let capped = base.min(self.max.as_secs_f64());
         let spread = 1.0 + self.jitter * (unit.clamp(0.0, 1.0) * 2.0 - 1.0);
-        Duration::from_secs_f64((capped * spread).clamp(0.0, self.max.as_secs_f64()))
+        let seconds = (capped * spread).clamp(0.0, self.max.as_secs_f64());
+        Duration::try_from_secs_f64(seconds).unwrap_or(self.max)
     }
 
     /// The cap of any delay, `Retry-After` included.

@@ -142,7 +142,10 @@ pub async fn replay(
     let show = std::io::stderr().is_terminal();
     for (i, letter) in sendable.iter().enumerate() {
         if let Some(rate) = options.rate.filter(|r| *r > 0.0) {
-            let due = started + Duration::from_secs_f64(i as f64 / rate);
+            // (The CLI keeps the rate within limits; this stays finite
+            // whatever it is.)
+            let wait = Duration::try_from_secs_f64(i as f64 / rate).unwrap_or(Duration::MAX);
+            let due = started.checked_add(wait).unwrap_or(started);
             tokio::time::sleep_until(due.into()).await;
         }
         let coordinates = letter.coordinates(&dlq_topic);

@@ -3,6 +3,8 @@
 //! HMAC verifier that does not use hookstream's signing code.
 #![allow(dead_code)]
 
+pub mod process;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

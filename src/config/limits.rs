@@ -1,0 +1,281 @@
+//! The accepted range of every number and length hookstream takes from its
+//! configuration file, the management API and the command line.
+//!
+//! One table, so the file (exit 2), the API (400) and the CLI (exit 2) refuse
+//! the same values with the same words, and nothing accepted can overflow
+//! the arithmetic downstream (a rate of 1e-20 per second once made a rate
+//! limiter's period overflow and crashed the process on the first event).
+//! Pure data and checks: no I/O.
+
+use std::fmt;
+use std::time::Duration;
+
+/// An inclusive range a value must fall in.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Range<T> {
+    /// Smallest accepted value.
+    pub min: T,
+    /// Largest accepted value.
+    pub max: T,
+}
+
+impl<T: PartialOrd + Copy> Range<T> {
+    /// Whether `value` is within the range (NaN never is).
+    pub fn contains(&self, value: T) -> bool {
+        value >= self.min && value <= self.max
+    }
+}
+
+impl<T: fmt::Display> fmt::Display for Range<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}..={}", self.min, self.max)
+    }
+}
+
+/// A range of durations, shown in human units.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DurationRange {
+    /// Shortest accepted duration.
+    pub min: Duration,
+    /// Longest accepted duration.
+    pub max: Duration,
+}
+
+impl DurationRange {
+    /// Whether `value` is within the range.
+    pub fn contains(&self, value: Duration) -> bool {
+        value >= self.min && value <= self.max
+    }
+}
+
+impl fmt::Display for DurationRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let show = |d: Duration| crate::config::HumanDuration(d).to_string();
+        write!(f, "{}..={}", show(self.min), show(self.max))
+    }
+}
+
+const fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+const fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+const HOUR: u64 = 3600;
+const DAY: u64 = 24 * HOUR;
+
+/// `kafka.commit_interval`.
+pub const COMMIT_INTERVAL: DurationRange = DurationRange {
+    min: ms(10),
+    max: secs(HOUR),
+};
+/// `kafka.embedded_partitions`.
+pub const EMBEDDED_PARTITIONS: Range<i32> = Range { min: 1, max: 1024 };
+/// `kafka.topics` (how many).
+pub const INPUT_TOPICS: Range<usize> = Range { min: 1, max: 100 };
+/// Length of a Kafka topic name, group id or topic prefix.
+pub const NAME_LEN: Range<usize> = Range { min: 1, max: 200 };
+/// `topics.retry_tiers` (how many).
+pub const RETRY_TIERS: Range<usize> = Range { min: 1, max: 16 };
+/// Each of `topics.retry_tiers` (the tier topics' retention must be longer
+/// than the longest tier).
+pub const RETRY_TIER: DurationRange = DurationRange {
+    min: ms(10),
+    max: secs(7 * DAY),
+};
+/// `topics.partitions`.
+pub const TOPIC_PARTITIONS: Range<i32> = Range {
+    min: 1,
+    max: 10_000,
+};
+/// `topics.replication_factor` (or -1 for the broker's default).
+pub const REPLICATION_FACTOR: Range<i32> = Range { min: 1, max: 100 };
+/// `delivery.timeout` and an endpoint's `timeout`.
+pub const REQUEST_TIMEOUT: DurationRange = DurationRange {
+    min: ms(1),
+    max: secs(HOUR),
+};
+/// `delivery.max_attempts`.
+pub const MAX_ATTEMPTS: Range<u32> = Range {
+    min: 1,
+    max: 10_000,
+};
+/// `delivery.backoff.initial`.
+pub const BACKOFF_INITIAL: DurationRange = DurationRange {
+    min: ms(1),
+    max: secs(DAY),
+};
+/// `delivery.backoff.max` (also the longest circuit-open interval and
+/// `Retry-After` honoured).
+pub const BACKOFF_MAX: DurationRange = DurationRange {
+    min: ms(1),
+    max: secs(7 * DAY),
+};
+/// `delivery.backoff.factor`.
+pub const BACKOFF_FACTOR: Range<f64> = Range {
+    min: 1.0,
+    max: 100.0,
+};
+/// `delivery.backoff.jitter`.
+pub const BACKOFF_JITTER: Range<f64> = Range { min: 0.0, max: 1.0 };
+/// `delivery.max_in_flight`.
+pub const MAX_IN_FLIGHT: Range<usize> = Range {
+    min: 1,
+    max: 10_000_000,
+};
+/// `delivery.max_connections_per_host`.
+pub const CONNECTIONS_PER_HOST: Range<usize> = Range {
+    min: 1,
+    max: 100_000,
+};
+/// `delivery.max_payload_bytes`.
+pub const MAX_PAYLOAD_BYTES: Range<usize> = Range {
+    min: 1,
+    max: 64 * 1024 * 1024,
+};
+/// `delivery.drain_timeout`.
+pub const DRAIN_TIMEOUT: DurationRange = DurationRange {
+    min: ms(0),
+    max: secs(HOUR),
+};
+/// `delivery.retry_window`.
+pub const RETRY_WINDOW: DurationRange = DurationRange {
+    min: secs(1),
+    max: secs(365 * DAY),
+};
+/// Length of `delivery.user_agent`.
+pub const USER_AGENT_LEN: Range<usize> = Range { min: 1, max: 512 };
+/// `api.rotation_grace`.
+pub const ROTATION_GRACE: DurationRange = DurationRange {
+    min: secs(1),
+    max: secs(365 * DAY),
+};
+
+/// Length of an endpoint's `url`.
+pub const URL_LEN: Range<usize> = Range { min: 1, max: 2048 };
+/// An endpoint's `events` (how many).
+pub const EVENT_PATTERNS: Range<usize> = Range { min: 1, max: 256 };
+/// An endpoint's `devices` or `groups` (how many).
+pub const RESTRICTIONS: Range<usize> = Range {
+    min: 0,
+    max: 10_000,
+};
+/// Length of one event pattern, device, group or tenant name.
+pub const ROUTE_NAME_LEN: Range<usize> = Range { min: 1, max: 256 };
+/// An endpoint's `headers` (how many).
+pub const HEADERS: Range<usize> = Range { min: 0, max: 64 };
+/// Length of one header name.
+pub const HEADER_NAME_LEN: Range<usize> = Range { min: 1, max: 256 };
+/// Length of one header value.
+pub const HEADER_VALUE_LEN: Range<usize> = Range { min: 0, max: 8192 };
+/// Length of a signing secret.
+pub const SECRET_LEN: Range<usize> = Range { min: 1, max: 1024 };
+/// `rate_limit.per_second`.
+pub const RATE_PER_SECOND: Range<f64> = Range {
+    min: 0.001,
+    max: 1_000_000.0,
+};
+/// `rate_limit.burst`.
+pub const RATE_BURST: Range<u32> = Range {
+    min: 1,
+    max: 100_000,
+};
+/// `max_concurrency`.
+pub const MAX_CONCURRENCY: Range<u32> = Range {
+    min: 1,
+    max: 10_000,
+};
+/// `queue_size`.
+pub const QUEUE_SIZE: Range<u32> = Range {
+    min: 1,
+    max: 1_000_000,
+};
+/// `batch.max_events`.
+pub const BATCH_EVENTS: Range<u32> = Range {
+    min: 1,
+    max: 10_000,
+};
+/// `batch.max_wait`.
+pub const BATCH_WAIT: DurationRange = DurationRange {
+    min: ms(0),
+    max: secs(60),
+};
+
+/// `--rate` of `dlq replay` and `demo` (events per second; 0 means
+/// unthrottled and is checked apart).
+pub const CLI_RATE: Range<f64> = Range {
+    min: 0.001,
+    max: 10_000_000.0,
+};
+/// `--events` of `demo` and `bench`.
+pub const CLI_EVENTS: Range<u64> = Range {
+    min: 1,
+    max: 100_000_000,
+};
+
+/// Why `value` is refused by `range` (`None` when it is accepted).
+pub fn outside<T: PartialOrd + Copy + fmt::Display>(value: T, range: Range<T>) -> Option<String> {
+    (!range.contains(value)).then(|| format!("must be within {range} (got {value})"))
+}
+
+/// Why `value` is refused by `range` (`None` when it is accepted).
+pub fn outside_duration(value: Duration, range: DurationRange) -> Option<String> {
+    (!range.contains(value)).then(|| {
+        format!(
+            "must be within {range} (got {})",
+            crate::config::HumanDuration(value)
+        )
+    })
+}
+
+/// Why a text of `len` bytes is refused by `range`.
+pub fn bad_length(len: usize, range: Range<usize>) -> Option<String> {
+    (!range.contains(len)).then(|| format!("must be {range} bytes long (got {len})"))
+}
+
+/// Why a list of `len` items is refused by `range`.
+pub fn bad_count(len: usize, range: Range<usize>) -> Option<String> {
+    (!range.contains(len)).then(|| format!("must have {range} entries (got {len})"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_are_inclusive_and_refuse_nan() {
+        assert!(RATE_PER_SECOND.contains(0.001));
+        assert!(RATE_PER_SECOND.contains(1_000_000.0));
+        assert!(!RATE_PER_SECOND.contains(1e-20));
+        assert!(!RATE_PER_SECOND.contains(f64::NAN));
+        assert!(!RATE_PER_SECOND.contains(f64::INFINITY));
+        assert_eq!(outside(5u32, MAX_CONCURRENCY), None);
+        assert_eq!(
+            outside(0u32, MAX_CONCURRENCY).as_deref(),
+            Some("must be within 1..=10000 (got 0)")
+        );
+    }
+
+    #[test]
+    fn durations_are_shown_in_human_units() {
+        assert_eq!(
+            outside_duration(Duration::from_secs(8 * DAY), RETRY_TIER).as_deref(),
+            Some("must be within 10ms..=168h (got 192h)")
+        );
+        assert_eq!(outside_duration(Duration::from_secs(1), RETRY_TIER), None);
+    }
+
+    #[test]
+    fn lengths_and_counts_read_as_such() {
+        assert_eq!(
+            bad_length(1_048_576, URL_LEN).as_deref(),
+            Some("must be 1..=2048 bytes long (got 1048576)")
+        );
+        assert_eq!(
+            bad_count(0, EVENT_PATTERNS).as_deref(),
+            Some("must have 1..=256 entries (got 0)")
+        );
+    }
+}
