@@ -73,7 +73,7 @@ static BLOCKS: LazyLock<Vec<Block>> = LazyLock::new(|| {
         .chain(parse(IPV6))
         .filter_map(Result::ok)
         .collect();
-    blocks.sort_by(|a, b| b.bits.cmp(&a.bits));
+    blocks.sort_by_key(|b| std::cmp::Reverse(b.bits));
     blocks
 });
 
