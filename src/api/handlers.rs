@@ -298,6 +298,8 @@ async fn set_enabled(state: &ApiState, id: &str, enabled: bool) -> ApiResult<Jso
     let prepared = replace(state, id, |current| {
         Ok(EndpointConfig {
             enabled,
+            disabled_reason: None,
+            disabled_at: None,
             ..current.clone()
         })
     })

@@ -165,38 +165,59 @@ fn operation(route: &Route) -> Value {
 
 /// Properties of an endpoint, as written (`input`) or read.
 fn endpoint_properties(input: bool) -> Value {
-    let strings = json!({"type": "array", "items": {"type": "string"}});
+    use crate::config::limits::*;
+    let names = json!({
+        "type": "array",
+        "items": {"type": "string", "minLength": ROUTE_NAME_LEN.min, "maxLength": ROUTE_NAME_LEN.max},
+        "maxItems": RESTRICTIONS.max,
+    });
+    let count = |r: Range<u32>| json!({"type": "integer", "minimum": r.min, "maximum": r.max});
     let mut p = json!({
         "id": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,128}$", "description": "Unique id (generated when left out on create)."},
         "name": {"type": "string", "maxLength": 254, "description": "Display name."},
-        "url": {"type": "string", "description": "Absolute https URL (http only with allow_http)."},
-        "events": {"type": "array", "items": {"type": "string"}, "description": "Exact types, prefix globs (\"device-*\") or \"*\"."},
-        "devices": strings.clone(),
-        "groups": strings,
-        "tenant": {"type": "string"},
+        "url": {"type": "string", "minLength": URL_LEN.min, "maxLength": URL_LEN.max, "description": "Absolute https URL (http only with allow_http)."},
+        "events": {
+            "type": "array",
+            "items": {"type": "string", "minLength": ROUTE_NAME_LEN.min, "maxLength": ROUTE_NAME_LEN.max},
+            "minItems": EVENT_PATTERNS.min,
+            "maxItems": EVENT_PATTERNS.max,
+            "description": "Exact types, prefix globs (\"device-*\") or \"*\".",
+        },
+        "devices": names.clone(),
+        "groups": names,
+        "tenant": {"type": "string", "maxLength": ROUTE_NAME_LEN.max},
         "enabled": {"type": "boolean"},
-        "secret": {"type": "string", "description": if input { "Signing secret; generated when left out (and shown in the answer); a masked value keeps the current one." } else { "Masked (\"whsec_****\"); shown in the clear only when created or rotated." }},
+        "disabled_reason": {"type": "string", "description": "Why hookstream disabled the endpoint by itself (it answered 410 Gone); cleared when enabled again."},
+        "disabled_at": {"type": "string", "description": "RFC 3339 time at which hookstream disabled it."},
+        "secret": {"type": "string", "maxLength": SECRET_LEN.max, "description": if input { "Signing secret; generated when left out (and shown in the answer); a masked value keeps the current one." } else { "Masked (\"whsec_****\"); shown in the clear only when created or rotated." }},
         "secret_env": {"type": "string", "description": "Environment variable holding the secret (configuration file only; the API keeps but never sets it)."},
         "previous_secret": {"type": "string", "description": "Masked; the secret a rotation replaced, signing until previous_secret_expires_at."},
         "previous_secret_expires_at": {"type": "string", "description": "RFC 3339."},
         "signature": {"type": "string", "enum": ["standard", "mender", "openmdm", "github", "none"]},
-        "headers": {"type": "object", "additionalProperties": {"type": "string"}},
+        "headers": {
+            "type": "object",
+            "additionalProperties": {"type": "string", "maxLength": HEADER_VALUE_LEN.max},
+            "maxProperties": HEADERS.max,
+        },
         "rate_limit": {
             "type": "object",
-            "properties": {"per_second": {"type": "number"}, "burst": {"type": "integer", "minimum": 0, "maximum": 4294967295u64}},
+            "properties": {
+                "per_second": {"type": "number", "minimum": RATE_PER_SECOND.min, "maximum": RATE_PER_SECOND.max},
+                "burst": count(RATE_BURST),
+            },
             "required": ["per_second"],
             "additionalProperties": false,
         },
-        "max_concurrency": {"type": "integer", "minimum": 0, "maximum": 4294967295u64},
+        "max_concurrency": count(MAX_CONCURRENCY),
         "batch": {
             "type": "object",
-            "properties": {"max_events": {"type": "integer", "minimum": 0, "maximum": 4294967295u64}, "max_wait": {"type": "string"}},
+            "properties": {"max_events": count(BATCH_EVENTS), "max_wait": {"type": "string", "description": "Duration, 0ms..=1m."}},
             "additionalProperties": false,
         },
-        "timeout": {"type": "string", "description": "Duration with a unit: \"250ms\", \"30s\"."},
+        "timeout": {"type": "string", "description": "Duration with a unit: \"250ms\", \"30s\" (1ms..=1h)."},
         "allow_http": {"type": "boolean"},
         "http_version": {"type": "string", "enum": ["auto", "http1", "http2"]},
-        "queue_size": {"type": "integer", "minimum": 0, "maximum": 4294967295u64},
+        "queue_size": count(QUEUE_SIZE),
     });
     if !input {
         p["rate_limit"]["required"] = json!(["per_second", "burst"]);

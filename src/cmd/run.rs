@@ -45,8 +45,7 @@ impl Service {
         let store = EndpointStore::open(&config, &bootstrap).await?;
         let api_config = config.clone();
         let pipeline =
-            Pipeline::start_with_registry(config, target.clone(), Arc::clone(store.registry()))
-                .await?;
+            Pipeline::start_with_store(config, target.clone(), Arc::clone(&store)).await?;
         let api = if api_config.api.listen.is_empty() {
             None
         } else {

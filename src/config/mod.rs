@@ -446,6 +446,13 @@ pub struct EndpointConfig {
     /// Disabled endpoints receive nothing.
     #[serde(default = "default_true")]
     pub enabled: bool,
+    /// Why hookstream disabled the endpoint by itself (it answered 410
+    /// Gone); cleared when it is enabled again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disabled_reason: Option<String>,
+    /// RFC 3339 time at which hookstream disabled it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disabled_at: Option<String>,
     /// Signing secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret: Option<String>,
@@ -513,6 +520,8 @@ impl EndpointConfig {
             groups: Vec::new(),
             tenant: String::new(),
             enabled: true,
+            disabled_reason: None,
+            disabled_at: None,
             secret: None,
             secret_env: None,
             previous_secret: None,

@@ -179,6 +179,19 @@ pub struct SenderDeps {
     /// The handles all endpoints share when series are not labelled per
     /// endpoint (registered on first use).
     pub shared_metrics: OnceLock<Arc<EndpointMetrics>>,
+    /// Called once when an endpoint answers 410 Gone (the service stores it
+    /// disabled; without one it is disabled in this sender only).
+    pub on_gone: Option<GoneHook>,
+}
+
+/// What to do when an endpoint answers 410 Gone: called with its id.
+#[derive(Clone)]
+pub struct GoneHook(pub Arc<dyn Fn(&str) + Send + Sync>);
+
+impl std::fmt::Debug for GoneHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("GoneHook")
+    }
 }
 
 impl SenderDeps {
@@ -780,6 +793,9 @@ async fn deliver(shared: &Arc<Shared>, batch: Vec<Delivery>) {
         Verdict::Gone => {
             if !shared.gone.swap(true, Ordering::Relaxed) {
                 tracing::warn!(endpoint = %endpoint.id(), "endpoint answered 410 Gone: disabled");
+                if let Some(hook) = &shared.deps.on_gone {
+                    (hook.0)(endpoint.id());
+                }
             }
             while let Some(d) = hand.pop() {
                 let h = failed(&d, true);

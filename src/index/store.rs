@@ -200,6 +200,30 @@ impl EndpointStore {
         self.write(records).await
     }
 
+    /// Disables endpoint `id` because of `reason` (it answered 410 Gone):
+    /// stored with `enabled = false`, `disabled_reason` and `disabled_at`,
+    /// so every instance stops delivering to it and it stays disabled
+    /// after a restart, until enabled through the API. Nothing is written
+    /// when it is gone or disabled already.
+    pub async fn disable(&self, id: &str, reason: &str) -> Result<(), StoreError> {
+        let _write = self.write_lock().await;
+        let Some(current) = self.get(id) else {
+            return Ok(());
+        };
+        if !current.config.enabled {
+            return Ok(());
+        }
+        let disabled = EndpointConfig {
+            enabled: false,
+            disabled_reason: Some(reason.to_string()),
+            disabled_at: Some(
+                humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+            ),
+            ..current.config.clone()
+        };
+        self.put(&[disabled]).await
+    }
+
     /// Deletes endpoints (tombstones) and returns once applied here.
     pub async fn delete(&self, ids: &[&str]) -> Result<(), StoreError> {
         self.write(ids.iter().map(|id| (*id, None)).collect()).await

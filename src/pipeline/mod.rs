@@ -19,8 +19,8 @@ use tokio::task::JoinHandle;
 use crate::config::Config;
 use crate::deliver::client::HttpClients;
 use crate::deliver::host::HostLimits;
-use crate::deliver::sender::{RetryPolicy, SenderDeps};
-use crate::index::{Endpoint, EndpointRegistry};
+use crate::deliver::sender::{GoneHook, RetryPolicy, SenderDeps};
+use crate::index::{Endpoint, EndpointRegistry, EndpointStore};
 use crate::kafka::{self, EmbeddedBroker};
 use crate::retry::backoff::{Backoff, RetryTiers};
 use crate::retry::writer::OutcomeWriter;
@@ -128,6 +128,42 @@ impl Pipeline {
         broker: BrokerTarget,
         registry: Arc<EndpointRegistry>,
     ) -> Result<Self> {
+        Self::start_inner(config, broker, registry, None).await
+    }
+
+    /// Like [`start_with_registry`](Self::start_with_registry) with the
+    /// registry of `store`; an endpoint that answers 410 Gone is stored
+    /// disabled (`disabled_reason`, `disabled_at`), so every instance stops
+    /// delivering to it, also after a restart.
+    pub async fn start_with_store(
+        config: Config,
+        broker: BrokerTarget,
+        store: Arc<EndpointStore>,
+    ) -> Result<Self> {
+        let registry = Arc::clone(store.registry());
+        let on_gone = GoneHook(Arc::new(move |id: &str| {
+            let store = Arc::clone(&store);
+            let id = id.to_string();
+            tokio::spawn(async move {
+                match store.disable(&id, "the endpoint answered 410 Gone").await {
+                    Ok(()) => {
+                        tracing::warn!(endpoint = %id, "endpoint stored as disabled after 410 Gone; enable it through the API")
+                    }
+                    Err(e) => {
+                        tracing::warn!(endpoint = %id, error = %e, "storing the endpoint as disabled after 410 Gone failed; this instance keeps it disabled until restart")
+                    }
+                }
+            });
+        }));
+        Self::start_inner(config, broker, registry, Some(on_gone)).await
+    }
+
+    async fn start_inner(
+        config: Config,
+        broker: BrokerTarget,
+        registry: Arc<EndpointRegistry>,
+        on_gone: Option<GoneHook>,
+    ) -> Result<Self> {
         let bootstrap = broker.bootstrap().to_string();
         kafka::ensure_topics(&config, &bootstrap, broker.embedded()).await?;
 
@@ -162,6 +198,7 @@ impl Pipeline {
                 backoff.max(),
             ),
             shared_metrics: std::sync::OnceLock::new(),
+            on_gone,
         });
         let stats = Arc::new(PipelineStats::default());
         let topics = TopicTable::new(
