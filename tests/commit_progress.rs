@@ -137,23 +137,22 @@ impl CommitSampler {
     }
 
     /// The longest time the committed offset stood still between `from`
-    /// and `until` (counted from its first movement after `from`).
+    /// and `until` (one that never moves stands still all along).
     fn longest_stand_still(&self, from: Instant, until: Instant) -> Duration {
         let samples = self.samples.lock().unwrap();
-        let mut last_move: Option<(Instant, i64)> = None;
+        let mut window = samples.iter().filter(|(at, _)| *at >= from && *at <= until);
+        let Some(&(mut moved_at, mut value)) = window.next() else {
+            return until - from;
+        };
         let mut longest = Duration::ZERO;
-        for &(at, sum) in samples.iter().filter(|(at, _)| *at >= from && *at <= until) {
-            match last_move {
-                None if sum > 0 => last_move = Some((at, sum)),
-                None => {}
-                Some((moved_at, value)) if sum != value => {
-                    longest = longest.max(at - moved_at);
-                    last_move = Some((at, sum));
-                }
-                Some((moved_at, _)) => longest = longest.max(at - moved_at),
+        for &(at, sum) in window {
+            longest = longest.max(at - moved_at);
+            if sum != value {
+                moved_at = at;
+                value = sum;
             }
         }
-        longest
+        longest.max(until - moved_at)
     }
 
     /// The committed offset (sum) at the last sample.
