@@ -5,7 +5,6 @@
 //! receiver (tests check signatures themselves from the recorded requests).
 
 use std::collections::HashSet;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -67,7 +66,26 @@ pub enum Behaviour {
         /// Time each accepted request takes.
         delay: Duration,
     },
+    /// Turns, every `phase` of the wall clock, through four behaviours:
+    /// healthy (200), down (503), slow (200 after a second), and resetting
+    /// (the connection is closed without an answer).
+    Cycling {
+        /// How long each behaviour lasts.
+        phase: Duration,
+    },
 }
+
+/// The connection was closed without an answer ([`Behaviour::Cycling`]).
+#[derive(Debug)]
+struct Reset;
+
+impl std::fmt::Display for Reset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("connection reset by the receiver")
+    }
+}
+
+impl std::error::Error for Reset {}
 
 /// One recorded request.
 #[derive(Debug, Clone)]
@@ -199,7 +217,7 @@ async fn handle(
     req: Request<Incoming>,
     spec: Arc<ReceiverSpec>,
     log: Arc<ReceiverLog>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+) -> Result<Response<Full<Bytes>>, Reset> {
     let version = format!("{:?}", req.version());
     let headers: Vec<(String, String)> = req
         .headers()
@@ -281,6 +299,24 @@ async fn handle(
             } else {
                 tokio::time::sleep(delay).await;
                 200
+            }
+        }
+        Behaviour::Cycling { phase } => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis();
+            match (now / phase.as_millis().max(1)) % 4 {
+                0 => 200,
+                1 => 503,
+                2 => {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    200
+                }
+                _ => {
+                    log.in_progress.fetch_sub(1, Ordering::SeqCst);
+                    return Err(Reset);
+                }
             }
         }
         Behaviour::Overloaded { capacity, delay } => {
