@@ -45,6 +45,9 @@ pub mod names {
     /// Fetch positions reset because they were out of range (retention
     /// removed records before they were consumed), by topic.
     pub const OFFSET_RESETS: &str = "hookstream_offset_resets_total";
+    /// Records the consumer could not read (a batch librdkafka cannot
+    /// decode), dead-lettered as `unreadable_record`, by topic.
+    pub const UNREADABLE_RECORDS: &str = "hookstream_unreadable_records_total";
     /// Assigned partitions whose gate is open and whose fetch position has
     /// not moved for a while although records wait behind it.
     pub const PARTITIONS_STALLED: &str = "hookstream_partitions_stalled";
@@ -80,6 +83,10 @@ fn describe() {
     describe_counter!(
         names::OFFSET_RESETS,
         "Fetch positions reset because retention removed records before they were consumed"
+    );
+    describe_counter!(
+        names::UNREADABLE_RECORDS,
+        "Records the consumer could not read (undecodable batches), dead-lettered as unreadable_record"
     );
     describe_counter!(
         names::RETRY_COPIES,

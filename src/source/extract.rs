@@ -47,7 +47,8 @@ pub struct Extracted {
     pub time_ms: Option<i64>,
 }
 
-/// Why an event cannot be routed. All of these dead-letter as `invalid_event`.
+/// Why an event cannot be routed. All of these but [`InvalidEvent::Batch`]
+/// and [`InvalidEvent::Unreadable`] dead-letter as `invalid_event`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InvalidEvent {
     /// Zero-length value (or a tombstone).
@@ -70,6 +71,10 @@ pub enum InvalidEvent {
     /// A deferral batch record: its entries are the events.
     #[error("a deferral batch, not an event")]
     Batch,
+    /// A placeholder for a record the consumer could not read (dead-lettered
+    /// as `unreadable_record`).
+    #[error("a record the consumer could not read")]
+    Unreadable,
 }
 
 /// Where a record came from; the fallback id is derived from it.
