@@ -168,9 +168,12 @@ enum DlqCommand {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // A log line that cannot be written is dropped: standard error closed
+    // or broken must never panic a thread or block the service.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(hookstream::logging::stderr())
+        .log_internal_errors(false);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -315,7 +318,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("hookstream: {e}");
+            hookstream::logging::eprint_line(&format!("hookstream: {e}"));
             ExitCode::from(e.exit_code() as u8)
         }
     }
