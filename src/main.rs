@@ -263,7 +263,14 @@ fn main() -> ExitCode {
             init_logging(cli.log_format);
             Config::load(&config)
                 .map_err(CommandError::from)
-                .and_then(|config| runtime()?.block_on(cmd::run::run(config)))
+                .and_then(|config| {
+                    let rt = runtime()?;
+                    let result = rt.block_on(cmd::run::run(config));
+                    // A start-up abandoned on a signal may have left a task
+                    // inside a blocking librdkafka call: exit without it.
+                    rt.shutdown_timeout(std::time::Duration::from_secs(2));
+                    result
+                })
         }
         Command::Demo { events, rate } => {
             init_logging(cli.log_format);

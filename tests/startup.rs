@@ -1,12 +1,16 @@
 //! The binary as a service manager runs it. With standard error closed, or
 //! a pipe nobody reads, it still starts, serves `/healthz` and `/readyz`,
 //! and exits 0 on SIGTERM (before, tracing reported the failed log write
-//! with `eprintln!`, which panicked).
+//! with `eprintln!`, which panicked). A SIGTERM during start-up, while the
+//! Kafka cluster does not answer, stops it at once with exit status 0
+//! (nothing was consumed yet, so there is nothing to drain), and the log
+//! says what start-up was waiting for.
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// A port on 127.0.0.1 where nothing listens now.
@@ -142,4 +146,55 @@ fn with_standard_error_closed_or_unread_the_service_serves_and_stops_cleanly() {
             .unwrap_or_else(|| panic!("no exit after SIGTERM with stderr {how:?}"));
         assert_eq!(status.code(), Some(0), "stderr {how:?}: {status}");
     }
+}
+
+#[test]
+fn a_sigterm_during_start_up_stops_it_at_once_and_the_log_says_what_it_waited_for() {
+    let dir = tempfile::tempdir().unwrap();
+    // Nothing listens there: every connection is refused, and librdkafka
+    // keeps trying until its request timeouts (a minute).
+    let brokers = format!("127.0.0.1:{}", free_port());
+    let config = write_config(
+        &dir,
+        &format!(
+            "[kafka]\nbrokers = \"{brokers}\"\ngroup_id = \"startup-test\"\n\
+             topics = [\"device-events\"]\n[api]\nlisten = \"\"\n[metrics]\nlisten = \"\"\n"
+        ),
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hookstream"))
+        .args(["run", "--config", config.to_str().unwrap()])
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("hookstream runs");
+    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+    let reader = {
+        let lines = Arc::clone(&lines);
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                lines.lock().unwrap().push(line);
+            }
+        })
+    };
+    let waiting = format!("waiting for the Kafka cluster at {brokers} (creating topics)");
+    wait_until(
+        "the log to say what start-up waits for",
+        Duration::from_secs(30),
+        || lines.lock().unwrap().iter().any(|l| l.contains(&waiting)),
+    );
+    sigterm(&child);
+    // librdkafka would hold start-up for a minute: a bound well below it.
+    let status = exit_within(&mut child, Duration::from_secs(20))
+        .expect("hookstream exits soon after SIGTERM during start-up");
+    reader.join().unwrap();
+    let log = lines.lock().unwrap().join("\n");
+    assert_eq!(status.code(), Some(0), "{status}\n{log}");
+    assert!(
+        log.contains("SIGTERM received during start-up"),
+        "the log says why it stopped:\n{log}"
+    );
 }
