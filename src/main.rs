@@ -260,6 +260,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run { config } => {
+            // Before any thread starts: a SIGTERM that comes before the
+            // service's handlers waits for them (see `hold_stop_signals`).
+            cmd::run::hold_stop_signals();
             init_logging(cli.log_format);
             Config::load(&config)
                 .map_err(CommandError::from)

@@ -114,6 +114,27 @@ impl Service {
     }
 }
 
+/// Holds SIGTERM and SIGINT pending on the calling thread and the threads
+/// it starts, from the very start of `hookstream run` until [`run`] has
+/// installed its handlers: a signal that arrives meanwhile (a service
+/// manager stopping an instance it just started) is then answered like
+/// any other, instead of killing the process by the default action.
+pub fn hold_stop_signals() {
+    set_stop_signals(libc::SIG_BLOCK);
+}
+
+fn set_stop_signals(how: libc::c_int) {
+    // SAFETY: sigemptyset/sigaddset initialise a local set;
+    // pthread_sigmask changes the calling thread's mask only.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::pthread_sigmask(how, &set, std::ptr::null_mut());
+    }
+}
+
 /// Runs start-up `step`, logging what it waits for (`what`, from the
 /// cluster at `bootstrap`) once it has taken a second, and every 15 s after
 /// that: a cluster that does not answer holds a step until librdkafka's
@@ -145,6 +166,9 @@ pub async fn run(config: Config) -> Result<(), CommandError> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    // Handlers in place: a signal held since start (see
+    // `hold_stop_signals`) is delivered to this thread now.
+    set_stop_signals(libc::SIG_UNBLOCK);
     let target = if config.kafka.is_embedded() {
         tracing::warn!(
             "kafka.brokers = \"embedded\": using an in-process development broker; it is not durable \
