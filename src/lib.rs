@@ -4,7 +4,7 @@
 //! [`source`] consumes and extracts, [`index`] matches endpoints,
 //! [`deliver`] signs and POSTs, [`retry`] dead-letters (and schedules retries),
 //! [`commit`] tracks outcomes for offset commits. [`pipeline`] wires them;
-//! [`config`], [`kafka`] and [`metrics`] are shared plumbing; [`api`] is
+//! [`config`], [`kafka`], [`logging`] and [`metrics`] are shared plumbing; [`api`] is
 //! the management API over the endpoint store ([`index::store`]); [`demo`]
 //! and [`cmd`] back the CLI commands.
 
@@ -17,6 +17,7 @@ pub mod deliver;
 pub mod demo;
 pub mod index;
 pub mod kafka;
+pub mod logging;
 pub mod metrics;
 pub mod pipeline;
 pub mod retry;

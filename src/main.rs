@@ -168,9 +168,12 @@ enum DlqCommand {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // A log line that cannot be written is dropped: standard error closed
+    // or broken must never panic a thread or block the service.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(hookstream::logging::stderr())
+        .log_internal_errors(false);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -277,10 +280,20 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run { config } => {
+            // Before any thread starts: a SIGTERM that comes before the
+            // service's handlers waits for them (see `hold_stop_signals`).
+            cmd::run::hold_stop_signals();
             init_logging(cli.log_format);
             Config::load(&config)
                 .map_err(CommandError::from)
-                .and_then(|config| runtime()?.block_on(cmd::run::run(config)))
+                .and_then(|config| {
+                    let rt = runtime()?;
+                    let result = rt.block_on(cmd::run::run(config));
+                    // A start-up abandoned on a signal may have left a task
+                    // inside a blocking librdkafka call: exit without it.
+                    rt.shutdown_timeout(std::time::Duration::from_secs(2));
+                    result
+                })
         }
         Command::Demo { events, rate } => {
             init_logging(cli.log_format);
@@ -337,7 +350,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("hookstream: {e}");
+            hookstream::logging::eprint_line(&format!("hookstream: {e}"));
             ExitCode::from(e.exit_code() as u8)
         }
     }

@@ -6,6 +6,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 
@@ -31,21 +32,34 @@ pub struct Service {
 impl Service {
     /// Creates topics as configured, loads the endpoint store, starts the
     /// pipeline on its registry and the API on `api.listen`.
+    /// Each step that waits for the cluster says so in the log when it
+    /// takes more than a second.
     pub async fn start(config: Config, target: BrokerTarget) -> Result<Self, CommandError> {
         let bootstrap = target.bootstrap().to_string();
-        kafka::ensure_topics(
-            &config,
+        let embedded = match &target {
+            BrokerTarget::Embedded(b) => Some(&**b),
+            BrokerTarget::External(_) => None,
+        };
+        waiting_for(
             &bootstrap,
-            match &target {
-                BrokerTarget::Embedded(b) => Some(b),
-                BrokerTarget::External(_) => None,
-            },
+            "creating topics",
+            kafka::ensure_topics(&config, &bootstrap, embedded),
         )
         .await?;
-        let store = EndpointStore::open(&config, &bootstrap).await?;
+        let loading = format!("loading endpoints from {}", config.topics.endpoints_topic());
+        let store = waiting_for(
+            &bootstrap,
+            &loading,
+            EndpointStore::open(&config, &bootstrap),
+        )
+        .await?;
         let api_config = config.clone();
-        let pipeline =
-            Pipeline::start_with_store(config, target.clone(), Arc::clone(&store)).await?;
+        let pipeline = waiting_for(
+            &bootstrap,
+            "starting the pipeline",
+            Pipeline::start_with_store(config, target.clone(), Arc::clone(&store)),
+        )
+        .await?;
         let api = if api_config.api.listen.is_empty() {
             None
         } else {
@@ -100,14 +114,61 @@ impl Service {
     }
 }
 
+/// Holds SIGTERM and SIGINT pending on the calling thread and the threads
+/// it starts, from the very start of `hookstream run` until [`run`] has
+/// installed its handlers: a signal that arrives meanwhile (a service
+/// manager stopping an instance it just started) is then answered like
+/// any other, instead of killing the process by the default action.
+pub fn hold_stop_signals() {
+    set_stop_signals(libc::SIG_BLOCK);
+}
+
+fn set_stop_signals(how: libc::c_int) {
+    // SAFETY: sigemptyset/sigaddset initialise a local set;
+    // pthread_sigmask changes the calling thread's mask only.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::pthread_sigmask(how, &set, std::ptr::null_mut());
+    }
+}
+
+/// Runs start-up `step`, logging what it waits for (`what`, from the
+/// cluster at `bootstrap`) once it has taken a second, and every 15 s after
+/// that: a cluster that does not answer holds a step until librdkafka's
+/// timeouts, which would otherwise be a minute of silence.
+async fn waiting_for<T>(bootstrap: &str, what: &str, step: impl Future<Output = T>) -> T {
+    let started = tokio::time::Instant::now();
+    let mut log_at = started + Duration::from_secs(1);
+    tokio::pin!(step);
+    loop {
+        tokio::select! {
+            done = &mut step => return done,
+            _ = tokio::time::sleep_until(log_at) => {
+                tracing::info!(
+                    waited_s = started.elapsed().as_secs(),
+                    "waiting for the Kafka cluster at {bootstrap} ({what})"
+                );
+                log_at += Duration::from_secs(15);
+            }
+        }
+    }
+}
+
 /// Runs the service of `config` until a termination signal, then drains
-/// in-flight work, commits final offsets and returns.
+/// in-flight work, commits final offsets and returns. A signal during
+/// start-up stops it at once (start-up runs as its own task and is
+/// abandoned; nothing was consumed yet, so nothing is drained) and returns
+/// `Ok`: the service stopped because it was asked to.
 pub async fn run(config: Config) -> Result<(), CommandError> {
-    // Installed first, so a signal during start-up is not fatal: it is
-    // kept and answered with a clean shutdown as soon as the service runs.
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    // Handlers in place: a signal held since start (see
+    // `hold_stop_signals`) is delivered to this thread now.
+    set_stop_signals(libc::SIG_UNBLOCK);
     let target = if config.kafka.is_embedded() {
         tracing::warn!(
             "kafka.brokers = \"embedded\": using an in-process development broker; it is not durable \
@@ -123,7 +184,20 @@ pub async fn run(config: Config) -> Result<(), CommandError> {
         crate::metrics::install_exporter(&config.metrics.listen)?;
         tracing::info!(listen = %config.metrics.listen, "metrics at /metrics");
     }
-    let service = Service::start(config, target).await?;
+    let bootstrap = target.bootstrap().to_string();
+    let mut starting = tokio::spawn(Service::start(config, target));
+    let service = tokio::select! {
+        started = &mut starting => started
+            .map_err(|e| CommandError::Runtime(anyhow::anyhow!("start-up panicked: {e}")))??,
+        name = signalled(&mut term, &mut int) => {
+            starting.abort();
+            tracing::info!(
+                bootstrap = %bootstrap,
+                "{name} received during start-up: stopping without starting"
+            );
+            return Ok(());
+        }
+    };
     tokio::select! {
         _ = int.recv() => tracing::info!("SIGINT received"),
         _ = term.recv() => tracing::info!("SIGTERM received"),
@@ -131,4 +205,15 @@ pub async fn run(config: Config) -> Result<(), CommandError> {
     }
     service.shutdown().await?;
     Ok(())
+}
+
+/// The name of the first of SIGTERM and SIGINT to arrive.
+async fn signalled(
+    term: &mut tokio::signal::unix::Signal,
+    int: &mut tokio::signal::unix::Signal,
+) -> &'static str {
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
 }

@@ -45,6 +45,9 @@ pub mod names {
     /// Fetch positions reset because they were out of range (retention
     /// removed records before they were consumed), by topic.
     pub const OFFSET_RESETS: &str = "hookstream_offset_resets_total";
+    /// Records the consumer could not read (a batch librdkafka cannot
+    /// decode), dead-lettered as `unreadable_record`, by topic.
+    pub const UNREADABLE_RECORDS: &str = "hookstream_unreadable_records_total";
     /// Assigned partitions whose gate is open and whose fetch position has
     /// not moved for a while although records wait behind it.
     pub const PARTITIONS_STALLED: &str = "hookstream_partitions_stalled";
@@ -87,6 +90,10 @@ fn describe() {
     describe_counter!(
         names::SENDER_PANICS,
         "Panics in an endpoint's sender; what it held is dead-lettered as internal_error"
+    );
+    describe_counter!(
+        names::UNREADABLE_RECORDS,
+        "Records the consumer could not read (undecodable batches), dead-lettered as unreadable_record"
     );
     describe_counter!(
         names::RETRY_COPIES,

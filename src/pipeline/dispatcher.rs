@@ -586,6 +586,11 @@ impl Dispatcher {
                     }
                 }
             }
+            RecordKind::Unreadable { detail } => {
+                // A stand-in for a record librdkafka could not decode: its
+                // dead letter settles the offset.
+                self.dead_letter_now(&event, History::default(), "unreadable_record", detail);
+            }
         }
         self.after_dispatch();
     }

@@ -23,16 +23,17 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
+use rdkafka::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Headers, Message};
 use tokio::sync::mpsc;
 
-use super::event::RecordHeaders;
 use super::hooks::{FetchProgress, SourceContext};
 use super::inbound::{INBOUND_MESSAGES, Inbound, InboundSender};
+use super::poll::{ConsumerQueue, Polled};
 use super::reader::{Extractors, Record, RecordReader};
 use super::topics::{TopicTable, offsets_list, partitions_list};
+use super::unreadable::UnreadableRecords;
 use crate::commit::PartitionId;
 use crate::config::Config;
 
@@ -471,6 +472,11 @@ fn poll_loop(
     inbound: &InboundSender,
 ) {
     let topics = reader.topics;
+    let Some(queue) = ConsumerQueue::of(consumer) else {
+        tracing::error!("the consumer has no consumer queue; nothing is consumed");
+        return;
+    };
+    let mut unreadable = UnreadableRecords::default();
     let mut last_error_log = Instant::now() - Duration::from_secs(60);
     while !stop.load(Ordering::Relaxed) {
         // Waits for a record only when nothing is pending; otherwise takes
@@ -482,41 +488,75 @@ fn poll_loop(
         } else {
             Duration::ZERO
         };
-        let msg = match consumer.poll(wait) {
-            None => {
+        let msg = match queue.poll(wait) {
+            Polled::Nothing => {
                 if !idle && !inbound.flush() {
                     break;
                 }
                 continue;
             }
-            Some(Err(e)) => {
-                if last_error_log.elapsed() > Duration::from_secs(5) {
-                    tracing::warn!(error = %e, "consume error");
+            Polled::Revoked(partitions) => {
+                match partitions {
+                    None => unreadable.forget(None),
+                    Some(list) => {
+                        for (topic, partition) in list {
+                            if let Some(topic) = topics.id(&topic) {
+                                unreadable.forget(Some(PartitionId { topic, partition }));
+                            }
+                        }
+                    }
+                }
+                continue;
+            }
+            Polled::Error(e) => {
+                // A record librdkafka cannot decode: a stand-in goes to the
+                // dispatcher (which dead-letters it) and the partition moves
+                // on.
+                if let Some(placeholder) = unreadable.placeholder(consumer, topics, &e) {
+                    if !inbound.push(Arc::new(placeholder)) {
+                        break;
+                    }
+                    continue;
+                }
+                if e.at.is_none() && !e.fatal {
+                    // Not about one partition (brokers down, ...): what
+                    // `BaseConsumer::poll` would tell the member's context.
+                    consumer
+                        .context()
+                        .error(KafkaError::Global(e.code), &e.text);
+                } else if e.fatal {
+                    tracing::error!(code = %e.code, error = %e.text, "fatal consume error");
+                } else if last_error_log.elapsed() > Duration::from_secs(5) {
+                    let at =
+                        e.at.as_ref()
+                            .map(|(t, p, o)| format!("{t}[{p}]@{o}"))
+                            .unwrap_or_default();
+                    tracing::warn!(code = %e.code, error = %e.text, at, "consume error");
                     last_error_log = Instant::now();
                 }
                 continue;
             }
-            Some(Ok(msg)) => msg,
+            Polled::Record(msg) => msg,
         };
-        let topic_name = msg.topic();
-        let Some(topic) = topics.id(topic_name) else {
+        let Some(topic) = topics.id(&msg.topic()) else {
             continue;
         };
-        let headers = match msg.headers() {
-            Some(hs) => {
-                RecordHeaders::from_pairs(hs.iter().map(|h| (h.key, h.value.unwrap_or_default())))
-            }
-            None => RecordHeaders::default(),
-        };
-        let body = Bytes::copy_from_slice(msg.payload().unwrap_or_default());
         let record = Record {
             topic,
             partition: msg.partition(),
             offset: msg.offset(),
             key: msg.key().map(Bytes::copy_from_slice),
-            body,
-            headers,
+            body: Bytes::copy_from_slice(msg.payload()),
+            headers: msg.headers(),
         };
+        drop(msg);
+        unreadable.read(
+            PartitionId {
+                topic,
+                partition: record.partition,
+            },
+            record.offset,
+        );
         let mut event = reader.read(record);
         if event
             .due_ms()

@@ -36,6 +36,13 @@ pub enum RecordKind {
         /// The entries.
         entries: Vec<Arc<Event>>,
     },
+    /// A placeholder for a record the consumer could not read
+    /// ([`crate::source::unreadable`]): empty, dead-lettered as
+    /// `unreadable_record` so that its offset settles.
+    Unreadable {
+        /// What librdkafka said of it.
+        detail: String,
+    },
 }
 
 /// A consumed record with what extraction found in it.

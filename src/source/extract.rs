@@ -47,7 +47,8 @@ pub struct Extracted {
     pub time_ms: Option<i64>,
 }
 
-/// Why an event cannot be routed. All of these dead-letter as `invalid_event`.
+/// Why an event cannot be routed. All of these but [`InvalidEvent::Batch`]
+/// and [`InvalidEvent::Unreadable`] dead-letter as `invalid_event`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InvalidEvent {
     /// Zero-length value (or a tombstone).
@@ -64,12 +65,27 @@ pub enum InvalidEvent {
     /// Not parseable as JSON.
     #[error("not valid JSON: {0}")]
     NotJson(String),
-    /// The type field is missing or not a string.
+    /// No type where the rule looks (missing, `null` or an empty string).
     #[error("no event type at {0}")]
     NoType(String),
+    /// The type field holds something other than a string (a number, a
+    /// boolean, an object or an array): the platforms hookstream serves
+    /// send their event types as strings, and endpoints match on text, so
+    /// `42` is not turned into `"42"`.
+    #[error("the event type at {at} is {found}, not a string")]
+    TypeNotString {
+        /// Where the rule found it.
+        at: String,
+        /// What it is (`a number`, `a boolean`, ...).
+        found: &'static str,
+    },
     /// A deferral batch record: its entries are the events.
     #[error("a deferral batch, not an event")]
     Batch,
+    /// A placeholder for a record the consumer could not read (dead-lettered
+    /// as `unreadable_record`).
+    #[error("a record the consumer could not read")]
+    Unreadable,
 }
 
 /// Where a record came from; the fallback id is derived from it.
@@ -336,9 +352,9 @@ impl Extractor {
             Ok(()) => {
                 let root = tape.as_value();
                 let find = |rule: &Rule| find_text(rule, root, header);
-                match find(&self.event_type) {
-                    None => Err(InvalidEvent::NoType(self.event_type.describe())),
-                    Some(event_type) => Ok(Extracted {
+                match find_type(&self.event_type, root, header) {
+                    Err(invalid) => Err(invalid),
+                    Ok(event_type) => Ok(Extracted {
                         id: find(&self.id).unwrap_or_else(|| coordinates_id(coords)),
                         event_type,
                         device: find(&self.device),
@@ -384,6 +400,55 @@ fn scalar_text(v: simd_json::tape::Value<'_, '_>) -> Option<String> {
         return Some(f.to_string());
     }
     v.as_bool().map(|b| b.to_string())
+}
+
+/// The event type: the first alternative of `rule` that holds a non-empty
+/// string (a JSON `null` or `""` counts as absent). A value of another kind
+/// is an invalid event, not text.
+fn find_type<'h>(
+    rule: &Rule,
+    root: simd_json::tape::Value<'_, '_>,
+    header: &dyn Fn(&str) -> Option<&'h [u8]>,
+) -> Result<String, InvalidEvent> {
+    for alt in &rule.0 {
+        let text = match &alt.locator {
+            Locator::Pointer(tokens) => match lookup(root, tokens) {
+                None => None,
+                Some(v) if v.is_null() => None,
+                Some(v) => match v.as_str() {
+                    Some(s) => (!s.is_empty()).then(|| s.to_string()),
+                    None => {
+                        let found = if v.is_bool() {
+                            "a boolean"
+                        } else if v.is_number() {
+                            "a number"
+                        } else if v.is_array() {
+                            "an array"
+                        } else {
+                            "an object"
+                        };
+                        return Err(InvalidEvent::TypeNotString {
+                            at: format!("/{}", tokens.join("/")),
+                            found,
+                        });
+                    }
+                },
+            },
+            Locator::Header(name) => header(name)
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .filter(|s| !s.is_empty())
+                .map(str::to_string),
+            Locator::Literal(l) => Some((*l).to_string()),
+        };
+        if let Some(text) = text {
+            return Ok(if alt.prefix.is_empty() {
+                text
+            } else {
+                format!("{}{}", alt.prefix, text)
+            });
+        }
+    }
+    Err(InvalidEvent::NoType(rule.describe()))
 }
 
 fn find_text<'h>(
@@ -638,6 +703,67 @@ mod tests {
             go(&mut ex, &[b' '; 65]),
             InvalidEvent::TooLarge { size: 65, max: 64 }
         ));
+    }
+
+    #[test]
+    fn a_type_that_is_not_a_string_is_invalid() {
+        let mut ex = Extractor::preset(Preset::Mender);
+        let go =
+            |ex: &mut Extractor, b: &str| ex.extract(b.as_bytes(), &no_headers, &COORDS, 1 << 20);
+        for (body, found) in [
+            (r#"{"id":"1","type":42}"#, "a number"),
+            (r#"{"id":"1","type":4.5}"#, "a number"),
+            (r#"{"id":"1","type":true}"#, "a boolean"),
+            (r#"{"id":"1","type":["a"]}"#, "an array"),
+            (r#"{"id":"1","type":{"a":"b"}}"#, "an object"),
+        ] {
+            let invalid = go(&mut ex, body).unwrap_err();
+            assert_eq!(
+                invalid,
+                InvalidEvent::TypeNotString {
+                    at: "/type".into(),
+                    found
+                },
+                "{body}"
+            );
+            assert_eq!(
+                invalid.to_string(),
+                format!("the event type at /type is {found}, not a string")
+            );
+        }
+        // Absent, null or empty: no type.
+        for body in [
+            r#"{"id":"1"}"#,
+            r#"{"id":"1","type":null}"#,
+            r#"{"id":"1","type":""}"#,
+        ] {
+            assert_eq!(
+                go(&mut ex, body).unwrap_err(),
+                InvalidEvent::NoType("/type".into()),
+                "{body}"
+            );
+        }
+        // A string type is what the platforms send: kept as it is.
+        assert_eq!(go(&mut ex, r#"{"type":"42"}"#).unwrap().event_type, "42");
+        // Every preset: OpenMDM's `event`, CloudEvents' body `type`, CMDB's
+        // `event`, Magistrala's `subtopic` (a null one falls back to its
+        // default type).
+        for (preset, body, at) in [
+            (Preset::Openmdm, r#"{"event":7}"#, "/event"),
+            (Preset::Cloudevents, r#"{"type":false}"#, "/type"),
+            (Preset::Cmdb, r#"{"event":1}"#, "/event"),
+            (Preset::Magistrala, r#"{"subtopic":1}"#, "/subtopic"),
+        ] {
+            let invalid = Extractor::preset(preset)
+                .extract(body.as_bytes(), &no_headers, &COORDS, 1 << 20)
+                .unwrap_err();
+            assert!(
+                matches!(&invalid, InvalidEvent::TypeNotString { at: a, .. } if a == at),
+                "{preset:?}: {invalid:?}"
+            );
+        }
+        let e = run(Preset::Magistrala, r#"{"subtopic":null,"publisher":"p"}"#);
+        assert_eq!(e.event_type, "message.published");
     }
 
     #[test]

@@ -1,15 +1,20 @@
 //! Source stage: consuming records and extracting routing fields.
 //!
-//! [`consumer`] runs the group members and their poll threads, [`hooks`]
-//! is what librdkafka calls on them (rebalances, commits, statistics),
+//! [`consumer`] runs the group members and their poll threads, [`poll`]
+//! reads a member's queue through librdkafka's event API, [`hooks`] is
+//! what librdkafka calls on them (rebalances, commits, statistics),
 //! [`inbound`] carries records and rebalances to the dispatcher in order,
 //! [`reader`] turns polled records into [`event::Event`]s with
-//! [`extract`], and [`topics`] interns topic names.
+//! [`extract`], [`unreadable`] stands in for records librdkafka cannot
+//! decode and moves their partition past them, and [`topics`] interns
+//! topic names.
 
 pub mod consumer;
 pub mod event;
 pub mod extract;
 pub mod hooks;
 pub mod inbound;
+mod poll;
 pub mod reader;
 pub mod topics;
+mod unreadable;

@@ -94,7 +94,7 @@ pub(super) struct Record {
 
 impl Record {
     /// The event of this record, read from `topic`, consumed now.
-    fn into_event(
+    pub(super) fn into_event(
         self,
         topic: Arc<str>,
         fields: Result<Extracted, InvalidEvent>,

@@ -498,3 +498,120 @@ pub fn bodies_by(reqs: &[ReceivedRequest], pointer: &str) -> HashMap<String, usi
     }
     out
 }
+
+/// A Kafka record batch (v2) as written to a ProduceRequest, built here
+/// from the public protocol, not with librdkafka: `records` are encoded
+/// plainly, and `codec` (attributes bits 0–2) says how they are
+/// compressed, whatever they are. A codec that does not match the bytes
+/// makes a batch no consumer can read, which the broker stores anyway (it
+/// does not decompress what it is given).
+pub fn record_batch(codec: i16, records: &[(&str, &[u8])]) -> Vec<u8> {
+    fn varint(out: &mut Vec<u8>, v: i64) {
+        let mut z = ((v << 1) ^ (v >> 63)) as u64;
+        while z >= 0x80 {
+            out.push((z as u8) | 0x80);
+            z >>= 7;
+        }
+        out.push(z as u8);
+    }
+    let mut body = Vec::new();
+    for (i, (key, value)) in records.iter().enumerate() {
+        let mut r = vec![0u8]; // attributes
+        varint(&mut r, 0); // timestamp delta
+        varint(&mut r, i as i64); // offset delta
+        varint(&mut r, key.len() as i64);
+        r.extend_from_slice(key.as_bytes());
+        varint(&mut r, value.len() as i64);
+        r.extend_from_slice(value);
+        varint(&mut r, 0); // headers
+        varint(&mut body, r.len() as i64);
+        body.extend_from_slice(&r);
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    // From attributes to the end: what the CRC covers.
+    let mut tail = Vec::new();
+    tail.extend_from_slice(&codec.to_be_bytes());
+    tail.extend_from_slice(&(records.len() as i32 - 1).to_be_bytes()); // last offset delta
+    tail.extend_from_slice(&now.to_be_bytes()); // base timestamp
+    tail.extend_from_slice(&now.to_be_bytes()); // max timestamp
+    tail.extend_from_slice(&(-1i64).to_be_bytes()); // producer id
+    tail.extend_from_slice(&(-1i16).to_be_bytes()); // producer epoch
+    tail.extend_from_slice(&(-1i32).to_be_bytes()); // base sequence
+    tail.extend_from_slice(&(records.len() as i32).to_be_bytes());
+    tail.extend_from_slice(&body);
+    let mut batch = Vec::new();
+    batch.extend_from_slice(&0i64.to_be_bytes()); // base offset (the broker assigns it)
+    batch.extend_from_slice(&((4 + 1 + 4 + tail.len()) as i32).to_be_bytes()); // batch length
+    batch.extend_from_slice(&(-1i32).to_be_bytes()); // partition leader epoch
+    batch.push(2); // magic
+    batch.extend_from_slice(&crc32c(&tail).to_be_bytes());
+    batch.extend_from_slice(&tail);
+    batch
+}
+
+/// CRC-32C (Castagnoli), as record batches use.
+fn crc32c(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0x82F6_3B78
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+impl Cluster {
+    /// Writes `batch` to `topic`/`partition` with a ProduceRequest (v3,
+    /// `acks=-1`) sent over TCP to the (single) broker, and returns the
+    /// base offset the broker gave it.
+    pub fn produce_raw(&self, topic: &str, partition: i32, batch: &[u8]) -> i64 {
+        use std::io::{Read, Write};
+        let addr = self.bootstrap().split(',').next().unwrap().to_string();
+        let mut body = Vec::new();
+        body.extend_from_slice(&0i16.to_be_bytes()); // api key: Produce
+        body.extend_from_slice(&3i16.to_be_bytes()); // api version
+        body.extend_from_slice(&7i32.to_be_bytes()); // correlation id
+        let client = b"hookstream-test";
+        body.extend_from_slice(&(client.len() as i16).to_be_bytes());
+        body.extend_from_slice(client);
+        body.extend_from_slice(&(-1i16).to_be_bytes()); // transactional id: null
+        body.extend_from_slice(&(-1i16).to_be_bytes()); // acks: all
+        body.extend_from_slice(&10_000i32.to_be_bytes()); // timeout ms
+        body.extend_from_slice(&1i32.to_be_bytes()); // one topic
+        body.extend_from_slice(&(topic.len() as i16).to_be_bytes());
+        body.extend_from_slice(topic.as_bytes());
+        body.extend_from_slice(&1i32.to_be_bytes()); // one partition
+        body.extend_from_slice(&partition.to_be_bytes());
+        body.extend_from_slice(&(batch.len() as i32).to_be_bytes());
+        body.extend_from_slice(batch);
+        let mut stream = std::net::TcpStream::connect(&addr).expect("connect to the broker");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        stream
+            .write_all(&(body.len() as i32).to_be_bytes())
+            .unwrap();
+        stream.write_all(&body).unwrap();
+        let mut size = [0u8; 4];
+        stream.read_exact(&mut size).expect("a produce response");
+        let mut response = vec![0u8; i32::from_be_bytes(size) as usize];
+        stream.read_exact(&mut response).unwrap();
+        // correlation id, #topics, topic name, #partitions, partition,
+        // error code, base offset.
+        let mut at = 4 + 4;
+        let name_len = i16::from_be_bytes([response[at], response[at + 1]]) as usize;
+        at += 2 + name_len + 4 + 4;
+        let error = i16::from_be_bytes([response[at], response[at + 1]]);
+        assert_eq!(error, 0, "the broker refused the batch");
+        at += 2;
+        i64::from_be_bytes(response[at..at + 8].try_into().unwrap())
+    }
+}
