@@ -24,7 +24,7 @@ pub fn document(routes: &[Route]) -> Value {
         "info": {
             "title": "hookstream management API",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Endpoints of the hookstream webhook delivery engine: the [[endpoints]] table of the configuration file, in JSON. Writes are stored on the compacted <prefix>.endpoints topic and answered once this instance applied them; every instance follows the topic. Secrets are shown only when created or rotated.",
+            "description": "Endpoints of the hookstream webhook delivery engine: the [[endpoints]] table of the configuration file, in JSON. Writes are stored on the compacted <prefix>.endpoints topic and answered once this instance applied them; every instance follows the topic. Secrets are shown only when created or rotated. Connections and bodies are bounded by [api] max_connections, header_timeout, idle_timeout, body_timeout and max_body_bytes.",
         },
         "paths": paths,
         "components": {
@@ -118,6 +118,16 @@ fn operation(route: &Route) -> Value {
         responses.insert(
             "400".into(),
             error("Invalid input; `field` names what is wrong."),
+        );
+    }
+    if route.body.is_some() {
+        responses.insert(
+            "408".into(),
+            error("The body did not arrive within [api].body_timeout; `field` is `body`."),
+        );
+        responses.insert(
+            "413".into(),
+            error("The body is larger than [api].max_body_bytes; `field` is `body`."),
         );
     }
     if route.access != Access::Public {
@@ -385,5 +395,21 @@ mod tests {
             );
             rest = tail;
         }
+    }
+
+    #[test]
+    fn body_limits_are_documented_where_bodies_are_read() {
+        let doc = document(&super::super::routes::table());
+        for (path, method) in [
+            ("/v1/endpoints", "post"),
+            ("/v1/endpoints/{id}", "put"),
+            ("/v1/endpoints/{id}", "patch"),
+            ("/things/{thing_id}/webhooks", "post"),
+        ] {
+            let responses = &doc["paths"][path][method]["responses"];
+            assert!(responses["413"].is_object(), "{method} {path}");
+            assert!(responses["408"].is_object(), "{method} {path}");
+        }
+        assert!(doc["paths"]["/healthz"]["get"]["responses"]["413"].is_null());
     }
 }
