@@ -1,7 +1,8 @@
 //! API errors as SPEC §6 fixes them: 400 `{"error", "field"}` naming the
-//! offending field, 401 missing or invalid token, 403 viewer writing, 404
-//! unknown id; 408 and 413 (field `body`) for a body too slow or too
-//! large, 409 for an id that exists, 503 when the store cannot write.
+//! offending field, 401 missing or invalid token, 403 viewer writing (or
+//! asking to see header values), 404 unknown id; 408 and 413 (field
+//! `body`) for a body too slow or too large, 409 for an id that exists,
+//! 503 when the store cannot write.
 //!
 //! Messages never carry a secret: they come from validation (which names
 //! fields, not values) or from the broker client.
@@ -101,6 +102,15 @@ impl ApiError {
             StatusCode::REQUEST_TIMEOUT,
             format!("did not arrive within {timeout:?} (api.body_timeout)"),
             Some("body".into()),
+        )
+    }
+
+    /// 403: revealing header values takes an admin token.
+    pub fn reveal_forbidden() -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "revealing header values (reveal=headers) takes an admin token",
+            None,
         )
     }
 

@@ -24,7 +24,7 @@ pub fn document(routes: &[Route]) -> Value {
         "info": {
             "title": "hookstream management API",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Endpoints of the hookstream webhook delivery engine: the [[endpoints]] table of the configuration file, in JSON. Writes are stored on the compacted <prefix>.endpoints topic and answered once this instance applied them; every instance follows the topic. Secrets are shown only when created or rotated. Connections and bodies are bounded by [api] max_connections, header_timeout, idle_timeout, body_timeout and max_body_bytes.",
+            "description": "Endpoints of the hookstream webhook delivery engine: the [[endpoints]] table of the configuration file, in JSON. Writes are stored on the compacted <prefix>.endpoints topic and answered once this instance applied them; every instance follows the topic. Secrets are shown only when created or rotated; header values are masked except for admins who ask with ?reveal=headers on GET /v1/endpoints/{id}. Connections and bodies are bounded by [api] max_connections, header_timeout, idle_timeout, body_timeout and max_body_bytes.",
         },
         "paths": paths,
         "components": {
@@ -97,6 +97,8 @@ fn operation(route: &Route) -> Value {
     for p in route.query {
         let schema = if p.kind == "integer" {
             json!({"type": "integer", "minimum": 1, "maximum": 200})
+        } else if !p.values.is_empty() {
+            json!({"type": p.kind, "enum": p.values})
         } else {
             json!({"type": p.kind})
         };
@@ -190,7 +192,7 @@ fn endpoint_properties(input: bool) -> Value {
         "previous_secret": {"type": "string", "description": "Masked; the secret a rotation replaced, signing until previous_secret_expires_at."},
         "previous_secret_expires_at": {"type": "string", "description": "RFC 3339."},
         "signature": {"type": "string", "enum": ["standard", "mender", "openmdm", "github", "none"]},
-        "headers": {"type": "object", "additionalProperties": {"type": "string"}},
+        "headers": {"type": "object", "additionalProperties": {"type": "string"}, "description": if input { "Extra request headers (API keys go here). A masked value (\"****\") keeps the stored value of that header." } else { "Extra request headers; values masked (\"****\") except for admins with ?reveal=headers on GET /v1/endpoints/{id}." }},
         "rate_limit": {
             "type": "object",
             "properties": {"per_second": {"type": "number"}, "burst": {"type": "integer", "minimum": 0, "maximum": 4294967295u64}},
@@ -252,7 +254,7 @@ fn schemas() -> Value {
             "id": {"type": "string"},
             "name": {"type": "string", "minLength": 1, "maxLength": 254},
             "url": {"type": "string"},
-            "headers": {"type": "object", "additionalProperties": {"type": "string"}},
+            "headers": {"type": "object", "additionalProperties": {"type": "string"}, "description": "A masked value (\"****\") keeps the stored value of that header."},
             "metadata": {"type": "object"},
         },
         "required": ["name", "url"],
@@ -350,7 +352,7 @@ fn schemas() -> Value {
             "properties": {
                 "id": {"type": "string"}, "thing_id": {"type": "string"}, "group_id": {"type": "string"},
                 "name": {"type": "string"}, "url": {"type": "string"},
-                "headers": {"type": "object", "additionalProperties": {"type": "string"}},
+                "headers": {"type": "object", "additionalProperties": {"type": "string"}, "description": "Values masked (\"****\")."},
             },
             "required": ["id", "thing_id", "group_id", "name", "url", "headers"],
         },
@@ -411,5 +413,19 @@ mod tests {
             assert!(responses["408"].is_object(), "{method} {path}");
         }
         assert!(doc["paths"]["/healthz"]["get"]["responses"]["413"].is_null());
+    }
+
+    #[test]
+    fn reveal_is_documented() {
+        let doc = document(&super::super::routes::table());
+        let get = &doc["paths"]["/v1/endpoints/{id}"]["get"];
+        let reveal = get["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "reveal")
+            .expect("reveal is documented");
+        assert_eq!(reveal["schema"]["enum"], json!(["headers"]));
+        assert!(get["responses"]["403"].is_object());
     }
 }
