@@ -375,6 +375,20 @@ impl Held {
     }
 }
 
+/// A connection's place among the held ones and its slot, both given back
+/// when dropped: when its task ends, and also if it panicked.
+struct Registered {
+    held: Arc<Held>,
+    id: u64,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.held.lock().remove(&self.id);
+    }
+}
+
 /// What [`Held::evict_oldest`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Eviction {
@@ -406,7 +420,14 @@ pub async fn serve(
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
-            Some(_) = tasks.join_next() => continue,
+            Some(ended) = tasks.join_next() => {
+                if let Err(e) = ended
+                    && e.is_panic()
+                {
+                    tracing::error!("an API connection's task panicked; the connection is closed");
+                }
+                continue;
+            }
             _ = stop.wait_for(|stop| *stop) => break,
         };
         let stream = match accepted {
@@ -426,15 +447,17 @@ pub async fn serve(
         };
         let conn = Arc::new(Conn::new(epoch, epoch.elapsed().as_millis() as u64));
         next_id += 1;
-        let id = next_id;
-        held.lock().insert(id, Arc::clone(&conn));
-        let held = Arc::clone(&held);
+        held.lock().insert(next_id, Arc::clone(&conn));
+        let registered = Registered {
+            held: Arc::clone(&held),
+            id: next_id,
+            _slot: permit,
+        };
         let router = router.clone();
         let stop = stop.clone();
         tasks.spawn(async move {
-            serve_connection(stream, Arc::clone(&conn), router, limits, stop).await;
-            held.lock().remove(&id);
-            drop(permit);
+            serve_connection(stream, conn, router, limits, stop).await;
+            drop(registered);
         });
     }
     drop(listener);
