@@ -249,7 +249,10 @@ async fn endpoints_are_managed_over_http_and_deliveries_follow_them() {
         )
         .await;
     assert_eq!(status, 200, "{patched}");
-    assert_eq!(patched["headers"]["X-Team"], "fleet");
+    assert_eq!(
+        patched["headers"]["X-Team"], "****",
+        "header values are masked like secrets"
+    );
     assert_eq!(patched["events"], json!(["*"]), "untouched fields stay");
 
     // Disabled: nothing is delivered to it; enabled: deliveries resume,
@@ -297,6 +300,183 @@ async fn endpoints_are_managed_over_http_and_deliveries_follow_them() {
         )
         .await;
     assert_eq!((status, conflict["field"].clone()), (409, json!("id")));
+    service.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_values_are_secrets_that_only_admins_who_ask_may_read() {
+    const KEY: &str = "Bearer k3y-0123456789";
+    let cluster = Cluster::start(&[TOPIC], 1);
+    let rx = receiver(Behaviour::Healthy).await;
+    let (service, api) = service(api_config("api-headers"), &cluster).await;
+    wait_ready(&api).await;
+
+    // An operator stores an API key in a header; the answer masks it.
+    let (status, created) = api
+        .admin(
+            "POST",
+            "/v1/endpoints",
+            Some(json!({
+                "id": "keyed", "url": rx.url("in"), "allow_http": true,
+                "signature": "standard", "secret": SECRET,
+                "headers": {"Authorization": KEY, "X-Team": "fleet"},
+            })),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["headers"]["Authorization"], "****");
+
+    // Viewers never see it: not in the list, not in one endpoint, and not
+    // when they ask.
+    let (status, one) = api
+        .call("GET", "/v1/endpoints/keyed", Some(VIEWER), None)
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        one["headers"],
+        json!({"Authorization": "****", "X-Team": "****"})
+    );
+    let (_, all) = api.call("GET", "/v1/endpoints", Some(VIEWER), None).await;
+    assert!(!all.to_string().contains("k3y"), "{all}");
+    let (status, refused) = api
+        .call(
+            "GET",
+            "/v1/endpoints/keyed?reveal=headers",
+            Some(VIEWER),
+            None,
+        )
+        .await;
+    assert_eq!(status, 403, "{refused}");
+    assert!(refused["error"].as_str().unwrap().contains("admin"));
+    assert!(!refused.to_string().contains("k3y"));
+
+    // Admins see it masked too, unless they ask; the secret stays masked.
+    let (_, masked) = api.admin("GET", "/v1/endpoints/keyed", None).await;
+    assert_eq!(masked["headers"]["Authorization"], "****");
+    let (status, revealed) = api
+        .admin("GET", "/v1/endpoints/keyed?reveal=headers", None)
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(revealed["headers"]["Authorization"], KEY);
+    assert_eq!(revealed["headers"]["X-Team"], "fleet");
+    assert_eq!(revealed["secret"], "whsec_****");
+    let (status, bad) = api
+        .admin("GET", "/v1/endpoints/keyed?reveal=secret", None)
+        .await;
+    assert_eq!((status, bad["field"].clone()), (400, json!("reveal")));
+
+    // What an admin read (masked) and sends back keeps the stored value;
+    // a value given in the clear replaces it.
+    let mut edited = masked.clone();
+    edited["headers"]["X-Team"] = json!("ops");
+    edited["events"] = json!(["device-*"]);
+    let (status, put) = api.admin("PUT", "/v1/endpoints/keyed", Some(edited)).await;
+    assert_eq!(status, 200, "{put}");
+    assert_eq!(put["headers"]["Authorization"], "****");
+    let (status, patched) = api
+        .admin(
+            "PATCH",
+            "/v1/endpoints/keyed",
+            Some(json!({"headers": {"Authorization": "****", "X-Extra": "1"}})),
+        )
+        .await;
+    assert_eq!(status, 200, "{patched}");
+    let (_, stored) = api
+        .admin("GET", "/v1/endpoints/keyed?reveal=headers", None)
+        .await;
+    assert_eq!(
+        stored["headers"],
+        json!({"Authorization": KEY, "X-Team": "ops", "X-Extra": "1"})
+    );
+
+    // A mask with nothing stored behind it is refused, naming the header.
+    let (status, answer) = api
+        .admin(
+            "PATCH",
+            "/v1/endpoints/keyed",
+            Some(json!({"headers": {"X-Unknown": "****"}})),
+        )
+        .await;
+    assert_eq!(
+        (status, answer["field"].clone()),
+        (400, json!("headers.X-Unknown"))
+    );
+    let (status, answer) = api
+        .admin(
+            "POST",
+            "/v1/endpoints",
+            Some(json!({"url": rx.url("x"), "allow_http": true, "headers": {"X-Key": "****"}})),
+        )
+        .await;
+    assert_eq!(
+        (status, answer["field"].clone()),
+        (400, json!("headers.X-Key"))
+    );
+
+    // The receiver gets the real key, not the mask.
+    cluster.produce_many(TOPIC, &[event(1, "dev-1")]).await;
+    wait_for("the delivery", Duration::from_secs(20), || {
+        rx.log().accepted_count() == 1
+    })
+    .await;
+    let sent = &rx.log().recorded()[0];
+    assert_eq!(sent.header("authorization"), Some(KEY));
+    assert_eq!(sent.header("x-team"), Some("ops"));
+    assert!(independently_verified("standard", SECRET, sent));
+
+    // Mainflux clients read masks too, and sending them back keeps the key.
+    let (status, hook) = api.call("GET", "/webhooks/keyed", Some(VIEWER), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(hook["headers"]["Authorization"], "****");
+    let (status, updated) = api
+        .admin(
+            "PUT",
+            "/webhooks/keyed",
+            Some(
+                json!({"name": "renamed", "url": rx.url("in"), "headers": hook["headers"].clone()}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 200, "{updated}");
+    assert!(!updated.to_string().contains("k3y"));
+    let (_, stored) = api
+        .admin("GET", "/v1/endpoints/keyed?reveal=headers", None)
+        .await;
+    assert_eq!(stored["headers"]["Authorization"], KEY);
+    assert_eq!(stored["name"], "renamed");
+
+    // `hookstream endpoints get` shows what the API shows each role.
+    let base = api.base.clone();
+    let cli = |token: &'static str, args: &'static [&'static str]| {
+        let base = base.clone();
+        tokio::task::spawn_blocking(move || {
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_hookstream"))
+                .arg("endpoints")
+                .args(args)
+                .args(["--api", &base])
+                .env("HOOKSTREAM_TOKEN", token)
+                .output()
+                .expect("runs");
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        })
+    };
+    let (code, out, err) = cli(VIEWER, &["get", "keyed"]).await.unwrap();
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("****") && !out.contains("k3y"), "{out}");
+    let (code, out, err) = cli(VIEWER, &["get", "keyed", "--reveal-headers"])
+        .await
+        .unwrap();
+    assert_eq!(code, Some(1), "{out}");
+    assert!(err.contains("403"), "{err}");
+    let (code, out, err) = cli(ADMIN, &["get", "keyed", "--reveal-headers"])
+        .await
+        .unwrap();
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains(KEY), "{out}");
     service.shutdown().await.unwrap();
 }
 

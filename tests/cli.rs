@@ -53,6 +53,11 @@ fn configuration_errors_exit_2_naming_the_key() {
             "[topics]\nretry_tiers = [\"5s\", \"1s\"]\n",
             "topics.retry_tiers[1]",
         ),
+        ("[api]\nmax_connections = 0\n", "api.max_connections"),
+        ("[api]\nheader_timeout = \"10ms\"\n", "api.header_timeout"),
+        ("[api]\nidle_timeout = \"2h\"\n", "api.idle_timeout"),
+        ("[api]\nbody_timeout = \"0\"\n", "api.body_timeout"),
+        ("[api]\nmax_body_bytes = 10\n", "api.max_body_bytes"),
     ];
     for (text, key) in cases {
         let out = run_with_config(text);

@@ -1,7 +1,7 @@
 //! An endpoint that answers 410 Gone is disabled for good: given a service
 //! with an endpoint whose receiver answers 410, when an event reaches it,
-//! then the endpoint is stored disabled (`enabled = false`, a
-//! `disabled_reason` naming the 410, a `disabled_at` time), the API shows
+//! then the endpoint is stored disabled (`enabled = false`, and
+//! `disabled = {reason, at}` naming the 410), the API shows
 //! it so, a second instance and a restarted one keep it disabled and send
 //! it nothing more, and enabling it through the API clears the reason and
 //! delivers again.
@@ -95,13 +95,13 @@ async fn a_410_disables_the_endpoint_in_the_store_for_every_instance_and_restart
     let shown = get(&first, "/v1/endpoints/retired").await;
     assert_eq!(shown["enabled"], false, "{shown}");
     assert!(
-        shown["disabled_reason"]
+        shown["disabled"]["reason"]
             .as_str()
             .is_some_and(|r| r.contains("410")),
         "{shown}"
     );
     assert!(
-        shown["disabled_at"]
+        shown["disabled"]["at"]
             .as_str()
             .is_some_and(|t| t.ends_with('Z')),
         "{shown}"
@@ -150,6 +150,6 @@ async fn a_410_disables_the_endpoint_in_the_store_for_every_instance_and_restart
     assert_eq!(post(&restarted, "/v1/endpoints/retired/enable").await, 200);
     let shown = get(&restarted, "/v1/endpoints/retired").await;
     assert_eq!(shown["enabled"], true, "{shown}");
-    assert!(shown.get("disabled_reason").is_none(), "{shown}");
+    assert!(shown.get("disabled").is_none(), "{shown}");
     restarted.shutdown().await.unwrap();
 }

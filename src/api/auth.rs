@@ -108,8 +108,19 @@ impl Tokens {
 
     /// Whether a request with `authorization` may use a route of `access`.
     pub fn check(&self, access: Access, authorization: Option<&str>) -> Result<(), ApiError> {
+        self.authorize(access, authorization).map(|_| ())
+    }
+
+    /// The caller's role when a request with `authorization` may use a
+    /// route of `access` (`None` on public routes, where no token is
+    /// read).
+    pub fn authorize(
+        &self,
+        access: Access,
+        authorization: Option<&str>,
+    ) -> Result<Option<Role>, ApiError> {
         if access == Access::Public {
-            return Ok(());
+            return Ok(None);
         }
         let token = authorization
             .and_then(|h| {
@@ -123,7 +134,7 @@ impl Tokens {
         match (self.role_of(token), access) {
             (None, _) => Err(ApiError::unauthorized("invalid token")),
             (Some(Role::Viewer), Access::Admin) => Err(ApiError::forbidden()),
-            (Some(_), _) => Ok(()),
+            (Some(role), _) => Ok(Some(role)),
         }
     }
 }
@@ -137,14 +148,21 @@ pub struct Guard {
     pub access: Access,
 }
 
-/// Middleware: answers 401/403 before the handler reads anything.
-pub async fn guard(State(guard): State<Guard>, request: Request, next: Next) -> Response {
+/// Middleware: answers 401/403 before the handler reads anything, and
+/// leaves the caller's [`Role`] in the request's extensions for handlers
+/// that show more to admins.
+pub async fn guard(State(guard): State<Guard>, mut request: Request, next: Next) -> Response {
     let authorization = request
         .headers()
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    match guard.tokens.check(guard.access, authorization) {
-        Ok(()) => next.run(request).await,
+    match guard.tokens.authorize(guard.access, authorization) {
+        Ok(role) => {
+            if let Some(role) = role {
+                request.extensions_mut().insert(role);
+            }
+            next.run(request).await
+        }
         Err(e) => e.into_response(),
     }
 }
@@ -177,6 +195,15 @@ mod tests {
             Some(StatusCode::FORBIDDEN)
         );
         assert_eq!(status(Access::Admin, Some("bearer adm1n")), None);
+        assert_eq!(
+            t.authorize(Access::Viewer, Some("Bearer adm1n")),
+            Ok(Some(Role::Admin))
+        );
+        assert_eq!(
+            t.authorize(Access::Viewer, Some("Bearer v1ew")),
+            Ok(Some(Role::Viewer))
+        );
+        assert_eq!(t.authorize(Access::Public, Some("Bearer v1ew")), Ok(None));
     }
 
     #[test]

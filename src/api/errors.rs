@@ -1,6 +1,8 @@
 //! API errors as SPEC §6 fixes them: 400 `{"error", "field"}` naming the
-//! offending field, 401 missing or invalid token, 403 viewer writing, 404
-//! unknown id; 409 for an id that exists, 503 when the store cannot write.
+//! offending field, 401 missing or invalid token, 403 viewer writing (or
+//! asking to see header values), 404 unknown id; 408 and 413 (field
+//! `body`) for a body too slow or too large, 409 for an id that exists,
+//! 503 when the store cannot write.
 //!
 //! Messages never carry a secret: they come from validation (which names
 //! fields, not values) or from the broker client.
@@ -81,6 +83,33 @@ impl ApiError {
         Self::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "method not allowed on this route",
+            None,
+        )
+    }
+
+    /// 413: the request body is larger than `api.max_body_bytes`.
+    pub fn body_too_large(max_bytes: usize) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("is larger than {max_bytes} bytes (api.max_body_bytes)"),
+            Some("body".into()),
+        )
+    }
+
+    /// 408: the request body did not arrive within `api.body_timeout`.
+    pub fn body_timeout(timeout: std::time::Duration) -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            format!("did not arrive within {timeout:?} (api.body_timeout)"),
+            Some("body".into()),
+        )
+    }
+
+    /// 403: revealing header values takes an admin token.
+    pub fn reveal_forbidden() -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "revealing header values (reveal=headers) takes an admin token",
             None,
         )
     }

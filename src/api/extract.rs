@@ -1,5 +1,6 @@
-//! Reading requests: JSON bodies, path ids and query parameters, with
-//! every failure turned into a 400 that names its field.
+//! Reading requests: JSON bodies, path ids, query parameters and the
+//! caller's role, with every failure turned into a 400 that names its
+//! field.
 //!
 //! serde's messages are cut down to the kind of a wrong value (never the
 //! value itself, which may be a secret).
@@ -11,6 +12,7 @@ use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
 use super::errors::ApiError;
+use crate::config::Role;
 
 /// The `{id}` (or `{thing_id}`, `{group_id}`) segment of a route.
 #[derive(Debug, Clone)]
@@ -24,6 +26,19 @@ impl<S: Send + Sync> FromRequestParts<S> for IdParam {
             Ok(Path(id)) => Ok(Self(id)),
             Err(_) => Err(ApiError::bad_request("id", "is not valid UTF-8 text")),
         }
+    }
+}
+
+/// The role of the caller's token, as the token check found it (`None` on
+/// public routes).
+#[derive(Debug, Clone, Copy)]
+pub struct Caller(pub Option<Role>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(parts.extensions.get::<Role>().copied()))
     }
 }
 

@@ -1,7 +1,8 @@
 //! The `/v1` handlers of SPEC §6 and the health routes. Each reads its
 //! input (errors name the field), works through the store, and answers
 //! with endpoints as the `[[endpoints]]` table in JSON, secrets masked
-//! except in the answer that created or rotated them.
+//! except in the answer that created or rotated them, header values masked
+//! except for an admin asking with `?reveal=headers`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -15,10 +16,10 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::errors::{ApiError, ApiResult};
-use super::extract::{IdParam, json_value, query_map, typed};
+use super::extract::{Caller, IdParam, json_value, query_map, typed};
 use super::validate::{self, Prepared};
 use super::{ApiState, secrets};
-use crate::config::EndpointConfig;
+use crate::config::{EndpointConfig, Role};
 use crate::deliver::activity::RING_CAPACITY;
 use crate::deliver::classify::Verdict;
 use crate::deliver::request::{Outgoing, send_attempt, webhook_id};
@@ -140,6 +141,12 @@ pub(super) async fn create_all(
     let mut prepared = Vec::with_capacity(configs.len());
     let mut ids = std::collections::HashSet::new();
     for (config, prefix) in configs {
+        if let Some(name) = secrets::masked_header(&config.headers) {
+            return Err(ApiError::bad_request(
+                format!("{prefix}headers.{name}"),
+                "is a masked value; give the header's value",
+            ));
+        }
         if !ids.insert(config.id.clone()) {
             return Err(ApiError::bad_request(
                 format!("{prefix}id"),
@@ -201,12 +208,36 @@ pub async fn list(
     ))
 }
 
-/// `GET /v1/endpoints/{id}`.
-pub async fn get(State(state): AppState, IdParam(id): IdParam) -> ApiResult<Json<Value>> {
-    Ok(Json(secrets::masked_json(&existing(&state, &id)?.config)))
+/// `GET /v1/endpoints/{id}?reveal=headers`: header values in the clear
+/// for admins who ask; masked otherwise.
+pub async fn get(
+    State(state): AppState,
+    IdParam(id): IdParam,
+    Caller(role): Caller,
+    RawQuery(query): RawQuery,
+) -> ApiResult<Json<Value>> {
+    let reveal = reveal_headers(query.as_deref(), role)?;
+    let config = &existing(&state, &id)?.config;
+    Ok(Json(if reveal {
+        secrets::headers_revealed_json(config)
+    } else {
+        secrets::masked_json(config)
+    }))
 }
 
-/// Stores `incoming` in place of endpoint `id` (the write lock held).
+/// Whether `?reveal=headers` asks for header values, and the caller may
+/// see them (admins only: 403 for viewers; 400 for another value).
+fn reveal_headers(query: Option<&str>, role: Option<Role>) -> ApiResult<bool> {
+    match query_map(query).get("reveal").map(String::as_str) {
+        None => Ok(false),
+        Some("headers") if role == Some(Role::Admin) => Ok(true),
+        Some("headers") => Err(ApiError::reveal_forbidden()),
+        Some(_) => Err(ApiError::bad_request("reveal", "must be `headers`")),
+    }
+}
+
+/// Stores `incoming` in place of endpoint `id` (the write lock held). A
+/// masked header value in it keeps the stored one.
 pub(super) async fn replace(
     state: &ApiState,
     id: &str,
@@ -214,7 +245,15 @@ pub(super) async fn replace(
 ) -> ApiResult<Prepared> {
     let _write = state.store.write_lock().await;
     let current = existing(state, id)?;
-    let incoming = incoming(&current.config)?;
+    let mut incoming = incoming(&current.config)?;
+    secrets::keep_masked_headers(&current.config.headers, &mut incoming.headers).map_err(
+        |name| {
+            ApiError::bad_request(
+                format!("headers.{name}"),
+                "is a masked value, and the endpoint has no such header to keep; give its value",
+            )
+        },
+    )?;
     let prepared = validate::replacement(&current.config, incoming, &state.settings).await?;
     state
         .store
@@ -298,8 +337,7 @@ async fn set_enabled(state: &ApiState, id: &str, enabled: bool) -> ApiResult<Jso
     let prepared = replace(state, id, |current| {
         Ok(EndpointConfig {
             enabled,
-            disabled_reason: None,
-            disabled_at: None,
+            disabled: None,
             ..current.clone()
         })
     })
@@ -465,5 +503,22 @@ mod tests {
             &json!({"a": "z", "c": {"f": null}, "l": [2, 3]}),
         );
         assert_eq!(target, json!({"a": "z", "c": {"d": "e"}, "l": [2, 3]}));
+    }
+
+    #[test]
+    fn only_admins_asking_for_headers_see_them() {
+        assert_eq!(reveal_headers(None, Some(Role::Viewer)), Ok(false));
+        assert_eq!(reveal_headers(Some("x=1"), Some(Role::Admin)), Ok(false));
+        assert_eq!(
+            reveal_headers(Some("reveal=headers"), Some(Role::Admin)),
+            Ok(true)
+        );
+        let viewer = reveal_headers(Some("reveal=headers"), Some(Role::Viewer)).unwrap_err();
+        assert_eq!(viewer.status, StatusCode::FORBIDDEN);
+        let other = reveal_headers(Some("reveal=secret"), Some(Role::Admin)).unwrap_err();
+        assert_eq!(
+            (other.status, other.body.field.as_deref()),
+            (StatusCode::BAD_REQUEST, Some("reveal"))
+        );
     }
 }

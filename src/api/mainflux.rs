@@ -4,7 +4,8 @@
 //! A Mainflux webhook `{name, url, headers}` of thing `T` is an endpoint
 //! with `devices = [T]`, every event type, no signature (Mainflux webhooks
 //! are unsigned), plain http allowed when its URL says so; the SSRF guard
-//! still applies. Ids are UUIDs as in Mainflux.
+//! still applies. Ids are UUIDs as in Mainflux. Header values are masked
+//! (`****`) on every answer; sent back masked, they keep the stored value.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -17,10 +18,10 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::ApiState;
 use super::errors::{ApiError, ApiResult};
 use super::extract::{IdParam, json_value, typed};
 use super::handlers::{create_all, existing, replace};
+use super::{ApiState, secrets};
 use crate::config::EndpointConfig;
 use crate::deliver::sign::SignatureScheme;
 
@@ -59,9 +60,9 @@ impl Webhook {
             id: c.id.clone(),
             thing_id: c.devices.first().cloned().unwrap_or_default(),
             group_id: c.groups.first().cloned().unwrap_or_default(),
-            name: c.name.clone(),
+            name: c.name.to_string(),
             url: c.url.clone(),
-            headers: c.headers.clone(),
+            headers: secrets::masked_headers(&c.headers),
         }
     }
 }
@@ -96,7 +97,7 @@ fn apply(config: &mut EndpointConfig, input: WebhookInput, field: &str) -> ApiRe
         ));
     }
     config.allow_http = input.url.starts_with("http:");
-    config.name = input.name;
+    config.name = input.name.into();
     config.url = input.url;
     config.headers = input.headers;
     Ok(())
@@ -177,7 +178,8 @@ pub async fn get(State(state): AppState, IdParam(id): IdParam) -> ApiResult<Json
     Ok(Json(Webhook::of(&existing(&state, &id)?.config)))
 }
 
-/// `PUT /webhooks/{id}`: new name, URL and headers.
+/// `PUT /webhooks/{id}`: new name, URL and headers (a masked header value
+/// keeps the stored one).
 pub async fn update(
     State(state): AppState,
     IdParam(id): IdParam,

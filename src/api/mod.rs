@@ -2,13 +2,15 @@
 //! tokens, the Mainflux-compatible routes, health, readiness and the
 //! OpenAPI document.
 //!
-//! Owns HTTP only: reads requests ([`extract`]), checks tokens ([`auth`]),
-//! validates ([`validate`]) and writes through the
+//! Owns HTTP only: holds connections within limits ([`server`]), reads
+//! bodies within limits ([`body`]), reads requests ([`extract`]), checks
+//! tokens ([`auth`]), validates ([`validate`]) and writes through the
 //! [`EndpointStore`](crate::index::EndpointStore), which owns persistence
 //! and the live registry. [`routes`] is the one table the router and the
 //! OpenAPI document ([`openapi`]) are built from.
 
 pub mod auth;
+pub mod body;
 pub mod errors;
 mod extract;
 mod handlers;
@@ -16,6 +18,7 @@ mod mainflux;
 pub mod openapi;
 pub mod routes;
 pub mod secrets;
+pub mod server;
 pub mod validate;
 
 use std::collections::BTreeMap;
@@ -25,15 +28,18 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::routing::MethodRouter;
-use tokio::sync::oneshot;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
 use crate::deliver::client::HttpClients;
 use crate::index::EndpointStore;
 use auth::{Guard, Tokens};
+use body::BodyLimits;
 use errors::ApiError;
+use server::ConnectionLimits;
 
 /// Settings the handlers need from the configuration.
 #[derive(Debug, Clone, Copy)]
@@ -46,6 +52,10 @@ pub struct ApiSettings {
     pub rotation_grace: Duration,
     /// `delivery.backoff.max` (caps `Retry-After` in test sends).
     pub retry_after_cap: Duration,
+    /// `api.max_connections`, `api.header_timeout`, `api.idle_timeout`.
+    pub connections: ConnectionLimits,
+    /// `api.max_body_bytes`, `api.body_timeout`.
+    pub body: BodyLimits,
 }
 
 impl ApiSettings {
@@ -56,6 +66,15 @@ impl ApiSettings {
             default_timeout: config.delivery.timeout.get(),
             rotation_grace: config.api.rotation_grace.get(),
             retry_after_cap: config.delivery.backoff.max.get(),
+            connections: ConnectionLimits {
+                max_connections: config.api.max_connections,
+                header_timeout: config.api.header_timeout.get(),
+                idle_timeout: config.api.idle_timeout.get(),
+            },
+            body: BodyLimits {
+                max_bytes: config.api.max_body_bytes,
+                timeout: config.api.body_timeout.get(),
+            },
         }
     }
 }
@@ -115,17 +134,28 @@ impl ApiState {
     }
 }
 
-/// The router of every route in [`routes::table`].
+/// The router of every route in [`routes::table`]: the token check first,
+/// then (for routes that take one) the body within its limits, then the
+/// handler.
 pub fn router(state: Arc<ApiState>) -> Router {
+    let limits = state.settings.body;
     let mut by_path: BTreeMap<&'static str, MethodRouter<Arc<ApiState>>> = BTreeMap::new();
     for route in routes::table() {
         let guard = Guard {
             tokens: Arc::clone(&state.tokens),
             access: route.access,
         };
-        let handler = route
-            .handler
-            .route_layer(axum::middleware::from_fn_with_state(guard, auth::guard));
+        let handler = if route.body.is_some() {
+            route
+                .handler
+                .route_layer(axum::middleware::from_fn_with_state(
+                    limits,
+                    body::read_whole,
+                ))
+        } else {
+            route.handler
+        };
+        let handler = handler.route_layer(axum::middleware::from_fn_with_state(guard, auth::guard));
         let merged = match by_path.remove(route.path) {
             Some(existing) => existing.merge(handler),
             None => handler,
@@ -141,6 +171,9 @@ pub fn router(state: Arc<ApiState>) -> Router {
     }
     router
         .fallback(|| async { ApiError::no_route() })
+        // Bodies were read within `limits` already; the extractor's own
+        // limit (2 MB by default) must not be the smaller one.
+        .layer(DefaultBodyLimit::max(limits.max_bytes))
         .with_state(state)
 }
 
@@ -148,12 +181,13 @@ pub fn router(state: Arc<ApiState>) -> Router {
 #[derive(Debug)]
 pub struct ApiServer {
     addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
+    stop: watch::Sender<bool>,
     task: JoinHandle<()>,
 }
 
 impl ApiServer {
-    /// Listens on `listen` (`api.listen`) and serves `state`.
+    /// Listens on `listen` (`api.listen`) and serves `state` within its
+    /// connection limits ([`server`]).
     pub async fn start(listen: &str, state: ApiState) -> Result<Self> {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
@@ -161,22 +195,18 @@ impl ApiServer {
         let addr = listener
             .local_addr()
             .context("reading the API's listen address")?;
+        let limits = state.settings.connections;
         let app = router(Arc::new(state));
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
-                let _ = stopped.await;
-            });
-            if let Err(e) = serve.await {
-                tracing::error!(error = %e, "the management API stopped");
-            }
-        });
-        tracing::info!(listen = %addr, "management API listening (OpenAPI at /v1/openapi.json)");
-        Ok(Self {
-            addr,
-            stop: Some(stop),
-            task,
-        })
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(server::serve(listener, app, limits, stopped));
+        tracing::info!(
+            listen = %addr,
+            max_connections = limits.max_connections,
+            header_timeout = ?limits.header_timeout,
+            idle_timeout = ?limits.idle_timeout,
+            "management API listening (OpenAPI at /v1/openapi.json)"
+        );
+        Ok(Self { addr, stop, task })
     }
 
     /// The address it listens on.
@@ -184,11 +214,10 @@ impl ApiServer {
         self.addr
     }
 
-    /// Stops accepting, lets requests in progress finish (up to 5 s).
+    /// Stops accepting, closes idle connections, lets requests in progress
+    /// finish (up to 5 s; then every connection is closed).
     pub async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
+        let _ = self.stop.send(true);
         if tokio::time::timeout(Duration::from_secs(5), &mut self.task)
             .await
             .is_err()

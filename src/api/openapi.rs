@@ -24,7 +24,7 @@ pub fn document(routes: &[Route]) -> Value {
         "info": {
             "title": "hookstream management API",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Endpoints of the hookstream webhook delivery engine: the [[endpoints]] table of the configuration file, in JSON. Writes are stored on the compacted <prefix>.endpoints topic and answered once this instance applied them; every instance follows the topic. Secrets are shown only when created or rotated.",
+            "description": "Endpoints of the hookstream webhook delivery engine: the [[endpoints]] table of the configuration file, in JSON. Writes are stored on the compacted <prefix>.endpoints topic and answered once this instance applied them; every instance follows the topic. Secrets are shown only when created or rotated; header values are masked except for admins who ask with ?reveal=headers on GET /v1/endpoints/{id}. Connections and bodies are bounded by [api] max_connections, header_timeout, idle_timeout, body_timeout and max_body_bytes.",
         },
         "paths": paths,
         "components": {
@@ -97,6 +97,8 @@ fn operation(route: &Route) -> Value {
     for p in route.query {
         let schema = if p.kind == "integer" {
             json!({"type": "integer", "minimum": 1, "maximum": 200})
+        } else if !p.values.is_empty() {
+            json!({"type": p.kind, "enum": p.values})
         } else {
             json!({"type": p.kind})
         };
@@ -118,6 +120,16 @@ fn operation(route: &Route) -> Value {
         responses.insert(
             "400".into(),
             error("Invalid input; `field` names what is wrong."),
+        );
+    }
+    if route.body.is_some() {
+        responses.insert(
+            "408".into(),
+            error("The body did not arrive within [api].body_timeout; `field` is `body`."),
+        );
+        responses.insert(
+            "413".into(),
+            error("The body is larger than [api].max_body_bytes; `field` is `body`."),
         );
     }
     if route.access != Access::Public {
@@ -187,8 +199,13 @@ fn endpoint_properties(input: bool) -> Value {
         "groups": names,
         "tenant": {"type": "string", "maxLength": ROUTE_NAME_LEN.max},
         "enabled": {"type": "boolean"},
-        "disabled_reason": {"type": "string", "description": "Why hookstream disabled the endpoint by itself (it answered 410 Gone); cleared when enabled again."},
-        "disabled_at": {"type": "string", "description": "RFC 3339 time at which hookstream disabled it."},
+        "disabled": {
+            "type": "object",
+            "properties": {"reason": {"type": "string"}, "at": {"type": "string", "description": "RFC 3339."}},
+            "required": ["reason", "at"],
+            "additionalProperties": false,
+            "description": "Why and when hookstream disabled the endpoint by itself (it answered 410 Gone); cleared when enabled again.",
+        },
         "secret": {"type": "string", "maxLength": SECRET_LEN.max, "description": if input { "Signing secret; generated when left out (and shown in the answer); a masked value keeps the current one." } else { "Masked (\"whsec_****\"); shown in the clear only when created or rotated." }},
         "secret_env": {"type": "string", "description": "Environment variable holding the secret (configuration file only; the API keeps but never sets it)."},
         "previous_secret": {"type": "string", "description": "Masked; the secret a rotation replaced, signing until previous_secret_expires_at."},
@@ -198,6 +215,7 @@ fn endpoint_properties(input: bool) -> Value {
             "type": "object",
             "additionalProperties": {"type": "string", "maxLength": HEADER_VALUE_LEN.max},
             "maxProperties": HEADERS.max,
+            "description": if input { "Extra request headers (API keys go here). A masked value (\"****\") keeps the stored value of that header." } else { "Extra request headers; values masked (\"****\") except for admins with ?reveal=headers on GET /v1/endpoints/{id}." },
         },
         "rate_limit": {
             "type": "object",
@@ -263,7 +281,7 @@ fn schemas() -> Value {
             "id": {"type": "string"},
             "name": {"type": "string", "minLength": 1, "maxLength": 254},
             "url": {"type": "string"},
-            "headers": {"type": "object", "additionalProperties": {"type": "string"}},
+            "headers": {"type": "object", "additionalProperties": {"type": "string"}, "description": "A masked value (\"****\") keeps the stored value of that header."},
             "metadata": {"type": "object"},
         },
         "required": ["name", "url"],
@@ -361,7 +379,7 @@ fn schemas() -> Value {
             "properties": {
                 "id": {"type": "string"}, "thing_id": {"type": "string"}, "group_id": {"type": "string"},
                 "name": {"type": "string"}, "url": {"type": "string"},
-                "headers": {"type": "object", "additionalProperties": {"type": "string"}},
+                "headers": {"type": "object", "additionalProperties": {"type": "string"}, "description": "Values masked (\"****\")."},
             },
             "required": ["id", "thing_id", "group_id", "name", "url", "headers"],
         },
@@ -406,5 +424,35 @@ mod tests {
             );
             rest = tail;
         }
+    }
+
+    #[test]
+    fn body_limits_are_documented_where_bodies_are_read() {
+        let doc = document(&super::super::routes::table());
+        for (path, method) in [
+            ("/v1/endpoints", "post"),
+            ("/v1/endpoints/{id}", "put"),
+            ("/v1/endpoints/{id}", "patch"),
+            ("/things/{thing_id}/webhooks", "post"),
+        ] {
+            let responses = &doc["paths"][path][method]["responses"];
+            assert!(responses["413"].is_object(), "{method} {path}");
+            assert!(responses["408"].is_object(), "{method} {path}");
+        }
+        assert!(doc["paths"]["/healthz"]["get"]["responses"]["413"].is_null());
+    }
+
+    #[test]
+    fn reveal_is_documented() {
+        let doc = document(&super::super::routes::table());
+        let get = &doc["paths"]["/v1/endpoints/{id}"]["get"];
+        let reveal = get["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "reveal")
+            .expect("reveal is documented");
+        assert_eq!(reveal["schema"]["enum"], json!(["headers"]));
+        assert!(get["responses"]["403"].is_object());
     }
 }

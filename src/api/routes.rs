@@ -21,6 +21,8 @@ pub struct Param {
     pub kind: &'static str,
     /// What it does.
     pub description: &'static str,
+    /// The values it takes, when it is an enumeration (else empty).
+    pub values: &'static [&'static str],
 }
 
 /// A documented response.
@@ -129,21 +131,25 @@ const LIST_FILTERS: &[Param] = &[
         name: "device",
         kind: "string",
         description: "Only endpoints restricted to this device (listed in `devices`).",
+        values: &[],
     },
     Param {
         name: "group",
         kind: "string",
         description: "Only endpoints restricted to this group (listed in `groups`).",
+        values: &[],
     },
     Param {
         name: "tenant",
         kind: "string",
         description: "Only endpoints of this tenant.",
+        values: &[],
     },
     Param {
         name: "event",
         kind: "string",
         description: "Only endpoints subscribed to this event type (one of `events` matches it).",
+        values: &[],
     },
 ];
 
@@ -151,6 +157,14 @@ const LIMIT: &[Param] = &[Param {
     name: "limit",
     kind: "integer",
     description: "How many attempts, newest first (1-200, default 50).",
+    values: &[],
+}];
+
+const REVEAL: &[Param] = &[Param {
+    name: "reveal",
+    kind: "string",
+    description: "`headers`: show the endpoint's header values in the clear (admin tokens only; 403 for viewers). Without it they are masked (`****`).",
+    values: &["headers"],
 }];
 
 /// Every route of the API.
@@ -166,12 +180,13 @@ pub fn table() -> Vec<Route> {
         route("POST", "/v1/endpoints", Admin, "createEndpoints", "Create one endpoint or an array of them; generated secrets are shown in this answer only.", v1::create)
             .body("EndpointCreate")
             .answers(&[answer(201, "Created (an object, or an array for an array).", "EndpointOrList"), answer(409, "An endpoint with this id exists.", "Error")]),
-        route("GET", "/v1/endpoints", Viewer, "listEndpoints", "List endpoints (secrets masked).", v1::list)
+        route("GET", "/v1/endpoints", Viewer, "listEndpoints", "List endpoints (secrets and header values masked).", v1::list)
             .query(LIST_FILTERS)
             .answers(&[answer(200, "Endpoints, by id.", "EndpointList")]),
-        route("GET", "/v1/endpoints/{id}", Viewer, "getEndpoint", "One endpoint (secret masked).", v1::get)
-            .answers(&[answer(200, "The endpoint.", "Endpoint")]),
-        route("PUT", "/v1/endpoints/{id}", Admin, "replaceEndpoint", "Replace an endpoint; a missing or masked secret keeps the current one.", v1::put)
+        route("GET", "/v1/endpoints/{id}", Viewer, "getEndpoint", "One endpoint (secret and header values masked; header values in the clear for admins with reveal=headers).", v1::get)
+            .query(REVEAL)
+            .answers(&[answer(200, "The endpoint.", "Endpoint"), answer(403, "reveal=headers with a viewer token.", "Error")]),
+        route("PUT", "/v1/endpoints/{id}", Admin, "replaceEndpoint", "Replace an endpoint; a missing or masked secret keeps the current one, and so does a masked header value.", v1::put)
             .body("EndpointReplace")
             .answers(&[answer(200, "The endpoint as stored.", "Endpoint")]),
         route("PATCH", "/v1/endpoints/{id}", Admin, "patchEndpoint", "Change some fields (JSON merge patch, RFC 7396).", v1::patch)

@@ -1,7 +1,12 @@
-//! Signing secrets as the API handles them: generated when not given,
-//! shown once, masked on every read.
+//! Secrets as the API handles them: signing secrets (generated when not
+//! given, shown once, masked on every read) and custom header values
+//! (where API keys go: masked on every read, shown only to an admin who
+//! asks for them with `?reveal=headers`). A masked value sent back keeps
+//! the stored one.
 //!
 //! Pure apart from the random source. Never logs.
+
+use std::collections::BTreeMap;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD as BASE64, URL_SAFE_NO_PAD};
@@ -39,20 +44,81 @@ pub fn is_masked(value: &str) -> bool {
     value == MASK || value == format!("whsec_{MASK}")
 }
 
-/// The endpoint as JSON with its secrets masked.
+/// Every header value replaced by the mask.
+fn mask_headers(headers: &mut BTreeMap<String, String>) {
+    for value in headers.values_mut() {
+        *value = MASK.to_string();
+    }
+}
+
+/// The endpoint as JSON with its secrets and header values masked.
 pub fn masked_json(config: &EndpointConfig) -> serde_json::Value {
     let mut masked = config.clone();
     masked.secret = masked.secret.as_deref().map(mask);
     masked.previous_secret = masked.previous_secret.as_deref().map(mask);
+    mask_headers(&mut masked.headers);
     serde_json::to_value(&masked).unwrap_or(serde_json::Value::Null)
 }
 
 /// The endpoint as JSON with its current secret in the clear (create and
-/// rotate responses only); the previous secret stays masked.
+/// rotate responses only); the previous secret and header values stay
+/// masked.
 pub fn revealed_json(config: &EndpointConfig) -> serde_json::Value {
     let mut shown = config.clone();
     shown.previous_secret = shown.previous_secret.as_deref().map(mask);
+    mask_headers(&mut shown.headers);
     serde_json::to_value(&shown).unwrap_or(serde_json::Value::Null)
+}
+
+/// The endpoint as JSON with its header values in the clear and its
+/// secrets masked (`GET /v1/endpoints/{id}?reveal=headers`, admins only).
+pub fn headers_revealed_json(config: &EndpointConfig) -> serde_json::Value {
+    let mut shown = config.clone();
+    shown.secret = shown.secret.as_deref().map(mask);
+    shown.previous_secret = shown.previous_secret.as_deref().map(mask);
+    serde_json::to_value(&shown).unwrap_or(serde_json::Value::Null)
+}
+
+/// Header values as a Mainflux webhook shows them: masked.
+pub fn masked_headers(headers: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    let mut masked = headers.clone();
+    mask_headers(&mut masked);
+    masked
+}
+
+/// The name of a header in `headers` whose value is the mask (a new
+/// endpoint has no stored value to keep).
+pub fn masked_header(headers: &BTreeMap<String, String>) -> Option<&str> {
+    headers
+        .iter()
+        .find(|(_, value)| value.as_str() == MASK)
+        .map(|(name, _)| name.as_str())
+}
+
+/// Puts the stored value back in place of every masked value in
+/// `incoming` (a client sent back what it read). Header names compare
+/// without case, as HTTP does; the incoming spelling is kept. The error is
+/// the name of a masked header that `stored` does not have.
+pub fn keep_masked_headers(
+    stored: &BTreeMap<String, String>,
+    incoming: &mut BTreeMap<String, String>,
+) -> Result<(), String> {
+    for (name, value) in incoming.iter_mut() {
+        if value != MASK {
+            continue;
+        }
+        let kept = stored.get(name).or_else(|| {
+            stored
+                .iter()
+                .find(|(stored_name, _)| stored_name.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v)
+        });
+        match kept {
+            Some(kept) => value.clone_from(kept),
+            None => return Err(name.clone()),
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -93,5 +159,55 @@ mod tests {
         assert!(is_masked("whsec_****") && is_masked("****") && !is_masked("whsec_x"));
         let shown = revealed_json(&c).to_string();
         assert!(shown.contains("MfKQ9r8") && !shown.contains("deadbeef"));
+    }
+
+    #[test]
+    fn header_values_are_masked_unless_revealed() {
+        let mut c = EndpointConfig::new("a", "https://x.example/");
+        c.secret = Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into());
+        c.headers
+            .insert("Authorization".into(), "Bearer k3y-s3cret".into());
+        c.headers.insert("X-Api-Key".into(), "abc123".into());
+        for shown in [masked_json(&c), revealed_json(&c)] {
+            assert_eq!(shown["headers"]["Authorization"], "****");
+            assert_eq!(shown["headers"]["X-Api-Key"], "****");
+            let text = shown.to_string();
+            assert!(!text.contains("k3y-s3cret") && !text.contains("abc123"));
+        }
+        let revealed = headers_revealed_json(&c);
+        assert_eq!(revealed["headers"]["Authorization"], "Bearer k3y-s3cret");
+        assert_eq!(revealed["secret"], "whsec_****", "secrets stay masked");
+        assert_eq!(masked_headers(&c.headers)["X-Api-Key"], "****");
+    }
+
+    #[test]
+    fn masked_header_values_sent_back_keep_the_stored_ones() {
+        let stored: BTreeMap<String, String> = [
+            ("Authorization".to_string(), "Bearer k3y".to_string()),
+            ("X-Team".to_string(), "fleet".to_string()),
+        ]
+        .into();
+        let mut incoming: BTreeMap<String, String> = [
+            ("authorization".to_string(), MASK.to_string()),
+            ("X-Team".to_string(), "ops".to_string()),
+            ("X-New".to_string(), "v".to_string()),
+        ]
+        .into();
+        keep_masked_headers(&stored, &mut incoming).unwrap();
+        assert_eq!(incoming["authorization"], "Bearer k3y");
+        assert_eq!(incoming["X-Team"], "ops", "a new value replaces");
+        assert_eq!(incoming["X-New"], "v");
+        assert!(
+            !incoming.contains_key("Authorization"),
+            "the incoming spelling is kept"
+        );
+        let mut unknown: BTreeMap<String, String> =
+            [("X-Other".to_string(), MASK.to_string())].into();
+        assert_eq!(
+            keep_masked_headers(&stored, &mut unknown),
+            Err("X-Other".to_string())
+        );
+        assert_eq!(masked_header(&unknown), Some("X-Other"));
+        assert_eq!(masked_header(&stored), None);
     }
 }

@@ -114,10 +114,13 @@ pub enum EndpointsCommand {
         #[arg(long)]
         event: Option<String>,
     },
-    /// Show one endpoint.
+    /// Show one endpoint (secrets and header values masked).
     Get {
         /// Endpoint id.
         id: String,
+        /// Show header values in the clear (admin tokens only).
+        #[arg(long)]
+        reveal_headers: bool,
     },
     /// Create an endpoint from flags, or endpoints from a JSON file.
     Create {
@@ -310,10 +313,14 @@ pub async fn run(args: &ClientArgs, command: EndpointsCommand) -> Result<(), Com
             };
             (client.call(Method::GET, &path, None).await?, Shape::Table)
         }
-        EndpointsCommand::Get { id } => (
-            client.call(Method::GET, &one(&id), None).await?,
-            Shape::Fields,
-        ),
+        EndpointsCommand::Get { id, reveal_headers } => {
+            let path = if reveal_headers {
+                format!("{}?reveal=headers", one(&id))
+            } else {
+                one(&id)
+            };
+            (client.call(Method::GET, &path, None).await?, Shape::Fields)
+        }
         EndpointsCommand::Create {
             id,
             file,

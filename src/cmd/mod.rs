@@ -3,6 +3,7 @@
 
 pub mod dlq;
 pub mod endpoints;
+pub mod open_files;
 pub mod run;
 pub mod verify;
 

@@ -157,11 +157,41 @@ async fn waiting_for<T>(bootstrap: &str, what: &str, step: impl Future<Output = 
     }
 }
 
+/// Raises the open-files limit to the hard limit and logs it, warning when
+/// the API's connections could take more than half of it.
+fn log_open_files_limit(config: &Config) {
+    let api_connections = if config.api.listen.is_empty() {
+        0
+    } else {
+        config.api.max_connections as libc::rlim_t
+    };
+    match super::open_files::raise_to_hard_limit() {
+        Ok(limit) => {
+            tracing::info!(
+                limit = %limit,
+                api_max_connections = api_connections,
+                delivery_max_connections_per_host = config.delivery.max_connections_per_host,
+                "open files limit"
+            );
+            if api_connections.saturating_mul(2) > limit.soft {
+                tracing::warn!(
+                    limit = limit.soft,
+                    api_max_connections = api_connections,
+                    "api.max_connections could take more than half the open files limit: \
+                     deliveries and Kafka need descriptors too (see Sizing in the README)"
+                );
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "could not raise the open files limit"),
+    }
+}
+
 /// Runs the service of `config` until a termination signal, then drains
 /// in-flight work, commits final offsets and returns. A signal during
 /// start-up stops it at once (start-up runs as its own task and is
 /// abandoned; nothing was consumed yet, so nothing is drained) and returns
-/// `Ok`: the service stopped because it was asked to.
+/// `Ok`: the service stopped because it was asked to. The open-files limit
+/// is raised to the hard limit first.
 pub async fn run(config: Config) -> Result<(), CommandError> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
@@ -169,6 +199,8 @@ pub async fn run(config: Config) -> Result<(), CommandError> {
     // Handlers in place: a signal held since start (see
     // `hold_stop_signals`) is delivered to this thread now.
     set_stop_signals(libc::SIG_UNBLOCK);
+
+    log_open_files_limit(&config);
     let target = if config.kafka.is_embedded() {
         tracing::warn!(
             "kafka.brokers = \"embedded\": using an in-process development broker; it is not durable \

@@ -262,7 +262,34 @@ pub struct ApiConfig {
     /// How long the previous secret keeps signing beside the new one after
     /// `POST /v1/endpoints/{id}/rotate-secret`.
     pub rotation_grace: HumanDuration,
+    /// Most API connections held at once ([`API_MAX_CONNECTIONS`]). A
+    /// connection beyond it closes the one that has waited longest without
+    /// a request in progress, or waits up to `header_timeout` for a request
+    /// to finish and is closed if none does.
+    pub max_connections: usize,
+    /// Longest time a connection may take to send a complete request head
+    /// (from its accept, or from the first byte after an idle period)
+    /// ([`API_TIMEOUTS`]).
+    pub header_timeout: HumanDuration,
+    /// Longest time a keep-alive connection may stay idle between requests
+    /// ([`API_TIMEOUTS`]).
+    pub idle_timeout: HumanDuration,
+    /// Longest time a request body may take to arrive once its head has
+    /// ([`API_TIMEOUTS`]); slower bodies are answered 408.
+    pub body_timeout: HumanDuration,
+    /// Largest request body accepted ([`API_MAX_BODY_BYTES`]); larger ones
+    /// are answered 413.
+    pub max_body_bytes: usize,
 }
+
+/// The range of `api.max_connections`.
+pub const API_MAX_CONNECTIONS: std::ops::RangeInclusive<usize> = 1..=1_000_000;
+/// The range of `api.header_timeout`, `api.idle_timeout` and
+/// `api.body_timeout`: 100 ms to 1 h.
+pub const API_TIMEOUTS: std::ops::RangeInclusive<HumanDuration> =
+    HumanDuration::from_millis(100)..=HumanDuration::from_secs(3600);
+/// The range of `api.max_body_bytes`: 1 KiB to 256 MiB.
+pub const API_MAX_BODY_BYTES: std::ops::RangeInclusive<usize> = 1024..=256 * 1024 * 1024;
 
 impl Default for ApiConfig {
     fn default() -> Self {
@@ -281,7 +308,58 @@ impl Default for ApiConfig {
                 },
             ],
             rotation_grace: HumanDuration::from_secs(24 * 3600),
+            max_connections: 1024,
+            header_timeout: HumanDuration::from_secs(10),
+            idle_timeout: HumanDuration::from_secs(60),
+            body_timeout: HumanDuration::from_secs(30),
+            max_body_bytes: 1024 * 1024,
         }
+    }
+}
+
+impl ApiConfig {
+    /// Checks the grace period and the connection limits, naming the key.
+    fn validate_limits(&self) -> Result<(), ConfigError> {
+        if self.rotation_grace.get().is_zero() {
+            return Err(ConfigError::new("api.rotation_grace", "must be above 0"));
+        }
+        if !API_MAX_CONNECTIONS.contains(&self.max_connections) {
+            return Err(ConfigError::new(
+                "api.max_connections",
+                format!(
+                    "must be from {} to {}",
+                    API_MAX_CONNECTIONS.start(),
+                    API_MAX_CONNECTIONS.end()
+                ),
+            ));
+        }
+        for (key, value) in [
+            ("api.header_timeout", self.header_timeout),
+            ("api.idle_timeout", self.idle_timeout),
+            ("api.body_timeout", self.body_timeout),
+        ] {
+            if !API_TIMEOUTS.contains(&value) {
+                return Err(ConfigError::new(
+                    key,
+                    format!(
+                        "must be from {} to {}",
+                        API_TIMEOUTS.start(),
+                        API_TIMEOUTS.end()
+                    ),
+                ));
+            }
+        }
+        if !API_MAX_BODY_BYTES.contains(&self.max_body_bytes) {
+            return Err(ConfigError::new(
+                "api.max_body_bytes",
+                format!(
+                    "must be from {} to {} (1 KiB to 256 MiB)",
+                    API_MAX_BODY_BYTES.start(),
+                    API_MAX_BODY_BYTES.end()
+                ),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -426,9 +504,10 @@ pub enum HttpVersion {
 pub struct EndpointConfig {
     /// Unique id.
     pub id: String,
-    /// A display name (Mainflux webhooks have one).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub name: String,
+    /// A display name (Mainflux webhooks have one). Boxed text: an index
+    /// holds one endpoint per id.
+    #[serde(default, skip_serializing_if = "str::is_empty")]
+    pub name: Box<str>,
     /// Absolute http(s) URL.
     pub url: String,
     /// Event types: exact, prefix glob (`device-*`) or `*`.
@@ -446,13 +525,11 @@ pub struct EndpointConfig {
     /// Disabled endpoints receive nothing.
     #[serde(default = "default_true")]
     pub enabled: bool,
-    /// Why hookstream disabled the endpoint by itself (it answered 410
-    /// Gone); cleared when it is enabled again.
+    /// Why and when hookstream disabled the endpoint by itself (it
+    /// answered 410 Gone); cleared when it is enabled again. Boxed: most
+    /// endpoints have none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub disabled_reason: Option<String>,
-    /// RFC 3339 time at which hookstream disabled it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub disabled_at: Option<String>,
+    pub disabled: Option<Box<DisabledBy>>,
     /// Signing secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret: Option<String>,
@@ -495,6 +572,16 @@ pub struct EndpointConfig {
     pub queue_size: u32,
 }
 
+/// Why and when hookstream disabled an endpoint by itself.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DisabledBy {
+    /// What happened (`the endpoint answered 410 Gone`).
+    pub reason: String,
+    /// RFC 3339 time.
+    pub at: String,
+}
+
 fn default_events() -> Vec<String> {
     vec!["*".into()]
 }
@@ -513,15 +600,14 @@ impl EndpointConfig {
     pub fn new(id: impl Into<String>, url: impl Into<String>) -> Self {
         Self {
             id: id.into(),
-            name: String::new(),
+            name: Box::default(),
             url: url.into(),
             events: default_events(),
             devices: Vec::new(),
             groups: Vec::new(),
             tenant: String::new(),
             enabled: true,
-            disabled_reason: None,
-            disabled_at: None,
+            disabled: None,
             secret: None,
             secret_env: None,
             previous_secret: None,
@@ -709,6 +795,7 @@ impl Config {
             "api.rotation_grace",
             outside_duration(self.api.rotation_grace.get(), ROTATION_GRACE),
         )?;
+        self.api.validate_limits()?;
         for (i, token) in self.api.tokens.iter().enumerate() {
             if token.token.is_none() && token.token_env.is_none() {
                 return Err(ConfigError::new(
@@ -915,6 +1002,38 @@ signature = "none"
         )
         .unwrap_err();
         assert_eq!(err.key, "sources[0].topic");
+    }
+
+    #[test]
+    fn api_limits_have_defaults_and_ranges_named_by_key() {
+        let c = Config::from_toml_with_env("", &no_env).unwrap();
+        assert_eq!(c.api.max_connections, 1024);
+        assert_eq!(c.api.header_timeout.get().as_secs(), 10);
+        assert_eq!(c.api.idle_timeout.get().as_secs(), 60);
+        assert_eq!(c.api.body_timeout.get().as_secs(), 30);
+        assert_eq!(c.api.max_body_bytes, 1_048_576);
+        let c = Config::from_toml_with_env(
+            "[api]\nmax_connections = 1\nheader_timeout = \"100ms\"\nidle_timeout = \"1h\"\nmax_body_bytes = 1024",
+            &no_env,
+        )
+        .unwrap();
+        assert_eq!(c.api.max_connections, 1);
+        assert_eq!(c.api.header_timeout.get().as_millis(), 100);
+        for (text, key) in [
+            ("max_connections = 0", "api.max_connections"),
+            ("max_connections = 1000001", "api.max_connections"),
+            ("max_connections = -1", "api.max_connections"),
+            ("header_timeout = \"0\"", "api.header_timeout"),
+            ("header_timeout = \"99ms\"", "api.header_timeout"),
+            ("idle_timeout = \"2h\"", "api.idle_timeout"),
+            ("body_timeout = \"50ms\"", "api.body_timeout"),
+            ("body_timeout = \"5\"", "api.body_timeout"),
+            ("max_body_bytes = 1023", "api.max_body_bytes"),
+            ("max_body_bytes = 268435457", "api.max_body_bytes"),
+        ] {
+            let err = Config::from_toml_with_env(&format!("[api]\n{text}"), &no_env).unwrap_err();
+            assert_eq!(err.key, key, "{text}: {err}");
+        }
     }
 
     #[test]

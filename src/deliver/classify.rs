@@ -1,8 +1,11 @@
 //! Outcome classification: what an HTTP response or transport failure means
-//! for the delivery (SPEC §5 table).
+//! for the delivery (SPEC §5 table), and for the endpoint's circuit.
 //!
 //! Pure: status codes, `Retry-After` text and failure kinds in, a [`Verdict`]
 //! out. Scheduling the retry or writing the dead letter is someone else's job.
+//! A failure of this process (no descriptor, buffer or memory for a socket;
+//! no client) is its own class, [`TransportFailure::Local`]: it says nothing
+//! about the endpoint, so it uses no attempt and leaves the circuit alone.
 
 use std::time::{Duration, SystemTime};
 
@@ -17,6 +20,11 @@ pub enum TransportFailure {
     Reset,
     /// The SSRF guard refused the destination address.
     Refused,
+    /// This process could not make the attempt: out of file descriptors
+    /// (`EMFILE`, `ENFILE`), socket buffers (`ENOBUFS`) or memory
+    /// (`ENOMEM`), or the request could not be built. Not the endpoint's
+    /// fault.
+    Local,
 }
 
 impl TransportFailure {
@@ -27,8 +35,19 @@ impl TransportFailure {
             Self::Connect => "connect",
             Self::Reset => "reset",
             Self::Refused => "refused",
+            Self::Local => "local",
         }
     }
+}
+
+/// Whether `e` says this process ran out of something it needs to make a
+/// connection (descriptors, socket buffers, memory), rather than that the
+/// destination failed.
+pub fn is_local_resource_error(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    ) || e.kind() == std::io::ErrorKind::OutOfMemory
 }
 
 /// What happened to one attempt.
@@ -62,6 +81,33 @@ pub enum Verdict {
     Gone,
     /// Dead-letter at once with this reason.
     DeadLetter(String),
+    /// The attempt was not made for a reason of this process's own
+    /// ([`TransportFailure::Local`]): defer the delivery to a retry tier
+    /// without using an attempt, as a circuit-open deferral does.
+    Defer,
+}
+
+/// What an attempt says about the endpoint, for its circuit breaker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndpointHealth {
+    /// It failed in a way that says the endpoint is unwell (transport
+    /// failure, 408/425/429/5xx): counts towards opening the circuit.
+    Failing,
+    /// It answered (delivered, or refused for good): closes the circuit.
+    Answering,
+    /// Nothing reached it ([`Verdict::Defer`]): the circuit is left as it is.
+    Unknown,
+}
+
+impl Verdict {
+    /// What this verdict says about the endpoint's health.
+    pub fn endpoint_health(&self) -> EndpointHealth {
+        match self {
+            Self::Retry { .. } => EndpointHealth::Failing,
+            Self::Defer => EndpointHealth::Unknown,
+            Self::Delivered | Self::Gone | Self::DeadLetter(_) => EndpointHealth::Answering,
+        }
+    }
 }
 
 /// Classifies an attempt. `cap` bounds any `Retry-After`; `now` resolves
@@ -71,6 +117,7 @@ pub fn classify(result: AttemptResult<'_>, cap: Duration, now: SystemTime) -> Ve
         AttemptResult::Transport(TransportFailure::Refused) => {
             Verdict::DeadLetter("destination_refused".into())
         }
+        AttemptResult::Transport(TransportFailure::Local) => Verdict::Defer,
         AttemptResult::Transport(_) => Verdict::Retry {
             after: None,
             counts_attempt: true,
@@ -238,5 +285,63 @@ mod tests {
             ),
             Verdict::DeadLetter("destination_refused".into())
         );
+    }
+
+    #[test]
+    fn local_failures_defer_without_an_attempt_or_a_circuit_failure() {
+        let verdict = classify(
+            AttemptResult::Transport(TransportFailure::Local),
+            CAP,
+            SystemTime::now(),
+        );
+        assert_eq!(verdict, Verdict::Defer);
+        assert_eq!(verdict.endpoint_health(), EndpointHealth::Unknown);
+        assert_eq!(TransportFailure::Local.status_text(), "local");
+        // What the endpoint's own failures and answers do, for contrast.
+        assert_eq!(
+            classify(
+                AttemptResult::Transport(TransportFailure::Connect),
+                CAP,
+                SystemTime::now()
+            )
+            .endpoint_health(),
+            EndpointHealth::Failing
+        );
+        assert_eq!(status(503, None).endpoint_health(), EndpointHealth::Failing);
+        assert_eq!(
+            status(400, None).endpoint_health(),
+            EndpointHealth::Answering
+        );
+        assert_eq!(
+            status(200, None).endpoint_health(),
+            EndpointHealth::Answering
+        );
+    }
+
+    #[test]
+    fn running_out_of_descriptors_buffers_or_memory_is_local() {
+        use std::io::{Error, ErrorKind};
+        for errno in [libc::EMFILE, libc::ENFILE, libc::ENOBUFS, libc::ENOMEM] {
+            assert!(
+                is_local_resource_error(&Error::from_raw_os_error(errno)),
+                "errno {errno}"
+            );
+        }
+        assert!(is_local_resource_error(&Error::from(
+            ErrorKind::OutOfMemory
+        )));
+        for errno in [
+            libc::ECONNREFUSED,
+            libc::ECONNRESET,
+            libc::ETIMEDOUT,
+            libc::EHOSTUNREACH,
+            libc::ENETUNREACH,
+            libc::EADDRNOTAVAIL,
+        ] {
+            assert!(
+                !is_local_resource_error(&Error::from_raw_os_error(errno)),
+                "errno {errno} is the destination's or the network's"
+            );
+        }
     }
 }

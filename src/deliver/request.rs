@@ -10,7 +10,9 @@ use bytes::Bytes;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use sha2::{Digest, Sha256};
 
-use super::classify::{AttemptResult, TransportFailure, Verdict, classify};
+use super::classify::{
+    AttemptResult, TransportFailure, Verdict, classify, is_local_resource_error,
+};
 use super::client::HttpClients;
 use super::sign::{SignInput, header};
 use super::ssrf;
@@ -209,21 +211,40 @@ fn header_value(text: &str) -> HeaderValue {
     })
 }
 
+/// What kind of failure a request that got no response met.
 fn transport_kind(e: &reqwest::Error) -> TransportFailure {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = source {
-        if err.downcast_ref::<ssrf::Refused>().is_some() {
-            return TransportFailure::Refused;
-        }
-        source = err.source();
+    if let Some(kind) = kind_from_causes(e) {
+        return kind;
     }
-    if e.is_timeout() {
+    if e.is_builder() {
+        // The request could not be built: nothing was sent.
+        TransportFailure::Local
+    } else if e.is_timeout() {
         TransportFailure::Timeout
     } else if e.is_connect() {
         TransportFailure::Connect
     } else {
         TransportFailure::Reset
     }
+}
+
+/// The kind a cause in `e`'s chain decides: the SSRF guard's refusal, or
+/// this process running out of descriptors, buffers or memory.
+fn kind_from_causes(e: &(dyn std::error::Error + 'static)) -> Option<TransportFailure> {
+    let mut source = Some(e);
+    while let Some(err) = source {
+        if err.downcast_ref::<ssrf::Refused>().is_some() {
+            return Some(TransportFailure::Refused);
+        }
+        if err
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(is_local_resource_error)
+        {
+            return Some(TransportFailure::Local);
+        }
+        source = err.source();
+    }
+    None
 }
 
 /// The error and its causes on one line.
@@ -252,6 +273,56 @@ mod tests {
         assert_ne!(a, webhook_id("evt-1", "billing"));
         assert_ne!(a, webhook_id("evt-2", "analytics"));
         assert!(a.starts_with("msg_") && a.len() == 36);
+    }
+
+    /// An error wrapping a cause, as hyper's and reqwest's errors do.
+    #[derive(Debug)]
+    struct Wrapped(&'static str, Box<dyn std::error::Error + Send + Sync>);
+
+    impl std::fmt::Display for Wrapped {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl std::error::Error for Wrapped {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&*self.1)
+        }
+    }
+
+    #[test]
+    fn causes_deep_in_the_chain_decide_the_kind() {
+        // What reqwest reports when socket() fails: client error (Connect)
+        // ← tcp open error ← Too many open files (os error 24).
+        let emfile = Wrapped(
+            "client error (Connect)",
+            Box::new(Wrapped(
+                "tcp open error",
+                Box::new(std::io::Error::from_raw_os_error(libc::EMFILE)),
+            )),
+        );
+        assert_eq!(kind_from_causes(&emfile), Some(TransportFailure::Local));
+        assert!(error_chain(&emfile).contains("os error 24"));
+        let enobufs = Wrapped(
+            "error sending request",
+            Box::new(std::io::Error::from_raw_os_error(libc::ENOBUFS)),
+        );
+        assert_eq!(kind_from_causes(&enobufs), Some(TransportFailure::Local));
+        let refused_by_peer = Wrapped(
+            "client error (Connect)",
+            Box::new(std::io::Error::from_raw_os_error(libc::ECONNREFUSED)),
+        );
+        assert_eq!(kind_from_causes(&refused_by_peer), None);
+        let guarded = Wrapped(
+            "client error (Connect)",
+            Box::new(ssrf::Refused {
+                host: "10.0.0.1".into(),
+                ip: "10.0.0.1".parse().unwrap(),
+                class: ssrf::forbidden_class("10.0.0.1".parse().unwrap()).unwrap(),
+            }),
+        );
+        assert_eq!(kind_from_causes(&guarded), Some(TransportFailure::Refused));
     }
 
     #[test]

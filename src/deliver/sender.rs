@@ -24,7 +24,7 @@ use arc_swap::ArcSwap;
 
 use super::activity::{AttemptRecord, EndpointActivity, Outcome};
 use super::circuit::Circuit;
-use super::classify::Verdict;
+use super::classify::{EndpointHealth, Verdict};
 use super::client::HttpClients;
 use super::host::HostLimits;
 use super::request::{Outgoing, send_attempt, webhook_id};
@@ -737,18 +737,21 @@ async fn deliver(shared: &Arc<Shared>, batch: Vec<Delivery>) {
         outcome: match &report.verdict {
             Verdict::Delivered => Outcome::Delivered,
             Verdict::Retry { .. } => Outcome::RetryScheduled,
+            Verdict::Defer => Outcome::Deferred,
             _ => Outcome::DeadLettered,
         },
         latency_ms: report.latency.as_secs_f64() * 1000.0,
         error: report.last_error.clone(),
     });
-    match &report.verdict {
-        Verdict::Retry { .. } => {
+    match report.verdict.endpoint_health() {
+        EndpointHealth::Failing => {
             if shared.circuit.record_failure(now_ms()) {
                 tracing::warn!(endpoint = %endpoint.id(), "circuit opened after repeated failures: deferring deliveries");
             }
         }
-        _ => shared.circuit.record_success(),
+        EndpointHealth::Answering => shared.circuit.record_success(),
+        // A local failure says nothing about the endpoint.
+        EndpointHealth::Unknown => {}
     }
     let failed = |d: &Delivery, counts_attempt: bool| History {
         attempt: d.attempt + u32::from(counts_attempt),
@@ -808,8 +811,22 @@ async fn deliver(shared: &Arc<Shared>, batch: Vec<Delivery>) {
                 dead_letter(shared, d, &h, reason);
             }
         }
+        Verdict::Defer => {
+            // This process could not make the attempt (out of descriptors,
+            // buffers or memory): no attempt used, due one first circuit
+            // interval from now (not random, so due times on the tier
+            // partition rise in write order, as for circuit deferrals).
+            tracing::debug!(endpoint = %endpoint.id(), error = %report.last_error, "attempt not made for a local reason: deferring");
+            while let Some(d) = hand.pop() {
+                defer(shared, d, shared.deps.circuit_base, LOCAL_FAILURE);
+            }
+        }
     }
 }
+
+/// Why a delivery was deferred after a local failure (`hookstream-last-error`).
+const LOCAL_FAILURE: &str =
+    "local failure (no descriptor, buffer or memory for a connection): no attempt used";
 
 /// Seconds between the first attempt and this consumption, for retries (the
 /// end-to-end clock starts at the first consumption).

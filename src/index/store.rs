@@ -201,7 +201,7 @@ impl EndpointStore {
     }
 
     /// Disables endpoint `id` because of `reason` (it answered 410 Gone):
-    /// stored with `enabled = false`, `disabled_reason` and `disabled_at`,
+    /// stored with `enabled = false` and `disabled = {reason, at}`,
     /// so every instance stops delivering to it and it stays disabled
     /// after a restart, until enabled through the API. Nothing is written
     /// when it is gone or disabled already.
@@ -215,10 +215,10 @@ impl EndpointStore {
         }
         let disabled = EndpointConfig {
             enabled: false,
-            disabled_reason: Some(reason.to_string()),
-            disabled_at: Some(
-                humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
-            ),
+            disabled: Some(Box::new(crate::config::DisabledBy {
+                reason: reason.to_string(),
+                at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+            })),
             ..current.config.clone()
         };
         self.put(&[disabled]).await

@@ -133,7 +133,7 @@ impl Pipeline {
 
     /// Like [`start_with_registry`](Self::start_with_registry) with the
     /// registry of `store`; an endpoint that answers 410 Gone is stored
-    /// disabled (`disabled_reason`, `disabled_at`), so every instance stops
+    /// disabled (`disabled = {reason, at}`), so every instance stops
     /// delivering to it, also after a restart.
     pub async fn start_with_store(
         config: Config,
