@@ -13,14 +13,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use hookstream::commit::ack_tracker::PartitionId;
 use hookstream::config::Config;
+use hookstream::core::{Fields, InputEvent, PartitionId, Payload, RecordHeaders, SourceRecord};
 use hookstream::kafka::embedded::EmbeddedBroker;
 use hookstream::retry::backoff::RetryTiers;
 use hookstream::retry::record::History;
 use hookstream::retry::writer::{Completion, DeferralOf, OutcomeWriter};
-use hookstream::source::event::{Event, RecordHeaders, RecordKind};
-use hookstream::source::extract::Extracted;
 
 /// Records per round, unless `OUTCOME_WRITE_RECORDS` says otherwise.
 const RECORDS: u64 = 200_000;
@@ -47,33 +45,33 @@ fn cpu_secs() -> f64 {
     secs(usage.ru_utime) + secs(usage.ru_stime)
 }
 
-fn event(i: u64, topic: &Arc<str>) -> Arc<Event> {
+fn event(i: u64, topic: &Arc<str>) -> Payload {
     let body = format!(
         r#"{{"id":"bench-{i}","type":"device-status-changed","data":{{"id":"dev-{}","status":"accepted"}},"time":"2026-04-15T12:00:00Z"}}"#,
         i % 100_000
     );
-    Arc::new(Event {
-        topic: Arc::clone(topic),
-        partition: PartitionId {
-            topic: 0,
-            partition: (i % 16) as i32,
+    Payload::Input(Arc::new(InputEvent {
+        record: SourceRecord {
+            topic: Arc::clone(topic),
+            partition: PartitionId {
+                topic: 0,
+                partition: (i % 16) as i32,
+            },
+            offset: i as i64,
+            key: Some(Bytes::from(format!("dev-{}", i % 100_000))),
+            body: Bytes::from(body),
+            headers: RecordHeaders::default(),
+            consumed_at: Instant::now(),
         },
-        offset: i as i64,
-        key: Some(Bytes::from(format!("dev-{}", i % 100_000))),
-        body: Bytes::from(body),
-        headers: RecordHeaders::default(),
-        fields: Ok(Extracted {
+        fields: Fields {
             id: format!("bench-{i}"),
             event_type: "device-status-changed".into(),
             device: Some(format!("dev-{}", i % 100_000)),
             group: None,
             tenant: None,
             time_ms: None,
-        }),
-        consumed_at: Instant::now(),
-        kind: RecordKind::Input,
-        paused_partition: false,
-    })
+        },
+    }))
 }
 
 fn main() -> anyhow::Result<()> {
@@ -99,7 +97,7 @@ fn main() -> anyhow::Result<()> {
         .await?;
         let topic: Arc<str> = Arc::from("fleet.events");
         let records = setting("OUTCOME_WRITE_RECORDS", RECORDS);
-        let events: Vec<Arc<Event>> = (0..records).map(|i| event(i, &topic)).collect();
+        let events: Vec<Payload> = (0..records).map(|i| event(i, &topic)).collect();
         for round in 1..=setting("OUTCOME_WRITE_ROUNDS", ROUNDS) {
             for batched in [true, false] {
                 // Completions hand a token to a task, as the pipeline's
@@ -113,9 +111,9 @@ fn main() -> anyhow::Result<()> {
                     }
                 });
                 let (cpu, started) = (cpu_secs(), Instant::now());
-                for event in &events {
+                for (i, event) in events.iter().enumerate() {
                     let acks = acks.clone();
-                    let token = event.offset as u64;
+                    let token = i as u64;
                     let done: Completion = Box::new(move |_| {
                         let _ = acks.send(token);
                     });

@@ -13,6 +13,7 @@ pub mod bench;
 pub mod cmd;
 pub mod commit;
 pub mod config;
+pub mod core;
 pub mod deliver;
 pub mod demo;
 pub mod index;

@@ -2,4 +2,4 @@
 
 pub mod ack_tracker;
 
-pub use ack_tracker::{AckToken, AckTracker, PartitionId};
+pub use ack_tracker::AckTracker;

@@ -7,6 +7,7 @@ pub mod classify;
 pub mod client;
 pub mod faults;
 pub mod host;
+pub mod refusal;
 pub mod request;
 pub mod sender;
 pub mod sign;

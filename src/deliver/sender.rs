@@ -27,21 +27,22 @@ use super::circuit::Circuit;
 use super::classify::{EndpointHealth, Verdict};
 use super::client::HttpClients;
 use super::host::HostLimits;
+use super::refusal::Refusal;
 use super::request::{Outgoing, send_attempt, webhook_id};
-use crate::commit::AckToken;
 use crate::config::RateLimitConfig;
+use crate::core::AckToken;
+use crate::core::Payload;
 use crate::index::Endpoint;
 use crate::metrics::EndpointMetrics;
 use crate::retry::backoff::Backoff;
-use crate::retry::record::{History, event_id, now_ms};
+use crate::retry::record::{History, now_ms};
 use crate::retry::writer::{Completion, DeferralOf, OutcomeWriter, Stored};
-use crate::source::event::Event;
 
 /// One event for one endpoint, and the token to hand back once settled.
 #[derive(Debug)]
 pub struct Delivery {
     /// The shared event.
-    pub event: Arc<Event>,
+    pub event: Payload,
     /// Settles the event's offset for this endpoint.
     pub token: AckToken,
     /// Attempts counted so far (0 for a fresh event).
@@ -627,27 +628,23 @@ async fn fill_batch(shared: &Shared, batch: &mut Vec<Delivery>, max: usize, max_
 /// bytes, shared), else a JSON array of the original events.
 fn batch_body(batch: &[Delivery]) -> Bytes {
     if let [only] = batch {
-        return only.event.body.clone();
+        return only.event.body().clone();
     }
-    let len = batch.iter().map(|d| d.event.body.len() + 1).sum::<usize>() + 1;
+    let len = batch
+        .iter()
+        .map(|d| d.event.body().len() + 1)
+        .sum::<usize>()
+        + 1;
     let mut body = BytesMut::with_capacity(len);
     body.put_u8(b'[');
     for (i, d) in batch.iter().enumerate() {
         if i > 0 {
             body.put_u8(b',');
         }
-        body.put_slice(&d.event.body);
+        body.put_slice(d.event.body());
     }
     body.put_u8(b']');
     body.freeze()
-}
-
-fn event_type(event: &Event) -> &str {
-    event
-        .fields
-        .as_ref()
-        .map(|f| f.event_type.as_str())
-        .unwrap_or_default()
 }
 
 /// Attempts one request for a batch (usually of one) and settles every
@@ -666,25 +663,20 @@ async fn deliver(shared: &Arc<Shared>, batch: Vec<Delivery>) {
         last_error: "",
     };
     let refusal = if shared.deleted.load(Ordering::Acquire) {
-        Some(("endpoint_deleted", "the endpoint was deleted"))
-    } else if !endpoint.config.enabled {
-        Some(("endpoint_disabled", "the endpoint is disabled"))
+        Some(Refusal::DELETED)
     } else if shared.gone.load(Ordering::Relaxed) {
-        Some((
-            "endpoint_disabled",
-            "the endpoint was disabled after answering 410 Gone",
-        ))
+        Some(Refusal::GONE)
     } else {
-        None
+        Refusal::of(Some(endpoint))
     };
-    if let Some((reason, why)) = refusal {
+    if let Some(refusal) = refusal {
         while let Some(d) = hand.pop() {
             let h = History {
-                last_status: reason,
-                last_error: why,
+                last_status: refusal.reason.as_str(),
+                last_error: refusal.why,
                 ..history(&d)
             };
-            dead_letter(shared, d, &h, reason);
+            dead_letter(shared, d, &h, refusal.reason.as_str());
         }
         return;
     }
@@ -700,15 +692,15 @@ async fn deliver(shared: &Arc<Shared>, batch: Vec<Delivery>) {
     let joined_ids = hand
         .deliveries
         .iter()
-        .map(|d| event_id(&d.event))
+        .map(|d| d.event.id())
         .collect::<Vec<_>>()
         .join(",");
     let wid = webhook_id(&joined_ids, endpoint.id());
-    let first_type = event_type(&hand.deliveries[0].event);
+    let first_type = hand.deliveries[0].event.event_type();
     let kind = if hand
         .deliveries
         .iter()
-        .all(|d| event_type(&d.event) == first_type)
+        .all(|d| d.event.event_type() == first_type)
     {
         first_type
     } else {
@@ -763,7 +755,7 @@ async fn deliver(shared: &Arc<Shared>, batch: Vec<Delivery>) {
         Verdict::Delivered => {
             count(shared, Outcome::Delivered, hand.deliveries.len() as u64);
             while let Some(d) = hand.pop() {
-                let age = d.event.consumed_at.elapsed().as_secs_f64()
+                let age = d.event.consumed_at().elapsed().as_secs_f64()
                     + retry_age_secs(&d.event, d.first_ms.unwrap_or(now));
                 shared.metrics.end_to_end.record(age);
                 let _ = shared.deps.acks.send(d.token);
@@ -830,14 +822,12 @@ const LOCAL_FAILURE: &str =
 
 /// Seconds between the first attempt and this consumption, for retries (the
 /// end-to-end clock starts at the first consumption).
-fn retry_age_secs(event: &Event, first_ms: i64) -> f64 {
-    match event.kind {
-        crate::source::event::RecordKind::Input => 0.0,
-        _ => {
-            let consumed_ms = now_ms() - event.consumed_at.elapsed().as_millis() as i64;
-            ((consumed_ms - first_ms).max(0) as f64) / 1000.0
-        }
+fn retry_age_secs(event: &Payload, first_ms: i64) -> f64 {
+    if !event.is_retry() {
+        return 0.0;
     }
+    let consumed_ms = now_ms() - event.consumed_at().elapsed().as_millis() as i64;
+    ((consumed_ms - first_ms).max(0) as f64) / 1000.0
 }
 
 /// Counts `n` deliveries with `outcome` in the activity log and metrics.

@@ -20,15 +20,18 @@ use tokio::sync::{mpsc, watch};
 
 use super::PipelineStats;
 use super::gate::{Gated, PartitionGates};
-use crate::commit::{AckToken, AckTracker, PartitionId};
+use crate::commit::AckTracker;
+use crate::core::{AckToken, PartitionId};
+use crate::core::{InputEvent, Payload, Polled, Reason, RetryMeta};
+use crate::deliver::refusal::Refusal;
 use crate::deliver::sender::{Delivery, EnqueueError, Sender, SenderDeps};
 use crate::index::{EndpointIndex, EndpointRegistry, RouteKey, Slot};
 use crate::metrics::{PipelineMetrics, TopicMetrics};
 use crate::retry::copies::{CopyFilter, CopyKey};
-use crate::retry::record::{History, now_ms, source_of};
+use crate::retry::record::{History, now_ms};
 use crate::retry::writer::OutcomeWriter;
 use crate::source::consumer::SourceConsumer;
-use crate::source::event::{Event, RecordKind};
+use crate::source::inbound::Arrival;
 use crate::source::inbound::{Inbound, RevokeReply};
 
 /// How long the dispatcher waits for room in a busy endpoint's queue before
@@ -64,17 +67,13 @@ const ACKS_PER_TURN: usize = 1024;
 /// back-pressure hold records).
 const HELD_LIMIT: usize = 16_384;
 
-impl Gated for Arc<Event> {
+impl Gated for Polled {
     fn partition(&self) -> PartitionId {
-        self.partition
+        Polled::partition(self)
     }
 
     fn due_ms(&self) -> Option<i64> {
-        Event::due_ms(self)
-    }
-
-    fn paused_its_partition(&self) -> bool {
-        self.paused_partition
+        Polled::due_ms(self)
     }
 }
 
@@ -132,7 +131,7 @@ impl Chores {
 /// The pipeline's single owner of offsets and routing.
 pub(super) struct Dispatcher {
     tracker: AckTracker,
-    gates: PartitionGates<Arc<Event>>,
+    gates: PartitionGates<Polled>,
     registry: Arc<EndpointRegistry>,
     /// The snapshot in use and its version.
     index: Arc<EndpointIndex>,
@@ -283,14 +282,21 @@ impl Dispatcher {
                     }
                 }
                 msg = inbound.recv(), if draining.is_none() && self.gates.held() < HELD_LIMIT => match msg {
-                    Some(Inbound::Records(events)) => {
+                    Some(Inbound::Records(arrivals)) => {
                         // While stopping, records are not registered: they
                         // are consumed again after a restart.
                         if stopping.is_none() {
                             let now = now_ms();
-                            for event in events {
-                                if let Some(event) = self.gates.offer(event, now) {
-                                    self.dispatch(event).await;
+                            for arrival in arrivals {
+                                let polled = match arrival {
+                                    Arrival::PausedEarly(p) => {
+                                        self.gates.paused_by_consumer(p);
+                                        continue;
+                                    }
+                                    Arrival::Record(polled) => polled,
+                                };
+                                if let Some(polled) = self.gates.offer(polled, now) {
+                                    self.dispatch(polled).await;
                                     // A batch can take a while (enqueues wait
                                     // for room): commits keep their rhythm.
                                     self.do_chores(&mut acks);
@@ -551,81 +557,100 @@ impl Dispatcher {
     }
 
     /// Routes one record whose gate is open.
-    async fn dispatch(&mut self, event: Arc<Event>) {
+    async fn dispatch(&mut self, polled: Polled) {
         self.refresh();
-        let topic = event.partition.topic as usize;
-        self.topic_metrics[topic].consumed.increment(1);
+        let partition = polled.partition();
+        self.topic_metrics[partition.topic as usize]
+            .consumed
+            .increment(1);
         tracing::trace!(
-            topic = %event.topic,
-            partition = event.partition.partition,
-            offset = event.offset,
+            topic = %self.source.topics().name(partition.topic),
+            partition = partition.partition,
+            offset = polled.offset(),
             "dispatching"
         );
-        match &event.kind {
-            RecordKind::Input => {
+        match polled {
+            Polled::Input(event) => {
                 self.stats.consumed.fetch_add(1, Ordering::Relaxed);
                 self.dispatch_input(event).await;
             }
-            RecordKind::Retry { .. } => {
+            Polled::Invalid(record, why) => {
+                self.stats.consumed.fetch_add(1, Ordering::Relaxed);
+                self.topic_metrics[partition.topic as usize]
+                    .invalid
+                    .increment(1);
+                self.stats.invalid.fetch_add(1, Ordering::Relaxed);
+                self.dead_letter_now(
+                    &Payload::Invalid(record),
+                    partition,
+                    Reason::InvalidEvent,
+                    &why.to_string(),
+                );
+            }
+            Polled::Retry(event) => {
                 self.stats.retries_consumed.fetch_add(1, Ordering::Relaxed);
-                if let Some(token) = self.tracker.register(event.partition, event.offset, 1) {
-                    self.dispatch_retry(event, token).await;
+                if let Some(token) = self.tracker.register(partition, event.record.offset, 1) {
+                    let (meta, tier) = (event.meta.clone(), event.tier);
+                    self.dispatch_retry(Payload::Retry(event), tier, &meta, token)
+                        .await;
                 }
             }
-            RecordKind::RetryBatch { entries, .. } => {
+            Polled::BadRetry(record) => {
+                self.stats.retries_consumed.fetch_add(1, Ordering::Relaxed);
+                let why = record.why.clone();
+                self.dead_letter_now(
+                    &Payload::Invalid(record),
+                    partition,
+                    Reason::InvalidEvent,
+                    &why,
+                );
+            }
+            Polled::Batch(batch) => {
                 self.stats
                     .retries_consumed
-                    .fetch_add(entries.len() as u64, Ordering::Relaxed);
-                let outcomes = u32::try_from(entries.len()).unwrap_or(u32::MAX);
-                if let Some(token) = self
-                    .tracker
-                    .register(event.partition, event.offset, outcomes)
-                {
-                    for entry in entries {
-                        self.dispatch_retry(Arc::clone(entry), token).await;
+                    .fetch_add(batch.entries.len() as u64, Ordering::Relaxed);
+                let outcomes = u32::try_from(batch.entries.len()).unwrap_or(u32::MAX);
+                if let Some(token) = self.tracker.register(partition, batch.offset, outcomes) {
+                    for entry in batch.entries {
+                        let meta = entry.meta.clone();
+                        self.dispatch_retry(Payload::Entry(entry), batch.tier, &meta, token)
+                            .await;
                     }
                 }
             }
-            RecordKind::Unreadable { detail } => {
+            Polled::Unreadable(record) => {
                 // A stand-in for a record librdkafka could not decode: its
                 // dead letter settles the offset.
-                self.dead_letter_now(&event, History::default(), "unreadable_record", detail);
+                let error = record.error.clone();
+                self.dead_letter_now(
+                    &Payload::Unreadable(record),
+                    partition,
+                    Reason::UnreadableRecord,
+                    &error,
+                );
             }
         }
         self.after_dispatch();
     }
 
     /// Routes a retry (a single record, or an entry of a deferral batch,
-    /// registered under `token`) to its one endpoint, or dead-letters it
-    /// when its headers are unreadable or its endpoint is gone or disabled.
-    async fn dispatch_retry(&mut self, event: Arc<Event>, token: AckToken) {
-        let RecordKind::Retry { tier, headers } = &event.kind else {
-            // (Batch entries are read as retries: cannot happen. Settled,
-            // so the partition does not wait for it for ever.)
-            let detail = "a retry tier entry that is not a retry record";
-            self.dead_letter_settling(token, &event, History::default(), "invalid_event", detail);
-            return;
-        };
-        let h = match headers {
-            Err(problem) => {
-                self.dead_letter_settling(
-                    token,
-                    &event,
-                    History::default(),
-                    "invalid_event",
-                    problem,
-                );
-                return;
-            }
-            Ok(h) => h,
-        };
-        if let Some(lag) = self.tier_due_lag.get(*tier) {
+    /// registered under `token`) of tier `tier` to its one endpoint, or
+    /// dead-letters it when its endpoint is gone or disabled; settles a
+    /// copy of a delivery let through before without sending it.
+    async fn dispatch_retry(
+        &mut self,
+        event: Payload,
+        tier: usize,
+        h: &RetryMeta,
+        token: AckToken,
+    ) {
+        if let Some(lag) = self.tier_due_lag.get(tier) {
             lag.record(((now_ms() - h.due_ms).max(0) as f64) / 1000.0);
         }
         if let Some(hop) = h.hop
             && !self
                 .copies
-                .first_sighting(CopyKey::new(&source_of(&event), &h.endpoint, hop))
+                .first_sighting(CopyKey::new(&event.source(), &h.endpoint, hop))
         {
             // Another record of this delivery at this hop was let through
             // by this process: it reaches its own outcome.
@@ -639,45 +664,24 @@ impl Dispatcher {
             first_ms: h.first_ms,
             ..History::default()
         };
-        match self.index.slot_of(&h.endpoint) {
-            None => self.dead_letter_settling(
+        let slot = self.index.slot_of(&h.endpoint);
+        if let Some(refusal) = Refusal::of(slot.map(|s| self.index.endpoint(s).as_ref())) {
+            self.dead_letter_settling(token, &event, history, refusal.reason, refusal.why);
+            return;
+        }
+        if let Some(slot) = slot {
+            let delivery = Delivery {
+                attempt: h.attempt,
+                first_ms: Some(h.first_ms),
+                event,
                 token,
-                &event,
-                history,
-                "endpoint_deleted",
-                "the endpoint no longer exists",
-            ),
-            Some(slot) if !self.index.endpoint(slot).config.enabled => self.dead_letter_settling(
-                token,
-                &event,
-                history,
-                "endpoint_disabled",
-                "the endpoint is disabled",
-            ),
-            Some(slot) => {
-                let delivery = Delivery {
-                    attempt: h.attempt,
-                    first_ms: Some(h.first_ms),
-                    event: Arc::clone(&event),
-                    token,
-                };
-                self.enqueue(slot, delivery).await;
-            }
+            };
+            self.enqueue(slot, delivery).await;
         }
     }
 
-    async fn dispatch_input(&mut self, event: Arc<Event>) {
-        let topic = event.partition.topic as usize;
-        let fields = match &event.fields {
-            Ok(fields) => fields,
-            Err(invalid) => {
-                self.topic_metrics[topic].invalid.increment(1);
-                self.stats.invalid.fetch_add(1, Ordering::Relaxed);
-                let detail = invalid.to_string();
-                self.dead_letter_now(&event, History::default(), "invalid_event", &detail);
-                return;
-            }
-        };
+    async fn dispatch_input(&mut self, event: Arc<InputEvent>) {
+        let fields = &event.fields;
         let key = RouteKey {
             event_type: &fields.event_type,
             device: fields.device.as_deref(),
@@ -685,16 +689,18 @@ impl Dispatcher {
             tenant: fields.tenant.as_deref(),
         };
         self.index.matches(&key, &mut self.slots);
-        let Some(token) =
-            self.tracker
-                .register(event.partition, event.offset, self.slots.len() as u32)
-        else {
+        let Some(token) = self.tracker.register(
+            event.record.partition,
+            event.record.offset,
+            self.slots.len() as u32,
+        ) else {
             return;
         };
+        let payload = Payload::Input(event);
         for i in 0..self.slots.len() {
             let slot = self.slots[i];
             let delivery = Delivery {
-                event: Arc::clone(&event),
+                event: payload.clone(),
                 token,
                 attempt: 0,
                 first_ms: None,
@@ -793,15 +799,22 @@ impl Dispatcher {
     /// Registers a record needing one outcome and dead-letters it.
     fn dead_letter_now(
         &mut self,
-        event: &Arc<Event>,
-        history: History<'_>,
-        reason: &'static str,
+        event: &Payload,
+        partition: PartitionId,
+        reason: Reason,
         detail: &str,
     ) {
-        let Some(token) = self.tracker.register(event.partition, event.offset, 1) else {
+        let offset = match event {
+            Payload::Invalid(r) => r.record.offset,
+            Payload::Unreadable(u) => u.record.offset,
+            Payload::Input(e) => e.record.offset,
+            Payload::Retry(e) => e.record.offset,
+            Payload::Entry(e) => e.offset,
+        };
+        let Some(token) = self.tracker.register(partition, offset, 1) else {
             return;
         };
-        self.dead_letter_settling(token, event, history, reason, detail);
+        self.dead_letter_settling(token, event, History::default(), reason, detail);
     }
 
     /// Dead-letters a record registered under `token`; one outcome of the
@@ -809,9 +822,9 @@ impl Dispatcher {
     fn dead_letter_settling(
         &mut self,
         token: AckToken,
-        event: &Arc<Event>,
+        event: &Payload,
         history: History<'_>,
-        reason: &'static str,
+        reason: Reason,
         detail: &str,
     ) {
         let history = History {
@@ -821,7 +834,7 @@ impl Dispatcher {
                 history.first_ms
             },
             last_status: if history.last_status.is_empty() {
-                reason
+                reason.as_str()
             } else {
                 history.last_status
             },
@@ -832,7 +845,7 @@ impl Dispatcher {
         self.writer.dead_letter(
             event,
             &history,
-            reason,
+            reason.as_str(),
             Box::new(move |_| {
                 let _ = acks.send(token);
             }),

@@ -11,7 +11,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use crate::commit::PartitionId;
+use crate::core::PartitionId;
 
 /// A record the gates can hold.
 pub trait Gated {
@@ -19,13 +19,6 @@ pub trait Gated {
     fn partition(&self) -> PartitionId;
     /// Unix ms before which it must not be dispatched (retry records).
     fn due_ms(&self) -> Option<i64>;
-    /// Whether its partition was paused in Kafka when it was polled (the
-    /// poll thread pauses behind a retry that is not due, to stop
-    /// prefetching at once). The gates then count the partition as paused,
-    /// so it is resumed once nothing holds it, whatever they decided.
-    fn paused_its_partition(&self) -> bool {
-        false
-    }
 }
 
 #[derive(Debug)]
@@ -120,10 +113,6 @@ impl<T: Gated> PartitionGates<T> {
     pub fn offer(&mut self, record: T, now_ms: i64) -> Option<T> {
         let flow_paused = self.flow_paused;
         let gate = self.gates.get_mut(&record.partition())?;
-        if record.paused_its_partition() {
-            gate.paused = true;
-            self.dirty = true;
-        }
         let closed = flow_paused || !gate.held.is_empty() || gate.waiting_until.is_some();
         if !closed {
             match record.due_ms() {
@@ -165,6 +154,17 @@ impl<T: Gated> PartitionGates<T> {
             return gate.held.pop_front();
         }
         None
+    }
+
+    /// The consumer paused `partition` by itself (the poll thread pauses
+    /// behind a retry that is not due, to stop prefetching at once): the
+    /// gate counts it as paused, so it is resumed once nothing holds it,
+    /// whatever the gates decided meanwhile.
+    pub fn paused_by_consumer(&mut self, partition: PartitionId) {
+        if let Some(gate) = self.gates.get_mut(&partition) {
+            gate.paused = true;
+            self.dirty = true;
+        }
     }
 
     /// Closes (or opens) every gate for back-pressure.
@@ -272,7 +272,6 @@ mod tests {
         p: i32,
         offset: i64,
         due: Option<i64>,
-        paused: bool,
     }
 
     impl Gated for Rec {
@@ -285,18 +284,10 @@ mod tests {
         fn due_ms(&self) -> Option<i64> {
             self.due
         }
-        fn paused_its_partition(&self) -> bool {
-            self.paused
-        }
     }
 
     fn rec(p: i32, offset: i64, due: Option<i64>) -> Rec {
-        Rec {
-            p,
-            offset,
-            due,
-            paused: false,
-        }
+        Rec { p, offset, due }
     }
 
     #[test]
@@ -305,10 +296,8 @@ mod tests {
         g.assign(pid(0), 0);
         let _ = g.pause_changes(0);
         // Not due when polled (the poll thread paused), due when offered.
-        let r = Rec {
-            paused: true,
-            ..rec(0, 1, Some(150))
-        };
+        let r = rec(0, 1, Some(150));
+        g.paused_by_consumer(pid(0));
         assert_eq!(g.offer(r, 200), Some(r), "due now: dispatched at once");
         let changes = g.pause_changes(0);
         assert_eq!(changes.resume, vec![pid(0)], "Kafka still has it paused");
@@ -320,10 +309,8 @@ mod tests {
         let mut g = PartitionGates::new();
         g.assign(pid(0), 0);
         let _ = g.pause_changes(0);
-        let r = Rec {
-            paused: true,
-            ..rec(0, 1, Some(300))
-        };
+        let r = rec(0, 1, Some(300));
+        g.paused_by_consumer(pid(0));
         assert_eq!(g.offer(r, 200), None, "held until due");
         assert_eq!(
             g.pause_changes(0),

@@ -36,7 +36,7 @@ use super::record::{
     retry_headers,
 };
 use crate::config::Config;
-use crate::source::event::Event;
+use crate::core::Payload;
 
 /// Where a record was stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,7 +65,7 @@ enum Target {
 /// delivery report hands it back.
 struct Write {
     target: Target,
-    payload: Payload,
+    payload: Body,
     /// The dead-letter reason (DLQ writes), for the metric and the summary.
     reason: Option<Box<str>>,
     /// Failed sends so far (for the pause before the next).
@@ -75,10 +75,10 @@ struct Write {
 }
 
 /// What a write stores.
-enum Payload {
+enum Body {
     /// One event's retry or dead letter.
     One {
-        event: Arc<Event>,
+        event: Payload,
         /// False once the value was refused as too large for the DLQ.
         with_value: bool,
         done: Completion,
@@ -89,7 +89,7 @@ enum Payload {
 
 /// A deferral waiting for its batch record.
 struct Deferral {
-    event: Arc<Event>,
+    event: Payload,
     attempt: u32,
     first_ms: i64,
     due_ms: i64,
@@ -126,7 +126,7 @@ impl Deferral {
 /// write (placed by key).
 fn single_retry(
     tier: usize,
-    event: Arc<Event>,
+    event: Payload,
     history: &History<'_>,
     due_ms: i64,
     done: Completion,
@@ -134,7 +134,7 @@ fn single_retry(
     let headers = retry_headers(&event, history, due_ms);
     let write = Write {
         target: Target::Tier(tier),
-        payload: Payload::One {
+        payload: Body::One {
             event,
             with_value: true,
             done,
@@ -171,13 +171,13 @@ impl DeferralBatch {
     fn add(&mut self, deferral: Deferral) -> bool {
         let history = deferral.history(&self.endpoint);
         self.encoder.push(
-            deferral.event.key.as_deref(),
+            deferral.event.key().map(|k| k.as_ref()),
             |h| {
                 for_each_retry_header(&deferral.event, &history, deferral.due_ms, |k, v| {
                     h.add(k, v)
                 })
             },
-            &deferral.event.body,
+            deferral.event.body(),
         );
         self.entries.push(deferral);
         self.entries.len() >= MAX_BATCH_ENTRIES || self.encoder.len() >= MAX_BATCH_BYTES
@@ -279,8 +279,8 @@ impl WriteContext {
             }
         };
         match payload {
-            Payload::One { done, .. } => done(stored),
-            Payload::Deferrals(batch) => {
+            Body::One { done, .. } => done(stored),
+            Body::Deferrals(batch) => {
                 for deferral in batch.entries {
                     (deferral.done)(stored);
                 }
@@ -299,10 +299,10 @@ impl WriteContext {
             error,
             KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge)
         );
-        if too_large && let Payload::Deferrals(_) = write.payload {
+        if too_large && let Body::Deferrals(_) = write.payload {
             // The tier takes smaller records than a batch: each deferral
             // goes as a single record.
-            let Payload::Deferrals(batch) = write.payload else {
+            let Body::Deferrals(batch) = write.payload else {
                 return;
             };
             for deferral in batch.entries {
@@ -320,7 +320,7 @@ impl WriteContext {
             return;
         }
         if too_large
-            && let Payload::One {
+            && let Body::One {
                 event,
                 with_value: with_value @ true,
                 ..
@@ -345,12 +345,12 @@ impl WriteContext {
                         })
                 }
                 Target::Dlq => {
-                    tracing::warn!(source = %event.source_coordinates(), size = event.body.len(),
+                    tracing::warn!(source = %String::from_utf8_lossy(&event.source()), size = event.body().len(),
                         "event too large for the DLQ topic: dead-lettering it without its value");
                     *with_value = false;
                     let note = format!(
                         "value of {} bytes omitted: too large for the DLQ topic",
-                        event.body.len()
+                        event.body().len()
                     );
                     with_note(&headers, &note)
                 }
@@ -534,9 +534,9 @@ impl Inner {
         deferral: Deferral,
     ) -> Option<Box<DeferralBatch>> {
         let event = &deferral.event;
-        let size = event.body.len()
-            + event.key.as_ref().map_or(0, Bytes::len)
-            + event.headers.byte_len()
+        let size = event.body().len()
+            + event.key().map_or(0, Bytes::len)
+            + event.headers().byte_len()
             + 512;
         if size > MAX_ENTRY_BYTES {
             self.send_alone(tier, endpoint, deferral);
@@ -604,7 +604,7 @@ impl Inner {
         let write = Box::new(Write {
             target: Target::Tier(batch.tier),
             partition: self.endpoint_partition(batch.tier, &batch.endpoint),
-            payload: Payload::Deferrals(batch),
+            payload: Body::Deferrals(batch),
             reason: None,
             failures: 0,
         });
@@ -617,17 +617,17 @@ impl Inner {
         // Handles on the value and key: the write itself moves into the
         // record as its opaque.
         let (value, key) = match &write.payload {
-            Payload::One {
+            Body::One {
                 event, with_value, ..
             } => (
                 if *with_value {
-                    event.body.clone()
+                    event.body().clone()
                 } else {
                     Bytes::new()
                 },
-                event.key.clone(),
+                event.key().cloned(),
             ),
-            Payload::Deferrals(batch) => (
+            Body::Deferrals(batch) => (
                 batch.value.clone(),
                 Some(Bytes::copy_from_slice(batch.endpoint.as_bytes())),
             ),
@@ -825,7 +825,7 @@ impl OutcomeWriter {
     /// Dead-letters `event` with `reason`; `done` runs once it is stored.
     pub fn dead_letter(
         &self,
-        event: &Arc<Event>,
+        event: &Payload,
         history: &History<'_>,
         reason: &str,
         done: Completion,
@@ -833,8 +833,8 @@ impl OutcomeWriter {
         let headers = dead_letter_headers(event, history, reason, now_ms(), None);
         let write = Box::new(Write {
             target: Target::Dlq,
-            payload: Payload::One {
-                event: Arc::clone(event),
+            payload: Body::One {
+                event: event.clone(),
                 with_value: true,
                 done,
             },
@@ -848,16 +848,10 @@ impl OutcomeWriter {
     /// Schedules a retry of `event` in `delay`, on the largest tier not
     /// longer than it; `done` runs once it is stored (on the DLQ instead,
     /// as `exhausted`, when it is too large for the tier topic).
-    pub fn retry(
-        &self,
-        event: &Arc<Event>,
-        history: &History<'_>,
-        delay: Duration,
-        done: Completion,
-    ) {
+    pub fn retry(&self, event: &Payload, history: &History<'_>, delay: Duration, done: Completion) {
         let tier = self.inner.tiers.tier_for(delay);
         let due = now_ms() + delay.as_millis() as i64;
-        let single = single_retry(tier, Arc::clone(event), history, due, done);
+        let single = single_retry(tier, event.clone(), history, due, done);
         self.inner.send_single(history.endpoint, single);
     }
 
@@ -866,11 +860,11 @@ impl OutcomeWriter {
     /// Deferrals of one endpoint within [`BATCH_LINGER`] of each other share
     /// one record ([`super::batch`]); a lone one, or one too large to
     /// share, is written as a single retry record.
-    pub fn defer(&self, event: &Arc<Event>, deferral: DeferralOf<'_>, done: Completion) {
+    pub fn defer(&self, event: &Payload, deferral: DeferralOf<'_>, done: Completion) {
         let tier = self.inner.tiers.tier_for(deferral.delay);
         let due_ms = now_ms() + deferral.delay.as_millis() as i64;
         let entry = Deferral {
-            event: Arc::clone(event),
+            event: event.clone(),
             attempt: deferral.attempt,
             first_ms: deferral.first_ms,
             due_ms,

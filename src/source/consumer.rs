@@ -29,13 +29,13 @@ use rdkafka::error::KafkaError;
 use tokio::sync::mpsc;
 
 use super::hooks::{FetchProgress, SourceContext};
-use super::inbound::{INBOUND_MESSAGES, Inbound, InboundSender};
-use super::poll::{ConsumerQueue, Polled};
+use super::inbound::{Arrival, INBOUND_MESSAGES, Inbound, InboundSender};
+use super::poll::{ConsumerQueue, Next};
 use super::reader::{Extractors, Record, RecordReader};
 use super::topics::{TopicTable, offsets_list, partitions_list};
 use super::unreadable::UnreadableRecords;
-use crate::commit::PartitionId;
 use crate::config::Config;
+use crate::core::{PartitionId, Polled};
 
 /// A retry due further ahead than this (ms) pauses its partition as soon
 /// as it is polled.
@@ -489,13 +489,13 @@ fn poll_loop(
             Duration::ZERO
         };
         let msg = match queue.poll(wait) {
-            Polled::Nothing => {
+            Next::Nothing => {
                 if !idle && !inbound.flush() {
                     break;
                 }
                 continue;
             }
-            Polled::Revoked(partitions) => {
+            Next::Revoked(partitions) => {
                 match partitions {
                     None => unreadable.forget(None),
                     Some(list) => {
@@ -508,12 +508,13 @@ fn poll_loop(
                 }
                 continue;
             }
-            Polled::Error(e) => {
+            Next::Error(e) => {
                 // A record librdkafka cannot decode: a stand-in goes to the
                 // dispatcher (which dead-letters it) and the partition moves
                 // on.
                 if let Some(placeholder) = unreadable.placeholder(consumer, topics, &e) {
-                    if !inbound.push(Arc::new(placeholder)) {
+                    let placeholder = Polled::Unreadable(Arc::new(placeholder));
+                    if !inbound.push(Arrival::Record(placeholder)) {
                         break;
                     }
                     continue;
@@ -536,7 +537,7 @@ fn poll_loop(
                 }
                 continue;
             }
-            Polled::Record(msg) => msg,
+            Next::Record(msg) => msg,
         };
         let Some(topic) = topics.id(&msg.topic()) else {
             continue;
@@ -557,10 +558,10 @@ fn poll_loop(
             },
             record.offset,
         );
-        let mut event = reader.read(record);
-        if event
+        let polled = reader.read(record);
+        if polled
             .due_ms()
-            .is_some_and(|due| due > crate::retry::record::now_ms() + EARLY_PAUSE_BEYOND_MS)
+            .is_some_and(|due| due > crate::core::now_ms() + EARLY_PAUSE_BEYOND_MS)
         {
             // A retry that is not due for a while heads its partition until
             // it is: pause now, so librdkafka drops what it prefetched behind
@@ -569,13 +570,18 @@ fn poll_loop(
             // resumes when due); this only stops the flow sooner. (A retry
             // due within moments is left to the dispatcher, which holds what
             // follows it that long: no fetch again when it is due.)
-            let tpl = partitions_list(topics, &[event.partition]);
+            let partition = polled.partition();
+            let tpl = partitions_list(topics, &[partition]);
             match consumer.pause(&tpl) {
-                Ok(()) => event.paused_partition = true,
+                Ok(()) => {
+                    if !inbound.push(Arrival::PausedEarly(partition)) {
+                        break;
+                    }
+                }
                 Err(e) => tracing::debug!(error = %e, "pausing a retry partition early failed"),
             }
         }
-        if !inbound.push(Arc::new(event)) {
+        if !inbound.push(Arrival::Record(polled)) {
             break;
         }
     }

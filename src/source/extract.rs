@@ -1,12 +1,13 @@
 //! Field extraction: which id, type, device, group, tenant and time an event
 //! has, by preset (SPEC §3) or by custom JSON pointers and record headers.
 //!
-//! Pure: bytes and headers in, [`Extracted`] out. Parsing uses simd-json's
+//! Pure: bytes and headers in, [`Fields`] out. Parsing uses simd-json's
 //! tape with reused buffers; the original bytes are never modified (a scratch
 //! copy is parsed), because they are what gets signed and sent.
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+
+pub use crate::core::{Fields, InvalidEvent};
 use simd_json::prelude::*;
 
 use crate::config::SourceConfig;
@@ -30,64 +31,6 @@ pub enum Preset {
     Custom,
 }
 
-/// The routing fields of one event.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Extracted {
-    /// Event id (from the event, or a hash of its coordinates).
-    pub id: String,
-    /// Event type the index matches on.
-    pub event_type: String,
-    /// Device id.
-    pub device: Option<String>,
-    /// Device group.
-    pub group: Option<String>,
-    /// Tenant.
-    pub tenant: Option<String>,
-    /// Event time, unix milliseconds.
-    pub time_ms: Option<i64>,
-}
-
-/// Why an event cannot be routed. All of these but [`InvalidEvent::Batch`]
-/// and [`InvalidEvent::Unreadable`] dead-letter as `invalid_event`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum InvalidEvent {
-    /// Zero-length value (or a tombstone).
-    #[error("empty event")]
-    Empty,
-    /// Larger than `max_payload_bytes`.
-    #[error("event of {size} bytes exceeds max_payload_bytes ({max})")]
-    TooLarge {
-        /// Size of the value.
-        size: usize,
-        /// The configured limit.
-        max: usize,
-    },
-    /// Not parseable as JSON.
-    #[error("not valid JSON: {0}")]
-    NotJson(String),
-    /// No type where the rule looks (missing, `null` or an empty string).
-    #[error("no event type at {0}")]
-    NoType(String),
-    /// The type field holds something other than a string (a number, a
-    /// boolean, an object or an array): the platforms hookstream serves
-    /// send their event types as strings, and endpoints match on text, so
-    /// `42` is not turned into `"42"`.
-    #[error("the event type at {at} is {found}, not a string")]
-    TypeNotString {
-        /// Where the rule found it.
-        at: String,
-        /// What it is (`a number`, `a boolean`, ...).
-        found: &'static str,
-    },
-    /// A deferral batch record: its entries are the events.
-    #[error("a deferral batch, not an event")]
-    Batch,
-    /// A placeholder for a record the consumer could not read (dead-lettered
-    /// as `unreadable_record`).
-    #[error("a record the consumer could not read")]
-    Unreadable,
-}
-
 /// Where a record came from; the fallback id is derived from it.
 #[derive(Debug, Clone, Copy)]
 pub struct Coordinates<'a> {
@@ -101,8 +44,7 @@ pub struct Coordinates<'a> {
 
 /// Hex id derived from `topic/partition/offset`, stable across restarts.
 pub fn coordinates_id(c: &Coordinates<'_>) -> String {
-    let digest = Sha256::digest(format!("{}/{}/{}", c.topic, c.partition, c.offset).as_bytes());
-    hex::encode(&digest[..16])
+    crate::core::event::coordinates_id(c.topic, c.partition, c.offset)
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -319,7 +261,7 @@ impl Extractor {
         header: &dyn Fn(&str) -> Option<&'h [u8]>,
         coords: &Coordinates<'_>,
         max_payload_bytes: usize,
-    ) -> Result<Extracted, InvalidEvent> {
+    ) -> Result<Fields, InvalidEvent> {
         if value.is_empty() {
             return Err(InvalidEvent::Empty);
         }
@@ -354,7 +296,7 @@ impl Extractor {
                 let find = |rule: &Rule| find_text(rule, root, header);
                 match find_type(&self.event_type, root, header) {
                     Err(invalid) => Err(invalid),
-                    Ok(event_type) => Ok(Extracted {
+                    Ok(event_type) => Ok(Fields {
                         id: find(&self.id).unwrap_or_else(|| coordinates_id(coords)),
                         event_type,
                         device: find(&self.device),
@@ -530,7 +472,7 @@ mod tests {
         None
     }
 
-    fn run(preset: Preset, body: &str) -> Extracted {
+    fn run(preset: Preset, body: &str) -> Fields {
         Extractor::preset(preset)
             .extract(body.as_bytes(), &no_headers, &COORDS, 1 << 20)
             .unwrap()

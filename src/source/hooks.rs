@@ -16,7 +16,7 @@ use rdkafka::{ClientContext, TopicPartitionList};
 
 use super::inbound::{Inbound, InboundSender};
 use super::topics::{TopicTable, offsets_list, partitions_list};
-use crate::commit::PartitionId;
+use crate::core::PartitionId;
 
 /// Where librdkafka last said one partition's fetching stood.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

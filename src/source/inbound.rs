@@ -4,12 +4,10 @@
 //!
 //! Owns message order per partition; decides nothing about the records.
 
-use std::sync::Arc;
-
 use tokio::sync::mpsc;
 
-use super::event::Event;
-use crate::commit::PartitionId;
+use crate::core::PartitionId;
+use crate::core::{Polled, lock};
 
 /// Final offsets of revoked partitions, sent back by the dispatcher.
 pub type RevokeReply = std::sync::mpsc::Sender<Vec<(PartitionId, i64)>>;
@@ -30,7 +28,7 @@ pub enum Inbound {
         reply: RevokeReply,
     },
     /// Consumed records, in the order they were polled.
-    Records(Vec<Arc<Event>>),
+    Records(Vec<Arrival>),
 }
 
 /// Records handed to the dispatcher per channel message: one wake-up of the
@@ -41,6 +39,18 @@ pub(super) const RECORDS_PER_MESSAGE: usize = 256;
 /// thousand records wait between the poll thread and the dispatcher.
 pub(super) const INBOUND_MESSAGES: usize = 4;
 
+/// One item of a records message, in poll order.
+#[derive(Debug)]
+pub enum Arrival {
+    /// A polled record.
+    Record(Polled),
+    /// The poll thread paused this partition as it polled a retry that is
+    /// not due for a while (so librdkafka stops prefetching behind it at
+    /// once): the partition's gate counts it as paused from here on, and
+    /// the dispatcher, which owns pause state, resumes it when due.
+    PausedEarly(PartitionId),
+}
+
 /// The poll thread's side of the inbound channel. Records are sent in
 /// batches; a rebalance message first flushes the records polled before it,
 /// so the dispatcher always sees a partition's records before its revoke.
@@ -48,7 +58,7 @@ pub(super) const INBOUND_MESSAGES: usize = 4;
 /// callbacks that run inside `poll`), so its lock is never contended.
 pub(super) struct InboundSender {
     tx: mpsc::Sender<Inbound>,
-    pending: std::sync::Mutex<Vec<Arc<Event>>>,
+    pending: std::sync::Mutex<Vec<Arrival>>,
 }
 
 impl InboundSender {
@@ -59,19 +69,16 @@ impl InboundSender {
         }
     }
 
-    pub(super) fn pending(&self) -> std::sync::MutexGuard<'_, Vec<Arc<Event>>> {
-        match self.pending.lock() {
-            Ok(p) => p,
-            Err(poisoned) => poisoned.into_inner(),
-        }
+    pub(super) fn pending(&self) -> std::sync::MutexGuard<'_, Vec<Arrival>> {
+        lock(&self.pending)
     }
 
     /// Adds a record; sends the batch once full. False when the dispatcher
     /// is gone.
-    pub(super) fn push(&self, event: Arc<Event>) -> bool {
+    pub(super) fn push(&self, arrival: Arrival) -> bool {
         let full = {
             let mut pending = self.pending();
-            pending.push(event);
+            pending.push(arrival);
             pending.len() >= RECORDS_PER_MESSAGE
         };
         !full || self.flush()

@@ -4,13 +4,12 @@
 //! reads a member's queue through librdkafka's event API, [`hooks`] is
 //! what librdkafka calls on them (rebalances, commits, statistics),
 //! [`inbound`] carries records and rebalances to the dispatcher in order,
-//! [`reader`] turns polled records into [`event::Event`]s with
+//! [`reader`] turns polled records into the shapes of [`crate::core::event`] with
 //! [`extract`], [`unreadable`] stands in for records librdkafka cannot
 //! decode and moves their partition past them, and [`topics`] interns
 //! topic names.
 
 pub mod consumer;
-pub mod event;
 pub mod extract;
 pub mod hooks;
 pub mod inbound;

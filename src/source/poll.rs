@@ -26,11 +26,11 @@ use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
-use super::event::RecordHeaders;
 use super::hooks::SourceContext;
+use crate::core::RecordHeaders;
 
 /// What one poll yielded.
-pub(super) enum Polled {
+pub(super) enum Next {
     /// Nothing within the timeout, or an event handled here (log line,
     /// statistics, an assignment).
     Nothing,
@@ -201,48 +201,48 @@ impl<'c> ConsumerQueue<'c> {
     }
 
     /// Waits up to `timeout` for one event and returns what it was.
-    pub(super) fn poll(&self, timeout: Duration) -> Polled {
+    pub(super) fn poll(&self, timeout: Duration) -> Next {
         let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
         // SAFETY: the queue is alive (`self`); the event is owned by the
         // returned guard.
         let polled = unsafe { rdsys::rd_kafka_queue_poll(self.queue.as_ptr(), ms) };
         let Some(event) = NonNull::new(polled).map(Event) else {
-            return Polled::Nothing;
+            return Next::Nothing;
         };
         // SAFETY: a live event.
         match unsafe { rdsys::rd_kafka_event_type(event.ptr()) } {
             rdsys::RD_KAFKA_EVENT_FETCH => fetched(event),
-            rdsys::RD_KAFKA_EVENT_ERROR => Polled::Error(error_of(&event)),
+            rdsys::RD_KAFKA_EVENT_ERROR => Next::Error(error_of(&event)),
             rdsys::RD_KAFKA_EVENT_REBALANCE => self.rebalance(&event),
             rdsys::RD_KAFKA_EVENT_LOG => {
                 self.log(&event);
-                Polled::Nothing
+                Next::Nothing
             }
             rdsys::RD_KAFKA_EVENT_STATS => {
                 // SAFETY: a statistics event holds its JSON as a C string.
                 let json = unsafe { CStr::from_ptr(rdsys::rd_kafka_event_stats(event.ptr())) };
                 self.consumer.context().stats_raw(json.to_bytes());
-                Polled::Nothing
+                Next::Nothing
             }
             // Results of asynchronous commits: hookstream commits
             // synchronously and has no commit callback.
-            rdsys::RD_KAFKA_EVENT_OFFSET_COMMIT => Polled::Nothing,
+            rdsys::RD_KAFKA_EVENT_OFFSET_COMMIT => Next::Nothing,
             other => {
                 tracing::debug!(event = other, "librdkafka event ignored on consumer poll");
-                Polled::Nothing
+                Next::Nothing
             }
         }
     }
 
     /// A rebalance: the member's callbacks run (and assign or unassign), as
     /// `BaseConsumer::poll` would have them.
-    fn rebalance(&self, event: &Event) -> Polled {
+    fn rebalance(&self, event: &Event) -> Next {
         // SAFETY: a live rebalance event.
         let err = unsafe { rdsys::rd_kafka_event_error(event.ptr()) };
         let assign = err == RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS;
         if !assign && err != RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS {
             tracing::warn!(error = %RDKafkaErrorCode::from(err), "invalid rebalance event");
-            return Polled::Revoked(None);
+            return Next::Revoked(None);
         }
         // SAFETY: a rebalance event holds its partition list, alive with
         // the event; it is copied before the event goes.
@@ -252,14 +252,14 @@ impl<'c> ConsumerQueue<'c> {
             .context()
             .rebalance(self.consumer, err, &mut list);
         if assign {
-            return Polled::Nothing;
+            return Next::Nothing;
         }
         let revoked = list
             .elements()
             .iter()
             .map(|e| (e.topic().to_string(), e.partition()))
             .collect();
-        Polled::Revoked(Some(revoked))
+        Next::Revoked(Some(revoked))
     }
 
     fn log(&self, event: &Event) {
@@ -279,11 +279,11 @@ impl<'c> ConsumerQueue<'c> {
 }
 
 /// The record of a fetch event, or its error.
-fn fetched(event: Event) -> Polled {
+fn fetched(event: Event) -> Next {
     // SAFETY: a live fetch event; its one message belongs to it.
     let message = unsafe { rdsys::rd_kafka_event_message_next(event.ptr()) };
     let Some(message) = NonNull::new(message.cast_mut()) else {
-        return Polled::Nothing;
+        return Next::Nothing;
     };
     let fetched = Fetched {
         message,
@@ -291,11 +291,11 @@ fn fetched(event: Event) -> Polled {
     };
     let err = fetched.message().err;
     if err == RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR {
-        return Polled::Record(fetched);
+        return Next::Record(fetched);
     }
     // SAFETY: the message is alive with `fetched`.
     let text = unsafe { text(rdsys::rd_kafka_message_errstr(fetched.message.as_ptr())) };
-    Polled::Error(ConsumerError {
+    Next::Error(ConsumerError {
         code: err.into(),
         text: text.into_owned(),
         fatal: false,

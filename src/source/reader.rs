@@ -1,5 +1,6 @@
-//! Turning polled records into [`Event`]s: input records (extracted with
-//! their topic's preset), single retry records and deferral batches.
+//! Turning polled records into what the dispatcher takes ([`Polled`]):
+//! input events (extracted with their topic's preset), single retry
+//! records and deferral batches.
 //!
 //! Pure apart from building extractors: no Kafka calls.
 
@@ -9,14 +10,16 @@ use std::time::Instant;
 use anyhow::Result;
 use bytes::Bytes;
 
-use super::event::{Event, RecordHeaders, RecordKind};
-use super::extract::{Coordinates, Extracted, Extractor, InvalidEvent};
+use super::extract::{Coordinates, Extractor};
 use super::topics::TopicTable;
-use crate::commit::PartitionId;
 use crate::config::Config;
+use crate::core::headers::header;
+use crate::core::{
+    BatchEntry, DeferralBatch, InputEvent, InvalidRecord, PartitionId, Polled, RecordHeaders,
+    RetryEvent, SourceRecord,
+};
 use crate::retry::batch;
-use crate::retry::record::RetryHeaders;
-use crate::retry::record::header::BATCH;
+use crate::retry::record::retry_meta;
 
 /// Extractors of the input topics (by topic id, so the poll loop finds one
 /// without hashing a name per record); retry records are read with the
@@ -63,25 +66,6 @@ impl Extractors {
     }
 }
 
-/// The fields of a retry record written by this version: its event id and
-/// type travel in its headers, so its value is not parsed again (it was
-/// valid JSON when first consumed). `None` for records without them.
-fn retry_fields(headers: &RecordHeaders) -> Option<Extracted> {
-    use crate::retry::record::header;
-    let text = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| std::str::from_utf8(v).ok())
-            .filter(|v| !v.is_empty())
-            .map(str::to_string)
-    };
-    Some(Extracted {
-        id: text(header::EVENT_ID)?,
-        event_type: text(header::EVENT_TYPE)?,
-        ..Extracted::default()
-    })
-}
-
 /// A record as polled, copied out of librdkafka.
 pub(super) struct Record {
     pub(super) topic: u16,
@@ -93,14 +77,9 @@ pub(super) struct Record {
 }
 
 impl Record {
-    /// The event of this record, read from `topic`, consumed now.
-    pub(super) fn into_event(
-        self,
-        topic: Arc<str>,
-        fields: Result<Extracted, InvalidEvent>,
-        kind: RecordKind,
-    ) -> Event {
-        Event {
+    /// The record, read from `topic`, consumed now.
+    pub(super) fn into_source(self, topic: Arc<str>) -> SourceRecord {
+        SourceRecord {
             topic,
             partition: PartitionId {
                 topic: self.topic,
@@ -110,15 +89,12 @@ impl Record {
             key: self.key,
             body: self.body,
             headers: self.headers,
-            fields,
             consumed_at: Instant::now(),
-            kind,
-            paused_partition: false,
         }
     }
 }
 
-/// Turns polled records into [`Event`]s.
+/// Turns polled records into what the dispatcher takes ([`Polled`]).
 pub(super) struct RecordReader<'a> {
     pub(super) topics: &'a TopicTable,
     pub(super) extractors: &'a mut Extractors,
@@ -126,65 +102,121 @@ pub(super) struct RecordReader<'a> {
     pub(super) max_payload: usize,
 }
 
+/// The event id and type a retry carries (in its headers; a record from
+/// before they were written there is extracted again, with the extractor
+/// of the topic it came from).
+struct Carried {
+    id: String,
+    event_type: String,
+}
+
 impl RecordReader<'_> {
-    /// The event of a polled record: an input record, a single retry, or a
-    /// deferral batch.
-    pub(super) fn read(&mut self, record: Record) -> Event {
-        let tier = self.topics.tier_of(record.topic);
-        match tier {
-            Some(tier) if record.headers.get(BATCH).is_some() => self.batch(record, tier),
-            _ => self.event(record, tier),
+    /// What a polled record is: an input event (or a record that is not
+    /// one), a single retry, or a deferral batch.
+    pub(super) fn read(&mut self, record: Record) -> Polled {
+        let topic = Arc::clone(self.topics.name(record.topic));
+        match self.topics.tier_of(record.topic) {
+            None => self.input(record, topic),
+            Some(tier) if record.headers.get(header::BATCH).is_some() => {
+                self.batch(record, topic, tier)
+            }
+            Some(tier) => self.retry(record, topic, tier),
         }
     }
 
-    /// The event of an input record (`tier` `None`) or of a single retry
-    /// record (or a deferral batch's entry) of tier `tier`.
-    fn event(&mut self, record: Record, tier: Option<usize>) -> Event {
-        let topic_name = self.topics.name(record.topic);
-        let fields = match tier.and_then(|_| retry_fields(&record.headers)) {
-            // A retry carries what its first consumption extracted.
-            Some(fields) => Ok(fields),
-            None => {
-                let coords = Coordinates {
-                    topic: topic_name,
-                    partition: record.partition,
-                    offset: record.offset,
-                };
-                let header = |name: &str| record.headers.get(name);
-                let source_topic = match tier {
-                    None => &**topic_name,
-                    Some(_) => header(crate::retry::record::header::SOURCE)
-                        .and_then(original_topic)
-                        .unwrap_or(topic_name),
-                };
-                let input = tier.is_none().then_some(record.topic);
-                let extractor = self
-                    .extractors
-                    .get(self.config, self.topics, input, source_topic);
-                extractor.extract(&record.body, &header, &coords, self.max_payload)
-            }
+    fn input(&mut self, record: Record, topic: Arc<str>) -> Polled {
+        let coords = Coordinates {
+            topic: &topic,
+            partition: record.partition,
+            offset: record.offset,
         };
-        let event = record.into_event(Arc::clone(topic_name), fields, RecordKind::Input);
-        match tier {
-            None => event,
-            Some(tier) => Event {
-                kind: RecordKind::Retry {
-                    tier,
-                    headers: RetryHeaders::of(&event),
-                },
-                ..event
+        let header = |name: &str| record.headers.get(name);
+        let extractor = self
+            .extractors
+            .get(self.config, self.topics, Some(record.topic), &topic);
+        let fields = extractor.extract(&record.body, &header, &coords, self.max_payload);
+        let record = record.into_source(topic);
+        match fields {
+            Ok(fields) => Polled::Input(Arc::new(InputEvent { record, fields })),
+            Err(why) => Polled::Invalid(
+                Arc::new(InvalidRecord {
+                    record,
+                    why: why.to_string(),
+                }),
+                why,
+            ),
+        }
+    }
+
+    /// The id and type a retry record (or batch entry) carries.
+    fn carried(&mut self, tier_topic: &str, record: &Record) -> Carried {
+        let text = |name: &str| {
+            record
+                .headers
+                .get(name)
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .filter(|v| !v.is_empty())
+                .map(str::to_string)
+        };
+        if let (Some(id), Some(event_type)) = (text(header::EVENT_ID), text(header::EVENT_TYPE)) {
+            return Carried { id, event_type };
+        }
+        let source_topic = record
+            .headers
+            .get(header::SOURCE)
+            .and_then(original_topic)
+            .unwrap_or(tier_topic)
+            .to_string();
+        let coords = Coordinates {
+            topic: tier_topic,
+            partition: record.partition,
+            offset: record.offset,
+        };
+        let header = |name: &str| record.headers.get(name);
+        let extractor = self
+            .extractors
+            .get(self.config, self.topics, None, &source_topic);
+        match extractor.extract(&record.body, &header, &coords, usize::MAX) {
+            Ok(fields) => Carried {
+                id: fields.id,
+                event_type: fields.event_type,
+            },
+            Err(_) => Carried {
+                id: crate::source::extract::coordinates_id(&coords),
+                event_type: String::new(),
             },
         }
     }
 
-    /// The event of a deferral batch record: its entries as retry events
-    /// at its offset, or, when it cannot be read, a retry whose headers say
-    /// what is wrong (it is dead-lettered as it is).
-    fn batch(&mut self, record: Record, tier: usize) -> Event {
-        let decoded = batch::decode(&record.body).map(|entries| {
+    fn retry(&mut self, record: Record, topic: Arc<str>, tier: usize) -> Polled {
+        let meta = retry_meta(&record.headers);
+        let carried = self.carried(&topic, &record);
+        let record = record.into_source(topic);
+        match meta {
+            Ok(meta) => Polled::Retry(Arc::new(RetryEvent {
+                record,
+                tier,
+                id: carried.id,
+                event_type: carried.event_type,
+                meta,
+            })),
+            Err(why) => Polled::BadRetry(Arc::new(InvalidRecord { record, why })),
+        }
+    }
+
+    /// A deferral batch record: its entries, or, when it cannot be read, a
+    /// record dead-lettered as it is.
+    fn batch(&mut self, record: Record, topic: Arc<str>, tier: usize) -> Polled {
+        let consumed_at = Instant::now();
+        let partition = PartitionId {
+            topic: record.topic,
+            partition: record.partition,
+        };
+        let decoded = batch::decode(&record.body).and_then(|entries| {
             entries
                 .into_iter()
-                .map(|entry| {
+                .enumerate()
+                .map(|(index, entry)| {
                     let entry = Record {
                         topic: record.topic,
                         partition: record.partition,
@@ -193,23 +225,39 @@ impl RecordReader<'_> {
                         body: record.body.slice(entry.value),
                         headers: RecordHeaders::from_pairs(entry.headers),
                     };
-                    Arc::new(self.event(entry, Some(tier)))
+                    let meta = retry_meta(&entry.headers)
+                        .map_err(|why| format!("deferral batch entry {index}: {why}"))?;
+                    let carried = self.carried(&topic, &entry);
+                    Ok(Arc::new(BatchEntry {
+                        topic: Arc::clone(&topic),
+                        partition,
+                        offset: record.offset,
+                        index: u32::try_from(index).unwrap_or(u32::MAX),
+                        tier,
+                        key: entry.key,
+                        body: entry.body,
+                        headers: entry.headers,
+                        id: carried.id,
+                        event_type: carried.event_type,
+                        meta,
+                        consumed_at,
+                    }))
                 })
-                .collect::<Vec<_>>()
+                .collect::<Result<Vec<_>, String>>()
         });
-        let kind = match decoded {
-            Ok(entries) => RecordKind::RetryBatch {
+        match decoded {
+            Ok(entries) => Polled::Batch(DeferralBatch {
+                partition,
+                offset: record.offset,
                 tier,
-                due_ms: entries.iter().filter_map(|e| e.due_ms()).max().unwrap_or(0),
+                due_ms: entries.iter().map(|e| e.meta.due_ms).max().unwrap_or(0),
                 entries,
-            },
-            Err(problem) => RecordKind::Retry {
-                tier,
-                headers: Err(problem),
-            },
-        };
-        let topic = Arc::clone(self.topics.name(record.topic));
-        record.into_event(topic, Err(InvalidEvent::Batch), kind)
+            }),
+            Err(why) => Polled::BadRetry(Arc::new(InvalidRecord {
+                record: record.into_source(topic),
+                why,
+            })),
+        }
     }
 }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::commit::PartitionId;
+use crate::core::PartitionId;
 
 /// Interned topic names: a record's topic becomes a small number. Input
 /// topics come first, then the retry tiers, shortest first.

@@ -29,13 +29,12 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::event::{Event, RecordHeaders, RecordKind};
-use super::extract::InvalidEvent;
 use super::hooks::SourceContext;
 use super::poll::ConsumerError;
 use super::reader::Record;
 use super::topics::TopicTable;
-use crate::commit::PartitionId;
+use crate::core::PartitionId;
+use crate::core::{RecordHeaders, UnreadableRecord};
 
 /// How long the poll thread waits for a committed offset or a seek.
 const BROKER_WAIT: Duration = Duration::from_secs(5);
@@ -118,7 +117,7 @@ impl UnreadableRecords {
         consumer: &BaseConsumer<SourceContext>,
         topics: &TopicTable,
         error: &ConsumerError,
-    ) -> Option<Event> {
+    ) -> Option<UnreadableRecord> {
         if !is_unreadable(error.code) {
             return None;
         }
@@ -169,13 +168,10 @@ impl UnreadableRecords {
             body: bytes::Bytes::new(),
             headers: RecordHeaders::default(),
         };
-        Some(record.into_event(
-            Arc::clone(topics.name(topic)),
-            Err(InvalidEvent::Unreadable),
-            RecordKind::Unreadable {
-                detail: error.text.clone(),
-            },
-        ))
+        Some(UnreadableRecord {
+            record: record.into_source(Arc::clone(topics.name(topic))),
+            error: error.text.clone(),
+        })
     }
 }
 
