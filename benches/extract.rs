@@ -1,7 +1,7 @@
 //! Field extraction per event for each preset, on the built-in sample events.
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use hookstream::demo::samples::SAMPLES;
+use hookstream::samples::SAMPLES;
 use hookstream::source::extract::{Coordinates, Extractor, Preset};
 
 fn bench(c: &mut Criterion) {

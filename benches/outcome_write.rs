@@ -16,9 +16,9 @@ use bytes::Bytes;
 use hookstream::config::Config;
 use hookstream::core::{Fields, InputEvent, PartitionId, Payload, RecordHeaders, SourceRecord};
 use hookstream::kafka::embedded::EmbeddedBroker;
-use hookstream::retry::backoff::RetryTiers;
-use hookstream::retry::record::History;
+use hookstream::outcome::backoff::RetryTiers;
 use hookstream::retry::writer::{Completion, DeferralOf, OutcomeWriter};
+use hookstream::wire::headers::History;
 
 /// Records per round, unless `OUTCOME_WRITE_RECORDS` says otherwise.
 const RECORDS: u64 = 200_000;

@@ -1,10 +1,10 @@
 //! Signing one request per scheme, for a typical 500-byte event body.
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use hookstream::deliver::sign::{SignInput, SignatureScheme, Signer};
+use hookstream::sign::{SignInput, SignatureScheme, Signer};
 
 fn bench(c: &mut Criterion) {
-    let body = hookstream::demo::samples::SAMPLES[3].1.as_bytes();
+    let body = hookstream::samples::SAMPLES[3].1.as_bytes();
     let mut group = c.benchmark_group("sign");
     for (scheme, secret) in [
         (

@@ -16,13 +16,18 @@ pub mod config;
 pub mod core;
 pub mod deliver;
 pub mod demo;
+pub mod guard;
 pub mod index;
 pub mod kafka;
 pub mod logging;
 pub mod metrics;
+pub mod outcome;
 pub mod pipeline;
 pub mod retry;
+pub mod samples;
+pub mod sign;
 pub mod source;
+pub mod wire;
 
 pub use config::Config;
 pub use pipeline::{BrokerTarget, Pipeline};

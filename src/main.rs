@@ -259,7 +259,7 @@ fn run_dlq(command: DlqCommand) -> Result<(), CommandError> {
         DlqCommand::List(a) => a,
         DlqCommand::Replay { args, .. } => args,
     };
-    let config = Config::load(&args.config)?;
+    let config = load_config(&args.config)?;
     runtime()?.block_on(async {
         match &command {
             DlqCommand::List(a) => cmd::dlq::list(config, &a.filter(), a.json).await,
@@ -276,6 +276,14 @@ fn run_dlq(command: DlqCommand) -> Result<(), CommandError> {
     })
 }
 
+/// Reads the configuration file and checks it whole: plain values in
+/// `config`, extraction rules and endpoints with the stages that own them.
+fn load_config(path: &std::path::Path) -> Result<Config, CommandError> {
+    let config = Config::load(path)?;
+    hookstream::pipeline::check_config(&config, &|name| std::env::var(name).ok())?;
+    Ok(config)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -284,16 +292,14 @@ fn main() -> ExitCode {
             // service's handlers waits for them (see `hold_stop_signals`).
             cmd::run::hold_stop_signals();
             init_logging(cli.log_format);
-            Config::load(&config)
-                .map_err(CommandError::from)
-                .and_then(|config| {
-                    let rt = runtime()?;
-                    let result = rt.block_on(cmd::run::run(config));
-                    // A start-up abandoned on a signal may have left a task
-                    // inside a blocking librdkafka call: exit without it.
-                    rt.shutdown_timeout(std::time::Duration::from_secs(2));
-                    result
-                })
+            load_config(&config).and_then(|config| {
+                let rt = runtime()?;
+                let result = rt.block_on(cmd::run::run(config));
+                // A start-up abandoned on a signal may have left a task
+                // inside a blocking librdkafka call: exit without it.
+                rt.shutdown_timeout(std::time::Duration::from_secs(2));
+                result
+            })
         }
         Command::Demo { events, rate } => {
             init_logging(cli.log_format);

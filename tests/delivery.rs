@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::*;
 use hookstream::config::HttpVersion;
 use hookstream::demo::receiver::Behaviour;
-use hookstream::demo::samples::SAMPLES;
+use hookstream::samples::SAMPLES;
 use hookstream::source::extract::Preset;
 
 const TOPICS: [(&str, Preset); 5] = [
@@ -170,7 +170,7 @@ async fn every_preset_reaches_exactly_the_matching_endpoints_signed() {
             assert_eq!(q.header("content-type"), Some("application/json"));
             assert!(q.header("user-agent").unwrap().starts_with("hookstream/"));
             let ts: i64 = q.header("webhook-timestamp").unwrap().parse().unwrap();
-            assert!((ts - hookstream::retry::record::now_ms() / 1000).abs() < 60);
+            assert!((ts - hookstream::wire::headers::now_ms() / 1000).abs() < 60);
         }
     }
     let ce = &receivers[5].log().recorded()[0];

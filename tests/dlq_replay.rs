@@ -104,7 +104,7 @@ async fn dead_letters_are_listed_filtered_and_replayed_once() {
         .len(),
         3
     );
-    let future = hookstream::retry::record::now_ms() + 3_600_000;
+    let future = hookstream::wire::headers::now_ms() + 3_600_000;
     assert_eq!(
         list(DlqFilter {
             since_ms: Some(future),

@@ -11,10 +11,10 @@ use governor::RateLimiter;
 use hookstream::config::{
     BackoffConfig, BatchConfig, Config, EndpointConfig, HumanDuration, RateLimitConfig,
 };
-use hookstream::deliver::circuit::{Circuit, first_open_interval};
 use hookstream::deliver::sender::{rate_quota, refill_ms};
 use hookstream::index::Endpoint;
-use hookstream::retry::backoff::Backoff;
+use hookstream::outcome::backoff::Backoff;
+use hookstream::outcome::circuit::{Circuit, first_open_interval};
 use proptest::prelude::*;
 
 /// Any f64 at all, tiny, huge and non-finite ones included.

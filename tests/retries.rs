@@ -285,7 +285,7 @@ async fn retries_for_an_endpoint_that_no_longer_exists_are_dead_lettered() {
     disabled.enabled = false;
     config.endpoints.push(disabled);
     let pipeline = start(config, &cluster).await;
-    let now = hookstream::retry::record::now_ms().to_string();
+    let now = hookstream::wire::headers::now_ms().to_string();
     for ep in ["ghost", "paused", "present"] {
         cluster
             .produce(
@@ -475,7 +475,7 @@ async fn an_endpoints_retries_stay_on_its_partition_of_each_tier() {
     let ids = ["down-a", "down-b"];
     let partitions: Vec<i32> = ids
         .iter()
-        .map(|id| hookstream::retry::record::endpoint_partition(id, 4))
+        .map(|id| hookstream::wire::headers::endpoint_partition(id, 4))
         .collect();
     assert_ne!(partitions[0], partitions[1], "the two ids hash apart");
     for id in ids {

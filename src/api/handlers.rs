@@ -20,11 +20,11 @@ use super::extract::{Caller, IdParam, json_value, query_map, typed};
 use super::validate::{self, Prepared};
 use super::{ApiState, secrets};
 use crate::config::{EndpointConfig, Role};
-use crate::deliver::activity::RING_CAPACITY;
-use crate::deliver::classify::Verdict;
 use crate::deliver::request::{Outgoing, send_attempt, webhook_id};
 use crate::index::Endpoint;
+use crate::index::activity::RING_CAPACITY;
 use crate::index::endpoint::pattern_matches;
+use crate::outcome::classify::Verdict;
 
 /// Endpoints in one create request at most.
 const MAX_CREATE: usize = 1000;

@@ -23,7 +23,7 @@ use super::extract::{IdParam, json_value, typed};
 use super::handlers::{create_all, existing, replace};
 use super::{ApiState, secrets};
 use crate::config::EndpointConfig;
-use crate::deliver::sign::SignatureScheme;
+use crate::sign::SignatureScheme;
 
 type AppState = State<Arc<ApiState>>;
 

@@ -12,7 +12,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD as BASE64, URL_SAFE_NO_PAD};
 
 use crate::config::EndpointConfig;
-use crate::deliver::sign::SignatureScheme;
+use crate::sign::SignatureScheme;
 
 /// What a masked secret shows in place of the key.
 const MASK: &str = "****";
@@ -124,7 +124,7 @@ pub fn keep_masked_headers(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::deliver::sign::derive_key;
+    use crate::sign::derive_key;
 
     #[test]
     fn generated_secrets_fit_their_scheme_and_differ() {

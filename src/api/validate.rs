@@ -12,9 +12,9 @@ use super::ApiSettings;
 use super::errors::ApiError;
 use super::secrets;
 use crate::config::EndpointConfig;
-use crate::deliver::sign::SignatureScheme;
-use crate::deliver::ssrf;
+use crate::guard as ssrf;
 use crate::index::{Endpoint, FieldError};
+use crate::sign::SignatureScheme;
 
 /// How long a save waits for a name to resolve.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(2);

@@ -26,9 +26,9 @@ use serde::Serialize;
 
 use crate::config::{Config, EndpointConfig, HumanDuration};
 use crate::deliver::client::HttpClients;
-use crate::deliver::sign::SignatureScheme;
 use crate::kafka::EmbeddedBroker;
 use crate::pipeline::{BrokerTarget, Pipeline};
+use crate::sign::SignatureScheme;
 use receiver::FastReceiver;
 
 /// The benchmark scenarios.
@@ -581,7 +581,7 @@ impl Bench {
             "{}: producing {events} retry records due over 10 s",
             Scenario::RetryTiming.label()
         );
-        let base_ms = crate::retry::record::now_ms() + 8_000;
+        let base_ms = crate::wire::headers::now_ms() + 8_000;
         let spread_ms = 10_000i64;
         send_in_chunks((0..events).map(|i| {
             let due_ms = base_ms + (i as i64 * spread_ms) / events as i64;

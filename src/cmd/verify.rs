@@ -1,6 +1,6 @@
 //! `hookstream verify`: checks a received webhook's signature.
 
-use crate::deliver::sign::{SignatureScheme, verify as verify_signature};
+use crate::sign::{SignatureScheme, verify as verify_signature};
 
 /// Verifies `body` with `headers` (`NAME:VALUE` strings) under `secret`.
 /// `Ok(Err(reason))` means the request does not verify.

@@ -7,6 +7,8 @@
 //! limiter's period overflow and crashed the process on the first event).
 //! Pure data and checks: no I/O.
 
+use super::{EndpointConfig, FieldError};
+
 use std::fmt;
 use std::time::Duration;
 
@@ -238,6 +240,85 @@ pub fn bad_length(len: usize, range: Range<usize>) -> Option<String> {
 /// Why a list of `len` items is refused by `range`.
 pub fn bad_count(len: usize, range: Range<usize>) -> Option<String> {
     (!range.contains(len)).then(|| format!("must have {range} entries (got {len})"))
+}
+
+/// The ranges of [`crate::config::limits`]: every number and length of an
+/// endpoint, checked before anything is parsed (a 1 MB URL is refused for
+/// its length, not sent to the broker to be refused there).
+pub fn check_endpoint(config: &EndpointConfig) -> Result<(), FieldError> {
+    let fail = |field: String, why: Option<String>| match why {
+        Some(message) => Err(FieldError::new(field, message)),
+        None => Ok(()),
+    };
+    fail("url".into(), bad_length(config.url.len(), URL_LEN))?;
+    fail(
+        "events".into(),
+        bad_count(config.events.len(), EVENT_PATTERNS),
+    )?;
+    for (i, pattern) in config.events.iter().enumerate() {
+        fail(
+            format!("events[{i}]"),
+            bad_length(pattern.len(), ROUTE_NAME_LEN),
+        )?;
+    }
+    for (field, names) in [("devices", &config.devices), ("groups", &config.groups)] {
+        fail(field.into(), bad_count(names.len(), RESTRICTIONS))?;
+        for (i, name) in names.iter().enumerate() {
+            fail(
+                format!("{field}[{i}]"),
+                bad_length(name.len(), ROUTE_NAME_LEN),
+            )?;
+        }
+    }
+    if !config.tenant.is_empty() {
+        fail(
+            "tenant".into(),
+            bad_length(config.tenant.len(), ROUTE_NAME_LEN),
+        )?;
+    }
+    fail("headers".into(), bad_count(config.headers.len(), HEADERS))?;
+    for (name, value) in &config.headers {
+        fail(
+            format!("headers.{name}"),
+            bad_length(name.len(), HEADER_NAME_LEN),
+        )?;
+        fail(
+            format!("headers.{name}"),
+            bad_length(value.len(), HEADER_VALUE_LEN),
+        )?;
+    }
+    for (field, secret) in [
+        ("secret", &config.secret),
+        ("previous_secret", &config.previous_secret),
+    ] {
+        if let Some(secret) = secret {
+            fail(field.into(), bad_length(secret.len(), SECRET_LEN))?;
+        }
+    }
+    if let Some(rl) = &config.rate_limit {
+        fail(
+            "rate_limit.per_second".into(),
+            outside(rl.per_second, RATE_PER_SECOND),
+        )?;
+        fail("rate_limit.burst".into(), outside(rl.burst, RATE_BURST))?;
+    }
+    fail(
+        "max_concurrency".into(),
+        outside(config.max_concurrency, MAX_CONCURRENCY),
+    )?;
+    fail("queue_size".into(), outside(config.queue_size, QUEUE_SIZE))?;
+    fail(
+        "batch.max_events".into(),
+        outside(config.batch.max_events, BATCH_EVENTS),
+    )?;
+    fail(
+        "batch.max_wait".into(),
+        outside_duration(config.batch.max_wait.get(), BATCH_WAIT),
+    )?;
+    if let Some(t) = config.timeout {
+        fail("timeout".into(), outside_duration(t.get(), REQUEST_TIMEOUT))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 //! no runtime objects: the stages turn these plain structs into their own.
 
 mod duration;
+mod enums;
 pub mod limits;
 
 use std::collections::BTreeMap;
@@ -14,9 +15,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 pub use duration::{HumanDuration, parse_duration};
-
-use crate::deliver::sign::SignatureScheme;
-use crate::source::extract::Preset;
+pub use enums::{Preset, SignatureScheme};
 
 /// The value `kafka.brokers` takes to run librdkafka's in-process mock cluster.
 pub const EMBEDDED_BROKERS: &str = "embedded";
@@ -173,6 +172,11 @@ impl TopicsConfig {
     /// `<prefix>.retry.<tier>`
     pub fn retry_topic(&self, tier: HumanDuration) -> String {
         format!("{}.retry.{}", self.prefix, tier)
+    }
+
+    /// `<prefix>.dlq.replays`: the compacted ledger of replayed letters.
+    pub fn replay_ledger_topic(&self) -> String {
+        format!("{}.replays", self.dlq_topic())
     }
 
     /// `<prefix>.endpoints`
@@ -656,12 +660,15 @@ impl Config {
             let message = e.into_inner().message().to_string();
             ConfigError::new(if key == "." { String::new() } else { key }, message)
         })?;
-        config.validate(env)?;
+        config.validate()?;
         Ok(config)
     }
 
-    /// Checks values serde cannot: ranges ([`limits`]), references, URLs.
-    fn validate(&self, env: &dyn Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+    /// Checks what plain data can show by itself: ranges ([`limits`]),
+    /// references between keys, names. What needs a stage (extraction
+    /// rules, endpoint URLs, destinations and secrets) is checked where the
+    /// stages are wired, once: `pipeline::check_config`.
+    fn validate(&self) -> Result<(), ConfigError> {
         use limits::*;
         let fail = |key: &str, why: Option<String>| match why {
             Some(message) => Err(ConfigError::new(key, message)),
@@ -811,8 +818,6 @@ impl Config {
                     format!("`{}` is not one of kafka.topics", source.topic),
                 ));
             }
-            crate::source::extract::Extractor::from_config(source)
-                .map_err(|(field, msg)| ConfigError::new(format!("sources[{i}].{field}"), msg))?;
         }
         let mut seen = std::collections::HashSet::new();
         for (i, endpoint) in self.endpoints.iter().enumerate() {
@@ -822,7 +827,7 @@ impl Config {
                     format!("`{}` is used twice", endpoint.id),
                 ));
             }
-            crate::index::endpoint::validate(endpoint, d.allow_private_destinations, env)
+            limits::check_endpoint(endpoint)
                 .map_err(|e| ConfigError::new(format!("endpoints[{i}].{}", e.field), e.message))?;
         }
         Ok(())
@@ -835,6 +840,30 @@ impl Config {
             .find(|s| s.topic == topic)
             .cloned()
             .unwrap_or_else(|| SourceConfig::for_preset(topic, Preset::default()))
+    }
+}
+
+/// A validation failure on one endpoint field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    /// Field name (`url`, `events[1]`, `headers.X-Foo`).
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for FieldError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "`{}`: {}", self.field, self.message)
     }
 }
 
@@ -964,11 +993,12 @@ url = "http://127.0.0.1:1/"
 signature = "none"
 [[endpoints]]
 id = "b"
-url = "not a url"
+url = "http://127.0.0.1:1/"
 signature = "none"
+max_concurrency = 0
 "#;
         let err = Config::from_toml_with_env(text, &no_env).unwrap_err();
-        assert_eq!(err.key, "endpoints[1].url");
+        assert_eq!(err.key, "endpoints[1].max_concurrency");
     }
 
     #[test]

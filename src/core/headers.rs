@@ -33,7 +33,7 @@ pub mod header {
     /// this record included: two records of one delivery with the same
     /// hop are copies ([`crate::retry::copies`]).
     pub const HOP: &str = "hookstream-hop";
-    /// Entries of a deferral batch record ([`crate::retry::batch`]).
+    /// Entries of a deferral batch record ([`crate::wire::batch`]).
     pub const BATCH: &str = "hookstream-batch";
     /// Prefix shared by all of the above.
     pub const PREFIX: &str = "hookstream-";

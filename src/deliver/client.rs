@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use super::ssrf::GuardedResolver;
 use crate::config::HttpVersion;
+use crate::guard::GuardedResolver;
 
 /// One client per protocol flavour; all share the same settings.
 #[derive(Debug, Clone)]

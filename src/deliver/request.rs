@@ -10,13 +10,13 @@ use bytes::Bytes;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use sha2::{Digest, Sha256};
 
-use super::classify::{
+use super::client::HttpClients;
+use crate::guard as ssrf;
+use crate::index::Endpoint;
+use crate::outcome::classify::{
     AttemptResult, TransportFailure, Verdict, classify, is_local_resource_error,
 };
-use super::client::HttpClients;
-use super::sign::{SignInput, header};
-use super::ssrf;
-use crate::index::Endpoint;
+use crate::sign::{SignInput, header};
 
 /// The `webhook-id` of an event for an endpoint: stable across retries and
 /// replays, different per endpoint, so receivers can deduplicate.

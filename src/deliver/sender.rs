@@ -22,9 +22,6 @@ use tokio::sync::{Notify, Semaphore, mpsc};
 
 use arc_swap::ArcSwap;
 
-use super::activity::{AttemptRecord, EndpointActivity, Outcome};
-use super::circuit::Circuit;
-use super::classify::{EndpointHealth, Verdict};
 use super::client::HttpClients;
 use super::host::HostLimits;
 use super::refusal::Refusal;
@@ -33,10 +30,13 @@ use crate::config::RateLimitConfig;
 use crate::core::AckToken;
 use crate::core::Payload;
 use crate::index::Endpoint;
+use crate::index::activity::{AttemptRecord, EndpointActivity, Outcome};
 use crate::metrics::EndpointMetrics;
-use crate::retry::backoff::Backoff;
-use crate::retry::record::{History, now_ms};
+use crate::outcome::backoff::Backoff;
+use crate::outcome::circuit::Circuit;
+use crate::outcome::classify::{EndpointHealth, Verdict};
 use crate::retry::writer::{Completion, DeferralOf, OutcomeWriter, Stored};
+use crate::wire::headers::{History, now_ms};
 
 /// One event for one endpoint, and the token to hand back once settled.
 #[derive(Debug)]

@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 
-use super::samples::SAMPLES;
+use crate::samples::SAMPLES;
 use crate::source::extract::Preset;
 
 /// An input topic of the demo with the preset that reads it.

@@ -9,7 +9,6 @@
 
 pub mod generator;
 pub mod receiver;
-pub mod samples;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
@@ -25,12 +24,12 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use crate::cmd::CommandError;
 use crate::config::{Config, EndpointConfig, HumanDuration, SourceConfig};
 use crate::deliver::request::webhook_id;
-use crate::deliver::sign::SignatureScheme;
 use crate::index::endpoint::pattern_matches;
 use crate::kafka::EmbeddedBroker;
 use crate::pipeline::{BrokerTarget, Pipeline};
-use crate::retry::record::header;
+use crate::sign::SignatureScheme;
 use crate::source::extract::coordinates_id;
+use crate::wire::headers::header;
 use generator::{FleetGenerator, TOPICS};
 use receiver::{Behaviour, Receiver, ReceiverSpec};
 

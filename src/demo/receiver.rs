@@ -21,7 +21,7 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use crate::deliver::sign::{SignatureScheme, header, verify};
+use crate::sign::{SignatureScheme, header, verify};
 
 /// How a receiver answers.
 #[derive(Debug, Clone, Copy, PartialEq)]

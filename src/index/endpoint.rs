@@ -12,32 +12,9 @@ use std::time::{Duration, SystemTime};
 use reqwest::Url;
 
 use crate::config::EndpointConfig;
-use crate::deliver::sign::{SignatureScheme, Signer};
-use crate::deliver::ssrf;
-
-/// A validation failure on one endpoint field.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FieldError {
-    /// Field name (`url`, `events[1]`, `headers.X-Foo`).
-    pub field: String,
-    /// What is wrong.
-    pub message: String,
-}
-
-impl FieldError {
-    fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            message: message.into(),
-        }
-    }
-}
-
-impl fmt::Display for FieldError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "`{}`: {}", self.field, self.message)
-    }
-}
+pub use crate::config::FieldError;
+use crate::guard as ssrf;
+use crate::sign::{SignatureScheme, Signer};
 
 /// Headers an endpoint may not set because hookstream writes them.
 const RESERVED_HEADERS: [&str; 5] = [
@@ -281,7 +258,7 @@ fn check(
             format!("must be at most {MAX_NAME_LEN} bytes"),
         ));
     }
-    check_limits(config)?;
+    crate::config::limits::check_endpoint(config)?;
     let url = Url::parse(&config.url)
         .map_err(|e| FieldError::new("url", format!("is not an absolute URL: {e}")))?;
     match url.scheme() {
@@ -398,86 +375,6 @@ fn check(
         signer,
         previous_until,
     })
-}
-
-/// The ranges of [`crate::config::limits`]: every number and length of an
-/// endpoint, checked before anything is parsed (a 1 MB URL is refused for
-/// its length, not sent to the broker to be refused there).
-fn check_limits(config: &EndpointConfig) -> Result<(), FieldError> {
-    use crate::config::limits::*;
-    let fail = |field: String, why: Option<String>| match why {
-        Some(message) => Err(FieldError::new(field, message)),
-        None => Ok(()),
-    };
-    fail("url".into(), bad_length(config.url.len(), URL_LEN))?;
-    fail(
-        "events".into(),
-        bad_count(config.events.len(), EVENT_PATTERNS),
-    )?;
-    for (i, pattern) in config.events.iter().enumerate() {
-        fail(
-            format!("events[{i}]"),
-            bad_length(pattern.len(), ROUTE_NAME_LEN),
-        )?;
-    }
-    for (field, names) in [("devices", &config.devices), ("groups", &config.groups)] {
-        fail(field.into(), bad_count(names.len(), RESTRICTIONS))?;
-        for (i, name) in names.iter().enumerate() {
-            fail(
-                format!("{field}[{i}]"),
-                bad_length(name.len(), ROUTE_NAME_LEN),
-            )?;
-        }
-    }
-    if !config.tenant.is_empty() {
-        fail(
-            "tenant".into(),
-            bad_length(config.tenant.len(), ROUTE_NAME_LEN),
-        )?;
-    }
-    fail("headers".into(), bad_count(config.headers.len(), HEADERS))?;
-    for (name, value) in &config.headers {
-        fail(
-            format!("headers.{name}"),
-            bad_length(name.len(), HEADER_NAME_LEN),
-        )?;
-        fail(
-            format!("headers.{name}"),
-            bad_length(value.len(), HEADER_VALUE_LEN),
-        )?;
-    }
-    for (field, secret) in [
-        ("secret", &config.secret),
-        ("previous_secret", &config.previous_secret),
-    ] {
-        if let Some(secret) = secret {
-            fail(field.into(), bad_length(secret.len(), SECRET_LEN))?;
-        }
-    }
-    if let Some(rl) = &config.rate_limit {
-        fail(
-            "rate_limit.per_second".into(),
-            outside(rl.per_second, RATE_PER_SECOND),
-        )?;
-        fail("rate_limit.burst".into(), outside(rl.burst, RATE_BURST))?;
-    }
-    fail(
-        "max_concurrency".into(),
-        outside(config.max_concurrency, MAX_CONCURRENCY),
-    )?;
-    fail("queue_size".into(), outside(config.queue_size, QUEUE_SIZE))?;
-    fail(
-        "batch.max_events".into(),
-        outside(config.batch.max_events, BATCH_EVENTS),
-    )?;
-    fail(
-        "batch.max_wait".into(),
-        outside_duration(config.batch.max_wait.get(), BATCH_WAIT),
-    )?;
-    if let Some(t) = config.timeout {
-        fail("timeout".into(), outside_duration(t.get(), REQUEST_TIMEOUT))?;
-    }
-    Ok(())
 }
 
 /// `localhost`, `*.localhost` (RFC 6761), with or without the root dot.

@@ -8,6 +8,7 @@
 //! have no restriction beyond the bucket is copied whole; otherwise each
 //! candidate is checked against its remaining restrictions.
 
+pub mod activity;
 pub mod endpoint;
 pub mod registry;
 pub mod store;

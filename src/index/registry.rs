@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 
 use super::{Endpoint, EndpointIndex};
-use crate::deliver::activity::{EndpointActivity, RETAINED_RECORDS, RecordBudget};
+use crate::index::activity::{EndpointActivity, RETAINED_RECORDS, RecordBudget};
 
 /// The live set of endpoints.
 #[derive(Debug)]

@@ -473,7 +473,7 @@ fn end_grace_periods(registry: &EndpointRegistry, build: BuildSettings, now: Sys
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::deliver::sign::SignatureScheme;
+    use crate::sign::SignatureScheme;
 
     fn settings() -> BuildSettings {
         BuildSettings {

@@ -135,7 +135,7 @@ pub fn owned_topics(config: &Config) -> Vec<TopicSpec> {
         compacted: true,
     });
     out.push(TopicSpec {
-        name: crate::retry::replay::ledger_topic(config),
+        name: config.topics.replay_ledger_topic(),
         partitions: 1,
         compacted: true,
     });

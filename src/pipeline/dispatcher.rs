@@ -28,11 +28,11 @@ use crate::deliver::sender::{Delivery, EnqueueError, Sender, SenderDeps};
 use crate::index::{EndpointIndex, EndpointRegistry, RouteKey, Slot};
 use crate::metrics::{PipelineMetrics, TopicMetrics};
 use crate::retry::copies::{CopyFilter, CopyKey};
-use crate::retry::record::{History, now_ms};
 use crate::retry::writer::OutcomeWriter;
 use crate::source::consumer::SourceConsumer;
 use crate::source::inbound::Arrival;
 use crate::source::inbound::{Inbound, RevokeReply};
+use crate::wire::headers::{History, now_ms};
 
 /// How long the dispatcher waits for room in a busy endpoint's queue before
 /// deferring the delivery (a stalled endpoint gets no wait at all).

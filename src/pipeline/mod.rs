@@ -16,15 +16,16 @@ use anyhow::{Context, Result};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::deliver::client::HttpClients;
 use crate::deliver::host::HostLimits;
 use crate::deliver::sender::{GoneHook, RetryPolicy, SenderDeps};
 use crate::index::{Endpoint, EndpointRegistry, EndpointStore};
 use crate::kafka::{self, EmbeddedBroker};
-use crate::retry::backoff::{Backoff, RetryTiers};
+use crate::outcome::backoff::{Backoff, RetryTiers};
 use crate::retry::writer::OutcomeWriter;
 use crate::source::consumer::SourceConsumer;
+use crate::source::extract::Extractor;
 use crate::source::topics::TopicTable;
 use dispatcher::{Dispatcher, Timing};
 
@@ -88,6 +89,27 @@ pub struct Pipeline {
     stats: Arc<PipelineStats>,
     registry: Arc<EndpointRegistry>,
     writer: OutcomeWriter,
+}
+
+/// Checks what the configuration's plain data cannot show by itself, with
+/// the stages that own it: every source's extraction rules compile, and
+/// every endpoint is valid (URL, destination, secrets from `env`). Errors
+/// name the key (`sources[0].device`, `endpoints[2].url`), so `hookstream
+/// run` exits 2 before it connects to anything.
+pub fn check_config(
+    config: &Config,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(), ConfigError> {
+    for (i, source) in config.sources.iter().enumerate() {
+        Extractor::from_config(source)
+            .map_err(|(field, msg)| ConfigError::new(format!("sources[{i}].{field}"), msg))?;
+    }
+    let allow_private = config.delivery.allow_private_destinations;
+    for (i, endpoint) in config.endpoints.iter().enumerate() {
+        crate::index::endpoint::validate(endpoint, allow_private, env)
+            .map_err(|e| ConfigError::new(format!("endpoints[{i}].{}", e.field), e.message))?;
+    }
+    Ok(())
 }
 
 /// Takes the endpoints out of `config` (they live on in the endpoints, not
@@ -193,7 +215,7 @@ impl Pipeline {
                 retry_window: config.delivery.retry_window.get(),
             },
             per_endpoint_labels: config.metrics.per_endpoint_labels,
-            circuit_base: crate::deliver::circuit::first_open_interval(
+            circuit_base: crate::outcome::circuit::first_open_interval(
                 tiers.delay(0),
                 backoff.max(),
             ),
@@ -280,5 +302,41 @@ impl Pipeline {
         while !self.task.is_finished() {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_needs_a_stage_is_checked_with_it_and_named() {
+        let text = r#"
+[kafka]
+topics = ["in"]
+[[sources]]
+topic = "in"
+[delivery]
+allow_private_destinations = true
+[[endpoints]]
+id = "a"
+url = "http://127.0.0.1:1/"
+signature = "none"
+[[endpoints]]
+id = "b"
+url = "not a url"
+signature = "none"
+"#;
+        let config = Config::from_toml_with_env(text, &|_| None).unwrap();
+        let err = check_config(&config, &|_| None).unwrap_err();
+        assert_eq!(err.key, "endpoints[1].url");
+
+        let mut config = config;
+        config.endpoints.pop();
+        config.sources[0].device = Some("not a pointer".into());
+        let err = check_config(&config, &|_| None).unwrap_err();
+        assert_eq!(err.key, "sources[0].device");
+        config.sources[0].device = None;
+        assert_eq!(check_config(&config, &|_| None), Ok(()));
     }
 }

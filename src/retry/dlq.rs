@@ -15,7 +15,7 @@ use rdkafka::message::{Headers, Message};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde::Serialize;
 
-use super::record::header;
+use crate::wire::headers::header;
 
 /// Which dead letters a command works on.
 #[derive(Debug, Clone, Default)]

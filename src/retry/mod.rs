@@ -8,10 +8,7 @@
 //! back by the pipeline's consumer and gated by due time
 //! ([`crate::pipeline::gate`]).
 
-pub mod backoff;
-pub mod batch;
 pub mod copies;
 pub mod dlq;
-pub mod record;
 pub mod replay;
 pub mod writer;

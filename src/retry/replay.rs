@@ -17,8 +17,8 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde::Serialize;
 
 use super::dlq::{DeadLetter, DlqFilter, read_topic, select};
-use super::record::{header, now_ms};
 use crate::config::Config;
+use crate::wire::headers::{header, now_ms};
 
 /// What to replay and how.
 #[derive(Debug, Clone, Default)]
@@ -63,7 +63,7 @@ pub enum ReplayError {
 
 /// The ledger topic of replays.
 pub fn ledger_topic(config: &Config) -> String {
-    format!("{}.replays", config.topics.dlq_topic())
+    config.topics.replay_ledger_topic()
 }
 
 /// Reads the coordinates of every letter replayed before.

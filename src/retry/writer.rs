@@ -29,14 +29,14 @@ use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, Prod
 use rdkafka::types::RDKafkaErrorCode;
 use tokio::sync::{Notify, mpsc};
 
-use super::backoff::RetryTiers;
-use super::batch::{BatchEncoder, MAX_BATCH_BYTES, MAX_BATCH_ENTRIES, MAX_ENTRY_BYTES};
-use super::record::{
+use crate::config::Config;
+use crate::core::Payload;
+use crate::outcome::backoff::RetryTiers;
+use crate::wire::batch::{BatchEncoder, MAX_BATCH_BYTES, MAX_BATCH_ENTRIES, MAX_ENTRY_BYTES};
+use crate::wire::headers::{
     History, dead_letter_headers, endpoint_partition, for_each_retry_header, header, now_ms,
     retry_headers,
 };
-use crate::config::Config;
-use crate::core::Payload;
 
 /// Where a record was stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,7 +83,7 @@ enum Body {
         with_value: bool,
         done: Completion,
     },
-    /// Deferrals of one endpoint in one record ([`super::batch`]).
+    /// Deferrals of one endpoint in one record ([`crate::wire::batch`]).
     Deferrals(Box<DeferralBatch>),
 }
 
@@ -858,7 +858,7 @@ impl OutcomeWriter {
     /// Defers `event` for `deferral.delay` without using an attempt, on the
     /// largest tier not longer than it; `done` runs once it is stored.
     /// Deferrals of one endpoint within [`BATCH_LINGER`] of each other share
-    /// one record ([`super::batch`]); a lone one, or one too large to
+    /// one record ([`crate::wire::batch`]); a lone one, or one too large to
     /// share, is written as a single retry record.
     pub fn defer(&self, event: &Payload, deferral: DeferralOf<'_>, done: Completion) {
         let tier = self.inner.tiers.tier_for(deferral.delay);

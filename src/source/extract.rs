@@ -5,31 +5,11 @@
 //! tape with reused buffers; the original bytes are never modified (a scratch
 //! copy is parsed), because they are what gets signed and sent.
 
-use serde::{Deserialize, Serialize};
-
+pub use crate::config::Preset;
 pub use crate::core::{Fields, InvalidEvent};
 use simd_json::prelude::*;
 
 use crate::config::SourceConfig;
-
-/// Field layouts of the platforms hookstream serves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Preset {
-    /// Mender iot-manager / workflows events.
-    #[default]
-    Mender,
-    /// OpenMDM outbound events.
-    Openmdm,
-    /// Magistrala (Mainflux) SenML messages.
-    Magistrala,
-    /// CMDB object change events.
-    Cmdb,
-    /// CloudEvents, binary (`ce_*` headers) or structured mode.
-    Cloudevents,
-    /// Only the configured pointers.
-    Custom,
-}
 
 /// Where a record came from; the fallback id is derived from it.
 #[derive(Debug, Clone, Copy)]
@@ -479,7 +459,7 @@ mod tests {
     }
 
     fn sample(name: &str) -> &'static str {
-        crate::demo::samples::SAMPLES
+        crate::samples::SAMPLES
             .iter()
             .find(|(n, _)| *n == name)
             .map(|(_, body)| *body)
@@ -745,7 +725,7 @@ mod tests {
             );
         }
         if files.is_empty() {
-            files = crate::demo::samples::SAMPLES
+            files = crate::samples::SAMPLES
                 .iter()
                 .map(|(n, b)| (n.to_string(), b.to_string()))
                 .collect();

@@ -18,8 +18,8 @@ use crate::core::{
     BatchEntry, DeferralBatch, InputEvent, InvalidRecord, PartitionId, Polled, RecordHeaders,
     RetryEvent, SourceRecord,
 };
-use crate::retry::batch;
-use crate::retry::record::retry_meta;
+use crate::wire::batch;
+use crate::wire::headers::retry_meta;
 
 /// Extractors of the input topics (by topic id, so the poll loop finds one
 /// without hashing a name per record); retry records are read with the

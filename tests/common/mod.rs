@@ -263,7 +263,7 @@ impl DlqRecord {
         if self.header("hookstream-batch").is_none() {
             return vec![self.clone()];
         }
-        let entries = hookstream::retry::batch::decode(&self.value).expect("a readable batch");
+        let entries = hookstream::wire::batch::decode(&self.value).expect("a readable batch");
         entries
             .into_iter()
             .map(|e| DlqRecord {
@@ -384,7 +384,7 @@ pub fn endpoint(
 ) -> EndpointConfig {
     let mut e = EndpointConfig::new(id, url);
     e.events = events.iter().map(|s| s.to_string()).collect();
-    e.signature = hookstream::deliver::sign::SignatureScheme::parse(scheme).expect("scheme");
+    e.signature = hookstream::sign::SignatureScheme::parse(scheme).expect("scheme");
     e.secret = (scheme != "none").then(|| secret.to_string());
     e.allow_http = true;
     e

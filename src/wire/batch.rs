@@ -11,7 +11,7 @@
 //! tier consumer turns it back into one retry per entry. A lone deferral is
 //! still written as a single record.
 //!
-//! The record carries [`BATCH`](super::record::header::BATCH) (the number of
+//! The record carries [`BATCH`](super::headers::header::BATCH) (the number of
 //! entries) and the endpoint's history headers, with `hookstream-due-ms` the
 //! latest of its entries'. Its value, after the [`MAGIC`] bytes, is the
 //! entries back to back, integers big-endian:

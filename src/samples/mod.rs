@@ -5,34 +5,34 @@
 pub const SAMPLES: [(&str, &str); 8] = [
     (
         "cmdb-object-updated.json",
-        include_str!("samples/cmdb-object-updated.json"),
+        include_str!("cmdb-object-updated.json"),
     ),
     (
         "magistrala-message.json",
-        include_str!("samples/magistrala-message.json"),
+        include_str!("magistrala-message.json"),
     ),
     (
         "mender-device-decommissioned.json",
-        include_str!("samples/mender-device-decommissioned.json"),
+        include_str!("mender-device-decommissioned.json"),
     ),
     (
         "mender-device-provisioned.json",
-        include_str!("samples/mender-device-provisioned.json"),
+        include_str!("mender-device-provisioned.json"),
     ),
     (
         "mender-device-status-changed.json",
-        include_str!("samples/mender-device-status-changed.json"),
+        include_str!("mender-device-status-changed.json"),
     ),
     (
         "mender-devices-inventory-changed.json",
-        include_str!("samples/mender-devices-inventory-changed.json"),
+        include_str!("mender-devices-inventory-changed.json"),
     ),
     (
         "openmdm-device-enrolled.json",
-        include_str!("samples/openmdm-device-enrolled.json"),
+        include_str!("openmdm-device-enrolled.json"),
     ),
     (
         "openmdm-security-tamper.json",
-        include_str!("samples/openmdm-security-tamper.json"),
+        include_str!("openmdm-security-tamper.json"),
     ),
 ];

@@ -10,7 +10,6 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use hmac::digest::block_api::CoreProxy;
 use hmac::{Hmac, KeyInit, Mac};
-use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
 type HmacSha256 = Hmac<Sha256>;
@@ -19,55 +18,7 @@ type HmacSha256 = Hmac<Sha256>;
 /// (80 bytes instead of 144; one per endpoint and key).
 type KeyedState = hmac::block_api::HmacCore<Sha256>;
 
-/// How requests to an endpoint are signed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SignatureScheme {
-    /// Standard Webhooks v1: `webhook-signature: v1,<base64>` over `id.timestamp.body`.
-    #[default]
-    Standard,
-    /// Mender iot-manager: `X-Men-Signature: <hex>` over the body, hex key.
-    Mender,
-    /// OpenMDM: `X-OpenMDM-Signature: sha256=<hex>` over the body.
-    Openmdm,
-    /// GitHub: `X-Hub-Signature-256: sha256=<hex>` over the body.
-    Github,
-    /// No signature header.
-    None,
-}
-
-impl SignatureScheme {
-    /// Every scheme, for CLIs and tests.
-    pub const ALL: [SignatureScheme; 5] = [
-        Self::Standard,
-        Self::Mender,
-        Self::Openmdm,
-        Self::Github,
-        Self::None,
-    ];
-
-    /// The lowercase name used in configuration.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Standard => "standard",
-            Self::Mender => "mender",
-            Self::Openmdm => "openmdm",
-            Self::Github => "github",
-            Self::None => "none",
-        }
-    }
-
-    /// Parses a configuration name.
-    pub fn parse(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|s| s.name() == name)
-    }
-}
-
-impl fmt::Display for SignatureScheme {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+pub use crate::config::SignatureScheme;
 
 /// Why a secret cannot be used. Never contains the secret.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -363,7 +314,7 @@ mod tests {
     use std::collections::HashMap;
 
     /// The shared vectors, embedded so the tests run from any directory.
-    const VECTORS: &str = include_str!("../../tests/data/signatures.json");
+    const VECTORS: &str = include_str!("../tests/data/signatures.json");
 
     fn vectors() -> Vec<serde_json::Value> {
         let v: serde_json::Value = serde_json::from_str(VECTORS).unwrap();
