@@ -317,6 +317,9 @@ pub struct MetricsConfig {
     pub listen: String,
     /// Label per-endpoint series with the endpoint id.
     pub per_endpoint_labels: bool,
+    /// Endpoints with series of their own; the others share
+    /// `endpoint="_other"`.
+    pub max_endpoint_series: usize,
 }
 
 impl Default for MetricsConfig {
@@ -324,6 +327,7 @@ impl Default for MetricsConfig {
         Self {
             listen: "127.0.0.1:9464".into(),
             per_endpoint_labels: true,
+            max_endpoint_series: 1000,
         }
     }
 }
@@ -708,6 +712,10 @@ impl Config {
         fail(
             "api.rotation_grace",
             outside_duration(self.api.rotation_grace.get(), ROTATION_GRACE),
+        )?;
+        fail(
+            "metrics.max_endpoint_series",
+            outside(self.metrics.max_endpoint_series, MAX_ENDPOINT_SERIES),
         )?;
         for (i, token) in self.api.tokens.iter().enumerate() {
             if token.token.is_none() && token.token_env.is_none() {
