@@ -5,7 +5,8 @@
 //! Grafana dashboard queries and every metric the alert rules use is there,
 //! every family has help text, and `promtool check metrics` finds nothing
 //! to say (when promtool is installed: `.ci/run` sets `PROMTOOL`, which
-//! makes it required). When an endpoint is deleted, its series go.
+//! makes it required). When an endpoint is deleted, its series go; when the
+//! pipeline stops, its partitions are revoked and their lag series go.
 
 mod common;
 
@@ -244,5 +245,11 @@ async fn every_metric_the_dashboard_queries_is_exposed() {
         "a deleted endpoint's series are gone:\n{text}"
     );
     assert!(text.contains("endpoint=\"healthy\""));
+    assert!(text.contains("hookstream_consumer_lag{topic=\"device-events\",partition=\"0\"}"));
     pipeline.shutdown().await.unwrap();
+    let text = scrape(port).await;
+    assert!(
+        !text.contains("hookstream_consumer_lag{"),
+        "the stopped pipeline's partitions were revoked: their lag is gone\n{text}"
+    );
 }
