@@ -213,7 +213,7 @@ pub async fn run(config: Config) -> Result<(), CommandError> {
         BrokerTarget::External(config.kafka.brokers.clone())
     };
     if !config.metrics.listen.is_empty() {
-        crate::metrics::install_exporter(&config.metrics.listen)?;
+        crate::metrics::install(&config.metrics)?;
         tracing::info!(listen = %config.metrics.listen, "metrics at /metrics");
     }
     let bootstrap = target.bootstrap().to_string();

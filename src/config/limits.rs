@@ -154,6 +154,11 @@ pub const ROTATION_GRACE: DurationRange = DurationRange {
     min: secs(1),
     max: secs(365 * DAY),
 };
+/// `metrics.max_endpoint_series`.
+pub const MAX_ENDPOINT_SERIES: Range<usize> = Range {
+    min: 1,
+    max: 100_000,
+};
 
 /// Length of an endpoint's `url`.
 pub const URL_LEN: Range<usize> = Range { min: 1, max: 2048 };

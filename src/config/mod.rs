@@ -399,6 +399,9 @@ pub struct MetricsConfig {
     pub listen: String,
     /// Label per-endpoint series with the endpoint id.
     pub per_endpoint_labels: bool,
+    /// Endpoints with series of their own; the others share
+    /// `endpoint="_other"`.
+    pub max_endpoint_series: usize,
 }
 
 impl Default for MetricsConfig {
@@ -406,6 +409,7 @@ impl Default for MetricsConfig {
         Self {
             listen: "127.0.0.1:9464".into(),
             per_endpoint_labels: true,
+            max_endpoint_series: 1000,
         }
     }
 }
@@ -803,6 +807,10 @@ impl Config {
             outside_duration(self.api.rotation_grace.get(), ROTATION_GRACE),
         )?;
         self.api.validate_limits()?;
+        fail(
+            "metrics.max_endpoint_series",
+            outside(self.metrics.max_endpoint_series, MAX_ENDPOINT_SERIES),
+        )?;
         for (i, token) in self.api.tokens.iter().enumerate() {
             if token.token.is_none() && token.token_env.is_none() {
                 return Err(ConfigError::new(

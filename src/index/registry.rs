@@ -106,6 +106,7 @@ impl EndpointRegistry {
             for id in ids {
                 map.remove(*id);
             }
+            crate::metrics::forget_endpoints(ids);
         }
         removed
     }

@@ -1,14 +1,27 @@
-//! Prometheus metrics of SPEC §7: names, pre-registered handles, exporter.
+//! Prometheus metrics: names, pre-registered handles, the `/metrics`
+//! exporter. Every metric is listed in `docs/metrics.md`.
 //!
 //! Owns metric names and labels. Stages hold the handles built here, so
 //! recording on the hot path is an atomic add, never a label lookup or an
-//! allocation per event.
+//! allocation per event. Pipeline-wide and per-topic metrics go through the
+//! `metrics` recorder; per-endpoint series ([`endpoint`]), consumer lag
+//! ([`consumer_lag`]), process metrics and build info ([`process`]) are
+//! kept and rendered here, so that they can be bounded and removed
+//! ([`exposition`] serves both).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+
+pub mod consumer_lag;
+pub mod endpoint;
+pub mod exposition;
+pub mod process;
+pub mod text;
+
+pub use exposition::render;
 
 /// Metric names, in one place for the dashboard and its test.
 pub mod names {
@@ -58,6 +71,50 @@ pub mod names {
     /// written twice, after a partition was read again) and settled
     /// without sending.
     pub const RETRY_COPIES: &str = "hookstream_retry_copies_total";
+    /// Always 1; labels `version`, `librdkafka`, `arch`, `os`.
+    pub const BUILD_INFO: &str = "hookstream_build_info";
+    /// User and system CPU time of the process.
+    pub const PROCESS_CPU: &str = "process_cpu_seconds_total";
+    /// Resident memory of the process.
+    pub const PROCESS_RESIDENT_MEMORY: &str = "process_resident_memory_bytes";
+    /// Virtual memory of the process.
+    pub const PROCESS_VIRTUAL_MEMORY: &str = "process_virtual_memory_bytes";
+    /// Open file descriptors.
+    pub const PROCESS_OPEN_FDS: &str = "process_open_fds";
+    /// Limit on open file descriptors.
+    pub const PROCESS_MAX_FDS: &str = "process_max_fds";
+    /// Start of the process, Unix seconds.
+    pub const PROCESS_START_TIME: &str = "process_start_time_seconds";
+
+    /// Every name above.
+    pub const ALL: [&str; 26] = [
+        EVENTS_CONSUMED,
+        EVENTS_INVALID,
+        DELIVERIES,
+        HTTP_RESPONSES,
+        DELIVERY_DURATION,
+        END_TO_END,
+        INFLIGHT,
+        INFLIGHT_DELIVERIES,
+        CONSUMER_LAG,
+        RETRY_DUE_LAG,
+        DLQ,
+        RATE_LIMITED,
+        ENDPOINTS,
+        OFFSETS_COMMITTED,
+        OFFSET_RESETS,
+        UNREADABLE_RECORDS,
+        PARTITIONS_STALLED,
+        SENDER_PANICS,
+        RETRY_COPIES,
+        BUILD_INFO,
+        PROCESS_CPU,
+        PROCESS_RESIDENT_MEMORY,
+        PROCESS_VIRTUAL_MEMORY,
+        PROCESS_OPEN_FDS,
+        PROCESS_MAX_FDS,
+        PROCESS_START_TIME,
+    ];
 }
 
 /// Histogram buckets in seconds, 1 ms to 60 s.
@@ -65,75 +122,107 @@ pub const SECONDS_BUCKETS: [f64; 16] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0,
 ];
 
-/// Starts the `/metrics` HTTP listener.
-pub fn install_exporter(listen: &str) -> Result<()> {
-    let addr: SocketAddr = listen
-        .parse()
-        .with_context(|| format!("metrics.listen `{listen}` is not an address"))?;
-    PrometheusBuilder::new()
-        .with_http_listener(addr)
-        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &SECONDS_BUCKETS)
-        .context("configuring histogram buckets")?
-        .install()
-        .with_context(|| format!("starting the metrics listener on {listen}"))?;
-    describe();
-    Ok(())
+/// Dead-letter reasons with a fixed name, whose counters exist (at 0)
+/// from the start so that alerts see their first increase. Responses
+/// dead-lettered at once add `http_<status>` as they come.
+pub const DLQ_REASONS: [&str; 8] = [
+    "exhausted",
+    "gone",
+    "invalid_event",
+    "unreadable_record",
+    "internal_error",
+    "endpoint_deleted",
+    "endpoint_disabled",
+    "destination_refused",
+];
+
+/// Starts the `/metrics` HTTP listener on `listen`, with at most 1000
+/// endpoints labelled on their own (`[metrics] max_endpoint_series`'s
+/// default). Returns the bound address.
+pub fn install_exporter(listen: &str) -> Result<SocketAddr> {
+    exposition::install(
+        listen,
+        crate::config::MetricsConfig::default().max_endpoint_series,
+    )
 }
 
+/// Starts the `/metrics` HTTP listener as `[metrics]` says (`listen`,
+/// `max_endpoint_series`). Returns the bound address.
+pub fn install(config: &crate::config::MetricsConfig) -> Result<SocketAddr> {
+    exposition::install(&config.listen, config.max_endpoint_series)
+}
+
+/// Help texts of the families the `metrics` recorder renders (the others
+/// carry theirs where they are rendered), and their series that exist
+/// before anything happened.
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
-    describe_counter!(names::EVENTS_CONSUMED, "Records consumed from input topics");
     describe_counter!(
-        names::OFFSET_RESETS,
-        "Fetch positions reset because retention removed records before they were consumed"
-    );
-    describe_counter!(
-        names::SENDER_PANICS,
-        "Panics in an endpoint's sender; what it held is dead-lettered as internal_error"
-    );
-    describe_counter!(
-        names::UNREADABLE_RECORDS,
-        "Records the consumer could not read (undecodable batches), dead-lettered as unreadable_record"
-    );
-    describe_counter!(
-        names::RETRY_COPIES,
-        "Copies of a delivery found on the retry tiers and settled without sending"
-    );
-    describe_gauge!(
-        names::PARTITIONS_STALLED,
-        "Assigned partitions that should be fetching and are not"
+        names::EVENTS_CONSUMED,
+        "Records consumed from input topics, by topic"
     );
     describe_counter!(
         names::EVENTS_INVALID,
-        "Records dead-lettered as invalid_event"
-    );
-    describe_counter!(names::DELIVERIES, "Delivery outcomes per endpoint");
-    describe_counter!(
-        names::HTTP_RESPONSES,
-        "HTTP responses per endpoint and class"
-    );
-    describe_histogram!(
-        names::DELIVERY_DURATION,
-        metrics::Unit::Seconds,
-        "HTTP exchange duration"
+        "Records dead-lettered as invalid_event, by topic"
     );
     describe_histogram!(
         names::END_TO_END,
         metrics::Unit::Seconds,
-        "First consume of the event to delivered, retries included"
+        "First consume of the event to delivered, retries included, in seconds"
+    );
+    describe_histogram!(
+        names::RETRY_DUE_LAG,
+        metrics::Unit::Seconds,
+        "How late retries are dispatched after their due time, by retry tier, in seconds"
     );
     describe_gauge!(names::INFLIGHT, "Events held in memory");
     describe_gauge!(
         names::INFLIGHT_DELIVERIES,
         "Deliveries of the events held in memory without a durable outcome yet"
     );
-    describe_counter!(names::DLQ, "Dead letters written");
-    describe_counter!(names::RATE_LIMITED, "Requests delayed by rate limits");
-    describe_counter!(names::OFFSETS_COMMITTED, "Partition offsets committed");
+    describe_counter!(names::DLQ, "Dead letters written, by reason");
+    describe_gauge!(
+        names::ENDPOINTS,
+        "Endpoints in this instance's index, by state (enabled, disabled)"
+    );
+    describe_counter!(
+        names::OFFSETS_COMMITTED,
+        "Partition offsets committed (one per partition per commit)"
+    );
+    describe_counter!(
+        names::OFFSET_RESETS,
+        "Fetch positions reset because retention removed records before they were consumed, by topic"
+    );
+    describe_counter!(
+        names::UNREADABLE_RECORDS,
+        "Records the consumer could not read (undecodable batches), dead-lettered as unreadable_record, by topic"
+    );
+    describe_gauge!(
+        names::PARTITIONS_STALLED,
+        "Assigned partitions that should be fetching and are not"
+    );
+    describe_counter!(
+        names::RETRY_COPIES,
+        "Copies of a delivery found on the retry tiers and settled without sending"
+    );
+    for reason in DLQ_REASONS {
+        counter!(names::DLQ, "reason" => reason).increment(0);
+    }
+}
+
+/// Removes the per-endpoint series of deleted endpoints (see
+/// [`endpoint::EndpointSeriesTable::forget`]).
+pub fn forget_endpoints(ids: &[&str]) {
+    if let Some(e) = exposition::installed() {
+        e.endpoints.forget(ids);
+    }
 }
 
 /// Per-endpoint handles. With `per_endpoint_labels = false` the endpoint
-/// label is `"*"` for all, bounding series at huge endpoint counts.
+/// label is `"*"` for all, bounding series at huge endpoint counts; with
+/// it, endpoints beyond `[metrics] max_endpoint_series` share the
+/// `endpoint="_other"` series ([`endpoint::OTHER`]). Before the exporter is
+/// installed the handles record nothing.
 #[derive(Debug, Clone)]
 pub struct EndpointMetrics {
     /// outcome="delivered"
@@ -144,7 +233,7 @@ pub struct EndpointMetrics {
     pub dead_lettered: Counter,
     /// outcome="deferred"
     pub deferred: Counter,
-    /// class="2xx".."5xx", and "error" for no response
+    /// class="1xx".."5xx", and "error" for no response
     pub responses: [Counter; 6],
     /// HTTP exchange duration.
     pub duration: Histogram,
@@ -157,33 +246,38 @@ pub struct EndpointMetrics {
 }
 
 impl EndpointMetrics {
-    /// Registers the handles of `endpoint_id`.
+    /// The handles of `endpoint_id` (registered on first use).
     pub fn new(endpoint_id: &str, per_endpoint_labels: bool) -> Self {
-        let id = if per_endpoint_labels {
-            endpoint_id.to_string()
-        } else {
-            "*".to_string()
+        let Some(exposition) = exposition::installed() else {
+            return Self {
+                delivered: Counter::noop(),
+                retry_scheduled: Counter::noop(),
+                dead_lettered: Counter::noop(),
+                deferred: Counter::noop(),
+                responses: std::array::from_fn(|_| Counter::noop()),
+                duration: Histogram::noop(),
+                rate_limited: Counter::noop(),
+                end_to_end: Histogram::noop(),
+                panics: Counter::noop(),
+            };
         };
-        let outcome =
-            |o: &'static str| counter!(names::DELIVERIES, "endpoint" => id.clone(), "outcome" => o);
-        let class = |c: &'static str| counter!(names::HTTP_RESPONSES, "endpoint" => id.clone(), "class" => c);
+        let label = if per_endpoint_labels {
+            endpoint_id
+        } else {
+            "*"
+        };
+        let s = exposition.endpoints.series(label);
+        let c = |a: &Arc<std::sync::atomic::AtomicU64>| Counter::from_arc(Arc::clone(a));
         Self {
-            delivered: outcome("delivered"),
-            retry_scheduled: outcome("retry_scheduled"),
-            dead_lettered: outcome("dead_lettered"),
-            deferred: outcome("deferred"),
-            responses: [
-                class("1xx"),
-                class("2xx"),
-                class("3xx"),
-                class("4xx"),
-                class("5xx"),
-                class("error"),
-            ],
-            duration: histogram!(names::DELIVERY_DURATION, "endpoint" => id.clone()),
-            rate_limited: counter!(names::RATE_LIMITED, "endpoint" => id.clone()),
+            delivered: c(&s.outcomes[0]),
+            retry_scheduled: c(&s.outcomes[1]),
+            dead_lettered: c(&s.outcomes[2]),
+            deferred: c(&s.outcomes[3]),
+            responses: std::array::from_fn(|i| c(&s.classes[i])),
+            duration: Histogram::from_arc(Arc::clone(&s.duration)),
+            rate_limited: c(&s.rate_limited),
             end_to_end: histogram!(names::END_TO_END),
-            panics: counter!(names::SENDER_PANICS, "endpoint" => id),
+            panics: c(&s.panics),
         }
     }
 
@@ -246,8 +340,13 @@ pub struct TopicMetrics {
 }
 
 impl TopicMetrics {
-    /// Registers the handles of `topic`.
+    /// Registers the handles of `topic` (input topics and retry tiers).
     pub fn new(topic: &str) -> Self {
+        // Counted elsewhere (librdkafka's callbacks, the unreadable-record
+        // path); registered here at 0 so that alerts see their first
+        // increase.
+        counter!(names::OFFSET_RESETS, "topic" => topic.to_string()).increment(0);
+        counter!(names::UNREADABLE_RECORDS, "topic" => topic.to_string()).increment(0);
         Self {
             consumed: counter!(names::EVENTS_CONSUMED, "topic" => topic.to_string()),
             invalid: counter!(names::EVENTS_INVALID, "topic" => topic.to_string(), "reason" => "invalid_event"),

@@ -222,8 +222,8 @@ impl ClientContext for SourceContext {
         }
     }
 
-    /// librdkafka's statistics (every `statistics.interval.ms`): consumer
-    /// lag per assigned partition.
+    /// librdkafka's statistics (every `statistics.interval.ms`): fetch
+    /// progress and consumer lag per assigned partition.
     fn stats(&self, statistics: rdkafka::Statistics) {
         let now = Instant::now();
         for (topic, t) in &statistics.topics {
@@ -244,14 +244,7 @@ impl ClientContext for SourceContext {
                     self.progress
                         .observe(id, position, p.hi_offset, fetching, now);
                 }
-                if *partition >= 0 && p.consumer_lag >= 0 {
-                    metrics::gauge!(
-                        crate::metrics::names::CONSUMER_LAG,
-                        "topic" => topic.clone(),
-                        "partition" => partition.to_string()
-                    )
-                    .set(p.consumer_lag as f64);
-                }
+                crate::metrics::consumer_lag::observe(topic, *partition, p.consumer_lag);
             }
         }
     }
@@ -282,6 +275,7 @@ impl ConsumerContext for SourceContext {
             "partitions revoked: draining"
         );
         let revoked = partitions_list(&self.topics, &partitions);
+        crate::metrics::consumer_lag::revoked(&revoked);
         self.settle_and_commit(consumer, partitions, lost);
         // They leave the assignment unpaused: librdkafka keeps a pause the
         // application made across revoke and assign, while the dispatcher
@@ -299,6 +293,7 @@ impl ConsumerContext for SourceContext {
         if let Rebalance::Assign(tpl) = rebalance {
             let partitions = self.ids(tpl);
             tracing::info!(partitions = partitions.len(), "partitions assigned");
+            crate::metrics::consumer_lag::assigned(tpl);
             self.joined.store(true, Ordering::Release);
             self.send(Inbound::Assigned(partitions));
         }
