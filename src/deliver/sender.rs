@@ -29,12 +29,13 @@ use super::request::{Outgoing, send_attempt, webhook_id};
 use crate::config::RateLimitConfig;
 use crate::core::AckToken;
 use crate::core::Payload;
+use crate::core::Reason;
 use crate::index::Endpoint;
 use crate::index::activity::{AttemptRecord, EndpointActivity, Outcome};
 use crate::metrics::EndpointMetrics;
-use crate::outcome::backoff::Backoff;
 use crate::outcome::circuit::Circuit;
 use crate::outcome::classify::{EndpointHealth, Verdict};
+use crate::outcome::policy::{self, Decision, RetryPolicy, Tried};
 use crate::retry::writer::{Completion, DeferralOf, OutcomeWriter, Stored};
 use crate::wire::headers::{History, now_ms};
 
@@ -146,17 +147,6 @@ impl Shared {
         self.room.notify_one();
         true
     }
-}
-
-/// When a failed delivery is tried again.
-#[derive(Debug, Clone, Copy)]
-pub struct RetryPolicy {
-    /// Backoff between attempts (its max also caps `Retry-After`).
-    pub backoff: Backoff,
-    /// Attempts in total, the first included.
-    pub max_attempts: u32,
-    /// Longest time from the first attempt during which retries are made.
-    pub retry_window: Duration,
 }
 
 /// Services every sender shares, built once per pipeline.
@@ -554,9 +544,6 @@ fn panicked(shared: &Shared, panic: &(dyn std::any::Any + Send)) {
     }
 }
 
-/// The `hookstream-reason` of deliveries a panic interrupted.
-const INTERNAL_ERROR: &str = "internal_error";
-
 /// Deliveries a task holds that have no outcome yet. Handing one on (to
 /// the writer, to an attempt's task, to the acks) takes it out; whatever is
 /// still here when the holder is dropped, which only happens when it
@@ -601,10 +588,10 @@ impl Drop for InHand {
                 endpoint: endpoint.id(),
                 attempt: d.attempt,
                 first_ms: d.first_ms.unwrap_or_else(now_ms),
-                last_status: INTERNAL_ERROR,
+                last_status: Reason::InternalError.as_str(),
                 last_error: "an internal error (panic) in the endpoint's sender",
             };
-            dead_letter(&self.shared, d, &h, INTERNAL_ERROR);
+            dead_letter(&self.shared, d, &h, Reason::InternalError);
         }
     }
 }
@@ -676,7 +663,7 @@ async fn deliver(shared: &Arc<Shared>, batch: Vec<Delivery>) {
                 last_error: refusal.why,
                 ..history(&d)
             };
-            dead_letter(shared, d, &h, refusal.reason.as_str());
+            dead_letter(shared, d, &h, refusal.reason);
         }
         return;
     }
@@ -720,17 +707,27 @@ async fn deliver(shared: &Arc<Shared>, batch: Vec<Delivery>) {
     .await;
     shared.metrics.response(report.status);
     shared.metrics.duration.record(report.latency.as_secs_f64());
+    let policy = shared.deps.policy;
+    let decide = |d: &Delivery| {
+        let tried = Tried {
+            attempt: d.attempt,
+            first_ms: d.first_ms.unwrap_or(now),
+        };
+        let decision =
+            policy::after_attempt(&report.verdict, tried, &policy, now_ms(), rand::random());
+        (tried, decision)
+    };
     shared.activity.record_attempt(AttemptRecord {
         time_ms: now,
         event_id: joined_ids,
         webhook_id: wid,
         attempt: hand.deliveries[0].attempt + 1,
         status: report.status,
-        outcome: match &report.verdict {
-            Verdict::Delivered => Outcome::Delivered,
-            Verdict::Retry { .. } => Outcome::RetryScheduled,
-            Verdict::Defer => Outcome::Deferred,
-            _ => Outcome::DeadLettered,
+        outcome: match decide(&hand.deliveries[0]).1 {
+            Decision::Delivered => Outcome::Delivered,
+            Decision::Retry { .. } => Outcome::RetryScheduled,
+            Decision::Defer { .. } => Outcome::Deferred,
+            Decision::DeadLetter { .. } | Decision::Disable { .. } => Outcome::DeadLettered,
         },
         latency_ms: report.latency.as_secs_f64() * 1000.0,
         error: report.last_error.clone(),
@@ -745,73 +742,58 @@ async fn deliver(shared: &Arc<Shared>, batch: Vec<Delivery>) {
         // A local failure says nothing about the endpoint.
         EndpointHealth::Unknown => {}
     }
-    let failed = |d: &Delivery, counts_attempt: bool| History {
-        attempt: d.attempt + u32::from(counts_attempt),
-        last_status: &report.last_status,
-        last_error: &report.last_error,
-        ..history(d)
-    };
-    match &report.verdict {
-        Verdict::Delivered => {
-            count(shared, Outcome::Delivered, hand.deliveries.len() as u64);
-            while let Some(d) = hand.pop() {
-                let age = d.event.consumed_at().elapsed().as_secs_f64()
-                    + retry_age_secs(&d.event, d.first_ms.unwrap_or(now));
-                shared.metrics.end_to_end.record(age);
-                let _ = shared.deps.acks.send(d.token);
-            }
+    if matches!(report.verdict, Verdict::Defer) {
+        tracing::debug!(endpoint = %endpoint.id(), error = %report.last_error, "attempt not made for a local reason: deferring");
+    }
+    if matches!(report.verdict, Verdict::Delivered) {
+        count(shared, Outcome::Delivered, hand.deliveries.len() as u64);
+    }
+    while let Some(d) = hand.pop() {
+        let (tried, decision) = decide(&d);
+        let h = History {
+            attempt: decision.attempt(tried),
+            first_ms: tried.first_ms,
+            last_status: &report.last_status,
+            last_error: &report.last_error,
+            ..history(&d)
+        };
+        carry_out(shared, endpoint, d, &h, decision);
+    }
+}
+
+/// Does what the policy decided for one delivery: settle it, or store it on
+/// a tier or the DLQ (it settles once stored).
+fn carry_out(
+    shared: &Arc<Shared>,
+    endpoint: &Endpoint,
+    d: Delivery,
+    history: &History<'_>,
+    decision: Decision,
+) {
+    match decision {
+        Decision::Delivered => {
+            let age = d.event.consumed_at().elapsed().as_secs_f64()
+                + retry_age_secs(&d.event, history.first_ms);
+            shared.metrics.end_to_end.record(age);
+            let _ = shared.deps.acks.send(d.token);
         }
-        Verdict::Retry {
-            after,
-            counts_attempt,
-        } => {
-            while let Some(d) = hand.pop() {
-                let h = failed(&d, *counts_attempt);
-                let age = Duration::from_millis((now_ms() - h.first_ms).max(0) as u64);
-                if h.attempt >= shared.deps.policy.max_attempts
-                    || age >= shared.deps.policy.retry_window
-                {
-                    dead_letter(shared, d, &h, "exhausted");
-                    continue;
-                }
-                let delay = after.unwrap_or_else(|| {
-                    shared
-                        .deps
-                        .policy
-                        .backoff
-                        .delay(h.attempt.max(1), rand::random::<f64>())
-                });
-                let done = settle(shared, d.token, Outcome::RetryScheduled);
-                shared.deps.writer.retry(&d.event, &h, delay, done);
-            }
+        Decision::Retry { delay, .. } => {
+            let done = settle(shared, d.token, Outcome::RetryScheduled);
+            shared.deps.writer.retry(&d.event, history, delay, done);
         }
-        Verdict::Gone => {
+        // No attempt used, due one first circuit interval from now (not
+        // random, so due times on the tier partition rise in write order,
+        // as for circuit deferrals).
+        Decision::Defer { delay } => defer(shared, d, delay, LOCAL_FAILURE),
+        Decision::DeadLetter { reason, .. } => dead_letter(shared, d, history, reason),
+        Decision::Disable { .. } => {
             if !shared.gone.swap(true, Ordering::Relaxed) {
                 tracing::warn!(endpoint = %endpoint.id(), "endpoint answered 410 Gone: disabled");
                 if let Some(hook) = &shared.deps.on_gone {
                     (hook.0)(endpoint.id());
                 }
             }
-            while let Some(d) = hand.pop() {
-                let h = failed(&d, true);
-                dead_letter(shared, d, &h, "gone");
-            }
-        }
-        Verdict::DeadLetter(reason) => {
-            while let Some(d) = hand.pop() {
-                let h = failed(&d, true);
-                dead_letter(shared, d, &h, reason);
-            }
-        }
-        Verdict::Defer => {
-            // This process could not make the attempt (out of descriptors,
-            // buffers or memory): no attempt used, due one first circuit
-            // interval from now (not random, so due times on the tier
-            // partition rise in write order, as for circuit deferrals).
-            tracing::debug!(endpoint = %endpoint.id(), error = %report.last_error, "attempt not made for a local reason: deferring");
-            while let Some(d) = hand.pop() {
-                defer(shared, d, shared.deps.circuit_base, LOCAL_FAILURE);
-            }
+            dead_letter(shared, d, history, Reason::Gone);
         }
     }
 }
@@ -873,7 +855,7 @@ fn defer(shared: &Arc<Shared>, delivery: Delivery, delay: Duration, why: &'stati
 }
 
 /// Dead-letters a delivery; it settles once stored.
-fn dead_letter(shared: &Arc<Shared>, delivery: Delivery, history: &History<'_>, reason: &str) {
+fn dead_letter(shared: &Arc<Shared>, delivery: Delivery, history: &History<'_>, reason: Reason) {
     let done = settle(shared, delivery.token, Outcome::DeadLettered);
     shared
         .deps

@@ -9,6 +9,8 @@
 
 use std::time::{Duration, SystemTime};
 
+use crate::core::Reason;
+
 /// How an attempt failed before any response arrived.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TransportFailure {
@@ -80,7 +82,7 @@ pub enum Verdict {
     /// 410 Gone: disable the endpoint and dead-letter (reason `gone`).
     Gone,
     /// Dead-letter at once with this reason.
-    DeadLetter(String),
+    DeadLetter(Reason),
     /// The attempt was not made for a reason of this process's own
     /// ([`TransportFailure::Local`]): defer the delivery to a retry tier
     /// without using an attempt, as a circuit-open deferral does.
@@ -115,7 +117,7 @@ impl Verdict {
 pub fn classify(result: AttemptResult<'_>, cap: Duration, now: SystemTime) -> Verdict {
     match result {
         AttemptResult::Transport(TransportFailure::Refused) => {
-            Verdict::DeadLetter("destination_refused".into())
+            Verdict::DeadLetter(Reason::DestinationRefused)
         }
         AttemptResult::Transport(TransportFailure::Local) => Verdict::Defer,
         AttemptResult::Transport(_) => Verdict::Retry {
@@ -137,7 +139,7 @@ pub fn classify(result: AttemptResult<'_>, cap: Duration, now: SystemTime) -> Ve
                     counts_attempt: status != 429 && after.is_none(),
                 }
             }
-            other => Verdict::DeadLetter(format!("http_{other}")),
+            other => Verdict::DeadLetter(Reason::Http(other)),
         },
     }
 }
@@ -150,17 +152,6 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     }
     let when = httpdate::parse_http_date(value).ok()?;
     Some(when.duration_since(now).unwrap_or(Duration::ZERO))
-}
-
-/// Class label of a status for metrics: `2xx`, `4xx`, ...
-pub fn status_class(status: u16) -> &'static str {
-    match status {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        _ => "5xx",
-    }
 }
 
 #[cfg(test)]
@@ -256,10 +247,10 @@ mod tests {
     #[test]
     fn gone_and_permanent_codes() {
         assert_eq!(status(410, None), Verdict::Gone);
-        assert_eq!(status(400, None), Verdict::DeadLetter("http_400".into()));
-        assert_eq!(status(404, None), Verdict::DeadLetter("http_404".into()));
-        assert_eq!(status(301, None), Verdict::DeadLetter("http_301".into()));
-        assert_eq!(status(501, None), Verdict::DeadLetter("http_501".into()));
+        assert_eq!(status(400, None), Verdict::DeadLetter(Reason::Http(400)));
+        assert_eq!(status(404, None), Verdict::DeadLetter(Reason::Http(404)));
+        assert_eq!(status(301, None), Verdict::DeadLetter(Reason::Http(301)));
+        assert_eq!(status(501, None), Verdict::DeadLetter(Reason::Http(501)));
     }
 
     #[test]
@@ -283,7 +274,7 @@ mod tests {
                 CAP,
                 SystemTime::now()
             ),
-            Verdict::DeadLetter("destination_refused".into())
+            Verdict::DeadLetter(Reason::DestinationRefused)
         );
     }
 

@@ -845,7 +845,7 @@ impl Dispatcher {
         self.writer.dead_letter(
             event,
             &history,
-            reason.as_str(),
+            reason,
             Box::new(move |_| {
                 let _ = acks.send(token);
             }),

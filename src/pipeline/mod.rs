@@ -19,10 +19,11 @@ use tokio::task::JoinHandle;
 use crate::config::{Config, ConfigError};
 use crate::deliver::client::HttpClients;
 use crate::deliver::host::HostLimits;
-use crate::deliver::sender::{GoneHook, RetryPolicy, SenderDeps};
+use crate::deliver::sender::{GoneHook, SenderDeps};
 use crate::index::{Endpoint, EndpointRegistry, EndpointStore};
 use crate::kafka::{self, EmbeddedBroker};
 use crate::outcome::backoff::{Backoff, RetryTiers};
+use crate::outcome::policy::RetryPolicy;
 use crate::retry::writer::OutcomeWriter;
 use crate::source::consumer::SourceConsumer;
 use crate::source::extract::Extractor;
@@ -204,6 +205,8 @@ impl Pipeline {
         let (acks_tx, acks_rx) = mpsc::unbounded_channel();
         let writer_handle = writer.clone();
         let backoff = Backoff::new(&config.delivery.backoff);
+        let circuit_base =
+            crate::outcome::circuit::first_open_interval(tiers.delay(0), backoff.max());
         let deps = Arc::new(SenderDeps {
             clients,
             hosts: HostLimits::new(config.delivery.max_connections_per_host),
@@ -213,12 +216,10 @@ impl Pipeline {
                 backoff,
                 max_attempts: config.delivery.max_attempts,
                 retry_window: config.delivery.retry_window.get(),
+                local_failure_delay: circuit_base,
             },
             per_endpoint_labels: config.metrics.per_endpoint_labels,
-            circuit_base: crate::outcome::circuit::first_open_interval(
-                tiers.delay(0),
-                backoff.max(),
-            ),
+            circuit_base,
             shared_metrics: std::sync::OnceLock::new(),
             on_gone,
         });

@@ -31,6 +31,7 @@ use tokio::sync::{Notify, mpsc};
 
 use crate::config::Config;
 use crate::core::Payload;
+use crate::core::Reason;
 use crate::outcome::backoff::RetryTiers;
 use crate::wire::batch::{BatchEncoder, MAX_BATCH_BYTES, MAX_BATCH_ENTRIES, MAX_ENTRY_BYTES};
 use crate::wire::headers::{
@@ -67,7 +68,7 @@ struct Write {
     target: Target,
     payload: Body,
     /// The dead-letter reason (DLQ writes), for the metric and the summary.
-    reason: Option<Box<str>>,
+    reason: Option<Reason>,
     /// Failed sends so far (for the pause before the next).
     failures: u32,
     /// The tier partition of the record's endpoint (`None`: by key).
@@ -270,7 +271,7 @@ impl WriteContext {
         let stored = match target {
             Target::Tier(tier) => Stored::Retry { tier },
             Target::Dlq => {
-                let reason = reason.as_deref().unwrap_or("unknown");
+                let reason = reason.map_or("unknown", |r| r.as_str());
                 crate::metrics::dead_letter(reason);
                 if let Ok(mut c) = self.dead_since_summary.lock() {
                     *c.entry(reason.to_string()).or_default() += 1;
@@ -332,7 +333,7 @@ impl WriteContext {
                     // Too large for its tier: dead-lettered as exhausted,
                     // with the headers it has and the reason.
                     write.target = Target::Dlq;
-                    write.reason = Some("exhausted".into());
+                    write.reason = Some(Reason::Exhausted);
                     let now = now_ms().to_string();
                     headers
                         .insert(Header {
@@ -827,10 +828,10 @@ impl OutcomeWriter {
         &self,
         event: &Payload,
         history: &History<'_>,
-        reason: &str,
+        reason: Reason,
         done: Completion,
     ) {
-        let headers = dead_letter_headers(event, history, reason, now_ms(), None);
+        let headers = dead_letter_headers(event, history, reason.as_str(), now_ms(), None);
         let write = Box::new(Write {
             target: Target::Dlq,
             payload: Body::One {
@@ -838,7 +839,7 @@ impl OutcomeWriter {
                 with_value: true,
                 done,
             },
-            reason: Some(reason.into()),
+            reason: Some(reason),
             failures: 0,
             partition: None,
         });
