@@ -142,11 +142,6 @@ impl AckTracker {
         acks.committable()
     }
 
-    /// Whether `partition` is tracked.
-    pub fn is_assigned(&self, partition: PartitionId) -> bool {
-        self.partitions.contains_key(&partition)
-    }
-
     /// Registers a record; `None` when its partition is not assigned or the
     /// record is a re-fetch (see [`PartitionAcks::register`]).
     pub fn register(
@@ -237,11 +232,6 @@ impl AckTracker {
         self.partitions
             .get(&partition)
             .map_or(0, |(_, a)| a.unsettled())
-    }
-
-    /// Assigned partitions.
-    pub fn partitions(&self) -> impl Iterator<Item = PartitionId> + '_ {
-        self.partitions.keys().copied()
     }
 }
 

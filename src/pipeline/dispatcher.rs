@@ -10,7 +10,7 @@
 //! deadline); the pipeline through running → stopping (drain, final commit)
 //! → stopped.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -892,26 +892,10 @@ impl Dispatcher {
     /// Commits what is settled: handed to the background committer while
     /// running (`wait` false), committed and waited for at shutdown.
     fn commit(&mut self, wait: bool) {
-        let failed: HashSet<PartitionId> =
-            self.source.failed_commits().take().into_iter().collect();
-        if !failed.is_empty() {
-            self.tracker.retry_commits(&failed);
-        }
-        let offsets = self.tracker.take_commits();
-        if offsets.is_empty() {
-            return;
-        }
-        if !wait {
-            self.count_commits(offsets.len());
-            self.source.commit_in_background(offsets);
-            return;
-        }
-        match self.source.commit_now(&offsets) {
-            Ok(()) => self.count_commits(offsets.len()),
-            Err((e, failed)) => {
-                tracing::warn!(error = %e, "offset commit failed; these records will be delivered again after restart");
-                self.count_commits(offsets.len() - failed.len());
-            }
-        }
+        let n = self
+            .source
+            .committer()
+            .commit_settled(&mut self.tracker, wait);
+        self.count_commits(n);
     }
 }

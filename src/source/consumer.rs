@@ -25,6 +25,8 @@ use anyhow::{Context, Result};
 use bytes::Bytes;
 use rdkafka::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+
+use crate::commit::{CommitRefused, Committer, OffsetCommit};
 use rdkafka::error::KafkaError;
 use tokio::sync::mpsc;
 
@@ -57,21 +59,19 @@ pub struct SourceConsumer {
     topics: TopicTable,
     stop: Arc<AtomicBool>,
     progress: Arc<FetchProgress>,
-    failed_commits: Arc<FailedCommits>,
-    committer: Arc<Committer>,
-    /// Offsets for the background committer thread.
-    to_commit: Option<std::sync::mpsc::Sender<Vec<(PartitionId, i64)>>>,
-    committer_thread: Option<thread::JoinHandle<()>>,
+    members_of: Arc<MemberCommits>,
+    committer: Committer,
 }
 
-/// Commits offsets through the member that reads each partition.
-struct Committer {
+/// Commits offsets (and pauses, resumes) through the member that reads
+/// each partition.
+struct MemberCommits {
     /// The members' consumers, `[inputs]` or `[inputs, tiers]`.
     consumers: Vec<Arc<BaseConsumer<SourceContext>>>,
     topics: TopicTable,
 }
 
-impl Committer {
+impl MemberCommits {
     /// The consumer of the member that reads `partition`'s topic.
     fn consumer_of(&self, partition: PartitionId) -> &Arc<BaseConsumer<SourceContext>> {
         let tier = self.topics.tier_of(partition.topic).is_some();
@@ -94,60 +94,21 @@ impl Committer {
         }
         out
     }
+}
 
-    /// Commits `offsets` and waits for the broker's answer. On failure,
-    /// the partitions whose commit was not made come back with the error.
-    fn commit(&self, offsets: &[(PartitionId, i64)]) -> Result<(), (KafkaError, Vec<PartitionId>)> {
-        let mut failure: Option<(KafkaError, Vec<PartitionId>)> = None;
+impl OffsetCommit for MemberCommits {
+    fn commit(&self, offsets: &[(PartitionId, i64)]) -> Result<(), CommitRefused> {
+        let mut failure: Option<CommitRefused> = None;
         for (consumer, list) in self.by_member(offsets, |(p, _)| *p) {
             if let Err(e) = consumer.commit(&offsets_list(&self.topics, &list), CommitMode::Sync) {
-                let failed = failure.get_or_insert_with(|| (e, Vec::new()));
-                failed.1.extend(list.iter().map(|(p, _)| *p));
+                let failed = failure.get_or_insert_with(|| CommitRefused {
+                    error: e.to_string(),
+                    partitions: Vec::new(),
+                });
+                failed.partitions.extend(list.iter().map(|(p, _)| *p));
             }
         }
         failure.map_or(Ok(()), Err)
-    }
-}
-
-/// Partitions whose last background commit was refused (librdkafka does
-/// not retry a commit refused during a rebalance): the dispatcher offers
-/// their offsets again at its next commit.
-#[derive(Debug, Default)]
-pub struct FailedCommits {
-    partitions: std::sync::Mutex<Vec<PartitionId>>,
-    /// When a failure was last logged (at most one line every few seconds).
-    last_logged: std::sync::Mutex<Option<Instant>>,
-}
-
-impl FailedCommits {
-    fn add(&self, partitions: impl IntoIterator<Item = PartitionId>, error: &str) {
-        let mut list = match self.partitions.lock() {
-            Ok(l) => l,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        let before = list.len();
-        list.extend(partitions);
-        let added = list.len() - before;
-        drop(list);
-        if added == 0 {
-            return;
-        }
-        let mut last = match self.last_logged.lock() {
-            Ok(l) => l,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) {
-            *last = Some(Instant::now());
-            tracing::warn!(partitions = added, %error, "offset commit refused; committing again at the next interval");
-        }
-    }
-
-    /// Takes the partitions whose commit failed since the last call.
-    pub fn take(&self) -> Vec<PartitionId> {
-        match self.partitions.lock() {
-            Ok(mut l) => std::mem::take(&mut *l),
-            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
-        }
     }
 }
 
@@ -236,33 +197,6 @@ fn adopt_tier_offsets(
     }
 }
 
-/// The background committer: commits what the dispatcher hands it, one
-/// synchronous commit at a time (requests that queued up meanwhile are
-/// merged, the highest offset of each partition kept), and notes refused
-/// partitions in `failed` so the dispatcher offers them again. (An
-/// asynchronous librdkafka commit would report nothing: its result reaches
-/// no callback unless one is set on the native configuration, and a commit
-/// refused during a rebalance is not retried by librdkafka.)
-fn commit_loop(
-    committer: &Committer,
-    requests: std::sync::mpsc::Receiver<Vec<(PartitionId, i64)>>,
-    failed: &FailedCommits,
-) {
-    while let Ok(first) = requests.recv() {
-        let mut latest: std::collections::BTreeMap<PartitionId, i64> = first.into_iter().collect();
-        while let Ok(more) = requests.try_recv() {
-            for (p, o) in more {
-                let entry = latest.entry(p).or_insert(o);
-                *entry = (*entry).max(o);
-            }
-        }
-        let offsets: Vec<(PartitionId, i64)> = latest.into_iter().collect();
-        if let Err((e, partitions)) = committer.commit(&offsets) {
-            failed.add(partitions, &e.to_string());
-        }
-    }
-}
-
 impl SourceConsumer {
     /// Subscribes one member to `config.kafka.topics` and one to the retry
     /// tiers of `topics`, and starts polling each on its own thread.
@@ -276,7 +210,6 @@ impl SourceConsumer {
         let (tx, rx) = mpsc::channel(INBOUND_MESSAGES);
         let stop = Arc::new(AtomicBool::new(false));
         let progress = Arc::new(FetchProgress::default());
-        let failed_commits = Arc::new(FailedCommits::default());
         let names = |range: std::ops::Range<usize>| -> Vec<String> {
             topics.names()[range]
                 .iter()
@@ -350,29 +283,20 @@ impl SourceConsumer {
                 joined,
             });
         }
-        let committer = Arc::new(Committer {
+        let members_of = Arc::new(MemberCommits {
             consumers: members.iter().map(|m| Arc::clone(&m.consumer)).collect(),
             topics: topics.clone(),
         });
-        let (to_commit, requests) = std::sync::mpsc::channel();
-        let committer_thread = {
-            let committer = Arc::clone(&committer);
-            let failed = Arc::clone(&failed_commits);
-            thread::Builder::new()
-                .name("committer".into())
-                .spawn(move || commit_loop(&committer, requests, &failed))
-                .context("spawning the committer thread")?
-        };
+        let committer = Committer::start(Arc::clone(&members_of) as Arc<dyn OffsetCommit>)
+            .context("spawning the committer thread")?;
         Ok((
             Self {
                 members,
                 topics,
                 stop,
                 progress,
-                failed_commits,
+                members_of,
                 committer,
-                to_commit: Some(to_commit),
-                committer_thread: Some(committer_thread),
             },
             rx,
         ))
@@ -388,9 +312,9 @@ impl SourceConsumer {
         &self.progress
     }
 
-    /// Partitions whose last asynchronous commit failed.
-    pub fn failed_commits(&self) -> &FailedCommits {
-        &self.failed_commits
+    /// Commits offsets through these consumers.
+    pub fn committer(&self) -> &Committer {
+        &self.committer
     }
 
     /// Whether every member got its first assignment: the instance has
@@ -403,7 +327,7 @@ impl SourceConsumer {
 
     /// Stops fetching `partitions`.
     pub fn pause(&self, partitions: &[PartitionId]) -> Result<(), KafkaError> {
-        for (consumer, list) in self.committer.by_member(partitions, |p| *p) {
+        for (consumer, list) in self.members_of.by_member(partitions, |p| *p) {
             consumer.pause(&partitions_list(&self.topics, &list))?;
         }
         Ok(())
@@ -411,29 +335,10 @@ impl SourceConsumer {
 
     /// Fetches `partitions` again.
     pub fn resume(&self, partitions: &[PartitionId]) -> Result<(), KafkaError> {
-        for (consumer, list) in self.committer.by_member(partitions, |p| *p) {
+        for (consumer, list) in self.members_of.by_member(partitions, |p| *p) {
             consumer.resume(&partitions_list(&self.topics, &list))?;
         }
         Ok(())
-    }
-
-    /// Hands `offsets` (the next offset to read of each partition) to the
-    /// background committer; partitions whose commit is refused show up in
-    /// [`failed_commits`](Self::failed_commits).
-    pub fn commit_in_background(&self, offsets: Vec<(PartitionId, i64)>) {
-        if let Some(tx) = &self.to_commit {
-            let _ = tx.send(offsets);
-        }
-    }
-
-    /// Commits `offsets` now and waits for the answer (shutdown). On
-    /// failure, the partitions whose commit was not made come back with
-    /// the error.
-    pub fn commit_now(
-        &self,
-        offsets: &[(PartitionId, i64)],
-    ) -> Result<(), (KafkaError, Vec<PartitionId>)> {
-        self.committer.commit(offsets)
     }
 
     /// Asks the poll threads to stop taking records.
@@ -445,10 +350,7 @@ impl SourceConsumer {
     /// runtime).
     pub fn close(mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        drop(self.to_commit.take());
-        if let Some(t) = self.committer_thread.take() {
-            let _ = t.join();
-        }
+        self.committer.stop();
         for member in &mut self.members {
             if let Some(t) = member.thread.take() {
                 let _ = t.join();

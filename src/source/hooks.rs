@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::commit::{CommitRefused, commit_revoked};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::{ClientContext, TopicPartitionList};
 
@@ -158,29 +159,14 @@ impl SourceContext {
         }) {
             return;
         }
-        let answers = if lost { 1 } else { 2 };
-        let deadline = Instant::now() + self.revoke_wait;
-        for _ in 0..answers {
-            let wait = deadline.saturating_duration_since(Instant::now());
-            match answer.recv_timeout(wait) {
-                Ok(offsets) if !offsets.is_empty() && !lost => {
-                    let tpl = offsets_list(&self.topics, &offsets);
-                    match consumer.commit(&tpl, CommitMode::Sync) {
-                        Ok(()) => tracing::debug!(?offsets, "revoked partitions committed"),
-                        Err(e) => {
-                            tracing::warn!(error = %e, "committing revoked partitions failed; their records will be delivered again")
-                        }
-                    }
-                }
-                Ok(_) => {}
-                Err(_) => {
-                    tracing::warn!(
-                        "no drain answer for revoked partitions; their in-flight records will be delivered again"
-                    );
-                    break;
-                }
-            }
-        }
+        commit_revoked(&answer, lost, self.revoke_wait, |offsets| {
+            consumer
+                .commit(&offsets_list(&self.topics, offsets), CommitMode::Sync)
+                .map_err(|e| CommitRefused {
+                    error: e.to_string(),
+                    partitions: offsets.iter().map(|(p, _)| *p).collect(),
+                })
+        });
     }
 }
 
