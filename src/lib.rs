@@ -9,12 +9,14 @@
 //! and [`cmd`] back the CLI commands.
 
 pub mod api;
+#[cfg(feature = "dev-tools")]
 pub mod bench;
 pub mod cmd;
 pub mod commit;
 pub mod config;
 pub mod core;
 pub mod deliver;
+#[cfg(feature = "dev-tools")]
 pub mod demo;
 pub mod guard;
 pub mod index;

@@ -48,6 +48,7 @@ enum Command {
         config: PathBuf,
     },
     /// Run everything embedded: broker, receivers, events, pipeline.
+    #[cfg(feature = "dev-tools")]
     Demo {
         /// Events to generate.
         #[arg(long, default_value_t = 2000)]
@@ -57,6 +58,7 @@ enum Command {
         rate: f64,
     },
     /// Measure the pipeline against its baselines (raw consume, raw HTTP).
+    #[cfg(feature = "dev-tools")]
     Bench {
         /// Scenarios: a (single), b (batch), c (fan-out), d (big index),
         /// e (dead neighbour), f (retry timing), or all.
@@ -180,6 +182,7 @@ fn init_logging(format: LogFormat) {
     }
 }
 
+#[cfg(feature = "dev-tools")]
 /// `demo --events N --rate R` within their documented ranges (a rate of 0
 /// means as fast as possible).
 fn check_demo_args(events: u64, rate: f64) -> Result<(), CommandError> {
@@ -202,6 +205,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, CommandError> {
         .map_err(|e| CommandError::Runtime(anyhow::anyhow!("starting the async runtime: {e}")))
 }
 
+#[cfg(feature = "dev-tools")]
 fn run_bench(
     scenario: &str,
     events: u64,
@@ -301,12 +305,14 @@ fn main() -> ExitCode {
                 result
             })
         }
+        #[cfg(feature = "dev-tools")]
         Command::Demo { events, rate } => {
             init_logging(cli.log_format);
             check_demo_args(events, rate)
                 .and_then(|()| runtime())
                 .and_then(|rt| rt.block_on(hookstream::demo::run(events, rate)))
         }
+        #[cfg(feature = "dev-tools")]
         Command::Bench {
             scenario,
             events,
