@@ -70,13 +70,6 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    const ALL: [Outcome; 4] = [
-        Self::Delivered,
-        Self::RetryScheduled,
-        Self::DeadLettered,
-        Self::Deferred,
-    ];
-
     fn index(self) -> usize {
         self as usize
     }
@@ -271,11 +264,6 @@ impl EndpointActivity {
             latency_p90_ms: pct(0.90),
             latency_p99_ms: pct(0.99),
         }
-    }
-
-    /// Outcome counts, for progress displays.
-    pub fn outcome_counts(&self) -> [(Outcome, u64); 4] {
-        Outcome::ALL.map(|o| (o, self.outcomes[o.index()].load(Ordering::Relaxed)))
     }
 }
 

@@ -831,7 +831,7 @@ impl OutcomeWriter {
         reason: Reason,
         done: Completion,
     ) {
-        let headers = dead_letter_headers(event, history, reason.as_str(), now_ms(), None);
+        let headers = dead_letter_headers(event, history, reason.as_str(), now_ms());
         let write = Box::new(Write {
             target: Target::Dlq,
             payload: Body::One {

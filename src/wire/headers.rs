@@ -3,8 +3,6 @@
 //!
 //! Pure: builds and parses headers, never produces.
 
-use std::borrow::Cow;
-
 use rdkafka::message::{Header, OwnedHeaders};
 
 use crate::core::{Payload, RecordHeaders, RetryMeta};
@@ -146,7 +144,6 @@ pub fn dead_letter_headers(
     history: &History<'_>,
     reason: &str,
     now_ms: i64,
-    note: Option<&str>,
 ) -> OwnedHeaders {
     let (mut attempt, mut now, mut first) = (
         itoa::Buffer::new(),
@@ -156,11 +153,7 @@ pub fn dead_letter_headers(
     let now = now.format(now_ms);
     let source = event.source();
     let id = event.id();
-    let last_error: Cow<'_, str> = match note {
-        Some(n) if history.last_error.is_empty() => Cow::Borrowed(n),
-        Some(n) => Cow::Owned(format!("{}; {n}", history.last_error)),
-        None => Cow::Borrowed(history.last_error),
-    };
+    let last_error = history.last_error;
     let mut extra: Vec<(&str, &[u8])> = Vec::with_capacity(11);
     if !history.endpoint.is_empty() {
         extra.push((header::ENDPOINT, history.endpoint.as_bytes()));
