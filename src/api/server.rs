@@ -342,10 +342,7 @@ struct Held {
 
 impl Held {
     fn lock(&self) -> MutexGuard<'_, HashMap<u64, Arc<Conn>>> {
-        match self.conns.lock() {
-            Ok(c) => c,
-            Err(poisoned) => poisoned.into_inner(),
-        }
+        crate::core::lock(&self.conns)
     }
 
     /// Asks the connection that has waited longest without a request in

@@ -14,10 +14,7 @@ static PANICS: Mutex<Option<HashMap<String, u32>>> = Mutex::new(None);
 /// process. For tests only.
 #[doc(hidden)]
 pub fn inject_sender_panics(endpoint: &str, times: u32) {
-    let mut panics = match PANICS.lock() {
-        Ok(p) => p,
-        Err(poisoned) => poisoned.into_inner(),
-    };
+    let mut panics = crate::core::lock(&PANICS);
     panics
         .get_or_insert_with(HashMap::new)
         .insert(endpoint.to_string(), times);
@@ -30,10 +27,7 @@ pub(crate) fn maybe_panic(endpoint: &str) {
         return;
     }
     let due = {
-        let mut panics = match PANICS.lock() {
-            Ok(p) => p,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut panics = crate::core::lock(&PANICS);
         match panics.as_mut().and_then(|p| p.get_mut(endpoint)) {
             Some(left) if *left > 0 => {
                 *left -= 1;

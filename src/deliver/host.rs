@@ -33,10 +33,7 @@ impl HostLimits {
     /// The semaphore of `url`'s origin, shared with every sender to it.
     pub fn slots_for(&self, url: &Url) -> Arc<Semaphore> {
         let origin = url.origin().ascii_serialization();
-        let mut hosts = match self.hosts.lock() {
-            Ok(h) => h,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut hosts = crate::core::lock(&self.hosts);
         if let Some(slots) = hosts.get(&origin).and_then(Weak::upgrade) {
             return slots;
         }

@@ -119,10 +119,7 @@ impl std::fmt::Debug for Shared {
 
 impl Shared {
     fn queue(&self) -> MutexGuard<'_, Queue> {
-        match self.queue.lock() {
-            Ok(q) => q,
-            Err(poisoned) => poisoned.into_inner(),
-        }
+        crate::core::lock(&self.queue)
     }
 
     /// Moves up to `max` queued deliveries into `batch`. With `end_if_empty`

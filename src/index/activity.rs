@@ -188,10 +188,7 @@ impl EndpointActivity {
         if self.latency[bucket].fetch_add(1, Ordering::Relaxed) >= HALVE_AT {
             self.halve_latency_counts();
         }
-        let mut ring = match self.ring.lock() {
-            Ok(r) => r,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut ring = crate::core::lock(&self.ring);
         let grow = if ring.len() < RING_FLOOR {
             self.budget.retained.fetch_add(1, Ordering::Relaxed);
             true
@@ -224,10 +221,7 @@ impl EndpointActivity {
 
     /// The most recent attempts, newest first.
     pub fn recent(&self, limit: usize) -> Vec<AttemptRecord> {
-        let ring = match self.ring.lock() {
-            Ok(r) => r,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let ring = crate::core::lock(&self.ring);
         ring.iter().rev().take(limit).cloned().collect()
     }
 

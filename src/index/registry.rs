@@ -99,10 +99,7 @@ impl EndpointRegistry {
             self.publish(endpoints);
             // A deleted endpoint's log goes with it (a sender finishing its
             // queue keeps its own handle until then).
-            let mut map = match self.activity.lock() {
-                Ok(m) => m,
-                Err(poisoned) => poisoned.into_inner(),
-            };
+            let mut map = crate::core::lock(&self.activity);
             for id in ids {
                 map.remove(*id);
             }
@@ -113,10 +110,7 @@ impl EndpointRegistry {
 
     /// The activity log of `id` (created on first use).
     pub fn activity(&self, id: &str) -> Arc<EndpointActivity> {
-        let mut map = match self.activity.lock() {
-            Ok(m) => m,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut map = crate::core::lock(&self.activity);
         let activity = map
             .entry(id.to_string())
             .or_insert_with(|| Arc::new(EndpointActivity::new(Arc::clone(&self.records))));

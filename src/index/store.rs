@@ -28,6 +28,7 @@ use tokio::task::JoinHandle;
 
 use super::{Endpoint, EndpointRegistry};
 use crate::config::{Config, EndpointConfig};
+use crate::core::lock;
 
 /// Key of the marker record written to find the end of the topic (a
 /// tombstone; `#` is not allowed in endpoint ids).
@@ -260,13 +261,6 @@ impl EndpointStore {
             Ok(Err(_)) => Err(StoreError::Unavailable("the store follower stopped".into())),
             Err(_) => Err(StoreError::NotApplied(self.apply_timeout)),
         }
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    match m.lock() {
-        Ok(g) => g,
-        Err(poisoned) => poisoned.into_inner(),
     }
 }
 

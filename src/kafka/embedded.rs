@@ -225,10 +225,7 @@ impl EmbeddedBroker {
         if name.is_empty() || name.contains(char::is_whitespace) {
             return Err(anyhow!("topic name `{name}` is empty or has white space"));
         }
-        let mut link = match link.lock() {
-            Ok(l) => l,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut link = crate::core::lock(link);
         let (stdin, stdout) = &mut *link;
         writeln!(stdin, "create {name} {partitions}")
             .and_then(|()| stdin.flush())

@@ -26,10 +26,7 @@ use super::text::{family, sample};
 static LAG: Mutex<BTreeMap<(String, i32), Option<i64>>> = Mutex::new(BTreeMap::new());
 
 fn table() -> MutexGuard<'static, BTreeMap<(String, i32), Option<i64>>> {
-    match LAG.lock() {
-        Ok(t) => t,
-        Err(poisoned) => poisoned.into_inner(),
-    }
+    crate::core::lock(&LAG)
 }
 
 /// The partitions of `tpl` were assigned to a member of this process.

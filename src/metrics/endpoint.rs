@@ -139,10 +139,7 @@ impl EndpointSeriesTable {
     }
 
     fn table(&self) -> MutexGuard<'_, Table> {
-        match self.table.lock() {
-            Ok(t) => t,
-            Err(poisoned) => poisoned.into_inner(),
-        }
+        crate::core::lock(&self.table)
     }
 
     /// The series labelled `label` (made on first use), or the shared

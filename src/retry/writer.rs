@@ -520,10 +520,7 @@ impl Inner {
     }
 
     fn gathering(&self) -> std::sync::MutexGuard<'_, Vec<HashMap<Arc<str>, DeferralBatch>>> {
-        match self.gathering.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        }
+        crate::core::lock(&self.gathering)
     }
 
     /// Adds a deferral to its endpoint's batch for `tier`; returns the batch

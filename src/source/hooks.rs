@@ -55,10 +55,7 @@ impl FetchProgress {
     fn map(
         &self,
     ) -> std::sync::MutexGuard<'_, std::collections::HashMap<PartitionId, PartitionFetch>> {
-        match self.partitions.lock() {
-            Ok(m) => m,
-            Err(poisoned) => poisoned.into_inner(),
-        }
+        crate::core::lock(&self.partitions)
     }
 
     /// Records what the statistics say of `partition` at `now`.
