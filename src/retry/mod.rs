@@ -1,14 +1,15 @@
-//! Retry stage: what happens to deliveries that did not succeed.
+//! Retry stage: storing what did not succeed, durably.
 //!
-//! [`backoff`] decides when (pure), [`record`] shapes retry and dead-letter
-//! records (pure), [`batch`] packs a burst of deferrals into one record
-//! (pure), [`copies`] recognises a delivery written to a tier twice (pure),
-//! [`writer`] stores them durably, [`dlq`] and [`replay`] back
-//! `hookstream dlq list|replay`. Retry records are read
-//! back by the pipeline's consumer and gated by due time
+//! [`records`] assembles retry, deferral-batch and dead-letter records
+//! (pure; their formats are [`crate::wire`]), [`writer`] stores them and
+//! runs their completions, [`copies`] recognises a delivery written to a
+//! tier twice (pure), [`dlq`] and [`replay`] back `hookstream dlq
+//! list|replay`. When to retry is decided in [`crate::outcome`]; retry
+//! records are read back by the source and gated by due time
 //! ([`crate::pipeline::gate`]).
 
 pub mod copies;
 pub mod dlq;
+pub(crate) mod records;
 pub mod replay;
 pub mod writer;

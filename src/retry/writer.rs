@@ -12,8 +12,11 @@
 //! as `exhausted`; a dead letter too large for the DLQ loses its value, and
 //! its headers point at the source record).
 //!
-//! Owns the producer of outcome records and nothing else: what to write and
-//! what a completion does are the callers' business.
+//! Owns the producer of outcome records: sending, delivery reports,
+//! resending after failures, size refusals, and gathering one endpoint's
+//! deferrals for a few milliseconds into one batch record. What each record
+//! holds is assembled in [`super::records`]; what a completion does is the
+//! caller's business.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
@@ -29,196 +32,14 @@ use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, Prod
 use rdkafka::types::RDKafkaErrorCode;
 use tokio::sync::{Notify, mpsc};
 
+use super::records::{Body, Deferral, DeferralBatch, Target, Write, single_retry};
+pub use super::records::{Completion, Stored};
 use crate::config::Config;
 use crate::core::Payload;
 use crate::core::Reason;
 use crate::outcome::backoff::RetryTiers;
-use crate::wire::batch::{BatchEncoder, MAX_BATCH_BYTES, MAX_BATCH_ENTRIES, MAX_ENTRY_BYTES};
-use crate::wire::headers::{
-    History, dead_letter_headers, endpoint_partition, for_each_retry_header, header, now_ms,
-    retry_headers,
-};
-
-/// Where a record was stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stored {
-    /// On the retry tier of this index.
-    Retry {
-        /// Tier index.
-        tier: usize,
-    },
-    /// On the DLQ (asked for, or a retry too large for its tier).
-    DeadLetter,
-}
-
-/// What runs once a record is stored: on the delivery-report thread, so it
-/// must be quick and must not block (settle an ack token, count).
-pub type Completion = Box<dyn FnOnce(Stored) + Send + Sync>;
-
-/// Which topic a write goes to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Target {
-    Tier(usize),
-    Dlq,
-}
-
-/// A write in flight: librdkafka holds it as the record's opaque until the
-/// delivery report hands it back.
-struct Write {
-    target: Target,
-    payload: Body,
-    /// The dead-letter reason (DLQ writes), for the metric and the summary.
-    reason: Option<Reason>,
-    /// Failed sends so far (for the pause before the next).
-    failures: u32,
-    /// The tier partition of the record's endpoint (`None`: by key).
-    partition: Option<i32>,
-}
-
-/// What a write stores.
-enum Body {
-    /// One event's retry or dead letter.
-    One {
-        event: Payload,
-        /// False once the value was refused as too large for the DLQ.
-        with_value: bool,
-        done: Completion,
-    },
-    /// Deferrals of one endpoint in one record ([`crate::wire::batch`]).
-    Deferrals(Box<DeferralBatch>),
-}
-
-/// A deferral waiting for its batch record.
-struct Deferral {
-    event: Payload,
-    attempt: u32,
-    first_ms: i64,
-    due_ms: i64,
-    why: &'static str,
-    done: Completion,
-}
-
-impl Deferral {
-    /// Its history, as a single retry record would carry it.
-    fn history<'a>(&'a self, endpoint: &'a str) -> History<'a> {
-        History {
-            endpoint,
-            attempt: self.attempt,
-            first_ms: self.first_ms,
-            last_status: DEFERRED,
-            last_error: self.why,
-        }
-    }
-
-    /// Its single retry record on `tier`: headers and write (placed by key).
-    fn into_single(self, tier: usize, endpoint: &str) -> (OwnedHeaders, Write) {
-        let history = History {
-            endpoint,
-            attempt: self.attempt,
-            first_ms: self.first_ms,
-            last_status: DEFERRED,
-            last_error: self.why,
-        };
-        single_retry(tier, self.event, &history, self.due_ms, self.done)
-    }
-}
-
-/// A single retry record of `event` on `tier`, due at `due_ms`: headers and
-/// write (placed by key).
-fn single_retry(
-    tier: usize,
-    event: Payload,
-    history: &History<'_>,
-    due_ms: i64,
-    done: Completion,
-) -> (OwnedHeaders, Write) {
-    let headers = retry_headers(&event, history, due_ms);
-    let write = Write {
-        target: Target::Tier(tier),
-        payload: Body::One {
-            event,
-            with_value: true,
-            done,
-        },
-        reason: None,
-        failures: 0,
-        partition: None,
-    };
-    (headers, write)
-}
-
-/// Deferrals of one endpoint to one tier, gathered into one record.
-struct DeferralBatch {
-    tier: usize,
-    endpoint: Arc<str>,
-    encoder: BatchEncoder,
-    entries: Vec<Deferral>,
-    /// The encoded value, once sealed for writing.
-    value: Bytes,
-}
-
-impl DeferralBatch {
-    fn new(tier: usize, endpoint: Arc<str>) -> Self {
-        Self {
-            tier,
-            endpoint,
-            encoder: BatchEncoder::new(),
-            entries: Vec::new(),
-            value: Bytes::new(),
-        }
-    }
-
-    /// Encodes `deferral` into the batch; returns whether the batch is full.
-    fn add(&mut self, deferral: Deferral) -> bool {
-        let history = deferral.history(&self.endpoint);
-        self.encoder.push(
-            deferral.event.key().map(|k| k.as_ref()),
-            |h| {
-                for_each_retry_header(&deferral.event, &history, deferral.due_ms, |k, v| {
-                    h.add(k, v)
-                })
-            },
-            deferral.event.body(),
-        );
-        self.entries.push(deferral);
-        self.entries.len() >= MAX_BATCH_ENTRIES || self.encoder.len() >= MAX_BATCH_BYTES
-    }
-
-    /// The outer headers: the endpoint, the earliest attempt count and
-    /// first time, the latest due time, why, and how many entries.
-    fn headers(&self) -> OwnedHeaders {
-        let (mut attempt, mut due, mut first, mut count) = (
-            itoa::Buffer::new(),
-            itoa::Buffer::new(),
-            itoa::Buffer::new(),
-            itoa::Buffer::new(),
-        );
-        let min_attempt = self.entries.iter().map(|d| d.attempt).min().unwrap_or(0);
-        let max_due = self.entries.iter().map(|d| d.due_ms).max().unwrap_or(0);
-        let min_first = self.entries.iter().map(|d| d.first_ms).min().unwrap_or(0);
-        let why = self.entries.first().map_or("", |d| d.why);
-        let pairs: [(&str, &[u8]); 7] = [
-            (header::ENDPOINT, self.endpoint.as_bytes()),
-            (header::ATTEMPT, attempt.format(min_attempt).as_bytes()),
-            (header::DUE_MS, due.format(max_due).as_bytes()),
-            (header::FIRST_MS, first.format(min_first).as_bytes()),
-            (header::LAST_STATUS, DEFERRED.as_bytes()),
-            (header::LAST_ERROR, why.as_bytes()),
-            (header::BATCH, count.format(self.entries.len()).as_bytes()),
-        ];
-        pairs
-            .into_iter()
-            .fold(OwnedHeaders::new_with_capacity(7), |h, (key, value)| {
-                h.insert(Header {
-                    key,
-                    value: Some(value),
-                })
-            })
-    }
-}
-
-/// `hookstream-last-status` of a deferral.
-const DEFERRED: &str = "deferred";
+use crate::wire::batch::MAX_ENTRY_BYTES;
+use crate::wire::headers::{History, dead_letter_headers, endpoint_partition, header, now_ms};
 
 /// How long deferrals wait for others of their endpoint before their batch
 /// is written.
