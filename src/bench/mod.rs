@@ -268,10 +268,12 @@ fn process_status_kib(pid: &str, field: &str) -> Option<f64> {
         })
 }
 
-/// Returns to the system what glibc's malloc keeps of memory already freed
-/// (librdkafka allocates with it): the bench's own preloading producer and
-/// baseline consumer leave tens of MiB behind that a production process
-/// never had, and that would otherwise count as the pipeline's.
+/// Returns to the system what the allocators keep of memory already freed
+/// (mimalloc serves Rust and, with its `override` feature, librdkafka;
+/// `malloc_trim` covers what glibc may still hold): the bench's own
+/// preloading producer and baseline consumer leave tens of MiB behind that
+/// a production process never had, and that would otherwise count as the
+/// pipeline's.
 fn release_freed_memory() {
     // SAFETY: both only walk their allocator's own free lists.
     unsafe {

@@ -1,6 +1,10 @@
-//! The endpoint index: which endpoints an event goes to.
+//! The endpoint index: which endpoints an event goes to, and the endpoint
+//! set it is built from.
 //!
-//! Owns matching only (pure, no I/O). A lookup never scans all endpoints:
+//! This file owns matching ([`EndpointIndex`], pure, no I/O); [`endpoint`]
+//! a validated endpoint (pure), [`registry`] the live snapshots,
+//! [`activity`] each endpoint's attempt log, and [`store`] the one part
+//! with I/O: the compacted endpoints topic every instance follows. A lookup never scans all endpoints:
 //! endpoints are filed under their most selective restriction (device, then
 //! group, then tenant, else unrestricted), and within that under their event
 //! patterns: exact types in a hash map, prefix globs in a hash map probed
