@@ -151,13 +151,15 @@ impl Pipeline {
         broker: BrokerTarget,
         registry: Arc<EndpointRegistry>,
     ) -> Result<Self> {
+        kafka::ensure_topics(&config, broker.bootstrap(), broker.embedded()).await?;
         Self::start_inner(config, broker, registry, None).await
     }
 
     /// Like [`start_with_registry`](Self::start_with_registry) with the
     /// registry of `store`; an endpoint that answers 410 Gone is stored
     /// disabled (`disabled = {reason, at}`), so every instance stops
-    /// delivering to it, also after a restart.
+    /// delivering to it, also after a restart. The owned topics exist
+    /// already: whoever opened the store ensured them (the service does, once).
     pub async fn start_with_store(
         config: Config,
         broker: BrokerTarget,
@@ -188,7 +190,6 @@ impl Pipeline {
         on_gone: Option<GoneHook>,
     ) -> Result<Self> {
         let bootstrap = broker.bootstrap().to_string();
-        kafka::ensure_topics(&config, &bootstrap, broker.embedded()).await?;
 
         let tiers = RetryTiers::new(&config.topics.retry_tiers, |t| config.topics.retry_topic(t));
         let writer = OutcomeWriter::start(
