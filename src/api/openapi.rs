@@ -236,6 +236,12 @@ fn endpoint_properties(input: bool) -> Value {
         "allow_http": {"type": "boolean"},
         "http_version": {"type": "string", "enum": ["auto", "http1", "http2"]},
         "queue_size": count(QUEUE_SIZE),
+        "filter": {
+            "type": "object",
+            "description": "Payload filter: `body` (dotted paths into the event) and/or `headers` (Kafka record headers), each a table of field = value or { $eq, $neq, $in, $nin, $gt, $gte, $lt, $lte, $exists, $regex }, with $and/$or arrays; at most 64 clauses. A filter that does not compile is a 400 naming its key (filter.body.data.model.$regex).",
+            "properties": {"body": {"type": "object"}, "headers": {"type": "object"}},
+            "additionalProperties": false,
+        },
     });
     if !input {
         p["rate_limit"]["required"] = json!(["per_second", "burst"]);

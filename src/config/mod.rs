@@ -578,6 +578,11 @@ pub struct EndpointConfig {
     /// Bounded queue of events waiting for this endpoint.
     #[serde(default = "default_queue")]
     pub queue_size: u32,
+    /// Payload filter on event fields and record headers
+    /// (`{ body = {...}, headers = {...} }`, see `index::filter`); boxed:
+    /// most endpoints have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<Box<serde_json::Value>>,
 }
 
 /// Why and when hookstream disabled an endpoint by itself.
@@ -629,6 +634,7 @@ impl EndpointConfig {
             allow_http: false,
             http_version: HttpVersion::Auto,
             queue_size: default_queue(),
+            filter: None,
         }
     }
 }

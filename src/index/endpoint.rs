@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use reqwest::Url;
 
+use super::filter::Filter;
 use crate::config::EndpointConfig;
 pub use crate::config::FieldError;
 use crate::guard as ssrf;
@@ -54,6 +55,8 @@ struct Uncommon {
     devices: Option<HashSet<String>>,
     /// `config.groups` as a set, likewise.
     groups: Option<HashSet<String>>,
+    /// The payload filter, compiled.
+    filter: Option<Filter>,
 }
 
 impl Uncommon {
@@ -62,6 +65,7 @@ impl Uncommon {
             && self.extra_headers.is_empty()
             && self.devices.is_none()
             && self.groups.is_none()
+            && self.filter.is_none()
     }
 }
 
@@ -136,6 +140,7 @@ impl Endpoint {
             extra_headers,
             devices: set_of(&config.devices),
             groups: set_of(&config.groups),
+            filter: checked.filter,
         };
         let timeout = config.timeout.map(|t| t.get()).unwrap_or(default_timeout);
         Ok(Self {
@@ -166,6 +171,11 @@ impl Endpoint {
     /// only the current secret signs). Past it the endpoint is rebuilt.
     pub fn previous_secret_until(&self) -> Option<SystemTime> {
         self.uncommon.as_ref().and_then(|u| u.previous_secret_until)
+    }
+
+    /// The endpoint's payload filter (`None`: every matching event).
+    pub fn filter(&self) -> Option<&Filter> {
+        self.uncommon.as_ref().and_then(|u| u.filter.as_ref())
     }
 
     /// The endpoint's custom headers, parsed once.
@@ -221,6 +231,7 @@ struct Checked {
     url: Url,
     signer: Signer,
     previous_until: Option<SystemTime>,
+    filter: Option<Filter>,
 }
 
 /// Longest display name.
@@ -370,10 +381,12 @@ fn check(
         Some(previous) => Signer::new(config.signature, secret.as_deref(), Some(previous))
             .map_err(|e| FieldError::new("previous_secret", e.to_string()))?,
     };
+    let filter = config.filter.as_deref().map(Filter::compile).transpose()?;
     Ok(Checked {
         url,
         signer,
         previous_until,
+        filter,
     })
 }
 

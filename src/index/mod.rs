@@ -14,6 +14,7 @@
 
 pub mod activity;
 pub mod endpoint;
+pub mod filter;
 pub mod registry;
 pub mod store;
 

@@ -25,6 +25,7 @@ use crate::core::{AckToken, PartitionId};
 use crate::core::{InputEvent, Payload, Polled, Reason, RetryMeta};
 use crate::deliver::refusal::Refusal;
 use crate::deliver::sender::{Delivery, EnqueueError, Sender, SenderDeps};
+use crate::index::filter::{Filter, FilterParser, empty_root};
 use crate::index::{EndpointIndex, EndpointRegistry, RouteKey, Slot};
 use crate::metrics::{PipelineMetrics, TopicMetrics};
 use crate::retry::copies::{CopyFilter, CopyKey};
@@ -152,6 +153,8 @@ pub(super) struct Dispatcher {
     stats: Arc<PipelineStats>,
     /// Reused match buffer.
     slots: Vec<Slot>,
+    /// Parses event bodies for payload filters, buffers reused.
+    filter_parser: FilterParser,
     /// Periodic work.
     chores: Chores,
     /// Tier deliveries let through lately (copies are settled unsent).
@@ -200,6 +203,7 @@ impl Dispatcher {
             tier_due_lag,
             stats,
             slots: Vec::new(),
+            filter_parser: FilterParser::default(),
             chores: Chores::new(Instant::now(), Duration::from_secs(1)),
             copies: CopyFilter::default(),
         };
@@ -689,6 +693,7 @@ impl Dispatcher {
             tenant: fields.tenant.as_deref(),
         };
         self.index.matches(&key, &mut self.slots);
+        self.apply_filters(&event);
         let Some(token) = self.tracker.register(
             event.record.partition,
             event.record.offset,
@@ -706,6 +711,35 @@ impl Dispatcher {
                 first_ms: None,
             };
             self.enqueue(slot, delivery).await;
+        }
+    }
+
+    /// Drops the matched endpoints whose payload filter the event fails;
+    /// the body is parsed once, and only when a filter reads it.
+    fn apply_filters(&mut self, event: &InputEvent) {
+        let index = &self.index;
+        let filtered = |slot: &Slot| index.endpoint(*slot).filter();
+        if !self.slots.iter().any(|s| filtered(s).is_some()) {
+            return;
+        }
+        let header = |name: &str| event.record.headers.get(name);
+        let reads_body = self
+            .slots
+            .iter()
+            .filter_map(filtered)
+            .any(Filter::reads_body);
+        let slots = &mut self.slots;
+        let mut keep = |root: simd_json::tape::Value<'_, '_>| {
+            slots.retain(|slot| filtered(slot).is_none_or(|f| f.matches(root, &header)));
+        };
+        match reads_body {
+            true => self
+                .filter_parser
+                .with_body(&event.record.body, |root| match root {
+                    Some(root) => keep(root),
+                    None => empty_root(keep),
+                }),
+            false => empty_root(keep),
         }
     }
 
