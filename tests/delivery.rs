@@ -60,7 +60,7 @@ async fn every_preset_reaches_exactly_the_matching_endpoints_signed() {
         &["device-*"],
         &["*"],
         &["device.enrolled", "security.*"],
-        &["object.*", "temperature"],
+        &["create", "update", "delete", "temperature"],
         &["com.fleet.*"],
     ];
     let mut config = config("delivery-test", &TOPICS);

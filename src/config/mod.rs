@@ -7,6 +7,7 @@
 mod duration;
 mod enums;
 pub mod limits;
+mod shaping;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -16,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 pub use duration::{HumanDuration, parse_duration};
 pub use enums::{Preset, SignatureScheme};
+pub use shaping::{BackoffOverride, Envelope, PayloadConfig, RetryConfig, RetryPolicyName};
 
 /// The value `kafka.brokers` takes to run librdkafka's in-process mock cluster.
 pub const EMBEDDED_BROKERS: &str = "embedded";
@@ -530,8 +532,9 @@ pub struct EndpointConfig {
     /// Only this tenant (empty = all).
     #[serde(default)]
     pub tenant: String,
-    /// Disabled endpoints receive nothing.
-    #[serde(default = "default_true")]
+    /// Disabled endpoints receive nothing. `active` (the CMDB's name for
+    /// it) is accepted as an alias.
+    #[serde(default = "default_true", alias = "active")]
     pub enabled: bool,
     /// Why and when hookstream disabled the endpoint by itself (it
     /// answered 410 Gone); cleared when it is enabled again. Boxed: most
@@ -557,9 +560,10 @@ pub struct EndpointConfig {
     /// Extra request headers.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
-    /// Requests per second (none = unlimited).
+    /// Requests per second (none = unlimited). Boxed: most endpoints have
+    /// none, and an index holds one endpoint per id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rate_limit: Option<RateLimitConfig>,
+    pub rate_limit: Option<Box<RateLimitConfig>>,
     /// Requests in flight at once.
     #[serde(default = "default_concurrency")]
     pub max_concurrency: u32,
@@ -578,6 +582,13 @@ pub struct EndpointConfig {
     /// Bounded queue of events waiting for this endpoint.
     #[serde(default = "default_queue")]
     pub queue_size: u32,
+    /// What the body holds (none: the event's preset default). Boxed:
+    /// most endpoints have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<Box<PayloadConfig>>,
+    /// Retry policy (none: `[delivery]`'s). Boxed, likewise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<Box<RetryConfig>>,
 }
 
 /// Why and when hookstream disabled an endpoint by itself.
@@ -629,6 +640,8 @@ impl EndpointConfig {
             allow_http: false,
             http_version: HttpVersion::Auto,
             queue_size: default_queue(),
+            payload: None,
+            retry: None,
         }
     }
 }

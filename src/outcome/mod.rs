@@ -1,8 +1,9 @@
 //! What happens after an attempt, decided without I/O: what a response or a
 //! transport failure means ([`classify`]), when to try again
-//! ([`backoff`]), when an endpoint is left alone for a while
-//! ([`circuit`]).
+//! ([`backoff`]), what an endpoint's retry policy retries ([`policy`]),
+//! when an endpoint is left alone for a while ([`circuit`]).
 
 pub mod backoff;
 pub mod circuit;
 pub mod classify;
+pub mod policy;
