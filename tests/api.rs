@@ -881,8 +881,26 @@ async fn every_bad_request_names_its_field() {
         (
             "POST",
             "/v1/endpoints",
-            with(json!({"headers": {"Content-Type": "text/plain"}})),
-            "headers.Content-Type",
+            with(json!({"headers": {"Connection": "close"}})),
+            "headers.Connection",
+        ),
+        (
+            "POST",
+            "/v1/endpoints",
+            with(json!({"headers": {"X-OpenMDM-Delivery": "forged"}})),
+            "headers.X-OpenMDM-Delivery",
+        ),
+        (
+            "POST",
+            "/v1/endpoints",
+            with(json!({"retry": {"retry_on": ["teapot"]}})),
+            "retry.retry_on[0]",
+        ),
+        (
+            "POST",
+            "/v1/endpoints",
+            with(json!({"payload": "soap"})),
+            "payload",
         ),
         (
             "POST",
@@ -1204,6 +1222,7 @@ async fn the_openapi_document_lists_every_route_and_every_route_answers() {
         ("post", "/v1/endpoints/{id}/test"),
         ("get", "/v1/endpoints/{id}/attempts"),
         ("get", "/v1/endpoints/{id}/stats"),
+        ("get", "/v1/event-types"),
         ("post", "/things/{thing_id}/webhooks"),
         ("get", "/things/{thing_id}/webhooks"),
         ("get", "/groups/{group_id}/webhooks"),

@@ -122,10 +122,6 @@ pub const BACKOFF_FACTOR: Range<f64> = Range {
 };
 /// `delivery.backoff.jitter`.
 pub const BACKOFF_JITTER: Range<f64> = Range { min: 0.0, max: 1.0 };
-/// Length of an endpoint's `payload.pointer`.
-pub const POINTER_LEN: Range<usize> = Range { min: 0, max: 1024 };
-/// Entries of an endpoint's `retry.retry_on`.
-pub const RETRY_ON: Range<usize> = Range { min: 0, max: 64 };
 /// `delivery.max_in_flight`.
 pub const MAX_IN_FLIGHT: Range<usize> = Range {
     min: 1,
@@ -213,6 +209,10 @@ pub const BATCH_WAIT: DurationRange = DurationRange {
     min: ms(0),
     max: secs(60),
 };
+/// Length of an endpoint's `payload.pointer`.
+pub const POINTER_LEN: Range<usize> = Range { min: 0, max: 1024 };
+/// Entries of an endpoint's `retry.retry_on`.
+pub const RETRY_ON: Range<usize> = Range { min: 0, max: 64 };
 
 /// `--rate` of `dlq replay` and `demo` (events per second; 0 means
 /// unthrottled and is checked apart).
