@@ -680,9 +680,9 @@ async fn deliver(shared: &Arc<Shared>, batch: Vec<Delivery>) {
     };
     let first = &hand.deliveries[0];
     let event_id = if hand.deliveries.len() == 1 {
-        first.event.id().into_owned()
+        first.event.id()
     } else {
-        wid.clone()
+        std::borrow::Cow::Borrowed(wid.as_str())
     };
     let event_time_ms = first
         .event
