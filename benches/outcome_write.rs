@@ -70,6 +70,7 @@ fn event(i: u64, topic: &Arc<str>) -> Payload {
             group: None,
             tenant: None,
             time_ms: None,
+            body_pointer: None,
         },
     }))
 }

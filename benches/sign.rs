@@ -21,6 +21,8 @@ fn bench(c: &mut Criterion) {
             timestamp: 1_776_254_400,
             body,
             event_type: "device-provisioned",
+            event_id: "7f3e9c20-9a8f-4e2a-8e29-4b5f0a3c0d10",
+            event_time_ms: 1_776_254_400_000,
         };
         group.bench_function(scheme.name(), |b| {
             b.iter(|| {

@@ -68,9 +68,9 @@ pub mod header {
     pub const MEN_SIGNATURE: &str = "x-men-signature";
     /// OpenMDM event type.
     pub const OPENMDM_EVENT: &str = "x-openmdm-event";
-    /// OpenMDM delivery id.
+    /// OpenMDM delivery id: the event's id.
     pub const OPENMDM_DELIVERY: &str = "x-openmdm-delivery";
-    /// OpenMDM RFC 3339 timestamp.
+    /// OpenMDM timestamp: the event's time, ISO 8601 with milliseconds.
     pub const OPENMDM_TIMESTAMP: &str = "x-openmdm-timestamp";
     /// OpenMDM signature.
     pub const OPENMDM_SIGNATURE: &str = "x-openmdm-signature";
@@ -96,6 +96,12 @@ pub struct SignInput<'a> {
     pub body: &'a [u8],
     /// Event type (for the `X-*-Event` headers).
     pub event_type: &'a str,
+    /// The event's id (OpenMDM's `X-OpenMDM-Delivery`: receivers dedupe
+    /// on it).
+    pub event_id: &'a str,
+    /// The event's own time, else its first attempt's, unix ms
+    /// (`X-OpenMDM-Timestamp`): the same on every attempt.
+    pub event_time_ms: i64,
 }
 
 /// Signs requests for one endpoint: the current key and, during a rotation,
@@ -175,8 +181,8 @@ impl Signer {
             }
             SignatureScheme::Openmdm => {
                 emit(header::OPENMDM_EVENT, input.event_type.to_string());
-                emit(header::OPENMDM_DELIVERY, input.webhook_id.to_string());
-                emit(header::OPENMDM_TIMESTAMP, rfc3339(input.timestamp));
+                emit(header::OPENMDM_DELIVERY, input.event_id.to_string());
+                emit(header::OPENMDM_TIMESTAMP, iso_millis(input.event_time_ms));
                 emit(
                     header::OPENMDM_SIGNATURE,
                     format!("sha256={}", self.body_hex(input.body)),
@@ -217,9 +223,10 @@ fn keyed(key: &[u8]) -> HmacSha256 {
     }
 }
 
-fn rfc3339(unix_seconds: i64) -> String {
-    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix_seconds.max(0) as u64);
-    humantime::format_rfc3339_seconds(t).to_string()
+/// ISO 8601 in UTC with milliseconds, as OpenMDM writes its timestamps.
+fn iso_millis(unix_ms: i64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(unix_ms.max(0) as u64);
+    humantime::format_rfc3339_millis(t).to_string()
 }
 
 /// Why a received request does not verify.
@@ -345,6 +352,8 @@ mod tests {
                 timestamp: ts,
                 body,
                 event_type: "device-provisioned",
+                event_id: "evt-1",
+                event_time_ms: ts * 1000,
             };
             let got = sign_to_map(&signer, &input);
             let expected = v["headers"].as_object().unwrap();
@@ -384,6 +393,8 @@ mod tests {
             timestamp: 1,
             body: b"{}",
             event_type: "t",
+            event_id: "evt-1",
+            event_time_ms: 1000,
         };
         let mut headers = sign_to_map(&signer, &input);
         assert_eq!(headers[header::WEBHOOK_SIGNATURE].split(' ').count(), 2);
@@ -407,14 +418,20 @@ mod tests {
             timestamp: 1_776_254_400,
             body: b"{}",
             event_type: "device.enrolled",
+            event_id: "7f3e9c20-9a8f-4e2a-8e29-4b5f0a3c0d10",
+            event_time_ms: 1_776_254_400_000,
         };
         let o = sign_to_map(
             &Signer::new(SignatureScheme::Openmdm, Some("s"), None).unwrap(),
             &input,
         );
         assert_eq!(o[header::OPENMDM_EVENT], "device.enrolled");
-        assert_eq!(o[header::OPENMDM_DELIVERY], "wh_1");
-        assert_eq!(o[header::OPENMDM_TIMESTAMP], "2026-04-15T12:00:00Z");
+        // OpenMDM: the event's id and the event's own time, ms precision.
+        assert_eq!(
+            o[header::OPENMDM_DELIVERY],
+            "7f3e9c20-9a8f-4e2a-8e29-4b5f0a3c0d10"
+        );
+        assert_eq!(o[header::OPENMDM_TIMESTAMP], "2026-04-15T12:00:00.000Z");
         let g = sign_to_map(
             &Signer::new(SignatureScheme::Github, Some("s"), None).unwrap(),
             &input,

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use hookstream::cmd::run::Service;
-use hookstream::config::{Config, HumanDuration, Role, TokenConfig};
+use hookstream::config::{Config, HumanDuration, Role, SourceConfig, TokenConfig};
 use hookstream::demo::receiver::Behaviour;
 use hookstream::source::extract::Preset;
 use serde_json::{Value, json};
@@ -881,8 +881,26 @@ async fn every_bad_request_names_its_field() {
         (
             "POST",
             "/v1/endpoints",
-            with(json!({"headers": {"Content-Type": "text/plain"}})),
-            "headers.Content-Type",
+            with(json!({"headers": {"Connection": "close"}})),
+            "headers.Connection",
+        ),
+        (
+            "POST",
+            "/v1/endpoints",
+            with(json!({"headers": {"X-OpenMDM-Delivery": "forged"}})),
+            "headers.X-OpenMDM-Delivery",
+        ),
+        (
+            "POST",
+            "/v1/endpoints",
+            with(json!({"retry": {"retry_on": ["teapot"]}})),
+            "retry.retry_on[0]",
+        ),
+        (
+            "POST",
+            "/v1/endpoints",
+            with(json!({"payload": "soap"})),
+            "payload",
         ),
         (
             "POST",
@@ -1204,6 +1222,7 @@ async fn the_openapi_document_lists_every_route_and_every_route_answers() {
         ("post", "/v1/endpoints/{id}/test"),
         ("get", "/v1/endpoints/{id}/attempts"),
         ("get", "/v1/endpoints/{id}/stats"),
+        ("get", "/v1/event-types"),
         ("post", "/things/{thing_id}/webhooks"),
         ("get", "/things/{thing_id}/webhooks"),
         ("get", "/groups/{group_id}/webhooks"),
@@ -1331,5 +1350,67 @@ async fn the_cli_manages_endpoints_through_the_api() {
     let (code, _, err) = run(args(&["get", "cli"])).await.unwrap();
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("404") || err.contains("no endpoint"), "{err}");
+    service.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cmdb_clients_use_their_own_names_and_one_signature_schemes_rotate_without_overlap() {
+    const CMDB: &str = "cmdb.objects";
+    let cluster = Cluster::start(&[CMDB], 1);
+    let rx = receiver(Behaviour::Healthy).await;
+    let mut config = api_config("api-cmdb");
+    config.kafka.topics = vec![CMDB.into()];
+    config.sources = vec![SourceConfig::for_preset(CMDB, Preset::Cmdb)];
+    let (service, api) = service(config, &cluster).await;
+    wait_ready(&api).await;
+
+    let (status, types) = api.call("GET", "/v1/event-types", Some(VIEWER), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        types["sources"][0],
+        json!({"topic": CMDB, "preset": "cmdb", "types": ["create", "update", "delete"], "open": false})
+    );
+    // The old prefixed names can never match: refused, naming the field.
+    let (status, refused) = api
+        .admin(
+            "POST",
+            "/v1/endpoints",
+            Some(json!({"id": "old", "url": rx.url("in"), "allow_http": true, "events": ["object.create"]})),
+        )
+        .await;
+    assert_eq!(
+        (status, refused["field"].as_str()),
+        (400, Some("events")),
+        "{refused}"
+    );
+    // The CMDB's names and its `active` flag.
+    let (status, made) = api
+        .admin(
+            "POST",
+            "/v1/endpoints",
+            Some(json!({"id": "inv", "url": rx.url("in"), "allow_http": true, "events": ["create", "delete"], "active": false, "signature": "openmdm"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{made}");
+    assert_eq!(made["enabled"], false);
+    let (status, patched) = api
+        .admin("PATCH", "/v1/endpoints/inv", Some(json!({"active": true})))
+        .await;
+    assert_eq!(
+        (status, &patched["enabled"]),
+        (200, &json!(true)),
+        "{patched}"
+    );
+
+    // openmdm carries one signature: the answer says there is no overlap.
+    let (status, rotated) = api
+        .admin("POST", "/v1/endpoints/inv/rotate-secret", None)
+        .await;
+    assert_eq!(status, 200, "{rotated}");
+    assert_eq!(rotated["overlap"], false);
+    assert!(rotated["previous_secret_expires_at"].is_null());
+    assert!(rotated["note"].as_str().unwrap().contains("no overlap"));
+    let (_, shown) = api.admin("GET", "/v1/endpoints/inv", None).await;
+    assert!(shown.get("previous_secret").is_none(), "{shown}");
     service.shutdown().await.unwrap();
 }

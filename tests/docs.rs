@@ -112,6 +112,8 @@ fn every_range_of_the_limits_table_is_in_the_configuration_reference() {
         QUEUE_SIZE,
         BATCH_EVENTS,
         BATCH_WAIT,
+        POINTER_LEN,
+        RETRY_ON,
         CLI_RATE,
         CLI_EVENTS,
     ];

@@ -45,7 +45,7 @@ fn any_duration() -> impl Strategy<Value = Duration> {
 
 fn endpoint(rate: Option<(f64, u32)>, concurrency: u32, queue: u32, batch: u32) -> EndpointConfig {
     let mut e = EndpointConfig::new("ep", "https://hooks.example.com/in");
-    e.rate_limit = rate.map(|(per_second, burst)| RateLimitConfig { per_second, burst });
+    e.rate_limit = rate.map(|(per_second, burst)| Box::new(RateLimitConfig { per_second, burst }));
     e.max_concurrency = concurrency;
     e.queue_size = queue;
     e.batch = BatchConfig {
@@ -69,11 +69,11 @@ proptest! {
         let config = endpoint(Some((per_second, burst)), concurrency, queue, batch);
         match Endpoint::build(config, false, Duration::from_secs(30), &|_| None) {
             Ok(built) => {
-                let rl = built.config.rate_limit.expect("kept");
-                let limiter = RateLimiter::direct(rate_quota(&rl));
+                let rl = built.config.rate_limit.as_deref().expect("kept");
+                let limiter = RateLimiter::direct(rate_quota(rl));
                 let _ = limiter.check();
                 let _ = limiter.check_n(std::num::NonZeroU32::MIN);
-                prop_assert!(refill_ms(&rl) >= 0);
+                prop_assert!(refill_ms(rl) >= 0);
             }
             Err(e) => prop_assert!(
                 ["rate_limit.per_second", "rate_limit.burst", "max_concurrency", "queue_size", "batch.max_events"]

@@ -142,10 +142,10 @@ async fn every_metric_the_dashboard_queries_is_exposed() {
     // backoff cap) at a time: keep the interval short.
     config.delivery.backoff.max = HumanDuration::from_millis(300);
     let mut limited = endpoint("healthy", healthy.url("in"), &["*"], "none", "");
-    limited.rate_limit = Some(RateLimitConfig {
+    limited.rate_limit = Some(Box::new(RateLimitConfig {
         per_second: 20.0,
         burst: 1,
-    });
+    }));
     config.endpoints.push(limited);
     config
         .endpoints

@@ -25,6 +25,7 @@ use crate::index::Endpoint;
 use crate::index::activity::RING_CAPACITY;
 use crate::index::endpoint::pattern_matches;
 use crate::outcome::classify::Verdict;
+use crate::sign::SignatureScheme;
 
 /// Endpoints in one create request at most.
 const MAX_CREATE: usize = 1000;
@@ -153,6 +154,7 @@ pub(super) async fn create_all(
                 format!("`{}` appears twice in this request", config.id),
             ));
         }
+        refuse_unmatched(state, &config.events, &prefix)?;
         prepared.push(validate::new_endpoint(config, &state.settings, &prefix).await?);
     }
     let _write = state.store.write_lock().await;
@@ -172,6 +174,21 @@ pub(super) async fn create_all(
         tracing::info!(endpoint = %p.config.id, "endpoint created");
     }
     Ok(prepared)
+}
+
+/// Refuses event patterns that can match no type the configured sources
+/// produce (`source::types`; the file only warns).
+fn refuse_unmatched(state: &ApiState, events: &[String], prefix: &str) -> ApiResult<()> {
+    match crate::source::types::unmatched(events, &state.event_types) {
+        Some(why) => Err(ApiError::bad_request(format!("{prefix}events"), why)),
+        None => Ok(()),
+    }
+}
+
+/// `GET /v1/event-types`: per input topic, its preset and the event types
+/// its platform documents (`open`: it may produce others too).
+pub async fn event_types(State(state): AppState) -> Json<Value> {
+    Json(json!({ "sources": *state.event_types }))
 }
 
 /// `GET /v1/endpoints?device=&group=&tenant=&event=`.
@@ -195,7 +212,7 @@ pub async fn list(
             let c = &e.config;
             device.is_none_or(|d| c.devices.iter().any(|x| x == d))
                 && group.is_none_or(|g| c.groups.iter().any(|x| x == g))
-                && tenant.is_none_or(|t| c.tenant == t)
+                && tenant.is_none_or(|t| &*c.tenant == t)
                 && event.is_none_or(|t| c.events.iter().any(|p| pattern_matches(p, t)))
         })
         .collect();
@@ -254,6 +271,9 @@ pub(super) async fn replace(
             )
         },
     )?;
+    if incoming.events != current.config.events {
+        refuse_unmatched(state, &incoming.events, "")?;
+    }
     let prepared = validate::replacement(&current.config, incoming, &state.settings).await?;
     state
         .store
@@ -293,6 +313,14 @@ pub async fn patch(
             "body",
             "must be a JSON object (a merge patch)",
         ));
+    }
+    let mut patch = patch;
+    // `active` (the CMDB's name) patches `enabled`.
+    if let Some(object) = patch.as_object_mut()
+        && !object.contains_key("enabled")
+        && let Some(active) = object.remove("active")
+    {
+        object.insert("enabled".into(), active);
     }
     let prepared = replace(&state, &id, |current| {
         let mut merged = serde_json::to_value(current)
@@ -360,11 +388,24 @@ pub async fn disable(State(state): AppState, IdParam(id): IdParam) -> ApiResult<
 struct Rotated {
     id: String,
     secret: String,
-    previous_secret_expires_at: String,
+    /// `None` for schemes that carry one signature: no overlap.
+    previous_secret_expires_at: Option<String>,
+    /// Whether requests carry both signatures for a while.
+    overlap: bool,
+    /// What the receiver has to do, in words.
+    note: String,
 }
 
-/// `POST /v1/endpoints/{id}/rotate-secret`: a new secret; the old one
-/// keeps signing beside it for `[api].rotation_grace`.
+/// Whether a scheme's requests can carry the signatures of two secrets
+/// (Standard Webhooks' space-separated list); the others have room for one.
+fn carries_two_signatures(scheme: SignatureScheme) -> bool {
+    scheme == SignatureScheme::Standard
+}
+
+/// `POST /v1/endpoints/{id}/rotate-secret`: a new secret. With `standard`
+/// the old one keeps signing beside it for `[api].rotation_grace`; the
+/// other schemes carry one signature, so the new secret signs alone from
+/// now on and the answer says so.
 pub async fn rotate(State(state): AppState, IdParam(id): IdParam) -> ApiResult<Json<Value>> {
     let _write = state.store.write_lock().await;
     let current = existing(&state, &id)?;
@@ -375,11 +416,13 @@ pub async fn rotate(State(state): AppState, IdParam(id): IdParam) -> ApiResult<J
             "is `none`: this endpoint signs nothing, so it has no secret to rotate",
         ));
     };
+    let overlap = carries_two_signatures(config.signature);
     let old = match (&config.secret, &config.secret_env) {
         (Some(s), _) => Some(s.clone()),
         (None, Some(var)) => std::env::var(var).ok(),
         (None, None) => None,
-    };
+    }
+    .filter(|_| overlap);
     let until = SystemTime::now() + state.settings.rotation_grace;
     let until_text = humantime::format_rfc3339_seconds(until).to_string();
     config.previous_secret_expires_at = old.as_ref().map(|_| until_text.clone());
@@ -388,11 +431,26 @@ pub async fn rotate(State(state): AppState, IdParam(id): IdParam) -> ApiResult<J
     config.secret_env = None;
     validate::check(&config, &state.settings, "").await?;
     state.store.put(std::slice::from_ref(&config)).await?;
-    tracing::info!(endpoint = %id, until = %until_text, "secret rotated");
+    let note = if overlap {
+        format!(
+            "requests carry signatures by the new and the previous secret until {until_text}; \
+             switch the receiver to the new secret before then"
+        )
+    } else {
+        format!(
+            "`{}` carries one signature: requests are signed with the new secret only, from now \
+             on (no overlap); the receiver must switch at once (or accept either secret while \
+             it switches)",
+            config.signature
+        )
+    };
+    tracing::info!(endpoint = %id, overlap, "secret rotated");
     Ok(Json(json!(Rotated {
         id,
+        previous_secret_expires_at: config.previous_secret_expires_at.clone(),
         secret,
-        previous_secret_expires_at: until_text,
+        overlap,
+        note,
     })))
 }
 
@@ -433,7 +491,12 @@ pub async fn test(State(state): AppState, IdParam(id): IdParam) -> ApiResult<Jso
             body: &body,
             webhook_id: &delivery_id,
             event_type: "hookstream.test",
+            event_id: &event_id,
+            event_time_ms: crate::core::now_ms(),
+            content_type: crate::deliver::shape::JSON,
+            cloudevent_source: None,
         },
+        &crate::outcome::policy::RetryRules::DEFAULT,
         state.settings.retry_after_cap,
     );
     let result = match tokio::time::timeout(TEST_TIMEOUT, attempt).await {

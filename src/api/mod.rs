@@ -99,6 +99,8 @@ pub struct ApiState {
     clients: HttpClients,
     consuming: Consuming,
     openapi: Arc<serde_json::Value>,
+    /// The event types the configured sources produce.
+    event_types: Arc<Vec<crate::source::types::SourceTypes>>,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -130,6 +132,7 @@ impl ApiState {
             clients,
             consuming,
             openapi: Arc::new(openapi::document(&routes::table())),
+            event_types: Arc::new(crate::source::types::of_config(config)),
         })
     }
 }

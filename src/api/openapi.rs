@@ -242,7 +242,45 @@ fn endpoint_properties(input: bool) -> Value {
             "properties": {"body": {"type": "object"}, "headers": {"type": "object"}},
             "additionalProperties": false,
         },
+        "payload": {
+            "oneOf": [
+                {"type": "string", "enum": ["raw", "standard_webhooks", "cloudevents_binary", "cloudevents_structured"]},
+                {
+                    "type": "object",
+                    "properties": {
+                        "pointer": {"type": "string", "maxLength": POINTER_LEN.max, "description": "RFC 6901 pointer into the event (\"\" = the whole event)."},
+                        "envelope": {"type": "string", "enum": ["raw", "standard_webhooks", "cloudevents_binary", "cloudevents_structured"]},
+                    },
+                    "additionalProperties": false,
+                },
+            ],
+            "description": "What the body holds; left out: the event's preset default (Magistrala /payload, CMDB /object, else the whole event).",
+        },
+        "retry": {
+            "type": "object",
+            "properties": {
+                "policy": {"type": "string", "enum": ["default", "openmdm"]},
+                "max_attempts": {"type": "integer", "minimum": MAX_ATTEMPTS.min, "maximum": MAX_ATTEMPTS.max},
+                "backoff": {
+                    "type": "object",
+                    "properties": {
+                        "initial": {"type": "string"},
+                        "factor": {"type": "number", "minimum": BACKOFF_FACTOR.min, "maximum": BACKOFF_FACTOR.max},
+                        "max": {"type": "string"},
+                        "jitter": {"type": "number", "minimum": BACKOFF_JITTER.min, "maximum": BACKOFF_JITTER.max},
+                    },
+                    "additionalProperties": false,
+                },
+                "retry_on": {"type": "array", "items": {"type": "string"}, "maxItems": RETRY_ON.max, "description": "\"network\", \"4xx\", \"5xx\" or a status 400-599 other than 410."},
+                "honor_retry_after": {"type": "boolean"},
+            },
+            "additionalProperties": false,
+            "description": "Retry policy; left out: [delivery]'s.",
+        },
     });
+    if input {
+        p["active"] = json!({"type": "boolean", "description": "Alias of `enabled` (the CMDB's name for it); answers say `enabled`."});
+    }
     if !input {
         p["rate_limit"]["required"] = json!(["per_second", "burst"]);
         p["batch"]["required"] = json!(["max_events", "max_wait"]);
@@ -329,8 +367,28 @@ fn schemas() -> Value {
         },
         "Rotated": {
             "type": "object",
-            "properties": {"id": {"type": "string"}, "secret": {"type": "string"}, "previous_secret_expires_at": {"type": "string"}},
-            "required": ["id", "secret", "previous_secret_expires_at"],
+            "properties": {
+                "id": {"type": "string"},
+                "secret": {"type": "string"},
+                "previous_secret_expires_at": {"type": "string", "nullable": true, "description": "Until when the previous secret signs too; null for schemes that carry one signature (no overlap)."},
+                "overlap": {"type": "boolean", "description": "Whether requests carry both signatures for a while (standard only)."},
+                "note": {"type": "string"},
+            },
+            "required": ["id", "secret", "previous_secret_expires_at", "overlap", "note"],
+        },
+        "EventTypes": {
+            "type": "object",
+            "properties": {"sources": {"type": "array", "items": {
+                "type": "object",
+                "properties": {
+                    "topic": {"type": "string"},
+                    "preset": {"type": "string"},
+                    "types": {"type": "array", "items": {"type": "string"}},
+                    "open": {"type": "boolean", "description": "It may produce types not listed."},
+                },
+                "required": ["topic", "preset", "types", "open"],
+            }}},
+            "required": ["sources"],
         },
         "TestResult": {
             "type": "object",

@@ -198,7 +198,7 @@ pub fn table() -> Vec<Route> {
             .answers(&[answer(200, "The endpoint as stored.", "Endpoint")]),
         route("POST", "/v1/endpoints/{id}/disable", Admin, "disableEndpoint", "Disable an endpoint; its deliveries are dead-lettered (endpoint_disabled).", v1::disable)
             .answers(&[answer(200, "The endpoint as stored.", "Endpoint")]),
-        route("POST", "/v1/endpoints/{id}/rotate-secret", Admin, "rotateSecret", "New secret; the previous one keeps signing beside it for [api].rotation_grace.", v1::rotate)
+        route("POST", "/v1/endpoints/{id}/rotate-secret", Admin, "rotateSecret", "New secret; with `standard` the previous one keeps signing beside it for [api].rotation_grace; mender, openmdm and github carry one signature, so the new secret signs alone at once (no overlap).", v1::rotate)
             .answers(&[answer(200, "The new secret (shown this once).", "Rotated")]),
         route("POST", "/v1/endpoints/{id}/test", Admin, "testEndpoint", "Send a signed hookstream.test event now and return the receiver's answer.", v1::test)
             .answers(&[answer(200, "What the receiver answered.", "TestResult")]),
@@ -207,6 +207,8 @@ pub fn table() -> Vec<Route> {
             .answers(&[answer(200, "Attempts.", "AttemptList")]),
         route("GET", "/v1/endpoints/{id}/stats", Viewer, "endpointStats", "Counts by outcome and latency percentiles.", v1::stats)
             .answers(&[answer(200, "Statistics.", "Stats")]),
+        route("GET", "/v1/event-types", Viewer, "eventTypes", "Per input topic: its preset and the event types its platform documents.", v1::event_types)
+            .answers(&[answer(200, "The sources' event types.", "EventTypes")]),
         route("POST", "/things/{thing_id}/webhooks", Admin, "mainfluxCreateWebhooks", "Mainflux: create webhooks of a thing.", mainflux::create)
             .body("MainfluxWebhooksCreate")
             .answers(&[answer(201, "Created.", "MainfluxWebhooks"), answer(409, "A webhook with this id exists.", "Error")]),

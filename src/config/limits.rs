@@ -209,6 +209,10 @@ pub const BATCH_WAIT: DurationRange = DurationRange {
     min: ms(0),
     max: secs(60),
 };
+/// Length of an endpoint's `payload.pointer`.
+pub const POINTER_LEN: Range<usize> = Range { min: 0, max: 1024 };
+/// Entries of an endpoint's `retry.retry_on`.
+pub const RETRY_ON: Range<usize> = Range { min: 0, max: 64 };
 
 /// `--rate` of `dlq replay` and `demo` (events per second; 0 means
 /// unthrottled and is checked apart).
@@ -322,6 +326,47 @@ pub fn check_endpoint(config: &EndpointConfig) -> Result<(), FieldError> {
     )?;
     if let Some(t) = config.timeout {
         fail("timeout".into(), outside_duration(t.get(), REQUEST_TIMEOUT))?;
+    }
+    if let Some(pointer) = config.payload.as_ref().and_then(|p| p.pointer.as_ref()) {
+        fail(
+            "payload.pointer".into(),
+            bad_length(pointer.len(), POINTER_LEN),
+        )?;
+    }
+    if let Some(retry) = &config.retry {
+        check_retry(retry)?;
+    }
+    Ok(())
+}
+
+/// The ranges of an endpoint's `retry` (the same as `[delivery]`'s).
+fn check_retry(retry: &super::RetryConfig) -> Result<(), FieldError> {
+    let fail = |field: &str, why: Option<String>| match why {
+        Some(message) => Err(FieldError::new(field, message)),
+        None => Ok(()),
+    };
+    if let Some(n) = retry.max_attempts {
+        fail("retry.max_attempts", outside(n, MAX_ATTEMPTS))?;
+    }
+    if let Some(b) = &retry.backoff {
+        if let Some(d) = b.initial {
+            fail(
+                "retry.backoff.initial",
+                outside_duration(d.get(), BACKOFF_INITIAL),
+            )?;
+        }
+        if let Some(d) = b.max {
+            fail("retry.backoff.max", outside_duration(d.get(), BACKOFF_MAX))?;
+        }
+        if let Some(f) = b.factor {
+            fail("retry.backoff.factor", outside(f, BACKOFF_FACTOR))?;
+        }
+        if let Some(j) = b.jitter {
+            fail("retry.backoff.jitter", outside(j, BACKOFF_JITTER))?;
+        }
+    }
+    if let Some(list) = &retry.retry_on {
+        fail("retry.retry_on", bad_count(list.len(), RETRY_ON))?;
     }
     Ok(())
 }

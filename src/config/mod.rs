@@ -7,6 +7,7 @@
 mod duration;
 mod enums;
 pub mod limits;
+mod shaping;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -16,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 pub use duration::{HumanDuration, parse_duration};
 pub use enums::{Preset, SignatureScheme};
+pub use shaping::{BackoffOverride, Envelope, PayloadConfig, RetryConfig, RetryPolicyName};
 
 /// The value `kafka.brokers` takes to run librdkafka's in-process mock cluster.
 pub const EMBEDDED_BROKERS: &str = "embedded";
@@ -527,11 +529,12 @@ pub struct EndpointConfig {
     /// Only these groups (empty = all).
     #[serde(default)]
     pub groups: Vec<String>,
-    /// Only this tenant (empty = all).
+    /// Only this tenant (empty = all). Boxed text, as `name`.
     #[serde(default)]
-    pub tenant: String,
-    /// Disabled endpoints receive nothing.
-    #[serde(default = "default_true")]
+    pub tenant: Box<str>,
+    /// Disabled endpoints receive nothing. `active` (the CMDB's name for
+    /// it) is accepted as an alias.
+    #[serde(default = "default_true", alias = "active")]
     pub enabled: bool,
     /// Why and when hookstream disabled the endpoint by itself (it
     /// answered 410 Gone); cleared when it is enabled again. Boxed: most
@@ -557,9 +560,10 @@ pub struct EndpointConfig {
     /// Extra request headers.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
-    /// Requests per second (none = unlimited).
+    /// Requests per second (none = unlimited). Boxed: most endpoints have
+    /// none, and an index holds one endpoint per id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rate_limit: Option<RateLimitConfig>,
+    pub rate_limit: Option<Box<RateLimitConfig>>,
     /// Requests in flight at once.
     #[serde(default = "default_concurrency")]
     pub max_concurrency: u32,
@@ -583,6 +587,13 @@ pub struct EndpointConfig {
     /// most endpoints have none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filter: Option<Box<serde_json::Value>>,
+    /// What the body holds (none: the event's preset default). Boxed:
+    /// most endpoints have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<Box<PayloadConfig>>,
+    /// Retry policy (none: `[delivery]`'s). Boxed, likewise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<Box<RetryConfig>>,
 }
 
 /// Why and when hookstream disabled an endpoint by itself.
@@ -618,7 +629,7 @@ impl EndpointConfig {
             events: default_events(),
             devices: Vec::new(),
             groups: Vec::new(),
-            tenant: String::new(),
+            tenant: Box::default(),
             enabled: true,
             disabled: None,
             secret: None,
@@ -635,6 +646,8 @@ impl EndpointConfig {
             http_version: HttpVersion::Auto,
             queue_size: default_queue(),
             filter: None,
+            payload: None,
+            retry: None,
         }
     }
 }

@@ -97,6 +97,10 @@ pub struct Fields {
     pub tenant: Option<String>,
     /// Event time, unix milliseconds, when the event carries one.
     pub time_ms: Option<i64>,
+    /// Where the source's platform finds the body it sends inside the
+    /// event (Magistrala `/payload`, CMDB `/object`; `None`: the whole
+    /// event): the default of endpoints without a `payload`.
+    pub body_pointer: Option<&'static str>,
 }
 
 /// Why a record of an input topic is not an event (dead-lettered as
@@ -406,6 +410,31 @@ impl Payload {
     /// Whether it came back from a retry tier.
     pub fn is_retry(&self) -> bool {
         matches!(self, Self::Retry(_) | Self::Entry(_))
+    }
+
+    /// The event's own time (unix ms): extracted, or carried by a retry
+    /// (`hookstream-event-time-ms`).
+    pub fn time_ms(&self) -> Option<i64> {
+        match self {
+            Self::Input(e) => e.fields.time_ms,
+            _ => std::str::from_utf8(self.headers().get(header::EVENT_TIME_MS)?)
+                .ok()?
+                .parse()
+                .ok(),
+        }
+    }
+
+    /// Where the source's platform finds its body in the event (see
+    /// [`Fields::body_pointer`]); carried by a retry as
+    /// `hookstream-body-pointer`.
+    pub fn body_pointer(&self) -> Option<Cow<'_, str>> {
+        match self {
+            Self::Input(e) => e.fields.body_pointer.map(Cow::Borrowed),
+            _ => self
+                .headers()
+                .get(header::BODY_POINTER)
+                .map(String::from_utf8_lossy),
+        }
     }
 
     /// The input event's routing fields (input events only).

@@ -19,6 +19,12 @@ pub mod header {
     /// Event type as extracted when first consumed: a retry is routed and
     /// signed without parsing its value again.
     pub const EVENT_TYPE: &str = "hookstream-event-type";
+    /// The event's own time, unix ms, when it has one (shaped bodies and
+    /// platform timestamps are the same on every attempt).
+    pub const EVENT_TIME_MS: &str = "hookstream-event-time-ms";
+    /// Where the source's platform finds its body inside the event
+    /// (`/payload`, `/object`): retries are shaped as the first attempt.
+    pub const BODY_POINTER: &str = "hookstream-body-pointer";
     /// Last HTTP status or failure kind.
     pub const LAST_STATUS: &str = "hookstream-last-status";
     /// Last error text.

@@ -13,9 +13,8 @@ use sha2::{Digest, Sha256};
 use super::client::HttpClients;
 use crate::guard as ssrf;
 use crate::index::Endpoint;
-use crate::outcome::classify::{
-    AttemptResult, TransportFailure, Verdict, classify, is_local_resource_error,
-};
+use crate::outcome::classify::{AttemptResult, TransportFailure, Verdict, is_local_resource_error};
+use crate::outcome::policy::RetryRules;
 use crate::sign::{SignInput, header};
 
 /// The `webhook-id` of an event for an endpoint: stable across retries and
@@ -52,18 +51,29 @@ pub struct Outgoing<'a> {
     pub webhook_id: &'a str,
     /// Event type (for the scheme's event header).
     pub event_type: &'a str,
+    /// The event's id (OpenMDM's delivery id, CloudEvents `id`).
+    pub event_id: &'a str,
+    /// The event's own time, else its first attempt's (unix ms): the same
+    /// on every attempt.
+    pub event_time_ms: i64,
+    /// `Content-Type` (a custom header may replace it).
+    pub content_type: &'static str,
+    /// CloudEvents binary mode: the event's `source`, sent with the other
+    /// attributes as `ce-*` headers.
+    pub cloudevent_source: Option<&'a str>,
 }
 
 /// Longest response body read (to keep the connection reusable); longer
 /// bodies are dropped with their connection.
 const MAX_RESPONSE_BODY: usize = 64 * 1024;
 
-/// Sends one attempt to `endpoint` and classifies the result.
+/// Sends one attempt to `endpoint` and classifies the result by `rules`.
 /// `retry_after_cap` bounds `Retry-After` (the backoff maximum).
 pub async fn send_attempt(
     clients: &HttpClients,
     endpoint: &Endpoint,
     out: Outgoing<'_>,
+    rules: &RetryRules,
     retry_after_cap: Duration,
 ) -> AttemptReport {
     let started = Instant::now();
@@ -80,6 +90,7 @@ pub async fn send_attempt(
             TransportFailure::Refused,
             refused.to_string(),
             started,
+            rules,
             retry_after_cap,
         );
     }
@@ -96,7 +107,7 @@ pub async fn send_attempt(
         Ok(r) => r,
         Err(e) => {
             let kind = transport_kind(&e);
-            return failure(kind, error_chain(&e), started, retry_after_cap);
+            return failure(kind, error_chain(&e), started, rules, retry_after_cap);
         }
     };
     let status = response.status().as_u16();
@@ -123,7 +134,7 @@ pub async fn send_attempt(
             }
         }
     }
-    let verdict = classify(
+    let verdict = rules.verdict(
         AttemptResult::Response {
             status,
             retry_after: retry_after.as_deref(),
@@ -150,10 +161,11 @@ fn failure(
     kind: TransportFailure,
     error: String,
     started: Instant,
+    rules: &RetryRules,
     cap: Duration,
 ) -> AttemptReport {
     AttemptReport {
-        verdict: classify(AttemptResult::Transport(kind), cap, SystemTime::now()),
+        verdict: rules.verdict(AttemptResult::Transport(kind), cap, SystemTime::now()),
         status: None,
         last_status: kind.status_text().to_string(),
         last_error: error,
@@ -161,13 +173,25 @@ fn failure(
     }
 }
 
-/// The headers of a request: fixed ones, the endpoint's own, the signature.
+/// The headers of a request: fixed ones, CloudEvents attributes, the
+/// endpoint's own (which may replace `Content-Type`), the signature.
 pub fn request_headers(endpoint: &Endpoint, out: &Outgoing<'_>) -> HeaderMap {
     let timestamp = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
     let mut headers = HeaderMap::with_capacity(8 + endpoint.extra_headers().len());
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(out.content_type));
+    if let Some(source) = out.cloudevent_source {
+        for (name, value) in [
+            ("ce-specversion", "1.0"),
+            ("ce-id", out.event_id),
+            ("ce-source", source),
+            ("ce-type", out.event_type),
+            ("ce-time", &super::shape::iso_millis(out.event_time_ms)),
+        ] {
+            headers.insert(HeaderName::from_static(name), header_value(value));
+        }
+    }
     headers.insert(
         HeaderName::from_static(header::WEBHOOK_ID),
         header_value(out.webhook_id),
@@ -185,6 +209,8 @@ pub fn request_headers(endpoint: &Endpoint, out: &Outgoing<'_>) -> HeaderMap {
             timestamp,
             body: out.body,
             event_type: out.event_type,
+            event_id: out.event_id,
+            event_time_ms: out.event_time_ms,
         },
         |name, value| {
             headers.insert(HeaderName::from_static(name), header_value(&value));

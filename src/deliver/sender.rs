@@ -14,7 +14,6 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
-use bytes::{BufMut, Bytes, BytesMut};
 use futures::FutureExt;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use std::panic::AssertUnwindSafe;
@@ -35,7 +34,7 @@ use crate::index::activity::{AttemptRecord, EndpointActivity, Outcome};
 use crate::metrics::EndpointMetrics;
 use crate::outcome::circuit::Circuit;
 use crate::outcome::classify::{EndpointHealth, Verdict};
-use crate::outcome::policy::{self, Decision, RetryPolicy, Tried};
+use crate::outcome::policy::{self, Decision, Tried};
 use crate::retry::writer::{Completion, DeferralOf, OutcomeWriter, Stored};
 use crate::wire::headers::{History, now_ms};
 
@@ -146,6 +145,8 @@ impl Shared {
     }
 }
 
+pub use crate::outcome::policy::RetryPolicy;
+
 /// Services every sender shares, built once per pipeline.
 #[derive(Debug)]
 pub struct SenderDeps {
@@ -212,7 +213,8 @@ impl Sender {
         let limiter = endpoint
             .config
             .rate_limit
-            .map(|rl| Box::new(RateLimiter::direct(rate_quota(&rl))));
+            .as_deref()
+            .map(|rl| Box::new(RateLimiter::direct(rate_quota(rl))));
         let shared = Arc::new(Shared {
             metrics: deps.metrics_for(endpoint.id()),
             capacity: (endpoint.config.queue_size as usize).max(1),
@@ -342,7 +344,7 @@ impl Sender {
     pub fn is_idle(&self, now_ms: i64, idle_ms: i64) -> bool {
         let shared = &self.shared;
         let endpoint = shared.endpoint.load();
-        let refill_ms = endpoint.config.rate_limit.map_or(0, |rl| refill_ms(&rl));
+        let refill_ms = endpoint.config.rate_limit.as_deref().map_or(0, refill_ms);
         if now_ms - shared.last_dequeue_ms.load(Ordering::Relaxed) < idle_ms.max(refill_ms)
             || shared.gone.load(Ordering::Relaxed)
             || !shared.circuit.is_clean()
@@ -608,29 +610,6 @@ async fn fill_batch(shared: &Shared, batch: &mut Vec<Delivery>, max: usize, max_
     }
 }
 
-/// The request body of a batch: the event itself when alone (its original
-/// bytes, shared), else a JSON array of the original events.
-fn batch_body(batch: &[Delivery]) -> Bytes {
-    if let [only] = batch {
-        return only.event.body().clone();
-    }
-    let len = batch
-        .iter()
-        .map(|d| d.event.body().len() + 1)
-        .sum::<usize>()
-        + 1;
-    let mut body = BytesMut::with_capacity(len);
-    body.put_u8(b'[');
-    for (i, d) in batch.iter().enumerate() {
-        if i > 0 {
-            body.put_u8(b',');
-        }
-        body.put_slice(d.event.body());
-    }
-    body.put_u8(b']');
-    body.freeze()
-}
-
 /// Attempts one request for a batch (usually of one) and settles every
 /// delivery in it: at once when delivered, else once its retry or dead
 /// letter is stored.
@@ -673,6 +652,11 @@ async fn deliver(shared: &Arc<Shared>, batch: Vec<Delivery>) {
         return;
     }
     super::faults::maybe_panic(endpoint.id());
+    let shaped = shape_all(shared, endpoint, &mut hand, now);
+    if hand.deliveries.is_empty() {
+        return;
+    }
+    let policy = endpoint_policy(shared, endpoint);
     let joined_ids = hand
         .deliveries
         .iter()
@@ -690,21 +674,35 @@ async fn deliver(shared: &Arc<Shared>, batch: Vec<Delivery>) {
     } else {
         "batch"
     };
-    let body = batch_body(&hand.deliveries);
+    let first = &hand.deliveries[0];
+    let event_id = if hand.deliveries.len() == 1 {
+        first.event.id()
+    } else {
+        std::borrow::Cow::Borrowed(wid.as_str())
+    };
+    let event_time_ms = first
+        .event
+        .time_ms()
+        .unwrap_or(first.first_ms.unwrap_or(now));
+    let shaped = super::shape::join(shaped);
     let report = send_attempt(
         &shared.deps.clients,
         endpoint,
         Outgoing {
-            body: &body,
+            body: &shaped.body,
             webhook_id: &wid,
             event_type: kind,
+            event_id: &event_id,
+            event_time_ms,
+            content_type: shaped.content_type,
+            cloudevent_source: shaped.cloudevent_source.as_deref(),
         },
-        shared.deps.policy.backoff.max(),
+        &policy.rules,
+        policy.backoff.max(),
     )
     .await;
     shared.metrics.response(report.status);
     shared.metrics.duration.record(report.latency.as_secs_f64());
-    let policy = shared.deps.policy;
     let decide = |d: &Delivery| {
         let tried = Tried {
             attempt: d.attempt,
@@ -793,6 +791,54 @@ fn carry_out(
             dead_letter(shared, d, history, Reason::Gone);
         }
     }
+}
+
+/// Shapes each delivery's event for `endpoint` (`deliver::shape`), in
+/// order; a delivery whose event has nothing where the endpoint's payload
+/// pointer looks is dead-lettered as `invalid_event` (no attempt could
+/// succeed) and leaves the batch.
+fn shape_all(
+    shared: &Arc<Shared>,
+    endpoint: &Endpoint,
+    hand: &mut InHand,
+    now: i64,
+) -> Vec<super::shape::Shaped> {
+    let config = endpoint.config.payload.as_deref();
+    let mut shaped = Vec::with_capacity(hand.deliveries.len());
+    let mut i = 0;
+    while i < hand.deliveries.len() {
+        let d = &hand.deliveries[i];
+        match super::shape::shape_event(config, &d.event, d.first_ms.unwrap_or(now)) {
+            Ok(body) => {
+                shaped.push(body);
+                i += 1;
+            }
+            Err(e) => {
+                let d = hand.deliveries.remove(i);
+                let why = e.to_string();
+                let h = History {
+                    endpoint: endpoint.id(),
+                    attempt: d.attempt,
+                    first_ms: d.first_ms.unwrap_or(now),
+                    last_status: Reason::InvalidEvent.as_str(),
+                    last_error: &why,
+                };
+                dead_letter(shared, d, &h, Reason::InvalidEvent);
+            }
+        }
+    }
+    shaped
+}
+
+/// The endpoint's retry policy: `[delivery]`'s, changed by its `retry`
+/// (checked when the endpoint was accepted; should it fail here, the
+/// default applies).
+fn endpoint_policy(shared: &Shared, endpoint: &Endpoint) -> RetryPolicy {
+    shared
+        .deps
+        .policy
+        .for_endpoint(endpoint.config.retry.as_deref())
+        .unwrap_or(shared.deps.policy)
 }
 
 /// Why a delivery was deferred after a local failure (`hookstream-last-error`).

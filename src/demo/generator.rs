@@ -162,7 +162,7 @@ impl FleetGenerator {
                 v["event"] = json!(ev);
                 v["object"]["public_id"] = json!(rand::random_range(1000..9999));
                 v["timestamp"] = json!(now_rfc3339());
-                (v, format!("object.{ev}"))
+                (v, ev.to_string())
             }
         };
         GeneratedEvent {

@@ -17,14 +17,32 @@ pub use crate::config::FieldError;
 use crate::guard as ssrf;
 use crate::sign::{SignatureScheme, Signer};
 
-/// Headers an endpoint may not set because hookstream writes them.
-const RESERVED_HEADERS: [&str; 5] = [
-    "content-type",
+/// Headers an endpoint may not set: hop-by-hop and framing headers (the
+/// HTTP client owns them). `Content-Type` and `User-Agent` may be set.
+const RESERVED_HEADERS: [&str; 10] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
     "content-length",
     "host",
-    "user-agent",
-    "transfer-encoding",
 ];
+
+/// Headers the signers write (every scheme's, so changing the scheme
+/// never lets a custom header pose as a signature), and the CloudEvents
+/// attributes of binary mode.
+fn is_signature_header(lower: &str) -> bool {
+    lower.starts_with("webhook-")
+        || lower.starts_with("x-men-")
+        || lower.starts_with("x-openmdm-")
+        || lower.starts_with("x-github-")
+        || lower == "x-hub-signature-256"
+        || lower.starts_with("ce-")
+}
 
 /// A ready-to-use endpoint.
 ///
@@ -197,7 +215,7 @@ impl Endpoint {
             &self.config.groups,
             u.and_then(|u| u.groups.as_ref()),
             key.group,
-        ) && (self.config.tenant.is_empty() || key.tenant == Some(self.config.tenant.as_str()))
+        ) && (self.config.tenant.is_empty() || key.tenant == Some(&*self.config.tenant))
     }
 
     /// Whether an event type matches one of the patterns (used by tests and
@@ -338,15 +356,22 @@ fn check(
         let parsed = reqwest::header::HeaderName::from_bytes(name.as_bytes())
             .map_err(|_| FieldError::new(field.clone(), "is not a valid header name"))?;
         let lower = parsed.as_str();
-        if RESERVED_HEADERS.contains(&lower) || lower.starts_with("webhook-") {
+        if RESERVED_HEADERS.contains(&lower) {
             return Err(FieldError::new(
                 field,
-                "is set by hookstream and cannot be overridden",
+                "is a hop-by-hop or framing header, which the HTTP client sets",
+            ));
+        }
+        if is_signature_header(lower) {
+            return Err(FieldError::new(
+                field,
+                "is a signature or CloudEvents header, which hookstream sets",
             ));
         }
         reqwest::header::HeaderValue::from_str(value)
             .map_err(|_| FieldError::new(field, "value has characters a header cannot carry"))?;
     }
+    check_payload_and_retry(config)?;
     let secret = match (&config.secret, &config.secret_env) {
         (Some(_), Some(_)) => {
             return Err(FieldError::new(
@@ -388,6 +413,43 @@ fn check(
         previous_until,
         filter,
     })
+}
+
+/// `payload`: a pointer is RFC 6901 (empty, or starting with `/`);
+/// CloudEvents binary mode carries one event per request. `retry`: what
+/// `outcome::policy` accepts.
+fn check_payload_and_retry(config: &EndpointConfig) -> Result<(), FieldError> {
+    if let Some(payload) = &config.payload {
+        if let Some(p) = &payload.pointer
+            && !(p.is_empty() || p.starts_with('/'))
+        {
+            return Err(FieldError::new(
+                "payload.pointer",
+                format!("`{p}` is not a JSON pointer (\"/payload\", or \"\" for the whole event)"),
+            ));
+        }
+        if payload.envelope == crate::config::Envelope::CloudeventsBinary
+            && config.batch.max_events > 1
+        {
+            return Err(FieldError::new(
+                "payload",
+                "`cloudevents_binary` sends one event per request: batch.max_events must be 1",
+            ));
+        }
+    }
+    if let Some(retry) = &config.retry {
+        let defaults = crate::outcome::policy::RetryPolicy {
+            backoff: crate::outcome::backoff::Backoff::new(&Default::default()),
+            max_attempts: 1,
+            retry_window: Duration::ZERO,
+            rules: crate::outcome::policy::RetryRules::DEFAULT,
+            local_failure_delay: Duration::ZERO,
+        };
+        defaults
+            .for_endpoint(Some(retry))
+            .map_err(|(key, why)| FieldError::new(key, why))?;
+    }
+    Ok(())
 }
 
 /// `localhost`, `*.localhost` (RFC 6761), with or without the root dot.
@@ -485,15 +547,56 @@ mod tests {
         assert_eq!(err(c).field, "events[0]");
         let mut c = base();
         c.headers.insert("Content-Type".into(), "text/plain".into());
-        assert_eq!(err(c).field, "headers.Content-Type");
+        validate(&c, false, &|_| None).expect("Content-Type may be set");
+        for reserved in ["Connection", "Transfer-Encoding", "Host", "Content-Length"] {
+            let mut c = base();
+            c.headers.insert(reserved.into(), "x".into());
+            assert!(err(c).message.contains("hop-by-hop"), "{reserved}");
+        }
+        for signature in [
+            "X-OpenMDM-Delivery",
+            "X-Men-Signature",
+            "X-Hub-Signature-256",
+            "webhook-id",
+            "ce-id",
+        ] {
+            let mut c = base();
+            c.headers.insert(signature.into(), "x".into());
+            assert_eq!(err(c).field, format!("headers.{signature}"));
+        }
+        let mut c = base();
+        c.payload = Some(Box::new(crate::config::PayloadConfig {
+            pointer: Some("payload".into()),
+            envelope: crate::config::Envelope::Raw,
+        }));
+        assert_eq!(err(c).field, "payload.pointer");
+        let mut c = base();
+        c.payload = Some(Box::new(crate::config::PayloadConfig {
+            pointer: None,
+            envelope: crate::config::Envelope::CloudeventsBinary,
+        }));
+        c.batch.max_events = 10;
+        assert_eq!(err(c).field, "payload");
+        let mut c = base();
+        c.retry = Some(Box::new(crate::config::RetryConfig {
+            retry_on: Some(vec!["teapot".into()]),
+            ..Default::default()
+        }));
+        assert_eq!(err(c).field, "retry.retry_on[0]");
+        let mut c = base();
+        c.retry = Some(Box::new(crate::config::RetryConfig {
+            max_attempts: Some(0),
+            ..Default::default()
+        }));
+        assert_eq!(err(c).field, "retry.max_attempts");
         let mut c = base();
         c.headers.insert("bad header".into(), "x".into());
         assert_eq!(err(c).field, "headers.bad header");
         let mut c = base();
-        c.rate_limit = Some(crate::config::RateLimitConfig {
+        c.rate_limit = Some(Box::new(crate::config::RateLimitConfig {
             per_second: 0.0,
             burst: 1,
-        });
+        }));
         assert_eq!(err(c).field, "rate_limit.per_second");
         let mut c = base();
         c.max_concurrency = 0;

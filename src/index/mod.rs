@@ -155,7 +155,7 @@ impl EndpointIndex {
                     !c.tenant.is_empty(),
                 )
             } else if !c.tenant.is_empty() {
-                (vec![(2u8, c.tenant.as_str())], false)
+                (vec![(2u8, &*c.tenant)], false)
             } else {
                 (vec![(3u8, "")], false)
             };

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::config::{BackoffConfig, HumanDuration};
+use crate::config::{BackoffConfig, BackoffOverride, HumanDuration};
 
 /// Backoff policy of `[delivery]`.
 #[derive(Debug, Clone, Copy)]
@@ -41,6 +41,21 @@ impl Backoff {
     /// The cap of any delay, `Retry-After` included.
     pub fn max(&self) -> Duration {
         self.max
+    }
+
+    /// The delay before the second attempt.
+    pub fn initial(&self) -> Duration {
+        self.initial
+    }
+
+    /// This policy with what `o` sets replaced.
+    pub fn overridden(&self, o: &BackoffOverride) -> Self {
+        Self {
+            initial: o.initial.map_or(self.initial, |d| d.get()),
+            factor: o.factor.unwrap_or(self.factor),
+            max: o.max.map_or(self.max, |d| d.get()),
+            jitter: o.jitter.unwrap_or(self.jitter),
+        }
     }
 }
 

@@ -106,9 +106,15 @@ pub fn check_config(
             .map_err(|(field, msg)| ConfigError::new(format!("sources[{i}].{field}"), msg))?;
     }
     let allow_private = config.delivery.allow_private_destinations;
+    let types = crate::source::types::of_config(config);
     for (i, endpoint) in config.endpoints.iter().enumerate() {
         crate::index::endpoint::validate(endpoint, allow_private, env)
             .map_err(|e| ConfigError::new(format!("endpoints[{i}].{}", e.field), e.message))?;
+        // Warned about, not refused: a file that ran before an upgrade
+        // still starts (the API refuses such an endpoint).
+        if let Some(why) = crate::source::types::unmatched(&endpoint.events, &types) {
+            tracing::warn!(endpoint = %endpoint.id, "endpoints[{i}].events {why}: it will receive nothing");
+        }
     }
     Ok(())
 }
@@ -218,6 +224,7 @@ impl Pipeline {
                 max_attempts: config.delivery.max_attempts,
                 retry_window: config.delivery.retry_window.get(),
                 local_failure_delay: circuit_base,
+                rules: crate::outcome::policy::RetryRules::DEFAULT,
             },
             per_endpoint_labels: config.metrics.per_endpoint_labels,
             circuit_base,

@@ -200,8 +200,16 @@ async fn republish(
             value: Some(v),
         });
     }
-    // The event type, when the letter has it, spares the retry a parse.
-    if let Some((k, v)) = letter.headers.iter().find(|(k, _)| k == header::EVENT_TYPE) {
+    // The event type, when the letter has it, spares the retry a parse;
+    // its time and body pointer shape it as its first attempt was.
+    for (k, v) in letter.headers.iter().filter(|(k, _)| {
+        [
+            header::EVENT_TYPE,
+            header::EVENT_TIME_MS,
+            header::BODY_POINTER,
+        ]
+        .contains(&k.as_str())
+    }) {
         headers = headers.insert(Header {
             key: k,
             value: Some(v),

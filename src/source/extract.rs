@@ -71,6 +71,8 @@ pub struct Extractor {
     group: Rule,
     tenant: Rule,
     time: Rule,
+    /// The preset's body inside the event ([`Fields::body_pointer`]).
+    body_pointer: Option<&'static str>,
     scratch: Vec<u8>,
     buffers: simd_json::Buffers,
     /// The last tape, emptied: its allocation is reused.
@@ -123,6 +125,17 @@ fn hdr(name: &str) -> Alternative {
     Alternative {
         locator: Locator::Header(name.to_string()),
         prefix: "",
+    }
+}
+
+/// Where a preset's platform finds the body it sends inside the event:
+/// Magistrala sends the message payload, the CMDB the object (as created,
+/// as updated, or as it was before deletion); the others the whole event.
+pub fn body_pointer(preset: Preset) -> Option<&'static str> {
+    match preset {
+        Preset::Magistrala => Some("/payload"),
+        Preset::Cmdb => Some("/object"),
+        Preset::Mender | Preset::Openmdm | Preset::Cloudevents | Preset::Custom => None,
     }
 }
 
@@ -197,10 +210,9 @@ impl Extractor {
             ),
             Preset::Cmdb => (
                 Rule::default(),
-                rule(vec![Alternative {
-                    locator: Locator::Pointer(vec!["event".into()]),
-                    prefix: "object.",
-                }]),
+                // The CMDB's own names (`create`, `update`, `delete`): an
+                // endpoint saved with the documented names matches.
+                rule(vec![ptr("/event")]),
                 rule(vec![ptr("/object/public_id")]),
                 Rule::default(),
                 rule(vec![ptr("/timestamp")]),
@@ -227,6 +239,7 @@ impl Extractor {
             group,
             tenant,
             time,
+            body_pointer: body_pointer(preset),
             scratch: Vec::new(),
             buffers: simd_json::Buffers::default(),
             tape: None,
@@ -283,6 +296,7 @@ impl Extractor {
                         group: find(&self.group),
                         tenant: find(&self.tenant),
                         time_ms: find_time(&self.time, root, header),
+                        body_pointer: self.body_pointer,
                     }),
                 }
             }
@@ -526,7 +540,7 @@ mod tests {
     #[test]
     fn cmdb_sample_prefixes_the_event() {
         let e = run(Preset::Cmdb, sample("cmdb-object-updated.json"));
-        assert_eq!(e.event_type, "object.update");
+        assert_eq!(e.event_type, "update");
         assert_eq!(e.device.as_deref(), Some("4711"));
         assert_eq!(e.id, coordinates_id(&COORDS));
         assert_eq!(e.time_ms, Some(1_776_255_000_000));

@@ -6,8 +6,8 @@
 //! [`inbound`] carries records and rebalances to the dispatcher in order,
 //! [`reader`] turns polled records into the shapes of [`crate::core::event`] with
 //! [`extract`], [`unreadable`] stands in for records librdkafka cannot
-//! decode and moves their partition past them, and [`topics`] interns
-//! topic names.
+//! decode and moves their partition past them, [`topics`] interns
+//! topic names, and [`types`] knows the event types each preset produces.
 
 pub mod consumer;
 pub mod extract;
@@ -16,4 +16,5 @@ pub mod inbound;
 mod poll;
 pub mod reader;
 pub mod topics;
+pub mod types;
 mod unreadable;

@@ -106,11 +106,24 @@ pub fn for_each_retry_header(
     ] {
         add(k, v);
     }
+    for_each_shaping_header(event, add);
+}
+
+/// Calls `add` with what shaping needs on later attempts: the event's own
+/// time and its platform body pointer, when it has them.
+fn for_each_shaping_header(event: &Payload, mut add: impl FnMut(&str, &[u8])) {
+    let mut time = itoa::Buffer::new();
+    if let Some(ms) = event.time_ms() {
+        add(header::EVENT_TIME_MS, time.format(ms).as_bytes());
+    }
+    if let Some(pointer) = event.body_pointer() {
+        add(header::BODY_POINTER, pointer.as_bytes());
+    }
 }
 
 /// The headers of a retry record: history plus when it is due.
 pub fn retry_headers(event: &Payload, history: &History<'_>, due_ms: i64) -> OwnedHeaders {
-    let mut headers = HeaderList::new(event.headers().len() + 10);
+    let mut headers = HeaderList::new(event.headers().len() + 12);
     for_each_retry_header(event, history, due_ms, |k, v| headers.add(k, v));
     headers.done()
 }
@@ -175,6 +188,15 @@ pub fn dead_letter_headers(
         (header::REASON, reason.as_bytes()),
         (header::DEAD_MS, now.as_bytes()),
     ]);
+    let mut time = itoa::Buffer::new();
+    let time_ms = event.time_ms();
+    if let Some(ms) = time_ms {
+        extra.push((header::EVENT_TIME_MS, time.format(ms).as_bytes()));
+    }
+    let pointer = event.body_pointer();
+    if let Some(pointer) = &pointer {
+        extra.push((header::BODY_POINTER, pointer.as_bytes()));
+    }
     outcome_headers(event, &extra)
 }
 

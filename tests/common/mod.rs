@@ -472,7 +472,7 @@ pub fn independently_verified(scheme: &str, secret: &str, req: &ReceivedRequest)
         "openmdm" => {
             req.header("x-openmdm-signature")
                 == Some(format!("sha256={}", mac_hex(secret.as_bytes(), &req.body)).as_str())
-                && req.header("x-openmdm-delivery") == req.header("webhook-id")
+                && req.header("x-openmdm-delivery") == openmdm_delivery_id(req).as_deref()
         }
         "github" => {
             req.header("x-hub-signature-256")
@@ -482,6 +482,15 @@ pub fn independently_verified(scheme: &str, secret: &str, req: &ReceivedRequest)
         "none" => req.header("webhook-signature").is_none(),
         _ => false,
     }
+}
+
+/// What OpenMDM's `X-OpenMDM-Delivery` should be: the event's `id` (a
+/// single event), else the `webhook-id` (a batch, or an event without one).
+fn openmdm_delivery_id(req: &ReceivedRequest) -> Option<String> {
+    serde_json::from_slice::<serde_json::Value>(&req.body)
+        .ok()
+        .and_then(|v| v.get("id").and_then(|id| id.as_str()).map(str::to_string))
+        .or_else(|| req.header("webhook-id").map(str::to_string))
 }
 
 /// Counts of requests per value of a JSON field in the bodies.
