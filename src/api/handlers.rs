@@ -22,14 +22,11 @@ use super::{ApiState, secrets};
 use crate::config::{EndpointConfig, Role};
 use crate::deliver::request::{Outgoing, send_attempt, webhook_id};
 use crate::index::Endpoint;
-use crate::index::activity::RING_CAPACITY;
 use crate::index::endpoint::pattern_matches;
 use crate::outcome::classify::Verdict;
 
 /// Endpoints in one create request at most.
 const MAX_CREATE: usize = 1000;
-/// Attempts returned when `limit` is not given.
-const DEFAULT_ATTEMPTS: usize = 50;
 /// Longest a `test` request waits for the receiver.
 const TEST_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -195,7 +192,7 @@ pub async fn list(
             let c = &e.config;
             device.is_none_or(|d| c.devices.iter().any(|x| x == d))
                 && group.is_none_or(|g| c.groups.iter().any(|x| x == g))
-                && tenant.is_none_or(|t| c.tenant == t)
+                && tenant.is_none_or(|t| &*c.tenant == t)
                 && event.is_none_or(|t| c.events.iter().any(|p| pattern_matches(p, t)))
         })
         .collect();
@@ -455,30 +452,6 @@ pub async fn test(State(state): AppState, IdParam(id): IdParam) -> ApiResult<Jso
         },
     };
     Ok(Json(json!(result)))
-}
-
-/// `GET /v1/endpoints/{id}/attempts?limit=`: recent attempts, newest first.
-pub async fn attempts(
-    State(state): AppState,
-    IdParam(id): IdParam,
-    RawQuery(query): RawQuery,
-) -> ApiResult<Json<Value>> {
-    let q = query_map(query.as_deref());
-    let limit = match q.get("limit") {
-        None => DEFAULT_ATTEMPTS,
-        Some(text) => match text.parse::<usize>() {
-            Ok(n) if (1..=RING_CAPACITY).contains(&n) => n,
-            _ => {
-                return Err(ApiError::bad_request(
-                    "limit",
-                    format!("must be a whole number from 1 to {RING_CAPACITY}"),
-                ));
-            }
-        },
-    };
-    existing(&state, &id)?;
-    let recent = state.store.registry().activity(&id).recent(limit);
-    Ok(Json(json!(recent)))
 }
 
 /// `GET /v1/endpoints/{id}/stats`: counts by outcome, latency percentiles.

@@ -15,7 +15,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 pub use duration::{HumanDuration, parse_duration};
-pub use enums::{Preset, SignatureScheme};
+pub use enums::{Preset, Scope, SignatureScheme};
 
 /// The value `kafka.brokers` takes to run librdkafka's in-process mock cluster.
 pub const EMBEDDED_BROKERS: &str = "embedded";
@@ -146,6 +146,14 @@ pub struct TopicsConfig {
     pub partitions: i32,
     /// Replication factor of created owned topics (-1 = broker default).
     pub replication_factor: i32,
+    /// Write every delivery attempt to `<prefix>.attempts` (the durable
+    /// activity log the API's `attempts` route reads).
+    pub attempts_log: bool,
+    /// Retention (`retention.ms`) of `<prefix>.attempts` when created.
+    pub attempts_retention: HumanDuration,
+    /// Compacted `<prefix>.devices` (device → group, tenant): learned from
+    /// the events and followed by every instance.
+    pub devices_log: bool,
 }
 
 impl Default for TopicsConfig {
@@ -159,6 +167,9 @@ impl Default for TopicsConfig {
             create: true,
             partitions: 6,
             replication_factor: -1,
+            attempts_log: true,
+            attempts_retention: HumanDuration(std::time::Duration::from_secs(7 * 24 * 3600)),
+            devices_log: true,
         }
     }
 }
@@ -182,6 +193,16 @@ impl TopicsConfig {
     /// `<prefix>.endpoints`
     pub fn endpoints_topic(&self) -> String {
         format!("{}.endpoints", self.prefix)
+    }
+
+    /// `<prefix>.attempts`: the durable activity log.
+    pub fn attempts_topic(&self) -> String {
+        format!("{}.attempts", self.prefix)
+    }
+
+    /// `<prefix>.devices`: the compacted device directory.
+    pub fn devices_topic(&self) -> String {
+        format!("{}.devices", self.prefix)
     }
 }
 
@@ -527,9 +548,10 @@ pub struct EndpointConfig {
     /// Only these groups (empty = all).
     #[serde(default)]
     pub groups: Vec<String>,
-    /// Only this tenant (empty = all).
+    /// Only this tenant (empty = all). Boxed text: an index holds one
+    /// endpoint per id.
     #[serde(default)]
-    pub tenant: String,
+    pub tenant: Box<str>,
     /// Disabled endpoints receive nothing.
     #[serde(default = "default_true")]
     pub enabled: bool,
@@ -578,6 +600,14 @@ pub struct EndpointConfig {
     /// Bounded queue of events waiting for this endpoint.
     #[serde(default = "default_queue")]
     pub queue_size: u32,
+    /// Mender integration scope: only the scope's event types (those of
+    /// them `events` matches) are delivered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<Scope>,
+    /// Key-value pairs for the client's own use (Mainflux `metadata`),
+    /// stored and returned as given. Boxed: most endpoints have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Box<serde_json::Map<String, serde_json::Value>>>,
 }
 
 /// Why and when hookstream disabled an endpoint by itself.
@@ -613,7 +643,7 @@ impl EndpointConfig {
             events: default_events(),
             devices: Vec::new(),
             groups: Vec::new(),
-            tenant: String::new(),
+            tenant: Box::default(),
             enabled: true,
             disabled: None,
             secret: None,
@@ -629,6 +659,8 @@ impl EndpointConfig {
             allow_http: false,
             http_version: HttpVersion::Auto,
             queue_size: default_queue(),
+            scope: None,
+            metadata: None,
         }
     }
 }
@@ -734,6 +766,10 @@ impl Config {
             }
         }
         fail("topics.partitions", outside(t.partitions, TOPIC_PARTITIONS))?;
+        fail(
+            "topics.attempts_retention",
+            outside_duration(t.attempts_retention.get(), ATTEMPTS_RETENTION),
+        )?;
         if t.replication_factor != -1 {
             fail(
                 "topics.replication_factor",

@@ -31,6 +31,7 @@ use crate::core::AckToken;
 use crate::core::Payload;
 use crate::index::Endpoint;
 use crate::index::activity::{AttemptRecord, EndpointActivity, Outcome};
+use crate::index::attempt_log::AttemptLog;
 use crate::metrics::EndpointMetrics;
 use crate::outcome::backoff::Backoff;
 use crate::outcome::circuit::Circuit;
@@ -183,6 +184,8 @@ pub struct SenderDeps {
     /// Called once when an endpoint answers 410 Gone (the service stores it
     /// disabled; without one it is disabled in this sender only).
     pub on_gone: Option<GoneHook>,
+    /// The durable activity log (`None` when `topics.attempts_log` is off).
+    pub attempt_log: Option<Arc<AttemptLog>>,
 }
 
 /// What to do when an endpoint answers 410 Gone: called with its id.
@@ -720,21 +723,37 @@ async fn deliver(shared: &Arc<Shared>, batch: Vec<Delivery>) {
     .await;
     shared.metrics.response(report.status);
     shared.metrics.duration.record(report.latency.as_secs_f64());
-    shared.activity.record_attempt(AttemptRecord {
+    let decided_ms = now_ms();
+    let first = &hand.deliveries[0];
+    let (outcome, reason) = attempt_outcome(shared, &report.verdict, first, now, decided_ms);
+    let record = AttemptRecord {
         time_ms: now,
+        endpoint: endpoint.id().to_string(),
         event_id: joined_ids,
+        event_type: kind.to_string(),
         webhook_id: wid,
-        attempt: hand.deliveries[0].attempt + 1,
+        attempt: first.attempt + 1,
         status: report.status,
-        outcome: match &report.verdict {
-            Verdict::Delivered => Outcome::Delivered,
-            Verdict::Retry { .. } => Outcome::RetryScheduled,
-            Verdict::Defer => Outcome::Deferred,
-            _ => Outcome::DeadLettered,
-        },
+        outcome,
+        reason,
         latency_ms: report.latency.as_secs_f64() * 1000.0,
         error: report.last_error.clone(),
-    });
+        source: match &hand.deliveries[..] {
+            [only] => String::from_utf8_lossy(&only.event.source()).into_owned(),
+            _ => String::new(),
+        },
+    };
+    if let Some(log) = &shared.deps.attempt_log {
+        log_attempts(
+            shared,
+            log,
+            &hand.deliveries,
+            &record,
+            &report.verdict,
+            decided_ms,
+        );
+    }
+    shared.activity.record_attempt(record);
     match report.verdict.endpoint_health() {
         EndpointHealth::Failing => {
             if shared.circuit.record_failure(now_ms()) {
@@ -767,10 +786,7 @@ async fn deliver(shared: &Arc<Shared>, batch: Vec<Delivery>) {
         } => {
             while let Some(d) = hand.pop() {
                 let h = failed(&d, *counts_attempt);
-                let age = Duration::from_millis((now_ms() - h.first_ms).max(0) as u64);
-                if h.attempt >= shared.deps.policy.max_attempts
-                    || age >= shared.deps.policy.retry_window
-                {
+                if exhausted(shared, h.attempt, h.first_ms, decided_ms) {
                     dead_letter(shared, d, &h, "exhausted");
                     continue;
                 }
@@ -813,6 +829,70 @@ async fn deliver(shared: &Arc<Shared>, batch: Vec<Delivery>) {
                 defer(shared, d, shared.deps.circuit_base, LOCAL_FAILURE);
             }
         }
+    }
+}
+
+/// Whether a failed delivery at `attempt` (attempts used, this one
+/// included) whose first attempt was at `first_ms` has no retry left at
+/// `now_ms`: out of attempts, or past the retry window.
+fn exhausted(shared: &Shared, attempt: u32, first_ms: i64, now_ms: i64) -> bool {
+    let age = Duration::from_millis((now_ms - first_ms).max(0) as u64);
+    attempt >= shared.deps.policy.max_attempts || age >= shared.deps.policy.retry_window
+}
+
+/// What follows this attempt for `d`: the outcome and, for a dead letter,
+/// its reason (`exhausted` when a retryable failure has no retry left).
+fn attempt_outcome(
+    shared: &Shared,
+    verdict: &Verdict,
+    d: &Delivery,
+    attempt_ms: i64,
+    decided_ms: i64,
+) -> (Outcome, Option<String>) {
+    match verdict {
+        Verdict::Delivered => (Outcome::Delivered, None),
+        Verdict::Defer => (Outcome::Deferred, None),
+        Verdict::Gone => (Outcome::DeadLettered, Some("gone".into())),
+        Verdict::DeadLetter(reason) => (Outcome::DeadLettered, Some(reason.to_string())),
+        Verdict::Retry { counts_attempt, .. } => {
+            let attempt = d.attempt + u32::from(*counts_attempt);
+            let first_ms = d.first_ms.unwrap_or(attempt_ms);
+            if exhausted(shared, attempt, first_ms, decided_ms) {
+                (Outcome::DeadLettered, Some("exhausted".into()))
+            } else {
+                (Outcome::RetryScheduled, None)
+            }
+        }
+    }
+}
+
+/// Writes one durable activity record per delivery of the attempt
+/// (`record` describes the attempt; each delivery has its own event and
+/// outcome).
+fn log_attempts(
+    shared: &Shared,
+    log: &AttemptLog,
+    deliveries: &[Delivery],
+    record: &AttemptRecord,
+    verdict: &Verdict,
+    decided_ms: i64,
+) {
+    if let [_] = deliveries {
+        log.write(record);
+        return;
+    }
+    for d in deliveries {
+        let (outcome, reason) = attempt_outcome(shared, verdict, d, record.time_ms, decided_ms);
+        let source = d.event.source();
+        log.write(&AttemptRecord {
+            event_id: d.event.id().into_owned(),
+            event_type: d.event.event_type().to_string(),
+            attempt: d.attempt + 1,
+            outcome,
+            reason,
+            source: String::from_utf8_lossy(&source).into_owned(),
+            ..record.clone()
+        });
     }
 }
 

@@ -17,13 +17,7 @@ use crate::guard as ssrf;
 use crate::sign::{SignatureScheme, Signer};
 
 /// Headers an endpoint may not set because hookstream writes them.
-const RESERVED_HEADERS: [&str; 5] = [
-    "content-type",
-    "content-length",
-    "host",
-    "user-agent",
-    "transfer-encoding",
-];
+const RESERVED_HEADERS: [&str; 4] = ["content-length", "host", "user-agent", "transfer-encoding"];
 
 /// A ready-to-use endpoint.
 ///
@@ -54,6 +48,9 @@ struct Uncommon {
     devices: Option<HashSet<String>>,
     /// `config.groups` as a set, likewise.
     groups: Option<HashSet<String>>,
+    /// The event types of `config.scope` that `config.events` matches:
+    /// what the index files the endpoint under instead of `events`.
+    scoped_events: Option<Vec<String>>,
 }
 
 impl Uncommon {
@@ -62,6 +59,7 @@ impl Uncommon {
             && self.extra_headers.is_empty()
             && self.devices.is_none()
             && self.groups.is_none()
+            && self.scoped_events.is_none()
     }
 }
 
@@ -136,6 +134,7 @@ impl Endpoint {
             extra_headers,
             devices: set_of(&config.devices),
             groups: set_of(&config.groups),
+            scoped_events: scoped_events(&config)?,
         };
         let timeout = config.timeout.map(|t| t.get()).unwrap_or(default_timeout);
         Ok(Self {
@@ -187,17 +186,54 @@ impl Endpoint {
             &self.config.groups,
             u.and_then(|u| u.groups.as_ref()),
             key.group,
-        ) && (self.config.tenant.is_empty() || key.tenant == Some(self.config.tenant.as_str()))
+        ) && (self.config.tenant.is_empty() || key.tenant == Some(&*self.config.tenant))
+    }
+
+    /// The event patterns the index files the endpoint under: `events`,
+    /// or with a `scope`, the scope's types that `events` matches.
+    pub fn patterns(&self) -> &[String] {
+        match self
+            .uncommon
+            .as_deref()
+            .and_then(|u| u.scoped_events.as_ref())
+        {
+            Some(scoped) => scoped,
+            None => &self.config.events,
+        }
     }
 
     /// Whether an event type matches one of the patterns (used by tests and
     /// by the index builder's cross-check).
     pub fn matches_type(&self, event_type: &str) -> bool {
-        self.config
-            .events
+        self.patterns()
             .iter()
             .any(|p| pattern_matches(p, event_type))
     }
+}
+
+/// The event types of `config.scope` that its `events` match (`None`
+/// without a scope); none is an error naming `scope`.
+fn scoped_events(config: &EndpointConfig) -> Result<Option<Vec<String>>, FieldError> {
+    let Some(scope) = config.scope else {
+        return Ok(None);
+    };
+    let types: Vec<String> = scope
+        .event_types()
+        .iter()
+        .filter(|t| config.events.iter().any(|p| pattern_matches(p, t)))
+        .map(|t| t.to_string())
+        .collect();
+    if types.is_empty() {
+        return Err(FieldError::new(
+            "scope",
+            format!(
+                "none of the `{}` event types ({}) matches `events`",
+                scope.name(),
+                scope.event_types().join(", ")
+            ),
+        ));
+    }
+    Ok(Some(types))
 }
 
 /// `*`, `prefix*`, or an exact type.
@@ -322,6 +358,7 @@ fn check(
             ));
         }
     }
+    scoped_events(config)?;
     for (name, value) in &config.headers {
         let field = format!("headers.{name}");
         let parsed = reqwest::header::HeaderName::from_bytes(name.as_bytes())
@@ -436,6 +473,27 @@ mod tests {
     }
 
     #[test]
+    fn a_scope_files_the_endpoint_under_its_event_types() {
+        let mut c = base();
+        c.scope = Some(crate::config::Scope::Deviceauth);
+        let e = Endpoint::build(c, false, Duration::from_secs(5), &|_| None).unwrap();
+        assert_eq!(
+            e.patterns(),
+            [
+                "device-provisioned",
+                "device-decommissioned",
+                "device-status-changed"
+            ]
+        );
+        assert!(!e.matches_type("devices-inventory-changed"));
+        let mut c = base();
+        c.scope = Some(crate::config::Scope::Deviceauth);
+        c.events = vec!["device-status-*".into()];
+        let e = Endpoint::build(c, false, Duration::from_secs(5), &|_| None).unwrap();
+        assert_eq!(e.patterns(), ["device-status-changed"]);
+    }
+
+    #[test]
     fn a_good_endpoint_passes() {
         validate(&base(), false, &|_| None).unwrap();
     }
@@ -471,8 +529,17 @@ mod tests {
         c.events = vec!["dev*ice".into()];
         assert_eq!(err(c).field, "events[0]");
         let mut c = base();
-        c.headers.insert("Content-Type".into(), "text/plain".into());
-        assert_eq!(err(c).field, "headers.Content-Type");
+        c.headers.insert("Content-Length".into(), "1".into());
+        assert_eq!(err(c).field, "headers.Content-Length");
+        // Platforms document a Content-Type header on their webhooks.
+        let mut c = base();
+        c.headers
+            .insert("Content-Type".into(), "application/json".into());
+        validate(&c, false, &|_| None).unwrap();
+        let mut c = base();
+        c.scope = Some(crate::config::Scope::Inventory);
+        c.events = vec!["device-*".into()];
+        assert_eq!(err(c).field, "scope");
         let mut c = base();
         c.headers.insert("bad header".into(), "x".into());
         assert_eq!(err(c).field, "headers.bad header");

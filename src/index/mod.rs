@@ -9,6 +9,10 @@
 //! candidate is checked against its remaining restrictions.
 
 pub mod activity;
+pub mod attempt_log;
+pub mod attempt_reader;
+pub mod device_store;
+pub mod devices;
 pub mod endpoint;
 pub mod registry;
 pub mod store;
@@ -150,13 +154,13 @@ impl EndpointIndex {
                     !c.tenant.is_empty(),
                 )
             } else if !c.tenant.is_empty() {
-                (vec![(2u8, c.tenant.as_str())], false)
+                (vec![(2u8, &*c.tenant)], false)
             } else {
                 (vec![(3u8, "")], false)
             };
             let filing = Filing {
                 slot,
-                overlapping: c.events.len() > 1,
+                overlapping: endpoint.patterns().len() > 1,
                 filtered,
             };
             for (kind, key) in buckets {
@@ -166,7 +170,7 @@ impl EndpointIndex {
                     2 => index.by_tenant.entry(key.to_string()).or_default(),
                     _ => &mut index.open,
                 };
-                for pattern in &c.events {
+                for pattern in endpoint.patterns() {
                     table.insert(pattern, filing);
                 }
             }
