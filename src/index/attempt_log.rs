@@ -147,10 +147,10 @@ impl AttemptLog {
 }
 
 /// Partitions of `topic`, or 0 (then records go by key) when the metadata
-/// does not say within 10 s.
+/// does not say within about 3 s.
 async fn topic_partitions(producer: &ThreadedProducer<DropCounter>, topic: &str) -> i32 {
     let client = producer.client();
-    for _ in 0..20 {
+    for _ in 0..5 {
         match client.fetch_metadata(Some(topic), Duration::from_millis(500)) {
             Ok(m) => {
                 if let Some(t) = m.topics().iter().find(|t| t.name() == topic)

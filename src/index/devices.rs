@@ -113,9 +113,10 @@ impl DeviceDirectory {
 
     /// Learns what an event says of `device`: a group or tenant it names
     /// that differs from what is known is stored and sent to the sink.
-    /// Fields the event does not name keep what is known.
+    /// Fields the event does not name keep what is known. Without a sink
+    /// (no device store: `topics.devices_log = false`) nothing is learned.
     pub fn learn(&self, device: &str, group: Option<&str>, tenant: Option<&str>) {
-        if group.is_none() && tenant.is_none() {
+        if (group.is_none() && tenant.is_none()) || self.sink.get().is_none() {
             return;
         }
         let merged = {
@@ -192,6 +193,9 @@ mod tests {
         assert_eq!(d.get("t1").unwrap().tenant.as_deref(), Some("acme"));
         assert_eq!(sent.lock().unwrap().len(), 2, "only changes are sent");
         d.learn("t2", Some("g1"), None);
+        let unsunk = DeviceDirectory::default();
+        unsunk.learn("t1", Some("g1"), None);
+        assert!(unsunk.is_empty(), "nothing learned without a device store");
         let mut in_g1 = d.devices_in("g1");
         in_g1.sort();
         assert_eq!(in_g1, ["t1", "t2"]);
