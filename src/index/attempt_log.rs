@@ -4,16 +4,21 @@
 //! endpoint's attempts are in one partition in time order), kept by the
 //! topic's time-based retention (`topics.attempts_retention`).
 //!
-//! Owns only that write, and it must not slow deliveries: records are
-//! handed to librdkafka without waiting (batched for up to 100 ms, lz4,
-//! `acks=1`, no idempotence: a lost or doubled log line loses no event).
-//! librdkafka's queue is the bounded buffer (`ATTEMPT_BUFFER_RECORDS`
-//! records, `ATTEMPT_BUFFER_KIB`); a record that finds it full, or that the
-//! broker refuses, is dropped and counted in
-//! `hookstream_attempts_log_dropped_total`.
+//! Owns only that write, and it must not slow deliveries: an attempt is
+//! appended as one JSON line to its endpoint's pending buffer (a short
+//! lock, no I/O); a flusher thread turns each buffer into one Kafka record
+//! every [`FLUSH_INTERVAL`] (or at [`RECORD_BYTES`]), handed to librdkafka
+//! without waiting (lz4, `acks=1`, no idempotence: a lost or doubled log
+//! line loses no event). So a record holds one endpoint's attempts of the
+//! last 50 ms, in order, and librdkafka sees a few records a second per
+//! endpoint instead of one per attempt. Pending buffers hold at most
+//! [`PENDING_BYTES`] and librdkafka's queue [`ATTEMPT_BUFFER_KIB`]; an
+//! attempt that finds them full, or whose record the broker refuses, is
+//! dropped and counted in `hookstream_attempts_log_dropped_total`.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -25,12 +30,18 @@ use super::activity::AttemptRecord;
 use crate::config::Config;
 use crate::wire::headers::endpoint_partition;
 
-/// Records the log's buffer holds at most.
-pub const ATTEMPT_BUFFER_RECORDS: usize = 100_000;
-/// Bytes (KiB) the log's buffer holds at most.
+/// Records (each up to [`RECORD_BYTES`]) librdkafka's queue holds at most.
+pub const ATTEMPT_BUFFER_RECORDS: usize = 10_000;
+/// Bytes (KiB) librdkafka's queue holds at most.
 pub const ATTEMPT_BUFFER_KIB: usize = 32 * 1024;
+/// Bytes of attempts waiting for the flusher, at most.
+pub const PENDING_BYTES: usize = 16 * 1024 * 1024;
+/// An endpoint's pending attempts become a record at this size at the latest.
+pub const RECORD_BYTES: usize = 64 * 1024;
+/// How often pending attempts become records.
+pub const FLUSH_INTERVAL: Duration = Duration::from_millis(50);
 
-/// Counts the records librdkafka could not deliver.
+/// Counts the attempts librdkafka could not deliver.
 struct DropCounter {
     dropped: Arc<AtomicU64>,
     metric: Counter,
@@ -39,14 +50,29 @@ struct DropCounter {
 impl ClientContext for DropCounter {}
 
 impl ProducerContext for DropCounter {
-    type DeliveryOpaque = ();
+    /// Attempts in the record.
+    type DeliveryOpaque = Box<u64>;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+    fn delivery(&self, result: &DeliveryResult<'_>, attempts: Box<u64>) {
         if result.is_err() {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
-            self.metric.increment(1);
+            self.dropped.fetch_add(*attempts, Ordering::Relaxed);
+            self.metric.increment(*attempts);
         }
     }
+}
+
+/// One endpoint's attempts waiting for the flusher: JSON lines.
+#[derive(Debug, Default)]
+struct Lines {
+    bytes: Vec<u8>,
+    count: u64,
+}
+
+/// Every endpoint's pending attempts.
+#[derive(Debug, Default)]
+struct Pending {
+    by_endpoint: HashMap<Box<str>, Lines>,
+    bytes: usize,
 }
 
 /// The durable activity log's writer (cheap to share behind an `Arc`).
@@ -55,6 +81,7 @@ pub struct AttemptLog {
     topic: String,
     /// Partitions of the topic (learned from metadata at start).
     partitions: AtomicI32,
+    pending: Mutex<Pending>,
     dropped: Arc<AtomicU64>,
     metric: Counter,
 }
@@ -78,7 +105,7 @@ impl AttemptLog {
         }
         let mut c = crate::kafka::base_client_config(config, bootstrap);
         c.set("client.id", "hookstream-attempts")
-            .set("linger.ms", "100")
+            .set("linger.ms", "20")
             .set("compression.type", "lz4")
             .set("message.timeout.ms", "30000")
             .set(
@@ -100,37 +127,94 @@ impl AttemptLog {
             .context("creating the activity log producer")?;
         let topic = config.topics.attempts_topic();
         let partitions = topic_partitions(&producer, &topic).await;
-        Ok(Some(Arc::new(Self {
+        let log = Arc::new(Self {
             producer,
             topic,
             partitions: AtomicI32::new(partitions),
+            pending: Mutex::new(Pending::default()),
             dropped,
             metric,
-        })))
+        });
+        let weak = Arc::downgrade(&log);
+        std::thread::Builder::new()
+            .name("hookstream-attempts".into())
+            .spawn(move || flusher(weak))
+            .context("starting the activity log's flusher")?;
+        Ok(Some(log))
     }
 
-    /// Hands `record` to the producer without waiting; dropped (and
-    /// counted) when the buffer is full.
+    fn pending(&self) -> MutexGuard<'_, Pending> {
+        match self.pending.lock() {
+            Ok(p) => p,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// Appends `record` to its endpoint's pending attempts without waiting;
+    /// dropped (and counted) when the pending buffers are full.
     pub fn write(&self, record: &AttemptRecord) {
-        let Ok(value) = serde_json::to_vec(record) else {
-            self.count_drop();
+        let mut pending = self.pending();
+        if pending.bytes >= PENDING_BYTES {
+            drop(pending);
+            self.count_drop(1);
+            return;
+        }
+        let endpoint = record.endpoint.as_str();
+        if !pending.by_endpoint.contains_key(endpoint) {
+            pending
+                .by_endpoint
+                .insert(endpoint.into(), Lines::default());
+        }
+        let Some(lines) = pending.by_endpoint.get_mut(endpoint) else {
             return;
         };
-        let partitions = self.partitions.load(Ordering::Relaxed);
-        let mut out = BaseRecord::<str, [u8]>::to(&self.topic)
-            .key(record.endpoint.as_str())
-            .payload(value.as_slice());
-        if partitions > 0 {
-            out = out.partition(endpoint_partition(&record.endpoint, partitions));
+        let before = lines.bytes.len();
+        if serde_json::to_writer(&mut lines.bytes, record).is_err() {
+            lines.bytes.truncate(before);
+            drop(pending);
+            self.count_drop(1);
+            return;
         }
-        if self.producer.send(out).is_err() {
-            self.count_drop();
+        lines.bytes.push(b'\n');
+        lines.count += 1;
+        let (added, full) = (
+            lines.bytes.len() - before,
+            lines.bytes.len() >= RECORD_BYTES,
+        );
+        pending.bytes += added;
+        if full && let Some(lines) = pending.by_endpoint.remove(endpoint) {
+            pending.bytes -= lines.bytes.len();
+            drop(pending);
+            self.send(endpoint, lines);
         }
     }
 
-    fn count_drop(&self) {
-        self.dropped.fetch_add(1, Ordering::Relaxed);
-        self.metric.increment(1);
+    /// Turns every endpoint's pending attempts into a record.
+    fn send_pending(&self) {
+        let taken = std::mem::take(&mut *self.pending());
+        for (endpoint, lines) in taken.by_endpoint {
+            self.send(&endpoint, lines);
+        }
+    }
+
+    /// Hands one endpoint's attempts to librdkafka as one record.
+    fn send(&self, endpoint: &str, lines: Lines) {
+        let partitions = self.partitions.load(Ordering::Relaxed);
+        let mut out =
+            BaseRecord::<str, [u8], Box<u64>>::with_opaque_to(&self.topic, Box::new(lines.count))
+                .key(endpoint)
+                .payload(lines.bytes.as_slice());
+        if partitions > 0 {
+            out = out.partition(endpoint_partition(endpoint, partitions));
+        }
+        if self.producer.send(out).is_err() {
+            self.count_drop(lines.count);
+        }
+    }
+
+    fn count_drop(&self, attempts: u64) {
+        self.dropped.fetch_add(attempts, Ordering::Relaxed);
+        self.metric.increment(attempts);
     }
 
     /// Records dropped so far (buffer full, or refused by the broker).
@@ -138,10 +222,23 @@ impl AttemptLog {
         self.dropped.load(Ordering::Relaxed)
     }
 
-    /// Sends what is buffered, waiting up to `timeout`.
+    /// Sends what is pending and buffered, waiting up to `timeout`.
     pub fn flush(&self, timeout: Duration) {
+        self.send_pending();
         if let Err(e) = self.producer.flush(timeout) {
             tracing::warn!(error = %e, "flushing the activity log");
+        }
+    }
+}
+
+/// Turns pending attempts into records every [`FLUSH_INTERVAL`] until the
+/// log is dropped.
+fn flusher(log: Weak<AttemptLog>) {
+    loop {
+        std::thread::sleep(FLUSH_INTERVAL);
+        match log.upgrade() {
+            Some(log) => log.send_pending(),
+            None => return,
         }
     }
 }

@@ -145,11 +145,18 @@ impl AttemptReader {
                 (start, end),
                 deadline,
                 |m| {
+                    // A record holds JSON lines: one endpoint's attempts, in order.
                     if m.key() == Some(endpoint.as_bytes())
-                        && let Some(Ok(record)) =
-                            m.payload().map(serde_json::from_slice::<AttemptRecord>)
+                        && let Some(value) = m.payload()
                     {
-                        chunk.push(record);
+                        chunk.extend(
+                            value
+                                .split(|b| *b == b'\n')
+                                .filter(|line| !line.is_empty())
+                                .filter_map(|line| {
+                                    serde_json::from_slice::<AttemptRecord>(line).ok()
+                                }),
+                        );
                     }
                 },
             )?;
