@@ -61,7 +61,8 @@ enum Command {
     #[cfg(feature = "dev-tools")]
     Bench {
         /// Scenarios: a (single), b (batch), c (fan-out), d (big index),
-        /// e (dead neighbour), f (retry timing), or all.
+        /// e (dead neighbour), f (retry timing), g (activity log off vs on),
+        /// or all.
         #[arg(long, default_value = "all")]
         scenario: String,
         /// Events per scenario.
@@ -223,7 +224,7 @@ fn run_bench(
             .map(|s| {
                 Scenario::parse(s.trim()).ok_or_else(|| {
                     CommandError::Usage(format!(
-                        "--scenario: `{s}` is not one of a, b, c, d, e, all"
+                        "--scenario: `{s}` is not one of a, b, c, d, e, f, g, all"
                     ))
                 })
             })

@@ -82,6 +82,7 @@ fn every_range_of_the_limits_table_is_in_the_configuration_reference() {
         NAME_LEN,
         RETRY_TIERS,
         RETRY_TIER,
+        ATTEMPTS_RETENTION,
         TOPIC_PARTITIONS,
         REPLICATION_FACTOR,
         REQUEST_TIMEOUT,

@@ -22,15 +22,12 @@ use super::{ApiState, secrets};
 use crate::config::{EndpointConfig, Role};
 use crate::deliver::request::{Outgoing, send_attempt, webhook_id};
 use crate::index::Endpoint;
-use crate::index::activity::RING_CAPACITY;
 use crate::index::endpoint::pattern_matches;
 use crate::outcome::classify::Verdict;
 use crate::sign::SignatureScheme;
 
 /// Endpoints in one create request at most.
 const MAX_CREATE: usize = 1000;
-/// Attempts returned when `limit` is not given.
-const DEFAULT_ATTEMPTS: usize = 50;
 /// Longest a `test` request waits for the receiver.
 const TEST_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -425,7 +422,7 @@ pub async fn rotate(State(state): AppState, IdParam(id): IdParam) -> ApiResult<J
     .filter(|_| overlap);
     let until = SystemTime::now() + state.settings.rotation_grace;
     let until_text = humantime::format_rfc3339_seconds(until).to_string();
-    config.previous_secret_expires_at = old.as_ref().map(|_| until_text.clone());
+    config.previous_secret_expires_at = old.as_ref().map(|_| until_text.as_str().into());
     config.previous_secret = old;
     config.secret = Some(secret.clone());
     config.secret_env = None;
@@ -447,7 +444,10 @@ pub async fn rotate(State(state): AppState, IdParam(id): IdParam) -> ApiResult<J
     tracing::info!(endpoint = %id, overlap, "secret rotated");
     Ok(Json(json!(Rotated {
         id,
-        previous_secret_expires_at: config.previous_secret_expires_at.clone(),
+        previous_secret_expires_at: config
+            .previous_secret_expires_at
+            .as_deref()
+            .map(str::to_string),
         secret,
         overlap,
         note,
@@ -518,30 +518,6 @@ pub async fn test(State(state): AppState, IdParam(id): IdParam) -> ApiResult<Jso
         },
     };
     Ok(Json(json!(result)))
-}
-
-/// `GET /v1/endpoints/{id}/attempts?limit=`: recent attempts, newest first.
-pub async fn attempts(
-    State(state): AppState,
-    IdParam(id): IdParam,
-    RawQuery(query): RawQuery,
-) -> ApiResult<Json<Value>> {
-    let q = query_map(query.as_deref());
-    let limit = match q.get("limit") {
-        None => DEFAULT_ATTEMPTS,
-        Some(text) => match text.parse::<usize>() {
-            Ok(n) if (1..=RING_CAPACITY).contains(&n) => n,
-            _ => {
-                return Err(ApiError::bad_request(
-                    "limit",
-                    format!("must be a whole number from 1 to {RING_CAPACITY}"),
-                ));
-            }
-        },
-    };
-    existing(&state, &id)?;
-    let recent = state.store.registry().activity(&id).recent(limit);
-    Ok(Json(json!(recent)))
 }
 
 /// `GET /v1/endpoints/{id}/stats`: counts by outcome, latency percentiles.

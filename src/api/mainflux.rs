@@ -1,13 +1,21 @@
 //! Mainflux/Magistrala-compatible webhook routes (SPEC §6), so clients of
 //! Mainflux's webhooks service can manage hookstream endpoints unchanged.
 //!
-//! A Mainflux webhook `{name, url, headers}` of thing `T` is an endpoint
-//! with `devices = [T]`, every event type, no signature (Mainflux webhooks
-//! are unsigned), plain http allowed when its URL says so; the SSRF guard
-//! still applies. Ids are UUIDs as in Mainflux. Header values are masked
-//! (`****`) on every answer; sent back masked, they keep the stored value.
+//! A Mainflux webhook `{name, url, headers, metadata}` of thing `T` is an
+//! endpoint with `devices = [T]`, every event type, no signature (Mainflux
+//! webhooks are unsigned), plain http allowed when its URL says so; the
+//! SSRF guard still applies. Ids are UUIDs as in Mainflux. Answers are
+//! bare arrays and objects as the Mainflux documentation shows them, and
+//! every route is served under the gateway prefix `/svcwebhooks` too.
+//! `group_id` is the thing's group from the device directory (learned from
+//! the events, see [`crate::index::devices`]), or `""` while unknown; a
+//! group's webhooks are those of its known things (and endpoints with the
+//! group in `groups`). What a GET answers can be PUT back: `thing_id` and
+//! `group_id` are accepted (the thing must be the webhook's). Header values
+//! are masked (`****`) on every answer; sent back masked, they keep the
+//! stored value.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use axum::Json;
@@ -37,10 +45,16 @@ struct WebhookInput {
     url: String,
     #[serde(default)]
     headers: BTreeMap<String, String>,
-    /// Accepted for compatibility; not stored.
+    #[serde(default)]
+    metadata: Option<serde_json::Map<String, Value>>,
+    /// What a GET answered, sent back: must be the webhook's thing.
+    #[serde(default)]
+    thing_id: Option<String>,
+    /// What a GET answered, sent back: the group is the thing's, not the
+    /// webhook's, so it is not stored.
     #[serde(default)]
     #[allow(dead_code)]
-    metadata: Option<serde_json::Map<String, Value>>,
+    group_id: Option<String>,
 }
 
 /// A webhook as Mainflux clients read it.
@@ -52,29 +66,34 @@ pub struct Webhook {
     name: String,
     url: String,
     headers: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metadata: Option<serde_json::Map<String, Value>>,
 }
 
 impl Webhook {
-    fn of(c: &EndpointConfig) -> Self {
+    fn of(state: &ApiState, c: &EndpointConfig) -> Self {
+        let thing_id = c.devices.first().cloned().unwrap_or_default();
+        let group_id = state
+            .store
+            .registry()
+            .devices()
+            .group_of(&thing_id)
+            .or_else(|| c.groups.first().cloned())
+            .unwrap_or_default();
         Self {
             id: c.id.clone(),
-            thing_id: c.devices.first().cloned().unwrap_or_default(),
-            group_id: c.groups.first().cloned().unwrap_or_default(),
+            thing_id,
+            group_id,
             name: c.name.to_string(),
             url: c.url.clone(),
             headers: secrets::masked_headers(&c.headers),
+            metadata: c.metadata.as_deref().cloned(),
         }
     }
 }
 
-/// Mainflux's list answer.
-#[derive(Debug, Serialize)]
-pub struct Webhooks {
-    webhooks: Vec<Webhook>,
-}
-
 /// A Mainflux-style UUID (v4 layout).
-fn uuid() -> String {
+pub(super) fn uuid() -> String {
     let mut b: [u8; 16] = rand::random();
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
@@ -96,10 +115,19 @@ fn apply(config: &mut EndpointConfig, input: WebhookInput, field: &str) -> ApiRe
             "must not be empty",
         ));
     }
+    if let Some(thing) = &input.thing_id
+        && config.devices.first() != Some(thing)
+    {
+        return Err(ApiError::bad_request(
+            format!("{field}thing_id"),
+            "is not the webhook's thing",
+        ));
+    }
     config.allow_http = input.url.starts_with("http:");
     config.name = input.name.into();
     config.url = input.url;
     config.headers = input.headers;
+    config.metadata = input.metadata.map(Box::new);
     Ok(())
 }
 
@@ -147,35 +175,48 @@ pub async fn create(
         configs.push((config, prefix));
     }
     let created = create_all(&state, configs).await?;
-    let webhooks = created.iter().map(|p| Webhook::of(&p.config)).collect();
-    Ok((StatusCode::CREATED, Json(Webhooks { webhooks })).into_response())
+    let webhooks: Vec<Webhook> = created
+        .iter()
+        .map(|p| Webhook::of(&state, &p.config))
+        .collect();
+    Ok((StatusCode::CREATED, Json(webhooks)).into_response())
 }
 
-fn listed(state: &ApiState, keep: impl Fn(&EndpointConfig) -> bool) -> Json<Webhooks> {
+fn listed(state: &ApiState, keep: impl Fn(&EndpointConfig) -> bool) -> Json<Vec<Webhook>> {
     let snapshot = state.store.registry().snapshot();
     let mut webhooks: Vec<Webhook> = snapshot
         .endpoints()
         .iter()
         .filter(|e| keep(&e.config))
-        .map(|e| Webhook::of(&e.config))
+        .map(|e| Webhook::of(state, &e.config))
         .collect();
     webhooks.sort_by(|a, b| a.id.cmp(&b.id));
-    Json(Webhooks { webhooks })
+    Json(webhooks)
 }
 
 /// `GET /things/{thing_id}/webhooks`.
-pub async fn list_by_thing(State(state): AppState, IdParam(thing): IdParam) -> Json<Webhooks> {
+pub async fn list_by_thing(State(state): AppState, IdParam(thing): IdParam) -> Json<Vec<Webhook>> {
     listed(&state, |c| c.devices.contains(&thing))
 }
 
-/// `GET /groups/{group_id}/webhooks`.
-pub async fn list_by_group(State(state): AppState, IdParam(group): IdParam) -> Json<Webhooks> {
-    listed(&state, |c| c.groups.contains(&group))
+/// `GET /groups/{group_id}/webhooks`: the webhooks of the group's known
+/// things, and endpoints restricted to the group.
+pub async fn list_by_group(State(state): AppState, IdParam(group): IdParam) -> Json<Vec<Webhook>> {
+    let things: HashSet<String> = state
+        .store
+        .registry()
+        .devices()
+        .devices_in(&group)
+        .into_iter()
+        .collect();
+    listed(&state, |c| {
+        c.groups.contains(&group) || c.devices.iter().any(|d| things.contains(d))
+    })
 }
 
 /// `GET /webhooks/{id}`.
 pub async fn get(State(state): AppState, IdParam(id): IdParam) -> ApiResult<Json<Webhook>> {
-    Ok(Json(Webhook::of(&existing(&state, &id)?.config)))
+    Ok(Json(Webhook::of(&state, &existing(&state, &id)?.config)))
 }
 
 /// `PUT /webhooks/{id}`: new name, URL and headers (a masked header value
@@ -199,7 +240,7 @@ pub async fn update(
         Ok(config)
     })
     .await?;
-    Ok(Json(Webhook::of(&prepared.config)))
+    Ok(Json(Webhook::of(&state, &prepared.config)))
 }
 
 #[derive(Debug, Deserialize)]

@@ -9,12 +9,14 @@
 //! and the live registry. [`routes`] is the one table the router and the
 //! OpenAPI document ([`openapi`]) are built from.
 
+mod activity;
 pub mod auth;
 pub mod body;
 pub mod errors;
 mod extract;
 mod handlers;
 mod mainflux;
+mod mender;
 pub mod openapi;
 pub mod routes;
 pub mod secrets;
@@ -36,6 +38,7 @@ use tokio::task::JoinHandle;
 use crate::config::Config;
 use crate::deliver::client::HttpClients;
 use crate::index::EndpointStore;
+use crate::index::attempt_reader::AttemptReader;
 use auth::{Guard, Tokens};
 use body::BodyLimits;
 use errors::ApiError;
@@ -101,6 +104,9 @@ pub struct ApiState {
     openapi: Arc<serde_json::Value>,
     /// The event types the configured sources produce.
     event_types: Arc<Vec<crate::source::types::SourceTypes>>,
+    /// Reads the durable activity log (`None`: attempts come from this
+    /// instance's memory only).
+    attempts: Option<Arc<AttemptReader>>,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -133,7 +139,14 @@ impl ApiState {
             consuming,
             openapi: Arc::new(openapi::document(&routes::table())),
             event_types: Arc::new(crate::source::types::of_config(config)),
+            attempts: None,
         })
+    }
+
+    /// Answers `attempts` from the durable activity log read by `reader`.
+    pub fn with_attempt_reader(mut self, reader: Option<Arc<AttemptReader>>) -> Self {
+        self.attempts = reader;
+        self
     }
 }
 

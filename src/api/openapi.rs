@@ -277,6 +277,8 @@ fn endpoint_properties(input: bool) -> Value {
             "additionalProperties": false,
             "description": "Retry policy; left out: [delivery]'s.",
         },
+        "scope": {"type": "string", "enum": ["deviceauth", "inventory"], "description": "Mender integration scope: only its event types (deviceauth: device-provisioned, device-decommissioned, device-status-changed; inventory: devices-inventory-changed) that events matches."},
+        "metadata": {"type": "object", "description": "Key-value pairs for your own use (Mainflux metadata), stored and returned."},
     });
     if input {
         p["active"] = json!({"type": "boolean", "description": "Alias of `enabled` (the CMDB's name for it); answers say `enabled`."});
@@ -326,7 +328,9 @@ fn schemas() -> Value {
             "name": {"type": "string", "minLength": 1, "maxLength": 254},
             "url": {"type": "string"},
             "headers": {"type": "object", "additionalProperties": {"type": "string"}, "description": "A masked value (\"****\") keeps the stored value of that header."},
-            "metadata": {"type": "object"},
+            "metadata": {"type": "object", "description": "Key-value pairs for your own use, stored and returned."},
+            "thing_id": {"type": "string", "description": "As a GET answered it; must be the webhook's thing."},
+            "group_id": {"type": "string", "description": "As a GET answered it; ignored (the group is the thing's)."},
         },
         "required": ["name", "url"],
         "additionalProperties": false,
@@ -406,13 +410,18 @@ fn schemas() -> Value {
             "type": "object",
             "properties": {
                 "time_ms": {"type": "integer"},
+                "endpoint": {"type": "string"},
                 "event_id": {"type": "string"},
+                "event_type": {"type": "string"},
                 "webhook_id": {"type": "string"},
                 "attempt": count,
                 "status": {"type": "integer", "nullable": true},
                 "outcome": {"type": "string", "enum": ["delivered", "retry_scheduled", "dead_lettered", "deferred"]},
+                "reason": {"type": "string", "description": "Why it was dead-lettered; `exhausted` for the last attempt of a delivery out of attempts or retry window."},
                 "latency_ms": {"type": "number"},
                 "error": {"type": "string"},
+                "source": {"type": "string", "description": "Where the event was consumed: topic/partition/offset."},
+                "payload": {"description": "The event as consumed (with payload=true; null when no longer retained)."},
             },
             "required": ["time_ms", "event_id", "webhook_id", "attempt", "status", "outcome", "latency_ms", "error"],
         },
@@ -444,14 +453,42 @@ fn schemas() -> Value {
                 "id": {"type": "string"}, "thing_id": {"type": "string"}, "group_id": {"type": "string"},
                 "name": {"type": "string"}, "url": {"type": "string"},
                 "headers": {"type": "object", "additionalProperties": {"type": "string"}, "description": "Values masked (\"****\")."},
+                "metadata": {"type": "object"},
             },
             "required": ["id", "thing_id", "group_id", "name", "url", "headers"],
         },
-        "MainfluxWebhooks": {
+        "MenderCredentials": {
             "type": "object",
-            "properties": {"webhooks": {"type": "array", "items": {"$ref": "#/components/schemas/MainfluxWebhook"}}},
-            "required": ["webhooks"],
+            "properties": {
+                "type": {"type": "string", "enum": ["http"]},
+                "http": {
+                    "type": "object",
+                    "properties": {
+                        "url": {"type": "string"},
+                        "secret": {"type": "string", "pattern": "^[0-9a-f]{1,64}$", "description": "Hex; signs X-Men-Signature. Shown as <omitted>."},
+                    },
+                    "required": ["url"],
+                },
+            },
+            "required": ["type", "http"],
         },
+        "MenderIntegration": {
+            "type": "object",
+            "properties": {
+                "id": {"type": "string"},
+                "provider": {"type": "string", "enum": ["webhook"]},
+                "credentials": {"$ref": "#/components/schemas/MenderCredentials"},
+                "description": {"type": "string", "maxLength": 1024},
+                "scope": {"type": "string", "enum": ["deviceauth", "inventory"], "description": "Event set (default deviceauth)."},
+            },
+            "required": ["provider", "credentials"],
+        },
+        "MenderIntegrations": {"type": "array", "items": {"$ref": "#/components/schemas/MenderIntegration"}},
+        "MenderEvents": {"type": "array", "items": {
+            "type": "object",
+            "description": "The event as sent (id, type, data, time) with delivery_statuses [{integration_id, success, status_code, error}].",
+        }},
+        "MainfluxWebhooks": {"type": "array", "items": {"$ref": "#/components/schemas/MainfluxWebhook"}},
         "MainfluxRemove": {
             "type": "object",
             "properties": {"webhook_ids": {"type": "array", "minItems": 1, "items": {"type": "string"}}},

@@ -10,7 +10,7 @@ use axum::routing::{MethodFilter, MethodRouter, on};
 
 use super::ApiState;
 use super::auth::Access;
-use super::{handlers as v1, mainflux};
+use super::{activity, handlers as v1, mainflux, mender};
 
 /// A query parameter.
 #[derive(Debug, Clone, Copy)]
@@ -153,12 +153,20 @@ const LIST_FILTERS: &[Param] = &[
     },
 ];
 
-const LIMIT: &[Param] = &[Param {
-    name: "limit",
-    kind: "integer",
-    description: "How many attempts, newest first (1-200, default 50).",
-    values: &[],
-}];
+const LIMIT: &[Param] = &[
+    Param {
+        name: "limit",
+        kind: "integer",
+        description: "How many attempts, newest first (1-200, default 50).",
+        values: &[],
+    },
+    Param {
+        name: "payload",
+        kind: "string",
+        description: "`true`: each attempt carries the event as consumed (`payload`: its JSON, or its text; null once the source topic's retention removed it).",
+        values: &["true", "false"],
+    },
+];
 
 const REVEAL: &[Param] = &[Param {
     name: "reveal",
@@ -202,26 +210,123 @@ pub fn table() -> Vec<Route> {
             .answers(&[answer(200, "The new secret (shown this once).", "Rotated")]),
         route("POST", "/v1/endpoints/{id}/test", Admin, "testEndpoint", "Send a signed hookstream.test event now and return the receiver's answer.", v1::test)
             .answers(&[answer(200, "What the receiver answered.", "TestResult")]),
-        route("GET", "/v1/endpoints/{id}/attempts", Viewer, "endpointAttempts", "Recent delivery attempts, newest first.", v1::attempts)
+        route("GET", "/v1/endpoints/{id}/attempts", Viewer, "endpointAttempts", "Recent delivery attempts, newest first, from the durable activity log (every instance's, across restarts).", activity::attempts)
             .query(LIMIT)
             .answers(&[answer(200, "Attempts.", "AttemptList")]),
         route("GET", "/v1/endpoints/{id}/stats", Viewer, "endpointStats", "Counts by outcome and latency percentiles.", v1::stats)
             .answers(&[answer(200, "Statistics.", "Stats")]),
         route("GET", "/v1/event-types", Viewer, "eventTypes", "Per input topic: its preset and the event types its platform documents.", v1::event_types)
             .answers(&[answer(200, "The sources' event types.", "EventTypes")]),
-        route("POST", "/things/{thing_id}/webhooks", Admin, "mainfluxCreateWebhooks", "Mainflux: create webhooks of a thing.", mainflux::create)
+    ]
+    .into_iter()
+    .chain(mainflux_routes(false))
+    .chain(mainflux_routes(true))
+    .chain(mender_routes())
+    .collect()
+}
+
+const PAGING: &[Param] = &[
+    Param {
+        name: "page",
+        kind: "integer",
+        description: "Page number (from 1; page × per_page at most 1000).",
+        values: &[],
+    },
+    Param {
+        name: "per_page",
+        kind: "integer",
+        description: "Results per page (default 20).",
+        values: &[],
+    },
+];
+
+const EVENT_FILTERS: &[Param] = &[
+    Param {
+        name: "page",
+        kind: "integer",
+        description: "Page number (from 1; page × per_page at most 1000).",
+        values: &[],
+    },
+    Param {
+        name: "per_page",
+        kind: "integer",
+        description: "Results per page (default 20).",
+        values: &[],
+    },
+    Param {
+        name: "integration_id",
+        kind: "string",
+        description: "Only the events of this integration.",
+        values: &[],
+    },
+    Param {
+        name: "omit_data",
+        kind: "string",
+        description: "`true`: do not read the events again (`data` is null): faster.",
+        values: &["true", "false"],
+    },
+];
+
+/// The Mender iot-manager-compatible routes.
+fn mender_routes() -> Vec<Route> {
+    use Access::{Admin, Viewer};
+    const ALL: &str = "/api/management/v1/iot-manager/integrations";
+    const ONE: &str = "/api/management/v1/iot-manager/integrations/{id}";
+    vec![
+        route("GET", ALL, Viewer, "menderListIntegrations", "Mender: webhook integrations (endpoints with a scope).", mender::list)
+            .query(PAGING)
+            .answers(&[answer(200, "Integrations, by id.", "MenderIntegrations")]),
+        route("POST", ALL, Admin, "menderCreateIntegration", "Mender: register a webhook integration; 201 with Location, no body.", mender::create)
+            .body("MenderIntegration")
+            .answers(&[Answer { status: 201, description: "Registered (Location names it).", schema: None }, answer(409, "An integration with this id exists.", "Error")]),
+        route("GET", ONE, Viewer, "menderGetIntegration", "Mender: one integration.", mender::get)
+            .answers(&[answer(200, "The integration.", "MenderIntegration")]),
+        route("DELETE", ONE, Admin, "menderDeleteIntegration", "Mender: remove an integration.", mender::delete)
+            .answers(&[NO_CONTENT]),
+        route("PUT", "/api/management/v1/iot-manager/integrations/{id}/credentials", Admin, "menderSetCredentials", "Mender: replace an integration's URL and secret.", mender::set_credentials_route)
+            .body("MenderCredentials")
+            .answers(&[Answer { status: 204, description: "Updated.", schema: None }]),
+        route("GET", "/api/management/v1/iot-manager/events", Viewer, "menderListEvents", "Mender: recent events with their delivery status per integration (the Activity view), from the durable activity log.", mender::events)
+            .query(EVENT_FILTERS)
+            .answers(&[answer(200, "Events, newest first.", "MenderEvents")]),
+    ]
+}
+
+/// The Mainflux-compatible routes, bare or under the gateway prefix
+/// `/svcwebhooks` (`gateway`).
+fn mainflux_routes(gateway: bool) -> Vec<Route> {
+    use Access::{Admin, Viewer};
+    let (things, groups, one, all) = if gateway {
+        (
+            "/svcwebhooks/things/{thing_id}/webhooks",
+            "/svcwebhooks/groups/{group_id}/webhooks",
+            "/svcwebhooks/webhooks/{id}",
+            "/svcwebhooks/webhooks",
+        )
+    } else {
+        (
+            "/things/{thing_id}/webhooks",
+            "/groups/{group_id}/webhooks",
+            "/webhooks/{id}",
+            "/webhooks",
+        )
+    };
+    let op =
+        |name: &'static str, gateway_name: &'static str| if gateway { gateway_name } else { name };
+    vec![
+        route("POST", things, Admin, op("mainfluxCreateWebhooks", "svcwebhooksCreateWebhooks"), "Mainflux: create webhooks of a thing (a bare array).", mainflux::create)
             .body("MainfluxWebhooksCreate")
-            .answers(&[answer(201, "Created.", "MainfluxWebhooks"), answer(409, "A webhook with this id exists.", "Error")]),
-        route("GET", "/things/{thing_id}/webhooks", Viewer, "mainfluxListThingWebhooks", "Mainflux: webhooks of a thing.", mainflux::list_by_thing)
-            .answers(&[answer(200, "Webhooks.", "MainfluxWebhooks")]),
-        route("GET", "/groups/{group_id}/webhooks", Viewer, "mainfluxListGroupWebhooks", "Mainflux: webhooks of a group.", mainflux::list_by_group)
-            .answers(&[answer(200, "Webhooks.", "MainfluxWebhooks")]),
-        route("GET", "/webhooks/{id}", Viewer, "mainfluxGetWebhook", "Mainflux: one webhook.", mainflux::get)
+            .answers(&[answer(201, "Created (a bare array).", "MainfluxWebhooks"), answer(409, "A webhook with this id exists.", "Error")]),
+        route("GET", things, Viewer, op("mainfluxListThingWebhooks", "svcwebhooksListThingWebhooks"), "Mainflux: webhooks of a thing.", mainflux::list_by_thing)
+            .answers(&[answer(200, "Webhooks (a bare array).", "MainfluxWebhooks")]),
+        route("GET", groups, Viewer, op("mainfluxListGroupWebhooks", "svcwebhooksListGroupWebhooks"), "Mainflux: webhooks of a group's known things, and endpoints restricted to the group.", mainflux::list_by_group)
+            .answers(&[answer(200, "Webhooks (a bare array).", "MainfluxWebhooks")]),
+        route("GET", one, Viewer, op("mainfluxGetWebhook", "svcwebhooksGetWebhook"), "Mainflux: one webhook.", mainflux::get)
             .answers(&[answer(200, "The webhook.", "MainfluxWebhook")]),
-        route("PUT", "/webhooks/{id}", Admin, "mainfluxUpdateWebhook", "Mainflux: change a webhook's name, URL and headers.", mainflux::update)
+        route("PUT", one, Admin, op("mainfluxUpdateWebhook", "svcwebhooksUpdateWebhook"), "Mainflux: change a webhook's name, URL, headers and metadata (what GET answered can be sent back).", mainflux::update)
             .body("MainfluxWebhookInput")
             .answers(&[answer(200, "The webhook as stored.", "MainfluxWebhook")]),
-        route("DELETE", "/webhooks", Admin, "mainfluxRemoveWebhooks", "Mainflux: delete webhooks by id (all or none).", mainflux::remove)
+        route("DELETE", all, Admin, op("mainfluxRemoveWebhooks", "svcwebhooksRemoveWebhooks"), "Mainflux: delete webhooks by id (all or none).", mainflux::remove)
             .body("MainfluxRemove")
             .answers(&[NO_CONTENT]),
     ]

@@ -13,6 +13,7 @@
 //! not include the broker's copy of the data; the broker's own peak is
 //! reported beside it.
 
+mod activity_log;
 pub mod receiver;
 
 use std::sync::Arc;
@@ -47,17 +48,20 @@ pub enum Scenario {
     DeadNeighbour,
     /// (f) due time → sent, for a backlog of retries on a delay tier.
     RetryTiming,
+    /// (g) (a) with the durable activity log off and on.
+    ActivityLog,
 }
 
 impl Scenario {
     /// Every scenario, in order.
-    pub const ALL: [Scenario; 6] = [
+    pub const ALL: [Scenario; 7] = [
         Self::Single,
         Self::Batch,
         Self::FanOut,
         Self::BigIndex,
         Self::DeadNeighbour,
         Self::RetryTiming,
+        Self::ActivityLog,
     ];
 
     /// Parses `a`..`e` or a name.
@@ -69,6 +73,7 @@ impl Scenario {
             "d" | "big_index" | "big-index" => Some(Self::BigIndex),
             "e" | "dead_neighbour" | "dead-neighbour" => Some(Self::DeadNeighbour),
             "f" | "retry_timing" | "retry-timing" => Some(Self::RetryTiming),
+            "g" | "activity_log" | "activity-log" => Some(Self::ActivityLog),
             _ => None,
         }
     }
@@ -81,6 +86,7 @@ impl Scenario {
             Self::BigIndex => "(d) 100 000 endpoints indexed",
             Self::DeadNeighbour => "(e) healthy beside a dead endpoint",
             Self::RetryTiming => "(f) retry backlog: due → received",
+            Self::ActivityLog => "(g) (a) with the activity log off vs on",
         }
     }
 }
@@ -151,6 +157,14 @@ pub struct ScenarioReport {
     /// the rounds; `cpu_us_per_event` is beside the dead one).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub healthy_alone_cpu_us_per_event: Option<f64>,
+    /// For (g): deliveries/s with the activity log on ÷ off (median of
+    /// the rounds).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub activity_log_ratio: Option<f64>,
+    /// For (g): CPU µs per event with the log off (`cpu_us_per_event` is
+    /// with it on).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub activity_log_off_cpu_us_per_event: Option<f64>,
 }
 
 /// What one measured run gives a report: its size, what
@@ -224,6 +238,8 @@ impl ScenarioReport {
             ratio_to_raw_consume: per_s(run.events) / baselines.raw_consume_per_s.max(1e-9),
             healthy_ratio_with_dead_neighbour: None,
             healthy_alone_cpu_us_per_event: None,
+            activity_log_ratio: None,
+            activity_log_off_cpu_us_per_event: None,
         }
     }
 }
@@ -650,6 +666,9 @@ impl Bench {
             Scenario::DeadNeighbour => {
                 return self.dead_neighbour(self.options.events, baselines).await;
             }
+            Scenario::ActivityLog => {
+                return self.activity_log_cost(self.options.events, baselines).await;
+            }
             _ => {}
         }
         let events = match scenario {
@@ -692,7 +711,7 @@ impl Bench {
                 }
                 config.metrics.per_endpoint_labels = false;
             }
-            Scenario::RetryTiming | Scenario::DeadNeighbour => {
+            Scenario::RetryTiming | Scenario::DeadNeighbour | Scenario::ActivityLog => {
                 unreachable!("dispatched at the top of this function")
             }
         }
@@ -943,6 +962,12 @@ fn format_line(r: &ScenarioReport) -> String {
     }
     if let Some(c) = r.healthy_alone_cpu_us_per_event {
         line.push_str(&format!(" (CPU {c:.1} µs/event alone)"));
+    }
+    if let Some(ratio) = r.activity_log_ratio {
+        line.push_str(&format!("  log on ×{ratio:.3} of off"));
+    }
+    if let Some(c) = r.activity_log_off_cpu_us_per_event {
+        line.push_str(&format!(" (CPU {c:.1} µs/event off)"));
     }
     line
 }

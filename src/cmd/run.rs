@@ -15,6 +15,8 @@ use crate::api::auth::Tokens;
 use crate::api::{ApiServer, ApiState};
 use crate::config::Config;
 use crate::index::EndpointStore;
+use crate::index::attempt_reader::AttemptReader;
+use crate::index::device_store::DeviceStore;
 use crate::kafka::{self, EmbeddedBroker};
 use crate::pipeline::{BrokerTarget, Pipeline};
 
@@ -24,6 +26,8 @@ use crate::pipeline::{BrokerTarget, Pipeline};
 pub struct Service {
     pipeline: Pipeline,
     store: Arc<EndpointStore>,
+    /// Follows `<prefix>.devices` into the registry's device directory.
+    devices: Option<DeviceStore>,
     api: Option<ApiServer>,
     /// Keeps an embedded broker alive as long as the service (dropped last).
     broker: BrokerTarget,
@@ -53,6 +57,7 @@ impl Service {
             EndpointStore::open(&config, &bootstrap),
         )
         .await?;
+        let devices = DeviceStore::open(&config, &bootstrap, store.registry().devices())?;
         let api_config = config.clone();
         let pipeline = waiting_for(
             &bootstrap,
@@ -75,12 +80,15 @@ impl Service {
                     .stalled_partitions
                     .load(std::sync::atomic::Ordering::Relaxed),
             });
-            let state = ApiState::new(&api_config, Arc::clone(&store), tokens, consuming)?;
+            let reader = AttemptReader::new(&api_config, &bootstrap)?;
+            let state = ApiState::new(&api_config, Arc::clone(&store), tokens, consuming)?
+                .with_attempt_reader(reader);
             Some(ApiServer::start(&api_config.api.listen, state).await?)
         };
         Ok(Self {
             pipeline,
             store,
+            devices,
             api,
             broker: target,
         })
@@ -108,6 +116,7 @@ impl Service {
             api.stop().await;
         }
         let result = self.pipeline.shutdown().await;
+        drop(self.devices);
         drop(self.store);
         drop(self.broker);
         result

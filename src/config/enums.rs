@@ -74,3 +74,36 @@ pub enum Preset {
     /// Only the configured pointers.
     Custom,
 }
+
+/// A Mender webhook integration's scope: the documented set of event types
+/// it fires on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// Device lifecycle: provisioned, decommissioned, status changed.
+    Deviceauth,
+    /// Inventory changes.
+    Inventory,
+}
+
+impl Scope {
+    /// The event types of the scope.
+    pub fn event_types(self) -> &'static [&'static str] {
+        match self {
+            Self::Deviceauth => &[
+                "device-provisioned",
+                "device-decommissioned",
+                "device-status-changed",
+            ],
+            Self::Inventory => &["devices-inventory-changed"],
+        }
+    }
+
+    /// The configuration name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Deviceauth => "deviceauth",
+            Self::Inventory => "inventory",
+        }
+    }
+}

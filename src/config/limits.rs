@@ -87,6 +87,11 @@ pub const RETRY_TIER: DurationRange = DurationRange {
     min: ms(10),
     max: secs(7 * DAY),
 };
+/// `topics.attempts_retention` (retention of the durable activity log).
+pub const ATTEMPTS_RETENTION: DurationRange = DurationRange {
+    min: secs(60),
+    max: secs(365 * DAY),
+};
 /// `topics.partitions`.
 pub const TOPIC_PARTITIONS: Range<i32> = Range {
     min: 1,

@@ -16,7 +16,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 pub use duration::{HumanDuration, parse_duration};
-pub use enums::{Preset, SignatureScheme};
+pub use enums::{Preset, Scope, SignatureScheme};
 pub use shaping::{BackoffOverride, Envelope, PayloadConfig, RetryConfig, RetryPolicyName};
 
 /// The value `kafka.brokers` takes to run librdkafka's in-process mock cluster.
@@ -148,6 +148,14 @@ pub struct TopicsConfig {
     pub partitions: i32,
     /// Replication factor of created owned topics (-1 = broker default).
     pub replication_factor: i32,
+    /// Write every delivery attempt to `<prefix>.attempts` (the durable
+    /// activity log the API's `attempts` route reads).
+    pub attempts_log: bool,
+    /// Retention (`retention.ms`) of `<prefix>.attempts` when created.
+    pub attempts_retention: HumanDuration,
+    /// Compacted `<prefix>.devices` (device → group, tenant): learned from
+    /// the events and followed by every instance.
+    pub devices_log: bool,
 }
 
 impl Default for TopicsConfig {
@@ -161,6 +169,9 @@ impl Default for TopicsConfig {
             create: true,
             partitions: 6,
             replication_factor: -1,
+            attempts_log: true,
+            attempts_retention: HumanDuration(std::time::Duration::from_secs(7 * 24 * 3600)),
+            devices_log: true,
         }
     }
 }
@@ -184,6 +195,16 @@ impl TopicsConfig {
     /// `<prefix>.endpoints`
     pub fn endpoints_topic(&self) -> String {
         format!("{}.endpoints", self.prefix)
+    }
+
+    /// `<prefix>.attempts`: the durable activity log.
+    pub fn attempts_topic(&self) -> String {
+        format!("{}.attempts", self.prefix)
+    }
+
+    /// `<prefix>.devices`: the compacted device directory.
+    pub fn devices_topic(&self) -> String {
+        format!("{}.devices", self.prefix)
     }
 }
 
@@ -553,7 +574,7 @@ pub struct EndpointConfig {
     pub previous_secret: Option<String>,
     /// RFC 3339 time at which `previous_secret` stops signing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub previous_secret_expires_at: Option<String>,
+    pub previous_secret_expires_at: Option<Box<str>>,
     /// Signature scheme.
     #[serde(default)]
     pub signature: SignatureScheme,
@@ -594,6 +615,14 @@ pub struct EndpointConfig {
     /// Retry policy (none: `[delivery]`'s). Boxed, likewise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<Box<RetryConfig>>,
+    /// Mender integration scope: only the scope's event types (those of
+    /// them `events` matches) are delivered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<Scope>,
+    /// Key-value pairs for the client's own use (Mainflux `metadata`),
+    /// stored and returned as given. Boxed: most endpoints have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Box<serde_json::Map<String, serde_json::Value>>>,
 }
 
 /// Why and when hookstream disabled an endpoint by itself.
@@ -648,6 +677,8 @@ impl EndpointConfig {
             filter: None,
             payload: None,
             retry: None,
+            scope: None,
+            metadata: None,
         }
     }
 }
@@ -753,6 +784,10 @@ impl Config {
             }
         }
         fail("topics.partitions", outside(t.partitions, TOPIC_PARTITIONS))?;
+        fail(
+            "topics.attempts_retention",
+            outside_duration(t.attempts_retention.get(), ATTEMPTS_RETENTION),
+        )?;
         if t.replication_factor != -1 {
             fail(
                 "topics.replication_factor",

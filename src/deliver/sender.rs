@@ -31,6 +31,7 @@ use crate::core::Payload;
 use crate::core::Reason;
 use crate::index::Endpoint;
 use crate::index::activity::{AttemptRecord, EndpointActivity, Outcome};
+use crate::index::attempt_log::AttemptLog;
 use crate::metrics::EndpointMetrics;
 use crate::outcome::circuit::Circuit;
 use crate::outcome::classify::{EndpointHealth, Verdict};
@@ -171,6 +172,8 @@ pub struct SenderDeps {
     /// Called once when an endpoint answers 410 Gone (the service stores it
     /// disabled; without one it is disabled in this sender only).
     pub on_gone: Option<GoneHook>,
+    /// The durable activity log (`None` when `topics.attempts_log` is off).
+    pub attempt_log: Option<Arc<AttemptLog>>,
 }
 
 /// What to do when an endpoint answers 410 Gone: called with its id.
@@ -703,30 +706,39 @@ async fn deliver(shared: &Arc<Shared>, batch: Vec<Delivery>) {
     .await;
     shared.metrics.response(report.status);
     shared.metrics.duration.record(report.latency.as_secs_f64());
+    let decided_ms = now_ms();
     let decide = |d: &Delivery| {
         let tried = Tried {
             attempt: d.attempt,
             first_ms: d.first_ms.unwrap_or(now),
         };
         let decision =
-            policy::after_attempt(&report.verdict, tried, &policy, now_ms(), rand::random());
+            policy::after_attempt(&report.verdict, tried, &policy, decided_ms, rand::random());
         (tried, decision)
     };
-    shared.activity.record_attempt(AttemptRecord {
+    let first = &hand.deliveries[0];
+    let (outcome, reason) = logged_outcome(decide(first).1);
+    let record = AttemptRecord {
         time_ms: now,
+        endpoint: endpoint.id().to_string(),
         event_id: joined_ids,
+        event_type: kind.to_string(),
         webhook_id: wid,
-        attempt: hand.deliveries[0].attempt + 1,
+        attempt: first.attempt + 1,
         status: report.status,
-        outcome: match decide(&hand.deliveries[0]).1 {
-            Decision::Delivered => Outcome::Delivered,
-            Decision::Retry { .. } => Outcome::RetryScheduled,
-            Decision::Defer { .. } => Outcome::Deferred,
-            Decision::DeadLetter { .. } | Decision::Disable { .. } => Outcome::DeadLettered,
-        },
+        outcome,
+        reason,
         latency_ms: report.latency.as_secs_f64() * 1000.0,
         error: report.last_error.clone(),
-    });
+        source: match &hand.deliveries[..] {
+            [only] => String::from_utf8_lossy(&only.event.source()).into_owned(),
+            _ => String::new(),
+        },
+    };
+    if let Some(log) = &shared.deps.attempt_log {
+        log_attempts(log, &hand.deliveries, &record, &decide);
+    }
+    shared.activity.record_attempt(record);
     match report.verdict.endpoint_health() {
         EndpointHealth::Failing => {
             if shared.circuit.record_failure(now_ms()) {
@@ -839,6 +851,52 @@ fn endpoint_policy(shared: &Shared, endpoint: &Endpoint) -> RetryPolicy {
         .policy
         .for_endpoint(endpoint.config.retry.as_deref())
         .unwrap_or(shared.deps.policy)
+}
+
+/// How the activity log labels a decision: the outcome and, for a dead
+/// letter, its reason (`exhausted` when a retryable failure has no retry
+/// left).
+fn logged_outcome(decision: Decision) -> (Outcome, Option<String>) {
+    match decision {
+        Decision::Delivered => (Outcome::Delivered, None),
+        Decision::Retry { .. } => (Outcome::RetryScheduled, None),
+        Decision::Defer { .. } => (Outcome::Deferred, None),
+        Decision::DeadLetter { reason, .. } => {
+            (Outcome::DeadLettered, Some(reason.as_str().to_string()))
+        }
+        Decision::Disable { .. } => (
+            Outcome::DeadLettered,
+            Some(Reason::Gone.as_str().to_string()),
+        ),
+    }
+}
+
+/// Writes one durable activity record per delivery of the attempt
+/// (`record` describes the attempt; each delivery has its own event and
+/// outcome).
+fn log_attempts(
+    log: &AttemptLog,
+    deliveries: &[Delivery],
+    record: &AttemptRecord,
+    decide: &dyn Fn(&Delivery) -> (Tried, Decision),
+) {
+    if let [_] = deliveries {
+        log.write(record);
+        return;
+    }
+    for d in deliveries {
+        let (outcome, reason) = logged_outcome(decide(d).1);
+        let source = d.event.source();
+        log.write(&AttemptRecord {
+            event_id: d.event.id().into_owned(),
+            event_type: d.event.event_type().to_string(),
+            attempt: d.attempt + 1,
+            outcome,
+            reason,
+            source: String::from_utf8_lossy(&source).into_owned(),
+            ..record.clone()
+        });
+    }
 }
 
 /// Why a delivery was deferred after a local failure (`hookstream-last-error`).

@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Most recent attempts kept per endpoint.
 pub const RING_CAPACITY: usize = 200;
@@ -56,7 +56,7 @@ impl RecordBudget {
 }
 
 /// What happened to a delivery.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     /// 2xx.
@@ -85,25 +85,40 @@ impl Outcome {
     }
 }
 
-/// One attempt as the API shows it.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+/// One attempt as the API shows it, and as the durable activity log
+/// (`<prefix>.attempts`, one JSON record per delivery attempted) stores it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct AttemptRecord {
     /// Unix ms of the attempt.
     pub time_ms: i64,
-    /// Event id.
+    /// Endpoint id.
+    #[serde(default)]
+    pub endpoint: String,
+    /// Event id (ids joined by `,` for a batch in this instance's ring).
     pub event_id: String,
+    /// Event type (`batch` for a batch of several types).
+    #[serde(default)]
+    pub event_type: String,
     /// Delivery id sent as `webhook-id`.
     pub webhook_id: String,
     /// Attempt number (1 = first).
     pub attempt: u32,
     /// HTTP status, if a response arrived.
     pub status: Option<u16>,
-    /// What followed.
+    /// What followed: `dead_lettered` with reason `exhausted` for the last
+    /// attempt of a delivery out of attempts or retry window.
     pub outcome: Outcome,
+    /// Why it was dead-lettered (`exhausted`, `client_error`, `gone`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     /// Duration of the HTTP exchange.
     pub latency_ms: f64,
     /// Error text (empty on success).
     pub error: String,
+    /// Where the event was first consumed, `topic/partition/offset` (read
+    /// again for `?payload=true`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub source: String,
 }
 
 /// Upper bounds (ms) of the latency histogram buckets.
@@ -268,13 +283,17 @@ mod tests {
     fn rec(i: usize, latency_ms: f64) -> AttemptRecord {
         AttemptRecord {
             time_ms: i as i64,
+            endpoint: "ep".into(),
             event_id: format!("e{i}"),
+            event_type: "t".into(),
             webhook_id: format!("msg_{i}"),
             attempt: 1,
             status: Some(200),
             outcome: Outcome::Delivered,
+            reason: None,
             latency_ms,
             error: String::new(),
+            source: String::new(),
         }
     }
 

@@ -75,6 +75,9 @@ struct Uncommon {
     groups: Option<HashSet<String>>,
     /// The payload filter, compiled.
     filter: Option<Filter>,
+    /// The event types of `config.scope` that `config.events` matches:
+    /// what the index files the endpoint under instead of `events`.
+    scoped_events: Option<Vec<String>>,
 }
 
 impl Uncommon {
@@ -84,6 +87,7 @@ impl Uncommon {
             && self.devices.is_none()
             && self.groups.is_none()
             && self.filter.is_none()
+            && self.scoped_events.is_none()
     }
 }
 
@@ -159,6 +163,7 @@ impl Endpoint {
             devices: set_of(&config.devices),
             groups: set_of(&config.groups),
             filter: checked.filter,
+            scoped_events: scoped_events(&config)?,
         };
         let timeout = config.timeout.map(|t| t.get()).unwrap_or(default_timeout);
         Ok(Self {
@@ -218,14 +223,51 @@ impl Endpoint {
         ) && (self.config.tenant.is_empty() || key.tenant == Some(&*self.config.tenant))
     }
 
+    /// The event patterns the index files the endpoint under: `events`,
+    /// or with a `scope`, the scope's types that `events` matches.
+    pub fn patterns(&self) -> &[String] {
+        match self
+            .uncommon
+            .as_deref()
+            .and_then(|u| u.scoped_events.as_ref())
+        {
+            Some(scoped) => scoped,
+            None => &self.config.events,
+        }
+    }
+
     /// Whether an event type matches one of the patterns (used by tests and
     /// by the index builder's cross-check).
     pub fn matches_type(&self, event_type: &str) -> bool {
-        self.config
-            .events
+        self.patterns()
             .iter()
             .any(|p| pattern_matches(p, event_type))
     }
+}
+
+/// The event types of `config.scope` that its `events` match (`None`
+/// without a scope); none is an error naming `scope`.
+fn scoped_events(config: &EndpointConfig) -> Result<Option<Vec<String>>, FieldError> {
+    let Some(scope) = config.scope else {
+        return Ok(None);
+    };
+    let types: Vec<String> = scope
+        .event_types()
+        .iter()
+        .filter(|t| config.events.iter().any(|p| pattern_matches(p, t)))
+        .map(|t| t.to_string())
+        .collect();
+    if types.is_empty() {
+        return Err(FieldError::new(
+            "scope",
+            format!(
+                "none of the `{}` event types ({}) matches `events`",
+                scope.name(),
+                scope.event_types().join(", ")
+            ),
+        ));
+    }
+    Ok(Some(types))
 }
 
 /// `*`, `prefix*`, or an exact type.
@@ -351,6 +393,7 @@ fn check(
             ));
         }
     }
+    scoped_events(config)?;
     for (name, value) in &config.headers {
         let field = format!("headers.{name}");
         let parsed = reqwest::header::HeaderName::from_bytes(name.as_bytes())
@@ -511,6 +554,27 @@ mod tests {
     }
 
     #[test]
+    fn a_scope_files_the_endpoint_under_its_event_types() {
+        let mut c = base();
+        c.scope = Some(crate::config::Scope::Deviceauth);
+        let e = Endpoint::build(c, false, Duration::from_secs(5), &|_| None).unwrap();
+        assert_eq!(
+            e.patterns(),
+            [
+                "device-provisioned",
+                "device-decommissioned",
+                "device-status-changed"
+            ]
+        );
+        assert!(!e.matches_type("devices-inventory-changed"));
+        let mut c = base();
+        c.scope = Some(crate::config::Scope::Deviceauth);
+        c.events = vec!["device-status-*".into()];
+        let e = Endpoint::build(c, false, Duration::from_secs(5), &|_| None).unwrap();
+        assert_eq!(e.patterns(), ["device-status-changed"]);
+    }
+
+    #[test]
     fn a_good_endpoint_passes() {
         validate(&base(), false, &|_| None).unwrap();
     }
@@ -589,6 +653,10 @@ mod tests {
             ..Default::default()
         }));
         assert_eq!(err(c).field, "retry.max_attempts");
+        let mut c = base();
+        c.scope = Some(crate::config::Scope::Inventory);
+        c.events = vec!["device-*".into()];
+        assert_eq!(err(c).field, "scope");
         let mut c = base();
         c.headers.insert("bad header".into(), "x".into());
         assert_eq!(err(c).field, "headers.bad header");

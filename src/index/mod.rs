@@ -13,6 +13,10 @@
 //! candidate is checked against its remaining restrictions.
 
 pub mod activity;
+pub mod attempt_log;
+pub mod attempt_reader;
+pub mod device_store;
+pub mod devices;
 pub mod endpoint;
 pub mod filter;
 pub mod registry;
@@ -161,7 +165,7 @@ impl EndpointIndex {
             };
             let filing = Filing {
                 slot,
-                overlapping: c.events.len() > 1,
+                overlapping: endpoint.patterns().len() > 1,
                 filtered,
             };
             for (kind, key) in buckets {
@@ -171,7 +175,7 @@ impl EndpointIndex {
                     2 => index.by_tenant.entry(key.to_string()).or_default(),
                     _ => &mut index.open,
                 };
-                for pattern in &c.events {
+                for pattern in endpoint.patterns() {
                     table.insert(pattern, filing);
                 }
             }

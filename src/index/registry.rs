@@ -4,7 +4,8 @@
 //! Owns the current snapshot and its version; writers (config seeding, the
 //! management API, the endpoint-store follower) replace endpoints here and
 //! the dispatcher picks the new snapshot up on its next record. Also keeps
-//! each endpoint's activity log, which outlives snapshot swaps.
+//! each endpoint's activity log, which outlives snapshot swaps, and the
+//! device directory.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,6 +15,7 @@ use arc_swap::ArcSwap;
 
 use super::{Endpoint, EndpointIndex};
 use crate::index::activity::{EndpointActivity, RETAINED_RECORDS, RecordBudget};
+use crate::index::devices::DeviceDirectory;
 
 /// The live set of endpoints.
 #[derive(Debug)]
@@ -25,6 +27,8 @@ pub struct EndpointRegistry {
     activity: Mutex<HashMap<String, Arc<EndpointActivity>>>,
     /// Attempt records all activity logs may keep together.
     records: Arc<RecordBudget>,
+    /// Device → group and tenant, learned from events.
+    devices: Arc<DeviceDirectory>,
 }
 
 impl EndpointRegistry {
@@ -36,9 +40,15 @@ impl EndpointRegistry {
             write: Mutex::new(()),
             activity: Mutex::new(HashMap::new()),
             records: RecordBudget::new(RETAINED_RECORDS),
+            devices: Arc::default(),
         });
         registry.replace_all(endpoints);
         registry
+    }
+
+    /// The device directory (device → group and tenant).
+    pub fn devices(&self) -> &Arc<DeviceDirectory> {
+        &self.devices
     }
 
     /// The current snapshot.

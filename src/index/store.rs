@@ -491,7 +491,8 @@ mod tests {
         c.secret = Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into());
         c.previous_secret = Some("whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAA".into());
         let until = SystemTime::now() + Duration::from_secs(1);
-        c.previous_secret_expires_at = Some(humantime::format_rfc3339_millis(until).to_string());
+        c.previous_secret_expires_at =
+            Some(humantime::format_rfc3339_millis(until).to_string().into());
         let registry = EndpointRegistry::new(vec![Arc::new(settings().build(c).unwrap())]);
         assert!(previous_until(&registry).is_some());
         end_grace_periods(&registry, settings(), SystemTime::now());

@@ -109,10 +109,13 @@ pub struct TopicSpec {
     pub partitions: i32,
     /// `cleanup.policy=compact`.
     pub compacted: bool,
+    /// `retention.ms` when created (`None`: the broker's default).
+    pub retention_ms: Option<u64>,
 }
 
 /// The topics hookstream owns: every retry tier, the DLQ, the endpoint
-/// store, the replay ledger.
+/// store, the replay ledger, and (unless switched off) the activity log
+/// and the device directory.
 pub fn owned_topics(config: &Config) -> Vec<TopicSpec> {
     let t = &config.topics;
     let mut out: Vec<TopicSpec> = t
@@ -122,23 +125,43 @@ pub fn owned_topics(config: &Config) -> Vec<TopicSpec> {
             name: t.retry_topic(*tier),
             partitions: t.partitions,
             compacted: false,
+            retention_ms: None,
         })
         .collect();
     out.push(TopicSpec {
         name: t.dlq_topic(),
         partitions: t.partitions,
         compacted: false,
+        retention_ms: None,
     });
     out.push(TopicSpec {
         name: t.endpoints_topic(),
         partitions: 1,
         compacted: true,
+        retention_ms: None,
     });
     out.push(TopicSpec {
         name: config.topics.replay_ledger_topic(),
         partitions: 1,
         compacted: true,
+        retention_ms: None,
     });
+    if t.attempts_log {
+        out.push(TopicSpec {
+            name: t.attempts_topic(),
+            partitions: t.partitions,
+            compacted: false,
+            retention_ms: Some(t.attempts_retention.get().as_millis() as u64),
+        });
+    }
+    if t.devices_log {
+        out.push(TopicSpec {
+            name: t.devices_topic(),
+            partitions: 1,
+            compacted: true,
+            retention_ms: None,
+        });
+    }
     out
 }
 
@@ -159,6 +182,7 @@ pub async fn ensure_topics(
                 name: topic.clone(),
                 partitions: config.kafka.embedded_partitions,
                 compacted: false,
+                retention_ms: None,
             });
         }
         for spec in &wanted {
@@ -175,19 +199,26 @@ pub async fn ensure_topics(
         .create()
         .context("creating the Kafka admin client")?;
     let replication = config.topics.replication_factor;
+    let retentions: Vec<Option<String>> = wanted
+        .iter()
+        .map(|spec| spec.retention_ms.map(|ms| ms.to_string()))
+        .collect();
     let new_topics: Vec<NewTopic<'_>> = wanted
         .iter()
-        .map(|spec| {
-            let topic = NewTopic::new(
+        .zip(&retentions)
+        .map(|(spec, retention)| {
+            let mut topic = NewTopic::new(
                 &spec.name,
                 spec.partitions,
                 TopicReplication::Fixed(replication),
             );
             if spec.compacted {
-                topic.set("cleanup.policy", "compact")
-            } else {
-                topic
+                topic = topic.set("cleanup.policy", "compact");
             }
+            if let Some(ms) = retention {
+                topic = topic.set("retention.ms", ms);
+            }
+            topic
         })
         .collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));

@@ -71,6 +71,9 @@ pub mod names {
     /// written twice, after a partition was read again) and settled
     /// without sending.
     pub const RETRY_COPIES: &str = "hookstream_retry_copies_total";
+    /// Records of the durable activity log (`<prefix>.attempts`) dropped:
+    /// its buffer was full or the broker refused them.
+    pub const ATTEMPTS_LOG_DROPPED: &str = "hookstream_attempts_log_dropped_total";
     /// Always 1; labels `version`, `librdkafka`, `arch`, `os`.
     pub const BUILD_INFO: &str = "hookstream_build_info";
     /// User and system CPU time of the process.
@@ -87,7 +90,7 @@ pub mod names {
     pub const PROCESS_START_TIME: &str = "process_start_time_seconds";
 
     /// Every name above.
-    pub const ALL: [&str; 26] = [
+    pub const ALL: [&str; 27] = [
         EVENTS_CONSUMED,
         EVENTS_INVALID,
         DELIVERIES,
@@ -107,6 +110,7 @@ pub mod names {
         PARTITIONS_STALLED,
         SENDER_PANICS,
         RETRY_COPIES,
+        ATTEMPTS_LOG_DROPPED,
         BUILD_INFO,
         PROCESS_CPU,
         PROCESS_RESIDENT_MEMORY,
@@ -204,6 +208,10 @@ fn describe() {
     describe_counter!(
         names::RETRY_COPIES,
         "Copies of a delivery found on the retry tiers and settled without sending"
+    );
+    describe_counter!(
+        names::ATTEMPTS_LOG_DROPPED,
+        "Records of the durable activity log dropped (buffer full or refused by the broker)"
     );
     for reason in DLQ_REASONS {
         counter!(names::DLQ, "reason" => reason).increment(0);

@@ -686,11 +686,28 @@ impl Dispatcher {
 
     async fn dispatch_input(&mut self, event: Arc<InputEvent>) {
         let fields = &event.fields;
+        // Device → group: learned from events that name both, looked up
+        // for events that name only the device.
+        let devices = self.registry.devices();
+        let mut known = None;
+        if let Some(device) = fields.device.as_deref() {
+            if fields.group.is_some() || fields.tenant.is_some() {
+                devices.learn(device, fields.group.as_deref(), fields.tenant.as_deref());
+            } else if !devices.is_empty() {
+                known = devices.get(device);
+            }
+        }
         let key = RouteKey {
             event_type: &fields.event_type,
             device: fields.device.as_deref(),
-            group: fields.group.as_deref(),
-            tenant: fields.tenant.as_deref(),
+            group: fields
+                .group
+                .as_deref()
+                .or(known.as_ref().and_then(|k| k.group.as_deref())),
+            tenant: fields
+                .tenant
+                .as_deref()
+                .or(known.as_ref().and_then(|k| k.tenant.as_deref())),
         };
         self.index.matches(&key, &mut self.slots);
         self.apply_filters(&event);

@@ -20,6 +20,7 @@ use crate::config::{Config, ConfigError};
 use crate::deliver::client::HttpClients;
 use crate::deliver::host::HostLimits;
 use crate::deliver::sender::{GoneHook, SenderDeps};
+use crate::index::attempt_log::AttemptLog;
 use crate::index::{Endpoint, EndpointRegistry, EndpointStore};
 use crate::kafka::{self, EmbeddedBroker};
 use crate::outcome::backoff::{Backoff, RetryTiers};
@@ -90,6 +91,7 @@ pub struct Pipeline {
     stats: Arc<PipelineStats>,
     registry: Arc<EndpointRegistry>,
     writer: OutcomeWriter,
+    attempt_log: Option<Arc<AttemptLog>>,
 }
 
 /// Checks what the configuration's plain data cannot show by itself, with
@@ -214,6 +216,7 @@ impl Pipeline {
         let backoff = Backoff::new(&config.delivery.backoff);
         let circuit_base =
             crate::outcome::circuit::first_open_interval(tiers.delay(0), backoff.max());
+        let attempt_log = AttemptLog::start(&config, &bootstrap).await?;
         let deps = Arc::new(SenderDeps {
             clients,
             hosts: HostLimits::new(config.delivery.max_connections_per_host),
@@ -230,6 +233,7 @@ impl Pipeline {
             circuit_base,
             shared_metrics: std::sync::OnceLock::new(),
             on_gone,
+            attempt_log: attempt_log.clone(),
         });
         let stats = Arc::new(PipelineStats::default());
         let topics = TopicTable::new(
@@ -265,6 +269,7 @@ impl Pipeline {
             stats,
             registry,
             writer: writer_handle,
+            attempt_log,
         })
     }
 
@@ -291,6 +296,10 @@ impl Pipeline {
         // Drained: nothing is in flight, unless the drain deadline passed,
         // and then those writes must not settle anything any more.
         self.writer.close();
+        if let Some(log) = self.attempt_log {
+            // The activity log of the last attempts, before a restart.
+            let _ = tokio::task::spawn_blocking(move || log.flush(Duration::from_secs(5))).await;
+        }
         result?
     }
 
