@@ -44,7 +44,7 @@ enum Command {
     /// Run the service.
     Run {
         /// Configuration file (TOML).
-        #[arg(long, short)]
+        #[arg(long, short, env = "HOOKSTREAM_CONFIG")]
         config: PathBuf,
     },
     /// Run everything embedded: broker, receivers, events, pipeline.
@@ -59,7 +59,7 @@ enum Command {
     /// Measure the pipeline against its baselines (raw consume, raw HTTP).
     Bench {
         /// Scenarios: a (single), b (batch), c (fan-out), d (big index),
-        /// e (dead neighbour), f (retry timing), or all.
+        /// e (dead neighbour), f (retry timing), g (dlq replay), or all.
         #[arg(long, default_value = "all")]
         scenario: String,
         /// Events per scenario.
@@ -111,7 +111,7 @@ enum Command {
 #[derive(clap::Args)]
 struct DlqArgs {
     /// Configuration file (TOML).
-    #[arg(long, short)]
+    #[arg(long, short, env = "HOOKSTREAM_CONFIG")]
     config: PathBuf,
     /// Only this endpoint.
     #[arg(long)]
@@ -119,13 +119,21 @@ struct DlqArgs {
     /// Only this reason (http_400, exhausted, gone, invalid_event, ...).
     #[arg(long)]
     reason: Option<String>,
-    /// Dead at or after this RFC 3339 time.
+    /// Dead at or after this time: RFC 3339 (2030-01-01T08:00:00Z,
+    /// 2030-01-01T10:00:00+02:00) or a duration before now (90m, 1h30m, 2d).
     #[arg(long)]
     since: Option<String>,
-    /// Dead before this RFC 3339 time.
+    /// Dead before this time (same forms as --since).
     #[arg(long)]
     until: Option<String>,
-    /// At most this many.
+    /// Only this event type (exact, or a prefix ending in `*`).
+    #[arg(long = "type", value_name = "TYPE")]
+    event_type: Option<String>,
+    /// Only this event id.
+    #[arg(long)]
+    event_id: Option<String>,
+    /// At most this many (the first read: partition by partition, oldest
+    /// first in each).
     #[arg(long)]
     limit: Option<usize>,
     /// Machine-readable output.
@@ -140,6 +148,8 @@ impl DlqArgs {
             reason: self.reason.clone(),
             since: self.since.clone(),
             until: self.until.clone(),
+            event_type: self.event_type.clone(),
+            event_id: self.event_id.clone(),
             limit: self.limit,
         }
     }
@@ -149,6 +159,18 @@ impl DlqArgs {
 enum DlqCommand {
     /// List dead letters.
     List(DlqArgs),
+    /// Print one dead letter: its headers and payload.
+    Show {
+        /// Configuration file (TOML).
+        #[arg(long, short, env = "HOOKSTREAM_CONFIG")]
+        config: PathBuf,
+        /// PARTITION/OFFSET or TOPIC/PARTITION/OFFSET, as `dlq list` and
+        /// `hookstream-replay-of` name letters.
+        letter: String,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Republish dead letters to the first retry tier.
     Replay {
         #[command(flatten)]
@@ -162,6 +184,9 @@ enum DlqCommand {
         /// Replay letters that were replayed before.
         #[arg(long)]
         force: bool,
+        /// Send every selected letter to this endpoint instead of its own.
+        #[arg(long, value_name = "ENDPOINT")]
+        to: Option<String>,
     },
 }
 
@@ -219,7 +244,7 @@ fn run_bench(
             .map(|s| {
                 Scenario::parse(s.trim()).ok_or_else(|| {
                     CommandError::Usage(format!(
-                        "--scenario: `{s}` is not one of a, b, c, d, e, all"
+                        "--scenario: `{s}` is not one of a, b, c, d, e, f, g, all"
                     ))
                 })
             })
@@ -255,22 +280,31 @@ fn run_bench(
 }
 
 fn run_dlq(command: DlqCommand) -> Result<(), CommandError> {
-    let args = match &command {
-        DlqCommand::List(a) => a,
-        DlqCommand::Replay { args, .. } => args,
+    let path = match &command {
+        DlqCommand::List(a) => &a.config,
+        DlqCommand::Show { config, .. } => config,
+        DlqCommand::Replay { args, .. } => &args.config,
     };
-    let config = load_config(&args.config)?;
+    let config = load_config(path)?;
     runtime()?.block_on(async {
         match &command {
             DlqCommand::List(a) => cmd::dlq::list(config, &a.filter(), a.json).await,
+            DlqCommand::Show { letter, json, .. } => cmd::dlq::show(config, letter, *json).await,
             DlqCommand::Replay {
                 args,
                 dry_run,
                 rate,
                 force,
+                to,
             } => {
-                cmd::dlq::replay_command(config, &args.filter(), *dry_run, *rate, *force, args.json)
-                    .await
+                let replay = cmd::dlq::ReplayArgs {
+                    dry_run: *dry_run,
+                    rate: *rate,
+                    force: *force,
+                    to: to.clone(),
+                    json: args.json,
+                };
+                cmd::dlq::replay_command(config, &args.filter(), &replay).await
             }
         }
     })

@@ -13,6 +13,7 @@
 //! not include the broker's copy of the data; the broker's own peak is
 //! reported beside it.
 
+mod dlq_replay;
 pub mod receiver;
 
 use std::sync::Arc;
@@ -47,20 +48,23 @@ pub enum Scenario {
     DeadNeighbour,
     /// (f) due time → sent, for a backlog of retries on a delay tier.
     RetryTiming,
+    /// (g) `dlq replay` of a DLQ full of letters, against raw produce.
+    DlqReplay,
 }
 
 impl Scenario {
     /// Every scenario, in order.
-    pub const ALL: [Scenario; 6] = [
+    pub const ALL: [Scenario; 7] = [
         Self::Single,
         Self::Batch,
         Self::FanOut,
         Self::BigIndex,
         Self::DeadNeighbour,
         Self::RetryTiming,
+        Self::DlqReplay,
     ];
 
-    /// Parses `a`..`e` or a name.
+    /// Parses `a`..`g` or a name.
     pub fn parse(text: &str) -> Option<Self> {
         match text {
             "a" | "single" => Some(Self::Single),
@@ -69,6 +73,7 @@ impl Scenario {
             "d" | "big_index" | "big-index" => Some(Self::BigIndex),
             "e" | "dead_neighbour" | "dead-neighbour" => Some(Self::DeadNeighbour),
             "f" | "retry_timing" | "retry-timing" => Some(Self::RetryTiming),
+            "g" | "dlq_replay" | "dlq-replay" => Some(Self::DlqReplay),
             _ => None,
         }
     }
@@ -81,6 +86,7 @@ impl Scenario {
             Self::BigIndex => "(d) 100 000 endpoints indexed",
             Self::DeadNeighbour => "(e) healthy beside a dead endpoint",
             Self::RetryTiming => "(f) retry backlog: due → received",
+            Self::DlqReplay => "(g) dlq replay",
         }
     }
 }
@@ -151,6 +157,12 @@ pub struct ScenarioReport {
     /// the rounds; `cpu_us_per_event` is beside the dead one).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub healthy_alone_cpu_us_per_event: Option<f64>,
+    /// For (g): records/s the replay's producer writes doing nothing else.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub raw_produce_per_s: Option<f64>,
+    /// For (g): letters replayed per second ÷ raw produce records/s.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ratio_to_raw_produce: Option<f64>,
 }
 
 /// What one measured run gives a report: its size, what
@@ -224,6 +236,8 @@ impl ScenarioReport {
             ratio_to_raw_consume: per_s(run.events) / baselines.raw_consume_per_s.max(1e-9),
             healthy_ratio_with_dead_neighbour: None,
             healthy_alone_cpu_us_per_event: None,
+            raw_produce_per_s: None,
+            ratio_to_raw_produce: None,
         }
     }
 }
@@ -648,6 +662,9 @@ impl Bench {
             Scenario::DeadNeighbour => {
                 return self.dead_neighbour(self.options.events, baselines).await;
             }
+            Scenario::DlqReplay => {
+                return self.dlq_replay(self.options.events, baselines).await;
+            }
             _ => {}
         }
         let events = match scenario {
@@ -690,7 +707,7 @@ impl Bench {
                 }
                 config.metrics.per_endpoint_labels = false;
             }
-            Scenario::RetryTiming | Scenario::DeadNeighbour => {
+            Scenario::RetryTiming | Scenario::DeadNeighbour | Scenario::DlqReplay => {
                 unreachable!("dispatched at the top of this function")
             }
         }
@@ -941,6 +958,11 @@ fn format_line(r: &ScenarioReport) -> String {
     }
     if let Some(c) = r.healthy_alone_cpu_us_per_event {
         line.push_str(&format!(" (CPU {c:.1} µs/event alone)"));
+    }
+    if let (Some(raw), Some(ratio)) = (r.raw_produce_per_s, r.ratio_to_raw_produce) {
+        line.push_str(&format!(
+            "  letters/s ×{ratio:.2} raw produce ({raw:.0} records/s)"
+        ));
     }
     line
 }
