@@ -102,6 +102,23 @@ enum Command {
         #[arg(long = "header", short = 'H')]
         headers: Vec<String>,
     },
+    /// Check a configuration file: validate it whole, resolve `${VAR}`s and
+    /// `*_file` secrets, and print the effective configuration with secrets
+    /// masked. Exit 2 naming the key on error.
+    Check {
+        /// Configuration file (TOML).
+        #[arg(long, short, env = "HOOKSTREAM_CONFIG")]
+        config: PathBuf,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish,
+    /// powershell) to standard output.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) to standard output: `hookstream man >
+    /// hookstream.1`.
+    Man,
     /// Serve a mock broker to a parent process over stdin/stdout (used by
     /// `bench`, which keeps the broker's data out of its own memory).
     #[command(hide = true)]
@@ -194,10 +211,12 @@ fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // A log line that cannot be written is dropped: standard error closed
-    // or broken must never panic a thread or block the service.
+    // or broken must never panic a thread or block the service. Colour
+    // only on a terminal, and never with NO_COLOR set.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(hookstream::logging::stderr())
+        .with_ansi(hookstream::logging::colour_on_stderr())
         .log_internal_errors(false);
     match format {
         LogFormat::Text => builder.init(),
@@ -318,6 +337,18 @@ fn load_config(path: &std::path::Path) -> Result<Config, CommandError> {
     Ok(config)
 }
 
+/// `hookstream check`: the effective configuration, secrets masked.
+fn check(path: &std::path::Path) -> Result<(), CommandError> {
+    let config = load_config(path)?;
+    let text = toml::to_string_pretty(&hookstream::config::masked(&config))
+        .map_err(|e| CommandError::Runtime(anyhow::anyhow!("printing the configuration: {e}")))?;
+    println!(
+        "# {}: valid. The effective configuration (defaults filled in, ${{VAR}}s and *_file secrets resolved, secrets masked):\n\n{text}",
+        path.display()
+    );
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -359,6 +390,23 @@ fn main() -> ExitCode {
         Command::Endpoints { client, command } => {
             init_logging(cli.log_format);
             runtime().and_then(|rt| rt.block_on(cmd::endpoints::run(&client, command)))
+        }
+        Command::Check { config } => check(&config),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "hookstream",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
+        Command::Man => {
+            use clap::CommandFactory;
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut std::io::stdout())
+                .map_err(|e| CommandError::Runtime(anyhow::anyhow!("writing the man page: {e}")))
         }
         Command::EmbeddedBroker => {
             hookstream::kafka::embedded::serve_over_stdio().map_err(CommandError::Runtime)

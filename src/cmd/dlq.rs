@@ -74,7 +74,7 @@ fn runtime_error(e: impl Into<anyhow::Error>) -> CommandError {
 pub async fn list(config: Config, filter: &FilterArgs, json: bool) -> Result<(), CommandError> {
     let filter = filter.parse()?;
     let bootstrap = bootstrap(&config)?;
-    let client = crate::kafka::base_client_config(&config, &bootstrap);
+    let client = crate::kafka::reader_client_config(&config, &bootstrap);
     let topic = config.topics.dlq_topic();
     tokio::task::spawn_blocking(move || {
         let plan = ScanPlan::plan(&client, &topic, &filter)?;
@@ -113,7 +113,7 @@ pub async fn show(config: Config, letter: &str, json: bool) -> Result<(), Comman
     let (partition, offset) =
         parse_letter(letter, &topic).map_err(|e| CommandError::Usage(format!("LETTER: {e}")))?;
     let bootstrap = bootstrap(&config)?;
-    let client = crate::kafka::base_client_config(&config, &bootstrap);
+    let client = crate::kafka::reader_client_config(&config, &bootstrap);
     let read_topic = topic.clone();
     let found = tokio::task::spawn_blocking(move || {
         let plan = ScanPlan::plan(&client, &read_topic, &DlqFilter::default())?;

@@ -90,7 +90,7 @@ pub fn ledger_topic(config: &Config) -> String {
 
 /// Reads the coordinates of every letter replayed before.
 fn replayed_before(config: &Config, bootstrap: &str) -> Result<HashSet<String>> {
-    let client = crate::kafka::base_client_config(config, bootstrap);
+    let client = crate::kafka::reader_client_config(config, bootstrap);
     let mut seen = HashSet::new();
     let topic = ledger_topic(config);
     match read_topic(&client, &topic, |m| {
@@ -118,7 +118,7 @@ fn endpoint_exists(config: &Config, bootstrap: &str, id: &str) -> Result<bool> {
     if config.endpoints.iter().any(|e| e.id == id) {
         return Ok(true);
     }
-    let client = crate::kafka::base_client_config(config, bootstrap);
+    let client = crate::kafka::reader_client_config(config, bootstrap);
     // The last record of the id decides: a tombstone (no value) deletes.
     let mut exists = false;
     match read_topic(&client, &config.topics.endpoints_topic(), |m| {
@@ -149,7 +149,7 @@ pub async fn replay(
     options: &ReplayOptions,
 ) -> Result<ReplayReport, ReplayError> {
     let dlq_topic = config.topics.dlq_topic();
-    let client = crate::kafka::base_client_config(config, bootstrap);
+    let client = crate::kafka::reader_client_config(config, bootstrap);
     let before = {
         let (config, bootstrap) = (config.clone(), bootstrap.to_string());
         blocking("reading the replay ledger", move || {
