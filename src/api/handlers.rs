@@ -433,6 +433,7 @@ pub async fn test(State(state): AppState, IdParam(id): IdParam) -> ApiResult<Jso
             body: &body,
             webhook_id: &delivery_id,
             event_type: "hookstream.test",
+            trace: None,
         },
         state.settings.retry_after_cap,
     );

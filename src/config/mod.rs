@@ -247,6 +247,10 @@ pub struct DeliveryConfig {
     /// Longest time from the first attempt during which retries are made;
     /// `429`/`Retry-After` do not use attempts but do use this window.
     pub retry_window: HumanDuration,
+    /// Give requests for records without a W3C `traceparent` a new one
+    /// (derived from the event id); records with one always have it
+    /// forwarded.
+    pub start_traces: bool,
 }
 
 impl Default for DeliveryConfig {
@@ -262,6 +266,7 @@ impl Default for DeliveryConfig {
             user_agent: concat!("hookstream/", env!("CARGO_PKG_VERSION")).into(),
             drain_timeout: HumanDuration::from_secs(10),
             retry_window: HumanDuration::from_secs(24 * 3600),
+            start_traces: false,
         }
     }
 }

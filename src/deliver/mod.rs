@@ -7,3 +7,4 @@ pub mod host;
 pub mod refusal;
 pub mod request;
 pub mod sender;
+pub mod trace;

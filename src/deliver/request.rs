@@ -52,6 +52,8 @@ pub struct Outgoing<'a> {
     pub webhook_id: &'a str,
     /// Event type (for the scheme's event header).
     pub event_type: &'a str,
+    /// W3C trace headers, forwarded from the record or started.
+    pub trace: Option<&'a super::trace::TraceContext>,
 }
 
 /// Longest response body read (to keep the connection reusable); longer
@@ -178,6 +180,18 @@ pub fn request_headers(endpoint: &Endpoint, out: &Outgoing<'_>) -> HeaderMap {
     );
     for (name, value) in endpoint.extra_headers() {
         headers.insert(name.clone(), value.clone());
+    }
+    if let Some(trace) = out.trace {
+        headers.insert(
+            HeaderName::from_static(super::trace::TRACEPARENT),
+            trace.traceparent.clone(),
+        );
+        if let Some(state) = &trace.tracestate {
+            headers.insert(
+                HeaderName::from_static(super::trace::TRACESTATE),
+                state.clone(),
+            );
+        }
     }
     endpoint.signer.sign(
         &SignInput {

@@ -183,6 +183,9 @@ pub struct SenderDeps {
     /// Called once when an endpoint answers 410 Gone (the service stores it
     /// disabled; without one it is disabled in this sender only).
     pub on_gone: Option<GoneHook>,
+    /// Start a W3C trace for records that carry none
+    /// (`delivery.start_traces`).
+    pub start_traces: bool,
 }
 
 /// What to do when an endpoint answers 410 Gone: called with its id.
@@ -707,6 +710,13 @@ async fn deliver(shared: &Arc<Shared>, batch: Vec<Delivery>) {
         "batch"
     };
     let body = batch_body(&hand.deliveries);
+    // A batch carries the trace of its first event.
+    let first = &hand.deliveries[0].event;
+    let trace = super::trace::for_record(
+        |name| first.headers().get(name),
+        &first.id(),
+        shared.deps.start_traces,
+    );
     let report = send_attempt(
         &shared.deps.clients,
         endpoint,
@@ -714,6 +724,7 @@ async fn deliver(shared: &Arc<Shared>, batch: Vec<Delivery>) {
             body: &body,
             webhook_id: &wid,
             event_type: kind,
+            trace: trace.as_ref(),
         },
         shared.deps.policy.backoff.max(),
     )

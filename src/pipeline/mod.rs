@@ -221,6 +221,7 @@ impl Pipeline {
             ),
             shared_metrics: std::sync::OnceLock::new(),
             on_gone,
+            start_traces: config.delivery.start_traces,
         });
         let stats = Arc::new(PipelineStats::default());
         let topics = TopicTable::new(

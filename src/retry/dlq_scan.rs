@@ -112,6 +112,9 @@ impl ScanPlan {
             .set("enable.auto.offset.store", "false")
             .set("enable.partition.eof", "false")
             .set("auto.offset.reset", "earliest")
+            // Ranges end at known offsets: a fetch need not wait for more
+            // (the mock cluster holds every fetch this long).
+            .set("fetch.wait.max.ms", "10")
             .create()
             .context("creating the DLQ reader")?;
         let metadata = consumer
