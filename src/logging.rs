@@ -6,10 +6,13 @@
 //! failed: the thread that logged died, and start-up could hang on it and
 //! ignore SIGTERM. Losing a log line is better than losing the service.
 //!
+//! Colour codes are written only to a terminal, never with `NO_COLOR` set:
+//! a log file or a collector gets plain text.
+//!
 //! Owns the log writer; what is logged, and at which level, is decided
 //! where it happens.
 
-use std::io::{self, Write};
+use std::io::{self, IsTerminal, Write};
 
 use tracing_subscriber::fmt::MakeWriter;
 
@@ -60,6 +63,17 @@ pub fn stderr() -> IgnoreErrors<fn() -> io::Stderr> {
     IgnoreErrors(io::stderr)
 }
 
+/// Whether log lines on standard error may carry colour: only when it is a
+/// terminal and `NO_COLOR` is unset or empty (<https://no-color.org>).
+pub fn colour_on_stderr() -> bool {
+    colour_allowed(io::stderr().is_terminal(), std::env::var_os("NO_COLOR"))
+}
+
+/// [`colour_on_stderr`] given its inputs (pure).
+pub fn colour_allowed(terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
+    terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
 /// Writes `line` and a newline to standard error, ignoring failure (unlike
 /// `eprintln!`, which panics when standard error is closed or broken).
 pub fn eprint_line(line: &str) {
@@ -82,6 +96,14 @@ mod tests {
         fn flush(&mut self) -> io::Result<()> {
             Err(io::Error::from_raw_os_error(libc::EBADF))
         }
+    }
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        assert!(colour_allowed(true, None));
+        assert!(colour_allowed(true, Some("".into())));
+        assert!(!colour_allowed(true, Some("1".into())));
+        assert!(!colour_allowed(false, None));
     }
 
     #[test]

@@ -44,7 +44,7 @@ enum Command {
     /// Run the service.
     Run {
         /// Configuration file (TOML).
-        #[arg(long, short)]
+        #[arg(long, short, env = "HOOKSTREAM_CONFIG")]
         config: PathBuf,
     },
     /// Run everything embedded: broker, receivers, events, pipeline.
@@ -62,7 +62,7 @@ enum Command {
     Bench {
         /// Scenarios: a (single), b (batch), c (fan-out), d (big index),
         /// e (dead neighbour), f (retry timing), g (activity log off vs on),
-        /// or all.
+        /// h (dlq replay), or all.
         #[arg(long, default_value = "all")]
         scenario: String,
         /// Events per scenario.
@@ -105,6 +105,23 @@ enum Command {
         #[arg(long = "header", short = 'H')]
         headers: Vec<String>,
     },
+    /// Check a configuration file: validate it whole, resolve `${VAR}`s and
+    /// `*_file` secrets, and print the effective configuration with secrets
+    /// masked. Exit 2 naming the key on error.
+    Check {
+        /// Configuration file (TOML).
+        #[arg(long, short, env = "HOOKSTREAM_CONFIG")]
+        config: PathBuf,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish,
+    /// powershell) to standard output.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) to standard output: `hookstream man >
+    /// hookstream.1`.
+    Man,
     /// Serve a mock broker to a parent process over stdin/stdout (used by
     /// `bench`, which keeps the broker's data out of its own memory).
     #[command(hide = true)]
@@ -114,7 +131,7 @@ enum Command {
 #[derive(clap::Args)]
 struct DlqArgs {
     /// Configuration file (TOML).
-    #[arg(long, short)]
+    #[arg(long, short, env = "HOOKSTREAM_CONFIG")]
     config: PathBuf,
     /// Only this endpoint.
     #[arg(long)]
@@ -122,13 +139,21 @@ struct DlqArgs {
     /// Only this reason (http_400, exhausted, gone, invalid_event, ...).
     #[arg(long)]
     reason: Option<String>,
-    /// Dead at or after this RFC 3339 time.
+    /// Dead at or after this time: RFC 3339 (2030-01-01T08:00:00Z,
+    /// 2030-01-01T10:00:00+02:00) or a duration before now (90m, 1h30m, 2d).
     #[arg(long)]
     since: Option<String>,
-    /// Dead before this RFC 3339 time.
+    /// Dead before this time (same forms as --since).
     #[arg(long)]
     until: Option<String>,
-    /// At most this many.
+    /// Only this event type (exact, or a prefix ending in `*`).
+    #[arg(long = "type", value_name = "TYPE")]
+    event_type: Option<String>,
+    /// Only this event id.
+    #[arg(long)]
+    event_id: Option<String>,
+    /// At most this many (the first read: partition by partition, oldest
+    /// first in each).
     #[arg(long)]
     limit: Option<usize>,
     /// Machine-readable output.
@@ -143,6 +168,8 @@ impl DlqArgs {
             reason: self.reason.clone(),
             since: self.since.clone(),
             until: self.until.clone(),
+            event_type: self.event_type.clone(),
+            event_id: self.event_id.clone(),
             limit: self.limit,
         }
     }
@@ -152,6 +179,18 @@ impl DlqArgs {
 enum DlqCommand {
     /// List dead letters.
     List(DlqArgs),
+    /// Print one dead letter: its headers and payload.
+    Show {
+        /// Configuration file (TOML).
+        #[arg(long, short, env = "HOOKSTREAM_CONFIG")]
+        config: PathBuf,
+        /// PARTITION/OFFSET or TOPIC/PARTITION/OFFSET, as `dlq list` and
+        /// `hookstream-replay-of` name letters.
+        letter: String,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Republish dead letters to the first retry tier.
     Replay {
         #[command(flatten)]
@@ -165,6 +204,9 @@ enum DlqCommand {
         /// Replay letters that were replayed before.
         #[arg(long)]
         force: bool,
+        /// Send every selected letter to this endpoint instead of its own.
+        #[arg(long, value_name = "ENDPOINT")]
+        to: Option<String>,
     },
 }
 
@@ -172,10 +214,12 @@ fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // A log line that cannot be written is dropped: standard error closed
-    // or broken must never panic a thread or block the service.
+    // or broken must never panic a thread or block the service. Colour
+    // only on a terminal, and never with NO_COLOR set.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(hookstream::logging::stderr())
+        .with_ansi(hookstream::logging::colour_on_stderr())
         .log_internal_errors(false);
     match format {
         LogFormat::Text => builder.init(),
@@ -260,22 +304,31 @@ fn run_bench(
 }
 
 fn run_dlq(command: DlqCommand) -> Result<(), CommandError> {
-    let args = match &command {
-        DlqCommand::List(a) => a,
-        DlqCommand::Replay { args, .. } => args,
+    let path = match &command {
+        DlqCommand::List(a) => &a.config,
+        DlqCommand::Show { config, .. } => config,
+        DlqCommand::Replay { args, .. } => &args.config,
     };
-    let config = load_config(&args.config)?;
+    let config = load_config(path)?;
     runtime()?.block_on(async {
         match &command {
             DlqCommand::List(a) => cmd::dlq::list(config, &a.filter(), a.json).await,
+            DlqCommand::Show { letter, json, .. } => cmd::dlq::show(config, letter, *json).await,
             DlqCommand::Replay {
                 args,
                 dry_run,
                 rate,
                 force,
+                to,
             } => {
-                cmd::dlq::replay_command(config, &args.filter(), *dry_run, *rate, *force, args.json)
-                    .await
+                let replay = cmd::dlq::ReplayArgs {
+                    dry_run: *dry_run,
+                    rate: *rate,
+                    force: *force,
+                    to: to.clone(),
+                    json: args.json,
+                };
+                cmd::dlq::replay_command(config, &args.filter(), &replay).await
             }
         }
     })
@@ -287,6 +340,18 @@ fn load_config(path: &std::path::Path) -> Result<Config, CommandError> {
     let config = Config::load(path)?;
     hookstream::pipeline::check_config(&config, &|name| std::env::var(name).ok())?;
     Ok(config)
+}
+
+/// `hookstream check`: the effective configuration, secrets masked.
+fn check(path: &std::path::Path) -> Result<(), CommandError> {
+    let config = load_config(path)?;
+    let text = toml::to_string_pretty(&hookstream::config::masked(&config))
+        .map_err(|e| CommandError::Runtime(anyhow::anyhow!("printing the configuration: {e}")))?;
+    println!(
+        "# {}: valid. The effective configuration (defaults filled in, ${{VAR}}s and *_file secrets resolved, secrets masked):\n\n{text}",
+        path.display()
+    );
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -332,6 +397,23 @@ fn main() -> ExitCode {
         Command::Endpoints { client, command } => {
             init_logging(cli.log_format);
             runtime().and_then(|rt| rt.block_on(cmd::endpoints::run(&client, command)))
+        }
+        Command::Check { config } => check(&config),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "hookstream",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
+        Command::Man => {
+            use clap::CommandFactory;
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut std::io::stdout())
+                .map_err(|e| CommandError::Runtime(anyhow::anyhow!("writing the man page: {e}")))
         }
         Command::EmbeddedBroker => {
             hookstream::kafka::embedded::serve_over_stdio().map_err(CommandError::Runtime)

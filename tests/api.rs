@@ -88,11 +88,13 @@ fn api_config(group: &str) -> Config {
     c.api.listen = "127.0.0.1:0".into();
     c.api.tokens = vec![
         TokenConfig {
+            token_file: None,
             token_env: None,
             token: Some(ADMIN.into()),
             role: Role::Admin,
         },
         TokenConfig {
+            token_file: None,
             token_env: None,
             token: Some(VIEWER.into()),
             role: Role::Viewer,

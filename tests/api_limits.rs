@@ -32,6 +32,7 @@ fn limits_config(group: &str) -> Config {
     let mut c = config(group, &[(TOPIC, Preset::Mender)]);
     c.api.listen = "127.0.0.1:0".into();
     c.api.tokens = vec![TokenConfig {
+        token_file: None,
         token_env: None,
         token: Some(ADMIN.into()),
         role: Role::Admin,

@@ -23,6 +23,7 @@ fn service_config() -> hookstream::config::Config {
     let mut c = config("gone-test", &[(TOPIC, Preset::Mender)]);
     c.api.listen = "127.0.0.1:0".into();
     c.api.tokens = vec![TokenConfig {
+        token_file: None,
         token_env: None,
         token: Some(ADMIN.into()),
         role: Role::Admin,

@@ -78,6 +78,7 @@ fn api_config(group: &str, topic: &str, preset: Preset) -> Config {
     c.api.tokens = vec![TokenConfig {
         token_env: None,
         token: Some(TOKEN.into()),
+        token_file: None,
         role: Role::Admin,
     }];
     c

@@ -495,6 +495,7 @@ pub async fn test(State(state): AppState, IdParam(id): IdParam) -> ApiResult<Jso
             event_time_ms: crate::core::now_ms(),
             content_type: crate::deliver::shape::JSON,
             cloudevent_source: None,
+            trace: None,
         },
         &crate::outcome::policy::RetryRules::DEFAULT,
         state.settings.retry_after_cap,

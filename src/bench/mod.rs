@@ -14,6 +14,7 @@
 //! reported beside it.
 
 mod activity_log;
+mod dlq_replay;
 pub mod receiver;
 
 use std::sync::Arc;
@@ -50,11 +51,13 @@ pub enum Scenario {
     RetryTiming,
     /// (g) (a) with the durable activity log off and on.
     ActivityLog,
+    /// (h) `dlq replay` of a DLQ full of letters, against raw produce.
+    DlqReplay,
 }
 
 impl Scenario {
     /// Every scenario, in order.
-    pub const ALL: [Scenario; 7] = [
+    pub const ALL: [Scenario; 8] = [
         Self::Single,
         Self::Batch,
         Self::FanOut,
@@ -62,9 +65,10 @@ impl Scenario {
         Self::DeadNeighbour,
         Self::RetryTiming,
         Self::ActivityLog,
+        Self::DlqReplay,
     ];
 
-    /// Parses `a`..`e` or a name.
+    /// Parses `a`..`h` or a name.
     pub fn parse(text: &str) -> Option<Self> {
         match text {
             "a" | "single" => Some(Self::Single),
@@ -74,6 +78,7 @@ impl Scenario {
             "e" | "dead_neighbour" | "dead-neighbour" => Some(Self::DeadNeighbour),
             "f" | "retry_timing" | "retry-timing" => Some(Self::RetryTiming),
             "g" | "activity_log" | "activity-log" => Some(Self::ActivityLog),
+            "h" | "dlq_replay" | "dlq-replay" => Some(Self::DlqReplay),
             _ => None,
         }
     }
@@ -87,6 +92,7 @@ impl Scenario {
             Self::DeadNeighbour => "(e) healthy beside a dead endpoint",
             Self::RetryTiming => "(f) retry backlog: due → received",
             Self::ActivityLog => "(g) (a) with the activity log off vs on",
+            Self::DlqReplay => "(h) dlq replay",
         }
     }
 }
@@ -165,6 +171,12 @@ pub struct ScenarioReport {
     /// with it on).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub activity_log_off_cpu_us_per_event: Option<f64>,
+    /// For (h): records/s the replay's producer writes doing nothing else.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub raw_produce_per_s: Option<f64>,
+    /// For (h): letters replayed per second ÷ raw produce records/s.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ratio_to_raw_produce: Option<f64>,
 }
 
 /// What one measured run gives a report: its size, what
@@ -240,6 +252,8 @@ impl ScenarioReport {
             healthy_alone_cpu_us_per_event: None,
             activity_log_ratio: None,
             activity_log_off_cpu_us_per_event: None,
+            raw_produce_per_s: None,
+            ratio_to_raw_produce: None,
         }
     }
 }
@@ -669,6 +683,9 @@ impl Bench {
             Scenario::ActivityLog => {
                 return self.activity_log_cost(self.options.events, baselines).await;
             }
+            Scenario::DlqReplay => {
+                return self.dlq_replay(self.options.events, baselines).await;
+            }
             _ => {}
         }
         let events = match scenario {
@@ -711,7 +728,10 @@ impl Bench {
                 }
                 config.metrics.per_endpoint_labels = false;
             }
-            Scenario::RetryTiming | Scenario::DeadNeighbour | Scenario::ActivityLog => {
+            Scenario::RetryTiming
+            | Scenario::DeadNeighbour
+            | Scenario::ActivityLog
+            | Scenario::DlqReplay => {
                 unreachable!("dispatched at the top of this function")
             }
         }
@@ -968,6 +988,11 @@ fn format_line(r: &ScenarioReport) -> String {
     }
     if let Some(c) = r.activity_log_off_cpu_us_per_event {
         line.push_str(&format!(" (CPU {c:.1} µs/event off)"));
+    }
+    if let (Some(raw), Some(ratio)) = (r.raw_produce_per_s, r.ratio_to_raw_produce) {
+        line.push_str(&format!(
+            "  letters/s ×{ratio:.2} raw produce ({raw:.0} records/s)"
+        ));
     }
     line
 }

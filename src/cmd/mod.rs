@@ -2,6 +2,7 @@
 //! arguments and maps results to exit statuses.
 
 pub mod dlq;
+pub mod dlq_print;
 pub mod endpoints;
 pub mod open_files;
 pub mod run;

@@ -1,15 +1,17 @@
-//! Human durations in configuration: `"250ms"`, `"30s"`, `"2m"`, `"1h"`.
+//! Human durations in configuration: `"250ms"`, `"30s"`, `"1m30s"`, `"1h"`,
+//! `"1d"`: what `humantime` reads, in whole milliseconds.
 //!
 //! Owns parsing and printing of duration strings only; it knows nothing about
-//! which keys use them.
+//! which keys use them (their ranges are in `limits`).
 
 use std::fmt;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// A duration written in configuration as a number followed by a unit
-/// (`ms`, `s`, `m`, `h`). Fractions are allowed (`"1.5s"`); `"0"` is zero.
+/// A duration written in configuration as numbers followed by units
+/// (`"1m30s"`, see [`parse_duration`]); `"0"` is zero. Printed in the
+/// largest whole unit up to hours (`"90s"`, `"2h"`), as topic names use it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct HumanDuration(pub Duration);
 
@@ -30,31 +32,26 @@ impl HumanDuration {
     }
 }
 
-/// Parses `"<number><unit>"`; the error says what was expected.
+/// Parses a duration: one or more `<number><unit>` (`ms`, `s`, `m`, `h`,
+/// `d`, and humantime's other units), or `"0"`. The error says what was
+/// expected.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     if text == "0" {
         return Ok(Duration::ZERO);
     }
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .ok_or_else(|| format!("`{text}` has no unit (use ms, s, m or h, e.g. \"30s\")"))?;
-    let (number, unit) = text.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` does not start with a number"))?;
-    let millis_per_unit = match unit {
-        "ms" => 1.0,
-        "s" => 1_000.0,
-        "m" => 60_000.0,
-        "h" => 3_600_000.0,
-        other => return Err(format!("`{other}` is not a unit (use ms, s, m or h)")),
-    };
-    let millis = value * millis_per_unit;
-    if !millis.is_finite() || millis > 1e15 {
-        return Err(format!("`{text}` is too long"));
+    if !text.is_empty() && text.chars().all(|c| c.is_ascii_digit() || c == '.') {
+        return Err(format!(
+            "`{text}` has no unit (use ms, s, m, h or d, e.g. \"30s\" or \"1m30s\")"
+        ));
     }
-    Ok(Duration::from_secs_f64(millis / 1_000.0))
+    let duration = humantime::parse_duration(text).map_err(|e| {
+        format!("`{text}` is not a duration ({e}; e.g. \"250ms\", \"30s\", \"1m30s\", \"1d\")")
+    })?;
+    if duration.subsec_nanos() % 1_000_000 != 0 {
+        return Err(format!("`{text}` is finer than a millisecond"));
+    }
+    Ok(duration)
 }
 
 impl fmt::Display for HumanDuration {
@@ -94,20 +91,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_every_unit() {
+    fn parses_every_unit_and_compounds() {
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
-        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("1d"), Ok(Duration::from_secs(86_400)));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1h 30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("1s500ms"), Ok(Duration::from_millis(1500)));
         assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("0ms"), Ok(Duration::ZERO));
     }
 
     #[test]
     fn rejects_missing_or_unknown_units() {
         assert!(parse_duration("30").unwrap_err().contains("no unit"));
-        assert!(parse_duration("3d").unwrap_err().contains("not a unit"));
-        assert!(parse_duration("s").unwrap_err().contains("number"));
+        assert!(parse_duration("1.5").unwrap_err().contains("no unit"));
+        assert!(parse_duration("3x").unwrap_err().contains("not a duration"));
+        assert!(parse_duration("s").unwrap_err().contains("not a duration"));
+        assert!(parse_duration("").unwrap_err().contains("not a duration"));
+        assert!(parse_duration("10us").unwrap_err().contains("millisecond"));
+        assert!(parse_duration("99999999999999999999d").is_err());
     }
 
     #[test]
@@ -115,5 +120,7 @@ mod tests {
         assert_eq!(HumanDuration::from_secs(120).to_string(), "2m");
         assert_eq!(HumanDuration::from_millis(1500).to_string(), "1500ms");
         assert_eq!(HumanDuration::from_secs(7200).to_string(), "2h");
+        assert_eq!(HumanDuration::from_secs(90).to_string(), "90s");
+        assert_eq!(HumanDuration::from_secs(86_400).to_string(), "24h");
     }
 }

@@ -7,6 +7,7 @@
 mod duration;
 mod enums;
 pub mod limits;
+mod resolve;
 mod shaping;
 
 use std::collections::BTreeMap;
@@ -17,6 +18,8 @@ use serde::{Deserialize, Serialize};
 
 pub use duration::{HumanDuration, parse_duration};
 pub use enums::{Preset, Scope, SignatureScheme};
+pub use resolve::{SECRET_MASK, masked};
+use resolve::{expand_env, resolve_endpoint_secret_files, resolve_files};
 pub use shaping::{BackoffOverride, Envelope, PayloadConfig, RetryConfig, RetryPolicyName};
 
 /// The value `kafka.brokers` takes to run librdkafka's in-process mock cluster.
@@ -83,8 +86,14 @@ pub struct KafkaConfig {
     pub group_id: String,
     /// Input topics.
     pub topics: Vec<String>,
-    /// Passed to librdkafka verbatim.
+    /// Passed to librdkafka verbatim, for every client.
     pub properties: BTreeMap<String, PropertyValue>,
+    /// Passed to the consumers (input, retry tiers, endpoint store, `dlq`
+    /// readers) on top of `properties`.
+    pub consumer: BTreeMap<String, PropertyValue>,
+    /// Passed to the producers (retry, DLQ, endpoints, replays) on top of
+    /// `properties`.
+    pub producer: BTreeMap<String, PropertyValue>,
     /// How often settled offsets are committed.
     pub commit_interval: HumanDuration,
     /// Partitions of the input topics created on the embedded broker.
@@ -98,6 +107,8 @@ impl Default for KafkaConfig {
             group_id: "hookstream".into(),
             topics: vec!["device-events".into()],
             properties: BTreeMap::new(),
+            consumer: BTreeMap::new(),
+            producer: BTreeMap::new(),
             commit_interval: HumanDuration::from_secs(1),
             embedded_partitions: 6,
         }
@@ -259,6 +270,10 @@ pub struct DeliveryConfig {
     /// Longest time from the first attempt during which retries are made;
     /// `429`/`Retry-After` do not use attempts but do use this window.
     pub retry_window: HumanDuration,
+    /// Give requests for records without a W3C `traceparent` a new one
+    /// (derived from the event id); records with one always have it
+    /// forwarded.
+    pub start_traces: bool,
 }
 
 impl Default for DeliveryConfig {
@@ -274,6 +289,7 @@ impl Default for DeliveryConfig {
             user_agent: concat!("hookstream/", env!("CARGO_PKG_VERSION")).into(),
             drain_timeout: HumanDuration::from_secs(10),
             retry_window: HumanDuration::from_secs(24 * 3600),
+            start_traces: false,
         }
     }
 }
@@ -324,11 +340,13 @@ impl Default for ApiConfig {
             listen: "127.0.0.1:8080".into(),
             tokens: vec![
                 TokenConfig {
+                    token_file: None,
                     token_env: Some("HOOKSTREAM_ADMIN_TOKEN".into()),
                     token: None,
                     role: Role::Admin,
                 },
                 TokenConfig {
+                    token_file: None,
                     token_env: Some("HOOKSTREAM_VIEWER_TOKEN".into()),
                     token: None,
                     role: Role::Viewer,
@@ -397,9 +415,13 @@ pub struct TokenConfig {
     /// Environment variable holding the token.
     #[serde(default)]
     pub token_env: Option<String>,
-    /// The token itself (prefer `token_env`).
+    /// The token itself (prefer `token_env` or `token_file`).
     #[serde(default)]
     pub token: Option<String>,
+    /// A file holding the token (trailing newline dropped), read when the
+    /// configuration is loaded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<String>,
     /// What the token may do.
     pub role: Role,
 }
@@ -684,7 +706,8 @@ impl EndpointConfig {
 }
 
 impl Config {
-    /// Reads, expands and validates a configuration file.
+    /// Reads, expands and validates a configuration file, then reads the
+    /// secrets its `*_file` keys name.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError::new("", format!("cannot read {}: {e}", path.display())))?;
@@ -696,10 +719,21 @@ impl Config {
         Self::from_toml_with_env(text, &|name| std::env::var(name).ok())
     }
 
-    /// Parses configuration text with a given environment lookup.
+    /// Parses configuration text with a given environment lookup; `*_file`
+    /// secrets are read from the file system.
     pub fn from_toml_with_env(
         text: &str,
         env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        Self::from_toml_resolving(text, env, &|file: &str| std::fs::read_to_string(file))
+    }
+
+    /// Parses configuration text with a given environment lookup and file
+    /// reader (for `*_file` secrets).
+    pub fn from_toml_resolving(
+        text: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+        read: &dyn Fn(&str) -> std::io::Result<String>,
     ) -> Result<Self, ConfigError> {
         let mut value: toml::Value = toml::from_str(text).map_err(|e| {
             let at = e.span().map_or(String::new(), |span| {
@@ -709,12 +743,14 @@ impl Config {
             ConfigError::new("", format!("invalid TOML{at}: {}", e.message()))
         })?;
         expand_env(&mut value, &mut String::new(), env)?;
-        let config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
+        resolve_endpoint_secret_files(&mut value, read)?;
+        let mut config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
             let key = e.path().to_string();
             let message = e.into_inner().message().to_string();
             ConfigError::new(if key == "." { String::new() } else { key }, message)
         })?;
         config.validate()?;
+        resolve_files(&mut config, read)?;
         Ok(config)
     }
 
@@ -866,11 +902,25 @@ impl Config {
             outside(self.metrics.max_endpoint_series, MAX_ENDPOINT_SERIES),
         )?;
         for (i, token) in self.api.tokens.iter().enumerate() {
-            if token.token.is_none() && token.token_env.is_none() {
-                return Err(ConfigError::new(
-                    format!("api.tokens[{i}]"),
-                    "needs `token_env` or `token`",
-                ));
+            let given = [
+                token.token.is_some(),
+                token.token_env.is_some(),
+                token.token_file.is_some(),
+            ];
+            match given.iter().filter(|g| **g).count() {
+                0 => {
+                    return Err(ConfigError::new(
+                        format!("api.tokens[{i}]"),
+                        "needs `token_env`, `token_file` or `token`",
+                    ));
+                }
+                1 => {}
+                _ => {
+                    return Err(ConfigError::new(
+                        format!("api.tokens[{i}]"),
+                        "takes only one of `token_env`, `token_file` and `token`",
+                    ));
+                }
             }
         }
         for (i, source) in self.sources.iter().enumerate() {
@@ -931,68 +981,6 @@ impl std::fmt::Display for FieldError {
 
 fn valid_topic_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')
-}
-
-/// Replaces `${NAME}` in every string value; `path` tracks the key for errors.
-fn expand_env(
-    value: &mut toml::Value,
-    path: &mut String,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<(), ConfigError> {
-    match value {
-        toml::Value::String(s) if s.contains("${") => {
-            *s = expand_string(s, env).map_err(|name| {
-                ConfigError::new(
-                    path.clone(),
-                    format!("environment variable `{name}` is not set"),
-                )
-            })?;
-        }
-        toml::Value::Array(items) => {
-            for (i, item) in items.iter_mut().enumerate() {
-                let len = path.len();
-                path.push_str(&format!("[{i}]"));
-                expand_env(item, path, env)?;
-                path.truncate(len);
-            }
-        }
-        toml::Value::Table(table) => {
-            for (key, item) in table.iter_mut() {
-                let len = path.len();
-                if !path.is_empty() {
-                    path.push('.');
-                }
-                path.push_str(key);
-                expand_env(item, path, env)?;
-                path.truncate(len);
-            }
-        }
-        _ => {}
-    }
-    Ok(())
-}
-
-/// Expands `${NAME}`; returns the name of the first unset variable as error.
-fn expand_string(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(start) = rest.find("${") {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 2..];
-        match after.find('}') {
-            Some(end) => {
-                let name = &after[..end];
-                out.push_str(&env(name).ok_or_else(|| name.to_string())?);
-                rest = &after[end + 1..];
-            }
-            None => {
-                out.push_str(&rest[start..]);
-                rest = "";
-            }
-        }
-    }
-    out.push_str(rest);
-    Ok(out)
 }
 
 #[cfg(test)]

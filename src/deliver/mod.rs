@@ -8,3 +8,4 @@ pub mod refusal;
 pub mod request;
 pub mod sender;
 pub mod shape;
+pub mod trace;

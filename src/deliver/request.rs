@@ -61,6 +61,8 @@ pub struct Outgoing<'a> {
     /// CloudEvents binary mode: the event's `source`, sent with the other
     /// attributes as `ce-*` headers.
     pub cloudevent_source: Option<&'a str>,
+    /// W3C trace headers, forwarded from the record or started.
+    pub trace: Option<&'a super::trace::TraceContext>,
 }
 
 /// Longest response body read (to keep the connection reusable); longer
@@ -202,6 +204,18 @@ pub fn request_headers(endpoint: &Endpoint, out: &Outgoing<'_>) -> HeaderMap {
     );
     for (name, value) in endpoint.extra_headers() {
         headers.insert(name.clone(), value.clone());
+    }
+    if let Some(trace) = out.trace {
+        headers.insert(
+            HeaderName::from_static(super::trace::TRACEPARENT),
+            trace.traceparent.clone(),
+        );
+        if let Some(state) = &trace.tracestate {
+            headers.insert(
+                HeaderName::from_static(super::trace::TRACESTATE),
+                state.clone(),
+            );
+        }
     }
     endpoint.signer.sign(
         &SignInput {

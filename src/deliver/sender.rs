@@ -174,6 +174,9 @@ pub struct SenderDeps {
     pub on_gone: Option<GoneHook>,
     /// The durable activity log (`None` when `topics.attempts_log` is off).
     pub attempt_log: Option<Arc<AttemptLog>>,
+    /// Start a W3C trace for records that carry none
+    /// (`delivery.start_traces`).
+    pub start_traces: bool,
 }
 
 /// What to do when an endpoint answers 410 Gone: called with its id.
@@ -688,6 +691,12 @@ async fn deliver(shared: &Arc<Shared>, batch: Vec<Delivery>) {
         .time_ms()
         .unwrap_or(first.first_ms.unwrap_or(now));
     let shaped = super::shape::join(shaped);
+    // A batch carries the trace of its first event.
+    let trace = super::trace::for_record(
+        |name| first.event.headers().get(name),
+        &first.event.id(),
+        shared.deps.start_traces,
+    );
     let report = send_attempt(
         &shared.deps.clients,
         endpoint,
@@ -699,6 +708,7 @@ async fn deliver(shared: &Arc<Shared>, batch: Vec<Delivery>) {
             event_time_ms,
             content_type: shaped.content_type,
             cloudevent_source: shaped.cloudevent_source.as_deref(),
+            trace: trace.as_ref(),
         },
         &policy.rules,
         policy.backoff.max(),

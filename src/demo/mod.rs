@@ -167,6 +167,7 @@ async fn run_demo(events: u64, rate: f64) -> Result<()> {
     if let Some(port) = free_port() {
         config.api.listen = format!("127.0.0.1:{port}");
         config.api.tokens = vec![crate::config::TokenConfig {
+            token_file: None,
             token_env: None,
             token: Some(api_token.clone()),
             role: crate::config::Role::Admin,

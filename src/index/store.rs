@@ -267,7 +267,7 @@ impl EndpointStore {
 /// A consumer assigned to the store's partition from the beginning; it
 /// joins no group and commits nothing.
 fn follower_consumer(config: &Config, bootstrap: &str, topic: &str) -> Result<StreamConsumer> {
-    let mut client = crate::kafka::base_client_config(config, bootstrap);
+    let mut client = crate::kafka::reader_client_config(config, bootstrap);
     client
         .set("client.id", "hookstream-endpoints")
         // librdkafka wants a group id; nothing is ever committed under it.

@@ -18,12 +18,24 @@ pub use embedded::EmbeddedBroker;
 
 use crate::config::Config;
 
-/// Settings every client gets, then the user's `[kafka.properties]` on top.
+/// Settings every client gets, then the user's `[kafka.properties]` on top
+/// (admin clients).
 pub fn base_client_config(config: &Config, bootstrap: &str) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", bootstrap);
     c.set("client.id", "hookstream");
     for (key, value) in &config.kafka.properties {
+        c.set(key, value.to_string());
+    }
+    c
+}
+
+/// [`base_client_config`] with `[kafka.consumer]` on top: the readers of
+/// owned topics (endpoint store, `dlq` commands), which set their own group
+/// and offsets.
+pub fn reader_client_config(config: &Config, bootstrap: &str) -> ClientConfig {
+    let mut c = base_client_config(config, bootstrap);
+    for (key, value) in &config.kafka.consumer {
         c.set(key, value.to_string());
     }
     c
@@ -65,7 +77,7 @@ pub fn consumer_config(config: &Config, bootstrap: &str, group_id: &str) -> Clie
             "100"
         },
     );
-    for (key, value) in &config.kafka.properties {
+    for (key, value) in config.kafka.properties.iter().chain(&config.kafka.consumer) {
         c.set(key, value.to_string());
     }
     c
@@ -84,7 +96,7 @@ pub fn durable_producer_config(config: &Config, bootstrap: &str) -> ClientConfig
     // record after record (a deferral batch holds hundreds): lz4 makes them
     // several times smaller on the broker and the wire for little CPU.
     c.set("compression.type", "lz4");
-    for (key, value) in &config.kafka.properties {
+    for (key, value) in config.kafka.properties.iter().chain(&config.kafka.producer) {
         c.set(key, value.to_string());
     }
     // Durability is not negotiable: these win over user properties.

@@ -234,6 +234,7 @@ impl Pipeline {
             shared_metrics: std::sync::OnceLock::new(),
             on_gone,
             attempt_log: attempt_log.clone(),
+            start_traces: config.delivery.start_traces,
         });
         let stats = Arc::new(PipelineStats::default());
         let topics = TopicTable::new(

@@ -1,10 +1,8 @@
-//! Reading the dead-letter topic back: `hookstream dlq list` and the
-//! selection `dlq replay` works on.
+//! Dead letters as users see them: the record shape, the filters of
+//! `hookstream dlq list|show|replay`, the time flags they take, and
+//! [`read_topic`] (a whole topic, for the replay ledger and tests).
 //!
-//! Owns DLQ records as users see them and the filters of SPEC §2. Reads with
-//! a group-less consumer (nothing is committed) from the beginning to the
-//! end offsets seen at the start, or until the topic has been quiet for a
-//! while (some brokers report unreliable end offsets).
+//! Selecting letters from the DLQ by time, streamed, is [`super::dlq_scan`].
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -28,7 +26,12 @@ pub struct DlqFilter {
     pub since_ms: Option<i64>,
     /// Dead before (unix ms).
     pub until_ms: Option<i64>,
-    /// At most this many (the oldest first).
+    /// Only this event type: exact, or a prefix ending in `*`.
+    pub event_type: Option<String>,
+    /// Only this event id.
+    pub event_id: Option<String>,
+    /// At most this many (the first read: partition by partition, oldest
+    /// first in each).
     pub limit: Option<usize>,
 }
 
@@ -41,18 +44,71 @@ impl DlqFilter {
             && self.reason.as_ref().is_none_or(|r| &letter.reason == r)
             && self.since_ms.is_none_or(|s| letter.dead_ms >= s)
             && self.until_ms.is_none_or(|u| letter.dead_ms < u)
+            && self
+                .event_id
+                .as_ref()
+                .is_none_or(|id| &letter.event_id == id)
+            && self.event_type.as_ref().is_none_or(|pattern| {
+                letter
+                    .event_type
+                    .as_deref()
+                    .is_some_and(|t| type_matches(pattern, t))
+            })
     }
 }
 
-/// Parses an RFC 3339 time into unix ms; the error names `flag`.
-pub fn parse_time_flag(flag: &str, text: &str) -> Result<i64, String> {
-    humantime::parse_rfc3339_weak(text)
+/// `pattern` is an exact type or a prefix ending in `*` (`*` alone: any).
+fn type_matches(pattern: &str, event_type: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => event_type.starts_with(prefix),
+        None => pattern == event_type,
+    }
+}
+
+/// Parses a time flag into unix ms, given the time now: an RFC 3339 time
+/// (`2026-04-15T12:00:00Z`, `2026-04-15T14:00:00+02:00`, fractions of a
+/// second allowed) or a duration before now (`90m`, `1h30m`, `2d`). The
+/// error names `flag`.
+pub fn parse_time_flag(flag: &str, text: &str, now_ms: i64) -> Result<i64, String> {
+    let text = text.trim();
+    let refused = || {
+        format!(
+            "{flag}: `{text}` is neither an RFC 3339 time (2026-04-15T12:00:00Z, \
+             2026-04-15T14:00:00+02:00) nor a duration before now (30m, 1h30m, 2d)"
+        )
+    };
+    if let Ok(ago) = humantime::parse_duration(text) {
+        let ago = i64::try_from(ago.as_millis()).map_err(|_| refused())?;
+        return Ok(now_ms.saturating_sub(ago));
+    }
+    let (local, offset_ms) = split_utc_offset(text).ok_or_else(refused)?;
+    let millis = humantime::parse_rfc3339_weak(local)
         .ok()
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map(|d| d.as_millis() as i64)
-        .ok_or_else(|| {
-            format!("{flag}: `{text}` is not an RFC 3339 time (e.g. 2026-04-15T12:00:00Z)")
-        })
+        .and_then(|d| i64::try_from(d.as_millis()).ok())
+        .ok_or_else(refused)?;
+    Ok(millis - offset_ms)
+}
+
+/// Splits `…Z`, `…+HH:MM` or `…-HH:MM` into the time without its offset
+/// and the offset in ms (east positive); none when there is no offset.
+fn split_utc_offset(text: &str) -> Option<(&str, i64)> {
+    if let Some(local) = text.strip_suffix(['Z', 'z']) {
+        return Some((local, 0));
+    }
+    let at = text.len().checked_sub(6)?;
+    let (local, offset) = (text.get(..at)?, text.get(at..)?);
+    let sign = match offset.as_bytes() {
+        [b'+', _, _, b':', _, _] => 1,
+        [b'-', _, _, b':', _, _] => -1,
+        _ => return None,
+    };
+    let hours: i64 = offset.get(1..3)?.parse().ok()?;
+    let minutes: i64 = offset.get(4..6)?.parse().ok()?;
+    if hours > 23 || minutes > 59 || !(local.contains('T') || local.contains(' ')) {
+        return None;
+    }
+    Some((local, sign * (hours * 3_600_000 + minutes * 60_000)))
 }
 
 /// One dead letter.
@@ -99,7 +155,8 @@ impl DeadLetter {
         format!("{topic}/{}/{}", self.partition, self.offset)
     }
 
-    fn from_message(m: &rdkafka::message::BorrowedMessage<'_>) -> Self {
+    /// The letter a DLQ record holds.
+    pub fn from_message(m: &rdkafka::message::BorrowedMessage<'_>) -> Self {
         let headers: Vec<(String, Vec<u8>)> = m
             .headers()
             .map(|hs| {
@@ -204,53 +261,6 @@ pub fn read_topic(
     Ok(())
 }
 
-/// The dead letters `filter` selects, oldest first per partition.
-pub fn select(client: &ClientConfig, topic: &str, filter: &DlqFilter) -> Result<Vec<DeadLetter>> {
-    let mut out = Vec::new();
-    read_topic(client, topic, |m| {
-        let letter = DeadLetter::from_message(m);
-        if filter.admits(&letter) {
-            out.push(letter);
-        }
-        filter.limit.is_none_or(|l| out.len() < l)
-    })?;
-    out.sort_by_key(|l| (l.dead_ms, l.partition, l.offset));
-    Ok(out)
-}
-
-/// Formats letters as a table.
-pub fn table(letters: &[DeadLetter]) -> String {
-    let mut out = format!(
-        "{:<12} {:<24} {:<16} {:<20} {:>7} {:<8} {:<38} {:<28} {}\n",
-        "PART/OFFSET",
-        "DEAD AT",
-        "ENDPOINT",
-        "REASON",
-        "ATTEMPT",
-        "STATUS",
-        "EVENT ID",
-        "EVENT TYPE",
-        "SOURCE"
-    );
-    for l in letters {
-        let when = std::time::UNIX_EPOCH + Duration::from_millis(l.dead_ms.max(0) as u64);
-        out.push_str(&format!(
-            "{:<12} {:<24} {:<16} {:<20} {:>7} {:<8} {:<38} {:<28} {}\n",
-            format!("{}/{}", l.partition, l.offset),
-            humantime::format_rfc3339_millis(when).to_string(),
-            l.endpoint.as_deref().unwrap_or("-"),
-            l.reason,
-            l.attempt,
-            l.last_status,
-            l.event_id,
-            l.event_type.as_deref().unwrap_or("-"),
-            l.source
-        ));
-    }
-    out.push_str(&format!("{} dead letter(s)\n", letters.len()));
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -282,7 +292,7 @@ mod tests {
             reason: Some("http_400".into()),
             since_ms: Some(100),
             until_ms: Some(200),
-            limit: None,
+            ..DlqFilter::default()
         };
         assert!(f.admits(&letter(Some("a"), "http_400", 150)));
         assert!(!f.admits(&letter(Some("b"), "http_400", 150)));
@@ -294,12 +304,47 @@ mod tests {
     }
 
     #[test]
-    fn time_flags_are_rfc3339() {
-        assert_eq!(parse_time_flag("--since", "1970-01-01T00:00:01Z"), Ok(1000));
-        assert!(
-            parse_time_flag("--since", "yesterday")
-                .unwrap_err()
-                .starts_with("--since")
-        );
+    fn type_and_id_filters() {
+        let by_type = |t: &str| DlqFilter {
+            event_type: Some(t.into()),
+            ..DlqFilter::default()
+        };
+        let l = letter(Some("a"), "http_400", 1);
+        assert!(by_type("device-status-changed").admits(&l));
+        assert!(by_type("device-*").admits(&l));
+        assert!(by_type("*").admits(&l));
+        assert!(!by_type("device").admits(&l));
+        assert!(!by_type("deployment-*").admits(&l));
+        let mut untyped = l.clone();
+        untyped.event_type = None;
+        assert!(!by_type("*").admits(&untyped));
+        let by_id = |id: &str| DlqFilter {
+            event_id: Some(id.into()),
+            ..DlqFilter::default()
+        };
+        assert!(by_id("e").admits(&l));
+        assert!(!by_id("f").admits(&l));
+    }
+
+    #[test]
+    fn time_flags_take_rfc3339_with_offsets_and_durations_before_now() {
+        let now = 10_000_000;
+        let t = |text: &str| parse_time_flag("--since", text, now);
+        assert_eq!(t("1970-01-01T00:00:01Z"), Ok(1000));
+        assert_eq!(t("1970-01-01T00:00:01.5Z"), Ok(1500));
+        assert_eq!(t("1970-01-01T02:00:01+02:00"), Ok(1000));
+        assert_eq!(t("1970-01-01T00:00:01-00:30"), Ok(1000 + 1_800_000));
+        assert_eq!(t("1h"), Ok(now - 3_600_000));
+        assert_eq!(t("1h30m"), Ok(now - 5_400_000));
+        assert_eq!(t("1d"), Ok(now - 86_400_000));
+        for bad in [
+            "yesterday",
+            "",
+            "2026-04-15T12:00:00+25:00",
+            "12:00+02:00",
+            "1x",
+        ] {
+            assert!(t(bad).unwrap_err().starts_with("--since"), "{bad}");
+        }
     }
 }

@@ -362,7 +362,7 @@ pub fn config(group: &str, topics: &[(&str, Preset)]) -> Config {
         ("session.timeout.ms", "3000"),
         ("heartbeat.interval.ms", "500"),
     ] {
-        c.kafka.properties.insert(
+        c.kafka.consumer.insert(
             key.into(),
             hookstream::config::PropertyValue::Text(value.into()),
         );
