@@ -59,7 +59,8 @@ enum Command {
     /// Measure the pipeline against its baselines (raw consume, raw HTTP).
     Bench {
         /// Scenarios: a (single), b (batch), c (fan-out), d (big index),
-        /// e (dead neighbour), f (retry timing), or all.
+        /// e (dead neighbour), f (retry timing), g (100 000 endpoints,
+        /// traffic to 1 000), or all.
         #[arg(long, default_value = "all")]
         scenario: String,
         /// Events per scenario.
@@ -219,7 +220,7 @@ fn run_bench(
             .map(|s| {
                 Scenario::parse(s.trim()).ok_or_else(|| {
                     CommandError::Usage(format!(
-                        "--scenario: `{s}` is not one of a, b, c, d, e, all"
+                        "--scenario: `{s}` is not one of a, b, c, d, e, f, g, all"
                     ))
                 })
             })
