@@ -38,7 +38,7 @@ fn resident_bytes() -> f64 {
 
 fn config(i: usize) -> EndpointConfig {
     let mut c = EndpointConfig::new(
-        &format!("device-endpoint-{i}"),
+        format!("device-endpoint-{i}"),
         format!("https://hooks{}.example.com/fleet/in", i % 997),
     );
     c.signature = SignatureScheme::Standard;
