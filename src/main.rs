@@ -62,7 +62,7 @@ enum Command {
     Bench {
         /// Scenarios: a (single), b (batch), c (fan-out), d (big index),
         /// e (dead neighbour), f (retry timing), g (activity log off vs on),
-        /// h (dlq replay), or all.
+        /// h (dlq replay), i (100 000 endpoints, traffic to 1 000), or all.
         #[arg(long, default_value = "all")]
         scenario: String,
         /// Events per scenario.

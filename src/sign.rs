@@ -164,7 +164,7 @@ impl Signer {
                     let mut mac = resume(key);
                     mac.update(input.webhook_id.as_bytes());
                     mac.update(b".");
-                    mac.update(input.timestamp.to_string().as_bytes());
+                    mac.update(itoa::Buffer::new().format(input.timestamp).as_bytes());
                     mac.update(b".");
                     mac.update(input.body);
                     if i > 0 {

@@ -148,6 +148,8 @@ impl Bench {
             ratio_to_raw_produce: Some(per_s / raw_produce_per_s.max(1e-9)),
             activity_log_ratio: None,
             activity_log_off_cpu_us_per_event: None,
+            receiver_cpu_us_per_event: 0.0,
+            broker_cpu_us_per_event: None,
         })
     }
 

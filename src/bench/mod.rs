@@ -1,12 +1,15 @@
 //! `hookstream bench`: the real pipeline against a broker and a lean local
 //! receiver, with the baselines measured in the same run.
 //!
-//! Baselines: the raw consume rate (same consumer settings, no work) and the
-//! raw loopback HTTP request rate (same client, same receiver, no Kafka).
-//! Each scenario preloads its events, starts a pipeline, and measures from
-//! the first delivery to the last (a broker takes a moment to assign a new
-//! group): the rate, and the CPU time this process and the embedded
-//! broker's used per event. A paced second phase at half the measured rate
+//! Baselines, the physical limits of this machine: the raw consume rate
+//! (same consumer settings, no work) and the raw loopback HTTP request rate
+//! (a lean load generator against the lean receiver answering 204, no
+//! Kafka: [`loadgen`]; `wrk` too when it is on the `PATH`). Each scenario
+//! preloads its events, starts a pipeline, and measures from the first
+//! delivery to the last (a broker takes a moment to assign a new group):
+//! the rate, and the CPU time per event of the pipeline (this process less
+//! the receiver's threads), of the receiver (a runtime of its own) and of
+//! the embedded broker (a child process), each apart. A paced second phase at half the measured rate
 //! gives produce-to-receive latencies. Peak RSS is read from `/proc/self/status`
 //! after resetting it (`/proc/self/clear_refs`). The embedded broker runs in
 //! a child process, as a real broker would, so the pipeline's peak RSS does
@@ -14,7 +17,9 @@
 //! reported beside it.
 
 mod activity_log;
+pub mod cpu;
 mod dlq_replay;
+pub mod loadgen;
 pub mod receiver;
 
 use std::sync::Arc;
@@ -27,10 +32,10 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde::Serialize;
 
 use crate::config::{Config, EndpointConfig, HumanDuration};
-use crate::deliver::client::HttpClients;
 use crate::kafka::EmbeddedBroker;
 use crate::pipeline::{BrokerTarget, Pipeline};
 use crate::sign::SignatureScheme;
+use cpu::process_cpu_secs;
 use receiver::FastReceiver;
 
 /// The benchmark scenarios.
@@ -53,11 +58,13 @@ pub enum Scenario {
     ActivityLog,
     /// (h) `dlq replay` of a DLQ full of letters, against raw produce.
     DlqReplay,
+    /// (i) 100 000 endpoints, traffic to 1 000 of them: memory.
+    SparseIndex,
 }
 
 impl Scenario {
     /// Every scenario, in order.
-    pub const ALL: [Scenario; 8] = [
+    pub const ALL: [Scenario; 9] = [
         Self::Single,
         Self::Batch,
         Self::FanOut,
@@ -66,9 +73,10 @@ impl Scenario {
         Self::RetryTiming,
         Self::ActivityLog,
         Self::DlqReplay,
+        Self::SparseIndex,
     ];
 
-    /// Parses `a`..`h` or a name.
+    /// Parses `a`..`i` or a name.
     pub fn parse(text: &str) -> Option<Self> {
         match text {
             "a" | "single" => Some(Self::Single),
@@ -79,6 +87,7 @@ impl Scenario {
             "f" | "retry_timing" | "retry-timing" => Some(Self::RetryTiming),
             "g" | "activity_log" | "activity-log" => Some(Self::ActivityLog),
             "h" | "dlq_replay" | "dlq-replay" => Some(Self::DlqReplay),
+            "i" | "sparse_index" | "sparse-index" => Some(Self::SparseIndex),
             _ => None,
         }
     }
@@ -93,6 +102,7 @@ impl Scenario {
             Self::RetryTiming => "(f) retry backlog: due → received",
             Self::ActivityLog => "(g) (a) with the activity log off vs on",
             Self::DlqReplay => "(h) dlq replay",
+            Self::SparseIndex => "(i) 100 000 endpoints, traffic to 1 000",
         }
     }
 }
@@ -117,8 +127,14 @@ pub struct BenchOptions {
 pub struct Baselines {
     /// Records/s a consumer with the pipeline's settings reads, doing nothing.
     pub raw_consume_per_s: f64,
-    /// Requests/s the same HTTP client gets from the same receiver.
+    /// Requests/s of the faster lean generator against the lean receiver
+    /// (the one ratios are taken to).
     pub raw_http_per_s: f64,
+    /// The built-in hyper generator's run.
+    pub raw_http_hyper: loadgen::LoopbackRun,
+    /// `wrk`'s run, when it is on the `PATH`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub raw_http_wrk: Option<loadgen::LoopbackRun>,
 }
 
 /// One scenario's result.
@@ -148,10 +164,17 @@ pub struct ScenarioReport {
     /// Peak RSS of the embedded broker's process (MiB; none with `--brokers`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub broker_peak_rss_mib: Option<f64>,
-    /// CPU time (user + system) per event of this process and the embedded
-    /// broker's, from the first delivery to the last (µs). Less
-    /// sensitive than rates to a shared machine's slow and fast spells.
+    /// CPU time (user + system) per event of the pipeline: the hookstream
+    /// process less the receiver's threads, from the first delivery to the
+    /// last (µs). Less sensitive than rates to a shared machine's slow and
+    /// fast spells.
     pub cpu_us_per_event: f64,
+    /// The receiver's CPU per event meanwhile (µs).
+    pub receiver_cpu_us_per_event: f64,
+    /// The embedded broker process's CPU per event meanwhile (µs; none
+    /// with `--brokers`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub broker_cpu_us_per_event: Option<f64>,
     /// deliveries/s ÷ raw HTTP requests/s.
     pub ratio_to_raw_http: f64,
     /// events/s ÷ raw consume records/s.
@@ -221,13 +244,19 @@ struct Measured {
     /// Requests it answered.
     requests: u64,
     memory: Memory,
-    /// CPU seconds this process and the broker's used meanwhile.
+    /// CPU seconds the pipeline (this process less the receiver) used
+    /// meanwhile.
     cpu_secs: f64,
+    /// CPU seconds the receiver's threads used meanwhile.
+    receiver_cpu_secs: f64,
+    /// CPU seconds the broker process used meanwhile.
+    broker_cpu_secs: Option<f64>,
 }
 
 impl ScenarioReport {
     fn of(scenario: Scenario, run: Run, baselines: &Baselines) -> Self {
         let per_s = |n: u64| n as f64 / run.measured.secs.max(1e-9);
+        let per_event = |secs: f64| secs * 1e6 / (run.events.max(1) as f64);
         let Memory {
             peak,
             before,
@@ -245,7 +274,9 @@ impl ScenarioReport {
             peak_rss_mib: peak.max(before),
             rss_before_mib: before,
             broker_peak_rss_mib: broker_peak,
-            cpu_us_per_event: run.measured.cpu_secs * 1e6 / (run.events.max(1) as f64),
+            cpu_us_per_event: per_event(run.measured.cpu_secs),
+            receiver_cpu_us_per_event: per_event(run.measured.receiver_cpu_secs),
+            broker_cpu_us_per_event: run.measured.broker_cpu_secs.map(per_event),
             ratio_to_raw_http: per_s(run.deliveries) / baselines.raw_http_per_s.max(1e-9),
             ratio_to_raw_consume: per_s(run.events) / baselines.raw_consume_per_s.max(1e-9),
             healthy_ratio_with_dead_neighbour: None,
@@ -265,21 +296,6 @@ pub struct BenchReport {
     pub baselines: Baselines,
     /// Scenarios.
     pub scenarios: Vec<ScenarioReport>,
-}
-
-/// CPU seconds (user + system) process `pid` (`self` or a number) used so
-/// far, from `/proc/<pid>/stat`.
-fn process_cpu_secs(pid: &str) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name (which may hold spaces): state is
-    // field 3, utime 14 and stime 15.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let mut fields = rest.split_whitespace().skip(11);
-    let utime: f64 = fields.next()?.parse().ok()?;
-    let stime: f64 = fields.next()?.parse().ok()?;
-    // SAFETY: sysconf only reads a configuration value.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    Some((utime + stime) / (ticks.max(1) as f64))
 }
 
 fn status_kib(field: &str) -> f64 {
@@ -323,10 +339,21 @@ fn now_ns() -> u128 {
         .map_or(0, |d| d.as_nanos())
 }
 
+/// Devices the bench's events come from.
+const DEVICES: u64 = 100_000;
+
+/// Devices of (g)'s events: 1 000 of its 100 000 endpoints get traffic.
+const SPARSE_DEVICES: u64 = 1_000;
+
 fn event_body(i: u64, sent_ns: u128) -> String {
+    device_event_body(i, sent_ns, DEVICES)
+}
+
+/// Event `i`, from device `i % devices`.
+fn device_event_body(i: u64, sent_ns: u128, devices: u64) -> String {
     format!(
         r#"{{"id":"bench-{i}","type":"device-status-changed","data":{{"id":"dev-{}","status":"accepted"}},"time":"2026-04-15T12:00:00Z","sent_ns":{sent_ns}}}"#,
-        i % 100_000
+        i % devices.max(1)
     )
 }
 
@@ -392,8 +419,13 @@ impl Bench {
     }
 
     async fn preload(&self, topic: &str, from: u64, to: u64) -> Result<()> {
+        self.preload_devices(topic, from, to, DEVICES).await
+    }
+
+    /// Preloads events `from..to` from `devices` devices.
+    async fn preload_devices(&self, topic: &str, from: u64, to: u64, devices: u64) -> Result<()> {
         send_in_chunks((from..to).map(|i| {
-            let body = event_body(i, 0);
+            let body = device_event_body(i, 0, devices);
             let key = format!("dev-{}", i % 100_000);
             let producer = self.producer.clone();
             let topic = topic.to_string();
@@ -465,40 +497,29 @@ impl Bench {
         .context("raw consume")
     }
 
-    /// Raw HTTP rate: the pipeline's client to the same receiver.
-    async fn raw_http(&self, requests: u64) -> Result<f64> {
-        let clients = HttpClients::new("hookstream-bench", true)?;
-        let client = clients
-            .for_version(crate::config::HttpVersion::Auto)
-            .clone();
-        let url = self.receiver.url();
-        let body = bytes::Bytes::from(event_body(0, 0));
-        let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        self.receiver.counts().reset();
-        let started = Instant::now();
-        let mut tasks = Vec::new();
-        for _ in 0..self.options.concurrency {
-            let client = client.clone();
-            let url = url.clone();
-            let body = body.clone();
-            let next = Arc::clone(&next);
-            tasks.push(tokio::spawn(async move {
-                while next.fetch_add(1, Ordering::Relaxed) < requests {
-                    let _ = client
-                        .post(&url)
-                        .header("content-type", "application/json")
-                        .body(body.clone())
-                        .send()
-                        .await
-                        .map(|r| r.status());
-                }
-            }));
-        }
-        for t in tasks {
-            let _ = t.await;
-        }
-        let secs = started.elapsed().as_secs_f64();
-        Ok(requests as f64 / secs.max(1e-9))
+    /// Raw loopback HTTP: the lean generators against the lean receiver.
+    fn raw_http(
+        &self,
+        requests: u64,
+    ) -> Result<(loadgen::LoopbackRun, Option<loadgen::LoopbackRun>)> {
+        let body = event_body(0, 0);
+        let connections = self.options.concurrency;
+        let counts = self.receiver.counts();
+        counts.reset();
+        let hyper = tokio::task::block_in_place(|| {
+            loadgen::hyper_baseline(
+                &self.receiver,
+                connections,
+                requests,
+                bytes::Bytes::from(body.clone()),
+            )
+        })?;
+        counts.reset();
+        let wrk = tokio::task::block_in_place(|| {
+            loadgen::wrk_baseline(&self.receiver, connections, loadgen::WRK_SECS, &body)
+        })?;
+        counts.reset();
+        Ok((hyper, wrk))
     }
 
     /// Runs one pipeline until `expected` events reached the receiver.
@@ -516,12 +537,13 @@ impl Bench {
         if let Some(pid) = &broker_pid {
             reset_peak_rss(pid);
         }
+        // (this process, its receiver's threads, the broker process)
         let cpu_now = || {
-            process_cpu_secs("self").unwrap_or(0.0)
-                + broker_pid
-                    .as_deref()
-                    .and_then(process_cpu_secs)
-                    .unwrap_or(0.0)
+            (
+                process_cpu_secs("self").unwrap_or(0.0),
+                self.receiver.cpu_secs(),
+                broker_pid.as_deref().and_then(process_cpu_secs),
+            )
         };
         let pipeline = Pipeline::start(config, self.target()).await?;
         let deadline = Instant::now() + Duration::from_secs(900);
@@ -545,7 +567,13 @@ impl Bench {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let cpu_secs = cpu_before.map_or(0.0, |before| cpu_now() - before);
+        let (process_cpu, receiver_cpu, broker_cpu) = match cpu_before {
+            Some((process, receiver, broker)) => {
+                let (p, r, b) = cpu_now();
+                (p - process, r - receiver, b.zip(broker).map(|(b, a)| b - a))
+            }
+            None => (0.0, 0.0, None),
+        };
         let memory = Memory {
             peak: status_kib("VmHWM:") / 1024.0,
             before: rss_before,
@@ -557,7 +585,9 @@ impl Bench {
             secs: counts.busy_secs(),
             requests: counts.requests.load(Ordering::Relaxed),
             memory,
-            cpu_secs,
+            cpu_secs: (process_cpu - receiver_cpu).max(0.0),
+            receiver_cpu_secs: receiver_cpu,
+            broker_cpu_secs: broker_cpu,
         };
         Ok((measured, pipeline))
     }
@@ -695,7 +725,11 @@ impl Bench {
         let topic = format!("bench-{}-{:?}", self.run_id, scenario).to_lowercase();
         self.create_topic(&topic).await?;
         eprintln!("{}: preloading {events} events", scenario.label());
-        self.preload(&topic, 0, events).await?;
+        let devices = match scenario {
+            Scenario::SparseIndex => SPARSE_DEVICES,
+            _ => DEVICES,
+        };
+        self.preload_devices(&topic, 0, events, devices).await?;
         let group = format!("{topic}-group");
         let mut config = self.config(&topic, &group);
         let url = self.receiver.url();
@@ -716,7 +750,7 @@ impl Bench {
                     config.endpoints.push(e);
                 }
             }
-            Scenario::BigIndex => {
+            Scenario::BigIndex | Scenario::SparseIndex => {
                 // 100 000 endpoints, each watching one device; events are
                 // spread over 100 000 devices, so each matches one endpoint.
                 for i in 0..100_000 {
@@ -738,9 +772,14 @@ impl Bench {
         let expected = events * per_event;
         let (measured, pipeline) = self.measure(config, expected).await?;
         let events_per_s = events as f64 / measured.secs.max(1e-9);
-        let (p50, p99) = self
-            .latency(&topic, events, events_per_s, per_event)
-            .await?;
+        // (g) measures memory: its events come from 1 000 devices, which
+        // the latency phase's do not.
+        let (p50, p99) = if scenario == Scenario::SparseIndex {
+            (0.0, 0.0)
+        } else {
+            self.latency(&topic, events, events_per_s, per_event)
+                .await?
+        };
         log_activity(&pipeline, &["bench"]);
         pipeline.shutdown().await?;
         let run = Run {
@@ -779,6 +818,7 @@ impl Bench {
         let (mut alone_cpu, mut with_cpu) = (Vec::new(), Vec::new());
         let mut memory: Option<Memory> = None;
         let (mut requests, mut secs) = (0, 0.0);
+        let (mut receiver_cpu, mut broker_cpu) = (0.0, None);
         let (mut p50, mut p99) = (0.0, 0.0);
         for round in 0..DEAD_NEIGHBOUR_ROUNDS {
             // Each run reads its topic from the start in a group of its own,
@@ -837,6 +877,7 @@ impl Bench {
             let round_memory = alone.memory.max(with.memory);
             memory = Some(memory.map_or(round_memory, |m| m.max(round_memory)));
             (requests, secs) = (with.requests, with.secs);
+            (receiver_cpu, broker_cpu) = (with.receiver_cpu_secs, with.broker_cpu_secs);
             if let Some(pipeline) = with_pipeline {
                 if round + 1 == DEAD_NEIGHBOUR_ROUNDS {
                     (p50, p99) = self.latency(&with_topic, events, with_rate, 1).await?;
@@ -861,6 +902,8 @@ impl Bench {
             measured: Measured {
                 secs: events as f64 / with_rate.max(1e-9),
                 cpu_secs: median(&with_cpu) * events as f64 / 1e6,
+                receiver_cpu_secs: receiver_cpu,
+                broker_cpu_secs: broker_cpu,
                 requests: 0,
                 memory: memory.unwrap_or(Memory {
                     peak: 0.0,
@@ -930,7 +973,7 @@ pub async fn run(options: BenchOptions) -> Result<BenchReport> {
         broker,
         bootstrap,
         producer,
-        receiver: FastReceiver::start().await?,
+        receiver: FastReceiver::start()?,
         run_id: rand::random::<u32>() as u64,
         options,
     };
@@ -940,14 +983,17 @@ pub async fn run(options: BenchOptions) -> Result<BenchReport> {
     eprintln!("baselines: preloading {n} events");
     bench.preload(&baseline_topic, 0, n).await?;
     let raw_consume_per_s = bench.raw_consume(&baseline_topic, n).await?;
-    let raw_http_per_s = bench.raw_http(n.min(50_000)).await?;
+    let (raw_http_hyper, raw_http_wrk) = bench.raw_http(n.clamp(50_000, 300_000))?;
+    let raw_http_per_s = raw_http_wrk.map_or(raw_http_hyper.requests_per_s, |w| {
+        w.requests_per_s.max(raw_http_hyper.requests_per_s)
+    });
     let baselines = Baselines {
         raw_consume_per_s,
         raw_http_per_s,
+        raw_http_hyper,
+        raw_http_wrk,
     };
-    eprintln!(
-        "baselines: raw consume {raw_consume_per_s:.0} records/s, raw HTTP {raw_http_per_s:.0} requests/s"
-    );
+    eprint!("{}", format_baselines(&baselines));
     let mut scenarios = Vec::new();
     for s in bench.options.scenarios.clone() {
         let report = bench.scenario(s, &baselines).await?;
@@ -976,7 +1022,13 @@ fn format_line(r: &ScenarioReport) -> String {
     if let Some(b) = r.broker_peak_rss_mib {
         line.push_str(&format!("  broker process {b:.0} MiB"));
     }
-    line.push_str(&format!("  CPU {:.1} µs/event", r.cpu_us_per_event));
+    line.push_str(&format!(
+        "  CPU µs/event: pipeline {:.1}, receiver {:.1}",
+        r.cpu_us_per_event, r.receiver_cpu_us_per_event
+    ));
+    if let Some(b) = r.broker_cpu_us_per_event {
+        line.push_str(&format!(", broker {b:.1}"));
+    }
     if let Some(h) = r.healthy_ratio_with_dead_neighbour {
         line.push_str(&format!("  healthy with dead neighbour ×{h:.2} of alone"));
     }
@@ -999,13 +1051,36 @@ fn format_line(r: &ScenarioReport) -> String {
 
 /// A human-readable report.
 pub fn format_report(report: &BenchReport) -> String {
-    let mut out = format!(
-        "baselines: raw consume {:.0} records/s, raw loopback HTTP {:.0} requests/s\n",
-        report.baselines.raw_consume_per_s, report.baselines.raw_http_per_s
-    );
+    let mut out = format_baselines(&report.baselines);
     for r in &report.scenarios {
         out.push_str(&format_line(r));
         out.push('\n');
     }
+    out
+}
+
+/// The baselines, one line each.
+fn format_baselines(b: &Baselines) -> String {
+    let run = |name: &str, r: &loadgen::LoopbackRun| {
+        let client = r
+            .client_cpu_us_per_request
+            .map_or(String::new(), |c| format!(", client {c:.1} µs CPU/request"));
+        format!(
+            "baseline: raw loopback HTTP ({name}) {:.0} requests/s{client}, receiver {:.1} µs CPU/request\n",
+            r.requests_per_s, r.receiver_cpu_us_per_request
+        )
+    };
+    let mut out = format!(
+        "baseline: raw consume {:.0} records/s\n",
+        b.raw_consume_per_s
+    );
+    out.push_str(&run("hyper generator", &b.raw_http_hyper));
+    if let Some(w) = &b.raw_http_wrk {
+        out.push_str(&run("wrk -t1", w));
+    }
+    out.push_str(&format!(
+        "baseline: raw loopback HTTP (ratios taken to) {:.0} requests/s\n",
+        b.raw_http_per_s
+    ));
     out
 }

@@ -1,5 +1,7 @@
-//! The benchmark's receiver: a lean HTTP server on 127.0.0.1 that answers
-//! 200 at once and counts requests and events with atomics only.
+//! The benchmark's receiver: a lean HTTP/1.1 server on 127.0.0.1 that
+//! answers 204 at once and counts requests and events with atomics only.
+//! It runs on a runtime of its own ([`OwnRuntime`]), so its CPU time is
+//! counted apart from the pipeline's.
 //!
 //! Events are counted by their `"sent_ns":` keys (every bench event has
 //! one), so a batched request (a JSON array) counts every event in it. When latency sampling is on, bodies
@@ -17,10 +19,10 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
+
+use super::cpu::OwnRuntime;
 
 /// Counters of a [`FastReceiver`].
 #[derive(Debug)]
@@ -99,36 +101,55 @@ impl Counts {
 pub struct FastReceiver {
     addr: SocketAddr,
     counts: Arc<Counts>,
-    task: JoinHandle<()>,
+    runtime: OwnRuntime,
 }
 
+/// Worker threads of the receiver's runtime.
+const RECEIVER_THREADS: usize = 2;
+
 impl FastReceiver {
-    /// Starts on an ephemeral port of 127.0.0.1.
-    pub async fn start() -> Result<Self> {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .context("binding the bench receiver")?;
+    /// Starts on an ephemeral port of 127.0.0.1, on threads of its own.
+    pub fn start() -> Result<Self> {
+        let listener =
+            std::net::TcpListener::bind("127.0.0.1:0").context("binding the bench receiver")?;
+        listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
         let counts = Arc::new(Counts::new());
-        let task = {
-            let counts = Arc::clone(&counts);
-            tokio::spawn(async move {
-                loop {
-                    let Ok((stream, _)) = listener.accept().await else {
-                        continue;
-                    };
-                    let _ = stream.set_nodelay(true);
-                    let counts = Arc::clone(&counts);
-                    tokio::spawn(async move {
-                        let service = service_fn(move |req| handle(req, Arc::clone(&counts)));
-                        let _ = auto::Builder::new(TokioExecutor::new())
-                            .serve_connection(TokioIo::new(stream), service)
-                            .await;
-                    });
-                }
-            })
-        };
-        Ok(Self { addr, counts, task })
+        let runtime = OwnRuntime::start("bench-receiver", RECEIVER_THREADS)?;
+        let accepting = Arc::clone(&counts);
+        runtime.handle().spawn(async move {
+            let Ok(listener) = TcpListener::from_std(listener) else {
+                return;
+            };
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let _ = stream.set_nodelay(true);
+                let counts = Arc::clone(&accepting);
+                tokio::spawn(async move {
+                    let service = service_fn(move |req| handle(req, Arc::clone(&counts)));
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Ok(Self {
+            addr,
+            counts,
+            runtime,
+        })
+    }
+
+    /// CPU seconds the receiver's threads used so far.
+    pub fn cpu_secs(&self) -> f64 {
+        self.runtime.cpu_secs()
+    }
+
+    /// Its address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
     }
 
     /// Its URL.
@@ -139,12 +160,6 @@ impl FastReceiver {
     /// Its counters.
     pub fn counts(&self) -> &Arc<Counts> {
         &self.counts
-    }
-}
-
-impl Drop for FastReceiver {
-    fn drop(&mut self) {
-        self.task.abort();
     }
 }
 
@@ -195,7 +210,9 @@ async fn handle(
             l.push(latency_us);
         }
     }
-    Ok(Response::new(Full::new(Bytes::from_static(b"{}"))))
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = hyper::StatusCode::NO_CONTENT;
+    Ok(response)
 }
 
 #[cfg(test)]

@@ -3,13 +3,18 @@
 //! Owns client construction only: connection pooling, HTTP/1.1 and HTTP/2
 //! (ALPN over TLS, prior knowledge for `http_version = "http2"` on plain
 //! http), rustls, no redirects, no proxies, and the SSRF guard as the DNS
-//! resolver when private destinations are not allowed.
+//! resolver when private destinations are not allowed. Plain `http://`
+//! over HTTP/1.1 goes through the lean client of [`super::plain`]; the
+//! rest through reqwest.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 
+use reqwest::header::HeaderValue;
+
+use super::plain::{self, PlainClient};
 use crate::config::HttpVersion;
 use crate::guard::GuardedResolver;
 
@@ -19,6 +24,8 @@ pub struct HttpClients {
     auto: reqwest::Client,
     http1: reqwest::Client,
     http2: reqwest::Client,
+    plain: PlainClient,
+    user_agent: HeaderValue,
     guarded: bool,
 }
 
@@ -51,6 +58,9 @@ impl HttpClients {
             auto: build(HttpVersion::Auto)?,
             http1: build(HttpVersion::Http1)?,
             http2: build(HttpVersion::Http2)?,
+            plain: plain::build(!allow_private),
+            user_agent: HeaderValue::from_str(user_agent)
+                .context("the user agent is no valid header value")?,
             guarded: !allow_private,
         })
     }
@@ -62,6 +72,16 @@ impl HttpClients {
             HttpVersion::Http1 => &self.http1,
             HttpVersion::Http2 => &self.http2,
         }
+    }
+
+    /// The lean client for `http://` over HTTP/1.1.
+    pub fn plain(&self) -> &PlainClient {
+        &self.plain
+    }
+
+    /// The `User-Agent` the clients send.
+    pub fn user_agent(&self) -> &HeaderValue {
+        &self.user_agent
     }
 
     /// Whether the SSRF guard is on.

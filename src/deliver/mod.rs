@@ -4,6 +4,7 @@
 pub mod client;
 pub mod faults;
 pub mod host;
+pub mod plain;
 pub mod refusal;
 pub mod request;
 pub mod sender;

@@ -7,10 +7,12 @@
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use http_body_util::{BodyExt, Full};
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, USER_AGENT};
 use sha2::{Digest, Sha256};
 
 use super::client::HttpClients;
+use crate::config::HttpVersion;
 use crate::guard as ssrf;
 use crate::index::Endpoint;
 use crate::outcome::classify::{AttemptResult, TransportFailure, Verdict, is_local_resource_error};
@@ -69,6 +71,138 @@ pub struct Outgoing<'a> {
 /// bodies are dropped with their connection.
 const MAX_RESPONSE_BODY: usize = 64 * 1024;
 
+/// What came back from a receiver that answered.
+struct Answer {
+    status: u16,
+    retry_after: Option<String>,
+    /// Why reading the (bounded) body failed, if it did.
+    body_error: Option<String>,
+}
+
+/// Why no answer came: the failure's kind and the error's text.
+type NoAnswer = (TransportFailure, String);
+
+/// Whether `endpoint` goes through the lean client of [`super::plain`]:
+/// plain `http://` over HTTP/1.1 (`http_version` `auto` or `http1`).
+fn uses_plain_client(endpoint: &Endpoint) -> bool {
+    endpoint.url.scheme() == "http" && endpoint.config.http_version != HttpVersion::Http2
+}
+
+/// One exchange through reqwest (TLS, HTTP/2).
+async fn send_reqwest(
+    clients: &HttpClients,
+    endpoint: &Endpoint,
+    headers: HeaderMap,
+    body: Bytes,
+    timeout: Duration,
+) -> Result<Answer, NoAnswer> {
+    let client = clients.for_version(endpoint.config.http_version);
+    let sent = client
+        .post(endpoint.url.clone())
+        .headers(headers)
+        .body(body)
+        .timeout(timeout)
+        .send()
+        .await;
+    let mut response = sent.map_err(|e| (transport_kind(&e), error_chain(&e)))?;
+    let status = response.status().as_u16();
+    let retry_after = retry_after_of(response.headers());
+    // Read (a bounded amount of) the body so the connection can be reused.
+    let mut read = 0usize;
+    let mut body_error = None;
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                read += chunk.len();
+                if read > MAX_RESPONSE_BODY {
+                    break;
+                }
+            }
+            Ok(None) => break,
+            Err(e) => {
+                body_error = Some(e.to_string());
+                break;
+            }
+        }
+    }
+    Ok(Answer {
+        status,
+        retry_after,
+        body_error,
+    })
+}
+
+/// One exchange through the lean client: the same headers (and the
+/// user agent reqwest would add), the same total timeout, which covers
+/// the answer's head and then what is read of its body.
+async fn send_plain(
+    clients: &HttpClients,
+    endpoint: &Endpoint,
+    mut headers: HeaderMap,
+    body: Bytes,
+    timeout: Duration,
+) -> Result<Answer, NoAnswer> {
+    let uri: http::Uri = endpoint.url.as_str().parse().map_err(|e| {
+        (
+            TransportFailure::Local,
+            format!("the URL is no valid request target: {e}"),
+        )
+    })?;
+    headers.insert(USER_AGENT, clients.user_agent().clone());
+    let mut request = http::Request::new(Full::new(body));
+    *request.method_mut() = http::Method::POST;
+    *request.uri_mut() = uri;
+    *request.headers_mut() = headers;
+    let deadline = tokio::time::Instant::now() + timeout;
+    let response = match tokio::time::timeout_at(deadline, clients.plain().request(request)).await {
+        Ok(Ok(response)) => response,
+        Ok(Err(e)) => return Err((plain_kind(&e), error_chain(&e))),
+        Err(_) => {
+            return Err((
+                TransportFailure::Timeout,
+                format!("no answer within {}", humantime::format_duration(timeout)),
+            ));
+        }
+    };
+    let status = response.status().as_u16();
+    let retry_after = retry_after_of(response.headers());
+    let mut body = response.into_body();
+    let mut read = 0usize;
+    let mut body_error = None;
+    loop {
+        match tokio::time::timeout_at(deadline, body.frame()).await {
+            Ok(Some(Ok(frame))) => {
+                read += frame.data_ref().map_or(0, Bytes::len);
+                if read > MAX_RESPONSE_BODY {
+                    break;
+                }
+            }
+            Ok(None) => break,
+            Ok(Some(Err(e))) => {
+                body_error = Some(error_chain(&e));
+                break;
+            }
+            Err(_) => {
+                body_error = Some("timed out reading the body".to_string());
+                break;
+            }
+        }
+    }
+    Ok(Answer {
+        status,
+        retry_after,
+        body_error,
+    })
+}
+
+/// `Retry-After`, when present and text.
+fn retry_after_of(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
 /// Sends one attempt to `endpoint` and classifies the result by `rules`.
 /// `retry_after_cap` bounds `Retry-After` (the backoff maximum).
 pub async fn send_attempt(
@@ -97,45 +231,20 @@ pub async fn send_attempt(
         );
     }
     let headers = request_headers(endpoint, &out);
-    let client = clients.for_version(endpoint.config.http_version);
-    let sent = client
-        .post(endpoint.url.clone())
-        .headers(headers)
-        .body(out.body.clone())
-        .timeout(endpoint.timeout())
-        .send()
-        .await;
-    let mut response = match sent {
-        Ok(r) => r,
-        Err(e) => {
-            let kind = transport_kind(&e);
-            return failure(kind, error_chain(&e), started, rules, retry_after_cap);
-        }
+    let timeout = endpoint.timeout();
+    let answer = if uses_plain_client(endpoint) {
+        send_plain(clients, endpoint, headers, out.body.clone(), timeout).await
+    } else {
+        send_reqwest(clients, endpoint, headers, out.body.clone(), timeout).await
     };
-    let status = response.status().as_u16();
-    let retry_after = response
-        .headers()
-        .get(reqwest::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    // Read (a bounded amount of) the body so the connection can be reused.
-    let mut read = 0usize;
-    let mut body_error = None;
-    loop {
-        match response.chunk().await {
-            Ok(Some(chunk)) => {
-                read += chunk.len();
-                if read > MAX_RESPONSE_BODY {
-                    break;
-                }
-            }
-            Ok(None) => break,
-            Err(e) => {
-                body_error = Some(e);
-                break;
-            }
-        }
-    }
+    let Answer {
+        status,
+        retry_after,
+        body_error,
+    } = match answer {
+        Ok(answer) => answer,
+        Err((kind, error)) => return failure(kind, error, started, rules, retry_after_cap),
+    };
     let verdict = rules.verdict(
         AttemptResult::Response {
             status,
@@ -227,7 +336,16 @@ pub fn request_headers(endpoint: &Endpoint, out: &Outgoing<'_>) -> HeaderMap {
             event_time_ms: out.event_time_ms,
         },
         |name, value| {
-            headers.insert(HeaderName::from_static(name), header_value(&value));
+            // Moved in without a copy when valid (it nearly always is).
+            let value = if value
+                .bytes()
+                .all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
+            {
+                HeaderValue::try_from(value).unwrap_or(HeaderValue::from_static("_"))
+            } else {
+                header_value(&value)
+            };
+            headers.insert(HeaderName::from_static(name), value);
         },
     );
     headers
@@ -249,6 +367,18 @@ fn header_value(text: &str) -> HeaderValue {
             .collect();
         HeaderValue::from_str(&clean).unwrap_or(HeaderValue::from_static("_"))
     })
+}
+
+/// What kind of failure a request of the lean client that got no
+/// response met.
+fn plain_kind(e: &hyper_util::client::legacy::Error) -> TransportFailure {
+    if let Some(kind) = kind_from_causes(e) {
+        kind
+    } else if e.is_connect() {
+        TransportFailure::Connect
+    } else {
+        TransportFailure::Reset
+    }
 }
 
 /// What kind of failure a request that got no response met.
