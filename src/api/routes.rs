@@ -288,7 +288,7 @@ fn mender_routes() -> Vec<Route> {
             .answers(&[Answer { status: 204, description: "Updated.", schema: None }]),
         route("GET", "/api/management/v1/iot-manager/events", Viewer, "menderListEvents", "Mender: recent events with their delivery status per integration (the Activity view), from the durable activity log.", mender::events)
             .query(EVENT_FILTERS)
-            .answers(&[answer(200, "Events, newest first.", "MenderEvents")]),
+            .answers(&[answer(200, "Events, newest first.", "MenderEvents"), answer(404, "No integration with this integration_id.", "Error")]),
     ]
 }
 
@@ -328,6 +328,6 @@ fn mainflux_routes(gateway: bool) -> Vec<Route> {
             .answers(&[answer(200, "The webhook as stored.", "MainfluxWebhook")]),
         route("DELETE", all, Admin, op("mainfluxRemoveWebhooks", "svcwebhooksRemoveWebhooks"), "Mainflux: delete webhooks by id (all or none).", mainflux::remove)
             .body("MainfluxRemove")
-            .answers(&[NO_CONTENT]),
+            .answers(&[NO_CONTENT, answer(404, "A webhook id is unknown: nothing was deleted.", "Error")]),
     ]
 }
