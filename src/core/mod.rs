@@ -1,7 +1,8 @@
 //! The shared vocabulary of every stage: partitions and ack tokens, time,
 //! record headers and the `hookstream-*` header names, the three shapes a
 //! consumed record takes (an input event, a retry, a deferral batch
-//! entry), dead-letter reasons, and a lock helper.
+//! entry), dead-letter reasons, a lock helper, and the reusable JSON tape
+//! parser.
 //!
 //! A leaf: it imports no other module of the crate, and holds no logic
 //! beyond what describes these types. Every stage may use it.
@@ -11,6 +12,7 @@ pub mod headers;
 pub mod partition;
 pub mod reason;
 pub mod sync;
+pub mod tape;
 pub mod time;
 
 pub use event::{

@@ -25,6 +25,7 @@ use simd_json::prelude::*;
 use simd_json::tape::Value as TapeValue;
 
 use super::endpoint::FieldError;
+use crate::core::tape::{TapeParser, lookup};
 
 /// Most clauses one filter may have (every operator counts).
 pub const MAX_CLAUSES: usize = 64;
@@ -327,18 +328,6 @@ fn eval<'h>(
     }
 }
 
-fn lookup<'t, 'i>(root: TapeValue<'t, 'i>, path: &[String]) -> Option<TapeValue<'t, 'i>> {
-    let mut current = root;
-    for token in path {
-        current = if current.is_array() {
-            current.get_idx(token.parse::<usize>().ok()?)?
-        } else {
-            current.get(token.as_str())?
-        };
-    }
-    Some(current)
-}
-
 fn found_in_tape<'a>(v: TapeValue<'a, '_>) -> Found<'a> {
     if v.is_null() {
         Found::Null
@@ -399,19 +388,9 @@ fn order(found: Found<'_>, lit: &Lit) -> Option<std::cmp::Ordering> {
 }
 
 /// Parses event bodies for filters, reusing its buffers from one event to
-/// the next; the body itself is never modified (a padded copy is parsed).
-#[derive(Default)]
-pub struct FilterParser {
-    scratch: Vec<u8>,
-    buffers: simd_json::Buffers,
-    tape: Option<simd_json::Tape<'static>>,
-}
-
-impl std::fmt::Debug for FilterParser {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FilterParser").finish_non_exhaustive()
-    }
-}
+/// the next; the body itself is never modified.
+#[derive(Debug, Default)]
+pub struct FilterParser(TapeParser);
 
 impl FilterParser {
     /// Parses `body` once and calls `keep` with its root (`None` when the
@@ -421,24 +400,7 @@ impl FilterParser {
         body: &[u8],
         keep: impl FnOnce(Option<TapeValue<'_, '_>>) -> R,
     ) -> R {
-        self.scratch.clear();
-        self.scratch.extend_from_slice(body);
-        self.scratch
-            .resize(body.len() + simd_json::INPUT_PADDING, b' ');
-        let mut tape = self
-            .tape
-            .take()
-            .unwrap_or_else(simd_json::Tape::null)
-            .reset();
-        let parsed = simd_json::fill_tape_padded(
-            &mut self.scratch,
-            body.len(),
-            &mut self.buffers,
-            &mut tape,
-        );
-        let out = keep(parsed.ok().map(|()| tape.as_value()));
-        self.tape = Some(tape.reset());
-        out
+        self.0.parse(body, |root| keep(root.ok()))
     }
 }
 

@@ -9,6 +9,8 @@ pub use crate::config::Preset;
 pub use crate::core::{Fields, InvalidEvent};
 use simd_json::prelude::*;
 
+use crate::core::tape::{TapeParser, lookup};
+
 use crate::config::SourceConfig;
 
 /// Where a record came from; the fallback id is derived from it.
@@ -73,10 +75,7 @@ pub struct Extractor {
     time: Rule,
     /// The preset's body inside the event ([`Fields::body_pointer`]).
     body_pointer: Option<&'static str>,
-    scratch: Vec<u8>,
-    buffers: simd_json::Buffers,
-    /// The last tape, emptied: its allocation is reused.
-    tape: Option<simd_json::Tape<'static>>,
+    parser: TapeParser,
 }
 
 impl std::fmt::Debug for Extractor {
@@ -240,9 +239,7 @@ impl Extractor {
             tenant,
             time,
             body_pointer: body_pointer(preset),
-            scratch: Vec::new(),
-            buffers: simd_json::Buffers::default(),
-            tape: None,
+            parser: TapeParser::default(),
         }
     }
 
@@ -264,62 +261,31 @@ impl Extractor {
                 max: max_payload_bytes,
             });
         }
-        // A padded scratch copy (simd-json unescapes strings in place, and
-        // the original bytes are what gets signed), parsed into a tape that
-        // keeps its allocation from one event to the next.
-        self.scratch.clear();
-        self.scratch.extend_from_slice(value);
-        self.scratch
-            .resize(value.len() + simd_json::INPUT_PADDING, b' ');
-        let mut tape = self
-            .tape
-            .take()
-            .unwrap_or_else(simd_json::Tape::null)
-            .reset();
-        let parsed = simd_json::fill_tape_padded(
-            &mut self.scratch,
-            value.len(),
-            &mut self.buffers,
-            &mut tape,
-        );
-        let fields = match parsed {
-            Err(e) => Err(InvalidEvent::NotJson(e.to_string())),
-            Ok(()) => {
-                let root = tape.as_value();
-                let find = |rule: &Rule| find_text(rule, root, header);
-                match find_type(&self.event_type, root, header) {
-                    Err(invalid) => Err(invalid),
-                    Ok(event_type) => Ok(Fields {
-                        id: find(&self.id).unwrap_or_else(|| coordinates_id(coords)),
-                        event_type,
-                        device: find(&self.device),
-                        group: find(&self.group),
-                        tenant: find(&self.tenant),
-                        time_ms: find_time(&self.time, root, header),
-                        body_pointer: self.body_pointer,
-                    }),
-                }
-            }
-        };
-        self.tape = Some(tape.reset());
-        fields
+        let Self {
+            id,
+            event_type,
+            device,
+            group,
+            tenant,
+            time,
+            body_pointer,
+            parser,
+        } = self;
+        parser.parse(value, |parsed| {
+            let root = parsed.map_err(|e| InvalidEvent::NotJson(e.to_string()))?;
+            let event_type = find_type(event_type, root, header)?;
+            let find = |rule: &Rule| find_text(rule, root, header);
+            Ok(Fields {
+                id: find(id).unwrap_or_else(|| coordinates_id(coords)),
+                event_type,
+                device: find(device),
+                group: find(group),
+                tenant: find(tenant),
+                time_ms: find_time(time, root, header),
+                body_pointer: *body_pointer,
+            })
+        })
     }
-}
-
-fn lookup<'t, 'i>(
-    root: simd_json::tape::Value<'t, 'i>,
-    tokens: &[String],
-) -> Option<simd_json::tape::Value<'t, 'i>> {
-    let mut current = root;
-    for token in tokens {
-        current = if current.is_array() {
-            let index: usize = token.parse().ok()?;
-            current.get_idx(index)?
-        } else {
-            current.get(token.as_str())?
-        };
-    }
-    Some(current)
 }
 
 fn scalar_text(v: simd_json::tape::Value<'_, '_>) -> Option<String> {
