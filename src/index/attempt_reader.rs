@@ -57,25 +57,12 @@ impl AttemptReader {
         if !config.topics.attempts_log {
             return Ok(None);
         }
-        let mut c = crate::kafka::base_client_config(config, bootstrap);
-        c.set("client.id", "hookstream-attempts-reader")
-            .set(
-                "group.id",
-                format!("hookstream-attempts-{:016x}", rand::random::<u64>()),
-            )
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("enable.partition.eof", "true")
-            .set(
-                "fetch.wait.max.ms",
-                if config.kafka.is_embedded() {
-                    "5"
-                } else {
-                    "100"
-                },
-            );
-        c.remove("group.instance.id");
+        let c = crate::kafka::assigned_reader_config(
+            config,
+            bootstrap,
+            "hookstream-attempts-reader",
+            true,
+        );
         let consumer: BaseConsumer = c.create().context("creating the activity log reader")?;
         Ok(Some(Arc::new(Self {
             consumer: Mutex::new(consumer),

@@ -74,25 +74,7 @@ impl DeviceStore {
 }
 
 fn follower(config: &Config, bootstrap: &str, topic: &str) -> Result<StreamConsumer> {
-    let mut c = crate::kafka::base_client_config(config, bootstrap);
-    c.set("client.id", "hookstream-devices")
-        .set(
-            "group.id",
-            format!("hookstream-devices-{:016x}", rand::random::<u64>()),
-        )
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("enable.partition.eof", "false")
-        .set(
-            "fetch.wait.max.ms",
-            if config.kafka.is_embedded() {
-                "5"
-            } else {
-                "100"
-            },
-        );
-    c.remove("group.instance.id");
+    let c = crate::kafka::assigned_reader_config(config, bootstrap, "hookstream-devices", false);
     let consumer: StreamConsumer = c.create().context("creating the device store consumer")?;
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(topic, 0, Offset::Beginning)

@@ -267,28 +267,8 @@ impl EndpointStore {
 /// A consumer assigned to the store's partition from the beginning; it
 /// joins no group and commits nothing.
 fn follower_consumer(config: &Config, bootstrap: &str, topic: &str) -> Result<StreamConsumer> {
-    let mut client = crate::kafka::reader_client_config(config, bootstrap);
-    client
-        .set("client.id", "hookstream-endpoints")
-        // librdkafka wants a group id; nothing is ever committed under it.
-        .set(
-            "group.id",
-            format!("hookstream-endpoints-{:016x}", rand::random::<u64>()),
-        )
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("enable.partition.eof", "false")
-        .set(
-            "fetch.wait.max.ms",
-            if config.kafka.is_embedded() {
-                "5"
-            } else {
-                "100"
-            },
-        );
-    // Static membership is for the input group, not this reader.
-    client.remove("group.instance.id");
+    let client =
+        crate::kafka::assigned_reader_config(config, bootstrap, "hookstream-endpoints", false);
     let consumer: StreamConsumer = client
         .create()
         .context("creating the endpoint store consumer")?;

@@ -41,6 +41,36 @@ pub fn reader_client_config(config: &Config, bootstrap: &str) -> ClientConfig {
     c
 }
 
+/// A reader of an owned topic that assigns its partitions itself: a group
+/// id of its own that nothing is ever committed under (librdkafka wants
+/// one), no offsets stored, from the beginning, EOF events when `eof`;
+/// static membership (`group.instance.id`) is for the input group only.
+/// `name` becomes `client.id` and the group id's prefix.
+pub fn assigned_reader_config(
+    config: &Config,
+    bootstrap: &str,
+    name: &str,
+    eof: bool,
+) -> ClientConfig {
+    let mut c = reader_client_config(config, bootstrap);
+    c.set("client.id", name)
+        .set("group.id", format!("{name}-{:016x}", rand::random::<u64>()))
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", if eof { "true" } else { "false" })
+        .set(
+            "fetch.wait.max.ms",
+            if config.kafka.is_embedded() {
+                "5"
+            } else {
+                "100"
+            },
+        );
+    c.remove("group.instance.id");
+    c
+}
+
 /// Consumer settings: manual offsets, earliest for a new group, no EOF events.
 pub fn consumer_config(config: &Config, bootstrap: &str, group_id: &str) -> ClientConfig {
     let mut c = ClientConfig::new();
