@@ -124,6 +124,7 @@ fn main() -> anyhow::Result<()> {
                             attempt: 0,
                             first_ms: 1_776_254_400_000,
                             delay: Duration::from_secs(5),
+                            due_ms: None,
                             why: "circuit open",
                         };
                         writer.defer(event, deferral, done);

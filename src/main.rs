@@ -62,7 +62,8 @@ enum Command {
     Bench {
         /// Scenarios: a (single), b (batch), c (fan-out), d (big index),
         /// e (dead neighbour), f (retry timing), g (activity log off vs on),
-        /// h (dlq replay), i (100 000 endpoints, traffic to 1 000), or all.
+        /// h (dlq replay), i (100 000 endpoints, traffic to 1 000),
+        /// j (capacity 16 → 4 → 16: fixed limits vs adaptive), or all.
         #[arg(long, default_value = "all")]
         scenario: String,
         /// Events per scenario.
@@ -268,7 +269,7 @@ fn run_bench(
             .map(|s| {
                 Scenario::parse(s.trim()).ok_or_else(|| {
                     CommandError::Usage(format!(
-                        "--scenario: `{s}` is not one of a, b, c, d, e, f, g, all"
+                        "--scenario: `{s}` is not one of a, b, c, d, e, f, g, h, i, j, all"
                     ))
                 })
             })
@@ -354,6 +355,9 @@ fn check(path: &std::path::Path) -> Result<(), CommandError> {
     Ok(())
 }
 
+/// Runs the subcommand and maps its outcome to the exit status.
+///
+/// Long on purpose: one short arm per subcommand, read as one table.
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {

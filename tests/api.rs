@@ -257,8 +257,9 @@ async fn endpoints_are_managed_over_http_and_deliveries_follow_them() {
     );
     assert_eq!(patched["events"], json!(["*"]), "untouched fields stay");
 
-    // Disabled: nothing is delivered to it; enabled: deliveries resume,
-    // with the new settings and the same secret.
+    // Disabled: nothing is delivered to it (its events wait on a retry
+    // tier); enabled: deliveries resume, with the new settings and the
+    // same secret, and the event kept while it was disabled comes too.
     let (status, disabled) = api.admin("POST", "/v1/endpoints/fleet/disable", None).await;
     assert_eq!((status, disabled["enabled"].clone()), (200, json!(false)));
     cluster.produce_many(TOPIC, &[event(3, "dev-3")]).await;
@@ -266,22 +267,31 @@ async fn endpoints_are_managed_over_http_and_deliveries_follow_them() {
         witness.log().accepted_count() == 3
     })
     .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(rx.log().accepted_count(), 1, "nothing sent while disabled");
     let (status, enabled) = api.admin("POST", "/v1/endpoints/fleet/enable", None).await;
     assert_eq!((status, enabled["enabled"].clone()), (200, json!(true)));
     cluster.produce_many(TOPIC, &[event(4, "dev-4")]).await;
-    wait_for("a delivery after enabling", Duration::from_secs(20), || {
-        rx.log().accepted_count() == 2
-    })
+    wait_for(
+        "a delivery after enabling, and the kept one",
+        Duration::from_secs(20),
+        || rx.log().accepted_count() == 3,
+    )
     .await;
     let seen = bodies_by(&rx.log().recorded(), "/id");
-    assert!(!seen.contains_key("evt-3"), "nothing sent while disabled");
-    let resumed = &rx.log().recorded()[1];
     assert_eq!(
-        resumed.header("x-team"),
-        Some("fleet"),
-        "new settings are used"
+        (seen.get("evt-3"), seen.get("evt-4")),
+        (Some(&1), Some(&1)),
+        "{seen:?}"
     );
-    assert!(independently_verified("standard", &secret, resumed));
+    for resumed in &rx.log().recorded()[1..] {
+        assert_eq!(
+            resumed.header("x-team"),
+            Some("fleet"),
+            "new settings are used"
+        );
+        assert!(independently_verified("standard", &secret, resumed));
+    }
 
     // Delete: gone from reads; 404 afterwards.
     assert_eq!(
@@ -581,6 +591,46 @@ async fn test_sends_a_signed_event_and_activity_is_reported() {
     assert!(independently_verified("github", "gh-secret", sent));
     let body: Value = serde_json::from_slice(&sent.body).unwrap();
     assert_eq!(body["type"], "hookstream.test");
+
+    // The test event comes in the shape the endpoint's platform sends
+    // (OpenMDM: {id, event, timestamp, data}) and in the endpoint's envelope.
+    let shaped = [
+        json!({"id": "mdm", "url": rx.url("mdm"), "allow_http": true, "signature": "openmdm", "secret": "mdm-secret"}),
+        json!({"id": "sw", "url": rx.url("sw"), "allow_http": true, "payload": "standard_webhooks"}),
+    ];
+    for endpoint in shaped {
+        let (status, answer) = api.admin("POST", "/v1/endpoints", Some(endpoint)).await;
+        assert_eq!(status, 201, "{answer}");
+    }
+    let (_, mdm) = api.admin("POST", "/v1/endpoints/mdm/test", None).await;
+    assert_eq!(mdm["delivered"], true, "{mdm}");
+    let sent = &rx.log().recorded()[1];
+    assert!(independently_verified("openmdm", "mdm-secret", sent));
+    let body: Value = serde_json::from_slice(&sent.body).unwrap();
+    assert_eq!(body["event"], "hookstream.test", "OpenMDM's shape: {body}");
+    assert_eq!(body["id"], mdm["event_id"]);
+    assert!(body.get("type").is_none(), "{body}");
+    assert_eq!(sent.header("x-openmdm-delivery"), body["id"].as_str());
+    assert_eq!(
+        sent.header("x-openmdm-timestamp"),
+        body["timestamp"].as_str()
+    );
+    let (_, sw) = api.admin("POST", "/v1/endpoints/sw/test", None).await;
+    assert_eq!(sw["delivered"], true, "{sw}");
+    let body: Value = serde_json::from_slice(&rx.log().recorded()[2].body).unwrap();
+    assert_eq!(
+        body["type"], "hookstream.test",
+        "Standard Webhooks envelope: {body}"
+    );
+    assert_eq!(body["data"]["type"], "hookstream.test", "{body}");
+    assert!(body["timestamp"].is_string(), "{body}");
+    for id in ["mdm", "sw"] {
+        let (status, _) = api
+            .admin("DELETE", &format!("/v1/endpoints/{id}"), None)
+            .await;
+        assert_eq!(status, 204);
+    }
+
     let (_, refused) = api.admin("POST", "/v1/endpoints/no/test", None).await;
     assert_eq!(
         (refused["delivered"].clone(), refused["status"].clone()),
@@ -590,7 +640,7 @@ async fn test_sends_a_signed_event_and_activity_is_reported() {
     let events: Vec<_> = (0..5).map(|i| event(i, "d")).collect();
     cluster.produce_many(TOPIC, &events).await;
     wait_for("five deliveries", Duration::from_secs(20), || {
-        rx.log().accepted_count() >= 6
+        rx.log().accepted_count() >= 8
     })
     .await;
     wait_for("five refusals recorded", Duration::from_secs(20), || {
@@ -883,6 +933,30 @@ async fn every_bad_request_names_its_field() {
         (
             "POST",
             "/v1/endpoints",
+            with(json!({"adaptive_concurrency": {"decrease_ratio": 1.5}})),
+            "adaptive_concurrency.decrease_ratio",
+        ),
+        (
+            "POST",
+            "/v1/endpoints",
+            with(json!({"max_concurrency": 8, "adaptive_concurrency": {"initial": 9}})),
+            "adaptive_concurrency.initial",
+        ),
+        (
+            "POST",
+            "/v1/endpoints",
+            with(json!({"adaptive_concurrency": {"alpha": 0.5}})),
+            "adaptive_concurrency.alpha",
+        ),
+        (
+            "PATCH",
+            "/v1/endpoints/ok",
+            json!({"adaptive_concurrency": {"ewma_alpha": 0}}),
+            "adaptive_concurrency.ewma_alpha",
+        ),
+        (
+            "POST",
+            "/v1/endpoints",
             with(json!({"headers": {"Connection": "close"}})),
             "headers.Connection",
         ),
@@ -976,6 +1050,29 @@ async fn every_bad_request_names_its_field() {
             "{body:?}"
         );
     }
+    // Adaptive concurrency is switched on with its defaults, shown whole,
+    // and switched off again by a merge patch.
+    let (status, on) = api
+        .admin(
+            "PATCH",
+            "/v1/endpoints/ok",
+            Some(json!({"adaptive_concurrency": {}})),
+        )
+        .await;
+    assert_eq!(status, 200, "{on}");
+    assert_eq!(
+        on["adaptive_concurrency"],
+        json!({"initial": 1, "decrease_ratio": 0.9, "ewma_alpha": 0.4, "rtt_deviation_scale": 2.5})
+    );
+    let (status, off) = api
+        .admin(
+            "PATCH",
+            "/v1/endpoints/ok",
+            Some(json!({"adaptive_concurrency": null})),
+        )
+        .await;
+    assert_eq!(status, 200, "{off}");
+    assert!(off.get("adaptive_concurrency").is_none(), "{off}");
     for q in ["limit=0", "limit=abc", "limit=100000"] {
         let (status, answer) = api
             .admin("GET", &format!("/v1/endpoints/ok/attempts?{q}"), None)
@@ -1357,6 +1454,30 @@ async fn the_cli_manages_endpoints_through_the_api() {
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("200"), "{out}");
     assert_eq!(rx.log().accepted_count(), 1);
+    cluster
+        .produce_many(TOPIC, &[event(77, "cli-device")])
+        .await;
+    wait_for("the event delivered", Duration::from_secs(20), || {
+        rx.log().accepted_count() == 2
+    })
+    .await;
+    // "View details": the attempt with the event as it was consumed.
+    let mut shown = String::new();
+    for _ in 0..50 {
+        let (code, out, err) = run(args(&["attempts", "cli", "--payload"])).await.unwrap();
+        assert_eq!(code, 0, "{err}");
+        if out.contains("evt-77 (attempt 1):") {
+            shown = out;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(shown.contains("OUTCOME"), "a table first: {shown}");
+    let details = &shown[shown.find("evt-77 (attempt 1):").unwrap()..];
+    assert!(
+        details.contains("\"type\": \"device-provisioned\"") && details.contains("cli-device"),
+        "the payload, pretty-printed: {shown}"
+    );
     let (code, _, err) = run(args(&["create", "--id", "bad", "--url", "ftp://x/"]))
         .await
         .unwrap();

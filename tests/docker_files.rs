@@ -7,7 +7,7 @@
 //! any environment variable, and its HEALTHCHECK command (run here, with the
 //! perl every Debian image has) tells a healthy API from a failing or absent
 //! one. The Grafana dashboard picks its datasource, instance and endpoint
-//! through variables, and ranks per-endpoint series with `topk`; its
+//! through variables, and ranks per-endpoint series with `topk` (or `bottomk`); its
 //! queries parse as PromQL (`promtool`, when installed or `PROMTOOL` is set).
 
 use std::io::{BufRead, BufReader, Write};
@@ -369,8 +369,11 @@ fn the_dashboard_picks_datasource_instance_and_endpoint_through_variables() {
             .iter()
             .any(|g| expr.contains(g));
         if per_endpoint {
+            // Ranked, so a panel shows a bounded number of series: the
+            // largest (topk), or the smallest where the low ones are the
+            // news (bottomk: the adaptive limits of endpoints pushing back).
             assert!(
-                expr.starts_with("topk("),
+                expr.starts_with("topk(") || expr.starts_with("bottomk("),
                 "{title}: per-endpoint series ranked: {expr}"
             );
             assert!(expr.contains("endpoint=~\"$endpoint\""), "{title}: {expr}");

@@ -1,7 +1,7 @@
 //! An endpoint that answers 410 Gone is disabled for good: given a service
 //! with an endpoint whose receiver answers 410, when an event reaches it,
 //! then the endpoint is stored disabled (`enabled = false`, and
-//! `disabled = {reason, at}` naming the 410), the API shows
+//! `disabled = {reason, at, cause = "gone"}` naming the 410), the API shows
 //! it so, a second instance and a restarted one keep it disabled and send
 //! it nothing more, and enabling it through the API clears the reason and
 //! delivers again.
@@ -106,6 +106,10 @@ async fn a_410_disables_the_endpoint_in_the_store_for_every_instance_and_restart
             .as_str()
             .is_some_and(|t| t.ends_with('Z')),
         "{shown}"
+    );
+    assert_eq!(
+        shown["disabled"]["cause"], "gone",
+        "unlike a failing one, it keeps no backlog: {shown}"
     );
     wait_for(
         "the other instance sees it disabled",

@@ -147,9 +147,10 @@ async fn every_metric_the_dashboard_queries_is_exposed() {
         burst: 1,
     }));
     config.endpoints.push(limited);
-    config
-        .endpoints
-        .push(endpoint("flaky", flaky.url("in"), &["*"], "none", ""));
+    // Adaptive concurrency: its limit is a gauge of its own.
+    let mut adaptive = endpoint("flaky", flaky.url("in"), &["*"], "none", "");
+    adaptive.adaptive_concurrency = Some(Box::default());
+    config.endpoints.push(adaptive);
     config
         .endpoints
         .push(endpoint("refusing", refusing.url("in"), &["*"], "none", ""));
@@ -234,6 +235,14 @@ async fn every_metric_the_dashboard_queries_is_exposed() {
         "1 ms bucket"
     );
     assert!(text.contains("le=\"60\""), "60 s bucket");
+    assert!(
+        text.contains("hookstream_endpoint_concurrency_limit{endpoint=\"flaky\"} "),
+        "the adaptive endpoint's limit"
+    );
+    assert!(
+        !text.contains("hookstream_endpoint_concurrency_limit{endpoint=\"healthy\"}"),
+        "no limit series for a fixed limit"
+    );
 
     // Deleting an endpoint (as the API or the store's follower does)
     // removes its series.

@@ -273,6 +273,10 @@ async fn retries_wait_for_their_due_time() {
     pipeline.shutdown().await.unwrap();
 }
 
+/// Retries for a deleted endpoint and for one that answered 410 Gone are
+/// dead-lettered; a disabled endpoint's retry waits on the recheck tier
+/// while it is younger than `disabled_backlog.max_age` and is dead-lettered
+/// as `endpoint_disabled` once older.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retries_for_an_endpoint_that_no_longer_exists_are_dead_lettered() {
     let cluster = Cluster::start(&[TOPIC], 1);
@@ -284,21 +288,43 @@ async fn retries_for_an_endpoint_that_no_longer_exists_are_dead_lettered() {
     let mut disabled = endpoint("paused", rx.url("in"), &["*"], "none", "");
     disabled.enabled = false;
     config.endpoints.push(disabled);
+    let mut gone = endpoint("retired", rx.url("in"), &["*"], "none", "");
+    gone.enabled = false;
+    gone.disabled = Some(Box::new(hookstream::config::DisabledBy {
+        reason: "the endpoint answered 410 Gone".into(),
+        at: "2026-01-01T00:00:00Z".into(),
+        cause: hookstream::config::DisableCause::Gone,
+    }));
+    config.endpoints.push(gone);
+    config.delivery.disabled_backlog.max_age = HumanDuration::from_secs(3600);
     let pipeline = start(config, &cluster).await;
-    let now = hookstream::wire::headers::now_ms().to_string();
-    for ep in ["ghost", "paused", "present"] {
+    let now_ms = hookstream::wire::headers::now_ms();
+    let now = now_ms.to_string();
+    let two_hours_ago = (now_ms - 2 * 3_600_000).to_string();
+    for (ep, first_ms) in [
+        ("ghost", &now),
+        ("paused", &now),
+        ("paused-long", &two_hours_ago),
+        ("retired", &now),
+        ("present", &now),
+    ] {
+        let (ep, id) = match ep {
+            "paused-long" => ("paused", "r2"),
+            other => (other, "r1"),
+        };
         cluster
             .produce(
                 "hookstream.retry.100ms",
                 "k",
-                br#"{"id":"r1","type":"device-provisioned","data":{"id":"d"}}"#,
+                format!(r#"{{"id":"{id}","type":"device-provisioned","data":{{"id":"d"}}}}"#)
+                    .as_bytes(),
                 &[
                     ("hookstream-endpoint", ep),
                     ("hookstream-attempt", "1"),
                     ("hookstream-due-ms", &now),
-                    ("hookstream-first-ms", &now),
+                    ("hookstream-first-ms", first_ms),
                     ("hookstream-source", "device-events/0/42"),
-                    ("hookstream-event-id", "r1"),
+                    ("hookstream-event-id", id),
                 ],
             )
             .await;
@@ -312,9 +338,9 @@ async fn retries_for_an_endpoint_that_no_longer_exists_are_dead_lettered() {
         )
         .await;
     let mut dlq = Vec::new();
-    wait_for("three dead letters", Duration::from_secs(20), || {
+    wait_for("four dead letters", Duration::from_secs(20), || {
         dlq = cluster.read_all("hookstream.dlq");
-        dlq.len() >= 3
+        dlq.len() >= 4
     })
     .await;
     let reason_of = |ep: Option<&str>| {
@@ -328,9 +354,41 @@ async fn retries_for_an_endpoint_that_no_longer_exists_are_dead_lettered() {
         Some("endpoint_deleted")
     );
     assert_eq!(
-        reason_of(Some("paused")).as_deref(),
+        reason_of(Some("retired")).as_deref(),
+        Some("endpoint_disabled"),
+        "after 410 Gone nothing is kept"
+    );
+    let paused: Vec<_> = dlq
+        .iter()
+        .filter(|r| r.header("hookstream-endpoint") == Some("paused"))
+        .collect();
+    assert_eq!(paused.len(), 1, "only the old one is dead-lettered");
+    assert_eq!(paused[0].header("hookstream-event-id"), Some("r2"));
+    assert_eq!(
+        paused[0].header("hookstream-reason"),
         Some("endpoint_disabled")
     );
+    assert_eq!(
+        paused[0].header("hookstream-attempt"),
+        Some("1"),
+        "with its history"
+    );
+    assert_eq!(
+        paused[0].header("hookstream-first-ms"),
+        Some(two_hours_ago.as_str())
+    );
+    wait_for(
+        "the young one kept on the recheck tier",
+        Duration::from_secs(10),
+        || {
+            cluster.read_retries("hookstream.retry.2s").iter().any(|r| {
+                r.header("hookstream-endpoint") == Some("paused")
+                    && r.header("hookstream-event-id") == Some("r1")
+                    && r.header("hookstream-attempt") == Some("1")
+            })
+        },
+    )
+    .await;
     assert_eq!(
         reason_of(None).as_deref(),
         Some("invalid_event"),

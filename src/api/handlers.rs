@@ -5,14 +5,12 @@
 //! except for an admin asking with `?reveal=headers`.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
 
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::errors::{ApiError, ApiResult};
@@ -20,16 +18,17 @@ use super::extract::{Caller, IdParam, json_value, query_map, typed};
 use super::validate::{self, Prepared};
 use super::{ApiState, secrets};
 use crate::config::{EndpointConfig, Role};
-use crate::deliver::request::{Outgoing, send_attempt, webhook_id};
 use crate::index::Endpoint;
 use crate::index::endpoint::pattern_matches;
-use crate::outcome::classify::Verdict;
-use crate::sign::SignatureScheme;
 
 /// Endpoints in one create request at most.
 const MAX_CREATE: usize = 1000;
-/// Longest a `test` request waits for the receiver.
-const TEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+mod rotate;
+mod test_event;
+
+pub use rotate::rotate;
+pub use test_event::test;
 
 type AppState = State<Arc<ApiState>>;
 
@@ -378,147 +377,6 @@ pub async fn enable(State(state): AppState, IdParam(id): IdParam) -> ApiResult<J
 /// `POST /v1/endpoints/{id}/disable`.
 pub async fn disable(State(state): AppState, IdParam(id): IdParam) -> ApiResult<Json<Value>> {
     set_enabled(&state, &id, false).await
-}
-
-/// The answer of `rotate-secret`.
-#[derive(Debug, Serialize)]
-struct Rotated {
-    id: String,
-    secret: String,
-    /// `None` for schemes that carry one signature: no overlap.
-    previous_secret_expires_at: Option<String>,
-    /// Whether requests carry both signatures for a while.
-    overlap: bool,
-    /// What the receiver has to do, in words.
-    note: String,
-}
-
-/// Whether a scheme's requests can carry the signatures of two secrets
-/// (Standard Webhooks' space-separated list); the others have room for one.
-fn carries_two_signatures(scheme: SignatureScheme) -> bool {
-    scheme == SignatureScheme::Standard
-}
-
-/// `POST /v1/endpoints/{id}/rotate-secret`: a new secret. With `standard`
-/// the old one keeps signing beside it for `[api].rotation_grace`; the
-/// other schemes carry one signature, so the new secret signs alone from
-/// now on and the answer says so.
-pub async fn rotate(State(state): AppState, IdParam(id): IdParam) -> ApiResult<Json<Value>> {
-    let _write = state.store.write_lock().await;
-    let current = existing(&state, &id)?;
-    let mut config = current.config.clone();
-    let Some(secret) = secrets::generate(config.signature) else {
-        return Err(ApiError::bad_request(
-            "signature",
-            "is `none`: this endpoint signs nothing, so it has no secret to rotate",
-        ));
-    };
-    let overlap = carries_two_signatures(config.signature);
-    let old = match (&config.secret, &config.secret_env) {
-        (Some(s), _) => Some(s.clone()),
-        (None, Some(var)) => std::env::var(var).ok(),
-        (None, None) => None,
-    }
-    .filter(|_| overlap);
-    let until = SystemTime::now() + state.settings.rotation_grace;
-    let until_text = humantime::format_rfc3339_seconds(until).to_string();
-    config.previous_secret_expires_at = old.as_ref().map(|_| until_text.as_str().into());
-    config.previous_secret = old;
-    config.secret = Some(secret.clone());
-    config.secret_env = None;
-    validate::check(&config, &state.settings, "").await?;
-    state.store.put(std::slice::from_ref(&config)).await?;
-    let note = if overlap {
-        format!(
-            "requests carry signatures by the new and the previous secret until {until_text}; \
-             switch the receiver to the new secret before then"
-        )
-    } else {
-        format!(
-            "`{}` carries one signature: requests are signed with the new secret only, from now \
-             on (no overlap); the receiver must switch at once (or accept either secret while \
-             it switches)",
-            config.signature
-        )
-    };
-    tracing::info!(endpoint = %id, overlap, "secret rotated");
-    Ok(Json(json!(Rotated {
-        id,
-        previous_secret_expires_at: config
-            .previous_secret_expires_at
-            .as_deref()
-            .map(str::to_string),
-        secret,
-        overlap,
-        note,
-    })))
-}
-
-/// The answer of `test`.
-#[derive(Debug, Serialize)]
-struct TestResult {
-    delivered: bool,
-    status: Option<u16>,
-    latency_ms: f64,
-    error: String,
-    event_id: String,
-    webhook_id: String,
-}
-
-/// `POST /v1/endpoints/{id}/test`: sends a signed `hookstream.test` event
-/// now (enabled or not) and returns what the receiver answered.
-pub async fn test(State(state): AppState, IdParam(id): IdParam) -> ApiResult<Json<Value>> {
-    let endpoint = existing(&state, &id)?;
-    let event_id = new_id("test_");
-    let event = json!({
-        "id": event_id,
-        "type": "hookstream.test",
-        "time": humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
-        "data": {"endpoint": id, "message": "a test event sent from the hookstream API"},
-    });
-    let event = if endpoint.config.batch.max_events > 1 {
-        json!([event])
-    } else {
-        event
-    };
-    let body = Bytes::from(event.to_string());
-    let delivery_id = webhook_id(&event_id, &id);
-    let started = Instant::now();
-    let attempt = send_attempt(
-        &state.clients,
-        &endpoint,
-        Outgoing {
-            body: &body,
-            webhook_id: &delivery_id,
-            event_type: "hookstream.test",
-            event_id: &event_id,
-            event_time_ms: crate::core::now_ms(),
-            content_type: crate::deliver::shape::JSON,
-            cloudevent_source: None,
-            trace: None,
-        },
-        &crate::outcome::policy::RetryRules::DEFAULT,
-        state.settings.retry_after_cap,
-    );
-    let result = match tokio::time::timeout(TEST_TIMEOUT, attempt).await {
-        Ok(report) => TestResult {
-            delivered: matches!(report.verdict, Verdict::Delivered),
-            status: report.status,
-            latency_ms: report.latency.as_secs_f64() * 1000.0,
-            error: report.last_error,
-            event_id,
-            webhook_id: delivery_id,
-        },
-        Err(_) => TestResult {
-            delivered: false,
-            status: None,
-            latency_ms: started.elapsed().as_secs_f64() * 1000.0,
-            error: format!("no answer within {TEST_TIMEOUT:?}"),
-            event_id,
-            webhook_id: delivery_id,
-        },
-    };
-    Ok(Json(json!(result)))
 }
 
 /// `GET /v1/endpoints/{id}/stats`: counts by outcome, latency percentiles.

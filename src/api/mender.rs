@@ -126,7 +126,7 @@ fn set_credentials(config: &mut EndpointConfig, http: HttpCredentials) {
         Some(OMITTED) => {}
         Some(secret) => {
             config.signature = SignatureScheme::Mender;
-            config.secret = Some(secret.to_string());
+            config.secret = Some(secret.into());
         }
         None => {
             config.signature = SignatureScheme::None;

@@ -126,11 +126,8 @@ impl ApiState {
         tokens: Tokens,
         consuming: Consuming,
     ) -> Result<Self> {
-        let clients = HttpClients::new(
-            &config.delivery.user_agent,
-            config.delivery.allow_private_destinations,
-        )
-        .context("building the HTTP client of the test route")?;
+        let clients = HttpClients::new(&config.delivery)
+            .context("building the HTTP client of the test route")?;
         Ok(Self {
             store,
             tokens: Arc::new(tokens),

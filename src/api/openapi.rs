@@ -81,6 +81,10 @@ fn error(description: &str) -> Value {
     })
 }
 
+/// The OpenAPI operation of one route of the route table: parameters,
+/// request body, responses.
+///
+/// Long on purpose: one short block per part of an operation, read whole.
 fn operation(route: &Route) -> Value {
     let mut parameters = Vec::new();
     let mut rest = route.path;
@@ -176,6 +180,9 @@ fn operation(route: &Route) -> Value {
 }
 
 /// Properties of an endpoint, as written (`input`) or read.
+///
+/// Long on purpose: JSON Schema as data, one property per entry, in the
+/// order of `EndpointConfig`.
 fn endpoint_properties(input: bool) -> Value {
     use crate::config::limits::*;
     let names = json!({
@@ -201,10 +208,14 @@ fn endpoint_properties(input: bool) -> Value {
         "enabled": {"type": "boolean"},
         "disabled": {
             "type": "object",
-            "properties": {"reason": {"type": "string"}, "at": {"type": "string", "description": "RFC 3339."}},
+            "properties": {
+                "reason": {"type": "string"},
+                "at": {"type": "string", "description": "RFC 3339."},
+                "cause": {"type": "string", "enum": ["gone", "failing"], "description": "gone: it answered 410 Gone (its deliveries are dead-lettered as endpoint_disabled, no event is matched to it); failing: it failed every attempt for delivery.auto_disable.after (its deliveries are kept on a retry tier). Absent means gone."},
+            },
             "required": ["reason", "at"],
             "additionalProperties": false,
-            "description": "Why and when hookstream disabled the endpoint by itself (it answered 410 Gone); cleared when enabled again.",
+            "description": "Why and when hookstream disabled the endpoint by itself (it answered 410 Gone, or failed every attempt for delivery.auto_disable.after); cleared when enabled again.",
         },
         "secret": {"type": "string", "maxLength": SECRET_LEN.max, "description": if input { "Signing secret; generated when left out (and shown in the answer); a masked value keeps the current one." } else { "Masked (\"whsec_****\"); shown in the clear only when created or rotated." }},
         "secret_env": {"type": "string", "description": "Environment variable holding the secret (configuration file only; the API keeps but never sets it)."},
@@ -227,6 +238,17 @@ fn endpoint_properties(input: bool) -> Value {
             "additionalProperties": false,
         },
         "max_concurrency": count(MAX_CONCURRENCY),
+        "adaptive_concurrency": {
+            "type": "object",
+            "properties": {
+                "initial": count(ADAPTIVE_INITIAL),
+                "decrease_ratio": {"type": "number", "minimum": ADAPTIVE_DECREASE_RATIO.min, "maximum": ADAPTIVE_DECREASE_RATIO.max},
+                "ewma_alpha": {"type": "number", "minimum": ADAPTIVE_EWMA_ALPHA.min, "maximum": ADAPTIVE_EWMA_ALPHA.max},
+                "rtt_deviation_scale": {"type": "number", "minimum": ADAPTIVE_RTT_DEVIATION_SCALE.min, "maximum": ADAPTIVE_RTT_DEVIATION_SCALE.max},
+            },
+            "additionalProperties": false,
+            "description": "Requests in flight adapt (AIMD on latency and 429/502/503/504/timeouts/connection failures) between 1 and max_concurrency; every key has a default ({} turns it on); initial may not exceed max_concurrency. Left out: a fixed limit of max_concurrency.",
+        },
         "batch": {
             "type": "object",
             "properties": {"max_events": count(BATCH_EVENTS), "max_wait": {"type": "string", "description": "Duration, 0ms..=1m."}},
@@ -279,6 +301,18 @@ fn endpoint_properties(input: bool) -> Value {
         },
         "scope": {"type": "string", "enum": ["deviceauth", "inventory"], "description": "Mender integration scope: only its event types (deviceauth: device-provisioned, device-decommissioned, device-status-changed; inventory: devices-inventory-changed) that events matches."},
         "metadata": {"type": "object", "description": "Key-value pairs for your own use (Mainflux metadata), stored and returned."},
+        "auth": auth_schema(input),
+        "tls": {
+            "type": "object",
+            "properties": {
+                "client_cert": {"type": "string", "minLength": PEM_LEN.min, "maxLength": PEM_LEN.max, "description": "Client certificate chain (PEM), leaf first; needs client_key."},
+                "client_key": secret_property(input, PEM_LEN, "The client certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1)"),
+                "ca": {"type": "string", "minLength": PEM_LEN.min, "maxLength": PEM_LEN.max, "description": "CA certificates (PEM) trusted for this endpoint besides the system's roots."},
+            },
+            "additionalProperties": false,
+            "description": "TLS material of the connection (https URLs only): a client certificate (mTLS) and extra trusted CAs. Each is parsed when saved (400 naming the field).",
+        },
+        "proxy": {"type": "string", "maxLength": URL_LEN.max, "description": "Egress proxy (http://host:port, no credentials) overriding delivery.proxy, or \"none\" to go direct. The SSRF guard checks the destination behind it."},
     });
     if input {
         p["active"] = json!({"type": "boolean", "description": "Alias of `enabled` (the CMDB's name for it); answers say `enabled`."});
@@ -286,10 +320,82 @@ fn endpoint_properties(input: bool) -> Value {
     if !input {
         p["rate_limit"]["required"] = json!(["per_second", "burst"]);
         p["batch"]["required"] = json!(["max_events", "max_wait"]);
+        p["adaptive_concurrency"]["required"] = json!([
+            "initial",
+            "decrease_ratio",
+            "ewma_alpha",
+            "rtt_deviation_scale"
+        ]);
     }
     p
 }
 
+/// A secret string of `auth`/`tls`: written in the clear, read masked.
+fn secret_property(input: bool, len: crate::config::limits::Range<usize>, what: &str) -> Value {
+    let description = if input {
+        format!("{what}. A masked value (\"****\") keeps the stored one.")
+    } else {
+        format!("{what}; masked (\"****\").")
+    };
+    json!({"type": "string", "minLength": len.min, "maxLength": len.max, "description": description})
+}
+
+/// `auth`: exactly one of basic, bearer, oauth2.
+fn auth_schema(input: bool) -> Value {
+    use crate::config::limits::*;
+    let env = json!({"type": "string", "maxLength": ENV_NAME_LEN.max, "description": "Environment variable holding the secret (configuration file only; the API keeps but never sets it)."});
+    let name =
+        json!({"type": "string", "minLength": AUTH_NAME_LEN.min, "maxLength": AUTH_NAME_LEN.max});
+    let param = json!({"type": "string", "minLength": OAUTH_PARAM_LEN.min, "maxLength": OAUTH_PARAM_LEN.max});
+    json!({
+        "type": "object",
+        "properties": {
+            "basic": {
+                "type": "object",
+                "properties": {
+                    "username": name.clone(),
+                    "password": secret_property(input, SECRET_LEN, "The password"),
+                    "password_env": env.clone(),
+                },
+                "required": ["username"],
+                "additionalProperties": false,
+                "description": "HTTP Basic (RFC 7617).",
+            },
+            "bearer": {
+                "type": "object",
+                "properties": {
+                    "token": secret_property(input, BEARER_TOKEN_LEN, "The bearer token (visible ASCII, no spaces)"),
+                    "token_env": env.clone(),
+                },
+                "additionalProperties": false,
+                "description": "Authorization: Bearer <token> (RFC 6750).",
+            },
+            "oauth2": {
+                "type": "object",
+                "properties": {
+                    "token_url": {"type": "string", "minLength": URL_LEN.min, "maxLength": URL_LEN.max, "description": "The token endpoint (https; http as for url). The SSRF guard checks it."},
+                    "client_id": name,
+                    "client_secret": secret_property(input, SECRET_LEN, "The client secret"),
+                    "client_secret_env": env,
+                    "scope": param.clone(),
+                    "audience": param,
+                    "client_auth": {"type": "string", "enum": ["basic", "post"], "description": "client_secret_basic (default) or client_secret_post."},
+                },
+                "required": ["token_url", "client_id"],
+                "additionalProperties": false,
+                "description": "OAuth2 client credentials: a token fetched with a form POST, cached until it expires, fetched again after a 401 (once per attempt).",
+            },
+        },
+        "additionalProperties": false,
+        "minProperties": 1,
+        "maxProperties": 1,
+        "description": "Credentials for the receiver: exactly one of basic, bearer, oauth2.",
+    })
+}
+
+/// The document's component schemas.
+///
+/// Long on purpose: JSON Schema as data, one schema after another.
 fn schemas() -> Value {
     let endpoint_required = [
         "id",

@@ -202,9 +202,9 @@ pub fn table() -> Vec<Route> {
             .answers(&[answer(200, "The endpoint as stored.", "Endpoint")]),
         route("DELETE", "/v1/endpoints/{id}", Admin, "deleteEndpoint", "Delete an endpoint; its queued deliveries and retries are dead-lettered (endpoint_deleted).", v1::delete)
             .answers(&[NO_CONTENT]),
-        route("POST", "/v1/endpoints/{id}/enable", Admin, "enableEndpoint", "Enable an endpoint.", v1::enable)
+        route("POST", "/v1/endpoints/{id}/enable", Admin, "enableEndpoint", "Enable an endpoint; the deliveries kept while it was disabled come back at their next recheck (delivery.disabled_backlog.recheck).", v1::enable)
             .answers(&[answer(200, "The endpoint as stored.", "Endpoint")]),
-        route("POST", "/v1/endpoints/{id}/disable", Admin, "disableEndpoint", "Disable an endpoint; its deliveries are dead-lettered (endpoint_disabled).", v1::disable)
+        route("POST", "/v1/endpoints/{id}/disable", Admin, "disableEndpoint", "Disable an endpoint; its pending and new deliveries wait on a retry tier until it is enabled again, for up to delivery.disabled_backlog.max_age (then they are dead-lettered as endpoint_disabled).", v1::disable)
             .answers(&[answer(200, "The endpoint as stored.", "Endpoint")]),
         route("POST", "/v1/endpoints/{id}/rotate-secret", Admin, "rotateSecret", "New secret; with `standard` the previous one keeps signing beside it for [api].rotation_grace; mender, openmdm and github carry one signature, so the new secret signs alone at once (no overlap).", v1::rotate)
             .answers(&[answer(200, "The new secret (shown this once).", "Rotated")]),

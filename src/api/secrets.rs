@@ -1,8 +1,10 @@
 //! Secrets as the API handles them: signing secrets (generated when not
-//! given, shown once, masked on every read) and custom header values
+//! given, shown once, masked on every read), custom header values
 //! (where API keys go: masked on every read, shown only to an admin who
-//! asks for them with `?reveal=headers`). A masked value sent back keeps
-//! the stored one.
+//! asks for them with `?reveal=headers`), and the secrets of `auth` and
+//! `tls` (passwords, tokens, client secrets, private keys: masked on every
+//! read, never shown again). A masked value sent back keeps the stored
+//! one.
 //!
 //! Pure apart from the random source. Never logs.
 
@@ -51,11 +53,65 @@ fn mask_headers(headers: &mut BTreeMap<String, String>) {
     }
 }
 
+/// The secrets of `auth` and `tls` replaced by the mask.
+fn mask_egress(config: &mut EndpointConfig) {
+    if let Some(auth) = &mut config.auth {
+        auth.mask_secrets(MASK);
+    }
+    if let Some(tls) = &mut config.tls {
+        tls.mask_secrets(MASK);
+    }
+}
+
+/// Puts the stored value back in place of every masked secret of
+/// `incoming`'s `auth` and `tls` (`stored`: the endpoint it replaces, if
+/// any). The error is the field of a masked secret with no stored value.
+pub fn keep_masked_egress(
+    stored: Option<&EndpointConfig>,
+    incoming: &mut EndpointConfig,
+) -> Result<(), &'static str> {
+    if let Some(auth) = &mut incoming.auth {
+        let mut stored_auth = stored
+            .and_then(|s| s.auth.as_deref().cloned())
+            .unwrap_or_default();
+        let kept: Vec<(&str, Option<String>)> = stored_auth
+            .secrets_mut()
+            .into_iter()
+            .map(|(field, value)| (field, value.clone()))
+            .collect();
+        for (field, value) in auth.secrets_mut() {
+            if value.as_deref().is_some_and(is_masked) {
+                match kept
+                    .iter()
+                    .find(|(f, _)| *f == field)
+                    .and_then(|(_, v)| v.clone())
+                {
+                    Some(v) => *value = Some(v),
+                    None => return Err(field),
+                }
+            }
+        }
+    }
+    if let Some(tls) = &mut incoming.tls
+        && tls.client_key.as_deref().is_some_and(is_masked)
+    {
+        let kept = stored
+            .and_then(|s| s.tls.as_ref())
+            .and_then(|t| t.client_key.clone());
+        match kept {
+            Some(key) => tls.client_key = Some(key),
+            None => return Err("tls.client_key"),
+        }
+    }
+    Ok(())
+}
+
 /// The endpoint as JSON with its secrets and header values masked.
 pub fn masked_json(config: &EndpointConfig) -> serde_json::Value {
     let mut masked = config.clone();
-    masked.secret = masked.secret.as_deref().map(mask);
-    masked.previous_secret = masked.previous_secret.as_deref().map(mask);
+    mask_egress(&mut masked);
+    masked.secret = masked.secret.as_deref().map(|s| mask(s).into());
+    masked.previous_secret = masked.previous_secret.as_deref().map(|s| mask(s).into());
     mask_headers(&mut masked.headers);
     serde_json::to_value(&masked).unwrap_or(serde_json::Value::Null)
 }
@@ -65,8 +121,9 @@ pub fn masked_json(config: &EndpointConfig) -> serde_json::Value {
 /// masked.
 pub fn revealed_json(config: &EndpointConfig) -> serde_json::Value {
     let mut shown = config.clone();
-    shown.previous_secret = shown.previous_secret.as_deref().map(mask);
+    shown.previous_secret = shown.previous_secret.as_deref().map(|s| mask(s).into());
     mask_headers(&mut shown.headers);
+    mask_egress(&mut shown);
     serde_json::to_value(&shown).unwrap_or(serde_json::Value::Null)
 }
 
@@ -74,8 +131,9 @@ pub fn revealed_json(config: &EndpointConfig) -> serde_json::Value {
 /// secrets masked (`GET /v1/endpoints/{id}?reveal=headers`, admins only).
 pub fn headers_revealed_json(config: &EndpointConfig) -> serde_json::Value {
     let mut shown = config.clone();
-    shown.secret = shown.secret.as_deref().map(mask);
-    shown.previous_secret = shown.previous_secret.as_deref().map(mask);
+    shown.secret = shown.secret.as_deref().map(|s| mask(s).into());
+    shown.previous_secret = shown.previous_secret.as_deref().map(|s| mask(s).into());
+    mask_egress(&mut shown);
     serde_json::to_value(&shown).unwrap_or(serde_json::Value::Null)
 }
 
@@ -159,6 +217,43 @@ mod tests {
         assert!(is_masked("whsec_****") && is_masked("****") && !is_masked("whsec_x"));
         let shown = revealed_json(&c).to_string();
         assert!(shown.contains("MfKQ9r8") && !shown.contains("deadbeef"));
+    }
+
+    #[test]
+    fn auth_and_tls_secrets_are_masked_in_every_view_and_kept_when_sent_back() {
+        let mut c = EndpointConfig::new("a", "https://x.example/");
+        c.auth = Some(Box::new(crate::config::AuthConfig {
+            oauth2: Some(crate::config::OAuth2Config {
+                token_url: "https://auth.example/token".into(),
+                client_id: "cid".into(),
+                client_secret: Some("cl1ent-s3cret".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }));
+        c.tls = Some(Box::new(crate::config::TlsConfig {
+            client_cert: Some("CERT".into()),
+            client_key: Some("PRIVATE-K3Y".into()),
+            ca: None,
+        }));
+        for shown in [
+            masked_json(&c),
+            revealed_json(&c),
+            headers_revealed_json(&c),
+        ] {
+            assert_eq!(shown["auth"]["oauth2"]["client_secret"], "****");
+            assert_eq!(shown["auth"]["oauth2"]["client_id"], "cid");
+            assert_eq!(shown["tls"]["client_key"], "****");
+            assert_eq!(shown["tls"]["client_cert"], "CERT");
+        }
+        let mut back: EndpointConfig = serde_json::from_value(masked_json(&c)).unwrap();
+        keep_masked_egress(Some(&c), &mut back).unwrap();
+        assert_eq!(back, c);
+        let mut new: EndpointConfig = serde_json::from_value(masked_json(&c)).unwrap();
+        assert_eq!(
+            keep_masked_egress(None, &mut new),
+            Err("auth.oauth2.client_secret")
+        );
     }
 
     #[test]

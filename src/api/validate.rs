@@ -44,6 +44,13 @@ pub async fn new_endpoint(
             "is a masked value; give the secret or leave it out to have one generated",
         ));
     }
+    refuse_env_secrets(&config, None, prefix)?;
+    secrets::keep_masked_egress(None, &mut config).map_err(|field| {
+        ApiError::bad_request(
+            format!("{prefix}{field}"),
+            "is a masked value; give its value",
+        )
+    })?;
     // A rotation is started with rotate-secret, not written directly.
     config.previous_secret = None;
     config.previous_secret_expires_at = None;
@@ -69,6 +76,13 @@ pub async fn replacement(
             "differs from the id in the path (ids cannot change)",
         ));
     }
+    refuse_env_secrets(&incoming, Some(existing), "")?;
+    secrets::keep_masked_egress(Some(existing), &mut incoming).map_err(|field| {
+        ApiError::bad_request(
+            field,
+            "is a masked value, and the endpoint has no such value to keep; give its value",
+        )
+    })?;
     let keep_secret = incoming.secret.as_deref().is_none_or(secrets::is_masked);
     if keep_secret {
         if incoming.secret_env.is_some() && incoming.secret_env != existing.secret_env {
@@ -94,6 +108,32 @@ pub async fn replacement(
     })
 }
 
+/// Refuses `auth`'s `*_env` names through the API unless `existing` has
+/// the same one (it came from the configuration file and is kept).
+fn refuse_env_secrets(
+    config: &EndpointConfig,
+    existing: Option<&EndpointConfig>,
+    prefix: &str,
+) -> Result<(), ApiError> {
+    let Some(auth) = &config.auth else {
+        return Ok(());
+    };
+    let kept = existing
+        .and_then(|e| e.auth.as_deref())
+        .map(|a| a.env_names())
+        .unwrap_or_default();
+    for named in auth.env_names() {
+        if !kept.contains(&named) {
+            return Err(ApiError::bad_request(
+                format!("{prefix}{}", named.0),
+                "is not accepted through the API (it would read this server's environment); \
+                 give the value itself",
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn secret_env_refused(prefix: &str) -> ApiError {
     ApiError::bad_request(
         format!("{prefix}secret_env"),
@@ -108,7 +148,7 @@ fn fill_secret(config: &mut EndpointConfig) -> bool {
         && config.secret.is_none()
         && config.secret_env.is_none()
     {
-        config.secret = secrets::generate(config.signature);
+        config.secret = secrets::generate(config.signature).map(Into::into);
         return true;
     }
     false
@@ -132,6 +172,13 @@ pub async fn check(
         resolves_publicly(&endpoint.url)
             .await
             .map_err(|e| ApiError::field(prefix, e))?;
+        if let Some(crate::index::egress::Auth::OAuth2(oauth)) =
+            endpoint.egress().and_then(|e| e.auth.as_ref())
+        {
+            resolves_publicly(&oauth.token_url).await.map_err(|e| {
+                ApiError::field(prefix, FieldError::new("auth.oauth2.token_url", e.message))
+            })?;
+        }
     }
     Ok(())
 }

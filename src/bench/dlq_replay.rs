@@ -1,4 +1,4 @@
-//! Scenario (g): `hookstream dlq replay` of a DLQ full of letters, against
+//! Scenario (h): `hookstream dlq replay` of a DLQ full of letters, against
 //! the raw produce rate of the same broker measured in the same run.
 //!
 //! The baseline produces as many records as there are letters, each the
@@ -43,7 +43,7 @@ fn letter_headers(i: u64, dead_ms: &str) -> OwnedHeaders {
 }
 
 impl Bench {
-    /// (g): `letters` dead letters replayed, against raw produce.
+    /// (h): `letters` dead letters replayed, against raw produce.
     pub(super) async fn dlq_replay(
         &self,
         letters: u64,
@@ -66,25 +66,8 @@ impl Bench {
             self.create_topic(&topic).await?;
         }
         eprintln!("{}: writing {letters} dead letters", scenario.label());
-        let dead_ms = crate::wire::headers::now_ms().to_string();
-        let dlq = config.topics.dlq_topic();
-        send_in_chunks((0..letters).map(|i| {
-            let (producer, dlq, dead_ms) = (self.producer.clone(), dlq.clone(), dead_ms.clone());
-            async move {
-                let body = event_body(i, 0);
-                let key = format!("dev-{}", i % 100_000);
-                let record = FutureRecord::to(&dlq)
-                    .key(&key)
-                    .payload(&body)
-                    .headers(letter_headers(i, &dead_ms));
-                producer
-                    .send(record, Duration::from_secs(60))
-                    .await
-                    .map(|_| ())
-                    .map_err(|(e, _)| anyhow::anyhow!("writing a dead letter: {e}"))
-            }
-        }))
-        .await?;
+        self.write_letters(&config.topics.dlq_topic(), letters)
+            .await?;
         let raw_produce_per_s = self.raw_produce(&config, &raw_topic, letters).await?;
         eprintln!(
             "  raw produce (durable producer, {MAX_IN_FLIGHT} in flight): {raw_produce_per_s:.0} records/s"
@@ -148,9 +131,33 @@ impl Bench {
             ratio_to_raw_produce: Some(per_s / raw_produce_per_s.max(1e-9)),
             activity_log_ratio: None,
             activity_log_off_cpu_us_per_event: None,
+            capacity_runs: None,
             receiver_cpu_us_per_event: 0.0,
             broker_cpu_us_per_event: None,
         })
+    }
+
+    /// Writes `letters` dead letters to `dlq`, as the DLQ writer makes them.
+    async fn write_letters(&self, dlq: &str, letters: u64) -> Result<()> {
+        let dead_ms = crate::wire::headers::now_ms().to_string();
+        send_in_chunks((0..letters).map(|i| {
+            let (producer, dlq, dead_ms) =
+                (self.producer.clone(), dlq.to_string(), dead_ms.clone());
+            async move {
+                let body = event_body(i, 0);
+                let key = format!("dev-{}", i % 100_000);
+                let record = FutureRecord::to(&dlq)
+                    .key(&key)
+                    .payload(&body)
+                    .headers(letter_headers(i, &dead_ms));
+                producer
+                    .send(record, Duration::from_secs(60))
+                    .await
+                    .map(|_| ())
+                    .map_err(|(e, _)| anyhow::anyhow!("writing a dead letter: {e}"))
+            }
+        }))
+        .await
     }
 
     /// Records/s the replay's durable producer writes to `topic`, `records`

@@ -17,6 +17,7 @@
 //! reported beside it.
 
 mod activity_log;
+pub mod capacity;
 pub mod cpu;
 mod dlq_replay;
 pub mod loadgen;
@@ -60,11 +61,14 @@ pub enum Scenario {
     DlqReplay,
     /// (i) 100 000 endpoints, traffic to 1 000 of them: memory.
     SparseIndex,
+    /// (j) a receiver whose capacity drops and rises: fixed limits against
+    /// adaptive concurrency.
+    CapacityChange,
 }
 
 impl Scenario {
     /// Every scenario, in order.
-    pub const ALL: [Scenario; 9] = [
+    pub const ALL: [Scenario; 10] = [
         Self::Single,
         Self::Batch,
         Self::FanOut,
@@ -74,9 +78,10 @@ impl Scenario {
         Self::ActivityLog,
         Self::DlqReplay,
         Self::SparseIndex,
+        Self::CapacityChange,
     ];
 
-    /// Parses `a`..`i` or a name.
+    /// Parses `a`..`j` or a name.
     pub fn parse(text: &str) -> Option<Self> {
         match text {
             "a" | "single" => Some(Self::Single),
@@ -88,6 +93,7 @@ impl Scenario {
             "g" | "activity_log" | "activity-log" => Some(Self::ActivityLog),
             "h" | "dlq_replay" | "dlq-replay" => Some(Self::DlqReplay),
             "i" | "sparse_index" | "sparse-index" => Some(Self::SparseIndex),
+            "j" | "capacity_change" | "capacity-change" => Some(Self::CapacityChange),
             _ => None,
         }
     }
@@ -103,6 +109,7 @@ impl Scenario {
             Self::ActivityLog => "(g) (a) with the activity log off vs on",
             Self::DlqReplay => "(h) dlq replay",
             Self::SparseIndex => "(i) 100 000 endpoints, traffic to 1 000",
+            Self::CapacityChange => "(j) capacity 16 → 4 → 16: fixed vs adaptive",
         }
     }
 }
@@ -200,6 +207,11 @@ pub struct ScenarioReport {
     /// For (h): letters replayed per second ÷ raw produce records/s.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ratio_to_raw_produce: Option<f64>,
+    /// For (j): the runs against the changing receiver (fixed at the
+    /// ceiling, adaptive, fixed at the low capacity); the report's rates
+    /// and CPU are the adaptive run's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capacity_runs: Option<Vec<capacity::CapacityRun>>,
 }
 
 /// What one measured run gives a report: its size, what
@@ -285,6 +297,7 @@ impl ScenarioReport {
             activity_log_off_cpu_us_per_event: None,
             raw_produce_per_s: None,
             ratio_to_raw_produce: None,
+            capacity_runs: None,
         }
     }
 }
@@ -716,6 +729,7 @@ impl Bench {
             Scenario::DlqReplay => {
                 return self.dlq_replay(self.options.events, baselines).await;
             }
+            Scenario::CapacityChange => return self.capacity_change(baselines).await,
             _ => {}
         }
         let events = match scenario {
@@ -765,7 +779,8 @@ impl Bench {
             Scenario::RetryTiming
             | Scenario::DeadNeighbour
             | Scenario::ActivityLog
-            | Scenario::DlqReplay => {
+            | Scenario::DlqReplay
+            | Scenario::CapacityChange => {
                 unreachable!("dispatched at the top of this function")
             }
         }
@@ -1044,6 +1059,16 @@ fn format_line(r: &ScenarioReport) -> String {
     if let (Some(raw), Some(ratio)) = (r.raw_produce_per_s, r.ratio_to_raw_produce) {
         line.push_str(&format!(
             "  letters/s ×{ratio:.2} raw produce ({raw:.0} records/s)"
+        ));
+    }
+    for run in r.capacity_runs.iter().flatten() {
+        line.push_str(&format!(
+            "\n    {}: {:.0} events/s to the last ({:.0}/s while offered), {} × 429, {} × 503",
+            run.limit,
+            run.delivered_per_s,
+            run.delivered_per_s_while_offered,
+            run.rejected_429,
+            run.rejected_503
         ));
     }
     line

@@ -116,25 +116,7 @@ impl FastReceiver {
         let addr = listener.local_addr()?;
         let counts = Arc::new(Counts::new());
         let runtime = OwnRuntime::start("bench-receiver", RECEIVER_THREADS)?;
-        let accepting = Arc::clone(&counts);
-        runtime.handle().spawn(async move {
-            let Ok(listener) = TcpListener::from_std(listener) else {
-                return;
-            };
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let _ = stream.set_nodelay(true);
-                let counts = Arc::clone(&accepting);
-                tokio::spawn(async move {
-                    let service = service_fn(move |req| handle(req, Arc::clone(&counts)));
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
+        serve_http1(&runtime, listener, Arc::clone(&counts), handle);
         Ok(Self {
             addr,
             counts,
@@ -177,6 +159,39 @@ fn sent_ns(body: &[u8]) -> Option<u64> {
         .take_while(u8::is_ascii_digit)
         .collect();
     std::str::from_utf8(&digits).ok()?.parse().ok()
+}
+
+/// Serves HTTP/1.1 on `listener` from `runtime`, one task per
+/// connection, each request answered by `answer` with `state`: the lean
+/// server of the bench's receivers.
+pub(super) fn serve_http1<S, F, Fut>(
+    runtime: &OwnRuntime,
+    listener: std::net::TcpListener,
+    state: Arc<S>,
+    answer: F,
+) where
+    S: Send + Sync + 'static,
+    F: Fn(Request<Incoming>, Arc<S>) -> Fut + Copy + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<Response<Full<Bytes>>, Infallible>> + Send + 'static,
+{
+    runtime.handle().spawn(async move {
+        let Ok(listener) = TcpListener::from_std(listener) else {
+            return;
+        };
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let state = Arc::clone(&state);
+            tokio::spawn(async move {
+                let service = service_fn(move |req| answer(req, Arc::clone(&state)));
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
 }
 
 async fn handle(

@@ -79,7 +79,7 @@ pub async fn list(config: Config, filter: &FilterArgs, json: bool) -> Result<(),
     tokio::task::spawn_blocking(move || {
         let plan = ScanPlan::plan(&client, &topic, &filter)?;
         let mut printer = LetterPrinter::new(std::io::stdout().lock(), json);
-        plan.scan(&filter, |letter| printer.push(&letter))?;
+        plan.scan_facts(&filter, |letter| printer.push(&letter))?;
         // A reader that went away (`| head`) is not a failure.
         let _ = printer.finish();
         anyhow::Ok(())

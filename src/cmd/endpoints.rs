@@ -14,6 +14,9 @@ use serde_json::{Map, Value, json};
 
 use super::CommandError;
 
+mod render;
+use render::{Shape, render};
+
 /// Where the API is and how to talk to it.
 #[derive(Debug, Clone, Args)]
 pub struct ClientArgs {
@@ -160,12 +163,14 @@ pub enum EndpointsCommand {
         /// Endpoint id.
         id: String,
     },
-    /// Enable an endpoint.
+    /// Enable an endpoint (the deliveries kept while it was disabled come
+    /// back at their next recheck).
     Enable {
         /// Endpoint id.
         id: String,
     },
-    /// Disable an endpoint.
+    /// Disable an endpoint (its deliveries wait on a retry tier until it
+    /// is enabled again, up to delivery.disabled_backlog.max_age).
     Disable {
         /// Endpoint id.
         id: String,
@@ -188,6 +193,10 @@ pub enum EndpointsCommand {
         /// How many.
         #[arg(long, default_value_t = 20)]
         limit: usize,
+        /// Also print each attempt's event payload (read from the input
+        /// topic), as Mender's "View details".
+        #[arg(long)]
+        payload: bool,
     },
     /// Counts by outcome and latency percentiles.
     Stats {
@@ -286,6 +295,9 @@ fn escape(segment: &str) -> String {
 }
 
 /// Runs one `endpoints` command against the API.
+///
+/// Long on purpose: one short arm per subcommand (its request, its method
+/// and how its answer prints), read as one table.
 pub async fn run(args: &ClientArgs, command: EndpointsCommand) -> Result<(), CommandError> {
     use reqwest::Method;
     let client = Client::new(args)?;
@@ -417,11 +429,11 @@ pub async fn run(args: &ClientArgs, command: EndpointsCommand) -> Result<(), Com
                 .await?,
             Shape::Fields,
         ),
-        EndpointsCommand::Attempts { id, limit } => (
+        EndpointsCommand::Attempts { id, limit, payload } => (
             client
                 .call(
                     Method::GET,
-                    &format!("{}/attempts?limit={limit}", one(&id)),
+                    &format!("{}/attempts?limit={limit}&payload={payload}", one(&id)),
                     None,
                 )
                 .await?,
@@ -441,138 +453,4 @@ pub async fn run(args: &ClientArgs, command: EndpointsCommand) -> Result<(), Com
         print!("{}", render(&value, shape));
     }
     Ok(())
-}
-
-/// How an answer is printed without `--json`.
-#[derive(Debug, Clone, Copy)]
-enum Shape {
-    Table,
-    Fields,
-    Created,
-    Attempts,
-}
-
-fn text(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Null => "-".into(),
-        Value::Array(items) => items.iter().map(text).collect::<Vec<_>>().join(","),
-        other => other.to_string(),
-    }
-}
-
-fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
-    for row in rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let line = |cells: Vec<String>| {
-        let mut out = String::new();
-        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
-            if i + 1 == cells.len() {
-                out.push_str(cell);
-            } else {
-                out.push_str(&format!("{cell:<w$}  "));
-            }
-        }
-        out.trim_end().to_string() + "\n"
-    };
-    let mut out = line(headers.iter().map(|h| h.to_string()).collect());
-    for row in rows {
-        out.push_str(&line(row.clone()));
-    }
-    out
-}
-
-fn render(value: &Value, shape: Shape) -> String {
-    match (shape, value) {
-        (Shape::Table, Value::Array(items)) => {
-            let rows: Vec<Vec<String>> = items
-                .iter()
-                .map(|e| {
-                    ["id", "enabled", "signature", "events", "url"]
-                        .iter()
-                        .map(|k| text(&e[*k]))
-                        .collect()
-                })
-                .collect();
-            table(&["ID", "ENABLED", "SIGNATURE", "EVENTS", "URL"], &rows)
-        }
-        (Shape::Created, Value::Array(items)) => items
-            .iter()
-            .map(|e| render(e, Shape::Created))
-            .collect::<Vec<_>>()
-            .join("\n"),
-        (Shape::Created, e) => {
-            let mut out = render(e, Shape::Fields);
-            if e["secret"].as_str().is_some_and(|s| !s.contains("****")) {
-                out.push_str("(the secret is shown this once: store it now)\n");
-            }
-            out
-        }
-        (Shape::Attempts, Value::Array(items)) => {
-            let rows: Vec<Vec<String>> = items
-                .iter()
-                .map(|a| {
-                    let time = a["time_ms"]
-                        .as_u64()
-                        .map(|ms| {
-                            humantime::format_rfc3339_millis(
-                                std::time::UNIX_EPOCH + Duration::from_millis(ms),
-                            )
-                            .to_string()
-                        })
-                        .unwrap_or_default();
-                    vec![
-                        time,
-                        text(&a["event_id"]),
-                        text(&a["attempt"]),
-                        text(&a["status"]),
-                        text(&a["outcome"]),
-                        format!("{:.1}ms", a["latency_ms"].as_f64().unwrap_or(0.0)),
-                        text(&a["error"]),
-                    ]
-                })
-                .collect();
-            table(
-                &[
-                    "TIME", "EVENT", "ATTEMPT", "STATUS", "OUTCOME", "LATENCY", "ERROR",
-                ],
-                &rows,
-            )
-        }
-        (_, Value::Object(fields)) => {
-            let width = fields.keys().map(String::len).max().unwrap_or(0);
-            fields
-                .iter()
-                .map(|(k, v)| format!("{k:<width$}  {}\n", text(v)))
-                .collect()
-        }
-        (_, other) => format!("{}\n", text(other)),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tables_align_and_fields_list() {
-        let list = json!([
-            {"id": "a", "enabled": true, "signature": "none", "events": ["x", "y*"], "url": "https://a/"},
-            {"id": "longer-id", "enabled": false, "signature": "standard", "events": ["*"], "url": "https://b/"},
-        ]);
-        let out = render(&list, Shape::Table);
-        let lines: Vec<&str> = out.lines().collect();
-        assert_eq!(lines.len(), 3);
-        assert!(lines[0].starts_with("ID         ENABLED"));
-        assert!(lines[1].contains("x,y*"));
-        let fields = render(&json!({"id": "a", "secret": "whsec_****"}), Shape::Fields);
-        assert_eq!(fields, "id      a\nsecret  whsec_****\n");
-        assert!(
-            render(&json!({"secret": "whsec_abc"}), Shape::Created).contains("shown this once")
-        );
-    }
 }

@@ -152,6 +152,24 @@ pub const RETRY_WINDOW: DurationRange = DurationRange {
     min: secs(1),
     max: secs(365 * DAY),
 };
+/// `delivery.auto_disable.after` (how long an endpoint fails every
+/// attempt before it is disabled).
+pub const AUTO_DISABLE_AFTER: DurationRange = DurationRange {
+    min: secs(1),
+    max: secs(365 * DAY),
+};
+/// `delivery.disabled_backlog.max_age` (a disabled endpoint's delivery
+/// kept longer is dead-lettered).
+pub const BACKLOG_MAX_AGE: DurationRange = DurationRange {
+    min: secs(1),
+    max: secs(365 * DAY),
+};
+/// `delivery.disabled_backlog.recheck` (resolved to the longest retry tier
+/// not longer than it).
+pub const BACKLOG_RECHECK: DurationRange = DurationRange {
+    min: ms(10),
+    max: secs(7 * DAY),
+};
 /// Length of `delivery.user_agent`.
 pub const USER_AGENT_LEN: Range<usize> = Range { min: 1, max: 512 };
 /// `api.rotation_grace`.
@@ -184,6 +202,20 @@ pub const HEADER_NAME_LEN: Range<usize> = Range { min: 1, max: 256 };
 pub const HEADER_VALUE_LEN: Range<usize> = Range { min: 0, max: 8192 };
 /// Length of a signing secret.
 pub const SECRET_LEN: Range<usize> = Range { min: 1, max: 1024 };
+/// Length of `auth.basic.username` and `auth.oauth2.client_id`.
+pub const AUTH_NAME_LEN: Range<usize> = Range { min: 1, max: 256 };
+/// Length of `auth.bearer.token`.
+pub const BEARER_TOKEN_LEN: Range<usize> = Range { min: 1, max: 8192 };
+/// Length of `auth.oauth2.scope` and `auth.oauth2.audience`.
+pub const OAUTH_PARAM_LEN: Range<usize> = Range { min: 1, max: 2048 };
+/// Length of the name of an environment variable holding a secret
+/// (`secret_env`, `auth.*.*_env`).
+pub const ENV_NAME_LEN: Range<usize> = Range { min: 1, max: 256 };
+/// Length of one PEM text of `tls` (`client_cert`, `client_key`, `ca`).
+pub const PEM_LEN: Range<usize> = Range {
+    min: 1,
+    max: 64 * 1024,
+};
 /// `rate_limit.per_second`.
 pub const RATE_PER_SECOND: Range<f64> = Range {
     min: 0.001,
@@ -198,6 +230,26 @@ pub const RATE_BURST: Range<u32> = Range {
 pub const MAX_CONCURRENCY: Range<u32> = Range {
     min: 1,
     max: 10_000,
+};
+/// `adaptive_concurrency.initial` (and at most `max_concurrency`).
+pub const ADAPTIVE_INITIAL: Range<u32> = Range {
+    min: 1,
+    max: 10_000,
+};
+/// `adaptive_concurrency.decrease_ratio`.
+pub const ADAPTIVE_DECREASE_RATIO: Range<f64> = Range {
+    min: 0.1,
+    max: 0.99,
+};
+/// `adaptive_concurrency.ewma_alpha`.
+pub const ADAPTIVE_EWMA_ALPHA: Range<f64> = Range {
+    min: 0.01,
+    max: 1.0,
+};
+/// `adaptive_concurrency.rtt_deviation_scale`.
+pub const ADAPTIVE_RTT_DEVIATION_SCALE: Range<f64> = Range {
+    min: 0.0,
+    max: 100.0,
 };
 /// `queue_size`.
 pub const QUEUE_SIZE: Range<u32> = Range {
@@ -259,6 +311,9 @@ pub fn bad_count(len: usize, range: Range<usize>) -> Option<String> {
 /// The ranges of [`crate::config::limits`]: every number and length of an
 /// endpoint, checked before anything is parsed (a 1 MB URL is refused for
 /// its length, not sent to the broker to be refused there).
+///
+/// Long on purpose: one check per key, in the order of the struct, so a
+/// new key's range is added where a reader looks for it.
 pub fn check_endpoint(config: &EndpointConfig) -> Result<(), FieldError> {
     let fail = |field: String, why: Option<String>| match why {
         Some(message) => Err(FieldError::new(field, message)),
@@ -309,6 +364,26 @@ pub fn check_endpoint(config: &EndpointConfig) -> Result<(), FieldError> {
             fail(field.into(), bad_length(secret.len(), SECRET_LEN))?;
         }
     }
+    if let Some(var) = &config.secret_env {
+        fail("secret_env".into(), bad_length(var.len(), ENV_NAME_LEN))?;
+    }
+    if let Some(auth) = &config.auth {
+        check_auth(auth)?;
+    }
+    if let Some(tls) = &config.tls {
+        for (field, pem) in [
+            ("tls.client_cert", &tls.client_cert),
+            ("tls.client_key", &tls.client_key),
+            ("tls.ca", &tls.ca),
+        ] {
+            if let Some(pem) = pem {
+                fail(field.into(), bad_length(pem.len(), PEM_LEN))?;
+            }
+        }
+    }
+    if let Some(proxy) = &config.proxy {
+        fail("proxy".into(), bad_length(proxy.len(), URL_LEN))?;
+    }
     if let Some(rl) = &config.rate_limit {
         fail(
             "rate_limit.per_second".into(),
@@ -320,6 +395,9 @@ pub fn check_endpoint(config: &EndpointConfig) -> Result<(), FieldError> {
         "max_concurrency".into(),
         outside(config.max_concurrency, MAX_CONCURRENCY),
     )?;
+    if let Some(adaptive) = &config.adaptive_concurrency {
+        check_adaptive(adaptive, config.max_concurrency)?;
+    }
     fail("queue_size".into(), outside(config.queue_size, QUEUE_SIZE))?;
     fail(
         "batch.max_events".into(),
@@ -344,12 +422,80 @@ pub fn check_endpoint(config: &EndpointConfig) -> Result<(), FieldError> {
     Ok(())
 }
 
-/// The ranges of an endpoint's `retry` (the same as `[delivery]`'s).
-fn check_retry(retry: &super::RetryConfig) -> Result<(), FieldError> {
-    let fail = |field: &str, why: Option<String>| match why {
-        Some(message) => Err(FieldError::new(field, message)),
+/// The lengths of an endpoint's `auth`.
+fn check_auth(auth: &super::AuthConfig) -> Result<(), FieldError> {
+    let optional = |field: &str, value: &Option<String>, range: Range<usize>| match value {
+        Some(v) => fail(field, bad_length(v.len(), range)),
         None => Ok(()),
     };
+    if let Some(b) = &auth.basic {
+        fail(
+            "auth.basic.username",
+            bad_length(b.username.len(), AUTH_NAME_LEN),
+        )?;
+        optional("auth.basic.password", &b.password, SECRET_LEN)?;
+        optional("auth.basic.password_env", &b.password_env, ENV_NAME_LEN)?;
+    }
+    if let Some(b) = &auth.bearer {
+        optional("auth.bearer.token", &b.token, BEARER_TOKEN_LEN)?;
+        optional("auth.bearer.token_env", &b.token_env, ENV_NAME_LEN)?;
+    }
+    if let Some(o) = &auth.oauth2 {
+        fail(
+            "auth.oauth2.token_url",
+            bad_length(o.token_url.len(), URL_LEN),
+        )?;
+        fail(
+            "auth.oauth2.client_id",
+            bad_length(o.client_id.len(), AUTH_NAME_LEN),
+        )?;
+        optional("auth.oauth2.client_secret", &o.client_secret, SECRET_LEN)?;
+        optional(
+            "auth.oauth2.client_secret_env",
+            &o.client_secret_env,
+            ENV_NAME_LEN,
+        )?;
+        optional("auth.oauth2.scope", &o.scope, OAUTH_PARAM_LEN)?;
+        optional("auth.oauth2.audience", &o.audience, OAUTH_PARAM_LEN)?;
+    }
+    Ok(())
+}
+
+/// The ranges of an endpoint's `adaptive_concurrency`; its `initial` is
+/// at most `max_concurrency` (the ceiling).
+fn check_adaptive(
+    adaptive: &super::AdaptiveConcurrencyConfig,
+    max_concurrency: u32,
+) -> Result<(), FieldError> {
+    fail(
+        "adaptive_concurrency.initial",
+        outside(adaptive.initial, ADAPTIVE_INITIAL),
+    )?;
+    if adaptive.initial > max_concurrency {
+        return Err(FieldError::new(
+            "adaptive_concurrency.initial",
+            format!(
+                "must not exceed max_concurrency ({max_concurrency}), the ceiling of the adaptive limit (got {})",
+                adaptive.initial
+            ),
+        ));
+    }
+    fail(
+        "adaptive_concurrency.decrease_ratio",
+        outside(adaptive.decrease_ratio, ADAPTIVE_DECREASE_RATIO),
+    )?;
+    fail(
+        "adaptive_concurrency.ewma_alpha",
+        outside(adaptive.ewma_alpha, ADAPTIVE_EWMA_ALPHA),
+    )?;
+    fail(
+        "adaptive_concurrency.rtt_deviation_scale",
+        outside(adaptive.rtt_deviation_scale, ADAPTIVE_RTT_DEVIATION_SCALE),
+    )
+}
+
+/// The ranges of an endpoint's `retry` (the same as `[delivery]`'s).
+fn check_retry(retry: &super::RetryConfig) -> Result<(), FieldError> {
     if let Some(n) = retry.max_attempts {
         fail("retry.max_attempts", outside(n, MAX_ATTEMPTS))?;
     }
@@ -374,6 +520,14 @@ fn check_retry(retry: &super::RetryConfig) -> Result<(), FieldError> {
         fail("retry.retry_on", bad_count(list.len(), RETRY_ON))?;
     }
     Ok(())
+}
+
+/// `why` a field's value is refused, if it is, as the error naming `field`.
+fn fail(field: &str, why: Option<String>) -> Result<(), FieldError> {
+    match why {
+        Some(message) => Err(FieldError::new(field, message)),
+        None => Ok(()),
+    }
 }
 
 #[cfg(test)]

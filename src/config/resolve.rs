@@ -1,7 +1,8 @@
 //! Where configuration values come from besides the file itself:
 //! `${NAME}` and `${NAME:-default}` from the environment, secrets from
-//! files (`token_file`, `secret_file`, librdkafka properties ending in
-//! `_file`), and the masked view `hookstream check` prints.
+//! files (`token_file`, an endpoint's `secret_file` and the `*_file` keys
+//! of its `auth` and `tls`, librdkafka properties ending in `_file`), and
+//! the masked view `hookstream check` prints.
 //!
 //! Owns expansion and masking; the lookups (environment, files) are given
 //! by the caller, so the logic here is testable without either.
@@ -154,9 +155,11 @@ pub(super) fn resolve_files(
     Ok(())
 }
 
-/// Replaces `secret_file` of every `[[endpoints]]` table by `secret` with
-/// the file's text, before the tables become endpoints (an endpoint holds
-/// no file name: the API never reads this server's files).
+/// Replaces every `<field>_file` of every `[[endpoints]]` table
+/// (`secret_file`, `auth.basic.password_file`, `tls.client_key_file`, ...:
+/// [`super::egress::FILE_FIELDS`]) by `<field>` with the file's text,
+/// before the tables become endpoints (an endpoint holds no file name: the
+/// API never reads this server's files).
 pub(super) fn resolve_endpoint_secret_files(
     value: &mut toml::Value,
     read: &dyn Fn(&str) -> std::io::Result<String>,
@@ -165,24 +168,36 @@ pub(super) fn resolve_endpoint_secret_files(
         return Ok(());
     };
     for (i, endpoint) in endpoints.iter_mut().enumerate() {
-        let Some(table) = endpoint.as_table_mut() else {
-            continue;
-        };
-        let Some(file) = table.remove("secret_file") else {
-            continue;
-        };
-        let key = format!("endpoints[{i}].secret_file");
-        let Some(file) = file.as_str() else {
-            return Err(ConfigError::new(key, "must be a file name"));
-        };
-        if table.contains_key("secret") || table.contains_key("secret_env") {
-            return Err(ConfigError::new(
-                key,
-                "takes the place of `secret` and `secret_env`: give only one",
-            ));
+        for field in super::egress::FILE_FIELDS {
+            let (parents, leaf) = match field.rsplit_once('.') {
+                Some((parents, leaf)) => (Some(parents), leaf),
+                None => (None, field),
+            };
+            let mut table = endpoint.as_table_mut();
+            for parent in parents.into_iter().flat_map(|p| p.split('.')) {
+                table = table
+                    .and_then(|t| t.get_mut(parent))
+                    .and_then(toml::Value::as_table_mut);
+            }
+            let Some(table) = table else {
+                continue;
+            };
+            let Some(file) = table.remove(&format!("{leaf}_file")) else {
+                continue;
+            };
+            let key = format!("endpoints[{i}].{field}_file");
+            let Some(file) = file.as_str() else {
+                return Err(ConfigError::new(key, "must be a file name"));
+            };
+            if table.contains_key(leaf) || table.contains_key(&format!("{leaf}_env")) {
+                return Err(ConfigError::new(
+                    key,
+                    format!("takes the place of `{leaf}` and `{leaf}_env`: give only one"),
+                ));
+            }
+            let secret = read_secret(&key, file, read)?;
+            table.insert(leaf.into(), toml::Value::String(secret));
         }
-        let secret = read_secret(&key, file, read)?;
-        table.insert("secret".into(), toml::Value::String(secret));
     }
     Ok(())
 }
@@ -220,11 +235,23 @@ pub fn masked(config: &Config) -> Config {
     for token in &mut c.api.tokens {
         mask(&mut token.token);
     }
+    if !c.delivery.proxy.is_empty() {
+        c.delivery.proxy = super::egress::masked_proxy(&c.delivery.proxy, SECRET_MASK);
+    }
     for e in &mut c.endpoints {
-        mask(&mut e.secret);
-        mask(&mut e.previous_secret);
+        for secret in [&mut e.secret, &mut e.previous_secret] {
+            if secret.is_some() {
+                *secret = Some(SECRET_MASK.into());
+            }
+        }
         for value in e.headers.values_mut() {
             *value = SECRET_MASK.to_string();
+        }
+        if let Some(auth) = &mut e.auth {
+            auth.mask_secrets(SECRET_MASK);
+        }
+        if let Some(tls) = &mut e.tls {
+            tls.mask_secrets(SECRET_MASK);
         }
     }
     c
@@ -305,6 +332,46 @@ tokens = [{ token_file = "/s/token", role = "admin" }]
     }
 
     #[test]
+    fn auth_and_tls_secrets_come_from_files_named_under_their_tables() {
+        let read = |path: &str| match path {
+            "/s/pw" => Ok("p4ss\n".to_string()),
+            "/s/key.pem" => {
+                Ok("-----BEGIN PRIVATE KEY-----\nx\n-----END PRIVATE KEY-----\n".to_string())
+            }
+            _ => Err(std::io::Error::from(std::io::ErrorKind::NotFound)),
+        };
+        let text = r#"
+[[endpoints]]
+id = "a"
+url = "https://hooks.example.com/"
+auth = { basic = { username = "u", password_file = "/s/pw" } }
+tls = { client_key_file = "/s/key.pem" }
+"#;
+        let c = Config::from_toml_resolving(text, &env, &read).unwrap();
+        let e = &c.endpoints[0];
+        let basic = e.auth.as_ref().unwrap().basic.as_ref().unwrap();
+        assert_eq!(basic.password.as_deref(), Some("p4ss"));
+        assert!(
+            e.tls
+                .as_ref()
+                .unwrap()
+                .client_key
+                .as_ref()
+                .unwrap()
+                .starts_with("-----BEGIN")
+        );
+        let both = text.replace(
+            "password_file = \"/s/pw\"",
+            "password_file = \"/s/pw\", password = \"x\"",
+        );
+        let err = Config::from_toml_resolving(&both, &env, &read).unwrap_err();
+        assert_eq!(err.key, "endpoints[0].auth.basic.password_file");
+        let missing = text.replace("/s/key.pem", "/s/none");
+        let err = Config::from_toml_resolving(&missing, &env, &read).unwrap_err();
+        assert_eq!(err.key, "endpoints[0].tls.client_key_file");
+    }
+
+    #[test]
     fn the_masked_view_hides_every_secret() {
         let text = r#"
 [kafka.properties]
@@ -314,18 +381,28 @@ tokens = [{ token_file = "/s/token", role = "admin" }]
 tokens = [{ token = "t", role = "admin" }]
 [delivery]
 allow_private_destinations = true
+proxy = "http://proxyuser:pr0xypw@127.0.0.1:3128"
 [[endpoints]]
 id = "a"
 url = "http://127.0.0.1/"
 allow_http = true
 secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 headers = { "X-Api-Key" = "k" }
+auth = { oauth2 = { token_url = "https://auth.example.com/token", client_id = "cid", client_secret = "cs3cret" } }
+tls = { client_key = "k3y-pem" }
+[[endpoints]]
+id = "b"
+url = "https://hooks.example.com/"
+auth = { bearer = { token = "b3arer" } }
 "#;
         let c = masked(&Config::from_toml_with_env(text, &env).unwrap());
         let shown = toml::to_string(&c).unwrap();
-        for secret in ["\"p\"", "\"t\"", "whsec_", "\"k\""] {
+        for secret in [
+            "\"p\"", "\"t\"", "whsec_", "\"k\"", "cs3cret", "k3y-pem", "b3arer", "pr0xypw",
+        ] {
             assert!(!shown.contains(secret), "{secret} in\n{shown}");
         }
         assert!(shown.contains("\"u\""));
+        assert!(shown.contains("proxyuser") && shown.contains("\"cid\""));
     }
 }

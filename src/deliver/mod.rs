@@ -1,9 +1,12 @@
 //! Delivery stage: per-endpoint senders that rate-limit, sign, POST and
-//! classify the outcome of each attempt.
+//! classify the outcome of each attempt (with the endpoint's credentials,
+//! TLS material and proxy: `client`, `oauth`).
 
+pub mod adaptive;
 pub mod client;
 pub mod faults;
 pub mod host;
+pub mod oauth;
 pub mod plain;
 pub mod refusal;
 pub mod request;

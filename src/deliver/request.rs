@@ -1,20 +1,30 @@
 //! One delivery attempt: build the signed request, send it, read the answer,
 //! classify it.
 //!
-//! Owns the wire format of SPEC §4 (headers, body, ids). Knows nothing of
-//! Kafka: what to do with the verdict is the sender's business.
+//! Owns the wire format of SPEC §4 (headers, body, ids), the endpoint's
+//! `Authorization` (a fixed value, or an OAuth2 token: a 401 to a cached
+//! token drops it, fetches one new token and repeats the exchange once),
+//! and the SSRF check of a destination reached through a proxy (the client
+//! resolves only the proxy's name, so the destination's is checked here).
+//! Knows nothing of Kafka: what to do with the verdict is the sender's
+//! business.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, USER_AGENT};
+use reqwest::Url;
+use reqwest::header::{
+    AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, USER_AGENT,
+};
 use sha2::{Digest, Sha256};
 
-use super::client::HttpClients;
+use super::client::{HttpClients, Route};
+use super::oauth::{self, Token};
 use crate::config::HttpVersion;
 use crate::guard as ssrf;
 use crate::index::Endpoint;
+use crate::index::egress::{Auth, OAuth2Client};
 use crate::outcome::classify::{AttemptResult, TransportFailure, Verdict, is_local_resource_error};
 use crate::outcome::policy::RetryRules;
 use crate::sign::{SignInput, header};
@@ -36,6 +46,8 @@ pub struct AttemptReport {
     pub verdict: Verdict,
     /// HTTP status, when a response arrived.
     pub status: Option<u16>,
+    /// How the attempt failed, when no response arrived.
+    pub failure: Option<TransportFailure>,
     /// `hookstream-last-status`: the code, or `timeout`/`connect`/...
     pub last_status: String,
     /// `hookstream-last-error`: a short description, empty on success.
@@ -83,20 +95,150 @@ struct Answer {
 type NoAnswer = (TransportFailure, String);
 
 /// Whether `endpoint` goes through the lean client of [`super::plain`]:
-/// plain `http://` over HTTP/1.1 (`http_version` `auto` or `http1`).
-fn uses_plain_client(endpoint: &Endpoint) -> bool {
-    endpoint.url.scheme() == "http" && endpoint.config.http_version != HttpVersion::Http2
+/// plain `http://` over HTTP/1.1 (`http_version` `auto` or `http1`)
+/// without a proxy (proxies are reqwest's).
+fn uses_plain_client(endpoint: &Endpoint, route: Route<'_>) -> bool {
+    endpoint.url.scheme() == "http"
+        && endpoint.config.http_version != HttpVersion::Http2
+        && route == Route::Direct
 }
 
-/// One exchange through reqwest (TLS, HTTP/2).
-async fn send_reqwest(
+/// One exchange with the endpoint's client.
+async fn send_once(
     clients: &HttpClients,
     endpoint: &Endpoint,
     headers: HeaderMap,
     body: Bytes,
     timeout: Duration,
 ) -> Result<Answer, NoAnswer> {
-    let client = clients.for_version(endpoint.config.http_version);
+    if uses_plain_client(endpoint, clients.route(endpoint)) {
+        return send_plain(clients, endpoint, headers, body, timeout).await;
+    }
+    let client = clients
+        .for_endpoint(endpoint, endpoint.config.http_version)
+        .map_err(|e| {
+            (
+                TransportFailure::Connect,
+                format!("the endpoint's HTTP client could not be built: {e}"),
+            )
+        })?;
+    send_reqwest(&client, endpoint, headers, body, timeout).await
+}
+
+/// One exchange with the endpoint's OAuth2 token: a 401 drops the token,
+/// and the exchange is made once more with a new one.
+async fn send_with_token(
+    clients: &HttpClients,
+    endpoint: &Endpoint,
+    oauth: &OAuth2Client,
+    mut headers: HeaderMap,
+    body: Bytes,
+    timeout: Duration,
+) -> Result<Answer, NoAnswer> {
+    let token = token_for(clients, endpoint, oauth, timeout)
+        .await
+        .map_err(|why| (TransportFailure::Auth, why))?;
+    headers.insert(AUTHORIZATION, token.authorization.clone());
+    let first = send_once(clients, endpoint, headers.clone(), body.clone(), timeout).await?;
+    if first.status != 401 {
+        return Ok(first);
+    }
+    clients.tokens().refused(oauth.cache_key, &token);
+    let token = token_for(clients, endpoint, oauth, timeout)
+        .await
+        .map_err(|why| {
+            (
+                TransportFailure::Auth,
+                format!("HTTP 401 to the cached token, and a new one: {why}"),
+            )
+        })?;
+    headers.insert(AUTHORIZATION, token.authorization);
+    send_once(clients, endpoint, headers, body, timeout).await
+}
+
+/// A fresh token for `endpoint`: the cached one, or one fetched through
+/// the endpoint's client (its TLS material and proxy, the SSRF guard).
+async fn token_for(
+    clients: &HttpClients,
+    endpoint: &Endpoint,
+    oauth: &OAuth2Client,
+    timeout: Duration,
+) -> Result<Token, String> {
+    let fetch = || async {
+        if clients.guarded() {
+            let checked = match guard_literal(&oauth.token_url) {
+                Some(refused) => Err(refused.to_string()),
+                None if matches!(clients.route(endpoint), Route::Proxy(_)) => {
+                    check_destination(&oauth.token_url)
+                        .await
+                        .map_err(|(_, why)| why)
+                }
+                None => Ok(()),
+            };
+            checked.map_err(|why| format!("OAuth2 token endpoint: {why}"))?;
+        }
+        let client = clients.for_endpoint(endpoint, HttpVersion::Auto)?;
+        oauth::fetch(&client, oauth, timeout).await
+    };
+    clients.tokens().token(oauth.cache_key, fetch).await
+}
+
+/// The SSRF guard's refusal of a URL naming a forbidden address literally.
+fn guard_literal(url: &Url) -> Option<ssrf::Refused> {
+    let ip = crate::index::endpoint::literal_ip(url)?;
+    let class = ssrf::forbidden_class(ip)?;
+    Some(ssrf::Refused {
+        host: ip.to_string(),
+        ip,
+        class,
+    })
+}
+
+/// The SSRF guard for a destination reached through a proxy: its name is
+/// resolved here and every address checked (the proxy resolves it again
+/// itself; see the README on what that leaves open). A name that does not
+/// resolve here is not sent: the guard cannot vouch for it.
+async fn check_destination(url: &Url) -> Result<(), NoAnswer> {
+    let Some(url::Host::Domain(name)) = url.host() else {
+        return Ok(()); // literals: `guard_literal`
+    };
+    let refused = |ip: std::net::IpAddr, class| ssrf::Refused {
+        host: name.to_string(),
+        ip,
+        class,
+    };
+    if crate::index::endpoint::is_localhost_name(name) {
+        let loopback = std::net::IpAddr::from([127, 0, 0, 1]);
+        return Err((
+            TransportFailure::Refused,
+            refused(loopback, "loopback").to_string(),
+        ));
+    }
+    let port = url.port_or_known_default().unwrap_or(443);
+    let addrs: Vec<std::net::SocketAddr> =
+        tokio::net::lookup_host((name.trim_end_matches('.'), port))
+            .await
+            .map_err(|e| {
+                (
+                    TransportFailure::Connect,
+                    format!(
+                        "`{name}` does not resolve here, so the SSRF guard cannot check it \
+                         before it goes through the proxy: {e}"
+                    ),
+                )
+            })?
+            .collect();
+    ssrf::check_all(name, &addrs).map_err(|r| (TransportFailure::Refused, r.to_string()))
+}
+
+/// One exchange through reqwest (TLS, HTTP/2, proxies).
+async fn send_reqwest(
+    client: &reqwest::Client,
+    endpoint: &Endpoint,
+    headers: HeaderMap,
+    body: Bytes,
+    timeout: Duration,
+) -> Result<Answer, NoAnswer> {
     let sent = client
         .post(endpoint.url.clone())
         .headers(headers)
@@ -213,29 +355,34 @@ pub async fn send_attempt(
     retry_after_cap: Duration,
 ) -> AttemptReport {
     let started = Instant::now();
-    if clients.guarded()
-        && let Some(ip) = endpoint.literal_ip()
-        && let Some(class) = ssrf::forbidden_class(ip)
-    {
-        let refused = ssrf::Refused {
-            host: ip.to_string(),
-            ip,
-            class,
-        };
-        return failure(
-            TransportFailure::Refused,
-            refused.to_string(),
-            started,
-            rules,
-            retry_after_cap,
-        );
+    if clients.guarded() {
+        if let Some(refused) = guard_literal(&endpoint.url) {
+            return failure(
+                TransportFailure::Refused,
+                refused.to_string(),
+                started,
+                rules,
+                retry_after_cap,
+            );
+        }
+        if matches!(clients.route(endpoint), Route::Proxy(_))
+            && let Err((kind, why)) = check_destination(&endpoint.url).await
+        {
+            return failure(kind, why, started, rules, retry_after_cap);
+        }
     }
-    let headers = request_headers(endpoint, &out);
+    let mut headers = request_headers(endpoint, &out);
     let timeout = endpoint.timeout();
-    let answer = if uses_plain_client(endpoint) {
-        send_plain(clients, endpoint, headers, out.body.clone(), timeout).await
-    } else {
-        send_reqwest(clients, endpoint, headers, out.body.clone(), timeout).await
+    let body = out.body.clone();
+    let answer = match endpoint.egress().and_then(|e| e.auth.as_ref()) {
+        None => send_once(clients, endpoint, headers, body, timeout).await,
+        Some(Auth::Header(value)) => {
+            headers.insert(AUTHORIZATION, value.clone());
+            send_once(clients, endpoint, headers, body, timeout).await
+        }
+        Some(Auth::OAuth2(oauth)) => {
+            send_with_token(clients, endpoint, oauth, headers, body, timeout).await
+        }
     };
     let Answer {
         status,
@@ -262,6 +409,7 @@ pub async fn send_attempt(
     AttemptReport {
         verdict,
         status: Some(status),
+        failure: None,
         last_status: status.to_string(),
         last_error,
         latency: started.elapsed(),
@@ -278,6 +426,7 @@ fn failure(
     AttemptReport {
         verdict: rules.verdict(AttemptResult::Transport(kind), cap, SystemTime::now()),
         status: None,
+        failure: Some(kind),
         last_status: kind.status_text().to_string(),
         last_error: error,
         latency: started.elapsed(),
@@ -418,7 +567,7 @@ fn kind_from_causes(e: &(dyn std::error::Error + 'static)) -> Option<TransportFa
 }
 
 /// The error and its causes on one line.
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

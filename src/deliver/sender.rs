@@ -1,12 +1,14 @@
-//! Per-endpoint senders: a bounded queue, a rate limit, a concurrency limit,
-//! and the worker that turns each queued delivery into attempts and a
-//! durable outcome. The worker runs only while deliveries are queued, so an
-//! index of 100 000 mostly idle endpoints holds no task or channel for each.
+//! Per-endpoint senders: a bounded queue, a rate limit, a concurrency limit
+//! (fixed, or adaptive below it: [`super::adaptive`]), and the worker that
+//! turns each queued delivery into attempts and a durable outcome. The
+//! worker runs only while deliveries are queued, so an index of 100 000
+//! mostly idle endpoints holds no task or channel for each.
 //!
 //! Owns what happens to one delivery from dequeue to settled: send, classify,
 //! then a durable outcome (delivered, retry scheduled on a delay tier, or
-//! dead-lettered), then report the ack token. It never commits offsets and
-//! never touches other endpoints' queues.
+//! dead-lettered, or held on the backlog tier while the endpoint is
+//! disabled: [`held`]), then report the ack token. It never commits offsets
+//! and never touches other endpoints' queues.
 
 use std::collections::VecDeque;
 use std::num::NonZeroU32;
@@ -14,30 +16,35 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
-use futures::FutureExt;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use std::panic::AssertUnwindSafe;
 use tokio::sync::{Notify, Semaphore, mpsc};
 
 use arc_swap::ArcSwap;
 
+use super::adaptive::AimdSettings;
 use super::client::HttpClients;
 use super::host::HostLimits;
-use super::refusal::Refusal;
-use super::request::{Outgoing, send_attempt, webhook_id};
-use crate::config::RateLimitConfig;
+use super::refusal::Admission;
+use crate::config::{DisableCause, RateLimitConfig};
 use crate::core::AckToken;
 use crate::core::Payload;
-use crate::core::Reason;
 use crate::index::Endpoint;
-use crate::index::activity::{AttemptRecord, EndpointActivity, Outcome};
+use crate::index::activity::EndpointActivity;
 use crate::index::attempt_log::AttemptLog;
 use crate::metrics::EndpointMetrics;
 use crate::outcome::circuit::Circuit;
-use crate::outcome::classify::{EndpointHealth, Verdict};
-use crate::outcome::policy::{self, Decision, Tried};
-use crate::retry::writer::{Completion, DeferralOf, OutcomeWriter, Stored};
-use crate::wire::headers::{History, now_ms};
+use crate::retry::writer::OutcomeWriter;
+use crate::wire::headers::now_ms;
+
+mod attempt;
+mod held;
+mod limit;
+mod worker;
+
+use attempt::defer;
+use held::hold;
+use limit::Adaptive;
+use worker::{STREAM_GAP_MS, spawn_worker};
 
 /// One event for one endpoint, and the token to hand back once settled.
 #[derive(Debug)]
@@ -85,6 +92,14 @@ struct Shared {
     activity: Arc<EndpointActivity>,
     /// Set when the endpoint answered 410 Gone.
     gone: AtomicBool,
+    /// Set when this sender disabled the endpoint after failing for
+    /// `auto_disable.after`: deliveries are held from then on, before the
+    /// store's write comes back (and should it fail).
+    auto_disabled: AtomicBool,
+    /// Unix ms of the first failed attempt of the current unbroken run of
+    /// failed attempts (0: the last attempt did not fail). This instance's
+    /// view: every instance keeps its own.
+    failing_since_ms: AtomicI64,
     /// Set once a panic of this sender was logged.
     panic_logged: AtomicBool,
     /// Opens after repeated failures.
@@ -102,8 +117,12 @@ struct Shared {
     /// Boxed: most endpoints have none, and a sender is made for each
     /// endpoint in use.
     limiter: Option<Box<DefaultDirectRateLimiter>>,
-    /// Requests in flight.
+    /// Requests in flight (`max_concurrency` of them at most).
     permits: Arc<Semaphore>,
+    /// The adaptive limit below `max_concurrency`, for an endpoint with
+    /// `adaptive_concurrency` (boxed: most endpoints have none, and pay a
+    /// null pointer for it).
+    adaptive: Option<Box<Adaptive>>,
     /// Requests in flight to the endpoint's host, shared with every other
     /// endpoint there.
     host_slots: ArcSwap<Semaphore>,
@@ -169,9 +188,11 @@ pub struct SenderDeps {
     /// The handles all endpoints share when series are not labelled per
     /// endpoint (registered on first use).
     pub shared_metrics: OnceLock<Arc<EndpointMetrics>>,
-    /// Called once when an endpoint answers 410 Gone (the service stores it
-    /// disabled; without one it is disabled in this sender only).
-    pub on_gone: Option<GoneHook>,
+    /// Called once when this instance disables an endpoint (it answered
+    /// 410 Gone, or failed every attempt for `auto_disable.after`): the
+    /// service stores it disabled; without a hook it is disabled in this
+    /// sender only.
+    pub on_disable: Option<DisableHook>,
     /// The durable activity log (`None` when `topics.attempts_log` is off).
     pub attempt_log: Option<Arc<AttemptLog>>,
     /// Start a W3C trace for records that carry none
@@ -179,13 +200,17 @@ pub struct SenderDeps {
     pub start_traces: bool,
 }
 
-/// What to do when an endpoint answers 410 Gone: called with its id.
-#[derive(Clone)]
-pub struct GoneHook(pub Arc<dyn Fn(&str) + Send + Sync>);
+/// The function behind a [`DisableHook`]: the endpoint's id and why.
+pub type DisableFn = dyn Fn(&str, DisableCause) + Send + Sync;
 
-impl std::fmt::Debug for GoneHook {
+/// What to do when this instance disables an endpoint: called with its id
+/// and why.
+#[derive(Clone)]
+pub struct DisableHook(pub Arc<DisableFn>);
+
+impl std::fmt::Debug for DisableHook {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("GoneHook")
+        f.write_str("DisableHook")
     }
 }
 
@@ -221,8 +246,14 @@ impl Sender {
             .rate_limit
             .as_deref()
             .map(|rl| Box::new(RateLimiter::direct(rate_quota(rl))));
+        let metrics = deps.metrics_for(endpoint.id());
+        let adaptive = endpoint.config.adaptive_concurrency.as_deref().map(|a| {
+            let settings = AimdSettings::new(a, endpoint.config.max_concurrency);
+            Box::new(Adaptive::new(settings, metrics.adaptive_limit()))
+        });
         let shared = Arc::new(Shared {
-            metrics: deps.metrics_for(endpoint.id()),
+            metrics,
+            adaptive,
             capacity: (endpoint.config.queue_size as usize).max(1),
             permits: Arc::new(Semaphore::new(endpoint.config.max_concurrency as usize)),
             host_slots: ArcSwap::new(deps.hosts.slots_for(&endpoint.url)),
@@ -231,6 +262,8 @@ impl Sender {
             deps: Arc::clone(deps),
             activity,
             gone: AtomicBool::new(false),
+            auto_disabled: AtomicBool::new(false),
+            failing_since_ms: AtomicI64::new(0),
             panic_logged: AtomicBool::new(false),
             circuit: Circuit::new(deps.circuit_base, deps.policy.backoff.max()),
             last_dequeue_ms: AtomicI64::new(now_ms()),
@@ -254,23 +287,54 @@ impl Sender {
         let (a, b) = (&mine.config, &endpoint.config);
         a.queue_size == b.queue_size
             && a.max_concurrency == b.max_concurrency
+            && a.adaptive_concurrency == b.adaptive_concurrency
             && a.rate_limit == b.rate_limit
             && a.batch == b.batch
     }
 
     /// Sends to the endpoint's new settings from the next attempt on.
     /// A rewritten endpoint (a new `Arc`, e.g. re-enabled through the API)
-    /// also clears the "answered 410 Gone" state.
+    /// also clears the "answered 410 Gone" and "disabled after failing"
+    /// states of this sender; one enabled again (or saved again after a
+    /// 410) starts afresh: a closed circuit and no run of failures.
     pub fn update(&self, endpoint: Arc<Endpoint>) {
-        if self.shared.endpoint.load().url.origin() != endpoint.url.origin() {
-            self.shared
+        let shared = &self.shared;
+        if shared.endpoint.load().url.origin() != endpoint.url.origin() {
+            shared
                 .host_slots
-                .store(self.shared.deps.hosts.slots_for(&endpoint.url));
+                .store(shared.deps.hosts.slots_for(&endpoint.url));
         }
-        let old = self.shared.endpoint.swap(Arc::clone(&endpoint));
-        if !Arc::ptr_eq(&old, &endpoint) && self.shared.gone.swap(false, Ordering::Relaxed) {
+        let old = shared.endpoint.swap(Arc::clone(&endpoint));
+        if Arc::ptr_eq(&old, &endpoint) {
+            return;
+        }
+        let was_gone = shared.gone.swap(false, Ordering::Relaxed);
+        if was_gone {
             tracing::info!(endpoint = %endpoint.id(), "endpoint changed after 410 Gone: delivering again");
         }
+        // The stored settings decide from now on (an endpoint this sender
+        // disabled is stored disabled by now; should that write have
+        // failed, the run of failures goes on, and its next failed attempt
+        // disables it again).
+        shared.auto_disabled.store(false, Ordering::Relaxed);
+        if endpoint.config.enabled && (!old.config.enabled || was_gone) {
+            shared.failing_since_ms.store(0, Ordering::Relaxed);
+            shared.circuit.record_success();
+            tracing::info!(endpoint = %endpoint.id(), "endpoint enabled: delivering again (deliveries kept while it was disabled come back at their next recheck)");
+        }
+    }
+
+    /// What a delivery queued now would meet: sent, held on the backlog
+    /// tier (disabled), or refused (deleted, 410 Gone).
+    pub fn admission(&self) -> Admission {
+        self.shared.admission()
+    }
+
+    /// Holds a delivery of a disabled endpoint on the backlog tier until
+    /// its next recheck (or dead-letters it, `endpoint_disabled`, beyond
+    /// the backlog's cap); it settles once stored.
+    pub fn hold(&self, delivery: Delivery) {
+        hold(&self.shared, delivery, now_ms());
     }
 
     /// The endpoint was deleted: whatever is still queued is dead-lettered
@@ -344,15 +408,25 @@ impl Sender {
 
     /// Whether the sender holds nothing worth keeping at `now_ms` and has
     /// not been used for `idle_ms`: no queued delivery, no worker, no
-    /// attempt in flight, a clean circuit, no 410 Gone, and a rate limit (if
+    /// attempt in flight, a clean circuit, no 410 Gone, not disabled here
+    /// after failing, and a rate limit (if
     /// any) that has refilled. Dropping it then loses nothing; the next
     /// delivery makes a new one.
     pub fn is_idle(&self, now_ms: i64, idle_ms: i64) -> bool {
         let shared = &self.shared;
         let endpoint = shared.endpoint.load();
         let refill_ms = endpoint.config.rate_limit.as_deref().map_or(0, refill_ms);
-        if now_ms - shared.last_dequeue_ms.load(Ordering::Relaxed) < idle_ms.max(refill_ms)
+        // An adaptive limit is kept a while: a new sender would learn it
+        // again from `initial`.
+        let keep_ms = if shared.adaptive.is_some() {
+            ADAPTIVE_KEEP_MS
+        } else {
+            0
+        };
+        if now_ms - shared.last_dequeue_ms.load(Ordering::Relaxed)
+            < idle_ms.max(refill_ms).max(keep_ms)
             || shared.gone.load(Ordering::Relaxed)
+            || shared.auto_disabled.load(Ordering::Relaxed)
             || !shared.circuit.is_clean()
             || shared.permits.available_permits() < endpoint.config.max_concurrency as usize
         {
@@ -425,551 +499,6 @@ pub fn refill_ms(rl: &RateLimitConfig) -> i64 {
     }
 }
 
-/// How long an idle worker of a streaming endpoint waits for more before
-/// it ends.
-const WORKER_LINGER: Duration = Duration::from_millis(50);
-
-/// Deliveries this close together (ms) make a stream.
-const STREAM_GAP_MS: i64 = 1_000;
-
-/// The worker: takes deliveries (in batches when configured), waits for the
-/// rate limit and a concurrency permit, and starts each attempt. It ends as
-/// soon as the queue stayed empty for [`WORKER_LINGER`].
-async fn work(shared: Arc<Shared>, linger: bool) {
-    let batch = shared.endpoint.load().config.batch;
-    let max_events = batch.max_events.max(1) as usize;
-    let max_wait = batch.max_wait.get();
-    loop {
-        let mut hand = InHand::new(&shared, Vec::with_capacity(1));
-        loop {
-            let arrived = shared.arrivals.notified();
-            tokio::pin!(arrived);
-            arrived.as_mut().enable();
-            shared.take(&mut hand.deliveries, max_events, false);
-            if !hand.deliveries.is_empty() {
-                break;
-            }
-            // Lingers a moment so a steady stream does not start a worker
-            // per delivery; then ends unless something arrived meanwhile.
-            if !linger || tokio::time::timeout(WORKER_LINGER, arrived).await.is_err() {
-                if !shared.take(&mut hand.deliveries, max_events, true) {
-                    return;
-                }
-                break;
-            }
-        }
-        if hand.deliveries.len() < max_events && !max_wait.is_zero() {
-            fill_batch(&shared, &mut hand.deliveries, max_events, max_wait).await;
-        }
-        // While the circuit is open, queued deliveries move to the retry
-        // tier at once instead of waiting for a permit behind failing
-        // attempts: the queue keeps draining, so whoever enqueues (the
-        // dispatcher, for every endpoint) is never held up by this one.
-        let now = now_ms();
-        if shared.circuit.open_for(now).is_some() {
-            while let Some(delivery) = hand.pop() {
-                let delay = shared.circuit.defer_for(now).unwrap_or_default();
-                defer(&shared, delivery, delay, "circuit open");
-            }
-            continue;
-        }
-        if let Some(limiter) = &shared.limiter
-            && limiter.check().is_err()
-        {
-            shared.metrics.rate_limited.increment(1);
-            limiter.until_ready().await;
-        }
-        let Ok(permit) = Arc::clone(&shared.permits).acquire_owned().await else {
-            // Never closed; were it, this would be shutdown: the deliveries
-            // are consumed again after a restart.
-            hand.abandon();
-            return;
-        };
-        // The host's slot is taken here, not in the attempt's task, so what
-        // waits for a busy host is this worker, not a task per delivery.
-        // (The semaphore is never closed; closed would only lift the limit.)
-        let host_slot = shared.host_slots.load_full().acquire_owned().await.ok();
-        let batch = hand.hand_over();
-        let shared = Arc::clone(&shared);
-        tokio::spawn(async move {
-            let attempt = AssertUnwindSafe(deliver(&shared, batch))
-                .catch_unwind()
-                .await;
-            if let Err(panic) = attempt {
-                panicked(&shared, panic.as_ref());
-            }
-            drop((permit, host_slot));
-        });
-    }
-}
-
-/// Starts a worker for `shared`'s queue, supervised: a worker that panics
-/// is counted and logged, its deliveries in hand are dead-lettered (see
-/// [`InHand`]), and a new worker takes over what is still queued.
-fn spawn_worker(shared: Arc<Shared>, linger: bool) {
-    tokio::spawn(async move {
-        let result = AssertUnwindSafe(work(Arc::clone(&shared), linger))
-            .catch_unwind()
-            .await;
-        if let Err(panic) = result {
-            panicked(&shared, panic.as_ref());
-            // The worker flag is still set: clear it, or start another
-            // worker for what is queued (each panic dead-letters what the
-            // worker held, so this ends).
-            let restart = {
-                let mut q = shared.queue();
-                if q.items.is_empty() || q.closed {
-                    q.worker = false;
-                    false
-                } else {
-                    true
-                }
-            };
-            if restart {
-                spawn_worker(shared, false);
-            }
-        }
-    });
-}
-
-/// Counts a panic in `shared`'s sender and logs the first one.
-fn panicked(shared: &Shared, panic: &(dyn std::any::Any + Send)) {
-    let message = panic
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a panic without a message".to_string());
-    shared.metrics.panics.increment(1);
-    if !shared.panic_logged.swap(true, Ordering::Relaxed) {
-        tracing::error!(
-            endpoint = %shared.endpoint.load().id(),
-            panic = %message,
-            "the endpoint's sender panicked: what it held is dead-lettered as internal_error and it carries on (logged once per sender; hookstream_sender_panics_total counts them)"
-        );
-    }
-}
-
-/// Deliveries a task holds that have no outcome yet. Handing one on (to
-/// the writer, to an attempt's task, to the acks) takes it out; whatever is
-/// still here when the holder is dropped, which only happens when it
-/// unwinds from a panic, is dead-lettered as `internal_error`. So a panic
-/// never leaves a delivery without an outcome (its partition could not
-/// commit past it until a restart).
-struct InHand {
-    shared: Arc<Shared>,
-    deliveries: Vec<Delivery>,
-}
-
-impl InHand {
-    fn new(shared: &Arc<Shared>, deliveries: Vec<Delivery>) -> Self {
-        Self {
-            shared: Arc::clone(shared),
-            deliveries,
-        }
-    }
-
-    /// Takes the last delivery out, to hand it on.
-    fn pop(&mut self) -> Option<Delivery> {
-        self.deliveries.pop()
-    }
-
-    /// Takes every delivery out, to hand them on together.
-    fn hand_over(&mut self) -> Vec<Delivery> {
-        std::mem::take(&mut self.deliveries)
-    }
-
-    /// Lets go of the deliveries without an outcome (shutdown: they are
-    /// consumed again after a restart).
-    fn abandon(&mut self) {
-        self.deliveries.clear();
-    }
-}
-
-impl Drop for InHand {
-    fn drop(&mut self) {
-        let endpoint = self.shared.endpoint.load_full();
-        for d in self.deliveries.drain(..) {
-            let h = History {
-                endpoint: endpoint.id(),
-                attempt: d.attempt,
-                first_ms: d.first_ms.unwrap_or_else(now_ms),
-                last_status: Reason::InternalError.as_str(),
-                last_error: "an internal error (panic) in the endpoint's sender",
-            };
-            dead_letter(&self.shared, d, &h, Reason::InternalError);
-        }
-    }
-}
-
-/// Adds queued deliveries to `batch` until it holds `max` or `max_wait`
-/// passed since the first.
-async fn fill_batch(shared: &Shared, batch: &mut Vec<Delivery>, max: usize, max_wait: Duration) {
-    let deadline = tokio::time::Instant::now() + max_wait;
-    while batch.len() < max {
-        let arrived = shared.arrivals.notified();
-        tokio::pin!(arrived);
-        arrived.as_mut().enable();
-        shared.take(batch, max, false);
-        if batch.len() >= max || tokio::time::timeout_at(deadline, arrived).await.is_err() {
-            break;
-        }
-    }
-}
-
-/// Attempts one request for a batch (usually of one) and settles every
-/// delivery in it: at once when delivered, else once its retry or dead
-/// letter is stored.
-async fn deliver(shared: &Arc<Shared>, batch: Vec<Delivery>) {
-    let mut hand = InHand::new(shared, batch);
-    let endpoint = shared.endpoint.load_full();
-    let endpoint = &endpoint;
-    let now = now_ms();
-    let history = |d: &Delivery| History {
-        endpoint: endpoint.id(),
-        attempt: d.attempt,
-        first_ms: d.first_ms.unwrap_or(now),
-        last_status: "",
-        last_error: "",
-    };
-    let refusal = if shared.deleted.load(Ordering::Acquire) {
-        Some(Refusal::DELETED)
-    } else if shared.gone.load(Ordering::Relaxed) {
-        Some(Refusal::GONE)
-    } else {
-        Refusal::of(Some(endpoint))
-    };
-    if let Some(refusal) = refusal {
-        while let Some(d) = hand.pop() {
-            let h = History {
-                last_status: refusal.reason.as_str(),
-                last_error: refusal.why,
-                ..history(&d)
-            };
-            dead_letter(shared, d, &h, refusal.reason);
-        }
-        return;
-    }
-    if shared.circuit.open_for(now).is_some() {
-        while let Some(mut d) = hand.pop() {
-            d.first_ms = Some(d.first_ms.unwrap_or(now));
-            let delay = shared.circuit.defer_for(now).unwrap_or_default();
-            defer(shared, d, delay, "circuit open");
-        }
-        return;
-    }
-    super::faults::maybe_panic(endpoint.id());
-    let shaped = shape_all(shared, endpoint, &mut hand, now);
-    if hand.deliveries.is_empty() {
-        return;
-    }
-    let policy = endpoint_policy(shared, endpoint);
-    let joined_ids = hand
-        .deliveries
-        .iter()
-        .map(|d| d.event.id())
-        .collect::<Vec<_>>()
-        .join(",");
-    let wid = webhook_id(&joined_ids, endpoint.id());
-    let first_type = hand.deliveries[0].event.event_type();
-    let kind = if hand
-        .deliveries
-        .iter()
-        .all(|d| d.event.event_type() == first_type)
-    {
-        first_type
-    } else {
-        "batch"
-    };
-    let first = &hand.deliveries[0];
-    let event_id = if hand.deliveries.len() == 1 {
-        first.event.id()
-    } else {
-        std::borrow::Cow::Borrowed(wid.as_str())
-    };
-    let event_time_ms = first
-        .event
-        .time_ms()
-        .unwrap_or(first.first_ms.unwrap_or(now));
-    let shaped = super::shape::join(shaped);
-    // A batch carries the trace of its first event.
-    let trace = super::trace::for_record(
-        |name| first.event.headers().get(name),
-        &first.event.id(),
-        shared.deps.start_traces,
-    );
-    let report = send_attempt(
-        &shared.deps.clients,
-        endpoint,
-        Outgoing {
-            body: &shaped.body,
-            webhook_id: &wid,
-            event_type: kind,
-            event_id: &event_id,
-            event_time_ms,
-            content_type: shaped.content_type,
-            cloudevent_source: shaped.cloudevent_source.as_deref(),
-            trace: trace.as_ref(),
-        },
-        &policy.rules,
-        policy.backoff.max(),
-    )
-    .await;
-    shared.metrics.response(report.status);
-    shared.metrics.duration.record(report.latency.as_secs_f64());
-    let decided_ms = now_ms();
-    let decide = |d: &Delivery| {
-        let tried = Tried {
-            attempt: d.attempt,
-            first_ms: d.first_ms.unwrap_or(now),
-        };
-        let decision =
-            policy::after_attempt(&report.verdict, tried, &policy, decided_ms, rand::random());
-        (tried, decision)
-    };
-    let first = &hand.deliveries[0];
-    let (outcome, reason) = logged_outcome(decide(first).1);
-    let record = AttemptRecord {
-        time_ms: now,
-        endpoint: endpoint.id().to_string(),
-        event_id: joined_ids,
-        event_type: kind.to_string(),
-        webhook_id: wid,
-        attempt: first.attempt + 1,
-        status: report.status,
-        outcome,
-        reason,
-        latency_ms: report.latency.as_secs_f64() * 1000.0,
-        error: report.last_error.clone(),
-        source: match &hand.deliveries[..] {
-            [only] => String::from_utf8_lossy(&only.event.source()).into_owned(),
-            _ => String::new(),
-        },
-    };
-    if let Some(log) = &shared.deps.attempt_log {
-        log_attempts(log, &hand.deliveries, &record, &decide);
-    }
-    shared.activity.record_attempt(record);
-    match report.verdict.endpoint_health() {
-        EndpointHealth::Failing => {
-            if shared.circuit.record_failure(now_ms()) {
-                tracing::warn!(endpoint = %endpoint.id(), "circuit opened after repeated failures: deferring deliveries");
-            }
-        }
-        EndpointHealth::Answering => shared.circuit.record_success(),
-        // A local failure says nothing about the endpoint.
-        EndpointHealth::Unknown => {}
-    }
-    if matches!(report.verdict, Verdict::Defer) {
-        tracing::debug!(endpoint = %endpoint.id(), error = %report.last_error, "attempt not made for a local reason: deferring");
-    }
-    if matches!(report.verdict, Verdict::Delivered) {
-        count(shared, Outcome::Delivered, hand.deliveries.len() as u64);
-    }
-    while let Some(d) = hand.pop() {
-        let (tried, decision) = decide(&d);
-        let h = History {
-            attempt: decision.attempt(tried),
-            first_ms: tried.first_ms,
-            last_status: &report.last_status,
-            last_error: &report.last_error,
-            ..history(&d)
-        };
-        carry_out(shared, endpoint, d, &h, decision);
-    }
-}
-
-/// Does what the policy decided for one delivery: settle it, or store it on
-/// a tier or the DLQ (it settles once stored).
-fn carry_out(
-    shared: &Arc<Shared>,
-    endpoint: &Endpoint,
-    d: Delivery,
-    history: &History<'_>,
-    decision: Decision,
-) {
-    match decision {
-        Decision::Delivered => {
-            let age = d.event.consumed_at().elapsed().as_secs_f64()
-                + retry_age_secs(&d.event, history.first_ms);
-            shared.metrics.end_to_end.record(age);
-            let _ = shared.deps.acks.send(d.token);
-        }
-        Decision::Retry { delay, .. } => {
-            let done = settle(shared, d.token, Outcome::RetryScheduled);
-            shared.deps.writer.retry(&d.event, history, delay, done);
-        }
-        // No attempt used, due one first circuit interval from now (not
-        // random, so due times on the tier partition rise in write order,
-        // as for circuit deferrals).
-        Decision::Defer { delay } => defer(shared, d, delay, LOCAL_FAILURE),
-        Decision::DeadLetter { reason, .. } => dead_letter(shared, d, history, reason),
-        Decision::Disable { .. } => {
-            if !shared.gone.swap(true, Ordering::Relaxed) {
-                tracing::warn!(endpoint = %endpoint.id(), "endpoint answered 410 Gone: disabled");
-                if let Some(hook) = &shared.deps.on_gone {
-                    (hook.0)(endpoint.id());
-                }
-            }
-            dead_letter(shared, d, history, Reason::Gone);
-        }
-    }
-}
-
-/// Shapes each delivery's event for `endpoint` (`deliver::shape`), in
-/// order; a delivery whose event has nothing where the endpoint's payload
-/// pointer looks is dead-lettered as `invalid_event` (no attempt could
-/// succeed) and leaves the batch.
-fn shape_all(
-    shared: &Arc<Shared>,
-    endpoint: &Endpoint,
-    hand: &mut InHand,
-    now: i64,
-) -> Vec<super::shape::Shaped> {
-    let config = endpoint.config.payload.as_deref();
-    let mut shaped = Vec::with_capacity(hand.deliveries.len());
-    let mut i = 0;
-    while i < hand.deliveries.len() {
-        let d = &hand.deliveries[i];
-        match super::shape::shape_event(config, &d.event, d.first_ms.unwrap_or(now)) {
-            Ok(body) => {
-                shaped.push(body);
-                i += 1;
-            }
-            Err(e) => {
-                let d = hand.deliveries.remove(i);
-                let why = e.to_string();
-                let h = History {
-                    endpoint: endpoint.id(),
-                    attempt: d.attempt,
-                    first_ms: d.first_ms.unwrap_or(now),
-                    last_status: Reason::InvalidEvent.as_str(),
-                    last_error: &why,
-                };
-                dead_letter(shared, d, &h, Reason::InvalidEvent);
-            }
-        }
-    }
-    shaped
-}
-
-/// The endpoint's retry policy: `[delivery]`'s, changed by its `retry`
-/// (checked when the endpoint was accepted; should it fail here, the
-/// default applies).
-fn endpoint_policy(shared: &Shared, endpoint: &Endpoint) -> RetryPolicy {
-    shared
-        .deps
-        .policy
-        .for_endpoint(endpoint.config.retry.as_deref())
-        .unwrap_or(shared.deps.policy)
-}
-
-/// How the activity log labels a decision: the outcome and, for a dead
-/// letter, its reason (`exhausted` when a retryable failure has no retry
-/// left).
-fn logged_outcome(decision: Decision) -> (Outcome, Option<String>) {
-    match decision {
-        Decision::Delivered => (Outcome::Delivered, None),
-        Decision::Retry { .. } => (Outcome::RetryScheduled, None),
-        Decision::Defer { .. } => (Outcome::Deferred, None),
-        Decision::DeadLetter { reason, .. } => {
-            (Outcome::DeadLettered, Some(reason.as_str().to_string()))
-        }
-        Decision::Disable { .. } => (
-            Outcome::DeadLettered,
-            Some(Reason::Gone.as_str().to_string()),
-        ),
-    }
-}
-
-/// Writes one durable activity record per delivery of the attempt
-/// (`record` describes the attempt; each delivery has its own event and
-/// outcome).
-fn log_attempts(
-    log: &AttemptLog,
-    deliveries: &[Delivery],
-    record: &AttemptRecord,
-    decide: &dyn Fn(&Delivery) -> (Tried, Decision),
-) {
-    if let [_] = deliveries {
-        log.write(record);
-        return;
-    }
-    for d in deliveries {
-        let (outcome, reason) = logged_outcome(decide(d).1);
-        let source = d.event.source();
-        log.write(&AttemptRecord {
-            event_id: d.event.id().into_owned(),
-            event_type: d.event.event_type().to_string(),
-            attempt: d.attempt + 1,
-            outcome,
-            reason,
-            source: String::from_utf8_lossy(&source).into_owned(),
-            ..record.clone()
-        });
-    }
-}
-
-/// Why a delivery was deferred after a local failure (`hookstream-last-error`).
-const LOCAL_FAILURE: &str =
-    "local failure (no descriptor, buffer or memory for a connection): no attempt used";
-
-/// Seconds between the first attempt and this consumption, for retries (the
-/// end-to-end clock starts at the first consumption).
-fn retry_age_secs(event: &Payload, first_ms: i64) -> f64 {
-    if !event.is_retry() {
-        return 0.0;
-    }
-    let consumed_ms = now_ms() - event.consumed_at().elapsed().as_millis() as i64;
-    ((consumed_ms - first_ms).max(0) as f64) / 1000.0
-}
-
-/// Counts `n` deliveries with `outcome` in the activity log and metrics.
-fn count(shared: &Shared, outcome: Outcome, n: u64) {
-    shared.activity.count(outcome, n);
-    let metric = match outcome {
-        Outcome::Delivered => &shared.metrics.delivered,
-        Outcome::RetryScheduled => &shared.metrics.retry_scheduled,
-        Outcome::DeadLettered => &shared.metrics.dead_lettered,
-        Outcome::Deferred => &shared.metrics.deferred,
-    };
-    metric.increment(n);
-}
-
-/// What runs once a delivery's outcome record is stored: count it (as
-/// `on_tier` when it went to a retry tier, as dead-lettered when it went
-/// to the DLQ) and settle its token.
-fn settle(shared: &Arc<Shared>, token: AckToken, on_tier: Outcome) -> Completion {
-    let shared = Arc::clone(shared);
-    Box::new(move |stored| {
-        let outcome = match stored {
-            Stored::Retry { .. } => on_tier,
-            Stored::DeadLetter => Outcome::DeadLettered,
-        };
-        count(&shared, outcome, 1);
-        let _ = shared.deps.acks.send(token);
-    })
-}
-
-/// Moves a delivery to the retry tier for `delay` without using an
-/// attempt; it settles once stored.
-fn defer(shared: &Arc<Shared>, delivery: Delivery, delay: Duration, why: &'static str) {
-    let endpoint = shared.endpoint.load();
-    let deferral = DeferralOf {
-        endpoint: endpoint.id(),
-        attempt: delivery.attempt,
-        first_ms: delivery.first_ms.unwrap_or_else(now_ms),
-        delay,
-        why,
-    };
-    let done = settle(shared, delivery.token, Outcome::Deferred);
-    shared.deps.writer.defer(&delivery.event, deferral, done);
-}
-
-/// Dead-letters a delivery; it settles once stored.
-fn dead_letter(shared: &Arc<Shared>, delivery: Delivery, history: &History<'_>, reason: Reason) {
-    let done = settle(shared, delivery.token, Outcome::DeadLettered);
-    shared
-        .deps
-        .writer
-        .dead_letter(&delivery.event, history, reason, done);
-}
+/// How long (ms) an idle sender with adaptive concurrency is kept, with the
+/// limit it learned, after its last delivery.
+const ADAPTIVE_KEEP_MS: i64 = 60_000;

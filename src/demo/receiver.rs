@@ -6,7 +6,7 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -73,6 +73,12 @@ pub enum Behaviour {
         /// How long each behaviour lasts.
         phase: Duration,
     },
+    /// `status` to everything until [`Receiver::recover`] is called, then
+    /// 200: a receiver that is down for a while and comes back.
+    Outage {
+        /// Status answered while down.
+        status: u16,
+    },
 }
 
 /// The connection was closed without an answer ([`Behaviour::Cycling`]).
@@ -131,6 +137,8 @@ pub struct ReceiverLog {
     pub recorded: Mutex<Vec<ReceivedRequest>>,
     /// Requests per webhook-id (for `FailFirst`).
     pub attempts: Mutex<std::collections::HashMap<String, u32>>,
+    /// Set by [`Receiver::recover`] (for `Outage`).
+    pub recovered: AtomicBool,
 }
 
 impl ReceiverLog {
@@ -204,6 +212,11 @@ impl Receiver {
     /// What it saw.
     pub fn log(&self) -> &Arc<ReceiverLog> {
         &self.log
+    }
+
+    /// Ends a [`Behaviour::Outage`]: 200 to every request from now on.
+    pub fn recover(&self) {
+        self.log.recovered.store(true, Ordering::SeqCst);
     }
 }
 
@@ -325,6 +338,13 @@ async fn handle(
             } else {
                 tokio::time::sleep(delay).await;
                 200
+            }
+        }
+        Behaviour::Outage { status } => {
+            if log.recovered.load(Ordering::SeqCst) {
+                200
+            } else {
+                status
             }
         }
         Behaviour::Flaky(share) => {

@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use reqwest::Url;
 
+use super::egress::{self, Egress};
 use super::filter::Filter;
 use crate::config::EndpointConfig;
 pub use crate::config::FieldError;
@@ -78,6 +79,8 @@ struct Uncommon {
     /// The event types of `config.scope` that `config.events` matches:
     /// what the index files the endpoint under instead of `events`.
     scoped_events: Option<Vec<String>>,
+    /// Auth, TLS material and proxy choice, prepared.
+    egress: Option<Egress>,
 }
 
 impl Uncommon {
@@ -88,6 +91,7 @@ impl Uncommon {
             && self.groups.is_none()
             && self.filter.is_none()
             && self.scoped_events.is_none()
+            && self.egress.is_none()
     }
 }
 
@@ -164,6 +168,7 @@ impl Endpoint {
             groups: set_of(&config.groups),
             filter: checked.filter,
             scoped_events: scoped_events(&config)?,
+            egress: checked.egress,
         };
         let timeout = config.timeout.map(|t| t.get()).unwrap_or(default_timeout);
         Ok(Self {
@@ -199,6 +204,12 @@ impl Endpoint {
     /// The endpoint's payload filter (`None`: every matching event).
     pub fn filter(&self) -> Option<&Filter> {
         self.uncommon.as_ref().and_then(|u| u.filter.as_ref())
+    }
+
+    /// The endpoint's auth, TLS material and proxy choice (`None`: none
+    /// of them set).
+    pub fn egress(&self) -> Option<&Egress> {
+        self.uncommon.as_ref().and_then(|u| u.egress.as_ref())
     }
 
     /// The endpoint's custom headers, parsed once.
@@ -279,7 +290,7 @@ pub fn pattern_matches(pattern: &str, event_type: &str) -> bool {
 }
 
 /// The IP a URL names literally (parsed once, kept by the `Url`).
-fn literal_ip(url: &Url) -> Option<IpAddr> {
+pub(crate) fn literal_ip(url: &Url) -> Option<IpAddr> {
     match url.host()? {
         url::Host::Ipv4(ip) => Some(IpAddr::V4(ip)),
         url::Host::Ipv6(ip) => Some(IpAddr::V6(ip)),
@@ -292,6 +303,7 @@ struct Checked {
     signer: Signer,
     previous_until: Option<SystemTime>,
     filter: Option<Filter>,
+    egress: Option<Egress>,
 }
 
 /// Longest display name.
@@ -311,6 +323,27 @@ fn check(
     allow_private: bool,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Checked, FieldError> {
+    check_names(config)?;
+    crate::config::limits::check_endpoint(config)?;
+    let url = check_url(config, allow_private)?;
+    check_events(config)?;
+    scoped_events(config)?;
+    check_headers(config)?;
+    check_payload_and_retry(config)?;
+    let (signer, previous_until) = signer_of(config, env)?;
+    let filter = config.filter.as_deref().map(Filter::compile).transpose()?;
+    let egress = egress::prepare(config, &url, allow_private, env)?;
+    Ok(Checked {
+        url,
+        signer,
+        previous_until,
+        filter,
+        egress,
+    })
+}
+
+/// `id`: 1-128 characters of a safe alphabet; `name`: bounded.
+fn check_names(config: &EndpointConfig) -> Result<(), FieldError> {
     if config.id.is_empty()
         || config.id.len() > 128
         || !config
@@ -329,7 +362,13 @@ fn check(
             format!("must be at most {MAX_NAME_LEN} bytes"),
         ));
     }
-    crate::config::limits::check_endpoint(config)?;
+    Ok(())
+}
+
+/// `url`: absolute, http(s) (plain http only when allowed), without
+/// credentials, with a host; not a private or loopback destination when
+/// those are refused.
+fn check_url(config: &EndpointConfig, allow_private: bool) -> Result<Url, FieldError> {
     let url = Url::parse(&config.url)
         .map_err(|e| FieldError::new("url", format!("is not an absolute URL: {e}")))?;
     match url.scheme() {
@@ -376,6 +415,11 @@ fn check(
             ));
         }
     }
+    Ok(url)
+}
+
+/// `events`: at least one pattern, each an exact type, a prefix glob or `*`.
+fn check_events(config: &EndpointConfig) -> Result<(), FieldError> {
     if config.events.is_empty() {
         return Err(FieldError::new(
             "events",
@@ -393,7 +437,12 @@ fn check(
             ));
         }
     }
-    scoped_events(config)?;
+    Ok(())
+}
+
+/// `headers`: valid names and values, none that the client or hookstream
+/// sets itself.
+fn check_headers(config: &EndpointConfig) -> Result<(), FieldError> {
     for (name, value) in &config.headers {
         let field = format!("headers.{name}");
         let parsed = reqwest::header::HeaderName::from_bytes(name.as_bytes())
@@ -414,7 +463,16 @@ fn check(
         reqwest::header::HeaderValue::from_str(value)
             .map_err(|_| FieldError::new(field, "value has characters a header cannot carry"))?;
     }
-    check_payload_and_retry(config)?;
+    Ok(())
+}
+
+/// The signer of `secret` or `secret_env` (and the previous secret while
+/// its rotation lasts), and until when the previous one signs; errors name
+/// the key at fault.
+fn signer_of(
+    config: &EndpointConfig,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(Signer, Option<SystemTime>), FieldError> {
     let secret = match (&config.secret, &config.secret_env) {
         (Some(_), Some(_)) => {
             return Err(FieldError::new(
@@ -422,7 +480,7 @@ fn check(
                 "set either `secret` or `secret_env`, not both",
             ));
         }
-        (Some(s), None) => Some(s.clone()),
+        (Some(s), None) => Some(s.to_string()),
         (None, Some(var)) => Some(env(var).ok_or_else(|| {
             FieldError::new(
                 "secret_env",
@@ -449,13 +507,7 @@ fn check(
         Some(previous) => Signer::new(config.signature, secret.as_deref(), Some(previous))
             .map_err(|e| FieldError::new("previous_secret", e.to_string()))?,
     };
-    let filter = config.filter.as_deref().map(Filter::compile).transpose()?;
-    Ok(Checked {
-        url,
-        signer,
-        previous_until,
-        filter,
-    })
+    Ok((signer, previous_until))
 }
 
 /// `payload`: a pointer is RFC 6901 (empty, or starting with `/`);
@@ -487,6 +539,7 @@ fn check_payload_and_retry(config: &EndpointConfig) -> Result<(), FieldError> {
             retry_window: Duration::ZERO,
             rules: crate::outcome::policy::RetryRules::DEFAULT,
             local_failure_delay: Duration::ZERO,
+            disabled: crate::outcome::policy::DisabledPolicy::default(),
         };
         defaults
             .for_endpoint(Some(retry))
@@ -529,239 +582,4 @@ fn previous_secret_until(config: &EndpointConfig) -> Result<Option<SystemTime>, 
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_endpoint_fits_one_512_byte_allocation_with_its_arc_counts() {
-        // 100 000 endpoints: 640 bytes each instead of 512 would be 12 MiB.
-        let size = std::mem::size_of::<Endpoint>();
-        assert!(size + 16 <= 512, "Endpoint is {size} bytes");
-        let plain = Endpoint::build(base(), false, Duration::from_secs(5), &|_| None).unwrap();
-        assert!(plain.uncommon.is_none(), "a plain endpoint needs no box");
-        assert_eq!(plain.timeout(), Duration::from_secs(5));
-    }
-
-    fn base() -> EndpointConfig {
-        let mut c = EndpointConfig::new("ep", "https://hooks.example.com/in");
-        c.signature = SignatureScheme::Standard;
-        c.secret = Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into());
-        c
-    }
-
-    fn err(c: EndpointConfig) -> FieldError {
-        validate(&c, false, &|_| None).unwrap_err()
-    }
-
-    #[test]
-    fn a_scope_files_the_endpoint_under_its_event_types() {
-        let mut c = base();
-        c.scope = Some(crate::config::Scope::Deviceauth);
-        let e = Endpoint::build(c, false, Duration::from_secs(5), &|_| None).unwrap();
-        assert_eq!(
-            e.patterns(),
-            [
-                "device-provisioned",
-                "device-decommissioned",
-                "device-status-changed"
-            ]
-        );
-        assert!(!e.matches_type("devices-inventory-changed"));
-        let mut c = base();
-        c.scope = Some(crate::config::Scope::Deviceauth);
-        c.events = vec!["device-status-*".into()];
-        let e = Endpoint::build(c, false, Duration::from_secs(5), &|_| None).unwrap();
-        assert_eq!(e.patterns(), ["device-status-changed"]);
-    }
-
-    #[test]
-    fn a_good_endpoint_passes() {
-        validate(&base(), false, &|_| None).unwrap();
-    }
-
-    #[test]
-    fn urls_are_checked() {
-        let mut c = base();
-        c.url = "ftp://x/".into();
-        assert_eq!(err(c).field, "url");
-        let mut c = base();
-        c.url = "http://hooks.example.com/".into();
-        assert!(err(c).message.contains("allow_http"));
-        let mut c = base();
-        c.url = "https://127.0.0.1/".into();
-        assert!(err(c).message.contains("loopback"));
-        let mut c = base();
-        c.url = "https://2130706433/".into();
-        assert!(err(c).message.contains("loopback"));
-        let mut c = base();
-        c.url = "https://[::ffff:127.0.0.1]/".into();
-        assert!(err(c).message.contains("loopback"));
-        let mut c = base();
-        c.url = "https://localhost:8443/".into();
-        assert!(err(c).message.contains("localhost"));
-        let mut c = base();
-        c.url = "https://u:p@hooks.example.com/".into();
-        assert_eq!(err(c).field, "url");
-    }
-
-    #[test]
-    fn patterns_headers_and_limits_are_checked() {
-        let mut c = base();
-        c.events = vec!["dev*ice".into()];
-        assert_eq!(err(c).field, "events[0]");
-        let mut c = base();
-        c.headers.insert("Content-Type".into(), "text/plain".into());
-        validate(&c, false, &|_| None).expect("Content-Type may be set");
-        for reserved in ["Connection", "Transfer-Encoding", "Host", "Content-Length"] {
-            let mut c = base();
-            c.headers.insert(reserved.into(), "x".into());
-            assert!(err(c).message.contains("hop-by-hop"), "{reserved}");
-        }
-        for signature in [
-            "X-OpenMDM-Delivery",
-            "X-Men-Signature",
-            "X-Hub-Signature-256",
-            "webhook-id",
-            "ce-id",
-        ] {
-            let mut c = base();
-            c.headers.insert(signature.into(), "x".into());
-            assert_eq!(err(c).field, format!("headers.{signature}"));
-        }
-        let mut c = base();
-        c.payload = Some(Box::new(crate::config::PayloadConfig {
-            pointer: Some("payload".into()),
-            envelope: crate::config::Envelope::Raw,
-        }));
-        assert_eq!(err(c).field, "payload.pointer");
-        let mut c = base();
-        c.payload = Some(Box::new(crate::config::PayloadConfig {
-            pointer: None,
-            envelope: crate::config::Envelope::CloudeventsBinary,
-        }));
-        c.batch.max_events = 10;
-        assert_eq!(err(c).field, "payload");
-        let mut c = base();
-        c.retry = Some(Box::new(crate::config::RetryConfig {
-            retry_on: Some(vec!["teapot".into()]),
-            ..Default::default()
-        }));
-        assert_eq!(err(c).field, "retry.retry_on[0]");
-        let mut c = base();
-        c.retry = Some(Box::new(crate::config::RetryConfig {
-            max_attempts: Some(0),
-            ..Default::default()
-        }));
-        assert_eq!(err(c).field, "retry.max_attempts");
-        let mut c = base();
-        c.scope = Some(crate::config::Scope::Inventory);
-        c.events = vec!["device-*".into()];
-        assert_eq!(err(c).field, "scope");
-        let mut c = base();
-        c.headers.insert("bad header".into(), "x".into());
-        assert_eq!(err(c).field, "headers.bad header");
-        let mut c = base();
-        c.rate_limit = Some(Box::new(crate::config::RateLimitConfig {
-            per_second: 0.0,
-            burst: 1,
-        }));
-        assert_eq!(err(c).field, "rate_limit.per_second");
-        let mut c = base();
-        c.max_concurrency = 0;
-        assert_eq!(err(c).field, "max_concurrency");
-    }
-
-    #[test]
-    fn secrets_are_checked_without_being_echoed() {
-        let mut c = base();
-        c.secret = None;
-        assert_eq!(err(c).field, "secret");
-        let mut c = base();
-        c.signature = SignatureScheme::Mender;
-        c.secret = Some("not-hex-secret".into());
-        let e = err(c);
-        assert_eq!(e.field, "secret");
-        assert!(!e.message.contains("not-hex-secret"));
-        let mut c = base();
-        c.secret = None;
-        c.secret_env = Some("HS_SECRET".into());
-        assert_eq!(err(c.clone()).field, "secret_env");
-        validate(&c, false, &|_| {
-            Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into())
-        })
-        .unwrap();
-    }
-
-    #[test]
-    fn localhost_names_are_refused_with_or_without_the_root_dot() {
-        for url in [
-            "https://localhost./",
-            "https://LOCALHOST/",
-            "https://api.localhost/",
-            "https://api.localhost./",
-        ] {
-            let mut c = base();
-            c.url = url.into();
-            assert!(err(c).message.contains("localhost"), "{url}");
-        }
-        assert!(!is_localhost_name("localhost.example.com"));
-    }
-
-    #[test]
-    fn a_previous_secret_signs_only_within_its_grace_period() {
-        let mut c = base();
-        c.previous_secret = Some("whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAA".into());
-        assert_eq!(err(c.clone()).field, "previous_secret_expires_at");
-        c.previous_secret_expires_at = Some("2999-01-01T00:00:00Z".into());
-        let e = Endpoint::build(c.clone(), false, Duration::from_secs(1), &|_| None).unwrap();
-        assert!(e.previous_secret_until().is_some());
-        assert!(format!("{:?}", e.signer).contains("keys: 2"));
-        c.previous_secret_expires_at = Some("2000-01-01T00:00:00Z".into());
-        let e = Endpoint::build(c.clone(), false, Duration::from_secs(1), &|_| None).unwrap();
-        assert!(e.previous_secret_until().is_none());
-        assert!(format!("{:?}", e.signer).contains("keys: 1"));
-        c.previous_secret_expires_at = Some("tomorrow".into());
-        assert_eq!(err(c.clone()).field, "previous_secret_expires_at");
-        c.previous_secret_expires_at = Some("2999-01-01T00:00:00Z".into());
-        c.previous_secret = Some("whsec_!!".into());
-        assert_eq!(err(c).field, "previous_secret");
-    }
-
-    #[test]
-    fn restrictions_admit_only_matching_events() {
-        let mut c = base();
-        c.devices = vec!["d1".into()];
-        c.tenant = "t1".into();
-        let e = Endpoint::build(c, false, Duration::from_secs(1), &|_| None).unwrap();
-        let key = |device, tenant| RouteKey {
-            event_type: "x",
-            device,
-            group: None,
-            tenant,
-        };
-        assert!(e.admits(&key(Some("d1"), Some("t1"))));
-        assert!(!e.admits(&key(Some("d2"), Some("t1"))));
-        assert!(!e.admits(&key(Some("d1"), None)));
-        assert!(format!("{e:?}").contains("ep") && !format!("{e:?}").contains("whsec"));
-    }
-
-    #[test]
-    fn long_restriction_lists_admit_the_same_as_short_ones() {
-        for n in [1, SCAN_UP_TO, SCAN_UP_TO + 1, 500] {
-            let mut c = base();
-            c.groups = (0..n).map(|i| format!("g{i}")).collect();
-            let e = Endpoint::build(c, false, Duration::from_secs(1), &|_| None).unwrap();
-            let key = |group| RouteKey {
-                event_type: "x",
-                device: None,
-                group,
-                tenant: None,
-            };
-            assert!(e.admits(&key(Some("g0"))), "{n}");
-            let (last, beyond) = (format!("g{}", n - 1), format!("g{n}"));
-            assert!(e.admits(&key(Some(&last))), "{n}");
-            assert!(!e.admits(&key(Some(&beyond))), "{n}");
-            assert!(!e.admits(&key(None)), "{n}");
-        }
-    }
-}
+mod tests;

@@ -2,7 +2,8 @@
 //! set it is built from.
 //!
 //! This file owns matching ([`EndpointIndex`], pure, no I/O); [`endpoint`]
-//! a validated endpoint (pure), [`registry`] the live snapshots,
+//! a validated endpoint (pure), [`egress`] its auth, TLS and proxy
+//! settings (pure), [`registry`] the live snapshots,
 //! [`activity`] each endpoint's attempt log, and [`store`] the one part
 //! with I/O: the compacted endpoints topic every instance follows. A lookup never scans all endpoints:
 //! endpoints are filed under their most selective restriction (device, then
@@ -17,6 +18,7 @@ pub mod attempt_log;
 pub mod attempt_reader;
 pub mod device_store;
 pub mod devices;
+pub mod egress;
 pub mod endpoint;
 pub mod filter;
 pub mod registry;
@@ -132,7 +134,9 @@ pub struct EndpointIndex {
 }
 
 impl EndpointIndex {
-    /// Indexes `endpoints`; disabled ones are kept for lookups by id but
+    /// Indexes `endpoints`. Disabled ones that keep their backlog match as
+    /// enabled ones do (their deliveries then wait on a retry tier); the
+    /// others (disabled after 410 Gone) are kept for lookups by id but
     /// never match.
     pub fn new(endpoints: Vec<Arc<Endpoint>>) -> Self {
         let mut index = Self {
@@ -142,7 +146,7 @@ impl EndpointIndex {
         for (slot, endpoint) in endpoints.iter().enumerate() {
             let slot = slot as Slot;
             index.by_id.insert(endpoint.config.id.clone(), slot);
-            if !endpoint.config.enabled {
+            if !endpoint.config.takes_events() {
                 continue;
             }
             let c = &endpoint.config;
@@ -214,8 +218,8 @@ impl EndpointIndex {
         self.slot_of(id).map(|s| self.endpoint(s))
     }
 
-    /// Fills `out` with the slots of every enabled endpoint the event goes
-    /// to, each once, in ascending slot order when deduplication was needed.
+    /// Fills `out` with the slots of every endpoint that takes events
+    /// (enabled, or disabled keeping its backlog) the event goes to, each once, in ascending slot order when deduplication was needed.
     pub fn matches(&self, key: &RouteKey<'_>, out: &mut Vec<Slot>) {
         out.clear();
         let mut needs_dedup = false;
@@ -307,10 +311,24 @@ mod tests {
     }
 
     #[test]
-    fn disabled_endpoints_never_match_but_are_found_by_id() {
-        let index = EndpointIndex::new(vec![ep("off", &["*"], |c| c.enabled = false)]);
-        assert!(ids(&index, key("x")).is_empty());
-        assert!(index.get("off").is_some());
+    fn endpoints_gone_never_match_but_are_found_by_id_and_disabled_ones_keep_matching() {
+        let index = EndpointIndex::new(vec![
+            ep("gone", &["*"], |c| {
+                c.enabled = false;
+                c.disabled = Some(Box::new(crate::config::DisabledBy {
+                    reason: "the endpoint answered 410 Gone".into(),
+                    at: "2026-01-01T00:00:00Z".into(),
+                    cause: crate::config::DisableCause::Gone,
+                }));
+            }),
+            ep("paused", &["*"], |c| c.enabled = false),
+        ]);
+        assert_eq!(
+            ids(&index, key("x")),
+            ["paused"],
+            "its deliveries wait for it on a tier"
+        );
+        assert!(index.get("gone").is_some());
         assert!(index.get("nope").is_none());
     }
 

@@ -201,12 +201,18 @@ impl EndpointStore {
         self.write(records).await
     }
 
-    /// Disables endpoint `id` because of `reason` (it answered 410 Gone):
-    /// stored with `enabled = false` and `disabled = {reason, at}`,
-    /// so every instance stops delivering to it and it stays disabled
-    /// after a restart, until enabled through the API. Nothing is written
-    /// when it is gone or disabled already.
-    pub async fn disable(&self, id: &str, reason: &str) -> Result<(), StoreError> {
+    /// Disables endpoint `id` because of `cause` (it answered 410 Gone, or
+    /// failed every attempt for `delivery.auto_disable.after`), told in
+    /// words by `reason`: stored with `enabled = false` and
+    /// `disabled = {reason, at, cause}`, so every instance stops delivering
+    /// to it and it stays disabled after a restart, until enabled through
+    /// the API. Nothing is written when it is deleted or disabled already.
+    pub async fn disable(
+        &self,
+        id: &str,
+        cause: crate::config::DisableCause,
+        reason: &str,
+    ) -> Result<(), StoreError> {
         let _write = self.write_lock().await;
         let Some(current) = self.get(id) else {
             return Ok(());
@@ -219,6 +225,7 @@ impl EndpointStore {
             disabled: Some(Box::new(crate::config::DisabledBy {
                 reason: reason.to_string(),
                 at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+                cause,
             })),
             ..current.config.clone()
         };

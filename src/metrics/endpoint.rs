@@ -3,7 +3,10 @@
 //!
 //! Owns the families labelled by `endpoint`: `hookstream_deliveries_total`,
 //! `hookstream_http_responses_total`, `hookstream_delivery_duration_seconds`,
-//! `hookstream_rate_limited_total` and `hookstream_sender_panics_total`.
+//! `hookstream_rate_limited_total`, `hookstream_sender_panics_total` and
+//! `hookstream_endpoint_auto_disabled_total`.
+//! `hookstream_endpoint_concurrency_limit` (only for labels that an
+//! endpoint with adaptive concurrency used).
 //! The first `max_endpoint_series` endpoints to deliver get series of their
 //! own; later ones share the `endpoint="_other"` series, so 100 000
 //! endpoints cost at most `max_endpoint_series + 1` sets of series. A
@@ -17,7 +20,7 @@
 //! deleted and when `/metrics` is scraped.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use metrics::HistogramFn;
@@ -98,8 +101,15 @@ pub struct EndpointSeries {
     pub rate_limited: Arc<AtomicU64>,
     /// `hookstream_sender_panics_total`.
     pub panics: Arc<AtomicU64>,
+    /// `hookstream_endpoint_auto_disabled_total`.
+    pub auto_disabled: Arc<AtomicU64>,
     /// `hookstream_delivery_duration_seconds`.
     pub duration: Arc<BucketHistogram>,
+    /// `hookstream_endpoint_concurrency_limit`, as `f64` bits (a gauge).
+    pub concurrency_limit: Arc<AtomicU64>,
+    /// Whether an endpoint with adaptive concurrency uses this label: only
+    /// then is `concurrency_limit` rendered.
+    pub adaptive: Arc<AtomicBool>,
 }
 
 impl EndpointSeries {
@@ -110,7 +120,10 @@ impl EndpointSeries {
             classes: std::array::from_fn(|_| zero()),
             rate_limited: zero(),
             panics: zero(),
+            auto_disabled: zero(),
             duration: Arc::new(BucketHistogram::new(&super::SECONDS_BUCKETS)),
+            concurrency_limit: Arc::new(AtomicU64::new(0f64.to_bits())),
+            adaptive: Arc::new(AtomicBool::new(false)),
         }
     }
 }
@@ -183,6 +196,8 @@ impl EndpointSeriesTable {
     }
 
     /// Appends every family of the table in the text format.
+    ///
+    /// Long on purpose: one family after another, in exposition order.
     pub fn render(&self, out: &mut String) {
         let mut all: Vec<(String, Arc<EndpointSeries>)> = {
             let t = self.table();
@@ -266,6 +281,34 @@ impl EndpointSeriesTable {
             let labels = [("endpoint", label.as_str())];
             sample(out, names::SENDER_PANICS, &labels, load(&s.panics));
         }
+        family(
+            out,
+            names::AUTO_DISABLED,
+            "counter",
+            "Times this instance disabled the endpoint after it failed every attempt for delivery.auto_disable.after",
+        );
+        for (label, s) in &all {
+            let labels = [("endpoint", label.as_str())];
+            sample(out, names::AUTO_DISABLED, &labels, load(&s.auto_disabled));
+        }
+        let adaptive: Vec<&(String, Arc<EndpointSeries>)> = all
+            .iter()
+            .filter(|(_, s)| s.adaptive.load(Ordering::Relaxed))
+            .collect();
+        if adaptive.is_empty() {
+            return;
+        }
+        family(
+            out,
+            names::ENDPOINT_CONCURRENCY_LIMIT,
+            "gauge",
+            "Requests an endpoint with adaptive_concurrency may have in flight now (summed over the endpoints sharing a series)",
+        );
+        for (label, s) in adaptive {
+            let labels = [("endpoint", label.as_str())];
+            let limit = f64::from_bits(load(&s.concurrency_limit));
+            sample(out, names::ENDPOINT_CONCURRENCY_LIMIT, &labels, limit);
+        }
     }
 }
 
@@ -319,6 +362,28 @@ mod tests {
         let mut text = String::new();
         table.render(&mut text);
         assert!(text.contains("endpoint=\"next\"") && !text.contains("gone"));
+    }
+
+    #[test]
+    fn the_concurrency_limit_is_shown_only_for_adaptive_endpoints() {
+        let table = EndpointSeriesTable::new(10);
+        let fixed = table.series("fixed");
+        let adaptive = table.series("adaptive");
+        fixed.panics.fetch_add(0, Ordering::Relaxed);
+        let mut text = String::new();
+        table.render(&mut text);
+        assert!(!text.contains(names::ENDPOINT_CONCURRENCY_LIMIT), "{text}");
+        adaptive.adaptive.store(true, Ordering::Relaxed);
+        adaptive
+            .concurrency_limit
+            .store(7f64.to_bits(), Ordering::Relaxed);
+        let mut text = String::new();
+        table.render(&mut text);
+        assert!(
+            text.contains("hookstream_endpoint_concurrency_limit{endpoint=\"adaptive\"} 7\n"),
+            "{text}"
+        );
+        assert!(!text.contains("hookstream_endpoint_concurrency_limit{endpoint=\"fixed\"}"));
     }
 
     #[test]

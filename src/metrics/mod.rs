@@ -67,6 +67,13 @@ pub mod names {
     /// Panics in an endpoint's sender (its deliveries in hand are
     /// dead-lettered as `internal_error`), by endpoint.
     pub const SENDER_PANICS: &str = "hookstream_sender_panics_total";
+    /// Endpoints this instance disabled after they failed every attempt
+    /// for `delivery.auto_disable.after`, by endpoint.
+    pub const AUTO_DISABLED: &str = "hookstream_endpoint_auto_disabled_total";
+    /// Requests an endpoint with `adaptive_concurrency` may have in flight
+    /// now (the sum over the endpoints that share an `_other` or `*`
+    /// series), by endpoint.
+    pub const ENDPOINT_CONCURRENCY_LIMIT: &str = "hookstream_endpoint_concurrency_limit";
     /// Copies of a delivery found on the retry tiers (the same delivery
     /// written twice, after a partition was read again) and settled
     /// without sending.
@@ -90,7 +97,7 @@ pub mod names {
     pub const PROCESS_START_TIME: &str = "process_start_time_seconds";
 
     /// Every name above.
-    pub const ALL: [&str; 27] = [
+    pub const ALL: [&str; 29] = [
         EVENTS_CONSUMED,
         EVENTS_INVALID,
         DELIVERIES,
@@ -109,6 +116,8 @@ pub mod names {
         UNREADABLE_RECORDS,
         PARTITIONS_STALLED,
         SENDER_PANICS,
+        AUTO_DISABLED,
+        ENDPOINT_CONCURRENCY_LIMIT,
         RETRY_COPIES,
         ATTEMPTS_LOG_DROPPED,
         BUILD_INFO,
@@ -251,6 +260,12 @@ pub struct EndpointMetrics {
     pub end_to_end: Histogram,
     /// Panics of the endpoint's sender.
     pub panics: Counter,
+    /// Times this instance disabled the endpoint after it failed for
+    /// `delivery.auto_disable.after`.
+    pub auto_disabled: Counter,
+    /// The series' adaptive concurrency gauge, and the flag that puts it
+    /// in the exposition (see [`adaptive_limit`](Self::adaptive_limit)).
+    concurrency_limit: Option<(Gauge, Arc<std::sync::atomic::AtomicBool>)>,
 }
 
 impl EndpointMetrics {
@@ -267,6 +282,8 @@ impl EndpointMetrics {
                 rate_limited: Counter::noop(),
                 end_to_end: Histogram::noop(),
                 panics: Counter::noop(),
+                auto_disabled: Counter::noop(),
+                concurrency_limit: None,
             };
         };
         let label = if per_endpoint_labels {
@@ -286,6 +303,26 @@ impl EndpointMetrics {
             rate_limited: c(&s.rate_limited),
             end_to_end: histogram!(names::END_TO_END),
             panics: c(&s.panics),
+            auto_disabled: c(&s.auto_disabled),
+            concurrency_limit: Some((
+                Gauge::from_arc(Arc::clone(&s.concurrency_limit)),
+                Arc::clone(&s.adaptive),
+            )),
+        }
+    }
+
+    /// The `hookstream_endpoint_concurrency_limit` gauge of an endpoint
+    /// with adaptive concurrency: its sender adds its limit's changes (and
+    /// takes its limit back when it is dropped), so a series shared by
+    /// several endpoints shows their sum. Asking for it puts the series in
+    /// the exposition; endpoints with a fixed limit never do.
+    pub fn adaptive_limit(&self) -> Gauge {
+        match &self.concurrency_limit {
+            Some((gauge, shown)) => {
+                shown.store(true, std::sync::atomic::Ordering::Relaxed);
+                gauge.clone()
+            }
+            None => Gauge::noop(),
         }
     }
 

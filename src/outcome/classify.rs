@@ -22,6 +22,9 @@ pub enum TransportFailure {
     Reset,
     /// The SSRF guard refused the destination address.
     Refused,
+    /// The endpoint's OAuth2 token could not be fetched (the token
+    /// endpoint failed or refused the client): nothing was sent.
+    Auth,
     /// This process could not make the attempt: out of file descriptors
     /// (`EMFILE`, `ENFILE`), socket buffers (`ENOBUFS`) or memory
     /// (`ENOMEM`), or the request could not be built. Not the endpoint's
@@ -37,6 +40,7 @@ impl TransportFailure {
             Self::Connect => "connect",
             Self::Reset => "reset",
             Self::Refused => "refused",
+            Self::Auth => "auth",
             Self::Local => "local",
         }
     }
@@ -87,6 +91,10 @@ pub enum Verdict {
     /// ([`TransportFailure::Local`]): defer the delivery to a retry tier
     /// without using an attempt, as a circuit-open deferral does.
     Defer,
+    /// No attempt was made: the endpoint is disabled and keeps its backlog
+    /// (`[delivery.disabled_backlog]`): hold the delivery on a tier, or
+    /// dead-letter it (`endpoint_disabled`) once it is older than the cap.
+    Disabled,
 }
 
 /// What an attempt says about the endpoint, for its circuit breaker.
@@ -97,7 +105,8 @@ pub enum EndpointHealth {
     Failing,
     /// It answered (delivered, or refused for good): closes the circuit.
     Answering,
-    /// Nothing reached it ([`Verdict::Defer`]): the circuit is left as it is.
+    /// Nothing reached it ([`Verdict::Defer`], [`Verdict::Disabled`]): the
+    /// circuit is left as it is.
     Unknown,
 }
 
@@ -106,7 +115,7 @@ impl Verdict {
     pub fn endpoint_health(&self) -> EndpointHealth {
         match self {
             Self::Retry { .. } => EndpointHealth::Failing,
-            Self::Defer => EndpointHealth::Unknown,
+            Self::Defer | Self::Disabled => EndpointHealth::Unknown,
             Self::Delivered | Self::Gone | Self::DeadLetter(_) => EndpointHealth::Answering,
         }
     }
@@ -259,6 +268,7 @@ mod tests {
             TransportFailure::Timeout,
             TransportFailure::Connect,
             TransportFailure::Reset,
+            TransportFailure::Auth,
         ] {
             assert!(matches!(
                 classify(AttemptResult::Transport(f), CAP, SystemTime::now()),

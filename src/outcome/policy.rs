@@ -6,12 +6,17 @@
 //! defaults in, a policy out; an attempt's result in, a [`Verdict`] out);
 //! then what follows the attempt ([`after_attempt`]: delivered, retried on a
 //! tier after which delay, deferred without using an attempt,
-//! dead-lettered with which [`Reason`], or dead-lettered and the endpoint
-//! disabled), a pure function of the verdict, the delivery's history, the
+//! dead-lettered with which [`Reason`], dead-lettered and the endpoint
+//! disabled (410), or the endpoint disabled after failing for
+//! `auto_disable.after` and the delivery kept), a pure function of the
+//! verdict, the delivery's history, the endpoint's run of failures, the
 //! policy, the time and a jitter draw. The sender carries the decision out
 //! (writes, acks, metrics) and decides nothing itself. What happens
-//! *instead* of an attempt (refused endpoint, open circuit) is decided
-//! before sending by [`crate::deliver::refusal`] and the circuit.
+//! *instead* of an attempt is decided before sending: refused endpoints
+//! (deleted, disabled after 410) by [`crate::deliver::refusal`], an open
+//! circuit by the circuit; a delivery to a disabled endpoint that keeps its
+//! backlog comes here as [`Verdict::Disabled`] (held on a tier until the
+//! next recheck, or dead-lettered `endpoint_disabled` beyond the cap).
 //!
 //! Pure. The
 //! default policy is the table of [`super::classify`]; `openmdm` is
@@ -164,6 +169,62 @@ pub struct RetryPolicy {
     /// How long a delivery waits when this process could not make the
     /// attempt (the first circuit interval).
     pub local_failure_delay: Duration,
+    /// When failing disables an endpoint, and how long a disabled one's
+    /// deliveries are kept.
+    pub disabled: DisabledPolicy,
+}
+
+/// Auto-disable and the backlog of disabled endpoints
+/// (`[delivery.auto_disable]`, `[delivery.disabled_backlog]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DisabledPolicy {
+    /// An unbroken run of failed attempts this long disables the endpoint
+    /// (`None`: failures never do).
+    pub auto_disable_after: Option<Duration>,
+    /// A kept delivery older than this (since its first attempt, or first
+    /// deferral) is dead-lettered as `endpoint_disabled`.
+    pub backlog_max_age: Duration,
+    /// Kept deliveries are due at the next multiple of this since the Unix
+    /// epoch (the delay of the tier that holds them): a whole backlog comes
+    /// back at once, in the order it was written.
+    pub backlog_recheck: Duration,
+}
+
+impl Default for DisabledPolicy {
+    /// `[delivery]`'s defaults: disabled after 24 h of failures, kept 7
+    /// days, looked at every 10 minutes.
+    fn default() -> Self {
+        Self {
+            auto_disable_after: Some(Duration::from_secs(24 * 3600)),
+            backlog_max_age: Duration::from_secs(7 * 24 * 3600),
+            backlog_recheck: Duration::from_secs(600),
+        }
+    }
+}
+
+impl DisabledPolicy {
+    /// When a delivery held at `now_ms` is due: the next multiple of
+    /// `backlog_recheck` (at least 1 ms) after it. Every delivery held
+    /// within one recheck is due at the same instant, so a backlog is read
+    /// back and held again as one pass, ahead of what is held after it.
+    pub fn hold_until(&self, now_ms: i64) -> i64 {
+        let step = i64::try_from(self.backlog_recheck.as_millis())
+            .unwrap_or(i64::MAX)
+            .max(1);
+        now_ms
+            .div_euclid(step)
+            .saturating_add(1)
+            .saturating_mul(step)
+    }
+
+    /// Whether an endpoint whose unbroken run of failures began at
+    /// `since_ms` has failed long enough at `now_ms` to be disabled.
+    pub fn failing_too_long(&self, since_ms: i64, now_ms: i64) -> bool {
+        self.auto_disable_after.is_some_and(|after| {
+            let failing_ms = now_ms.saturating_sub(since_ms).max(0);
+            Duration::from_millis(u64::try_from(failing_ms).unwrap_or(0)) >= after
+        })
+    }
 }
 
 impl RetryPolicy {
@@ -186,6 +247,7 @@ impl RetryPolicy {
                 retry_window: self.retry_window,
                 rules: RetryRules::openmdm(),
                 local_failure_delay: self.local_failure_delay,
+                disabled: self.disabled,
             },
         };
         if let Some(n) = retry.max_attempts {
@@ -252,6 +314,22 @@ pub enum Decision {
         /// Attempts counted, this one included.
         attempt: u32,
     },
+    /// The endpoint failed every attempt for `auto_disable.after`: disable
+    /// it (cause `failing`) and keep this delivery with its backlog.
+    AutoDisable {
+        /// Attempts counted, this one included when it counts.
+        attempt: u32,
+        /// Hold it on the backlog tier until then; `None`: it is older
+        /// than the backlog's cap already, dead-letter it
+        /// (`endpoint_disabled`).
+        hold_until_ms: Option<i64>,
+    },
+    /// The endpoint is disabled and keeps its backlog: write the delivery
+    /// to the backlog tier, due at `until_ms` (no attempt used).
+    Hold {
+        /// Unix ms when it is due.
+        until_ms: i64,
+    },
 }
 
 impl Decision {
@@ -259,28 +337,44 @@ impl Decision {
     pub fn attempt(&self, tried: Tried) -> u32 {
         match *self {
             Self::Delivered => tried.attempt.saturating_add(1),
-            Self::Defer { .. } => tried.attempt,
+            Self::Defer { .. } | Self::Hold { .. } => tried.attempt,
             Self::Retry { attempt, .. }
             | Self::DeadLetter { attempt, .. }
-            | Self::Disable { attempt } => attempt,
+            | Self::Disable { attempt }
+            | Self::AutoDisable { attempt, .. } => attempt,
         }
     }
 }
 
-/// Decides what follows an attempt. `now_ms` is the wall clock in Unix ms;
-/// `jitter` a uniform draw in [0, 1) for the backoff.
+/// Decides what follows an attempt. `failing_since_ms` is when the
+/// endpoint's unbroken run of failed attempts began, before this one
+/// (`None`: its last attempt did not fail); `now_ms` is the wall clock in
+/// Unix ms; `jitter` a uniform draw in [0, 1) for the backoff.
 pub fn after_attempt(
     verdict: &Verdict,
     tried: Tried,
+    failing_since_ms: Option<i64>,
     policy: &RetryPolicy,
     now_ms: i64,
     jitter: f64,
 ) -> Decision {
     let counted = tried.attempt.saturating_add(1);
+    let age_ms = now_ms.saturating_sub(tried.first_ms).max(0);
+    let age = Duration::from_millis(u64::try_from(age_ms).unwrap_or(0));
+    // A disabled endpoint's delivery is kept until the backlog's cap.
+    let kept =
+        || (age < policy.disabled.backlog_max_age).then(|| policy.disabled.hold_until(now_ms));
     match verdict {
         Verdict::Delivered => Decision::Delivered,
         Verdict::Defer => Decision::Defer {
             delay: policy.local_failure_delay,
+        },
+        Verdict::Disabled => match kept() {
+            Some(until_ms) => Decision::Hold { until_ms },
+            None => Decision::DeadLetter {
+                attempt: tried.attempt,
+                reason: Reason::EndpointDisabled,
+            },
         },
         Verdict::Gone => Decision::Disable { attempt: counted },
         Verdict::DeadLetter(reason) => Decision::DeadLetter {
@@ -296,8 +390,14 @@ pub fn after_attempt(
             } else {
                 tried.attempt
             };
-            let age_ms = now_ms.saturating_sub(tried.first_ms).max(0);
-            let age = Duration::from_millis(u64::try_from(age_ms).unwrap_or(0));
+            // This attempt failed too: the run began with it or before.
+            let run_began = failing_since_ms.unwrap_or(now_ms).min(now_ms);
+            if policy.disabled.failing_too_long(run_began, now_ms) {
+                return Decision::AutoDisable {
+                    attempt,
+                    hold_until_ms: kept(),
+                };
+            }
             if attempt >= policy.max_attempts || age >= policy.retry_window {
                 return Decision::DeadLetter {
                     attempt,
@@ -311,279 +411,4 @@ pub fn after_attempt(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const CAP: Duration = Duration::from_secs(3600);
-
-    fn at() -> SystemTime {
-        SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000)
-    }
-
-    fn response(rules: &RetryRules, status: u16, retry_after: Option<&str>) -> Verdict {
-        rules.verdict(
-            AttemptResult::Response {
-                status,
-                retry_after,
-            },
-            CAP,
-            at(),
-        )
-    }
-
-    const RETRY: Verdict = Verdict::Retry {
-        after: None,
-        counts_attempt: true,
-    };
-
-    fn dead(status: u16) -> Verdict {
-        Verdict::DeadLetter(Reason::Http(status))
-    }
-
-    #[test]
-    fn the_default_rules_are_the_classification_table() {
-        let rules = RetryRules::DEFAULT;
-        for status in [
-            200, 201, 204, 299, 400, 401, 404, 408, 410, 425, 429, 500, 501, 503, 505,
-        ] {
-            for retry_after in [None, Some("7")] {
-                let result = AttemptResult::Response {
-                    status,
-                    retry_after,
-                };
-                assert_eq!(
-                    rules.verdict(result, CAP, at()),
-                    super::super::classify::classify(result, CAP, at()),
-                    "{status} {retry_after:?}"
-                );
-            }
-        }
-        for kind in [
-            TransportFailure::Timeout,
-            TransportFailure::Connect,
-            TransportFailure::Reset,
-            TransportFailure::Refused,
-            TransportFailure::Local,
-        ] {
-            let result = AttemptResult::Transport(kind);
-            assert_eq!(
-                rules.verdict(result, CAP, at()),
-                super::super::classify::classify(result, CAP, at())
-            );
-        }
-    }
-
-    #[test]
-    fn openmdm_retries_429_5xx_and_network_and_nothing_else() {
-        let rules = RetryRules::openmdm();
-        // (status, expected) as OpenMDM's recipe tabulates them.
-        let table: [(u16, Verdict); 14] = [
-            (200, Verdict::Delivered),
-            (202, Verdict::Delivered),
-            (400, dead(400)),
-            (401, dead(401)),
-            (404, dead(404)),
-            (408, dead(408)),
-            (410, Verdict::Gone),
-            (425, dead(425)),
-            (429, RETRY),
-            (500, RETRY),
-            (501, RETRY),
-            (503, RETRY),
-            (505, RETRY),
-            (599, RETRY),
-        ];
-        for (status, expected) in table {
-            assert_eq!(response(&rules, status, None), expected, "{status}");
-        }
-        // Retry-After is not followed, and a 429 uses an attempt.
-        assert_eq!(response(&rules, 429, Some("120")), RETRY);
-        assert_eq!(response(&rules, 503, Some("120")), RETRY);
-        for kind in [
-            TransportFailure::Timeout,
-            TransportFailure::Connect,
-            TransportFailure::Reset,
-        ] {
-            assert_eq!(
-                rules.verdict(AttemptResult::Transport(kind), CAP, at()),
-                RETRY
-            );
-        }
-    }
-
-    fn defaults() -> RetryPolicy {
-        RetryPolicy {
-            backoff: Backoff::new(&BackoffConfig::default()),
-            max_attempts: 8,
-            retry_window: Duration::from_secs(86_400),
-            rules: RetryRules::DEFAULT,
-            local_failure_delay: Duration::from_secs(5),
-        }
-    }
-
-    #[test]
-    fn the_openmdm_policy_replays_the_documented_timeline() {
-        let config = RetryConfig {
-            policy: RetryPolicyName::Openmdm,
-            ..RetryConfig::default()
-        };
-        let policy = defaults().for_endpoint(Some(&config)).unwrap();
-        assert_eq!(policy.max_attempts, 4, "3 retries");
-        // attempt 1 at 0 s; then 1 s, 2 s, 4 s: attempts at 0, 1, 3, 7 s.
-        let mut t = Duration::ZERO;
-        let mut times = vec![t];
-        for attempt in 1..policy.max_attempts {
-            t += policy.backoff.delay(attempt, 0.0);
-            times.push(t);
-        }
-        assert_eq!(times, [0, 1, 3, 7].map(Duration::from_secs));
-        // ... capped at 30 s.
-        assert_eq!(policy.backoff.delay(10, 1.0), Duration::from_secs(30));
-    }
-
-    #[test]
-    fn endpoint_settings_override_the_policy_and_errors_name_the_key() {
-        let config = RetryConfig {
-            policy: RetryPolicyName::Openmdm,
-            max_attempts: Some(6),
-            retry_on: Some(vec!["network".into(), "503".into()]),
-            ..RetryConfig::default()
-        };
-        let policy = defaults().for_endpoint(Some(&config)).unwrap();
-        assert_eq!(policy.max_attempts, 6);
-        assert!(policy.rules.retries_status(503));
-        assert!(!policy.rules.retries_status(500));
-        assert!(policy.rules.retries_network());
-        let bad = RetryConfig {
-            retry_on: Some(vec!["5xx".into(), "410".into()]),
-            ..RetryConfig::default()
-        };
-        let (key, why) = defaults().for_endpoint(Some(&bad)).unwrap_err();
-        assert_eq!(key, "retry.retry_on[1]");
-        assert!(why.contains("`410`"), "{why}");
-        let unchanged = defaults().for_endpoint(None).unwrap();
-        assert_eq!(unchanged.rules, RetryRules::DEFAULT);
-        assert_eq!(unchanged.max_attempts, 8);
-    }
-
-    #[test]
-    fn without_network_a_transport_failure_is_final() {
-        let rules = RetryRules::parse(&["5xx".into()], true).unwrap();
-        assert_eq!(
-            rules.verdict(
-                AttemptResult::Transport(TransportFailure::Timeout),
-                CAP,
-                at()
-            ),
-            Verdict::DeadLetter(Reason::Exhausted)
-        );
-        assert_eq!(
-            rules.verdict(AttemptResult::Transport(TransportFailure::Local), CAP, at()),
-            Verdict::Defer,
-            "a local failure is never the endpoint's"
-        );
-    }
-
-    fn policy() -> RetryPolicy {
-        RetryPolicy {
-            backoff: Backoff::new(&BackoffConfig {
-                initial: HumanDuration(Duration::from_secs(1)),
-                max: HumanDuration(Duration::from_secs(60)),
-                factor: 2.0,
-                jitter: 0.0,
-            }),
-            max_attempts: 3,
-            retry_window: Duration::from_secs(3600),
-            rules: RetryRules::DEFAULT,
-            local_failure_delay: Duration::from_secs(5),
-        }
-    }
-
-    const NOW: i64 = 1_800_000_000_000;
-
-    fn retry(after: Option<u64>, counts_attempt: bool) -> Verdict {
-        Verdict::Retry {
-            after: after.map(Duration::from_secs),
-            counts_attempt,
-        }
-    }
-
-    #[test]
-    fn every_verdict_and_history_decides_as_the_table_says() {
-        let fresh = Tried {
-            attempt: 0,
-            first_ms: NOW,
-        };
-        let second = Tried {
-            attempt: 1,
-            first_ms: NOW - 1_000,
-        };
-        let last = Tried {
-            attempt: 2,
-            first_ms: NOW - 3_000,
-        };
-        let old = Tried {
-            attempt: 1,
-            first_ms: NOW - 3_600_000,
-        };
-        let secs = Duration::from_secs;
-        #[rustfmt::skip]
-        let table: Vec<(Verdict, Tried, Decision)> = vec![
-            (Verdict::Delivered, fresh, Decision::Delivered),
-            (Verdict::Delivered, last, Decision::Delivered),
-            // Backoff: 1 s after the first attempt, 2 s after the second.
-            (retry(None, true), fresh, Decision::Retry { attempt: 1, delay: secs(1) }),
-            (retry(None, true), second, Decision::Retry { attempt: 2, delay: secs(2) }),
-            // The third attempt was the last one allowed.
-            (retry(None, true), last, Decision::DeadLetter { attempt: 3, reason: Reason::Exhausted }),
-            // Past the retry window, whatever the attempts.
-            (retry(None, true), old, Decision::DeadLetter { attempt: 2, reason: Reason::Exhausted }),
-            // Retry-After is the delay and uses no attempt (429, or any
-            // retried status that names one).
-            (retry(Some(30), false), last, Decision::Retry { attempt: 2, delay: secs(30) }),
-            (retry(None, false), fresh, Decision::Retry { attempt: 0, delay: secs(1) }),
-            (retry(Some(30), false), old, Decision::DeadLetter { attempt: 1, reason: Reason::Exhausted }),
-            // A local failure never uses an attempt and never dead-letters.
-            (Verdict::Defer, last, Decision::Defer { delay: secs(5) }),
-            (Verdict::Defer, old, Decision::Defer { delay: secs(5) }),
-            (Verdict::Gone, second, Decision::Disable { attempt: 2 }),
-            (Verdict::DeadLetter(Reason::Http(404)), fresh, Decision::DeadLetter { attempt: 1, reason: Reason::Http(404) }),
-            (Verdict::DeadLetter(Reason::DestinationRefused), second, Decision::DeadLetter { attempt: 2, reason: Reason::DestinationRefused }),
-        ];
-        for (verdict, tried, want) in table {
-            let got = after_attempt(&verdict, tried, &policy(), NOW, 0.5);
-            assert_eq!(got, want, "{verdict:?} after {tried:?}");
-        }
-    }
-
-    #[test]
-    fn the_attempt_count_after_a_decision_never_goes_back() {
-        let tried = Tried {
-            attempt: 2,
-            first_ms: NOW,
-        };
-        for verdict in [
-            Verdict::Delivered,
-            Verdict::Defer,
-            Verdict::Gone,
-            retry(None, true),
-            retry(Some(1), false),
-            Verdict::DeadLetter(Reason::Http(400)),
-        ] {
-            let d = after_attempt(&verdict, tried, &policy(), NOW, 0.0);
-            assert!(d.attempt(tried) >= tried.attempt, "{verdict:?}");
-        }
-        let max = Tried {
-            attempt: u32::MAX,
-            first_ms: i64::MIN,
-        };
-        let d = after_attempt(&retry(None, true), max, &policy(), i64::MAX, 1.0);
-        assert_eq!(
-            d,
-            Decision::DeadLetter {
-                attempt: u32::MAX,
-                reason: Reason::Exhausted
-            }
-        );
-    }
-}
+mod tests;

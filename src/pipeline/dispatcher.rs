@@ -21,19 +21,25 @@ use tokio::sync::{mpsc, watch};
 use super::PipelineStats;
 use super::gate::{Gated, PartitionGates};
 use crate::commit::AckTracker;
+use crate::core::Polled;
 use crate::core::{AckToken, PartitionId};
-use crate::core::{InputEvent, Payload, Polled, Reason, RetryMeta};
-use crate::deliver::refusal::Refusal;
-use crate::deliver::sender::{Delivery, EnqueueError, Sender, SenderDeps};
-use crate::index::filter::{Filter, FilterParser, empty_root};
-use crate::index::{EndpointIndex, EndpointRegistry, RouteKey, Slot};
+use crate::deliver::sender::{Sender, SenderDeps};
+use crate::index::filter::FilterParser;
+use crate::index::{EndpointIndex, EndpointRegistry, Slot};
 use crate::metrics::{PipelineMetrics, TopicMetrics};
-use crate::retry::copies::{CopyFilter, CopyKey};
+use crate::retry::copies::CopyFilter;
 use crate::retry::writer::OutcomeWriter;
 use crate::source::consumer::SourceConsumer;
 use crate::source::inbound::Arrival;
-use crate::source::inbound::{Inbound, RevokeReply};
-use crate::wire::headers::{History, now_ms};
+use crate::source::inbound::Inbound;
+use crate::wire::headers::now_ms;
+
+mod chores;
+mod rebalance;
+mod route;
+
+use chores::Chores;
+use rebalance::Draining;
 
 /// How long the dispatcher waits for room in a busy endpoint's queue before
 /// deferring the delivery (a stalled endpoint gets no wait at all).
@@ -85,48 +91,6 @@ pub(super) struct Timing {
     pub commit_interval: Duration,
     /// How long a revoke or shutdown waits for outcomes.
     pub drain_timeout: Duration,
-}
-
-/// A revoke waiting for its partitions to settle.
-struct Draining {
-    partitions: Vec<PartitionId>,
-    deadline: Instant,
-    /// Lost, not revoked: no final offsets are answered.
-    lost: bool,
-    reply: RevokeReply,
-}
-
-/// When the dispatcher's periodic work is next due. Deadlines, not timer
-/// arms of its select loop: a loop whose acks and records are always ready
-/// would never reach a timer arm placed after them (a backlog then
-/// committed nothing until it was drained).
-#[derive(Debug, Clone, Copy)]
-struct Chores {
-    commit_interval: Duration,
-    commit_at: Instant,
-    reap_at: Instant,
-    summary_at: Instant,
-    stall_check_at: Instant,
-}
-
-impl Chores {
-    fn new(now: Instant, commit_interval: Duration) -> Self {
-        Self {
-            commit_interval,
-            commit_at: now + commit_interval,
-            reap_at: now + SENDER_IDLE / 2,
-            summary_at: now + DEAD_LETTER_SUMMARY,
-            stall_check_at: now + STALL_CHECK,
-        }
-    }
-
-    /// The earliest deadline.
-    fn next(&self) -> Instant {
-        self.commit_at
-            .min(self.reap_at)
-            .min(self.summary_at)
-            .min(self.stall_check_at)
-    }
 }
 
 /// The pipeline's single owner of offsets and routing.
@@ -244,6 +208,13 @@ impl Dispatcher {
         self.count_senders();
     }
 
+    /// Runs until shutdown: each turn takes what is ready (acks first, then
+    /// a stop request, consumed records and rebalances, due retries, the
+    /// chores' deadline), then does the chores that are due, releases held
+    /// records, applies pauses and finishes a drained revoke.
+    ///
+    /// Long on purpose: the select arms and the end-of-turn steps are one
+    /// state machine (consuming, draining a revoke, stopping), read whole.
     pub(super) async fn run(
         mut self,
         mut inbound: mpsc::Receiver<Inbound>,
@@ -290,58 +261,12 @@ impl Dispatcher {
                         // While stopping, records are not registered: they
                         // are consumed again after a restart.
                         if stopping.is_none() {
-                            let now = now_ms();
-                            for arrival in arrivals {
-                                let polled = match arrival {
-                                    Arrival::PausedEarly(p) => {
-                                        self.gates.paused_by_consumer(p);
-                                        continue;
-                                    }
-                                    Arrival::Record(polled) => polled,
-                                };
-                                if let Some(polled) = self.gates.offer(polled, now) {
-                                    self.dispatch(polled).await;
-                                    // A batch can take a while (enqueues wait
-                                    // for room): commits keep their rhythm.
-                                    self.do_chores(&mut acks);
-                                }
-                            }
+                            self.take_arrivals(arrivals, &mut acks).await;
                         }
                     }
-                    Some(Inbound::Assigned(partitions)) => {
-                        if self.source.joined() {
-                            self.stats.assigned.store(true, Ordering::Release);
-                        }
-                        let now = now_ms();
-                        for p in &partitions {
-                            self.tracker.assign(*p);
-                            self.gates.assign(*p, now);
-                            self.source.progress().forget(*p);
-                        }
-                        self.count_partitions(&partitions, 1);
-                    }
+                    Some(Inbound::Assigned(partitions)) => self.assign(&partitions),
                     Some(Inbound::Revoke { partitions, lost, reply }) => {
-                        // Lost partitions belong to another member already:
-                        // nothing of theirs is waited for or committed.
-                        let deadline = if lost {
-                            Instant::now()
-                        } else {
-                            // What is settled now is committed at once,
-                            // before the drain: the group may move on (and
-                            // refuse commits) while in-flight deliveries
-                            // finish.
-                            self.take_acks(&mut acks);
-                            let early = self.tracker.committable_of(&partitions);
-                            tracing::debug!(?early, "revoke: settled offsets before the drain");
-                            let _ = reply.send(early);
-                            Instant::now() + timing.drain_timeout
-                        };
-                        draining = Some(Draining {
-                            partitions,
-                            deadline,
-                            lost,
-                            reply,
-                        });
+                        draining = Some(self.start_revoke(partitions, lost, reply, &mut acks, timing));
                     }
                     None => {
                         if stopping.is_none() {
@@ -399,6 +324,31 @@ impl Dispatcher {
         Ok(())
     }
 
+    /// Offers consumed records to their gates and dispatches those let
+    /// through; notes partitions the consumer thread paused early.
+    async fn take_arrivals(
+        &mut self,
+        arrivals: Vec<Arrival>,
+        acks: &mut mpsc::UnboundedReceiver<AckToken>,
+    ) {
+        let now = now_ms();
+        for arrival in arrivals {
+            let polled = match arrival {
+                Arrival::PausedEarly(p) => {
+                    self.gates.paused_by_consumer(p);
+                    continue;
+                }
+                Arrival::Record(polled) => polled,
+            };
+            if let Some(polled) = self.gates.offer(polled, now) {
+                self.dispatch(polled).await;
+                // A batch can take a while (enqueues wait for room):
+                // commits keep their rhythm.
+                self.do_chores(acks);
+            }
+        }
+    }
+
     /// Settles every ack token waiting in the channel.
     fn take_acks(&mut self, acks: &mut mpsc::UnboundedReceiver<AckToken>) {
         let mut any = false;
@@ -416,24 +366,18 @@ impl Dispatcher {
     /// letters. Called after every turn of the loop and after every record
     /// dispatched, so no amount of work starves it.
     fn do_chores(&mut self, acks: &mut mpsc::UnboundedReceiver<AckToken>) {
-        let now = Instant::now();
-        if now < self.chores.next() {
-            return;
-        }
-        if now >= self.chores.commit_at {
+        let due = self.chores.take_due(Instant::now());
+        if due.commit {
             self.take_acks(acks);
             self.commit(false);
-            self.chores.commit_at = now + self.chores.commit_interval;
         }
-        if now >= self.chores.reap_at {
+        if due.reap {
             self.drop_idle_senders();
-            self.chores.reap_at = now + SENDER_IDLE / 2;
         }
-        if now >= self.chores.summary_at {
+        if due.summary {
             self.writer.log_dead_letter_summary(DEAD_LETTER_SUMMARY);
-            self.chores.summary_at = now + DEAD_LETTER_SUMMARY;
         }
-        if now >= self.chores.stall_check_at {
+        if due.stall_check {
             let (assigned, paused, waiting) = self.gates.counts();
             tracing::debug!(
                 unsettled = self.tracker.unsettled(),
@@ -447,47 +391,6 @@ impl Dispatcher {
                 "dispatcher state"
             );
             self.check_stalls();
-            self.chores.stall_check_at = now + STALL_CHECK;
-        }
-    }
-
-    /// Finds assigned partitions that should be fetching and are not: the
-    /// gate is open (Kafka was told to resume it, or never to pause it,
-    /// [`STALL_AFTER`] ago, and nothing of it is held), and for
-    /// [`STALL_AFTER`] its fetcher has not been running or records have
-    /// waited behind a fetch position that did not move. Such a partition is counted (metric, readiness),
-    /// logged and resumed: a retry tier left paused would hold its
-    /// deferred deliveries for ever.
-    fn check_stalls(&mut self) {
-        let stall_ms = STALL_AFTER.as_millis() as i64;
-        let stalled: Vec<PartitionId> = self
-            .gates
-            .expected_to_fetch(now_ms(), stall_ms)
-            .into_iter()
-            .filter(|p| {
-                self.source
-                    .progress()
-                    .get(*p)
-                    .is_some_and(|f| f.stuck(Instant::now(), STALL_AFTER))
-            })
-            .collect();
-        self.stats
-            .stalled_partitions
-            .store(stalled.len() as u64, Ordering::Relaxed);
-        self.metrics.stalled.set(stalled.len() as f64);
-        if stalled.is_empty() {
-            return;
-        }
-        let names: Vec<String> = stalled
-            .iter()
-            .map(|p| format!("{}[{}]", self.source.topics().name(p.topic), p.partition))
-            .collect();
-        tracing::warn!(
-            partitions = ?names,
-            "partitions stalled: open for 15 s, but not fetching or not moving past waiting records; resuming them"
-        );
-        if let Err(e) = self.source.resume(&stalled) {
-            tracing::warn!(error = %e, "resuming stalled partitions failed");
         }
     }
 
@@ -509,296 +412,6 @@ impl Dispatcher {
             }
         }
         true
-    }
-
-    /// Tells Kafka which partitions to pause or resume.
-    fn apply_pauses(&mut self) {
-        let changes = self.gates.pause_changes(now_ms());
-        if changes.is_empty() {
-            return;
-        }
-        if !changes.pause.is_empty()
-            && let Err(e) = self.source.pause(&changes.pause)
-        {
-            tracing::warn!(error = %e, "pausing partitions failed; will retry");
-            self.gates.pause_call_failed(&changes.pause, true);
-        }
-        if !changes.resume.is_empty()
-            && let Err(e) = self.source.resume(&changes.resume)
-        {
-            tracing::warn!(error = %e, "resuming partitions failed; will retry");
-            self.gates.pause_call_failed(&changes.resume, false);
-        }
-    }
-
-    fn finish_revoke(&mut self, d: Draining, settled: bool) {
-        if !settled && !d.lost {
-            tracing::warn!(
-                partitions = d.partitions.len(),
-                "revoke drain deadline reached; unsettled records will be delivered again"
-            );
-        }
-        let mut offsets = Vec::with_capacity(d.partitions.len());
-        for p in &d.partitions {
-            self.gates.revoke(*p);
-            self.source.progress().forget(*p);
-            if let Some(o) = self.tracker.revoke(*p)
-                && !d.lost
-            {
-                offsets.push((*p, o));
-            }
-        }
-        tracing::debug!(
-            ?offsets,
-            settled,
-            lost = d.lost,
-            "revoked partitions settled"
-        );
-        self.count_partitions(&d.partitions, -1);
-        self.count_commits(offsets.len());
-        let _ = d.reply.send(offsets);
-        self.after_settle();
-    }
-
-    /// Routes one record whose gate is open.
-    async fn dispatch(&mut self, polled: Polled) {
-        self.refresh();
-        let partition = polled.partition();
-        self.topic_metrics[partition.topic as usize]
-            .consumed
-            .increment(1);
-        tracing::trace!(
-            topic = %self.source.topics().name(partition.topic),
-            partition = partition.partition,
-            offset = polled.offset(),
-            "dispatching"
-        );
-        match polled {
-            Polled::Input(event) => {
-                self.stats.consumed.fetch_add(1, Ordering::Relaxed);
-                self.dispatch_input(event).await;
-            }
-            Polled::Invalid(record, why) => {
-                self.stats.consumed.fetch_add(1, Ordering::Relaxed);
-                self.topic_metrics[partition.topic as usize]
-                    .invalid
-                    .increment(1);
-                self.stats.invalid.fetch_add(1, Ordering::Relaxed);
-                self.dead_letter_now(
-                    &Payload::Invalid(record),
-                    partition,
-                    Reason::InvalidEvent,
-                    &why.to_string(),
-                );
-            }
-            Polled::Retry(event) => {
-                self.stats.retries_consumed.fetch_add(1, Ordering::Relaxed);
-                if let Some(token) = self.tracker.register(partition, event.record.offset, 1) {
-                    let (meta, tier) = (event.meta.clone(), event.tier);
-                    self.dispatch_retry(Payload::Retry(event), tier, &meta, token)
-                        .await;
-                }
-            }
-            Polled::BadRetry(record) => {
-                self.stats.retries_consumed.fetch_add(1, Ordering::Relaxed);
-                let why = record.why.clone();
-                self.dead_letter_now(
-                    &Payload::Invalid(record),
-                    partition,
-                    Reason::InvalidEvent,
-                    &why,
-                );
-            }
-            Polled::Batch(batch) => {
-                self.stats
-                    .retries_consumed
-                    .fetch_add(batch.entries.len() as u64, Ordering::Relaxed);
-                let outcomes = u32::try_from(batch.entries.len()).unwrap_or(u32::MAX);
-                if let Some(token) = self.tracker.register(partition, batch.offset, outcomes) {
-                    for entry in batch.entries {
-                        let meta = entry.meta.clone();
-                        self.dispatch_retry(Payload::Entry(entry), batch.tier, &meta, token)
-                            .await;
-                    }
-                }
-            }
-            Polled::Unreadable(record) => {
-                // A stand-in for a record librdkafka could not decode: its
-                // dead letter settles the offset.
-                let error = record.error.clone();
-                self.dead_letter_now(
-                    &Payload::Unreadable(record),
-                    partition,
-                    Reason::UnreadableRecord,
-                    &error,
-                );
-            }
-        }
-        self.after_dispatch();
-    }
-
-    /// Routes a retry (a single record, or an entry of a deferral batch,
-    /// registered under `token`) of tier `tier` to its one endpoint, or
-    /// dead-letters it when its endpoint is gone or disabled; settles a
-    /// copy of a delivery let through before without sending it.
-    async fn dispatch_retry(
-        &mut self,
-        event: Payload,
-        tier: usize,
-        h: &RetryMeta,
-        token: AckToken,
-    ) {
-        if let Some(lag) = self.tier_due_lag.get(tier) {
-            lag.record(((now_ms() - h.due_ms).max(0) as f64) / 1000.0);
-        }
-        if let Some(hop) = h.hop
-            && !self
-                .copies
-                .first_sighting(CopyKey::new(&event.source(), &h.endpoint, hop))
-        {
-            // Another record of this delivery at this hop was let through
-            // by this process: it reaches its own outcome.
-            self.metrics.copies_skipped.increment(1);
-            self.tracker.complete(token);
-            return;
-        }
-        let history = History {
-            endpoint: &h.endpoint,
-            attempt: h.attempt,
-            first_ms: h.first_ms,
-            ..History::default()
-        };
-        let slot = self.index.slot_of(&h.endpoint);
-        if let Some(refusal) = Refusal::of(slot.map(|s| self.index.endpoint(s).as_ref())) {
-            self.dead_letter_settling(token, &event, history, refusal.reason, refusal.why);
-            return;
-        }
-        if let Some(slot) = slot {
-            let delivery = Delivery {
-                attempt: h.attempt,
-                first_ms: Some(h.first_ms),
-                event,
-                token,
-            };
-            self.enqueue(slot, delivery).await;
-        }
-    }
-
-    async fn dispatch_input(&mut self, event: Arc<InputEvent>) {
-        let fields = &event.fields;
-        // Device → group: learned from events that name both, looked up
-        // for events that name only the device.
-        let devices = self.registry.devices();
-        let mut known = None;
-        if let Some(device) = fields.device.as_deref() {
-            if fields.group.is_some() || fields.tenant.is_some() {
-                devices.learn(device, fields.group.as_deref(), fields.tenant.as_deref());
-            } else if !devices.is_empty() {
-                known = devices.get(device);
-            }
-        }
-        let key = RouteKey {
-            event_type: &fields.event_type,
-            device: fields.device.as_deref(),
-            group: fields
-                .group
-                .as_deref()
-                .or(known.as_ref().and_then(|k| k.group.as_deref())),
-            tenant: fields
-                .tenant
-                .as_deref()
-                .or(known.as_ref().and_then(|k| k.tenant.as_deref())),
-        };
-        self.index.matches(&key, &mut self.slots);
-        self.apply_filters(&event);
-        let Some(token) = self.tracker.register(
-            event.record.partition,
-            event.record.offset,
-            self.slots.len() as u32,
-        ) else {
-            return;
-        };
-        let payload = Payload::Input(event);
-        for i in 0..self.slots.len() {
-            let slot = self.slots[i];
-            let delivery = Delivery {
-                event: payload.clone(),
-                token,
-                attempt: 0,
-                first_ms: None,
-            };
-            self.enqueue(slot, delivery).await;
-        }
-    }
-
-    /// Drops the matched endpoints whose payload filter the event fails;
-    /// the body is parsed once, and only when a filter reads it.
-    fn apply_filters(&mut self, event: &InputEvent) {
-        let index = &self.index;
-        let filtered = |slot: &Slot| index.endpoint(*slot).filter();
-        if !self.slots.iter().any(|s| filtered(s).is_some()) {
-            return;
-        }
-        let header = |name: &str| event.record.headers.get(name);
-        let reads_body = self
-            .slots
-            .iter()
-            .filter_map(filtered)
-            .any(Filter::reads_body);
-        let slots = &mut self.slots;
-        let mut keep = |root: simd_json::tape::Value<'_, '_>| {
-            slots.retain(|slot| filtered(slot).is_none_or(|f| f.matches(root, &header)));
-        };
-        match reads_body {
-            true => self
-                .filter_parser
-                .with_body(&event.record.body, |root| match root {
-                    Some(root) => keep(root),
-                    None => empty_root(keep),
-                }),
-            false => empty_root(keep),
-        }
-    }
-
-    /// Queues a delivery, or defers it without using an attempt when the
-    /// endpoint cannot take it now: its circuit is open (deferred until it
-    /// half-opens) or its queue stayed full (deferred to the first tier). A
-    /// busy endpoint that keeps taking from its queue gets up to
-    /// [`ENQUEUE_PATIENCE`] of back-pressure first.
-    async fn enqueue(&mut self, slot: Slot, delivery: Delivery) {
-        let sender = self.sender(slot);
-        if let Some(delay) = sender.circuit().defer_for(now_ms()) {
-            sender.defer(delivery, delay, "circuit open");
-            return;
-        }
-        match sender.enqueue(delivery, ENQUEUE_PATIENCE).await {
-            Ok(()) => {}
-            Err(EnqueueError::Full(d)) => {
-                let first_tier = self.writer.tiers().delay(0);
-                sender.defer(d, first_tier, "endpoint queue full");
-            }
-            Err(EnqueueError::Closed(_)) => {
-                // Shutdown: left unsettled, consumed again after a restart.
-            }
-        }
-    }
-
-    /// The sender of `slot`, made on its first delivery.
-    fn sender(&mut self, slot: Slot) -> Arc<Sender> {
-        if let Some(sender) = &self.senders[slot as usize] {
-            return Arc::clone(sender);
-        }
-        let endpoint = self.index.endpoint(slot);
-        let sender = Arc::new(Sender::new(
-            Arc::clone(endpoint),
-            &self.deps,
-            self.registry.activity(endpoint.id()),
-        ));
-        self.by_id
-            .insert(endpoint.id().to_string(), Arc::clone(&sender));
-        self.senders[slot as usize] = Some(Arc::clone(&sender));
-        self.count_senders();
-        sender
     }
 
     /// Counts `partitions` in or out (`sign` 1 or -1) of the assigned
@@ -845,62 +458,6 @@ impl Dispatcher {
             self.count_senders();
             tracing::debug!(dropped, kept = self.by_id.len(), "idle senders dropped");
         }
-    }
-
-    /// Registers a record needing one outcome and dead-letters it.
-    fn dead_letter_now(
-        &mut self,
-        event: &Payload,
-        partition: PartitionId,
-        reason: Reason,
-        detail: &str,
-    ) {
-        let offset = match event {
-            Payload::Invalid(r) => r.record.offset,
-            Payload::Unreadable(u) => u.record.offset,
-            Payload::Input(e) => e.record.offset,
-            Payload::Retry(e) => e.record.offset,
-            Payload::Entry(e) => e.offset,
-        };
-        let Some(token) = self.tracker.register(partition, offset, 1) else {
-            return;
-        };
-        self.dead_letter_settling(token, event, History::default(), reason, detail);
-    }
-
-    /// Dead-letters a record registered under `token`; one outcome of the
-    /// token settles once the dead letter is stored.
-    fn dead_letter_settling(
-        &mut self,
-        token: AckToken,
-        event: &Payload,
-        history: History<'_>,
-        reason: Reason,
-        detail: &str,
-    ) {
-        let history = History {
-            first_ms: if history.first_ms == 0 {
-                now_ms()
-            } else {
-                history.first_ms
-            },
-            last_status: if history.last_status.is_empty() {
-                reason.as_str()
-            } else {
-                history.last_status
-            },
-            last_error: detail,
-            ..history
-        };
-        let acks = self.acks.clone();
-        self.writer.dead_letter(
-            event,
-            &history,
-            reason,
-            Box::new(move |_| {
-                let _ = acks.send(token);
-            }),
-        );
     }
 
     fn after_dispatch(&mut self) {

@@ -16,15 +16,16 @@ use anyhow::{Context, Result};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use crate::config::DisableCause;
 use crate::config::{Config, ConfigError};
 use crate::deliver::client::HttpClients;
 use crate::deliver::host::HostLimits;
-use crate::deliver::sender::{GoneHook, SenderDeps};
+use crate::deliver::sender::{DisableHook, SenderDeps};
 use crate::index::attempt_log::AttemptLog;
 use crate::index::{Endpoint, EndpointRegistry, EndpointStore};
 use crate::kafka::{self, EmbeddedBroker};
 use crate::outcome::backoff::{Backoff, RetryTiers};
-use crate::outcome::policy::RetryPolicy;
+use crate::outcome::policy::{DisabledPolicy, RetryPolicy};
 use crate::retry::writer::OutcomeWriter;
 use crate::source::consumer::SourceConsumer;
 use crate::source::extract::Extractor;
@@ -121,6 +122,20 @@ pub fn check_config(
     Ok(())
 }
 
+/// The auto-disable and backlog settings of `config`: the backlog waits on
+/// the longest tier not longer than `disabled_backlog.recheck` (the first
+/// tier when every tier is longer), and comes back at multiples of that
+/// tier's delay.
+fn disabled_policy(config: &Config, tiers: &RetryTiers) -> DisabledPolicy {
+    let auto = config.delivery.auto_disable;
+    let backlog = config.delivery.disabled_backlog;
+    DisabledPolicy {
+        auto_disable_after: auto.enabled.then(|| auto.after.get()),
+        backlog_max_age: backlog.max_age.get(),
+        backlog_recheck: tiers.delay(tiers.tier_for(backlog.recheck.get())),
+    }
+}
+
 /// Takes the endpoints out of `config` (they live on in the endpoints, not
 /// twice), validated and prepared.
 fn build_endpoints(config: &mut Config) -> Result<Vec<Arc<Endpoint>>> {
@@ -164,8 +179,9 @@ impl Pipeline {
     }
 
     /// Like [`start_with_registry`](Self::start_with_registry) with the
-    /// registry of `store`; an endpoint that answers 410 Gone is stored
-    /// disabled (`disabled = {reason, at}`), so every instance stops
+    /// registry of `store`; an endpoint that answers 410 Gone, or fails
+    /// every attempt for `delivery.auto_disable.after`, is stored disabled
+    /// (`disabled = {reason, at, cause}`), so every instance stops
     /// delivering to it, also after a restart. The owned topics exist
     /// already: whoever opened the store ensured them (the service does, once).
     pub async fn start_with_store(
@@ -174,28 +190,36 @@ impl Pipeline {
         store: Arc<EndpointStore>,
     ) -> Result<Self> {
         let registry = Arc::clone(store.registry());
-        let on_gone = GoneHook(Arc::new(move |id: &str| {
+        let failing_reason = format!(
+            "the endpoint failed every attempt for {} (delivery.auto_disable.after)",
+            config.delivery.auto_disable.after
+        );
+        let on_disable = DisableHook(Arc::new(move |id: &str, cause: DisableCause| {
             let store = Arc::clone(&store);
             let id = id.to_string();
+            let reason = match cause {
+                DisableCause::Gone => "the endpoint answered 410 Gone".to_string(),
+                DisableCause::Failing => failing_reason.clone(),
+            };
             tokio::spawn(async move {
-                match store.disable(&id, "the endpoint answered 410 Gone").await {
+                match store.disable(&id, cause, &reason).await {
                     Ok(()) => {
-                        tracing::warn!(endpoint = %id, "endpoint stored as disabled after 410 Gone; enable it through the API")
+                        tracing::warn!(endpoint = %id, cause = cause.as_str(), "endpoint stored as disabled; enable it through the API")
                     }
                     Err(e) => {
-                        tracing::warn!(endpoint = %id, error = %e, "storing the endpoint as disabled after 410 Gone failed; this instance keeps it disabled until restart")
+                        tracing::warn!(endpoint = %id, cause = cause.as_str(), error = %e, "storing the endpoint as disabled failed; this instance keeps it disabled until it changes or restarts")
                     }
                 }
             });
         }));
-        Self::start_inner(config, broker, registry, Some(on_gone)).await
+        Self::start_inner(config, broker, registry, Some(on_disable)).await
     }
 
     async fn start_inner(
         config: Config,
         broker: BrokerTarget,
         registry: Arc<EndpointRegistry>,
-        on_gone: Option<GoneHook>,
+        on_disable: Option<DisableHook>,
     ) -> Result<Self> {
         let bootstrap = broker.bootstrap().to_string();
 
@@ -207,10 +231,7 @@ impl Pipeline {
             tiers.clone(),
         )
         .await?;
-        let clients = HttpClients::new(
-            &config.delivery.user_agent,
-            config.delivery.allow_private_destinations,
-        )?;
+        let clients = HttpClients::new(&config.delivery)?;
         let (acks_tx, acks_rx) = mpsc::unbounded_channel();
         let writer_handle = writer.clone();
         let backoff = Backoff::new(&config.delivery.backoff);
@@ -228,11 +249,12 @@ impl Pipeline {
                 retry_window: config.delivery.retry_window.get(),
                 local_failure_delay: circuit_base,
                 rules: crate::outcome::policy::RetryRules::DEFAULT,
+                disabled: disabled_policy(&config, &tiers),
             },
             per_endpoint_labels: config.metrics.per_endpoint_labels,
             circuit_base,
             shared_metrics: std::sync::OnceLock::new(),
-            on_gone,
+            on_disable,
             attempt_log: attempt_log.clone(),
             start_traces: config.delivery.start_traces,
         });

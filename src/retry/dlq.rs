@@ -157,7 +157,8 @@ impl DeadLetter {
 
     /// The letter a DLQ record holds.
     pub fn from_message(m: &rdkafka::message::BorrowedMessage<'_>) -> Self {
-        let headers: Vec<(String, Vec<u8>)> = m
+        let mut letter = Self::facts_of(m);
+        letter.headers = m
             .headers()
             .map(|hs| {
                 hs.iter()
@@ -165,11 +166,19 @@ impl DeadLetter {
                     .collect()
             })
             .unwrap_or_default();
+        letter.key = m.key().map(<[u8]>::to_vec);
+        letter.value = m.payload().unwrap_or_default().to_vec();
+        letter
+    }
+
+    /// Only what filters, counts and listings read: the `hookstream-*`
+    /// facts, without copying the record's key, value and header list
+    /// (the counting pass of a replay reads every letter this way).
+    pub fn facts_of(m: &rdkafka::message::BorrowedMessage<'_>) -> Self {
         let get = |name: &str| {
-            headers
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+            m.headers()
+                .and_then(|hs| hs.iter().find(|h| h.key == name))
+                .map(|h| String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned())
         };
         Self {
             partition: m.partition(),
@@ -188,9 +197,9 @@ impl DeadLetter {
             last_error: get(header::LAST_ERROR).unwrap_or_default(),
             source: get(header::SOURCE).unwrap_or_default(),
             replay_of: get(header::REPLAY_OF),
-            key: m.key().map(<[u8]>::to_vec),
-            value: m.payload().unwrap_or_default().to_vec(),
-            headers,
+            key: None,
+            value: Vec::new(),
+            headers: Vec::new(),
         }
     }
 }

@@ -184,9 +184,24 @@ impl ScanPlan {
     /// Reads every range and calls `each` with the letters `filter`
     /// selects, partition by partition, up to `filter.limit`; `each`
     /// returns false to stop. Returns how many were selected.
-    pub fn scan(
+    pub fn scan(&self, filter: &DlqFilter, each: impl FnMut(DeadLetter) -> bool) -> Result<u64> {
+        self.scan_as(filter, DeadLetter::from_message, each)
+    }
+
+    /// As [`Self::scan`], with only each letter's facts
+    /// ([`DeadLetter::facts_of`]: no key, value or header list copied).
+    pub fn scan_facts(
         &self,
         filter: &DlqFilter,
+        each: impl FnMut(DeadLetter) -> bool,
+    ) -> Result<u64> {
+        self.scan_as(filter, DeadLetter::facts_of, each)
+    }
+
+    fn scan_as(
+        &self,
+        filter: &DlqFilter,
+        read: fn(&BorrowedMessage<'_>) -> DeadLetter,
         mut each: impl FnMut(DeadLetter) -> bool,
     ) -> Result<u64> {
         let mut selected = 0u64;
@@ -197,7 +212,7 @@ impl ScanPlan {
             }
             let mut go_on = true;
             self.read_range(*range, |m| {
-                let letter = DeadLetter::from_message(m);
+                let letter = read(m);
                 if filter.admits(&letter) {
                     selected += 1;
                     go_on = each(letter);

@@ -161,7 +161,7 @@ pub async fn replay(
     let (plan, report) = blocking("counting the selection", move || {
         let plan = ScanPlan::plan(&client, &dlq_topic, &filter)?;
         let mut report = ReplayReport::default();
-        report.selected = plan.scan(&filter, |letter| {
+        report.selected = plan.scan_facts(&filter, |letter| {
             if letter.endpoint.is_none() {
                 report.skipped_no_endpoint += 1;
             } else if before.contains(&letter.coordinates(&dlq_topic)) {

@@ -25,10 +25,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
-use rdkafka::ClientContext;
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::message::OwnedHeaders;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 use tokio::sync::{Notify, mpsc};
 
@@ -38,213 +37,16 @@ use crate::config::Config;
 use crate::core::Payload;
 use crate::core::Reason;
 use crate::outcome::backoff::RetryTiers;
-use crate::wire::batch::MAX_ENTRY_BYTES;
-use crate::wire::headers::{History, dead_letter_headers, endpoint_partition, header, now_ms};
+use crate::wire::headers::{History, dead_letter_headers, endpoint_partition, now_ms};
+
+mod gather;
+mod report;
+
+use report::{Resend, WriteContext};
 
 /// How long deferrals wait for others of their endpoint before their batch
 /// is written.
 const BATCH_LINGER: Duration = Duration::from_millis(5);
-
-/// A write to send again after `delay`, with the headers it had.
-struct Resend {
-    write: Box<Write>,
-    headers: Option<OwnedHeaders>,
-    delay: Duration,
-}
-
-/// The delivery reports of outcome records.
-struct WriteContext {
-    resend: mpsc::UnboundedSender<Resend>,
-    dead_since_summary: Arc<Mutex<BTreeMap<String, u64>>>,
-    /// When the last failure was logged (failures are logged at most every
-    /// few seconds, not once per record).
-    last_warning: Mutex<Option<Instant>>,
-}
-
-impl ClientContext for WriteContext {
-    fn error(&self, error: KafkaError, reason: &str) {
-        tracing::warn!(%error, reason, "kafka producer error (retry/DLQ writes)");
-    }
-}
-
-impl ProducerContext for WriteContext {
-    type DeliveryOpaque = Box<Write>;
-
-    fn delivery(&self, result: &DeliveryResult<'_>, write: Box<Write>) {
-        match result {
-            Ok(_) => self.stored(*write),
-            Err((error, message)) => {
-                let headers = message.headers().map(|h| h.detach());
-                self.failed(write, headers, error, message.topic());
-            }
-        }
-    }
-}
-
-impl WriteContext {
-    fn stored(&self, write: Write) {
-        let Write {
-            target,
-            reason,
-            payload,
-            ..
-        } = write;
-        let stored = match target {
-            Target::Tier(tier) => Stored::Retry { tier },
-            Target::Dlq => {
-                let reason = reason.map_or("unknown", |r| r.as_str());
-                crate::metrics::dead_letter(reason);
-                if let Ok(mut c) = self.dead_since_summary.lock() {
-                    *c.entry(reason.to_string()).or_default() += 1;
-                }
-                Stored::DeadLetter
-            }
-        };
-        match payload {
-            Body::One { done, .. } => done(stored),
-            Body::Deferrals(batch) => {
-                for deferral in batch.entries {
-                    (deferral.done)(stored);
-                }
-            }
-        }
-    }
-
-    fn failed(
-        &self,
-        mut write: Box<Write>,
-        headers: Option<OwnedHeaders>,
-        error: &KafkaError,
-        topic: &str,
-    ) {
-        let too_large = matches!(
-            error,
-            KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge)
-        );
-        if too_large && let Body::Deferrals(_) = write.payload {
-            // The tier takes smaller records than a batch: each deferral
-            // goes as a single record.
-            let Body::Deferrals(batch) = write.payload else {
-                return;
-            };
-            for deferral in batch.entries {
-                let (headers, single) = deferral.into_single(batch.tier, &batch.endpoint);
-                let single = Box::new(Write {
-                    partition: write.partition,
-                    ..single
-                });
-                let _ = self.resend.send(Resend {
-                    write: single,
-                    headers: Some(headers),
-                    delay: Duration::ZERO,
-                });
-            }
-            return;
-        }
-        if too_large
-            && let Body::One {
-                event,
-                with_value: with_value @ true,
-                ..
-            } = &mut write.payload
-        {
-            let headers = headers.unwrap_or_default();
-            let headers = match write.target {
-                Target::Tier(_) => {
-                    // Too large for its tier: dead-lettered as exhausted,
-                    // with the headers it has and the reason.
-                    write.target = Target::Dlq;
-                    write.reason = Some(Reason::Exhausted);
-                    let now = now_ms().to_string();
-                    headers
-                        .insert(Header {
-                            key: header::REASON,
-                            value: Some("exhausted"),
-                        })
-                        .insert(Header {
-                            key: header::DEAD_MS,
-                            value: Some(now.as_str()),
-                        })
-                }
-                Target::Dlq => {
-                    tracing::warn!(source = %String::from_utf8_lossy(&event.source()), size = event.body().len(),
-                        "event too large for the DLQ topic: dead-lettering it without its value");
-                    *with_value = false;
-                    let note = format!(
-                        "value of {} bytes omitted: too large for the DLQ topic",
-                        event.body().len()
-                    );
-                    with_note(&headers, &note)
-                }
-            };
-            let _ = self.resend.send(Resend {
-                write,
-                headers: Some(headers),
-                delay: Duration::ZERO,
-            });
-            return;
-        }
-        if matches!(
-            error,
-            KafkaError::MessageProduction(RDKafkaErrorCode::UnknownPartition)
-        ) && write.partition.take().is_some()
-        {
-            // The tier has fewer partitions than last seen (recreated):
-            // placed by key instead, at once.
-            let _ = self.resend.send(Resend {
-                write,
-                headers,
-                delay: Duration::ZERO,
-            });
-            return;
-        }
-        write.failures += 1;
-        let delay = resend_delay(write.failures);
-        self.warn(error, topic);
-        let _ = self.resend.send(Resend {
-            write,
-            headers,
-            delay,
-        });
-    }
-
-    fn warn(&self, error: &KafkaError, topic: &str) {
-        let Ok(mut last) = self.last_warning.lock() else {
-            return;
-        };
-        if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) {
-            *last = Some(Instant::now());
-            tracing::warn!(%error, topic, "outcome write failed; retrying (the offset stays uncommitted)");
-        }
-    }
-}
-
-/// `headers` with `note` added to `hookstream-last-error`.
-fn with_note(headers: &OwnedHeaders, note: &str) -> OwnedHeaders {
-    let mut out = OwnedHeaders::new_with_capacity(headers.count() + 1);
-    let mut last_error = None;
-    for h in headers.iter() {
-        if h.key == header::LAST_ERROR {
-            last_error = h.value.map(String::from_utf8_lossy);
-        } else {
-            out = out.insert(h);
-        }
-    }
-    let text = match last_error.filter(|e| !e.is_empty()) {
-        Some(e) => format!("{e}; {note}"),
-        None => note.to_string(),
-    };
-    out.insert(Header {
-        key: header::LAST_ERROR,
-        value: Some(text.as_str()),
-    })
-}
-
-/// Pause before sending a write again after `failures` failures: 100 ms,
-/// doubling, at most 10 s.
-fn resend_delay(failures: u32) -> Duration {
-    Duration::from_millis(100u64 << failures.saturating_sub(1).min(7)).min(Duration::from_secs(10))
-}
 
 /// How long [`OutcomeWriter::start`] waits for the tiers' partition counts.
 const PARTITIONS_WAIT: Duration = Duration::from_secs(2);
@@ -340,96 +142,6 @@ impl Inner {
         (partitions > 0).then(|| endpoint_partition(endpoint, partitions))
     }
 
-    fn gathering(&self) -> std::sync::MutexGuard<'_, Vec<HashMap<Arc<str>, DeferralBatch>>> {
-        crate::core::lock(&self.gathering)
-    }
-
-    /// Adds a deferral to its endpoint's batch for `tier`; returns the batch
-    /// when it is full. One too large to share is written alone at once.
-    fn gather(
-        &self,
-        tier: usize,
-        endpoint: &str,
-        deferral: Deferral,
-    ) -> Option<Box<DeferralBatch>> {
-        let event = &deferral.event;
-        let size = event.body().len()
-            + event.key().map_or(0, Bytes::len)
-            + event.headers().byte_len()
-            + 512;
-        if size > MAX_ENTRY_BYTES {
-            self.send_alone(tier, endpoint, deferral);
-            return None;
-        }
-        let mut gathering = self.gathering();
-        let Some(batches) = gathering.get_mut(tier) else {
-            // (Not a tier of this writer: cannot happen, as `tier` comes
-            // from `tier_for`; written alone rather than lost.)
-            drop(gathering);
-            self.send_alone(
-                tier.min(self.tiers.len().saturating_sub(1)),
-                endpoint,
-                deferral,
-            );
-            return None;
-        };
-        if batches.is_empty() {
-            // The first batch since the last flush: the batch task writes
-            // this round after BATCH_LINGER.
-            self.batch_started.notify_one();
-        }
-        let full = match batches.get_mut(endpoint) {
-            Some(batch) => batch.add(deferral),
-            None => {
-                let mut batch = DeferralBatch::new(tier, Arc::from(endpoint));
-                let full = batch.add(deferral);
-                batches.insert(Arc::clone(&batch.endpoint), batch);
-                full
-            }
-        };
-        if full {
-            batches.remove(endpoint).map(Box::new)
-        } else {
-            None
-        }
-    }
-
-    /// Writes every batch gathered so far.
-    fn flush_deferrals(&self) {
-        let batches: Vec<DeferralBatch> = self
-            .gathering()
-            .iter_mut()
-            .flat_map(|b| b.drain().map(|(_, batch)| batch))
-            .collect();
-        for batch in batches {
-            self.send_batch(Box::new(batch));
-        }
-    }
-
-    /// Writes a batch: as one record, or as a single retry record when it
-    /// holds one deferral.
-    fn send_batch(&self, mut batch: Box<DeferralBatch>) {
-        if batch.entries.len() == 1
-            && let Some(deferral) = batch.entries.pop()
-        {
-            self.send_alone(batch.tier, &batch.endpoint, deferral);
-            return;
-        }
-        if batch.entries.is_empty() {
-            return;
-        }
-        batch.value = Bytes::from(batch.encoder.take_value());
-        let headers = batch.headers();
-        let write = Box::new(Write {
-            target: Target::Tier(batch.tier),
-            partition: self.endpoint_partition(batch.tier, &batch.endpoint),
-            payload: Body::Deferrals(batch),
-            reason: None,
-            failures: 0,
-        });
-        self.send(write, Some(headers));
-    }
-
     /// Hands a write to librdkafka; what it refuses at once comes back
     /// through the resend queue.
     fn send(&self, write: Box<Write>, headers: Option<OwnedHeaders>) {
@@ -494,8 +206,12 @@ pub struct DeferralOf<'a> {
     pub attempt: u32,
     /// Unix ms of its first attempt (or of consumption).
     pub first_ms: i64,
-    /// How long until it is tried again.
+    /// How long until it is tried again; also picks the tier (the
+    /// largest not longer than it).
     pub delay: Duration,
+    /// When it is due, if not `delay` from now (a disabled endpoint's
+    /// backlog is due at the next multiple of its recheck interval).
+    pub due_ms: Option<i64>,
     /// Why (`hookstream-last-error`).
     pub why: &'static str,
 }
@@ -674,14 +390,17 @@ impl OutcomeWriter {
         self.inner.send_single(history.endpoint, single);
     }
 
-    /// Defers `event` for `deferral.delay` without using an attempt, on the
-    /// largest tier not longer than it; `done` runs once it is stored.
+    /// Defers `event` for `deferral.delay` (due then, or at
+    /// `deferral.due_ms`) without using an attempt, on the largest tier not
+    /// longer than the delay; `done` runs once it is stored.
     /// Deferrals of one endpoint within [`BATCH_LINGER`] of each other share
     /// one record ([`crate::wire::batch`]); a lone one, or one too large to
     /// share, is written as a single retry record.
     pub fn defer(&self, event: &Payload, deferral: DeferralOf<'_>, done: Completion) {
         let tier = self.inner.tiers.tier_for(deferral.delay);
-        let due_ms = now_ms() + deferral.delay.as_millis() as i64;
+        let due_ms = deferral
+            .due_ms
+            .unwrap_or_else(|| now_ms() + deferral.delay.as_millis() as i64);
         let entry = Deferral {
             event: event.clone(),
             attempt: deferral.attempt,
@@ -744,45 +463,4 @@ async fn resend_loop(inner: Weak<Inner>, mut queue: mpsc::UnboundedReceiver<Rese
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_note_joins_the_last_error_and_keeps_every_other_header() {
-        let headers = OwnedHeaders::new()
-            .insert(Header {
-                key: "hookstream-endpoint",
-                value: Some("ep"),
-            })
-            .insert(Header {
-                key: header::LAST_ERROR,
-                value: Some("HTTP 503"),
-            });
-        let noted = with_note(&headers, "value omitted");
-        let pairs: Vec<(String, Vec<u8>)> = noted
-            .iter()
-            .map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec()))
-            .collect();
-        assert_eq!(
-            pairs,
-            vec![
-                ("hookstream-endpoint".to_string(), b"ep".to_vec()),
-                (
-                    header::LAST_ERROR.to_string(),
-                    b"HTTP 503; value omitted".to_vec()
-                ),
-            ]
-        );
-        let bare = with_note(&OwnedHeaders::new(), "value omitted");
-        assert_eq!(bare.get(0).value, Some(&b"value omitted"[..]));
-    }
-
-    #[test]
-    fn resend_pauses_double_up_to_ten_seconds() {
-        assert_eq!(resend_delay(1), Duration::from_millis(100));
-        assert_eq!(resend_delay(2), Duration::from_millis(200));
-        assert_eq!(resend_delay(5), Duration::from_millis(1600));
-        assert_eq!(resend_delay(8), Duration::from_secs(10));
-        assert_eq!(resend_delay(100), Duration::from_secs(10));
-    }
-}
+mod tests;

@@ -32,7 +32,7 @@ use tokio::sync::mpsc;
 
 use super::hooks::{FetchProgress, SourceContext};
 use super::inbound::{Arrival, INBOUND_MESSAGES, Inbound, InboundSender};
-use super::poll::{ConsumerQueue, Next};
+use super::poll::{ConsumerError, ConsumerQueue, Next};
 use super::reader::{Extractors, Record, RecordReader};
 use super::topics::{TopicTable, offsets_list, partitions_list};
 use super::unreadable::UnreadableRecords;
@@ -367,6 +367,9 @@ impl Drop for SourceConsumer {
     }
 }
 
+/// The consumer thread's loop: polls, turns records into [`Polled`]
+/// items and hands them to the dispatcher until `stop` or the dispatcher
+/// goes away.
 fn poll_loop(
     consumer: &BaseConsumer<SourceContext>,
     mut reader: RecordReader<'_>,
@@ -379,7 +382,7 @@ fn poll_loop(
         return;
     };
     let mut unreadable = UnreadableRecords::default();
-    let mut last_error_log = Instant::now() - Duration::from_secs(60);
+    let mut errors = ErrorLog::default();
     while !stop.load(Ordering::Relaxed) {
         // Waits for a record only when nothing is pending; otherwise takes
         // what librdkafka already has and hands the batch over when it
@@ -398,16 +401,7 @@ fn poll_loop(
                 continue;
             }
             Next::Revoked(partitions) => {
-                match partitions {
-                    None => unreadable.forget(None),
-                    Some(list) => {
-                        for (topic, partition) in list {
-                            if let Some(topic) = topics.id(&topic) {
-                                unreadable.forget(Some(PartitionId { topic, partition }));
-                            }
-                        }
-                    }
-                }
+                forget_revoked(&mut unreadable, topics, partitions);
                 continue;
             }
             Next::Error(e) => {
@@ -419,23 +413,8 @@ fn poll_loop(
                     if !inbound.push(Arrival::Record(placeholder)) {
                         break;
                     }
-                    continue;
-                }
-                if e.at.is_none() && !e.fatal {
-                    // Not about one partition (brokers down, ...): what
-                    // `BaseConsumer::poll` would tell the member's context.
-                    consumer
-                        .context()
-                        .error(KafkaError::Global(e.code), &e.text);
-                } else if e.fatal {
-                    tracing::error!(code = %e.code, error = %e.text, "fatal consume error");
-                } else if last_error_log.elapsed() > Duration::from_secs(5) {
-                    let at =
-                        e.at.as_ref()
-                            .map(|(t, p, o)| format!("{t}[{p}]@{o}"))
-                            .unwrap_or_default();
-                    tracing::warn!(code = %e.code, error = %e.text, at, "consume error");
-                    last_error_log = Instant::now();
+                } else {
+                    errors.report(consumer, &e);
                 }
                 continue;
             }
@@ -461,30 +440,96 @@ fn poll_loop(
             record.offset,
         );
         let polled = reader.read(record);
-        if polled
-            .due_ms()
-            .is_some_and(|due| due > crate::core::now_ms() + EARLY_PAUSE_BEYOND_MS)
-        {
-            // A retry that is not due for a while heads its partition until
-            // it is: pause now, so librdkafka drops what it prefetched behind
-            // it instead of this thread polling it only for the dispatcher to
-            // hold. The dispatcher pauses it too (it owns pause state and
-            // resumes when due); this only stops the flow sooner. (A retry
-            // due within moments is left to the dispatcher, which holds what
-            // follows it that long: no fetch again when it is due.)
-            let partition = polled.partition();
-            let tpl = partitions_list(topics, &[partition]);
-            match consumer.pause(&tpl) {
-                Ok(()) => {
-                    if !inbound.push(Arrival::PausedEarly(partition)) {
-                        break;
-                    }
-                }
-                Err(e) => tracing::debug!(error = %e, "pausing a retry partition early failed"),
-            }
-        }
-        if !inbound.push(Arrival::Record(polled)) {
+        if !hand_over(consumer, topics, inbound, polled) {
             break;
         }
     }
+}
+
+/// Forgets the unreadable-record state of revoked partitions (`None`: all).
+fn forget_revoked(
+    unreadable: &mut UnreadableRecords,
+    topics: &TopicTable,
+    partitions: Option<Vec<(String, i32)>>,
+) {
+    match partitions {
+        None => unreadable.forget(None),
+        Some(list) => {
+            for (topic, partition) in list {
+                if let Some(topic) = topics.id(&topic) {
+                    unreadable.forget(Some(PartitionId { topic, partition }));
+                }
+            }
+        }
+    }
+}
+
+/// Consume errors that are about no one record, logged without flooding.
+#[derive(Debug)]
+struct ErrorLog {
+    /// When a per-partition error was last logged.
+    last: Instant,
+}
+
+impl Default for ErrorLog {
+    fn default() -> Self {
+        Self {
+            last: Instant::now() - Duration::from_secs(60),
+        }
+    }
+}
+
+impl ErrorLog {
+    /// Reports `e`: a global error to the member's context (as
+    /// `BaseConsumer::poll` would), a fatal one as an error, a partition's
+    /// at most once per 5 s.
+    fn report(&mut self, consumer: &BaseConsumer<SourceContext>, e: &ConsumerError) {
+        if e.at.is_none() && !e.fatal {
+            consumer
+                .context()
+                .error(KafkaError::Global(e.code), &e.text);
+        } else if e.fatal {
+            tracing::error!(code = %e.code, error = %e.text, "fatal consume error");
+        } else if self.last.elapsed() > Duration::from_secs(5) {
+            let at =
+                e.at.as_ref()
+                    .map(|(t, p, o)| format!("{t}[{p}]@{o}"))
+                    .unwrap_or_default();
+            tracing::warn!(code = %e.code, error = %e.text, at, "consume error");
+            self.last = Instant::now();
+        }
+    }
+}
+
+/// Hands `polled` to the dispatcher; false once the dispatcher is gone.
+///
+/// A retry that is not due for a while heads its partition until it is:
+/// pause now, so librdkafka drops what it prefetched behind it instead of
+/// this thread polling it only for the dispatcher to hold. The dispatcher
+/// pauses it too (it owns pause state and resumes when due); this only
+/// stops the flow sooner. (A retry due within moments is left to the
+/// dispatcher, which holds what follows it that long: no fetch again when
+/// it is due.)
+fn hand_over(
+    consumer: &BaseConsumer<SourceContext>,
+    topics: &TopicTable,
+    inbound: &InboundSender,
+    polled: Polled,
+) -> bool {
+    if polled
+        .due_ms()
+        .is_some_and(|due| due > crate::core::now_ms() + EARLY_PAUSE_BEYOND_MS)
+    {
+        let partition = polled.partition();
+        let tpl = partitions_list(topics, &[partition]);
+        match consumer.pause(&tpl) {
+            Ok(()) => {
+                if !inbound.push(Arrival::PausedEarly(partition)) {
+                    return false;
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "pausing a retry partition early failed"),
+        }
+    }
+    inbound.push(Arrival::Record(polled))
 }

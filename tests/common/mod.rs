@@ -385,7 +385,7 @@ pub fn endpoint(
     let mut e = EndpointConfig::new(id, url);
     e.events = events.iter().map(|s| s.to_string()).collect();
     e.signature = hookstream::sign::SignatureScheme::parse(scheme).expect("scheme");
-    e.secret = (scheme != "none").then(|| secret.to_string());
+    e.secret = (scheme != "none").then(|| secret.into());
     e.allow_http = true;
     e
 }

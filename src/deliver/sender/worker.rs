@@ -1,0 +1,233 @@
+//! The sender's worker: runs while deliveries are queued, takes batches
+//! under the rate and concurrency limits, runs each attempt as a task, and
+//! survives a panic in one (the panicked deliveries are dead-lettered).
+//!
+//! Owns the queue's consumption only; an attempt and its outcome are
+//! [`super::attempt`]'s.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use futures::FutureExt;
+use std::panic::AssertUnwindSafe;
+
+use crate::core::Reason;
+use crate::wire::headers::{History, now_ms};
+
+use super::attempt::{dead_letter, defer, deliver};
+use super::held::set_aside;
+use super::{Delivery, Shared};
+
+/// How long an idle worker of a streaming endpoint waits for more before
+/// it ends.
+pub(super) const WORKER_LINGER: Duration = Duration::from_millis(50);
+
+/// Deliveries this close together (ms) make a stream.
+pub(super) const STREAM_GAP_MS: i64 = 1_000;
+
+/// The worker: takes deliveries (in batches when configured), waits for the
+/// rate limit and a concurrency permit, and starts each attempt. It ends as
+/// soon as the queue stayed empty for [`WORKER_LINGER`].
+pub(super) async fn work(shared: Arc<Shared>, linger: bool) {
+    let batch = shared.endpoint.load().config.batch;
+    let max_events = batch.max_events.max(1) as usize;
+    let max_wait = batch.max_wait.get();
+    loop {
+        let mut hand = InHand::new(&shared, Vec::with_capacity(1));
+        loop {
+            let arrived = shared.arrivals.notified();
+            tokio::pin!(arrived);
+            arrived.as_mut().enable();
+            shared.take(&mut hand.deliveries, max_events, false);
+            if !hand.deliveries.is_empty() {
+                break;
+            }
+            // Lingers a moment so a steady stream does not start a worker
+            // per delivery; then ends unless something arrived meanwhile.
+            if !linger || tokio::time::timeout(WORKER_LINGER, arrived).await.is_err() {
+                if !shared.take(&mut hand.deliveries, max_events, true) {
+                    return;
+                }
+                break;
+            }
+        }
+        if hand.deliveries.len() < max_events && !max_wait.is_zero() {
+            fill_batch(&shared, &mut hand.deliveries, max_events, max_wait).await;
+        }
+        // Refused and held deliveries (a deleted or disabled endpoint) and,
+        // while the circuit is open, every queued delivery move to the DLQ
+        // or a retry tier at once instead of waiting for a permit behind
+        // failing attempts: the queue keeps draining, so whoever enqueues
+        // (the dispatcher, for every endpoint) is never held up by this one.
+        let now = now_ms();
+        if set_aside(&shared, &mut hand, now) {
+            continue;
+        }
+        if shared.circuit.open_for(now).is_some() {
+            while let Some(delivery) = hand.pop() {
+                let delay = shared.circuit.defer_for(now).unwrap_or_default();
+                defer(&shared, delivery, delay, "circuit open");
+            }
+            continue;
+        }
+        if let Some(limiter) = &shared.limiter
+            && limiter.check().is_err()
+        {
+            shared.metrics.rate_limited.increment(1);
+            limiter.until_ready().await;
+        }
+        if let Some(adaptive) = &shared.adaptive {
+            adaptive.admit().await;
+        }
+        let Ok(permit) = Arc::clone(&shared.permits).acquire_owned().await else {
+            // Never closed; were it, this would be shutdown: the deliveries
+            // are consumed again after a restart.
+            if let Some(adaptive) = &shared.adaptive {
+                adaptive.finish(shared.endpoint.load().id(), None);
+            }
+            hand.abandon();
+            return;
+        };
+        // The host's slot is taken here, not in the attempt's task, so what
+        // waits for a busy host is this worker, not a task per delivery.
+        // (The semaphore is never closed; closed would only lift the limit.)
+        let host_slot = shared.host_slots.load_full().acquire_owned().await.ok();
+        let batch = hand.hand_over();
+        let shared = Arc::clone(&shared);
+        tokio::spawn(async move {
+            let attempt = AssertUnwindSafe(deliver(&shared, batch))
+                .catch_unwind()
+                .await;
+            let observed = match attempt {
+                Ok(observed) => observed,
+                Err(panic) => {
+                    panicked(&shared, panic.as_ref());
+                    None
+                }
+            };
+            if let Some(adaptive) = &shared.adaptive {
+                adaptive.finish(shared.endpoint.load().id(), observed);
+            }
+            drop((permit, host_slot));
+        });
+    }
+}
+
+/// Starts a worker for `shared`'s queue, supervised: a worker that panics
+/// is counted and logged, its deliveries in hand are dead-lettered (see
+/// [`InHand`]), and a new worker takes over what is still queued.
+pub(super) fn spawn_worker(shared: Arc<Shared>, linger: bool) {
+    tokio::spawn(async move {
+        let result = AssertUnwindSafe(work(Arc::clone(&shared), linger))
+            .catch_unwind()
+            .await;
+        if let Err(panic) = result {
+            panicked(&shared, panic.as_ref());
+            // The worker flag is still set: clear it, or start another
+            // worker for what is queued (each panic dead-letters what the
+            // worker held, so this ends).
+            let restart = {
+                let mut q = shared.queue();
+                if q.items.is_empty() || q.closed {
+                    q.worker = false;
+                    false
+                } else {
+                    true
+                }
+            };
+            if restart {
+                spawn_worker(shared, false);
+            }
+        }
+    });
+}
+
+/// Counts a panic in `shared`'s sender and logs the first one.
+pub(super) fn panicked(shared: &Shared, panic: &(dyn std::any::Any + Send)) {
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_string());
+    shared.metrics.panics.increment(1);
+    if !shared.panic_logged.swap(true, Ordering::Relaxed) {
+        tracing::error!(
+            endpoint = %shared.endpoint.load().id(),
+            panic = %message,
+            "the endpoint's sender panicked: what it held is dead-lettered as internal_error and it carries on (logged once per sender; hookstream_sender_panics_total counts them)"
+        );
+    }
+}
+
+/// Deliveries a task holds that have no outcome yet. Handing one on (to
+/// the writer, to an attempt's task, to the acks) takes it out; whatever is
+/// still here when the holder is dropped, which only happens when it
+/// unwinds from a panic, is dead-lettered as `internal_error`. So a panic
+/// never leaves a delivery without an outcome (its partition could not
+/// commit past it until a restart).
+pub(super) struct InHand {
+    pub(super) shared: Arc<Shared>,
+    pub(super) deliveries: Vec<Delivery>,
+}
+
+impl InHand {
+    pub(super) fn new(shared: &Arc<Shared>, deliveries: Vec<Delivery>) -> Self {
+        Self {
+            shared: Arc::clone(shared),
+            deliveries,
+        }
+    }
+
+    /// Takes the last delivery out, to hand it on.
+    pub(super) fn pop(&mut self) -> Option<Delivery> {
+        self.deliveries.pop()
+    }
+
+    /// Takes every delivery out, to hand them on together.
+    pub(super) fn hand_over(&mut self) -> Vec<Delivery> {
+        std::mem::take(&mut self.deliveries)
+    }
+
+    /// Lets go of the deliveries without an outcome (shutdown: they are
+    /// consumed again after a restart).
+    pub(super) fn abandon(&mut self) {
+        self.deliveries.clear();
+    }
+}
+
+impl Drop for InHand {
+    fn drop(&mut self) {
+        let endpoint = self.shared.endpoint.load_full();
+        for d in self.deliveries.drain(..) {
+            let h = History {
+                endpoint: endpoint.id(),
+                attempt: d.attempt,
+                first_ms: d.first_ms.unwrap_or_else(now_ms),
+                last_status: Reason::InternalError.as_str(),
+                last_error: "an internal error (panic) in the endpoint's sender",
+            };
+            dead_letter(&self.shared, d, &h, Reason::InternalError);
+        }
+    }
+}
+
+/// Adds queued deliveries to `batch` until it holds `max` or `max_wait`
+/// passed since the first.
+pub(super) async fn fill_batch(
+    shared: &Shared,
+    batch: &mut Vec<Delivery>,
+    max: usize,
+    max_wait: Duration,
+) {
+    let deadline = tokio::time::Instant::now() + max_wait;
+    while batch.len() < max {
+        let arrived = shared.arrivals.notified();
+        tokio::pin!(arrived);
+        arrived.as_mut().enable();
+        shared.take(batch, max, false);
+        if batch.len() >= max || tokio::time::timeout_at(deadline, arrived).await.is_err() {
+            break;
+        }
+    }
+}
