@@ -10,7 +10,6 @@
 //! disabled: [`held`]), then report the ack token. It never commits offsets
 //! and never touches other endpoints' queues.
 
-use std::collections::VecDeque;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -39,11 +38,13 @@ use crate::wire::headers::now_ms;
 mod attempt;
 mod held;
 mod limit;
+mod queue;
 mod worker;
 
 use attempt::defer;
 use held::hold;
 use limit::Adaptive;
+use queue::{Queue, Refused, Taken};
 use worker::{STREAM_GAP_MS, spawn_worker};
 
 /// One event for one endpoint, and the token to hand back once settled.
@@ -66,17 +67,6 @@ pub enum EnqueueError {
     Full(Delivery),
     /// The sender stopped (shutdown).
     Closed(Delivery),
-}
-
-/// The deliveries waiting for one endpoint, and whether a worker is
-/// taking from them.
-#[derive(Debug, Default)]
-struct Queue {
-    items: VecDeque<Delivery>,
-    /// A worker task is running; it ends when it finds the queue empty.
-    worker: bool,
-    /// The pipeline stopped: nothing more is queued.
-    closed: bool,
 }
 
 /// Everything a sender's tasks share. This is all an endpoint costs while
@@ -107,7 +97,7 @@ struct Shared {
     /// Unix ms of the latest dequeue: a sender that stops taking from its
     /// queue is stalled, not just busy.
     last_dequeue_ms: AtomicI64,
-    queue: Mutex<Queue>,
+    queue: Mutex<Queue<Delivery>>,
     /// Most deliveries queued at once.
     capacity: usize,
     /// Wakes an enqueue waiting for room.
@@ -137,7 +127,7 @@ impl std::fmt::Debug for Shared {
 }
 
 impl Shared {
-    fn queue(&self) -> MutexGuard<'_, Queue> {
+    fn queue(&self) -> MutexGuard<'_, Queue<Delivery>> {
         crate::core::lock(&self.queue)
     }
 
@@ -146,22 +136,15 @@ impl Shared {
     /// enqueue checks, so a delivery is never left without a worker) and
     /// `false` comes back.
     fn take(&self, batch: &mut Vec<Delivery>, max: usize, end_if_empty: bool) -> bool {
-        let mut q = self.queue();
-        if q.items.is_empty() {
-            if end_if_empty {
-                q.worker = false;
-                // An idle endpoint keeps no queue memory.
-                q.items = VecDeque::new();
-                return false;
+        match self.queue().take(batch, max, end_if_empty) {
+            Taken::WorkerEnded => false,
+            Taken::Nothing => true,
+            Taken::Some(_) => {
+                self.last_dequeue_ms.store(now_ms(), Ordering::Relaxed);
+                self.room.notify_one();
+                true
             }
-            return true;
         }
-        let n = (max - batch.len()).min(q.items.len());
-        batch.extend(q.items.drain(..n));
-        drop(q);
-        self.last_dequeue_ms.store(now_ms(), Ordering::Relaxed);
-        self.room.notify_one();
-        true
     }
 }
 
@@ -377,21 +360,11 @@ impl Sender {
 
     /// Queues a delivery if there is room, starting a worker if none runs.
     pub fn try_enqueue(&self, delivery: Delivery) -> Result<(), EnqueueError> {
-        let start_worker = {
-            let mut q = self.shared.queue();
-            if q.closed {
-                return Err(EnqueueError::Closed(delivery));
-            }
-            if q.items.len() >= self.shared.capacity {
-                return Err(EnqueueError::Full(delivery));
-            }
-            if q.items.capacity() == 0 {
-                // Most endpoints of a large index see one delivery at a
-                // time; a VecDeque would start with room for four.
-                q.items.reserve_exact(1);
-            }
-            q.items.push_back(delivery);
-            !std::mem::replace(&mut q.worker, true)
+        let pushed = self.shared.queue().push(delivery, self.shared.capacity);
+        let start_worker = match pushed {
+            Ok(start) => start,
+            Err(Refused::Full(d)) => return Err(EnqueueError::Full(d)),
+            Err(Refused::Closed(d)) => return Err(EnqueueError::Closed(d)),
         };
         if start_worker {
             let now = now_ms();
@@ -432,8 +405,7 @@ impl Sender {
         {
             return false;
         }
-        let q = shared.queue();
-        q.items.is_empty() && !q.worker && !q.closed
+        shared.queue().is_idle()
     }
 
     /// The endpoint's circuit breaker.
@@ -455,9 +427,7 @@ impl Sender {
     /// Stops taking deliveries; queued ones are dropped unsettled (they will
     /// be consumed again after the offsets that were committed).
     pub fn abort(&self) {
-        let mut q = self.shared.queue();
-        q.closed = true;
-        q.items.clear();
+        self.shared.queue().close();
     }
 }
 

@@ -127,15 +127,7 @@ pub(super) fn spawn_worker(shared: Arc<Shared>, linger: bool) {
             // The worker flag is still set: clear it, or start another
             // worker for what is queued (each panic dead-letters what the
             // worker held, so this ends).
-            let restart = {
-                let mut q = shared.queue();
-                if q.items.is_empty() || q.closed {
-                    q.worker = false;
-                    false
-                } else {
-                    true
-                }
-            };
+            let restart = shared.queue().restart_after_panic();
             if restart {
                 spawn_worker(shared, false);
             }
