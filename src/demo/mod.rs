@@ -147,20 +147,15 @@ async fn run_demo(events: u64, rate: f64) -> Result<()> {
     );
     table.forget_drawn();
 
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut last_report = Instant::now();
-    let accounted = loop {
-        let done = all_accounted(&receivers, &ledger, invalid_produced);
-        if done || Instant::now() > deadline {
-            break done;
-        }
-        if last_report.elapsed() >= Duration::from_millis(500) {
-            last_report = Instant::now();
-            table.draw(started, pipeline, &ledger, false);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    table.draw(started, pipeline, &ledger, true);
+    let accounted = wait_accounted(
+        &receivers,
+        &ledger,
+        invalid_produced,
+        &mut table,
+        started,
+        pipeline,
+    )
+    .await;
     let stats = Arc::clone(pipeline.stats());
     service.shutdown().await?;
     stop_reader.store(true, Ordering::SeqCst);
@@ -183,6 +178,33 @@ async fn run_demo(events: u64, rate: f64) -> Result<()> {
             "not every event was accounted for (accounted: {accounted}, bad signatures: {bad_signatures}, offsets at end: {offsets_ok})"
         )
     }
+}
+
+/// Waits (at most a minute, drawing progress) until every event is
+/// accounted for; says whether it is.
+async fn wait_accounted(
+    receivers: &[Receiver],
+    ledger: &Mutex<Ledger>,
+    invalid_produced: usize,
+    table: &mut ProgressTable,
+    started: Instant,
+    pipeline: &crate::pipeline::Pipeline,
+) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last_report = Instant::now();
+    let accounted = loop {
+        let done = all_accounted(receivers, ledger, invalid_produced);
+        if done || Instant::now() > deadline {
+            break done;
+        }
+        if last_report.elapsed() >= Duration::from_millis(500) {
+            last_report = Instant::now();
+            table.draw(started, pipeline, ledger, false);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    table.draw(started, pipeline, ledger, true);
+    accounted
 }
 
 /// Starts one verifying receiver per demo endpoint and prints where.

@@ -263,8 +263,54 @@ async fn handle(
             Err(_) => log.bad_signatures.fetch_add(1, Ordering::Relaxed),
         };
     }
+    let (status, retry_after_header) =
+        match answer(&spec.behaviour, &find, &log, now_in_progress).await {
+            Ok(answer) => answer,
+            Err(Reset) => {
+                log.in_progress.fetch_sub(1, Ordering::SeqCst);
+                return Err(Reset);
+            }
+        };
+    if (200..300).contains(&status)
+        && let Some(id) = find(header::WEBHOOK_ID)
+        && let Ok(mut accepted) = log.accepted.lock()
+    {
+        accepted.insert(id);
+    }
+    if spec.record
+        && let Ok(mut recorded) = log.recorded.lock()
+    {
+        recorded.push(ReceivedRequest {
+            headers,
+            body,
+            version,
+            status,
+            received_at,
+        });
+    }
+    log.in_progress.fetch_sub(1, Ordering::SeqCst);
+    let mut response = Response::new(Full::new(Bytes::from_static(b"{}")));
+    *response.status_mut() =
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    if let Some(v) = retry_after_header {
+        response.headers_mut().insert(
+            hyper::header::RETRY_AFTER,
+            hyper::header::HeaderValue::from_static(v),
+        );
+    }
+    Ok(response)
+}
+
+/// The status (and `Retry-After`) `behaviour` answers a request with,
+/// after the delay it calls for; `Err` to reset the connection instead.
+async fn answer(
+    behaviour: &Behaviour,
+    find: &(dyn Fn(&str) -> Option<String> + Sync),
+    log: &ReceiverLog,
+    now_in_progress: u64,
+) -> Result<(u16, Option<&'static str>), Reset> {
     let mut retry_after_header = None;
-    let status = match spec.behaviour {
+    let status = match *behaviour {
         Behaviour::FailFirst {
             times,
             status,
@@ -326,10 +372,7 @@ async fn handle(
                     tokio::time::sleep(Duration::from_secs(1)).await;
                     200
                 }
-                _ => {
-                    log.in_progress.fetch_sub(1, Ordering::SeqCst);
-                    return Err(Reset);
-                }
+                _ => return Err(Reset),
             }
         }
         Behaviour::Overloaded { capacity, delay } => {
@@ -355,32 +398,5 @@ async fn handle(
             }
         }
     };
-    if (200..300).contains(&status)
-        && let Some(id) = find(header::WEBHOOK_ID)
-        && let Ok(mut accepted) = log.accepted.lock()
-    {
-        accepted.insert(id);
-    }
-    if spec.record
-        && let Ok(mut recorded) = log.recorded.lock()
-    {
-        recorded.push(ReceivedRequest {
-            headers,
-            body,
-            version,
-            status,
-            received_at,
-        });
-    }
-    log.in_progress.fetch_sub(1, Ordering::SeqCst);
-    let mut response = Response::new(Full::new(Bytes::from_static(b"{}")));
-    *response.status_mut() =
-        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    if let Some(v) = retry_after_header {
-        response.headers_mut().insert(
-            hyper::header::RETRY_AFTER,
-            hyper::header::HeaderValue::from_static(v),
-        );
-    }
-    Ok(response)
+    Ok((status, retry_after_header))
 }

@@ -290,12 +290,14 @@ fn sensitive(value: &str, field: &str) -> Result<Auth, FieldError> {
     Ok(Auth::Header(value))
 }
 
-fn prepare_oauth2(
+/// The token endpoint's URL: absolute, http(s) (plain http only where the
+/// endpoint allows it), with a host and no credentials, and not private
+/// unless private destinations are allowed.
+fn token_url(
     config: &EndpointConfig,
     oauth: &OAuth2Config,
     allow_private: bool,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<OAuth2Client, FieldError> {
+) -> Result<Url, FieldError> {
     let field = "auth.oauth2.token_url";
     let token_url = Url::parse(&oauth.token_url)
         .map_err(|e| FieldError::new(field, format!("is not an absolute URL: {e}")))?;
@@ -342,6 +344,16 @@ fn prepare_oauth2(
             ));
         }
     }
+    Ok(token_url)
+}
+
+fn prepare_oauth2(
+    config: &EndpointConfig,
+    oauth: &OAuth2Config,
+    allow_private: bool,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<OAuth2Client, FieldError> {
+    let token_url = token_url(config, oauth, allow_private)?;
     if oauth.client_id.is_empty() || has_control(&oauth.client_id) {
         return Err(FieldError::new(
             "auth.oauth2.client_id",
@@ -371,12 +383,32 @@ fn prepare_oauth2(
             ));
         }
     }
+    let cache_key = token_cache_key(config, oauth, &token_url, &client_secret);
+    Ok(OAuth2Client {
+        token_url,
+        client_id: oauth.client_id.clone(),
+        client_secret,
+        scope: oauth.scope.clone(),
+        audience: oauth.audience.clone(),
+        client_auth: oauth.client_auth,
+        cache_key,
+    })
+}
+
+/// What tells one cached token from another: the endpoint and every
+/// setting the token endpoint sees, hashed (the secret never kept in it).
+fn token_cache_key(
+    config: &EndpointConfig,
+    oauth: &OAuth2Config,
+    token_url: &Url,
+    client_secret: &str,
+) -> [u8; 16] {
     let mut h = Sha256::new();
     for part in [
         Some(config.id.as_str()),
         Some(token_url.as_str()),
         Some(oauth.client_id.as_str()),
-        Some(client_secret.as_str()),
+        Some(client_secret),
         oauth.scope.as_deref(),
         oauth.audience.as_deref(),
         Some(match oauth.client_auth {
@@ -386,15 +418,7 @@ fn prepare_oauth2(
     ] {
         feed(&mut h, part);
     }
-    Ok(OAuth2Client {
-        token_url,
-        client_id: oauth.client_id.clone(),
-        client_secret,
-        scope: oauth.scope.clone(),
-        audience: oauth.audience.clone(),
-        client_auth: oauth.client_auth,
-        cache_key: first_16(h),
-    })
+    first_16(h)
 }
 
 /// The certificates of a PEM text (at least one).

@@ -231,6 +231,53 @@ impl std::fmt::Debug for OutcomeWriter {
     }
 }
 
+/// Serves the producer's delivery reports (their completions settle ack
+/// tokens) until `stop`.
+fn spawn_report_thread(
+    producer: Arc<BaseProducer<WriteContext>>,
+    stop: Arc<AtomicBool>,
+) -> Result<()> {
+    std::thread::Builder::new()
+        .name("outcome-reports".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Acquire) {
+                producer.poll(Duration::from_millis(100));
+            }
+        })
+        .context("spawning the delivery-report thread")?;
+    Ok(())
+}
+
+/// Learns how many partitions each tier has (into `counts`), again every
+/// [`PARTITIONS_REFRESH`], until `stop`. Its own thread: a metadata
+/// request can take seconds while a broker is away, and delivery reports
+/// must not wait for it.
+fn spawn_partitions_thread(
+    producer: Arc<BaseProducer<WriteContext>>,
+    stop: Arc<AtomicBool>,
+    topics: Vec<String>,
+    counts: Arc<[AtomicI32]>,
+) -> Result<()> {
+    std::thread::Builder::new()
+        .name("tier-partitions".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Acquire) {
+                let known = learn_partitions(&producer, &topics, &counts);
+                let wait = if known {
+                    PARTITIONS_REFRESH
+                } else {
+                    Duration::from_secs(1)
+                };
+                let until = Instant::now() + wait;
+                while Instant::now() < until && !stop.load(Ordering::Acquire) {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        })
+        .context("spawning the tier-partitions thread")?;
+    Ok(())
+}
+
 impl OutcomeWriter {
     /// A writer with its own idempotent `acks=all` producer, its
     /// delivery-report thread and its resend task (on the current runtime).
@@ -257,43 +304,13 @@ impl OutcomeWriter {
         let producer = Arc::new(producer);
         let stop = Arc::new(AtomicBool::new(false));
         let tier_partitions: Arc<[AtomicI32]> = tiers.topics().map(|_| AtomicI32::new(0)).collect();
-        {
-            let producer = Arc::clone(&producer);
-            let stop = Arc::clone(&stop);
-            std::thread::Builder::new()
-                .name("outcome-reports".into())
-                .spawn(move || {
-                    while !stop.load(Ordering::Acquire) {
-                        producer.poll(Duration::from_millis(100));
-                    }
-                })
-                .context("spawning the delivery-report thread")?;
-        }
-        {
-            // Its own thread: a metadata request can take seconds while a
-            // broker is away, and delivery reports must not wait for it.
-            let producer = Arc::clone(&producer);
-            let stop = Arc::clone(&stop);
-            let topics: Vec<String> = tiers.topics().map(str::to_string).collect();
-            let counts = Arc::clone(&tier_partitions);
-            std::thread::Builder::new()
-                .name("tier-partitions".into())
-                .spawn(move || {
-                    while !stop.load(Ordering::Acquire) {
-                        let known = learn_partitions(&producer, &topics, &counts);
-                        let wait = if known {
-                            PARTITIONS_REFRESH
-                        } else {
-                            Duration::from_secs(1)
-                        };
-                        let until = Instant::now() + wait;
-                        while Instant::now() < until && !stop.load(Ordering::Acquire) {
-                            std::thread::sleep(Duration::from_millis(100));
-                        }
-                    }
-                })
-                .context("spawning the tier-partitions thread")?;
-        }
+        spawn_report_thread(Arc::clone(&producer), Arc::clone(&stop))?;
+        spawn_partitions_thread(
+            Arc::clone(&producer),
+            Arc::clone(&stop),
+            tiers.topics().map(str::to_string).collect(),
+            Arc::clone(&tier_partitions),
+        )?;
         let gathering = Mutex::new(tiers.topics().map(|_| HashMap::new()).collect());
         let batch_started = Arc::new(Notify::new());
         let inner = Arc::new(Inner {
