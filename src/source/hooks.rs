@@ -135,6 +135,15 @@ impl SourceContext {
             .collect()
     }
 
+    /// `topic[partition]` of each, for the log lines of a rebalance.
+    fn named(&self, partitions: &[PartitionId]) -> String {
+        let names: Vec<String> = partitions
+            .iter()
+            .map(|p| format!("{}[{}]", self.topics.name(p.topic), p.partition))
+            .collect();
+        names.join(",")
+    }
+
     fn send(&self, msg: Inbound) -> bool {
         self.inbound.send(msg)
     }
@@ -254,6 +263,7 @@ impl ConsumerContext for SourceContext {
         }
         tracing::info!(
             partitions = partitions.len(),
+            which = %self.named(&partitions),
             lost,
             "partitions revoked: draining"
         );
@@ -275,7 +285,11 @@ impl ConsumerContext for SourceContext {
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
             let partitions = self.ids(tpl);
-            tracing::info!(partitions = partitions.len(), "partitions assigned");
+            tracing::info!(
+                partitions = partitions.len(),
+                which = %self.named(&partitions),
+                "partitions assigned"
+            );
             crate::metrics::consumer_lag::assigned(tpl);
             self.joined.store(true, Ordering::Release);
             self.send(Inbound::Assigned(partitions));
