@@ -8,8 +8,10 @@
 //! with I/O: the compacted endpoints topic every instance follows. A lookup never scans all endpoints:
 //! endpoints are filed under their most selective restriction (device, then
 //! group, then tenant, else unrestricted), and within that under their event
-//! patterns: exact types in a hash map, prefix globs in a hash map probed
-//! once per distinct prefix length, `*` in a list. A list whose endpoints
+//! patterns: `*` in a list; up to eight exact types and prefix globs in a
+//! slice compared one by one (a device's bucket holds one or two); beyond
+//! that, exact types in a hash map and prefix globs in a hash map probed
+//! once per distinct prefix length. A list whose endpoints
 //! have no restriction beyond the bucket is copied whole; otherwise each
 //! candidate is checked against its remaining restrictions.
 
@@ -25,6 +27,7 @@ pub mod registry;
 pub mod store;
 
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
 pub use endpoint::{Endpoint, FieldError, RouteKey};
@@ -63,37 +66,124 @@ struct Filing {
 }
 
 /// Patterns of one restriction bucket. Most buckets (one per device of
-/// 100 000 device endpoints) hold a single `*` endpoint, so only the
-/// wildcard list is inline; typed patterns sit behind one box.
+/// 100 000 device endpoints) hold a single endpoint with one or two
+/// patterns, so the wildcard list is inline, a few typed patterns sit in
+/// one boxed slice scanned in order, and only a bucket with more than
+/// [`SCAN_PATTERNS`] of them gets hash maps.
 #[derive(Debug, Default)]
 struct TypeTable {
     wildcard: SlotList,
-    typed: Option<Box<TypedPatterns>>,
+    typed: Typed,
 }
 
-/// The exact and prefix patterns of a bucket.
+/// Typed patterns (exact and prefix) of one bucket, shaped by how many.
 #[derive(Debug, Default)]
-struct TypedPatterns {
+enum Typed {
+    #[default]
+    None,
+    /// At most [`SCAN_PATTERNS`], compared one by one.
+    Few(Box<[Pattern]>),
+    /// More: looked up by hash.
+    Many(Box<PatternMaps>),
+}
+
+/// Up to this many typed patterns a bucket scans: cheaper in memory than
+/// two hash maps (about 300 bytes less for a device's bucket) and as fast
+/// for a handful of short comparisons.
+const SCAN_PATTERNS: usize = 8;
+
+/// One typed pattern of a small bucket.
+#[derive(Debug)]
+struct Pattern {
+    /// The exact type, or the prefix of a `prefix*` glob.
+    text: Box<str>,
+    prefix: bool,
+    list: SlotList,
+}
+
+impl Pattern {
+    fn admits(&self, event_type: &str) -> bool {
+        if self.prefix {
+            event_type.starts_with(&*self.text)
+        } else {
+            *self.text == *event_type
+        }
+    }
+}
+
+/// The exact and prefix patterns of a large bucket.
+#[derive(Debug, Default)]
+struct PatternMaps {
     exact: HashMap<String, SlotList>,
     prefixes: HashMap<String, SlotList>,
     /// Distinct prefix lengths, ascending.
     prefix_lens: Vec<usize>,
 }
 
+impl PatternMaps {
+    fn list(&mut self, text: &str, prefix: bool) -> &mut SlotList {
+        if prefix {
+            if let Err(pos) = self.prefix_lens.binary_search(&text.len()) {
+                self.prefix_lens.insert(pos, text.len());
+            }
+            self.prefixes.entry(text.to_string()).or_default()
+        } else {
+            self.exact.entry(text.to_string()).or_default()
+        }
+    }
+}
+
+impl Typed {
+    /// The list of pattern `text` (a prefix when `prefix`), made if new.
+    fn list(&mut self, text: &str, prefix: bool) -> &mut SlotList {
+        let at = self.make_room(text, prefix);
+        match self {
+            Typed::Many(maps) => maps.list(text, prefix),
+            Typed::Few(few) if at < few.len() => &mut few[at].list,
+            _ => unreachable!("make_room leaves the pattern at `at` or maps"),
+        }
+    }
+
+    /// Gives the pattern a place: where a small bucket holds it (added
+    /// if new), or, in a bucket that would grow past [`SCAN_PATTERNS`],
+    /// hash maps (the returned position then means nothing).
+    fn make_room(&mut self, text: &str, prefix: bool) -> usize {
+        let same = |p: &Pattern| p.prefix == prefix && *p.text == *text;
+        let mut few = match self {
+            Typed::Many(_) => return 0,
+            Typed::Few(few) => match few.iter().position(same) {
+                Some(at) => return at,
+                None => std::mem::take(few).into_vec(),
+            },
+            Typed::None => Vec::new(),
+        };
+        if few.len() < SCAN_PATTERNS {
+            few.push(Pattern {
+                text: text.into(),
+                prefix,
+                list: SlotList::default(),
+            });
+            let at = few.len() - 1;
+            *self = Typed::Few(few.into_boxed_slice());
+            return at;
+        }
+        let mut maps = PatternMaps::default();
+        for p in few {
+            *maps.list(&p.text, p.prefix) = p.list;
+        }
+        *self = Typed::Many(Box::new(maps));
+        0
+    }
+}
+
 impl TypeTable {
     fn insert(&mut self, pattern: &str, f: Filing) {
         let list = if pattern == "*" {
             &mut self.wildcard
+        } else if let Some(prefix) = pattern.strip_suffix('*') {
+            self.typed.list(prefix, true)
         } else {
-            let typed = self.typed.get_or_insert_default();
-            if let Some(prefix) = pattern.strip_suffix('*') {
-                if let Err(pos) = typed.prefix_lens.binary_search(&prefix.len()) {
-                    typed.prefix_lens.insert(pos, prefix.len());
-                }
-                typed.prefixes.entry(prefix.to_string()).or_default()
-            } else {
-                typed.exact.entry(pattern.to_string()).or_default()
-            }
+            self.typed.list(pattern, false)
         };
         list.push(f.slot, f.overlapping, f.filtered);
     }
@@ -102,20 +192,27 @@ impl TypeTable {
         if !self.wildcard.slots.is_empty() {
             visit(&self.wildcard);
         }
-        let Some(typed) = &self.typed else {
-            return;
-        };
-        if let Some(list) = typed.exact.get(event_type) {
-            visit(list);
-        }
-        for &len in &typed.prefix_lens {
-            if len > event_type.len() {
-                break;
+        match &self.typed {
+            Typed::None => {}
+            Typed::Few(few) => {
+                for p in few.iter().filter(|p| p.admits(event_type)) {
+                    visit(&p.list);
+                }
             }
-            if let Some(prefix) = event_type.get(..len)
-                && let Some(list) = typed.prefixes.get(prefix)
-            {
-                visit(list);
+            Typed::Many(maps) => {
+                if let Some(list) = maps.exact.get(event_type) {
+                    visit(list);
+                }
+                for &len in &maps.prefix_lens {
+                    if len > event_type.len() {
+                        break;
+                    }
+                    if let Some(prefix) = event_type.get(..len)
+                        && let Some(list) = maps.prefixes.get(prefix)
+                    {
+                        visit(list);
+                    }
+                }
             }
         }
     }
@@ -126,7 +223,11 @@ impl TypeTable {
 #[derive(Debug, Default)]
 pub struct EndpointIndex {
     endpoints: Vec<Arc<Endpoint>>,
-    by_id: HashMap<String, Slot>,
+    /// Slots by endpoint id: only the slot is stored, hashed and compared
+    /// through the id its endpoint holds (no second copy of every id).
+    by_id: hashbrown::HashTable<Slot>,
+    /// Hashes the ids of `by_id`.
+    ids: std::hash::RandomState,
     open: TypeTable,
     by_device: HashMap<String, TypeTable>,
     by_group: HashMap<String, TypeTable>,
@@ -140,12 +241,24 @@ impl EndpointIndex {
     /// never match.
     pub fn new(endpoints: Vec<Arc<Endpoint>>) -> Self {
         let mut index = Self {
-            by_id: HashMap::with_capacity(endpoints.len()),
+            by_id: hashbrown::HashTable::with_capacity(endpoints.len()),
             ..Self::default()
         };
+        let id_of = |slot: Slot| endpoints[slot as usize].config.id.as_str();
         for (slot, endpoint) in endpoints.iter().enumerate() {
             let slot = slot as Slot;
-            index.by_id.insert(endpoint.config.id.clone(), slot);
+            // A later endpoint with the same id takes its place.
+            let id = endpoint.config.id.as_str();
+            let hash = index.ids.hash_one(id);
+            match index.by_id.find_mut(hash, |s| id_of(*s) == id) {
+                Some(earlier) => *earlier = slot,
+                None => {
+                    let ids = &index.ids;
+                    index
+                        .by_id
+                        .insert_unique(hash, slot, |s| ids.hash_one(id_of(*s)));
+                }
+            }
             if !endpoint.config.takes_events() {
                 continue;
             }
@@ -210,7 +323,10 @@ impl EndpointIndex {
 
     /// The slot of the endpoint with `id`.
     pub fn slot_of(&self, id: &str) -> Option<Slot> {
-        self.by_id.get(id).copied()
+        let hash = self.ids.hash_one(id);
+        self.by_id
+            .find(hash, |s| self.endpoints[*s as usize].config.id == id)
+            .copied()
     }
 
     /// The endpoint with `id`, enabled or not.
