@@ -19,6 +19,9 @@ use super::inbound::{Inbound, InboundSender};
 use super::topics::{TopicTable, offsets_list, partitions_list};
 use crate::core::PartitionId;
 
+/// Partitions a rebalance log line names (the rest are counted).
+const NAMED_PARTITIONS: usize = 16;
+
 /// Where librdkafka last said one partition's fetching stood.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PartitionFetch {
@@ -135,12 +138,17 @@ impl SourceContext {
             .collect()
     }
 
-    /// `topic[partition]` of each, for the log lines of a rebalance.
+    /// `topic[partition]` of each, for the log lines of a rebalance (the
+    /// first [`NAMED_PARTITIONS`], then how many more).
     fn named(&self, partitions: &[PartitionId]) -> String {
-        let names: Vec<String> = partitions
+        let mut names: Vec<String> = partitions
             .iter()
+            .take(NAMED_PARTITIONS)
             .map(|p| format!("{}[{}]", self.topics.name(p.topic), p.partition))
             .collect();
+        if partitions.len() > NAMED_PARTITIONS {
+            names.push(format!("and {} more", partitions.len() - NAMED_PARTITIONS));
+        }
         names.join(",")
     }
 
