@@ -14,6 +14,9 @@ const ROUNDS: usize = 5;
 
 impl Bench {
     /// Scenario (g): scenario (a) with the activity log off, then on.
+    ///
+    /// Long on purpose: paired rounds alternating which runs first, then
+    /// the medians of four series into the report.
     pub(super) async fn activity_log_cost(
         &self,
         events: u64,

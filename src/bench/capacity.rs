@@ -228,6 +228,10 @@ impl Bench {
     /// One run: an endpoint with the fixed limit `fixed` (or adaptive under
     /// [`CEILING`]) against `receiver`, events produced at the offered rate
     /// until every one was delivered.
+    ///
+    /// Long on purpose: the producer at the offered rate and the observer
+    /// sampling the receiver every 100 ms run side by side in one `join`
+    /// over the run's counters, between one setup and one summary.
     async fn capacity_run(
         &self,
         receiver: &CapacityReceiver,

@@ -17,6 +17,9 @@ impl Bench {
     /// both sides of a ratio, and the rounds alternate which of the pair
     /// runs first. Reports the median of the rounds' ratios, the median
     /// rates, and the latency of the last round beside the dead one.
+    ///
+    /// Long on purpose: the rounds' loop gathers six series whose medians
+    /// make the report; apart they would travel in a struct of their own.
     pub(super) async fn dead_neighbour(
         &self,
         events: u64,
@@ -31,7 +34,6 @@ impl Bench {
         eprintln!("{}: preloading {events} events twice", scenario.label());
         self.preload(&alone_topic, 0, events).await?;
         self.preload(&with_topic, 0, events).await?;
-        let url = self.receiver.url();
         let dead_port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
@@ -44,39 +46,15 @@ impl Bench {
         let (mut receiver_cpu, mut broker_cpu) = (0.0, None);
         let (mut p50, mut p99) = (0.0, 0.0);
         for round in 0..DEAD_NEIGHBOUR_ROUNDS {
-            // Each run reads its topic from the start in a group of its own,
-            // with owned topics of its own (no retries of earlier rounds).
-            let run_config = |topic: &str, tag: &str| {
-                let mut c = self.config(topic, &format!("{topic}-r{round}"));
-                c.topics.prefix = format!("bench{}{tag}{round}", self.run_id);
-                c.endpoints.push(self.endpoint("healthy", url.clone()));
-                c
-            };
-            let mut with = run_config(&with_topic, "with");
-            with.endpoints
-                .push(self.endpoint("dead", format!("http://127.0.0.1:{dead_port}/gone")));
-            // Odd rounds run beside the dead endpoint first, so whatever the
-            // order itself does (a warmer receiver, a broker holding more
-            // topics) falls on both sides. With an odd number of rounds the
-            // last runs alone first, and its pipeline beside the dead
-            // endpoint stays up for the latency phase.
             let with_first = round % 2 == 1;
-            let (alone, with, with_pipeline) = if with_first {
-                let (with, pipeline) = self.measure(with, events).await?;
-                pipeline.shutdown().await?;
-                let (alone, pipeline) = self
-                    .measure(run_config(&alone_topic, "alone"), events)
-                    .await?;
-                pipeline.shutdown().await?;
-                (alone, with, None)
-            } else {
-                let (alone, pipeline) = self
-                    .measure(run_config(&alone_topic, "alone"), events)
-                    .await?;
-                pipeline.shutdown().await?;
-                let (with, pipeline) = self.measure(with, events).await?;
-                (alone, with, Some(pipeline))
+            let pair = Pair {
+                round,
+                alone_topic: &alone_topic,
+                with_topic: &with_topic,
+                dead_port,
+                with_first,
             };
+            let (alone, with, with_pipeline) = self.dead_neighbour_pair(pair, events).await?;
             let alone_rate = events as f64 / alone.secs.max(1e-9);
             let with_rate = events as f64 / with.secs.max(1e-9);
             let per_event = |cpu: f64| cpu * 1e6 / events.max(1) as f64;
@@ -143,4 +121,58 @@ impl Bench {
             ..ScenarioReport::of(scenario, run, baselines)
         })
     }
+
+    /// One round's pair of runs, in the round's order: the healthy
+    /// endpoint alone, and beside the dead one. The pipeline beside the
+    /// dead endpoint comes back still running when it ran second.
+    async fn dead_neighbour_pair(
+        &self,
+        pair: Pair<'_>,
+        events: u64,
+    ) -> Result<(Measured, Measured, Option<Pipeline>)> {
+        let url = self.receiver.url();
+        // Each run reads its topic from the start in a group of its own,
+        // with owned topics of its own (no retries of earlier rounds).
+        let round = pair.round;
+        let run_config = |topic: &str, tag: &str| {
+            let mut c = self.config(topic, &format!("{topic}-r{round}"));
+            c.topics.prefix = format!("bench{}{tag}{round}", self.run_id);
+            c.endpoints.push(self.endpoint("healthy", url.clone()));
+            c
+        };
+        let mut with = run_config(pair.with_topic, "with");
+        with.endpoints
+            .push(self.endpoint("dead", format!("http://127.0.0.1:{}/gone", pair.dead_port)));
+        // Odd rounds run beside the dead endpoint first, so whatever the
+        // order itself does (a warmer receiver, a broker holding more
+        // topics) falls on both sides. With an odd number of rounds the
+        // last runs alone first, and its pipeline beside the dead
+        // endpoint stays up for the latency phase.
+        if pair.with_first {
+            let (with, pipeline) = self.measure(with, events).await?;
+            pipeline.shutdown().await?;
+            let (alone, pipeline) = self
+                .measure(run_config(pair.alone_topic, "alone"), events)
+                .await?;
+            pipeline.shutdown().await?;
+            Ok((alone, with, None))
+        } else {
+            let (alone, pipeline) = self
+                .measure(run_config(pair.alone_topic, "alone"), events)
+                .await?;
+            pipeline.shutdown().await?;
+            let (with, pipeline) = self.measure(with, events).await?;
+            Ok((alone, with, Some(pipeline)))
+        }
+    }
+}
+
+/// One round of scenario (e): its number, topics, the dead endpoint's
+/// port, and which of the pair runs first.
+struct Pair<'a> {
+    round: usize,
+    alone_topic: &'a str,
+    with_topic: &'a str,
+    dead_port: u16,
+    with_first: bool,
 }

@@ -44,6 +44,10 @@ fn letter_headers(i: u64, dead_ms: &str) -> OwnedHeaders {
 
 impl Bench {
     /// (h): `letters` dead letters replayed, against raw produce.
+    ///
+    /// Long on purpose: the phases of one measurement in order (topics,
+    /// the raw produce baseline, the letters, the timed replay with its CPU
+    /// readings, the report), each a few lines.
     pub(super) async fn dlq_replay(
         &self,
         letters: u64,

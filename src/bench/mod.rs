@@ -420,6 +420,32 @@ impl Bench {
         self.preload_devices(&topic, 0, events, devices).await?;
         let group = format!("{topic}-group");
         let mut config = self.config(&topic, &group);
+        let per_event = self.add_endpoints(scenario, &mut config);
+        let expected = events * per_event;
+        let (measured, pipeline) = self.measure(config, expected).await?;
+        let events_per_s = events as f64 / measured.secs.max(1e-9);
+        // (g) measures memory: its events come from 1 000 devices, which
+        // the latency phase's do not.
+        let (p50, p99) = if scenario == Scenario::SparseIndex {
+            (0.0, 0.0)
+        } else {
+            self.latency(&topic, events, events_per_s, per_event)
+                .await?
+        };
+        log_activity(&pipeline, &["bench"]);
+        pipeline.shutdown().await?;
+        let run = Run {
+            events,
+            deliveries: expected,
+            measured,
+            latency_ms: (p50, p99),
+        };
+        Ok(ScenarioReport::of(scenario, run, baselines))
+    }
+
+    /// Adds the endpoints of one of the simple scenarios (a)–(d), (i) to
+    /// `config`; says how many deliveries each event makes.
+    fn add_endpoints(&self, scenario: Scenario, config: &mut Config) -> u64 {
         let url = self.receiver.url();
         let mut per_event = 1;
         match scenario {
@@ -458,26 +484,7 @@ impl Bench {
                 unreachable!("dispatched at the top of this function")
             }
         }
-        let expected = events * per_event;
-        let (measured, pipeline) = self.measure(config, expected).await?;
-        let events_per_s = events as f64 / measured.secs.max(1e-9);
-        // (g) measures memory: its events come from 1 000 devices, which
-        // the latency phase's do not.
-        let (p50, p99) = if scenario == Scenario::SparseIndex {
-            (0.0, 0.0)
-        } else {
-            self.latency(&topic, events, events_per_s, per_event)
-                .await?
-        };
-        log_activity(&pipeline, &["bench"]);
-        pipeline.shutdown().await?;
-        let run = Run {
-            events,
-            deliveries: expected,
-            measured,
-            latency_ms: (p50, p99),
-        };
-        Ok(ScenarioReport::of(scenario, run, baselines))
+        per_event
     }
 }
 

@@ -303,6 +303,8 @@ async fn handle(
 
 /// The status (and `Retry-After`) `behaviour` answers a request with,
 /// after the delay it calls for; `Err` to reset the connection instead.
+///
+/// Long on purpose: one arm per [`Behaviour`], a few lines each.
 async fn answer(
     behaviour: &Behaviour,
     find: &(dyn Fn(&str) -> Option<String> + Sync),
