@@ -8,11 +8,17 @@
 //!
 //! Then every event is delivered or dead-lettered with a reason, every
 //! input and tier offset is committed, and nothing deferred is left on a
-//! tier. The duplicates the kill caused are reported and bounded: by what
-//! the killed instance had in flight plus its last commit interval (and
-//! what refused revoke commits explain) with `REBALANCE_STRICT=1`, by four
-//! times that otherwise, since about one round in ten still exceeds the
-//! strict bound (issue 20 item 3, open).
+//! tier. Before the kill each of the three first instances delivered a
+//! share of the events (the group split the work). The duplicates are
+//! reported and bounded: by what the killed instance had in flight plus
+//! what it settled in its last commit interval (delivered, or deferred and
+//! retried on a tier: each of those is a second copy once its input record
+//! is read again), plus what refused revoke commits explain (the mock
+//! cluster refuses commits while the group is joining, where Kafka accepts
+//! those of the current generation). `REBALANCE_STRICT=1` fails a round
+//! past that bound; without it a round fails only past twice the bound
+//! (the strict bound held in every one of 19 rounds measured for issue 20
+//! item 3; before deferrals counted, 2 rounds of 20 exceeded it).
 //!
 //! `the_group_survives_a_kill_and_a_join` runs it once; the stress mode
 //! (`--ignored`, `REBALANCE_LOOPS`, 20 by default) runs it in a loop and
@@ -109,8 +115,13 @@ struct Round {
     duplicates_of_killed: usize,
     /// What the killed instance delivered in its last 2 × commit_interval.
     killed_last_window: usize,
+    /// What it deferred or scheduled for retry in that window (each is a
+    /// second copy once its input record is consumed again).
+    killed_last_window_set_aside: usize,
     /// Its deliveries in flight when it was killed.
     killed_in_flight: usize,
+    /// Deliveries of each of the first three instances before the kill.
+    split_before_kill: Vec<(String, usize)>,
     /// Revoked partitions whose final commit the broker refused (the mock
     /// refuses commits once the group is rebalancing again).
     failed_revoke_commits: usize,
@@ -209,11 +220,28 @@ fn round(n: usize, total: usize) -> Round {
         }
         Ok(())
     };
-    let mut failure = wait_until("a third delivered", Duration::from_secs(120), &|| {
-        delivered() >= total / 3
-    })
-    .err();
+    // Until a third is delivered, what the instance to be killed has put
+    // on the tiers (deferred, or retried after a failed attempt) is
+    // sampled: each of those it made since its last commit is a second
+    // copy once its input record is consumed again.
+    let mut set_aside: Vec<(Instant, f64)> = Vec::new();
+    let set_aside_now = |i: &Instance| {
+        i.sum("hookstream_deliveries_total", "outcome=\"deferred\"")
+            + i.sum("hookstream_deliveries_total", "outcome=\"retry_scheduled\"")
+    };
+    let third_by = Instant::now() + Duration::from_secs(120);
+    let mut failure = loop {
+        if delivered() >= total / 3 {
+            break None;
+        }
+        if Instant::now() >= third_by {
+            break Some("timed out waiting for a third delivered".to_string());
+        }
+        set_aside.push((Instant::now(), set_aside_now(&instances[0])));
+        std::thread::sleep(Duration::from_millis(50));
+    };
     let killed_in_flight = instances[0].gauge("hookstream_inflight_deliveries") as usize;
+    let killed_set_aside = set_aside_now(&instances[0]);
     let killed_at = Instant::now();
     instances[0].sigkill();
     let killed = instances[0].name.clone();
@@ -401,9 +429,11 @@ fn round(n: usize, total: usize) -> Round {
                 for e in record.retries() {
                     let _ = writeln!(
                         out,
-                        "{tier},{},{i},{},{},{},{}",
+                        "{tier},{},{i},{},{},{},{},{},{}",
                         record.partition,
                         e.header("hookstream-event-id").unwrap_or(""),
+                        e.header("hookstream-hop").unwrap_or(""),
+                        e.header("hookstream-source").unwrap_or(""),
                         e.header("hookstream-attempt").unwrap_or(""),
                         e.header("hookstream-due-ms").unwrap_or(""),
                         e.header("hookstream-last-error").unwrap_or(""),
@@ -423,12 +453,27 @@ fn round(n: usize, total: usize) -> Round {
     let mut requests_2xx = 0;
     let mut killed_last_window = 0;
     let window_start = killed_at - 2 * Duration::from_millis(COMMIT_INTERVAL_MS);
+    // Set aside in the window: since the last sample taken before it.
+    let before_window = set_aside
+        .iter()
+        .rev()
+        .find(|(at, _)| *at <= window_start)
+        .map_or(0.0, |(_, n)| *n);
+    let killed_last_window_set_aside = (killed_set_aside - before_window).max(0.0) as usize;
+    // How the three first instances shared the work before the kill.
+    let mut split_before_kill: Vec<(String, usize)> =
+        (0..3).map(|i| (format!("instance-{i}"), 0)).collect();
     for (i, r) in recorded.iter().enumerate() {
         if !(200..300).contains(&r.status) {
             continue;
         }
         requests_2xx += 1;
         let by = r.header("user-agent").unwrap_or("").to_string();
+        if r.received_at < killed_at
+            && let Some(share) = split_before_kill.iter_mut().find(|(name, _)| *name == by)
+        {
+            share.1 += 1;
+        }
         if by == killed && r.received_at >= window_start {
             killed_last_window += 1;
         }
@@ -485,6 +530,8 @@ fn round(n: usize, total: usize) -> Round {
         duplicates,
         duplicates_of_killed,
         killed_last_window,
+        killed_last_window_set_aside,
+        split_before_kill,
         took: started.elapsed(),
     }
 }
@@ -493,8 +540,8 @@ fn check(n: usize, r: &Round) {
     eprintln!(
         "round {n}: {} events, {} delivered, {} dead-lettered in {:.0?}; {} 2xx requests: \
          {} duplicates, {} of them of events the killed instance had delivered; it had {} \
-         deliveries in flight and delivered {} in its last 2 × commit_interval; {} revoke \
-         commits refused",
+         deliveries in flight, delivered {} and set aside {} on the tiers in its last \
+         2 × commit_interval; {} revoke commits refused",
         r.events,
         r.delivered,
         r.dead_lettered,
@@ -504,6 +551,7 @@ fn check(n: usize, r: &Round) {
         r.duplicates_of_killed,
         r.killed_in_flight,
         r.killed_last_window,
+        r.killed_last_window_set_aside,
         r.failed_revoke_commits,
     );
     assert_eq!(
@@ -511,24 +559,42 @@ fn check(n: usize, r: &Round) {
         r.events,
         "every event delivered or dead-lettered"
     );
+    // The group shared the work: each instance took partitions and
+    // delivered a part (2/1/1 of the four input partitions, plus tier
+    // partitions) before the kill.
+    let before_kill: usize = r.split_before_kill.iter().map(|(_, n)| n).sum();
+    eprintln!(
+        "round {n}: deliveries before the kill {:?}",
+        r.split_before_kill
+    );
+    for (name, delivered) in &r.split_before_kill {
+        assert!(
+            *delivered * 20 >= before_kill,
+            "round {n}: {name} delivered {delivered} of {before_kill} before the kill: the work \
+             was not shared ({:?})",
+            r.split_before_kill
+        );
+    }
     // What a kill may cost: what the killed instance had in flight and
-    // what it delivered since its last commit. A refused revoke commit
+    // what it delivered or set aside on a tier since its last commit. A refused revoke commit
     // costs what its partitions settled since their last successful
     // commit: the mock cluster refuses every commit while the group is
     // joining (up to `session.timeout.ms` − 1 s; Kafka accepts commits of
     // the current generation then), so at most a session's worth.
     let rate = r.events as f64 / r.took.as_secs_f64();
     let per_refusal = (rate * SESSION_TIMEOUT_MS as f64 / 1000.0).ceil() as usize;
-    let bound = r.killed_in_flight + r.killed_last_window + r.failed_revoke_commits * per_refusal;
+    let bound = r.killed_in_flight
+        + r.killed_last_window
+        + r.killed_last_window_set_aside
+        + r.failed_revoke_commits * per_refusal;
     if r.duplicates > bound {
-        // Issue 20 item 3 is open here: about one round in ten exceeds
-        // the bound (1.7x and 3.3x in a loop of 20). Said every time; it
-        // fails the test with REBALANCE_STRICT=1, and beyond
-        // DUPLICATE_MARGIN times the bound always (the redelivery storms
-        // of before were 10-100x).
+        // Said every time; it fails the test with REBALANCE_STRICT=1, and
+        // beyond DUPLICATE_MARGIN times the bound always (the redelivery
+        // storms of before were 10-100x).
         eprintln!(
             "round {n}: {} duplicates exceed the bound of {bound} (in flight on the killed \
-             instance + its last commit interval + refused revoke commits; issue 20 item 3)",
+             instance + what it settled in its last commit interval + refused revoke commits; \
+             issue 20 item 3)",
             r.duplicates
         );
     }
@@ -547,7 +613,7 @@ fn check(n: usize, r: &Round) {
 
 /// How far past the bound a round's duplicates may go before the test
 /// fails without `REBALANCE_STRICT` (see [`check`]).
-const DUPLICATE_MARGIN: usize = 4;
+const DUPLICATE_MARGIN: usize = 2;
 
 #[test]
 fn the_group_survives_a_kill_and_a_join() {

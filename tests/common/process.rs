@@ -67,20 +67,38 @@ impl Instance {
     /// The value of unlabelled metric `name` on its `/metrics` (0 when
     /// unreadable).
     pub fn gauge(&self, name: &str) -> f64 {
+        self.scrape()
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    /// The sum of the samples of labelled metric `name` whose labels
+    /// contain `label` (say `outcome="deferred"`); 0 when unreadable.
+    pub fn sum(&self, name: &str, label: &str) -> f64 {
+        self.scrape()
+            .lines()
+            .filter_map(|l| l.strip_prefix(name)?.strip_prefix('{'))
+            .filter_map(|l| l.split_once('}'))
+            .filter(|(labels, _)| labels.contains(label))
+            .filter_map(|(_, value)| value.trim().parse::<f64>().ok())
+            .sum()
+    }
+
+    /// Its `/metrics` text (empty when unreadable).
+    fn scrape(&self) -> String {
         use std::io::{Read, Write};
         let Some(port) = self.metrics_port else {
-            return 0.0;
+            return String::new();
         };
         let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-            return 0.0;
+            return String::new();
         };
         let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
         let _ = stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
         let mut text = String::new();
         let _ = stream.read_to_string(&mut text);
-        text.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-            .unwrap_or(0.0)
+        text
     }
 
     /// SIGKILL, and wait for it.
