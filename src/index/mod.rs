@@ -405,6 +405,73 @@ mod tests {
     }
 
     #[test]
+    fn a_device_bucket_matches_the_same_whether_its_patterns_are_scanned_or_hashed() {
+        // One device; its endpoints' patterns grow past SCAN_PATTERNS one
+        // at a time, so the bucket goes from a scanned slice to hash maps.
+        // After every step every endpoint matches exactly what it should.
+        let device = |c: &mut EndpointConfig| c.devices = vec!["dev-1".into()];
+        let mut endpoints = Vec::new();
+        for i in 0..(SCAN_PATTERNS + 4) {
+            // Exact `type-i` and the glob `type-i*`: the same text, two
+            // patterns.
+            endpoints.push(ep(
+                &format!("exact-{i:02}"),
+                &[&format!("type-{i}")],
+                device,
+            ));
+            endpoints.push(ep(
+                &format!("glob-{i:02}"),
+                &[&format!("type-{i}*")],
+                device,
+            ));
+            let index = EndpointIndex::new(endpoints.clone());
+            for j in 0..=i {
+                let at = |t: &str| {
+                    ids(
+                        &index,
+                        RouteKey {
+                            event_type: t,
+                            device: Some("dev-1"),
+                            ..RouteKey::default()
+                        },
+                    )
+                };
+                let exact = format!("type-{j}");
+                // `type-1` is also a prefix of `type-10`, `type-11`: every
+                // glob whose text starts the type matches.
+                let mut expected = vec![format!("exact-{j:02}")];
+                expected.extend(
+                    (0..=i)
+                        .filter(|g| exact.starts_with(&format!("type-{g}")))
+                        .map(|g| format!("glob-{g:02}")),
+                );
+                expected.sort();
+                assert_eq!(
+                    at(&exact),
+                    expected,
+                    "{exact} with {} endpoints",
+                    2 * (i + 1)
+                );
+                let longer = format!("type-{j}-x");
+                let globs: Vec<String> = (0..=i)
+                    .filter(|g| longer.starts_with(&format!("type-{g}")))
+                    .map(|g| format!("glob-{g:02}"))
+                    .collect();
+                assert_eq!(at(&longer), globs, "{longer}: globs only");
+            }
+            let other = RouteKey {
+                event_type: "type-0",
+                device: Some("dev-2"),
+                ..RouteKey::default()
+            };
+            assert!(
+                ids(&index, other).is_empty(),
+                "another device matches nothing"
+            );
+        }
+    }
+
+    #[test]
     fn exact_prefix_and_wildcard() {
         let index = EndpointIndex::new(vec![
             ep("exact", &["device-provisioned"], |_| {}),
