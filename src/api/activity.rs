@@ -9,7 +9,9 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{RawQuery, State};
-use serde_json::{Value, json};
+use schemars::JsonSchema;
+use serde::Serialize;
+use serde_json::Value;
 
 use super::ApiState;
 use super::errors::{ApiError, ApiResult};
@@ -112,28 +114,41 @@ pub async fn attempts(
     State(state): AppState,
     IdParam(id): IdParam,
     RawQuery(query): RawQuery,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Vec<AttemptShown>>> {
     let q = query_map(query.as_deref());
     let limit = limit_param(q.get("limit"), "limit")?;
     let with_payload = flag_param(q.get("payload"), "payload")?;
     existing(&state, &id)?;
     let records = recent_attempts(&state, &id, limit).await;
-    if !with_payload {
-        return Ok(Json(json!(records)));
-    }
-    let payloads = payloads(&state, &records).await;
-    let shown: Vec<Value> = records
-        .into_iter()
-        .zip(payloads)
-        .map(|(r, payload)| {
-            let mut v = json!(r);
-            if let Value::Object(map) = &mut v {
-                map.insert("payload".into(), payload);
-            }
-            v
-        })
-        .collect();
-    Ok(Json(Value::Array(shown)))
+    let payloads = if with_payload {
+        payloads(&state, &records)
+            .await
+            .into_iter()
+            .map(Some)
+            .collect()
+    } else {
+        vec![None; records.len()]
+    };
+    Ok(Json(
+        records
+            .into_iter()
+            .zip(payloads)
+            .map(|(record, payload)| AttemptShown { record, payload })
+            .collect(),
+    ))
+}
+
+/// One attempt as `GET /v1/endpoints/{id}/attempts` shows it.
+#[derive(Debug, Serialize, JsonSchema)]
+#[schemars(rename = "Attempt")]
+pub struct AttemptShown {
+    /// The attempt.
+    #[serde(flatten)]
+    pub record: AttemptRecord,
+    /// The event as consumed (with `payload=true`: its JSON, or its text;
+    /// null once the source topic's retention removed it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payload: Option<Value>,
 }
 
 #[cfg(test)]

@@ -16,7 +16,8 @@ use crate::index::FieldError;
 use crate::index::store::StoreError;
 
 /// The JSON body of every error.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+#[schemars(rename = "Error")]
 pub struct ErrorBody {
     /// What went wrong.
     pub error: String,

@@ -11,7 +11,9 @@ use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
+use schemars::JsonSchema;
+use serde::Serialize;
+use serde_json::Value;
 
 use super::errors::{ApiError, ApiResult};
 use super::extract::{Caller, IdParam, json_value, query_map, typed};
@@ -24,8 +26,8 @@ use crate::index::endpoint::pattern_matches;
 /// Endpoints in one create request at most.
 const MAX_CREATE: usize = 1000;
 
-mod rotate;
-mod test_event;
+pub mod rotate;
+pub mod test_event;
 
 pub use rotate::rotate;
 pub use test_event::test;
@@ -47,8 +49,28 @@ pub(super) fn shown(p: &Prepared) -> Value {
 }
 
 /// `GET /healthz`: the process is up.
-pub async fn healthz() -> Json<Value> {
-    Json(json!({"status": "ok"}))
+pub async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+/// The answer of `GET /healthz`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Health {
+    /// `ok`.
+    pub status: &'static str,
+}
+
+/// The answer of `GET /readyz` (200 when ready, else 503).
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Ready {
+    /// Endpoints loaded, consuming, and no partition stalled.
+    pub ready: bool,
+    /// The endpoints were read from the store.
+    pub endpoints_loaded: bool,
+    /// The consumer has its assignment.
+    pub consuming: bool,
+    /// Assigned partitions whose due records are not being consumed.
+    pub stalled_partitions: u64,
 }
 
 /// `GET /readyz`: the registry is loaded from the store, the consumer has
@@ -57,12 +79,12 @@ pub async fn readyz(State(state): AppState) -> Response {
     let loaded = state.store.is_loaded();
     let health = (state.consuming)();
     let ready = loaded && health.assigned && health.stalled_partitions == 0;
-    let body = json!({
-        "ready": ready,
-        "endpoints_loaded": loaded,
-        "consuming": health.assigned,
-        "stalled_partitions": health.stalled_partitions,
-    });
+    let body = Ready {
+        ready,
+        endpoints_loaded: loaded,
+        consuming: health.assigned,
+        stalled_partitions: health.stalled_partitions,
+    };
     let status = if ready {
         StatusCode::OK
     } else {
@@ -183,8 +205,17 @@ fn refuse_unmatched(state: &ApiState, events: &[String], prefix: &str) -> ApiRes
 
 /// `GET /v1/event-types`: per input topic, its preset and the event types
 /// its platform documents (`open`: it may produce others too).
-pub async fn event_types(State(state): AppState) -> Json<Value> {
-    Json(json!({ "sources": *state.event_types }))
+pub async fn event_types(State(state): AppState) -> Json<EventTypes> {
+    Json(EventTypes {
+        sources: state.event_types.to_vec(),
+    })
+}
+
+/// The answer of `GET /v1/event-types`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct EventTypes {
+    /// One entry per input topic.
+    pub sources: Vec<crate::source::types::SourceTypes>,
 }
 
 /// `GET /v1/endpoints?device=&group=&tenant=&event=`.
@@ -380,17 +411,27 @@ pub async fn disable(State(state): AppState, IdParam(id): IdParam) -> ApiResult<
 }
 
 /// `GET /v1/endpoints/{id}/stats`: counts by outcome, latency percentiles.
-pub async fn stats(State(state): AppState, IdParam(id): IdParam) -> ApiResult<Json<Value>> {
+pub async fn stats(State(state): AppState, IdParam(id): IdParam) -> ApiResult<Json<EndpointStats>> {
     existing(&state, &id)?;
-    let mut stats = json!(state.store.registry().activity(&id).stats());
-    if let Value::Object(map) = &mut stats {
-        map.insert("id".into(), Value::String(id));
-    }
-    Ok(Json(stats))
+    let stats = state.store.registry().activity(&id).stats();
+    Ok(Json(EndpointStats { id, stats }))
+}
+
+/// The answer of `GET /v1/endpoints/{id}/stats`.
+#[derive(Debug, Serialize, JsonSchema)]
+#[schemars(rename = "Stats")]
+pub struct EndpointStats {
+    /// The endpoint.
+    pub id: String,
+    /// Its counts and latencies.
+    #[serde(flatten)]
+    pub stats: crate::index::activity::ActivityStats,
 }
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     #[test]

@@ -23,6 +23,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -36,36 +37,76 @@ use crate::sign::SignatureScheme;
 type AppState = State<Arc<ApiState>>;
 
 /// A webhook as Mainflux clients send it.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct WebhookInput {
+#[schemars(rename = "MainfluxWebhookInput")]
+#[schemars(example = webhook_example())]
+pub struct WebhookInput {
+    /// Its id (generated when left out).
     #[serde(default)]
     id: Option<String>,
+    /// Its name.
+    #[schemars(length(min = 1, max = 254))]
     name: String,
+    /// Where to POST the thing's messages.
     url: String,
+    /// Extra request headers; a masked value (`****`) keeps the stored
+    /// value of that header.
     #[serde(default)]
     headers: BTreeMap<String, String>,
+    /// Key-value pairs for your own use, stored and returned.
     #[serde(default)]
     metadata: Option<serde_json::Map<String, Value>>,
-    /// What a GET answered, sent back: must be the webhook's thing.
+    /// As a GET answered it; must be the webhook's thing.
     #[serde(default)]
     thing_id: Option<String>,
-    /// What a GET answered, sent back: the group is the thing's, not the
-    /// webhook's, so it is not stored.
+    /// As a GET answered it; ignored (the group is the thing's, not the
+    /// webhook's, so it is not stored).
     #[serde(default)]
     #[allow(dead_code)]
     group_id: Option<String>,
 }
 
+/// The API document's example of a webhook.
+fn webhook_example() -> Value {
+    serde_json::json!({"name": "fleet events", "url": "https://hooks.example.com/mainflux"})
+}
+
+/// The body of a create: a bare array of webhooks, or `{"webhooks": [...]}`.
+// Documentation only: `create` reads the body by hand so errors name the
+// item.
+#[derive(Deserialize, JsonSchema)]
+#[serde(untagged)]
+#[schemars(rename = "MainfluxWebhooksCreate")]
+#[allow(dead_code)]
+pub enum WebhooksCreate {
+    /// A bare array.
+    List(#[schemars(length(min = 1, max = 1000))] Vec<WebhookInput>),
+    /// Wrapped.
+    Wrapped {
+        /// The webhooks.
+        #[schemars(length(min = 1, max = 1000))]
+        webhooks: Vec<WebhookInput>,
+    },
+}
+
 /// A webhook as Mainflux clients read it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[schemars(rename = "MainfluxWebhook")]
 pub struct Webhook {
+    /// Its id.
     id: String,
+    /// The thing whose messages it receives.
     thing_id: String,
+    /// The thing's group, when known.
     group_id: String,
+    /// Its name.
     name: String,
+    /// Where it POSTs.
     url: String,
+    /// Extra request headers, values masked (`****`).
     headers: BTreeMap<String, String>,
+    /// Key-value pairs stored with it.
     #[serde(skip_serializing_if = "Option::is_none")]
     metadata: Option<serde_json::Map<String, Value>>,
 }
@@ -243,9 +284,13 @@ pub async fn update(
     Ok(Json(Webhook::of(&state, &prepared.config)))
 }
 
-#[derive(Debug, Deserialize)]
+/// The body of `DELETE /webhooks`.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct RemoveRequest {
+#[schemars(rename = "MainfluxRemove")]
+pub struct RemoveRequest {
+    /// The webhooks to delete (all or none).
+    #[schemars(length(min = 1))]
     webhook_ids: Vec<String>,
 }
 

@@ -20,8 +20,9 @@ use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
 
 use super::ApiState;
 use super::activity::{flag_param, payloads, recent_attempts};
@@ -42,52 +43,136 @@ const MAX_EVENTS: usize = 1000;
 /// A secret as Mender shows it.
 const OMITTED: &str = "<omitted>";
 
-#[derive(Debug, Deserialize)]
+/// `credentials.http` as written: where to POST and the signing secret.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct HttpCredentials {
+pub struct HttpCredentials {
+    /// The receiver's URL.
     url: String,
+    /// Hex; signs `X-Men-Signature` (no signature without one).
     #[serde(default)]
+    #[schemars(pattern(r"^[0-9a-f]{1,64}$"))]
     secret: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+/// An integration's `credentials` as written (and the body of
+/// `PUT .../credentials`).
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct Credentials {
+#[schemars(rename = "MenderCredentials")]
+pub struct Credentials {
+    /// `http`, the one type hookstream takes.
     #[serde(rename = "type")]
+    #[schemars(extend("enum" = ["http"]))]
     kind: String,
+    /// The receiver.
     #[serde(default)]
     http: Option<HttpCredentials>,
 }
 
-#[derive(Debug, Deserialize)]
+/// An integration as Mender clients register it.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct IntegrationInput {
+#[schemars(rename = "MenderIntegrationInput")]
+pub struct IntegrationInput {
+    /// Its id (generated when left out).
     #[serde(default)]
     id: Option<String>,
+    /// `webhook`, the one provider hookstream takes.
+    #[schemars(extend("enum" = ["webhook"]))]
     provider: String,
+    /// Where to send and how to sign.
     credentials: Credentials,
+    /// Shown as the endpoint's name.
     #[serde(default)]
+    #[schemars(length(max = 1024))]
     description: Option<String>,
+    /// The event set (default `deviceauth`).
     #[serde(default)]
     scope: Option<Scope>,
 }
 
 /// An endpoint as Mender shows an integration.
-fn integration(c: &EndpointConfig) -> Value {
-    let mut http = json!({"url": c.url});
-    if c.secret.is_some() || c.secret_env.is_some() {
-        http["secret"] = json!(OMITTED);
+#[derive(Debug, Serialize, JsonSchema)]
+#[schemars(rename = "MenderIntegration")]
+pub struct Integration {
+    /// Its id (the endpoint's).
+    id: String,
+    /// Always `webhook`.
+    #[schemars(extend("enum" = ["webhook"]))]
+    provider: &'static str,
+    /// Where it sends.
+    credentials: ShownCredentials,
+    /// The endpoint's name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    description: Option<String>,
+    /// Its event set.
+    scope: Option<Scope>,
+}
+
+/// `credentials` as Mender shows them: the secret left out.
+#[derive(Debug, Serialize, JsonSchema)]
+#[schemars(rename = "MenderShownCredentials")]
+pub struct ShownCredentials {
+    /// Always `http`.
+    #[serde(rename = "type")]
+    #[schemars(extend("enum" = ["http"]))]
+    kind: &'static str,
+    /// The receiver.
+    http: ShownHttp,
+}
+
+/// `credentials.http` as Mender shows it.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ShownHttp {
+    /// The receiver's URL.
+    url: String,
+    /// `<omitted>` when the integration has a secret.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    secret: Option<&'static str>,
+}
+
+fn integration(c: &EndpointConfig) -> Integration {
+    Integration {
+        id: c.id.clone(),
+        provider: "webhook",
+        credentials: ShownCredentials {
+            kind: "http",
+            http: ShownHttp {
+                url: c.url.clone(),
+                secret: (c.secret.is_some() || c.secret_env.is_some()).then_some(OMITTED),
+            },
+        },
+        description: (!c.name.is_empty()).then(|| c.name.to_string()),
+        scope: c.scope,
     }
-    let mut out = json!({
-        "id": c.id,
-        "provider": "webhook",
-        "credentials": {"type": "http", "http": http},
-        "scope": c.scope.map(Scope::name),
-    });
-    if !c.name.is_empty() {
-        out["description"] = json!(&*c.name);
-    }
-    out
+}
+
+/// One event of `GET .../events`: the event as sent, with the latest
+/// attempt of every integration it went to.
+#[derive(Debug, Serialize, JsonSchema)]
+#[schemars(rename = "MenderEvent")]
+pub struct Event {
+    /// The event as sent (`id`, `type`, `data`, `time`).
+    #[serde(flatten)]
+    event: Map<String, Value>,
+    /// The latest attempt per integration.
+    delivery_statuses: Vec<DeliveryStatus>,
+}
+
+/// One integration's latest attempt at an event.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct DeliveryStatus {
+    /// The integration.
+    integration_id: String,
+    /// It answered 2xx.
+    success: bool,
+    /// The HTTP status, if an answer arrived.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status_code: Option<u16>,
+    /// What went wrong.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    error: String,
 }
 
 /// The URL and secret of `credentials` (field names under `credentials`).
@@ -201,7 +286,10 @@ pub async fn create(State(state): AppState, body: Bytes) -> ApiResult<Response> 
 }
 
 /// `GET .../integrations?page=&per_page=`: integrations by id.
-pub async fn list(State(state): AppState, RawQuery(query): RawQuery) -> ApiResult<Json<Value>> {
+pub async fn list(
+    State(state): AppState,
+    RawQuery(query): RawQuery,
+) -> ApiResult<Json<Vec<Integration>>> {
     let (page, per_page) = paging(&query_map(query.as_deref()))?;
     let snapshot = state.store.registry().snapshot();
     let mut found: Vec<&EndpointConfig> = snapshot
@@ -211,13 +299,14 @@ pub async fn list(State(state): AppState, RawQuery(query): RawQuery) -> ApiResul
         .filter(|c| c.scope.is_some())
         .collect();
     found.sort_by(|a, b| a.id.cmp(&b.id));
-    let shown: Vec<Value> = found
-        .into_iter()
-        .skip((page - 1) * per_page)
-        .take(per_page)
-        .map(integration)
-        .collect();
-    Ok(Json(Value::Array(shown)))
+    Ok(Json(
+        found
+            .into_iter()
+            .skip((page - 1) * per_page)
+            .take(per_page)
+            .map(integration)
+            .collect(),
+    ))
 }
 
 /// The integration `id` (an endpoint with a scope), or 404.
@@ -230,7 +319,7 @@ fn existing_integration(state: &ApiState, id: &str) -> ApiResult<Arc<crate::inde
 }
 
 /// `GET .../integrations/{id}`.
-pub async fn get(State(state): AppState, IdParam(id): IdParam) -> ApiResult<Json<Value>> {
+pub async fn get(State(state): AppState, IdParam(id): IdParam) -> ApiResult<Json<Integration>> {
     Ok(Json(integration(
         &existing_integration(&state, &id)?.config,
     )))
@@ -264,40 +353,44 @@ pub async fn set_credentials_route(
 }
 
 /// One event of the listing: the event as sent, with its delivery statuses.
-fn event_of(record: &AttemptRecord, payload: Value) -> Value {
+fn event_of(record: &AttemptRecord, payload: Value, statuses: Vec<DeliveryStatus>) -> Event {
     let mut event = match payload {
-        Value::Object(map) => Value::Object(map),
-        _ => json!({
+        Value::Object(map) => map,
+        _ => match json!({
             "id": record.event_id,
             "type": record.event_type,
             "time": humantime::format_rfc3339_millis(
                 std::time::UNIX_EPOCH + std::time::Duration::from_millis(record.time_ms.max(0) as u64)
             ).to_string(),
             "data": null,
-        }),
+        }) {
+            Value::Object(map) => map,
+            _ => Map::new(),
+        },
     };
-    event["delivery_statuses"] = json!([]);
-    event
+    event.remove("delivery_statuses");
+    Event {
+        event,
+        delivery_statuses: statuses,
+    }
 }
 
-fn status_of(record: &AttemptRecord) -> Value {
-    let mut status = json!({
-        "integration_id": record.endpoint,
-        "success": record.outcome == Outcome::Delivered,
-    });
-    if let Some(code) = record.status {
-        status["status_code"] = json!(code);
+fn status_of(record: &AttemptRecord) -> DeliveryStatus {
+    DeliveryStatus {
+        integration_id: record.endpoint.clone(),
+        success: record.outcome == Outcome::Delivered,
+        status_code: record.status,
+        error: record.error.clone(),
     }
-    if !record.error.is_empty() {
-        status["error"] = json!(record.error);
-    }
-    status
 }
 
 /// `GET /api/management/v1/iot-manager/events?page=&per_page=&integration_id=`:
 /// recent events, newest first, each with the latest attempt of every
 /// integration it went to (from the durable activity log).
-pub async fn events(State(state): AppState, RawQuery(query): RawQuery) -> ApiResult<Json<Value>> {
+pub async fn events(
+    State(state): AppState,
+    RawQuery(query): RawQuery,
+) -> ApiResult<Json<Vec<Event>>> {
     let q = query_map(query.as_deref());
     let (page, per_page) = paging(&q)?;
     let with_data = !flag_param(q.get("omit_data"), "omit_data")?;
@@ -346,18 +439,16 @@ pub async fn events(State(state): AppState, RawQuery(query): RawQuery) -> ApiRes
     } else {
         vec![Value::Null; firsts.len()]
     };
-    let shown: Vec<Value> = firsts
+    let shown = firsts
         .iter()
         .zip(bodies)
         .map(|(first, body)| {
-            let mut event = event_of(first, body);
-            let statuses: Vec<Value> = latest
+            let statuses = latest
                 .get(&first.event_id)
                 .map(|v| v.iter().map(status_of).collect())
                 .unwrap_or_default();
-            event["delivery_statuses"] = Value::Array(statuses);
-            event
+            event_of(first, body, statuses)
         })
         .collect();
-    Ok(Json(Value::Array(shown)))
+    Ok(Json(shown))
 }

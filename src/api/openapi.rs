@@ -1,21 +1,104 @@
-//! The OpenAPI 3 document of the API, generated from the route table
-//! ([`super::routes::table`]) and the schemas below, which describe the
-//! JSON the handlers read and write.
+//! The OpenAPI 3 document of the API, derived from the code: the paths
+//! from the route table ([`super::routes::table`]), the schemas of bodies
+//! and answers from the Rust types the handlers read and write (schemars
+//! `JsonSchema` derives, which follow their serde attributes, doc comments
+//! and `config::limits` ranges). Request bodies are described as they are
+//! deserialized, answers as they are serialized; where the two differ
+//! (defaults, fields answers leave out) the request's schema is named
+//! `<Name>Input`.
+//!
+//! What no handler type carries (errors added from a route's access and
+//! body, links between operations) is written here.
 
+use schemars::generate::{SchemaGenerator, SchemaSettings};
+use schemars::{JsonSchema, Schema};
+use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use super::auth::Access;
 use super::routes::Route;
 
+/// How a route names the schema of a body: a function giving the schema
+/// (a `$ref` to the type's component) of one Rust type, [`of`].
+pub type SchemaFn = fn(&mut SchemaGenerator) -> Schema;
+
+/// The schema of `T` (its component, added to the document).
+pub fn of<T: JsonSchema>(generator: &mut SchemaGenerator) -> Schema {
+    generator.subschema_for::<T>()
+}
+
+/// One object, or an array of them (`POST /v1/endpoints` takes either and
+/// answers in kind).
+// Documentation only: the handler reads the body by hand.
+#[derive(Serialize, JsonSchema)]
+#[serde(untagged)]
+#[schemars(rename = "{T}OrList")]
+#[allow(dead_code)]
+pub enum OneOrList<T> {
+    /// One.
+    One(T),
+    /// Several, at most 1 000.
+    List(#[schemars(length(min = 1, max = 1000))] Vec<T>),
+}
+
+/// A JSON merge patch (RFC 7396) of an endpoint: the fields to change;
+/// `null` removes an optional field.
+// Documentation only: the handler applies the patch to the stored JSON.
+#[derive(Serialize, JsonSchema)]
+#[schemars(rename = "EndpointPatch")]
+pub struct EndpointPatch(pub Map<String, Value>);
+
+/// This document.
+// Documentation only: the handler answers the document built at start.
+#[derive(Serialize, JsonSchema)]
+#[schemars(rename = "OpenApi")]
+pub struct OpenApiDocument(pub Map<String, Value>);
+
 /// The document for `routes`.
 pub fn document(routes: &[Route]) -> Value {
+    let mut requests = SchemaSettings::openapi3()
+        .for_deserialize()
+        .into_generator();
+    let mut answers = SchemaSettings::openapi3().for_serialize().into_generator();
+    let error = of::<super::errors::ErrorBody>(&mut answers);
     let mut paths = Map::new();
+    let mut bodies = Vec::new();
     for route in routes {
+        let mut op = operation(route, &mut answers, &error);
+        if let Some(body) = route.body {
+            let schema = finished(&mut requests, body);
+            bodies.push((route.path, route.method.to_ascii_lowercase()));
+            op["requestBody"] = json!({
+                "required": true,
+                "content": {"application/json": {"schema": schema}},
+            });
+        }
         let entry = paths
             .entry(route.path.to_string())
             .or_insert_with(|| Value::Object(Map::new()));
         if let Value::Object(methods) = entry {
-            methods.insert(route.method.to_ascii_lowercase(), operation(route));
+            methods.insert(route.method.to_ascii_lowercase(), op);
+        }
+    }
+    let mut schemas = answers.take_definitions(true);
+    let renamed = merge_requests(&mut schemas, requests.take_definitions(true));
+    // The handlers fill a missing `id` before reading a body as an
+    // endpoint (generated on create, the path's on PUT); only the
+    // configuration file must give one.
+    if let Some(required) = schemas
+        .get_mut("EndpointInput")
+        .and_then(|s| s.get_mut("required"))
+        .and_then(Value::as_array_mut)
+    {
+        required.retain(|field| field != "id");
+    }
+    for (path, method) in bodies {
+        if let Some(schema) = paths
+            .get_mut(path)
+            .and_then(|p| p.get_mut(&method))
+            .map(|op| &mut op["requestBody"]["content"]["application/json"]["schema"])
+        {
+            rename_refs(schema, &renamed);
         }
     }
     link_created_ids(&mut paths);
@@ -29,9 +112,99 @@ pub fn document(routes: &[Route]) -> Value {
         "paths": paths,
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": schemas(),
+            "schemas": schemas,
         },
     })
+}
+
+/// The schema `of` names, with the generator's OpenAPI transforms applied
+/// (the components get them in `take_definitions`; a schema given inline,
+/// such as an array of references, gets them here).
+fn finished(generator: &mut SchemaGenerator, of: SchemaFn) -> Value {
+    let mut schema = of(generator);
+    for transform in generator.transforms_mut() {
+        transform.transform(&mut schema);
+    }
+    schema.to_value()
+}
+
+/// Adds the request schemas to the answer schemas: a type that reads as
+/// it is written shares one component; one that differs gets its own,
+/// `<Name>Input`. Returns the names changed.
+fn merge_requests(
+    schemas: &mut Map<String, Value>,
+    requests: Map<String, Value>,
+) -> Vec<(String, String)> {
+    // A request schema differs when its text does or when it refers to
+    // one that differs (the same `$ref` text then means another schema):
+    // grow the set until nothing more refers to it.
+    let mut renamed: Vec<(String, String)> = Vec::new();
+    loop {
+        let before = renamed.len();
+        for (name, schema) in &requests {
+            let Some(answer) = schemas.get(name) else {
+                continue;
+            };
+            if renamed.iter().any(|(from, _)| from == name) {
+                continue;
+            }
+            if answer != schema || refers_to_any(schema, &renamed) {
+                renamed.push((name.clone(), format!("{name}Input")));
+            }
+        }
+        if renamed.len() == before {
+            break;
+        }
+    }
+    for (name, mut schema) in requests {
+        let Some((_, to)) = renamed.iter().find(|(from, _)| *from == name) else {
+            // Read as it is written: the answer's component serves both.
+            schemas.entry(name).or_insert(schema);
+            continue;
+        };
+        rename_refs(&mut schema, &renamed);
+        schemas.insert(to.clone(), schema);
+    }
+    renamed
+}
+
+/// Whether `value` has a `$ref` to one of the `renamed` components.
+fn refers_to_any(value: &Value, renamed: &[(String, String)]) -> bool {
+    match value {
+        Value::Object(map) => {
+            let here = map
+                .get("$ref")
+                .and_then(Value::as_str)
+                .and_then(|t| t.strip_prefix("#/components/schemas/"))
+                .is_some_and(|name| renamed.iter().any(|(from, _)| from == name));
+            here || map.values().any(|v| refers_to_any(v, renamed))
+        }
+        Value::Array(items) => items.iter().any(|v| refers_to_any(v, renamed)),
+        _ => false,
+    }
+}
+
+/// Points the `$ref`s in `value` at the renamed components.
+fn rename_refs(value: &mut Value, renamed: &[(String, String)]) {
+    match value {
+        Value::Object(map) => {
+            if let Some(Value::String(target)) = map.get_mut("$ref")
+                && let Some(name) = target.strip_prefix("#/components/schemas/")
+                && let Some((_, to)) = renamed.iter().find(|(from, _)| from == name)
+            {
+                *target = format!("#/components/schemas/{to}");
+            }
+            for v in map.values_mut() {
+                rename_refs(v, renamed);
+            }
+        }
+        Value::Array(items) => {
+            for v in items {
+                rename_refs(v, renamed);
+            }
+        }
+        _ => {}
+    }
 }
 
 /// OpenAPI links from the create answers to the operations taking the
@@ -74,18 +247,15 @@ fn link_created_ids(paths: &mut Map<String, Value>) {
     }
 }
 
-fn error(description: &str) -> Value {
-    json!({
-        "description": description,
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
-    })
-}
-
-/// The OpenAPI operation of one route of the route table: parameters,
-/// request body, responses.
-///
-/// Long on purpose: one short block per part of an operation, read whole.
-fn operation(route: &Route) -> Value {
+/// The OpenAPI operation of one route of the route table: parameters and
+/// responses (the request body is added by [`document`]).
+fn operation(route: &Route, answers: &mut SchemaGenerator, error: &Schema) -> Value {
+    let error = |description: &str| {
+        json!({
+            "description": description,
+            "content": {"application/json": {"schema": error}},
+        })
+    };
     let mut parameters = Vec::new();
     let mut rest = route.path;
     while let Some(start) = rest.find('{') {
@@ -115,7 +285,8 @@ fn operation(route: &Route) -> Value {
     for a in &route.answers {
         let mut r = json!({"description": a.description});
         if let Some(schema) = a.schema {
-            r["content"] = json!({"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}});
+            let schema = finished(answers, schema);
+            r["content"] = json!({"application/json": {"schema": schema}});
         }
         responses.insert(a.status.to_string(), r);
     }
@@ -167,441 +338,10 @@ fn operation(route: &Route) -> Value {
         "parameters": parameters,
         "responses": responses,
     });
-    if let Some(body) = route.body {
-        op["requestBody"] = json!({
-            "required": true,
-            "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{body}")}}},
-        });
-    }
     if route.access != Access::Public {
         op["security"] = json!([{"bearer": []}]);
     }
     op
-}
-
-/// Properties of an endpoint, as written (`input`) or read.
-///
-/// Long on purpose: JSON Schema as data, one property per entry, in the
-/// order of `EndpointConfig`.
-fn endpoint_properties(input: bool) -> Value {
-    use crate::config::limits::*;
-    let names = json!({
-        "type": "array",
-        "items": {"type": "string", "minLength": ROUTE_NAME_LEN.min, "maxLength": ROUTE_NAME_LEN.max},
-        "maxItems": RESTRICTIONS.max,
-    });
-    let count = |r: Range<u32>| json!({"type": "integer", "minimum": r.min, "maximum": r.max});
-    let mut p = json!({
-        "id": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,128}$", "description": "Unique id (generated when left out on create)."},
-        "name": {"type": "string", "maxLength": 254, "description": "Display name."},
-        "url": {"type": "string", "minLength": URL_LEN.min, "maxLength": URL_LEN.max, "description": "Absolute https URL (http only with allow_http)."},
-        "events": {
-            "type": "array",
-            "items": {"type": "string", "minLength": ROUTE_NAME_LEN.min, "maxLength": ROUTE_NAME_LEN.max},
-            "minItems": EVENT_PATTERNS.min,
-            "maxItems": EVENT_PATTERNS.max,
-            "description": "Exact types, prefix globs (\"device-*\") or \"*\".",
-        },
-        "devices": names.clone(),
-        "groups": names,
-        "tenant": {"type": "string", "maxLength": ROUTE_NAME_LEN.max},
-        "enabled": {"type": "boolean"},
-        "disabled": {
-            "type": "object",
-            "properties": {
-                "reason": {"type": "string"},
-                "at": {"type": "string", "description": "RFC 3339."},
-                "cause": {"type": "string", "enum": ["gone", "failing"], "description": "gone: it answered 410 Gone (its deliveries are dead-lettered as endpoint_disabled, no event is matched to it); failing: it failed every attempt for delivery.auto_disable.after (its deliveries are kept on a retry tier). Absent means gone."},
-            },
-            "required": ["reason", "at"],
-            "additionalProperties": false,
-            "description": "Why and when hookstream disabled the endpoint by itself (it answered 410 Gone, or failed every attempt for delivery.auto_disable.after); cleared when enabled again.",
-        },
-        "secret": {"type": "string", "maxLength": SECRET_LEN.max, "description": if input { "Signing secret; generated when left out (and shown in the answer); a masked value keeps the current one." } else { "Masked (\"whsec_****\"); shown in the clear only when created or rotated." }},
-        "secret_env": {"type": "string", "description": "Environment variable holding the secret (configuration file only; the API keeps but never sets it)."},
-        "previous_secret": {"type": "string", "description": "Masked; the secret a rotation replaced, signing until previous_secret_expires_at."},
-        "previous_secret_expires_at": {"type": "string", "description": "RFC 3339."},
-        "signature": {"type": "string", "enum": ["standard", "mender", "openmdm", "github", "none"]},
-        "headers": {
-            "type": "object",
-            "additionalProperties": {"type": "string", "maxLength": HEADER_VALUE_LEN.max},
-            "maxProperties": HEADERS.max,
-            "description": if input { "Extra request headers (API keys go here). A masked value (\"****\") keeps the stored value of that header." } else { "Extra request headers; values masked (\"****\") except for admins with ?reveal=headers on GET /v1/endpoints/{id}." },
-        },
-        "rate_limit": {
-            "type": "object",
-            "properties": {
-                "per_second": {"type": "number", "minimum": RATE_PER_SECOND.min, "maximum": RATE_PER_SECOND.max},
-                "burst": count(RATE_BURST),
-            },
-            "required": ["per_second"],
-            "additionalProperties": false,
-        },
-        "max_concurrency": count(MAX_CONCURRENCY),
-        "adaptive_concurrency": {
-            "type": "object",
-            "properties": {
-                "initial": count(ADAPTIVE_INITIAL),
-                "decrease_ratio": {"type": "number", "minimum": ADAPTIVE_DECREASE_RATIO.min, "maximum": ADAPTIVE_DECREASE_RATIO.max},
-                "ewma_alpha": {"type": "number", "minimum": ADAPTIVE_EWMA_ALPHA.min, "maximum": ADAPTIVE_EWMA_ALPHA.max},
-                "rtt_deviation_scale": {"type": "number", "minimum": ADAPTIVE_RTT_DEVIATION_SCALE.min, "maximum": ADAPTIVE_RTT_DEVIATION_SCALE.max},
-            },
-            "additionalProperties": false,
-            "description": "Requests in flight adapt (AIMD on latency and 429/502/503/504/timeouts/connection failures) between 1 and max_concurrency; every key has a default ({} turns it on); initial may not exceed max_concurrency. Left out: a fixed limit of max_concurrency.",
-        },
-        "batch": {
-            "type": "object",
-            "properties": {"max_events": count(BATCH_EVENTS), "max_wait": {"type": "string", "description": "Duration, 0ms..=1m."}},
-            "additionalProperties": false,
-        },
-        "timeout": {"type": "string", "description": "Duration with a unit: \"250ms\", \"30s\" (1ms..=1h)."},
-        "allow_http": {"type": "boolean"},
-        "http_version": {"type": "string", "enum": ["auto", "http1", "http2"]},
-        "queue_size": count(QUEUE_SIZE),
-        "filter": {
-            "type": "object",
-            "description": "Payload filter: `body` (dotted paths into the event) and/or `headers` (Kafka record headers), each a table of field = value or { $eq, $neq, $in, $nin, $gt, $gte, $lt, $lte, $exists, $regex }, with $and/$or arrays; at most 64 clauses. A filter that does not compile is a 400 naming its key (filter.body.data.model.$regex).",
-            "properties": {"body": {"type": "object"}, "headers": {"type": "object"}},
-            "additionalProperties": false,
-        },
-        "payload": {
-            "oneOf": [
-                {"type": "string", "enum": ["raw", "standard_webhooks", "cloudevents_binary", "cloudevents_structured"]},
-                {
-                    "type": "object",
-                    "properties": {
-                        "pointer": {"type": "string", "maxLength": POINTER_LEN.max, "description": "RFC 6901 pointer into the event (\"\" = the whole event)."},
-                        "envelope": {"type": "string", "enum": ["raw", "standard_webhooks", "cloudevents_binary", "cloudevents_structured"]},
-                    },
-                    "additionalProperties": false,
-                },
-            ],
-            "description": "What the body holds; left out: the event's preset default (Magistrala /payload, CMDB /object, else the whole event).",
-        },
-        "retry": {
-            "type": "object",
-            "properties": {
-                "policy": {"type": "string", "enum": ["default", "openmdm"]},
-                "max_attempts": {"type": "integer", "minimum": MAX_ATTEMPTS.min, "maximum": MAX_ATTEMPTS.max},
-                "backoff": {
-                    "type": "object",
-                    "properties": {
-                        "initial": {"type": "string"},
-                        "factor": {"type": "number", "minimum": BACKOFF_FACTOR.min, "maximum": BACKOFF_FACTOR.max},
-                        "max": {"type": "string"},
-                        "jitter": {"type": "number", "minimum": BACKOFF_JITTER.min, "maximum": BACKOFF_JITTER.max},
-                    },
-                    "additionalProperties": false,
-                },
-                "retry_on": {"type": "array", "items": {"type": "string"}, "maxItems": RETRY_ON.max, "description": "\"network\", \"4xx\", \"5xx\" or a status 400-599 other than 410."},
-                "honor_retry_after": {"type": "boolean"},
-            },
-            "additionalProperties": false,
-            "description": "Retry policy; left out: [delivery]'s.",
-        },
-        "scope": {"type": "string", "enum": ["deviceauth", "inventory"], "description": "Mender integration scope: only its event types (deviceauth: device-provisioned, device-decommissioned, device-status-changed; inventory: devices-inventory-changed) that events matches."},
-        "metadata": {"type": "object", "description": "Key-value pairs for your own use (Mainflux metadata), stored and returned."},
-        "auth": auth_schema(input),
-        "tls": {
-            "type": "object",
-            "properties": {
-                "client_cert": {"type": "string", "minLength": PEM_LEN.min, "maxLength": PEM_LEN.max, "description": "Client certificate chain (PEM), leaf first; needs client_key."},
-                "client_key": secret_property(input, PEM_LEN, "The client certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1)"),
-                "ca": {"type": "string", "minLength": PEM_LEN.min, "maxLength": PEM_LEN.max, "description": "CA certificates (PEM) trusted for this endpoint besides the system's roots."},
-            },
-            "additionalProperties": false,
-            "description": "TLS material of the connection (https URLs only): a client certificate (mTLS) and extra trusted CAs. Each is parsed when saved (400 naming the field).",
-        },
-        "proxy": {"type": "string", "maxLength": URL_LEN.max, "description": "Egress proxy (http://host:port, no credentials) overriding delivery.proxy, or \"none\" to go direct. The SSRF guard checks the destination behind it."},
-    });
-    if input {
-        p["active"] = json!({"type": "boolean", "description": "Alias of `enabled` (the CMDB's name for it); answers say `enabled`."});
-    }
-    if !input {
-        p["rate_limit"]["required"] = json!(["per_second", "burst"]);
-        p["batch"]["required"] = json!(["max_events", "max_wait"]);
-        p["adaptive_concurrency"]["required"] = json!([
-            "initial",
-            "decrease_ratio",
-            "ewma_alpha",
-            "rtt_deviation_scale"
-        ]);
-    }
-    p
-}
-
-/// A secret string of `auth`/`tls`: written in the clear, read masked.
-fn secret_property(input: bool, len: crate::config::limits::Range<usize>, what: &str) -> Value {
-    let description = if input {
-        format!("{what}. A masked value (\"****\") keeps the stored one.")
-    } else {
-        format!("{what}; masked (\"****\").")
-    };
-    json!({"type": "string", "minLength": len.min, "maxLength": len.max, "description": description})
-}
-
-/// `auth`: exactly one of basic, bearer, oauth2.
-fn auth_schema(input: bool) -> Value {
-    use crate::config::limits::*;
-    let env = json!({"type": "string", "maxLength": ENV_NAME_LEN.max, "description": "Environment variable holding the secret (configuration file only; the API keeps but never sets it)."});
-    let name =
-        json!({"type": "string", "minLength": AUTH_NAME_LEN.min, "maxLength": AUTH_NAME_LEN.max});
-    let param = json!({"type": "string", "minLength": OAUTH_PARAM_LEN.min, "maxLength": OAUTH_PARAM_LEN.max});
-    json!({
-        "type": "object",
-        "properties": {
-            "basic": {
-                "type": "object",
-                "properties": {
-                    "username": name.clone(),
-                    "password": secret_property(input, SECRET_LEN, "The password"),
-                    "password_env": env.clone(),
-                },
-                "required": ["username"],
-                "additionalProperties": false,
-                "description": "HTTP Basic (RFC 7617).",
-            },
-            "bearer": {
-                "type": "object",
-                "properties": {
-                    "token": secret_property(input, BEARER_TOKEN_LEN, "The bearer token (visible ASCII, no spaces)"),
-                    "token_env": env.clone(),
-                },
-                "additionalProperties": false,
-                "description": "Authorization: Bearer <token> (RFC 6750).",
-            },
-            "oauth2": {
-                "type": "object",
-                "properties": {
-                    "token_url": {"type": "string", "minLength": URL_LEN.min, "maxLength": URL_LEN.max, "description": "The token endpoint (https; http as for url). The SSRF guard checks it."},
-                    "client_id": name,
-                    "client_secret": secret_property(input, SECRET_LEN, "The client secret"),
-                    "client_secret_env": env,
-                    "scope": param.clone(),
-                    "audience": param,
-                    "client_auth": {"type": "string", "enum": ["basic", "post"], "description": "client_secret_basic (default) or client_secret_post."},
-                },
-                "required": ["token_url", "client_id"],
-                "additionalProperties": false,
-                "description": "OAuth2 client credentials: a token fetched with a form POST, cached until it expires, fetched again after a 401 (once per attempt).",
-            },
-        },
-        "additionalProperties": false,
-        "minProperties": 1,
-        "maxProperties": 1,
-        "description": "Credentials for the receiver: exactly one of basic, bearer, oauth2.",
-    })
-}
-
-/// The document's component schemas.
-///
-/// Long on purpose: JSON Schema as data, one schema after another.
-fn schemas() -> Value {
-    let endpoint_required = [
-        "id",
-        "url",
-        "events",
-        "devices",
-        "groups",
-        "tenant",
-        "enabled",
-        "signature",
-        "headers",
-        "max_concurrency",
-        "batch",
-        "allow_http",
-        "http_version",
-        "queue_size",
-    ];
-    let input = json!({
-        "type": "object",
-        "properties": endpoint_properties(true),
-        "required": ["url"],
-        "additionalProperties": false,
-        "example": {
-            "id": "analytics",
-            "url": "https://analytics.example.com/mdm/events",
-            "events": ["device-provisioned", "device-*"],
-            "signature": "standard",
-        },
-    });
-    let nullable_number = json!({"type": "number", "nullable": true});
-    let count = json!({"type": "integer", "minimum": 0});
-    let webhook_input = json!({
-        "type": "object",
-        "properties": {
-            "id": {"type": "string"},
-            "name": {"type": "string", "minLength": 1, "maxLength": 254},
-            "url": {"type": "string"},
-            "headers": {"type": "object", "additionalProperties": {"type": "string"}, "description": "A masked value (\"****\") keeps the stored value of that header."},
-            "metadata": {"type": "object", "description": "Key-value pairs for your own use, stored and returned."},
-            "thing_id": {"type": "string", "description": "As a GET answered it; must be the webhook's thing."},
-            "group_id": {"type": "string", "description": "As a GET answered it; ignored (the group is the thing's)."},
-        },
-        "required": ["name", "url"],
-        "additionalProperties": false,
-        "example": {"name": "fleet events", "url": "https://hooks.example.com/mainflux"},
-    });
-    json!({
-        "Error": {
-            "type": "object",
-            "properties": {"error": {"type": "string"}, "field": {"type": "string"}},
-            "required": ["error"],
-        },
-        "Health": {"type": "object", "properties": {"status": {"type": "string"}}, "required": ["status"]},
-        "Ready": {
-            "type": "object",
-            "properties": {"ready": {"type": "boolean"}, "endpoints_loaded": {"type": "boolean"}, "consuming": {"type": "boolean"}, "stalled_partitions": {"type": "integer", "minimum": 0}},
-            "required": ["ready", "endpoints_loaded", "consuming", "stalled_partitions"],
-        },
-        "OpenApi": {"type": "object"},
-        "Endpoint": {
-            "type": "object",
-            "properties": endpoint_properties(false),
-            "required": endpoint_required,
-        },
-        "EndpointList": {"type": "array", "items": {"$ref": "#/components/schemas/Endpoint"}},
-        "EndpointOrList": {"oneOf": [
-            {"$ref": "#/components/schemas/Endpoint"},
-            {"$ref": "#/components/schemas/EndpointList"},
-        ]},
-        "EndpointInput": input,
-        "EndpointCreate": {"oneOf": [
-            {"$ref": "#/components/schemas/EndpointInput"},
-            {"type": "array", "minItems": 1, "maxItems": 1000, "items": {"$ref": "#/components/schemas/EndpointInput"}},
-        ]},
-        "EndpointReplace": {"$ref": "#/components/schemas/EndpointInput"},
-        "EndpointPatch": {
-            "type": "object",
-            "description": "A JSON merge patch (RFC 7396) of the endpoint: the fields to change; null removes an optional field.",
-        },
-        "Rotated": {
-            "type": "object",
-            "properties": {
-                "id": {"type": "string"},
-                "secret": {"type": "string"},
-                "previous_secret_expires_at": {"type": "string", "nullable": true, "description": "Until when the previous secret signs too; null for schemes that carry one signature (no overlap)."},
-                "overlap": {"type": "boolean", "description": "Whether requests carry both signatures for a while (standard only)."},
-                "note": {"type": "string"},
-            },
-            "required": ["id", "secret", "previous_secret_expires_at", "overlap", "note"],
-        },
-        "EventTypes": {
-            "type": "object",
-            "properties": {"sources": {"type": "array", "items": {
-                "type": "object",
-                "properties": {
-                    "topic": {"type": "string"},
-                    "preset": {"type": "string"},
-                    "types": {"type": "array", "items": {"type": "string"}},
-                    "open": {"type": "boolean", "description": "It may produce types not listed."},
-                },
-                "required": ["topic", "preset", "types", "open"],
-            }}},
-            "required": ["sources"],
-        },
-        "TestResult": {
-            "type": "object",
-            "properties": {
-                "delivered": {"type": "boolean"},
-                "status": {"type": "integer", "nullable": true},
-                "latency_ms": {"type": "number"},
-                "error": {"type": "string"},
-                "event_id": {"type": "string"},
-                "webhook_id": {"type": "string"},
-            },
-            "required": ["delivered", "status", "latency_ms", "error", "event_id", "webhook_id"],
-        },
-        "Attempt": {
-            "type": "object",
-            "properties": {
-                "time_ms": {"type": "integer"},
-                "endpoint": {"type": "string"},
-                "event_id": {"type": "string"},
-                "event_type": {"type": "string"},
-                "webhook_id": {"type": "string"},
-                "attempt": count,
-                "status": {"type": "integer", "nullable": true},
-                "outcome": {"type": "string", "enum": ["delivered", "retry_scheduled", "dead_lettered", "deferred"]},
-                "reason": {"type": "string", "description": "Why it was dead-lettered; `exhausted` for the last attempt of a delivery out of attempts or retry window."},
-                "latency_ms": {"type": "number"},
-                "error": {"type": "string"},
-                "source": {"type": "string", "description": "Where the event was consumed: topic/partition/offset."},
-                "payload": {"description": "The event as consumed (with payload=true; null when no longer retained)."},
-            },
-            "required": ["time_ms", "event_id", "webhook_id", "attempt", "status", "outcome", "latency_ms", "error"],
-        },
-        "AttemptList": {"type": "array", "items": {"$ref": "#/components/schemas/Attempt"}},
-        "Stats": {
-            "type": "object",
-            "properties": {
-                "id": {"type": "string"},
-                "attempts": count, "delivered": count, "retry_scheduled": count,
-                "dead_lettered": count, "deferred": count,
-                "latency_p50_ms": nullable_number, "latency_p90_ms": nullable_number,
-                "latency_p99_ms": nullable_number,
-            },
-            "required": ["id", "attempts", "delivered", "retry_scheduled", "dead_lettered", "deferred", "latency_p50_ms", "latency_p90_ms", "latency_p99_ms"],
-        },
-        "MainfluxWebhookInput": webhook_input,
-        "MainfluxWebhooksCreate": {"oneOf": [
-            {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/MainfluxWebhookInput"}},
-            {
-                "type": "object",
-                "properties": {"webhooks": {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/MainfluxWebhookInput"}}},
-                "required": ["webhooks"],
-                "additionalProperties": false,
-            },
-        ]},
-        "MainfluxWebhook": {
-            "type": "object",
-            "properties": {
-                "id": {"type": "string"}, "thing_id": {"type": "string"}, "group_id": {"type": "string"},
-                "name": {"type": "string"}, "url": {"type": "string"},
-                "headers": {"type": "object", "additionalProperties": {"type": "string"}, "description": "Values masked (\"****\")."},
-                "metadata": {"type": "object"},
-            },
-            "required": ["id", "thing_id", "group_id", "name", "url", "headers"],
-        },
-        "MenderCredentials": {
-            "type": "object",
-            "properties": {
-                "type": {"type": "string", "enum": ["http"]},
-                "http": {
-                    "type": "object",
-                    "properties": {
-                        "url": {"type": "string"},
-                        "secret": {"type": "string", "pattern": "^[0-9a-f]{1,64}$", "description": "Hex; signs X-Men-Signature. Shown as <omitted>."},
-                    },
-                    "required": ["url"],
-                },
-            },
-            "required": ["type", "http"],
-        },
-        "MenderIntegration": {
-            "type": "object",
-            "properties": {
-                "id": {"type": "string"},
-                "provider": {"type": "string", "enum": ["webhook"]},
-                "credentials": {"$ref": "#/components/schemas/MenderCredentials"},
-                "description": {"type": "string", "maxLength": 1024},
-                "scope": {"type": "string", "enum": ["deviceauth", "inventory"], "description": "Event set (default deviceauth)."},
-            },
-            "required": ["provider", "credentials"],
-        },
-        "MenderIntegrations": {"type": "array", "items": {"$ref": "#/components/schemas/MenderIntegration"}},
-        "MenderEvents": {"type": "array", "items": {
-            "type": "object",
-            "description": "The event as sent (id, type, data, time) with delivery_statuses [{integration_id, success, status_code, error}].",
-        }},
-        "MainfluxWebhooks": {"type": "array", "items": {"$ref": "#/components/schemas/MainfluxWebhook"}},
-        "MainfluxRemove": {
-            "type": "object",
-            "properties": {"webhook_ids": {"type": "array", "minItems": 1, "items": {"type": "string"}}},
-            "required": ["webhook_ids"],
-            "additionalProperties": false,
-        },
-    })
 }
 
 #[cfg(test)]
@@ -647,6 +387,62 @@ mod tests {
             assert!(responses["408"].is_object(), "{method} {path}");
         }
         assert!(doc["paths"]["/healthz"]["get"]["responses"]["413"].is_null());
+    }
+
+    /// docs/openapi.json is this document, for readers without a running
+    /// instance; `UPDATE_OPENAPI=1 cargo test --lib openapi` writes it.
+    #[test]
+    fn the_copy_in_docs_is_current() {
+        let doc = document(&super::super::routes::table());
+        let text = serde_json::to_string_pretty(&doc).unwrap() + "\n";
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/openapi.json");
+        if std::env::var_os("UPDATE_OPENAPI").is_some() {
+            std::fs::write(&path, &text).unwrap();
+        }
+        let copy = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            copy == text,
+            "docs/openapi.json differs from the document the API serves: run UPDATE_OPENAPI=1 cargo test --lib openapi"
+        );
+    }
+
+    #[test]
+    fn schemas_follow_the_types_serde_and_the_limits() {
+        use crate::config::limits::{EVENT_PATTERNS, MAX_CONCURRENCY, URL_LEN};
+        let doc = document(&super::super::routes::table());
+        let schemas = &doc["components"]["schemas"];
+        let answer = &schemas["Endpoint"];
+        let input = &schemas["EndpointInput"];
+        // Written: only the url is needed (serde defaults, the id filled
+        // by the handlers); answered: every field without a skip.
+        assert_eq!(input["required"], json!(["url"]));
+        let required = answer["required"].as_array().unwrap();
+        for field in ["id", "url", "events", "enabled", "signature", "batch"] {
+            assert!(required.contains(&json!(field)), "{field}");
+        }
+        assert!(!required.contains(&json!("secret")));
+        let p = &input["properties"];
+        assert_eq!(p["max_concurrency"]["maximum"], json!(MAX_CONCURRENCY.max));
+        assert_eq!(p["url"]["maxLength"], json!(URL_LEN.max));
+        assert_eq!(p["events"]["maxItems"], json!(EVENT_PATTERNS.max));
+        assert_eq!(input["additionalProperties"], json!(false));
+        // A request type that reads like its answer shares the component;
+        // one that differs (defaults) is split.
+        assert_eq!(
+            schemas["SignatureScheme"]["oneOf"].as_array().map(Vec::len),
+            Some(crate::config::SignatureScheme::ALL.len())
+        );
+        assert!(schemas.get("SignatureSchemeInput").is_none());
+        assert!(schemas["BatchConfigInput"].is_object());
+        let create = &doc["paths"]["/v1/endpoints"]["post"];
+        assert_eq!(
+            create["requestBody"]["content"]["application/json"]["schema"]["$ref"],
+            json!("#/components/schemas/EndpointOrListInput")
+        );
+        assert_eq!(
+            create["responses"]["201"]["content"]["application/json"]["schema"]["$ref"],
+            json!("#/components/schemas/EndpointOrList")
+        );
     }
 
     #[test]

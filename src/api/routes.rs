@@ -10,7 +10,10 @@ use axum::routing::{MethodFilter, MethodRouter, on};
 
 use super::ApiState;
 use super::auth::Access;
+use super::errors::ErrorBody;
+use super::openapi::{EndpointPatch, OneOrList, OpenApiDocument, SchemaFn, of};
 use super::{activity, handlers as v1, mainflux, mender};
+use crate::config::EndpointConfig;
 
 /// A query parameter.
 #[derive(Debug, Clone, Copy)]
@@ -32,8 +35,8 @@ pub struct Answer {
     pub status: u16,
     /// What it means.
     pub description: &'static str,
-    /// Schema of the body under `#/components/schemas` (`None`: no body).
-    pub schema: Option<&'static str>,
+    /// The Rust type of the body (`None`: no body).
+    pub schema: Option<SchemaFn>,
 }
 
 /// One route.
@@ -50,8 +53,8 @@ pub struct Route {
     pub summary: &'static str,
     /// Query parameters.
     pub query: &'static [Param],
-    /// Request body schema (JSON), if it takes one.
-    pub body: Option<&'static str>,
+    /// The Rust type the request body is read as, if it takes one.
+    pub body: Option<SchemaFn>,
     /// Success answers (errors are added from `access`, `body` and path
     /// parameters).
     pub answers: Vec<Answer>,
@@ -102,7 +105,7 @@ impl Route {
         self.query = query;
         self
     }
-    fn body(mut self, schema: &'static str) -> Self {
+    fn body(mut self, schema: SchemaFn) -> Self {
         self.body = Some(schema);
         self
     }
@@ -112,7 +115,7 @@ impl Route {
     }
 }
 
-const fn answer(status: u16, description: &'static str, schema: &'static str) -> Answer {
+const fn answer(status: u16, description: &'static str, schema: SchemaFn) -> Answer {
     Answer {
         status,
         description,
@@ -180,43 +183,43 @@ pub fn table() -> Vec<Route> {
     use Access::{Admin, Public, Viewer};
     vec![
         route("GET", "/healthz", Public, "healthz", "Liveness: the process is up.", v1::healthz)
-            .answers(&[answer(200, "Alive.", "Health")]),
+            .answers(&[answer(200, "Alive.", of::<v1::Health>)]),
         route("GET", "/readyz", Public, "readyz", "Readiness: endpoints loaded from the store and the consumer assigned.", v1::readyz)
-            .answers(&[answer(200, "Ready.", "Ready"), answer(503, "Not ready yet.", "Ready")]),
+            .answers(&[answer(200, "Ready.", of::<v1::Ready>), answer(503, "Not ready yet.", of::<v1::Ready>)]),
         route("GET", "/v1/openapi.json", Public, "openapi", "This document.", v1::openapi)
-            .answers(&[answer(200, "The OpenAPI 3 document.", "OpenApi")]),
+            .answers(&[answer(200, "The OpenAPI 3 document.", of::<OpenApiDocument>)]),
         route("POST", "/v1/endpoints", Admin, "createEndpoints", "Create one endpoint or an array of them; generated secrets are shown in this answer only.", v1::create)
-            .body("EndpointCreate")
-            .answers(&[answer(201, "Created (an object, or an array for an array).", "EndpointOrList"), answer(409, "An endpoint with this id exists.", "Error")]),
+            .body(of::<OneOrList<EndpointConfig>>)
+            .answers(&[answer(201, "Created (an object, or an array for an array).", of::<OneOrList<EndpointConfig>>), answer(409, "An endpoint with this id exists.", of::<ErrorBody>)]),
         route("GET", "/v1/endpoints", Viewer, "listEndpoints", "List endpoints (secrets and header values masked).", v1::list)
             .query(LIST_FILTERS)
-            .answers(&[answer(200, "Endpoints, by id.", "EndpointList")]),
+            .answers(&[answer(200, "Endpoints, by id.", of::<Vec<EndpointConfig>>)]),
         route("GET", "/v1/endpoints/{id}", Viewer, "getEndpoint", "One endpoint (secret and header values masked; header values in the clear for admins with reveal=headers).", v1::get)
             .query(REVEAL)
-            .answers(&[answer(200, "The endpoint.", "Endpoint"), answer(403, "reveal=headers with a viewer token.", "Error")]),
+            .answers(&[answer(200, "The endpoint.", of::<EndpointConfig>), answer(403, "reveal=headers with a viewer token.", of::<ErrorBody>)]),
         route("PUT", "/v1/endpoints/{id}", Admin, "replaceEndpoint", "Replace an endpoint; a missing or masked secret keeps the current one, and so does a masked header value.", v1::put)
-            .body("EndpointReplace")
-            .answers(&[answer(200, "The endpoint as stored.", "Endpoint")]),
+            .body(of::<EndpointConfig>)
+            .answers(&[answer(200, "The endpoint as stored.", of::<EndpointConfig>)]),
         route("PATCH", "/v1/endpoints/{id}", Admin, "patchEndpoint", "Change some fields (JSON merge patch, RFC 7396).", v1::patch)
-            .body("EndpointPatch")
-            .answers(&[answer(200, "The endpoint as stored.", "Endpoint")]),
+            .body(of::<EndpointPatch>)
+            .answers(&[answer(200, "The endpoint as stored.", of::<EndpointConfig>)]),
         route("DELETE", "/v1/endpoints/{id}", Admin, "deleteEndpoint", "Delete an endpoint; its queued deliveries and retries are dead-lettered (endpoint_deleted).", v1::delete)
             .answers(&[NO_CONTENT]),
         route("POST", "/v1/endpoints/{id}/enable", Admin, "enableEndpoint", "Enable an endpoint; the deliveries kept while it was disabled come back at their next recheck (delivery.disabled_backlog.recheck).", v1::enable)
-            .answers(&[answer(200, "The endpoint as stored.", "Endpoint")]),
+            .answers(&[answer(200, "The endpoint as stored.", of::<EndpointConfig>)]),
         route("POST", "/v1/endpoints/{id}/disable", Admin, "disableEndpoint", "Disable an endpoint; its pending and new deliveries wait on a retry tier until it is enabled again, for up to delivery.disabled_backlog.max_age (then they are dead-lettered as endpoint_disabled).", v1::disable)
-            .answers(&[answer(200, "The endpoint as stored.", "Endpoint")]),
+            .answers(&[answer(200, "The endpoint as stored.", of::<EndpointConfig>)]),
         route("POST", "/v1/endpoints/{id}/rotate-secret", Admin, "rotateSecret", "New secret; with `standard` the previous one keeps signing beside it for [api].rotation_grace; mender, openmdm and github carry one signature, so the new secret signs alone at once (no overlap).", v1::rotate)
-            .answers(&[answer(200, "The new secret (shown this once).", "Rotated")]),
+            .answers(&[answer(200, "The new secret (shown this once).", of::<v1::rotate::Rotated>)]),
         route("POST", "/v1/endpoints/{id}/test", Admin, "testEndpoint", "Send a signed hookstream.test event now and return the receiver's answer.", v1::test)
-            .answers(&[answer(200, "What the receiver answered.", "TestResult")]),
+            .answers(&[answer(200, "What the receiver answered.", of::<v1::test_event::TestResult>)]),
         route("GET", "/v1/endpoints/{id}/attempts", Viewer, "endpointAttempts", "Recent delivery attempts, newest first, from the durable activity log (every instance's, across restarts).", activity::attempts)
             .query(LIMIT)
-            .answers(&[answer(200, "Attempts.", "AttemptList")]),
+            .answers(&[answer(200, "Attempts.", of::<Vec<activity::AttemptShown>>)]),
         route("GET", "/v1/endpoints/{id}/stats", Viewer, "endpointStats", "Counts by outcome and latency percentiles.", v1::stats)
-            .answers(&[answer(200, "Statistics.", "Stats")]),
+            .answers(&[answer(200, "Statistics.", of::<v1::EndpointStats>)]),
         route("GET", "/v1/event-types", Viewer, "eventTypes", "Per input topic: its preset and the event types its platform documents.", v1::event_types)
-            .answers(&[answer(200, "The sources' event types.", "EventTypes")]),
+            .answers(&[answer(200, "The sources' event types.", of::<v1::EventTypes>)]),
     ]
     .into_iter()
     .chain(mainflux_routes(false))
@@ -275,20 +278,20 @@ fn mender_routes() -> Vec<Route> {
     vec![
         route("GET", ALL, Viewer, "menderListIntegrations", "Mender: webhook integrations (endpoints with a scope).", mender::list)
             .query(PAGING)
-            .answers(&[answer(200, "Integrations, by id.", "MenderIntegrations")]),
+            .answers(&[answer(200, "Integrations, by id.", of::<Vec<mender::Integration>>)]),
         route("POST", ALL, Admin, "menderCreateIntegration", "Mender: register a webhook integration; 201 with Location, no body.", mender::create)
-            .body("MenderIntegration")
-            .answers(&[Answer { status: 201, description: "Registered (Location names it).", schema: None }, answer(409, "An integration with this id exists.", "Error")]),
+            .body(of::<mender::IntegrationInput>)
+            .answers(&[Answer { status: 201, description: "Registered (Location names it).", schema: None }, answer(409, "An integration with this id exists.", of::<ErrorBody>)]),
         route("GET", ONE, Viewer, "menderGetIntegration", "Mender: one integration.", mender::get)
-            .answers(&[answer(200, "The integration.", "MenderIntegration")]),
+            .answers(&[answer(200, "The integration.", of::<mender::Integration>)]),
         route("DELETE", ONE, Admin, "menderDeleteIntegration", "Mender: remove an integration.", mender::delete)
             .answers(&[NO_CONTENT]),
         route("PUT", "/api/management/v1/iot-manager/integrations/{id}/credentials", Admin, "menderSetCredentials", "Mender: replace an integration's URL and secret.", mender::set_credentials_route)
-            .body("MenderCredentials")
+            .body(of::<mender::Credentials>)
             .answers(&[Answer { status: 204, description: "Updated.", schema: None }]),
         route("GET", "/api/management/v1/iot-manager/events", Viewer, "menderListEvents", "Mender: recent events with their delivery status per integration (the Activity view), from the durable activity log.", mender::events)
             .query(EVENT_FILTERS)
-            .answers(&[answer(200, "Events, newest first.", "MenderEvents"), answer(404, "No integration with this integration_id.", "Error")]),
+            .answers(&[answer(200, "Events, newest first.", of::<Vec<mender::Event>>), answer(404, "No integration with this integration_id.", of::<ErrorBody>)]),
     ]
 }
 
@@ -315,19 +318,19 @@ fn mainflux_routes(gateway: bool) -> Vec<Route> {
         |name: &'static str, gateway_name: &'static str| if gateway { gateway_name } else { name };
     vec![
         route("POST", things, Admin, op("mainfluxCreateWebhooks", "svcwebhooksCreateWebhooks"), "Mainflux: create webhooks of a thing (a bare array).", mainflux::create)
-            .body("MainfluxWebhooksCreate")
-            .answers(&[answer(201, "Created (a bare array).", "MainfluxWebhooks"), answer(409, "A webhook with this id exists.", "Error")]),
+            .body(of::<mainflux::WebhooksCreate>)
+            .answers(&[answer(201, "Created (a bare array).", of::<Vec<mainflux::Webhook>>), answer(409, "A webhook with this id exists.", of::<ErrorBody>)]),
         route("GET", things, Viewer, op("mainfluxListThingWebhooks", "svcwebhooksListThingWebhooks"), "Mainflux: webhooks of a thing.", mainflux::list_by_thing)
-            .answers(&[answer(200, "Webhooks (a bare array).", "MainfluxWebhooks")]),
+            .answers(&[answer(200, "Webhooks (a bare array).", of::<Vec<mainflux::Webhook>>)]),
         route("GET", groups, Viewer, op("mainfluxListGroupWebhooks", "svcwebhooksListGroupWebhooks"), "Mainflux: webhooks of a group's known things, and endpoints restricted to the group.", mainflux::list_by_group)
-            .answers(&[answer(200, "Webhooks (a bare array).", "MainfluxWebhooks")]),
+            .answers(&[answer(200, "Webhooks (a bare array).", of::<Vec<mainflux::Webhook>>)]),
         route("GET", one, Viewer, op("mainfluxGetWebhook", "svcwebhooksGetWebhook"), "Mainflux: one webhook.", mainflux::get)
-            .answers(&[answer(200, "The webhook.", "MainfluxWebhook")]),
+            .answers(&[answer(200, "The webhook.", of::<mainflux::Webhook>)]),
         route("PUT", one, Admin, op("mainfluxUpdateWebhook", "svcwebhooksUpdateWebhook"), "Mainflux: change a webhook's name, URL, headers and metadata (what GET answered can be sent back).", mainflux::update)
-            .body("MainfluxWebhookInput")
-            .answers(&[answer(200, "The webhook as stored.", "MainfluxWebhook")]),
+            .body(of::<mainflux::WebhookInput>)
+            .answers(&[answer(200, "The webhook as stored.", of::<mainflux::Webhook>)]),
         route("DELETE", all, Admin, op("mainfluxRemoveWebhooks", "svcwebhooksRemoveWebhooks"), "Mainflux: delete webhooks by id (all or none).", mainflux::remove)
-            .body("MainfluxRemove")
-            .answers(&[NO_CONTENT, answer(404, "A webhook id is unknown: nothing was deleted.", "Error")]),
+            .body(of::<mainflux::RemoveRequest>)
+            .answers(&[NO_CONTENT, answer(404, "A webhook id is unknown: nothing was deleted.", of::<ErrorBody>)]),
     ]
 }

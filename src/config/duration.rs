@@ -80,6 +80,21 @@ impl<'de> Deserialize<'de> for HumanDuration {
     }
 }
 
+/// In the API document: a string with a unit; each field's range is in
+/// its description.
+impl schemars::JsonSchema for HumanDuration {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Duration".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "description": "A duration with units, alone or combined: \"250ms\", \"30s\", \"1m30s\", \"1d\".",
+        })
+    }
+}
+
 impl Serialize for HumanDuration {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.collect_str(self)

@@ -9,12 +9,17 @@
 //! `*_file` keys are read into their value by [`super::resolve`] before
 //! the tables become these structs.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// `auth`: how hookstream authenticates to the receiver. Exactly one of
-/// the three is set (checked by `index::egress`).
-#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
+use super::limits::*;
+
+/// `auth`: how hookstream authenticates to the receiver: exactly one of
+/// basic, bearer, oauth2.
+// `index::egress` checks that exactly one is set.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(extend("minProperties" = 1, "maxProperties" = 1))]
 pub struct AuthConfig {
     /// HTTP Basic (RFC 7617).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -29,52 +34,67 @@ pub struct AuthConfig {
 }
 
 /// `auth.basic = { username, password | password_env | password_file }`.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BasicAuth {
     /// The user id (no `:`).
+    #[schemars(length(min = AUTH_NAME_LEN.min, max = AUTH_NAME_LEN.max))]
     pub username: String,
-    /// The password.
+    /// The password; answers show it masked (`****`), and a masked value
+    /// written back keeps the stored one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = SECRET_LEN.min, max = SECRET_LEN.max))]
     pub password: Option<String>,
-    /// Environment variable holding the password (configuration file only).
+    /// Environment variable holding the password (configuration file only;
+    /// the API keeps but never sets it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = ENV_NAME_LEN.max))]
     pub password_env: Option<String>,
 }
 
 /// `auth.bearer = { token | token_env | token_file }`.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BearerAuth {
-    /// The token sent as `Authorization: Bearer <token>`.
+    /// The token sent as `Authorization: Bearer <token>` (visible ASCII,
+    /// no spaces); masked in answers like `password`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = BEARER_TOKEN_LEN.min, max = BEARER_TOKEN_LEN.max))]
     pub token: Option<String>,
     /// Environment variable holding the token (configuration file only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = ENV_NAME_LEN.max))]
     pub token_env: Option<String>,
 }
 
 /// `auth.oauth2 = { token_url, client_id, client_secret | client_secret_env
 /// | client_secret_file, scope, audience, client_auth }`.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OAuth2Config {
-    /// The authorization server's token endpoint (http or https).
+    /// The authorization server's token endpoint (https; http as for the
+    /// endpoint's url). The SSRF guard checks it.
+    #[schemars(length(min = URL_LEN.min, max = URL_LEN.max))]
     pub token_url: String,
     /// The client id.
+    #[schemars(length(min = AUTH_NAME_LEN.min, max = AUTH_NAME_LEN.max))]
     pub client_id: String,
-    /// The client secret.
+    /// The client secret; masked in answers like `password`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = SECRET_LEN.min, max = SECRET_LEN.max))]
     pub client_secret: Option<String>,
     /// Environment variable holding the client secret (configuration file
     /// only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = ENV_NAME_LEN.max))]
     pub client_secret_env: Option<String>,
     /// `scope` of the token request (space-separated), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = OAUTH_PARAM_LEN.min, max = OAUTH_PARAM_LEN.max))]
     pub scope: Option<String>,
     /// `audience` of the token request (Auth0, Okta), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = OAUTH_PARAM_LEN.min, max = OAUTH_PARAM_LEN.max))]
     pub audience: Option<String>,
     /// How the client authenticates to the token endpoint.
     #[serde(default)]
@@ -83,7 +103,7 @@ pub struct OAuth2Config {
 
 /// How an OAuth2 client sends its credentials to the token endpoint
 /// (RFC 6749 §2.3.1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ClientAuth {
     /// HTTP Basic with the form-encoded id and secret
@@ -97,19 +117,23 @@ pub enum ClientAuth {
 
 /// `tls = { client_cert, client_key, ca }` (each inline PEM, or a
 /// `*_file` naming a PEM file).
-#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
     /// The client certificate chain (PEM), leaf first: presented when the
     /// receiver asks for one (mTLS). Needs `client_key`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = PEM_LEN.min, max = PEM_LEN.max))]
     pub client_cert: Option<String>,
-    /// The client certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    /// The client certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1);
+    /// masked in answers, and a masked value written back keeps it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = PEM_LEN.min, max = PEM_LEN.max))]
     pub client_key: Option<String>,
     /// CA certificates (PEM) trusted for this endpoint besides the
     /// system's roots.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = PEM_LEN.min, max = PEM_LEN.max))]
     pub ca: Option<String>,
 }
 

@@ -4,10 +4,11 @@
 
 use std::fmt;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// How requests to an endpoint are signed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum SignatureScheme {
     /// Standard Webhooks v1: `webhook-signature: v1,<base64>` over `id.timestamp.body`.
@@ -57,7 +58,7 @@ impl fmt::Display for SignatureScheme {
 }
 
 /// Field layouts of the platforms hookstream serves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Preset {
     /// Mender iot-manager / workflows events.
@@ -77,7 +78,7 @@ pub enum Preset {
 
 /// A Mender webhook integration's scope: the documented set of event types
 /// it fires on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Scope {
     /// Device lifecycle: provisioned, decommissioned, status changed.

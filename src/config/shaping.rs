@@ -6,14 +6,16 @@
 
 use std::fmt;
 
+use schemars::JsonSchema;
 use serde::de::{self, MapAccess, Visitor};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::HumanDuration;
+use super::limits::*;
 
 /// How the event is wrapped in the request body.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Envelope {
     /// The bytes as they are (the event, or the part a pointer selects).
@@ -64,6 +66,35 @@ pub struct PayloadConfig {
     pub pointer: Option<String>,
     /// The wrapping.
     pub envelope: Envelope,
+}
+
+/// In the API document: an envelope name, or `{ pointer, envelope }`.
+impl JsonSchema for PayloadConfig {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Payload".into()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let envelope = generator.subschema_for::<Envelope>();
+        schemars::json_schema!({
+            "oneOf": [
+                envelope,
+                {
+                    "type": "object",
+                    "properties": {
+                        "pointer": {
+                            "type": "string",
+                            "maxLength": POINTER_LEN.max,
+                            "description": "RFC 6901 pointer into the event (\"\" = the whole event).",
+                        },
+                        "envelope": envelope,
+                    },
+                    "additionalProperties": false,
+                },
+            ],
+            "description": "What the body holds: an envelope name (the whole event, wrapped), or which part of the event (a JSON pointer) and its envelope.",
+        })
+    }
 }
 
 impl Serialize for PayloadConfig {
@@ -128,7 +159,7 @@ impl<'de> Visitor<'de> for PayloadVisitor {
 }
 
 /// A named retry policy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RetryPolicyName {
     /// `[delivery]`'s attempts and backoff; 408, 425, 429, 500, 502, 503,
@@ -144,7 +175,7 @@ pub enum RetryPolicyName {
 
 /// `backoff = { initial, factor, max, jitter }` inside `retry`: each key
 /// left out keeps the policy's value.
-#[derive(Debug, Clone, Copy, PartialEq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BackoffOverride {
     /// Delay before the second attempt.
@@ -152,18 +183,20 @@ pub struct BackoffOverride {
     pub initial: Option<HumanDuration>,
     /// Growth per attempt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = BACKOFF_FACTOR.min, max = BACKOFF_FACTOR.max))]
     pub factor: Option<f64>,
     /// Longest delay (and `Retry-After` honoured).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max: Option<HumanDuration>,
     /// Relative jitter.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = BACKOFF_JITTER.min, max = BACKOFF_JITTER.max))]
     pub jitter: Option<f64>,
 }
 
 /// `retry = { policy, max_attempts, backoff, retry_on, honor_retry_after }`
 /// on an endpoint: a named policy and what this endpoint changes in it.
-#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RetryConfig {
     /// The policy the other keys change.
@@ -171,6 +204,7 @@ pub struct RetryConfig {
     pub policy: RetryPolicyName,
     /// Attempts in total, the first included.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = MAX_ATTEMPTS.min, max = MAX_ATTEMPTS.max))]
     pub max_attempts: Option<u32>,
     /// Backoff between attempts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -179,6 +213,7 @@ pub struct RetryConfig {
     /// connections), a status (`"429"`) or a class (`"4xx"`, `"5xx"`).
     /// Everything else is permanent (410 always disables the endpoint).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = RETRY_ON.max))]
     pub retry_on: Option<Vec<String>>,
     /// Whether `Retry-After` is followed (then 429 and `Retry-After`
     /// answers use no attempt).

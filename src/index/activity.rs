@@ -11,6 +11,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// Most recent attempts kept per endpoint.
@@ -56,7 +57,7 @@ impl RecordBudget {
 }
 
 /// What happened to a delivery.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     /// 2xx.
@@ -87,7 +88,7 @@ impl Outcome {
 
 /// One attempt as the API shows it, and as the durable activity log
 /// (`<prefix>.attempts`, one JSON record per delivery attempted) stores it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
 pub struct AttemptRecord {
     /// Unix ms of the attempt.
     pub time_ms: i64,
@@ -128,7 +129,7 @@ const BUCKETS_MS: [f64; 24] = [
 ];
 
 /// Counts and latency percentiles of one endpoint.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, JsonSchema)]
 pub struct ActivityStats {
     /// HTTP attempts made.
     pub attempts: u64,
@@ -140,11 +141,15 @@ pub struct ActivityStats {
     pub dead_lettered: u64,
     /// Deferrals.
     pub deferred: u64,
-    /// Latency percentiles of the HTTP exchange (bucket upper bounds, ms).
+    /// Latency percentiles of the HTTP exchange (bucket upper bounds, ms;
+    /// null before the first answer).
+    #[schemars(extend("nullable" = true))]
     pub latency_p50_ms: f64,
     /// 90th percentile.
+    #[schemars(extend("nullable" = true))]
     pub latency_p90_ms: f64,
     /// 99th percentile.
+    #[schemars(extend("nullable" = true))]
     pub latency_p99_ms: f64,
 }
 

@@ -47,7 +47,7 @@ pub fn preset_types(preset: Preset) -> (&'static [&'static str], bool) {
 }
 
 /// What one input topic produces.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct SourceTypes {
     /// The input topic.
     pub topic: String,

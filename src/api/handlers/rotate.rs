@@ -8,8 +8,8 @@ use std::time::SystemTime;
 
 use axum::Json;
 use axum::extract::State;
+use schemars::JsonSchema;
 use serde::Serialize;
-use serde_json::{Value, json};
 
 use super::{AppState, existing};
 use crate::api::errors::{ApiError, ApiResult};
@@ -18,16 +18,20 @@ use crate::api::{secrets, validate};
 use crate::sign::SignatureScheme;
 
 /// The answer of `rotate-secret`.
-#[derive(Debug, Serialize)]
-struct Rotated {
-    id: String,
-    secret: String,
-    /// `None` for schemes that carry one signature: no overlap.
-    previous_secret_expires_at: Option<String>,
-    /// Whether requests carry both signatures for a while.
-    overlap: bool,
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Rotated {
+    /// The endpoint.
+    pub id: String,
+    /// The new secret, in the clear (shown this once).
+    pub secret: String,
+    /// Until when the previous secret signs too (RFC 3339); null for
+    /// schemes that carry one signature (no overlap).
+    pub previous_secret_expires_at: Option<String>,
+    /// Whether requests carry both signatures for a while (`standard`
+    /// only).
+    pub overlap: bool,
     /// What the receiver has to do, in words.
-    note: String,
+    pub note: String,
 }
 
 /// Whether a scheme's requests can carry the signatures of two secrets
@@ -40,7 +44,7 @@ fn carries_two_signatures(scheme: SignatureScheme) -> bool {
 /// the old one keeps signing beside it for `[api].rotation_grace`; the
 /// other schemes carry one signature, so the new secret signs alone from
 /// now on and the answer says so.
-pub async fn rotate(State(state): AppState, IdParam(id): IdParam) -> ApiResult<Json<Value>> {
+pub async fn rotate(State(state): AppState, IdParam(id): IdParam) -> ApiResult<Json<Rotated>> {
     let _write = state.store.write_lock().await;
     let current = existing(&state, &id)?;
     let mut config = current.config.clone();
@@ -79,7 +83,7 @@ pub async fn rotate(State(state): AppState, IdParam(id): IdParam) -> ApiResult<J
         )
     };
     tracing::info!(endpoint = %id, overlap, "secret rotated");
-    Ok(Json(json!(Rotated {
+    Ok(Json(Rotated {
         id,
         previous_secret_expires_at: config
             .previous_secret_expires_at
@@ -88,5 +92,5 @@ pub async fn rotate(State(state): AppState, IdParam(id): IdParam) -> ApiResult<J
         secret,
         overlap,
         note,
-    })))
+    }))
 }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
+use schemars::JsonSchema;
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -51,19 +52,25 @@ fn test_event(scheme: SignatureScheme, event_id: &str, now_ms: i64, endpoint: &s
 }
 
 /// The answer of `test`.
-#[derive(Debug, Serialize)]
-struct TestResult {
-    delivered: bool,
-    status: Option<u16>,
-    latency_ms: f64,
-    error: String,
-    event_id: String,
-    webhook_id: String,
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct TestResult {
+    /// The receiver answered 2xx.
+    pub delivered: bool,
+    /// The HTTP status, if an answer arrived.
+    pub status: Option<u16>,
+    /// Duration of the exchange.
+    pub latency_ms: f64,
+    /// What went wrong (empty when delivered).
+    pub error: String,
+    /// The test event's id.
+    pub event_id: String,
+    /// The delivery id sent as `webhook-id`.
+    pub webhook_id: String,
 }
 
 /// `POST /v1/endpoints/{id}/test`: sends a signed `hookstream.test` event
 /// now (enabled or not) and returns what the receiver answered.
-pub async fn test(State(state): AppState, IdParam(id): IdParam) -> ApiResult<Json<Value>> {
+pub async fn test(State(state): AppState, IdParam(id): IdParam) -> ApiResult<Json<TestResult>> {
     let endpoint = existing(&state, &id)?;
     let event_id = new_id("test_");
     let now_ms = crate::core::now_ms();
@@ -138,5 +145,5 @@ pub async fn test(State(state): AppState, IdParam(id): IdParam) -> ApiResult<Jso
             webhook_id: delivery_id,
         },
     };
-    Ok(Json(json!(result)))
+    Ok(Json(result))
 }
