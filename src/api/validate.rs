@@ -169,7 +169,7 @@ pub async fn check(
     )
     .map_err(|e| ApiError::field(prefix, e))?;
     if !settings.allow_private {
-        resolves_publicly(&endpoint.url)
+        resolves_publicly(endpoint.url())
             .await
             .map_err(|e| ApiError::field(prefix, e))?;
         if let Some(crate::index::egress::Auth::OAuth2(oauth)) =

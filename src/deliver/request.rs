@@ -98,7 +98,7 @@ type NoAnswer = (TransportFailure, String);
 /// plain `http://` over HTTP/1.1 (`http_version` `auto` or `http1`)
 /// without a proxy (proxies are reqwest's).
 fn uses_plain_client(endpoint: &Endpoint, route: Route<'_>) -> bool {
-    endpoint.url.scheme() == "http"
+    endpoint.url().scheme() == "http"
         && endpoint.config.http_version != HttpVersion::Http2
         && route == Route::Direct
 }
@@ -240,7 +240,7 @@ async fn send_reqwest(
     timeout: Duration,
 ) -> Result<Answer, NoAnswer> {
     let sent = client
-        .post(endpoint.url.clone())
+        .post(endpoint.url().clone())
         .headers(headers)
         .body(body)
         .timeout(timeout)
@@ -284,10 +284,10 @@ async fn send_plain(
     body: Bytes,
     timeout: Duration,
 ) -> Result<Answer, NoAnswer> {
-    let uri: http::Uri = endpoint.url.as_str().parse().map_err(|e| {
+    let uri = endpoint.uri().cloned().ok_or_else(|| {
         (
             TransportFailure::Local,
-            format!("the URL is no valid request target: {e}"),
+            "the URL is no valid request target".to_string(),
         )
     })?;
     headers.insert(USER_AGENT, clients.user_agent().clone());
@@ -356,7 +356,7 @@ pub async fn send_attempt(
 ) -> AttemptReport {
     let started = Instant::now();
     if clients.guarded() {
-        if let Some(refused) = guard_literal(&endpoint.url) {
+        if let Some(refused) = guard_literal(endpoint.url()) {
             return failure(
                 TransportFailure::Refused,
                 refused.to_string(),
@@ -366,7 +366,7 @@ pub async fn send_attempt(
             );
         }
         if matches!(clients.route(endpoint), Route::Proxy(_))
-            && let Err((kind, why)) = check_destination(&endpoint.url).await
+            && let Err((kind, why)) = check_destination(endpoint.url()).await
         {
             return failure(kind, why, started, rules, retry_after_cap);
         }

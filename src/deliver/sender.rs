@@ -239,7 +239,7 @@ impl Sender {
             adaptive,
             capacity: (endpoint.config.queue_size as usize).max(1),
             permits: Arc::new(Semaphore::new(endpoint.config.max_concurrency as usize)),
-            host_slots: ArcSwap::new(deps.hosts.slots_for(&endpoint.url)),
+            host_slots: ArcSwap::new(deps.hosts.slots_for(endpoint.url())),
             endpoint: ArcSwap::new(endpoint),
             deleted: AtomicBool::new(false),
             deps: Arc::clone(deps),
@@ -282,10 +282,10 @@ impl Sender {
     /// 410) starts afresh: a closed circuit and no run of failures.
     pub fn update(&self, endpoint: Arc<Endpoint>) {
         let shared = &self.shared;
-        if shared.endpoint.load().url.origin() != endpoint.url.origin() {
+        if shared.endpoint.load().url().origin() != endpoint.url().origin() {
             shared
                 .host_slots
-                .store(shared.deps.hosts.slots_for(&endpoint.url));
+                .store(shared.deps.hosts.slots_for(endpoint.url()));
         }
         let old = shared.endpoint.swap(Arc::clone(&endpoint));
         if Arc::ptr_eq(&old, &endpoint) {

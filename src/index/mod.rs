@@ -67,12 +67,13 @@ struct Filing {
 
 /// Patterns of one restriction bucket. Most buckets (one per device of
 /// 100 000 device endpoints) hold a single endpoint with one or two
-/// patterns, so the wildcard list is inline, a few typed patterns sit in
+/// patterns, so the wildcard list is a box of its own, a few typed patterns sit in
 /// one boxed slice scanned in order, and only a bucket with more than
 /// [`SCAN_PATTERNS`] of them gets hash maps.
 #[derive(Debug, Default)]
 struct TypeTable {
-    wildcard: SlotList,
+    /// Endpoints of `*` (boxed: a device's bucket rarely has one).
+    wildcard: Option<Box<SlotList>>,
     typed: Typed,
 }
 
@@ -95,18 +96,30 @@ const SCAN_PATTERNS: usize = 8;
 /// One typed pattern of a small bucket.
 #[derive(Debug)]
 struct Pattern {
-    /// The exact type, or the prefix of a `prefix*` glob.
+    /// As written: an exact type, or a `prefix*` glob (the `*` kept, so no
+    /// flag beside it: 48 bytes, one size class below 56).
     text: Box<str>,
-    prefix: bool,
     list: SlotList,
 }
 
 impl Pattern {
+    /// The prefix of a glob, `None` for an exact type.
+    fn prefix(&self) -> Option<&str> {
+        self.text.strip_suffix('*')
+    }
+
+    /// Whether this is the pattern `text` (a prefix when `prefix`).
+    fn is(&self, text: &str, prefix: bool) -> bool {
+        match self.prefix() {
+            Some(p) => prefix && p == text,
+            None => !prefix && *self.text == *text,
+        }
+    }
+
     fn admits(&self, event_type: &str) -> bool {
-        if self.prefix {
-            event_type.starts_with(&*self.text)
-        } else {
-            *self.text == *event_type
+        match self.prefix() {
+            Some(p) => event_type.starts_with(p),
+            None => *self.text == *event_type,
         }
     }
 }
@@ -148,7 +161,7 @@ impl Typed {
     /// if new), or, in a bucket that would grow past [`SCAN_PATTERNS`],
     /// hash maps (the returned position then means nothing).
     fn make_room(&mut self, text: &str, prefix: bool) -> usize {
-        let same = |p: &Pattern| p.prefix == prefix && *p.text == *text;
+        let same = |p: &Pattern| p.is(text, prefix);
         let mut few = match self {
             Typed::Many(_) => return 0,
             Typed::Few(few) => match few.iter().position(same) {
@@ -159,8 +172,11 @@ impl Typed {
         };
         if few.len() < SCAN_PATTERNS {
             few.push(Pattern {
-                text: text.into(),
-                prefix,
+                text: if prefix {
+                    format!("{text}*").into()
+                } else {
+                    text.into()
+                },
                 list: SlotList::default(),
             });
             let at = few.len() - 1;
@@ -169,7 +185,11 @@ impl Typed {
         }
         let mut maps = PatternMaps::default();
         for p in few {
-            *maps.list(&p.text, p.prefix) = p.list;
+            let list = match p.prefix() {
+                Some(prefix) => maps.list(prefix, true),
+                None => maps.list(&p.text, false),
+            };
+            *list = p.list;
         }
         *self = Typed::Many(Box::new(maps));
         0
@@ -179,7 +199,7 @@ impl Typed {
 impl TypeTable {
     fn insert(&mut self, pattern: &str, f: Filing) {
         let list = if pattern == "*" {
-            &mut self.wildcard
+            self.wildcard.get_or_insert_with(Box::default)
         } else if let Some(prefix) = pattern.strip_suffix('*') {
             self.typed.list(prefix, true)
         } else {
@@ -189,8 +209,8 @@ impl TypeTable {
     }
 
     fn candidates<'t>(&'t self, event_type: &str, mut visit: impl FnMut(&'t SlotList)) {
-        if !self.wildcard.slots.is_empty() {
-            visit(&self.wildcard);
+        if let Some(wildcard) = &self.wildcard {
+            visit(wildcard);
         }
         match &self.typed {
             Typed::None => {}
@@ -229,9 +249,9 @@ pub struct EndpointIndex {
     /// Hashes the ids of `by_id`.
     ids: std::hash::RandomState,
     open: TypeTable,
-    by_device: HashMap<String, TypeTable>,
-    by_group: HashMap<String, TypeTable>,
-    by_tenant: HashMap<String, TypeTable>,
+    by_device: HashMap<Box<str>, TypeTable>,
+    by_group: HashMap<Box<str>, TypeTable>,
+    by_tenant: HashMap<Box<str>, TypeTable>,
 }
 
 impl EndpointIndex {
@@ -287,9 +307,9 @@ impl EndpointIndex {
             };
             for (kind, key) in buckets {
                 let table = match kind {
-                    0 => index.by_device.entry(key.to_string()).or_default(),
-                    1 => index.by_group.entry(key.to_string()).or_default(),
-                    2 => index.by_tenant.entry(key.to_string()).or_default(),
+                    0 => index.by_device.entry(key.into()).or_default(),
+                    1 => index.by_group.entry(key.into()).or_default(),
+                    2 => index.by_tenant.entry(key.into()).or_default(),
                     _ => &mut index.open,
                 };
                 for pattern in endpoint.patterns() {
