@@ -296,16 +296,17 @@ async fn send_plain(
     *request.uri_mut() = uri;
     *request.headers_mut() = headers;
     let deadline = tokio::time::Instant::now() + timeout;
-    let response = match tokio::time::timeout_at(deadline, clients.plain().request(request)).await {
-        Ok(Ok(response)) => response,
-        Ok(Err(e)) => return Err((plain_kind(&e), error_chain(&e))),
-        Err(_) => {
-            return Err((
-                TransportFailure::Timeout,
-                format!("no answer within {}", humantime::format_duration(timeout)),
-            ));
-        }
-    };
+    let (response, lease) =
+        match tokio::time::timeout_at(deadline, clients.plain().send(request)).await {
+            Ok(Ok(sent)) => sent,
+            Ok(Err(e)) => return Err((plain_kind(&e), error_chain(&e))),
+            Err(_) => {
+                return Err((
+                    TransportFailure::Timeout,
+                    format!("no answer within {}", humantime::format_duration(timeout)),
+                ));
+            }
+        };
     let status = response.status().as_u16();
     let retry_after = retry_after_of(response.headers());
     let mut body = response.into_body();
@@ -319,7 +320,11 @@ async fn send_plain(
                     break;
                 }
             }
-            Ok(None) => break,
+            Ok(None) => {
+                // Read to the end: the connection can take the next request.
+                lease.give_back();
+                break;
+            }
             Ok(Some(Err(e))) => {
                 body_error = Some(error_chain(&e));
                 break;
@@ -520,7 +525,7 @@ fn header_value(text: &str) -> HeaderValue {
 
 /// What kind of failure a request of the lean client that got no
 /// response met.
-fn plain_kind(e: &hyper_util::client::legacy::Error) -> TransportFailure {
+fn plain_kind(e: &super::plain::PlainError) -> TransportFailure {
     if let Some(kind) = kind_from_causes(e) {
         kind
     } else if e.is_connect() {
