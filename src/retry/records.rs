@@ -196,34 +196,13 @@ pub(super) const DEFERRED: &str = "deferred";
 
 #[cfg(test)]
 mod tests {
-    use std::time::Instant;
-
     use rdkafka::message::Headers;
 
     use super::*;
-    use crate::core::{Fields, InputEvent, PartitionId, RecordHeaders, SourceRecord};
     use crate::wire::batch::decode;
 
     fn event(offset: i64, body: &str) -> Payload {
-        Payload::Input(Arc::new(InputEvent {
-            record: SourceRecord {
-                topic: Arc::from("in"),
-                partition: PartitionId {
-                    topic: 0,
-                    partition: 3,
-                },
-                offset,
-                key: Some(Bytes::from_static(b"device-1")),
-                body: Bytes::from(body.to_string()),
-                headers: RecordHeaders::default(),
-                consumed_at: Instant::now(),
-            },
-            fields: Fields {
-                id: format!("e{offset}"),
-                event_type: "device.updated".into(),
-                ..Fields::default()
-            },
-        }))
+        Payload::test_input(3, offset, body)
     }
 
     fn deferral(offset: i64, attempt: u32, first_ms: i64, due_ms: i64) -> Deferral {

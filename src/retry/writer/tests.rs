@@ -38,7 +38,6 @@ fn a_note_joins_the_last_error_and_keeps_every_other_header() {
 
 use std::sync::Arc;
 
-use crate::core::{Fields, InputEvent, PartitionId, RecordHeaders, SourceRecord};
 use crate::wire::headers::History;
 
 use super::super::records::Deferral;
@@ -55,25 +54,7 @@ fn context() -> (WriteContext, mpsc::UnboundedReceiver<Resend>) {
 }
 
 fn event(offset: i64) -> Payload {
-    Payload::Input(Arc::new(InputEvent {
-        record: SourceRecord {
-            topic: Arc::from("in"),
-            partition: PartitionId {
-                topic: 0,
-                partition: 1,
-            },
-            offset,
-            key: Some(Bytes::from_static(b"device-1")),
-            body: Bytes::from_static(b"{\"id\":\"e\"}"),
-            headers: RecordHeaders::default(),
-            consumed_at: Instant::now(),
-        },
-        fields: Fields {
-            id: format!("e{offset}"),
-            event_type: "device.updated".into(),
-            ..Fields::default()
-        },
-    }))
+    Payload::test_input(1, offset, "{\"id\":\"e\"}")
 }
 
 /// A completion that records what it was told.
