@@ -178,20 +178,7 @@ async fn a_failing_endpoint_is_disabled_keeps_its_backlog_and_delivers_it_all_on
     wait_until_stored_disabled(&service, "failing-fleet", Duration::from_secs(40)).await;
     let (status, shown) = api(&service, "GET", "/v1/endpoints/failing-fleet").await;
     assert_eq!(status, 200);
-    assert_eq!(shown["enabled"], false, "{shown}");
-    assert_eq!(shown["disabled"]["cause"], "failing", "{shown}");
-    assert!(
-        shown["disabled"]["reason"]
-            .as_str()
-            .is_some_and(|r| r.contains("failed every attempt for 3s")),
-        "{shown}"
-    );
-    assert!(
-        shown["disabled"]["at"]
-            .as_str()
-            .is_some_and(|t| t.ends_with('Z')),
-        "{shown}"
-    );
+    assert_disabled_by_hookstream(&shown, "failing", "failed every attempt for 3s");
     assert_eq!(
         metric("hookstream_endpoint_auto_disabled_total", "failing-fleet").await,
         Some(1.0),

@@ -624,3 +624,24 @@ impl Cluster {
         i64::from_be_bytes(response[at..at + 8].try_into().unwrap())
     }
 }
+
+/// Asserts that `shown` (an endpoint as the API answers it) was disabled by
+/// hookstream itself: `enabled` false, `disabled.cause` = `cause`, a reason
+/// mentioning `reason_has`, and the time in RFC 3339 UTC.
+#[allow(dead_code)]
+pub fn assert_disabled_by_hookstream(shown: &serde_json::Value, cause: &str, reason_has: &str) {
+    assert_eq!(shown["enabled"], false, "{shown}");
+    assert_eq!(shown["disabled"]["cause"], cause, "{shown}");
+    assert!(
+        shown["disabled"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains(reason_has)),
+        "the reason mentions {reason_has:?}: {shown}"
+    );
+    assert!(
+        shown["disabled"]["at"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z')),
+        "{shown}"
+    );
+}
