@@ -82,16 +82,7 @@ pub fn document(routes: &[Route]) -> Value {
     }
     let mut schemas = answers.take_definitions(true);
     let renamed = merge_requests(&mut schemas, requests.take_definitions(true));
-    // The handlers fill a missing `id` before reading a body as an
-    // endpoint (generated on create, the path's on PUT); only the
-    // configuration file must give one.
-    if let Some(required) = schemas
-        .get_mut("EndpointInput")
-        .and_then(|s| s.get_mut("required"))
-        .and_then(Value::as_array_mut)
-    {
-        required.retain(|field| field != "id");
-    }
+    endpoint_input_as_read(&mut schemas);
     for (path, method) in bodies {
         if let Some(schema) = paths
             .get_mut(path)
@@ -115,6 +106,26 @@ pub fn document(routes: &[Route]) -> Value {
             "schemas": schemas,
         },
     })
+}
+
+/// What the endpoint's request schema cannot say from its type alone:
+/// the handlers fill a missing `id` before reading a body as an endpoint
+/// (generated on create, the path's on PUT; only the configuration file
+/// must give one), and serde reads `active` as `enabled` (an alias, which
+/// schemars leaves out).
+fn endpoint_input_as_read(schemas: &mut Map<String, Value>) {
+    let Some(input) = schemas.get_mut("EndpointInput") else {
+        return;
+    };
+    if let Some(required) = input.get_mut("required").and_then(Value::as_array_mut) {
+        required.retain(|field| field != "id");
+    }
+    if let Some(properties) = input.get_mut("properties").and_then(Value::as_object_mut) {
+        properties.insert(
+            "active".into(),
+            json!({"type": "boolean", "description": "Alias of `enabled` (the CMDB's name for it); answers say `enabled`. Give one of the two."}),
+        );
+    }
 }
 
 /// The schema `of` names, with the generator's OpenAPI transforms applied
@@ -426,6 +437,11 @@ mod tests {
         assert_eq!(p["url"]["maxLength"], json!(URL_LEN.max));
         assert_eq!(p["events"]["maxItems"], json!(EVENT_PATTERNS.max));
         assert_eq!(input["additionalProperties"], json!(false));
+        assert_eq!(
+            p["active"]["type"],
+            json!("boolean"),
+            "the alias is documented"
+        );
         // A request type that reads like its answer shares the component;
         // one that differs (defaults) is split.
         assert_eq!(
