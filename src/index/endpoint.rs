@@ -16,8 +16,12 @@ use super::egress::{self, Egress};
 use super::filter::Filter;
 use crate::config::EndpointConfig;
 pub use crate::config::FieldError;
-use crate::guard as ssrf;
 use crate::sign::{SignatureScheme, Signer};
+
+mod destination;
+
+pub(crate) use destination::literal_ip;
+use destination::{Target, check_url};
 
 /// Headers an endpoint may not set: hop-by-hop and framing headers (the
 /// HTTP client owns them). `Content-Type` and `User-Agent` may be set.
@@ -85,28 +89,6 @@ struct Uncommon {
     scoped_events: Option<Vec<String>>,
     /// Auth, TLS material and proxy choice, prepared.
     egress: Option<Egress>,
-}
-
-/// An endpoint's destination, parsed: for reqwest, and for the lean HTTP/1.1
-/// client, which takes an `http::Uri`.
-struct Target {
-    url: Url,
-    /// `None` when the URL is no valid request target for `http` (the
-    /// lean client then answers with a local failure).
-    uri: Option<http::Uri>,
-}
-
-impl Target {
-    fn of(text: &str) -> Self {
-        let url = Url::parse(text).unwrap_or_else(|e| {
-            // Cannot happen: `build` parsed the same text. A reserved name
-            // (RFC 6761) that never resolves keeps it from going anywhere.
-            tracing::error!(error = %e, "an endpoint URL that parsed once no longer parses");
-            Url::parse("https://unparsable.invalid/").unwrap_or_else(|_| unreachable!())
-        });
-        let uri = url.as_str().parse().ok();
-        Self { url, uri }
-    }
 }
 
 impl Uncommon {
@@ -332,15 +314,6 @@ pub fn pattern_matches(pattern: &str, event_type: &str) -> bool {
     }
 }
 
-/// The IP a URL names literally (parsed once, kept by the `Url`).
-pub(crate) fn literal_ip(url: &Url) -> Option<IpAddr> {
-    match url.host()? {
-        url::Host::Ipv4(ip) => Some(IpAddr::V4(ip)),
-        url::Host::Ipv6(ip) => Some(IpAddr::V6(ip)),
-        url::Host::Domain(_) => None,
-    }
-}
-
 struct Checked {
     signer: Signer,
     previous_until: Option<SystemTime>,
@@ -404,59 +377,6 @@ fn check_names(config: &EndpointConfig) -> Result<(), FieldError> {
         ));
     }
     Ok(())
-}
-
-/// `url`: absolute, http(s) (plain http only when allowed), without
-/// credentials, with a host; not a private or loopback destination when
-/// those are refused.
-fn check_url(config: &EndpointConfig, allow_private: bool) -> Result<Url, FieldError> {
-    let url = Url::parse(&config.url)
-        .map_err(|e| FieldError::new("url", format!("is not an absolute URL: {e}")))?;
-    match url.scheme() {
-        "https" => {}
-        "http" if config.allow_http || allow_private => {}
-        "http" => {
-            return Err(FieldError::new(
-                "url",
-                "plain http needs `allow_http = true` on the endpoint",
-            ));
-        }
-        other => {
-            return Err(FieldError::new(
-                "url",
-                format!("scheme `{other}` is not http or https"),
-            ));
-        }
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(FieldError::new(
-            "url",
-            "must not carry credentials (use headers)",
-        ));
-    }
-    if url.host().is_none() {
-        return Err(FieldError::new("url", "has no host"));
-    }
-    let literal_ip = literal_ip(&url);
-    if !allow_private {
-        if let Some(ip) = literal_ip
-            && let Some(class) = ssrf::forbidden_class(ip)
-        {
-            return Err(FieldError::new(
-                "url",
-                format!("points at a {class} address ({ip}); allow_private_destinations is off"),
-            ));
-        }
-        if let Some(url::Host::Domain(name)) = url.host()
-            && is_localhost_name(name)
-        {
-            return Err(FieldError::new(
-                "url",
-                "points at localhost; allow_private_destinations is off",
-            ));
-        }
-    }
-    Ok(url)
 }
 
 /// `events`: at least one pattern, each an exact type, a prefix glob or `*`.
