@@ -132,6 +132,19 @@ impl Hookstream {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Waits until the process has written a log line, that is, until it
+    /// runs its own `main` (panics after `timeout`).
+    fn wait_for_first_log_line(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while self.log().is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "hookstream logged nothing in {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// SIGTERM, then the exit status (panics after `timeout`).
     fn terminate(mut self, timeout: Duration) -> i32 {
         let status = Command::new("kill")
@@ -532,7 +545,11 @@ signature = "none"
         std::thread::sleep(Duration::from_millis(500));
     }
     // The final instance may still be starting (earlier ones delivered
-    // everything): a SIGTERM then must still end it cleanly.
+    // everything): a SIGTERM then must still end it cleanly. It waits for
+    // its first log line: a signal that lands between exec and `main` meets
+    // the kernel's default action in any program (seen once in CI, when
+    // nothing was missing and the SIGTERM followed the spawn at once).
+    last.wait_for_first_log_line(Duration::from_secs(30));
     let code = last.terminate(Duration::from_secs(30));
     assert_eq!(code, 0, "the final instance stops cleanly on SIGTERM");
     let requests = flaky
