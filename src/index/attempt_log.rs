@@ -26,7 +26,7 @@ use metrics::Counter;
 use rdkafka::ClientContext;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 
-use super::activity::AttemptRecord;
+use super::activity::AttemptLine;
 use crate::config::Config;
 use crate::wire::headers::endpoint_partition;
 
@@ -169,14 +169,14 @@ impl AttemptLog {
 
     /// Appends `record` to its endpoint's pending attempts without waiting;
     /// dropped (and counted) when the pending buffers are full.
-    pub fn write(&self, record: &AttemptRecord) {
+    pub fn write(&self, record: &AttemptLine<'_>) {
         let mut pending = self.pending();
         if pending.bytes >= PENDING_BYTES {
             drop(pending);
             self.count_drop(1);
             return;
         }
-        let endpoint = record.endpoint.as_str();
+        let endpoint = record.endpoint;
         if !pending.by_endpoint.contains_key(endpoint) {
             let bytes = pending.spare.pop().unwrap_or_default();
             pending

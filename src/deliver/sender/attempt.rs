@@ -16,7 +16,7 @@ use crate::core::Reason;
 use crate::deliver::adaptive::Signal;
 use crate::deliver::request::{Outgoing, send_attempt, webhook_id};
 use crate::index::Endpoint;
-use crate::index::activity::{AttemptRecord, Outcome};
+use crate::index::activity::{AttemptLine, AttemptRecord, Outcome};
 use crate::index::attempt_log::AttemptLog;
 use crate::outcome::classify::{EndpointHealth, Verdict};
 use crate::outcome::policy::{self, Decision, Tried};
@@ -323,21 +323,23 @@ pub(super) fn log_attempts(
     record: &AttemptRecord,
     decide: &dyn Fn(&Delivery) -> (Tried, Decision),
 ) {
+    let line = AttemptLine::from(record);
     if let [_] = deliveries {
-        log.write(record);
+        log.write(&line);
         return;
     }
     for d in deliveries {
         let (outcome, reason) = logged_outcome(decide(d).1);
         let source = d.event.source();
-        log.write(&AttemptRecord {
-            event_id: d.event.id().into_owned(),
-            event_type: d.event.event_type().to_string(),
+        let source = String::from_utf8_lossy(&source);
+        log.write(&AttemptLine {
+            event_id: &d.event.id(),
+            event_type: d.event.event_type(),
             attempt: d.attempt + 1,
             outcome,
-            reason,
-            source: String::from_utf8_lossy(&source).into_owned(),
-            ..record.clone()
+            reason: reason.as_deref(),
+            source: &source,
+            ..line
         });
     }
 }
