@@ -156,6 +156,13 @@ pub(super) async fn work(shared: Arc<Shared>, linger: bool) {
             }
             drop((permit, host_slot));
         }));
+        // Starts it now (its request goes out while the next is taken),
+        // as a spawned task would have started.
+        std::future::poll_fn(|cx| {
+            while let std::task::Poll::Ready(Some(())) = attempts.poll_next_unpin(cx) {}
+            std::task::Poll::Ready(())
+        })
+        .await;
     }
 }
 
