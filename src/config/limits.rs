@@ -285,7 +285,17 @@ pub const CLI_EVENTS: Range<u64> = Range {
 
 /// Why `value` is refused by `range` (`None` when it is accepted).
 pub fn outside<T: PartialOrd + Copy + fmt::Display>(value: T, range: Range<T>) -> Option<String> {
-    (!range.contains(value)).then(|| format!("must be within {range} (got {value})"))
+    (!range.contains(value)).then(|| format!("must be within {range} (got {})", shown(value)))
+}
+
+/// `value` as the user could have typed it: a float too small or too large
+/// for a short decimal (`1e-300` prints 300 digits) in scientific notation.
+fn shown<T: fmt::Display>(value: T) -> String {
+    let text = value.to_string();
+    if text.len() <= 24 {
+        return text;
+    }
+    text.parse::<f64>().map_or(text, |v| format!("{v:e}"))
 }
 
 /// Why `value` is refused by `range` (`None` when it is accepted).
@@ -566,6 +576,22 @@ mod tests {
         assert_eq!(
             bad_count(0, EVENT_PATTERNS).as_deref(),
             Some("must have 1..=256 entries (got 0)")
+        );
+    }
+
+    #[test]
+    fn absurd_floats_are_shown_as_typed() {
+        assert_eq!(
+            outside(1e-300, CLI_RATE).as_deref(),
+            Some("must be within 0.001..=10000000 (got 1e-300)")
+        );
+        assert_eq!(
+            outside(1e300, CLI_RATE).as_deref(),
+            Some("must be within 0.001..=10000000 (got 1e300)")
+        );
+        assert_eq!(
+            outside(0.0001, CLI_RATE).as_deref(),
+            Some("must be within 0.001..=10000000 (got 0.0001)")
         );
     }
 }
