@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use tokio::sync::{mpsc, watch};
 
 use super::PipelineStats;
@@ -66,6 +66,10 @@ const SENDER_IDLE: Duration = Duration::from_millis(250);
 
 /// Ack tokens taken from the channel per turn of the dispatcher loop.
 const ACKS_PER_TURN: usize = 1024;
+
+/// How long closing the consumer may take at shutdown (a clean close
+/// leaves the group and takes well under a second).
+const CONSUMER_CLOSE_LIMIT: Duration = Duration::from_secs(15);
 
 /// Most records held by closed gates before the dispatcher stops reading
 /// the inbound channel (a safety net: paused partitions fetch nothing new,
@@ -315,10 +319,12 @@ impl Dispatcher {
             sender.abort();
         }
         drop(inbound);
-        let source = self.source;
-        tokio::task::spawn_blocking(move || source.close())
-            .await
-            .context("closing the consumer")?;
+        if !self.source.close_within(CONSUMER_CLOSE_LIMIT).await {
+            tracing::warn!(
+                limit = ?CONSUMER_CLOSE_LIMIT,
+                "the Kafka consumer did not close in time; stopping without it (offsets were committed: the group notices this member gone after its session timeout)"
+            );
+        }
         self.writer.log_dead_letter_summary(DEAD_LETTER_SUMMARY);
         tracing::info!("pipeline stopped");
         Ok(())

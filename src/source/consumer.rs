@@ -346,6 +346,30 @@ impl SourceConsumer {
         self.stop.store(true, Ordering::SeqCst);
     }
 
+    /// Closes the consumers on a thread of their own and waits at most
+    /// `limit`; `false` when they did not close in time. librdkafka was
+    /// seen blocking for ever in a close (the revoke of its rebalance
+    /// callback waiting on a client main thread that had already ended;
+    /// CI, two instances in one group stopping). Offsets are committed
+    /// before this, so giving up loses only the clean leave: the group
+    /// notices the member gone after its session timeout.
+    pub async fn close_within(self, limit: Duration) -> bool {
+        let (done, closed) = tokio::sync::oneshot::channel();
+        let spawned = thread::Builder::new()
+            .name("consumer-close".into())
+            .spawn(move || {
+                self.close();
+                let _ = done.send(());
+            });
+        if let Err(e) = spawned {
+            // The consumer went down with the closure: its threads stop on
+            // the flag its drop sets, without the final commit call.
+            tracing::warn!(error = %e, "no thread to close the Kafka consumer on");
+            return false;
+        }
+        tokio::time::timeout(limit, closed).await.is_ok()
+    }
+
     /// Stops polling and closes the consumers (blocking; call off the
     /// runtime).
     pub fn close(mut self) {
