@@ -198,16 +198,25 @@ fn the_reader_finds_grouped_and_nested_paths_and_ignores_comments() {
 }
 
 /// Most lines a source file of `src/` may have, tests included (issue 15:
-/// "no source file over ~500 lines"; tests that would push a file past it
-/// live in `<module>/tests.rs`).
-const MAX_FILE_LINES: usize = 600;
+/// "no source file over ~500 lines without a reason written at its top";
+/// tests that would push a file past it live in `<module>/tests.rs`).
+const MAX_FILE_LINES: usize = 500;
 
-/// Files allowed past [`MAX_FILE_LINES`], each with why. Shrink this list;
+/// Files allowed past [`MAX_FILE_LINES`]. Each says why at its top, in a
+/// `//! Why this file is long:` line of its module doc. Shrink this list;
 /// never grow it without a reason a reviewer accepts.
-const LONG_FILES: &[(&str, &str)] = &[(
+const LONG_FILES: &[&str] = &[
+    "bench/mod.rs",
+    "config/limits.rs",
     "deliver/request.rs",
-    "one attempt: the request built, signed, sent and read, kept together on the hot path",
-)];
+    "index/egress.rs",
+    "index/endpoint.rs",
+    "pipeline/dispatcher.rs",
+    "source/consumer.rs",
+];
+
+/// How a long file gives its reason, in its module doc.
+const LONG_REASON: &str = "//! Why this file is long:";
 
 #[test]
 fn source_files_stay_small_enough_to_read() {
@@ -221,13 +230,17 @@ fn source_files_stay_small_enough_to_read() {
             .expect("under src")
             .to_string_lossy()
             .replace('\\', "/");
-        let lines = std::fs::read_to_string(&file)
-            .expect("read")
-            .lines()
-            .count();
-        let allowed = LONG_FILES.iter().any(|(long, _)| *long == name);
+        let text = std::fs::read_to_string(&file).expect("read");
+        let lines = text.lines().count();
+        let allowed = LONG_FILES.contains(&name.as_str());
         if lines > MAX_FILE_LINES && !allowed {
             problems.push(format!("src/{name}: {lines} lines (most {MAX_FILE_LINES})"));
+        }
+        let header = text.lines().take_while(|l| l.starts_with("//!"));
+        if allowed && !header.into_iter().any(|l| l.starts_with(LONG_REASON)) {
+            problems.push(format!(
+                "src/{name} is on LONG_FILES without a `{LONG_REASON}` line at its top"
+            ));
         }
         if allowed && lines <= MAX_FILE_LINES {
             problems.push(format!(

@@ -258,15 +258,8 @@ fn link_created_ids(paths: &mut Map<String, Value>) {
     }
 }
 
-/// The OpenAPI operation of one route of the route table: parameters and
-/// responses (the request body is added by [`document`]).
-fn operation(route: &Route, answers: &mut SchemaGenerator, error: &Schema) -> Value {
-    let error = |description: &str| {
-        json!({
-            "description": description,
-            "content": {"application/json": {"schema": error}},
-        })
-    };
+/// The path and query parameters of `route`.
+fn parameters(route: &Route) -> Vec<Value> {
     let mut parameters = Vec::new();
     let mut rest = route.path;
     while let Some(start) = rest.find('{') {
@@ -292,6 +285,19 @@ fn operation(route: &Route, answers: &mut SchemaGenerator, error: &Schema) -> Va
             "description": p.description, "schema": schema,
         }));
     }
+    parameters
+}
+
+/// The OpenAPI operation of one route of the route table: parameters and
+/// responses (the request body is added by [`document`]).
+fn operation(route: &Route, answers: &mut SchemaGenerator, error: &Schema) -> Value {
+    let error = |description: &str| {
+        json!({
+            "description": description,
+            "content": {"application/json": {"schema": error}},
+        })
+    };
+    let parameters = parameters(route);
     let mut responses = Map::new();
     for a in &route.answers {
         let mut r = json!({"description": a.description});

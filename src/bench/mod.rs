@@ -15,6 +15,10 @@
 //! a child process, as a real broker would, so the pipeline's peak RSS does
 //! not include the broker's copy of the data; the broker's own peak is
 //! reported beside it.
+//!
+//! Why this file is long: the scenario table and the one measurement loop every
+//! scenario shares (baselines, CPU and memory accounting) read best together;
+//! the scenarios themselves are files of their own.
 
 mod activity_log;
 pub mod capacity;

@@ -6,6 +6,10 @@
 //! the arithmetic downstream (a rate of 1e-20 per second once made a rate
 //! limiter's period overflow and crashed the process on the first event).
 //! Pure data and checks: no I/O.
+//!
+//! Why this file is long: it is the one table of every accepted range and the
+//! checks that apply them, so that a limit is looked up in one place (the
+//! docs and the OpenAPI schema take their numbers from here).
 
 use super::{EndpointConfig, FieldError};
 

@@ -8,6 +8,9 @@
 //! resolves only the proxy's name, so the destination's is checked here).
 //! Knows nothing of Kafka: what to do with the verdict is the sender's
 //! business.
+//!
+//! Why this file is long: one attempt, the request built, signed, sent and its
+//! answer read, kept together on the hot path.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 

@@ -7,6 +7,10 @@
 //! fingerprints `deliver` keys its clients and token caches by. Pure: PEM
 //! is parsed and a client key checked against its certificate here, but
 //! nothing is connected or read.
+//!
+//! Why this file is long: an endpoint's authentication, TLS material and proxy
+//! are validated together (a client certificate needs its key, a proxy its
+//! scheme), with the secrets masked the same way.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;

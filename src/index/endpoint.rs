@@ -3,6 +3,10 @@
 //!
 //! Owns validation of endpoint settings (the same rules for the config file
 //! and, later, the API). Does no I/O. Its `Debug` never prints the secret.
+//!
+//! Why this file is long: one endpoint's validated settings and their
+//! accessors, the type every stage reads; its destination and its tests
+//! are already files of their own.
 
 use std::collections::HashSet;
 use std::fmt;

@@ -9,6 +9,9 @@
 //! retry not yet due), draining (revoked, waiting for outcomes up to a
 //! deadline); the pipeline through running → stopping (drain, final commit)
 //! → stopped.
+//!
+//! Why this file is long: the dispatcher's loop and the state only it owns;
+//! routing, rebalance and chores are already files of their own.
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -15,6 +15,10 @@
 //! dispatcher through [`super::inbound`]), pause and resume, and commits of
 //! the offsets the dispatcher hands it. What is committable is decided by
 //! the dispatcher's ack tracker, never here.
+//!
+//! Why this file is long: the consumer's life (start, the poll threads, the
+//! commit handles they share, close) is kept in one place, because the
+//! threads and the handles must start and stop in one order.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -138,32 +138,42 @@ pub(super) async fn work(shared: Arc<Shared>, linger: bool) {
         // (The semaphore is never closed; closed would only lift the limit.)
         let host_slot = shared.host_slots.load_full().acquire_owned();
         let host_slot = driving(&mut attempts, host_slot).await.ok();
-        let batch = hand.hand_over();
-        let shared = Arc::clone(&shared);
-        attempts.push(Box::pin(async move {
-            let attempt = AssertUnwindSafe(deliver(&shared, batch))
-                .catch_unwind()
-                .await;
-            let observed = match attempt {
-                Ok(observed) => observed,
-                Err(panic) => {
-                    panicked(&shared, panic.as_ref());
-                    None
-                }
-            };
-            if let Some(adaptive) = &shared.adaptive {
-                adaptive.finish(shared.endpoint.load().id(), observed);
-            }
-            drop((permit, host_slot));
-        }));
-        // Starts it now (its request goes out while the next is taken),
-        // as a spawned task would have started.
-        std::future::poll_fn(|cx| {
-            while let std::task::Poll::Ready(Some(())) = attempts.poll_next_unpin(cx) {}
-            std::task::Poll::Ready(())
-        })
-        .await;
+        start_attempt(&shared, &mut attempts, hand.hand_over(), permit, host_slot).await;
     }
+}
+
+/// Adds an attempt of `batch` to the worker's `attempts`, holding `permit`
+/// and `host_slot` until it ends, and polls it at once (its request goes
+/// out while the next is taken, as a spawned task's would).
+async fn start_attempt(
+    shared: &Arc<Shared>,
+    attempts: &mut InFlight,
+    batch: Vec<Delivery>,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    host_slot: Option<tokio::sync::OwnedSemaphorePermit>,
+) {
+    let shared = Arc::clone(shared);
+    attempts.push(Box::pin(async move {
+        let attempt = AssertUnwindSafe(deliver(&shared, batch))
+            .catch_unwind()
+            .await;
+        let observed = match attempt {
+            Ok(observed) => observed,
+            Err(panic) => {
+                panicked(&shared, panic.as_ref());
+                None
+            }
+        };
+        if let Some(adaptive) = &shared.adaptive {
+            adaptive.finish(shared.endpoint.load().id(), observed);
+        }
+        drop((permit, host_slot));
+    }));
+    std::future::poll_fn(|cx| {
+        while let std::task::Poll::Ready(Some(())) = attempts.poll_next_unpin(cx) {}
+        std::task::Poll::Ready(())
+    })
+    .await;
 }
 
 /// Starts a worker for `shared`'s queue, supervised: a worker that panics
