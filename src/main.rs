@@ -346,7 +346,7 @@ fn load_config(path: &std::path::Path) -> Result<Config, CommandError> {
 /// `hookstream check`: the effective configuration, secrets masked.
 fn check(path: &std::path::Path) -> Result<(), CommandError> {
     let config = load_config(path)?;
-    let text = toml::to_string_pretty(&hookstream::config::masked(&config))
+    let text = hookstream::config::to_toml(hookstream::config::masked(&config))
         .map_err(|e| CommandError::Runtime(anyhow::anyhow!("printing the configuration: {e}")))?;
     println!(
         "# {}: valid. The effective configuration (defaults filled in, ${{VAR}}s and *_file secrets resolved, secrets masked):\n\n{text}",

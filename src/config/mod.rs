@@ -5,12 +5,14 @@
 //! no runtime objects: the stages turn these plain structs into their own.
 
 mod api;
+mod chunked;
 mod delivery;
 mod duration;
 mod egress;
 mod endpoint;
 mod enums;
 pub mod limits;
+mod print;
 mod resolve;
 mod shaping;
 mod validate;
@@ -35,6 +37,7 @@ pub use endpoint::{
     RateLimitConfig,
 };
 pub use enums::{Preset, Scope, SignatureScheme};
+pub use print::{to_toml, to_toml_lean};
 pub use resolve::{SECRET_MASK, masked};
 use resolve::{expand_env, resolve_endpoint_secret_files, resolve_files};
 pub use shaping::{BackoffOverride, Envelope, PayloadConfig, RetryConfig, RetryPolicyName};
@@ -89,7 +92,9 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// `[[sources]]`: how events on each input topic are read.
     pub sources: Vec<SourceConfig>,
-    /// `[[endpoints]]`: static endpoints.
+    /// `[[endpoints]]`: static endpoints. (Not written when empty, so that
+    /// [`to_toml`] can write them one table at a time after the rest.)
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub endpoints: Vec<EndpointConfig>,
 }
 
@@ -338,6 +343,22 @@ impl Config {
         env: &dyn Fn(&str) -> Option<String>,
         read: &dyn Fn(&str) -> std::io::Result<String>,
     ) -> Result<Self, ConfigError> {
+        let split = chunked::split(text, chunked::ENDPOINTS_PER_SLICE);
+        let mut config = match split.and_then(|s| Self::from_split(&s, env, read)) {
+            Some(config) => config?,
+            None => Self::from_whole(text, env, read)?,
+        };
+        config.validate()?;
+        resolve_files(&mut config, read)?;
+        Ok(config)
+    }
+
+    /// Parses the whole text at once.
+    fn from_whole(
+        text: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+        read: &dyn Fn(&str) -> std::io::Result<String>,
+    ) -> Result<Self, ConfigError> {
         let mut value: toml::Value = toml::from_str(text).map_err(|e| {
             let at = e.span().map_or(String::new(), |span| {
                 let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
@@ -347,14 +368,43 @@ impl Config {
         })?;
         expand_env(&mut value, &mut String::new(), env)?;
         resolve_endpoint_secret_files(&mut value, read)?;
-        let mut config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
-            let key = e.path().to_string();
-            let message = e.into_inner().message().to_string();
-            ConfigError::new(if key == "." { String::new() } else { key }, message)
-        })?;
-        config.validate()?;
-        resolve_files(&mut config, read)?;
-        Ok(config)
+        deserialize_value(value)
+    }
+
+    /// Parses the head and the endpoint slices of a split text one at a
+    /// time; `None` when a part is not valid TOML on its own (the whole
+    /// text then gives the error, with its line).
+    fn from_split(
+        split: &chunked::Split,
+        env: &dyn Fn(&str) -> Option<String>,
+        read: &dyn Fn(&str) -> std::io::Result<String>,
+    ) -> Option<Result<Self, ConfigError>> {
+        let mut head: toml::Value = toml::from_str(&split.head).ok()?;
+        if head.get("endpoints").is_some() {
+            return None;
+        }
+        let mut endpoints = Vec::new();
+        for slice in &split.slices {
+            let mut value: toml::Value = toml::from_str(&slice.text).ok()?;
+            let parsed = expand_env(&mut value, &mut String::new(), env)
+                .and_then(|()| resolve_endpoint_secret_files(&mut value, read))
+                .and_then(|()| deserialize_value::<EndpointsOnly>(value));
+            match parsed {
+                Ok(only) if only.endpoints.len() == slice.len => endpoints.extend(only.endpoints),
+                Ok(_) => return None,
+                Err(e) => {
+                    let key = chunked::shift_endpoint_index(&e.key, slice.first);
+                    return Some(Err(ConfigError { key, ..e }));
+                }
+            }
+        }
+        let config = expand_env(&mut head, &mut String::new(), env)
+            .and_then(|()| deserialize_value::<Config>(head))
+            .map(|config| Config {
+                endpoints,
+                ..config
+            });
+        Some(config)
     }
 
     /// The extraction rules of `topic` (the `mender` preset when none is set).
@@ -365,6 +415,22 @@ impl Config {
             .cloned()
             .unwrap_or_else(|| SourceConfig::for_preset(topic, Preset::default()))
     }
+}
+
+/// A slice of a configuration's endpoints, alone.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EndpointsOnly {
+    endpoints: Vec<EndpointConfig>,
+}
+
+/// `value` as a `T`, an error naming the key that does not fit.
+fn deserialize_value<T: serde::de::DeserializeOwned>(value: toml::Value) -> Result<T, ConfigError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let key = e.path().to_string();
+        let message = e.into_inner().message().to_string();
+        ConfigError::new(if key == "." { String::new() } else { key }, message)
+    })
 }
 
 /// A validation failure on one endpoint field.

@@ -260,3 +260,91 @@ fn the_shipped_example_config_is_valid() {
     let env = |_: &str| Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_string());
     Config::from_toml_with_env(text, &env).unwrap();
 }
+
+/// A file of `n` endpoints of several shapes: sub-tables (some after
+/// another table), `${VAR}`s, headers, arrays over several lines.
+fn many_endpoints(n: usize) -> String {
+    let mut t = String::from("[kafka]\nbrokers = \"${BROKERS}\"\ntopics = [\"a\", \"b\"]\n\n");
+    for i in 0..n {
+        t.push_str(&format!(
+            "[[endpoints]]\nid = \"ep-{i}\"\nurl = \"https://hooks.example.com/{i}\" # comment [x]\nsecret = \"${{SECRET}}\"\ndevices = [\n  \"dev-{i}\",\n  \"dev-{}\",\n]\n",
+            i + 1
+        ));
+        if i % 3 == 0 {
+            t.push_str("[endpoints.headers]\nX-Team = \"fleet [ops]\"\n");
+        }
+        if i % 7 == 0 {
+            t.push_str("[endpoints.batch]\nmax_events = 10\n");
+        }
+        if i == n / 2 {
+            t.push_str(
+                "\n[delivery]\ntimeout = \"5s\"\n[endpoints.payload]\npointer = \"/data\"\n",
+            );
+        }
+        t.push('\n');
+    }
+    t
+}
+
+fn test_env(name: &str) -> Option<String> {
+    match name {
+        "BROKERS" => Some("kafka:9092".into()),
+        "SECRET" => Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into()),
+        _ => None,
+    }
+}
+
+fn no_files(path: &str) -> std::io::Result<String> {
+    Err(std::io::Error::other(format!(
+        "no file {path} in this test"
+    )))
+}
+
+#[test]
+fn many_endpoints_read_in_slices_equal_the_whole_file_read_at_once() {
+    let text = many_endpoints(2 * chunked::ENDPOINTS_PER_SLICE + 345);
+    assert!(chunked::split(&text, chunked::ENDPOINTS_PER_SLICE).is_some());
+    let sliced = Config::from_toml_resolving(&text, &test_env, &no_files).unwrap();
+    let whole = Config::from_whole(&text, &test_env, &no_files).unwrap();
+    whole.validate().unwrap();
+    assert_eq!(
+        sliced.endpoints.len(),
+        2 * chunked::ENDPOINTS_PER_SLICE + 345
+    );
+    assert_eq!(
+        toml::Value::try_from(&sliced).unwrap(),
+        toml::Value::try_from(&whole).unwrap()
+    );
+    assert_eq!(sliced.kafka.brokers, "kafka:9092");
+    assert_eq!(sliced.delivery.timeout.get().as_secs(), 5);
+}
+
+#[test]
+fn an_error_in_a_slice_names_the_endpoint_in_the_whole_file() {
+    let n = 2 * chunked::ENDPOINTS_PER_SLICE + 10;
+    let text = many_endpoints(n).replace(
+        "id = \"ep-1500\"\n",
+        "id = \"ep-1500\"\nmax_concurency = 3\n",
+    );
+    let err = Config::from_toml_resolving(&text, &test_env, &no_files).unwrap_err();
+    assert_eq!(err.key, "endpoints[1500].max_concurency", "{err}");
+    let unset = many_endpoints(n).replace(
+        "id = \"ep-1999\"\nurl = \"https://hooks.example.com/1999\"",
+        "id = \"ep-1999\"\nurl = \"${NOT_SET}\"",
+    );
+    let err = Config::from_toml_resolving(&unset, &test_env, &no_files).unwrap_err();
+    assert_eq!(err.key, "endpoints[1999].url", "{err}");
+}
+
+#[test]
+fn invalid_toml_in_a_slice_gives_the_line_in_the_whole_file() {
+    let text = many_endpoints(2 * chunked::ENDPOINTS_PER_SLICE + 10);
+    let line = text
+        .lines()
+        .position(|l| l == "id = \"ep-1234\"")
+        .expect("endpoint 1234")
+        + 1;
+    let broken = text.replace("id = \"ep-1234\"\n", "id = \"ep-1234\"\nurl = = 3\n");
+    let err = Config::from_toml_resolving(&broken, &test_env, &no_files).unwrap_err();
+    assert!(err.message.contains(&format!("line {}", line + 1)), "{err}");
+}
