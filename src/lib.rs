@@ -4,10 +4,11 @@
 //! [`source`] consumes and extracts, [`index`] matches endpoints,
 //! [`deliver`] signs and POSTs, [`retry`] dead-letters (and schedules retries),
 //! [`commit`] tracks outcomes for offset commits. [`pipeline`] wires them;
-//! [`config`], [`kafka`], [`logging`] and [`metrics`] are shared plumbing; [`api`] is
+//! [`config`], [`kafka`], [`logging`], [`metrics`] and [`allocator`] are shared plumbing; [`api`] is
 //! the management API over the endpoint store ([`index::store`]); [`demo`]
 //! and [`cmd`] back the CLI commands.
 
+pub mod allocator;
 pub mod api;
 #[cfg(feature = "dev-tools")]
 pub mod bench;

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// Modules that import nothing of the crate.
-const LEAVES: &[&str] = &["core", "guard", "logging", "samples"];
+const LEAVES: &[&str] = &["allocator", "core", "guard", "logging", "samples"];
 /// What `config` may use.
 const CONFIG_MAY_USE: &[&str] = &["core"];
 /// Development tools: only they and the binary may use them.

@@ -19,18 +19,12 @@ pub(super) fn process_status_kib(pid: &str, field: &str) -> Option<f64> {
         })
 }
 
-/// Returns to the system what the allocators keep of memory already freed
-/// (mimalloc serves Rust and, with its `override` feature, librdkafka;
-/// `malloc_trim` covers what glibc may still hold): the bench's own
-/// preloading producer and baseline consumer leave tens of MiB behind that
-/// a production process never had, and that would otherwise count as the
-/// pipeline's.
+/// Returns freed memory to the system before a measurement: the bench's
+/// own preloading producer and baseline consumer leave tens of MiB behind
+/// that a production process never had, and that would otherwise count as
+/// the pipeline's.
 pub(super) fn release_freed_memory() {
-    // SAFETY: both only walk their allocator's own free lists.
-    unsafe {
-        libc::malloc_trim(0);
-        libmimalloc_sys::mi_collect(true);
-    }
+    crate::allocator::release_freed_memory();
 }
 
 /// Resets the peak RSS of process `pid` (`self` or a number).

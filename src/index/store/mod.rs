@@ -37,6 +37,10 @@ const SYNC_KEY: &str = "#sync";
 const PARTITION: i32 = 0;
 /// Records applied to the registry in one swap at most.
 const MAX_BATCH: usize = 1000;
+/// Endpoints of the configuration file seeded in one write at most.
+const SEED_SLICE: usize = 1000;
+/// Ids of seeded endpoints named in the start-up log line.
+const SEED_IDS_LOGGED: usize = 10;
 /// How often the follower looks for rotation grace periods that ended.
 const EXPIRY_TICK: Duration = Duration::from_secs(1);
 
@@ -137,22 +141,36 @@ impl EndpointStore {
             .sync()
             .await
             .with_context(|| format!("reading endpoints from {}", store.topic))?;
-        let seeds: Vec<EndpointConfig> = {
-            let known = lock(&store.known);
-            config
-                .endpoints
-                .iter()
-                .filter(|e| !known.contains(&e.id))
-                .cloned()
-                .collect()
-        };
-        if !seeds.is_empty() {
-            let ids: Vec<&str> = seeds.iter().map(|e| e.id.as_str()).collect();
-            tracing::info!(endpoints = ?ids, "seeding endpoints of the configuration file");
+        // Seeded a slice at a time: 100 000 endpoints in one write would
+        // hold all their JSON and librdkafka's copies of it at once.
+        let mut seeded = 0usize;
+        let mut shown: Vec<String> = Vec::new();
+        for slice in config.endpoints.chunks(SEED_SLICE) {
+            let seeds: Vec<EndpointConfig> = {
+                let known = lock(&store.known);
+                slice
+                    .iter()
+                    .filter(|e| !known.contains(&e.id))
+                    .cloned()
+                    .collect()
+            };
+            if seeds.is_empty() {
+                continue;
+            }
             store
                 .put(&seeds)
                 .await
                 .context("seeding endpoints of the configuration file")?;
+            seeded += seeds.len();
+            let room = SEED_IDS_LOGGED.saturating_sub(shown.len());
+            shown.extend(seeds.iter().take(room).map(|e| e.id.clone()));
+        }
+        if seeded > 0 {
+            tracing::info!(
+                seeded,
+                first = ?shown,
+                "seeded endpoints of the configuration file the store did not know"
+            );
         }
         store.loaded.store(true, Ordering::Release);
         tracing::info!(
@@ -452,40 +470,4 @@ fn end_grace_periods(registry: &EndpointRegistry, build: BuildSettings, now: Sys
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::sign::SignatureScheme;
-
-    fn settings() -> BuildSettings {
-        BuildSettings {
-            allow_private: false,
-            default_timeout: Duration::from_secs(1),
-        }
-    }
-
-    /// When the previous secret of endpoint `rot` stops signing.
-    fn previous_until(registry: &EndpointRegistry) -> Option<SystemTime> {
-        registry
-            .snapshot()
-            .get("rot")
-            .and_then(|e| e.previous_secret_until())
-    }
-
-    #[test]
-    fn grace_periods_end_by_rebuilding_with_one_key() {
-        let mut c = EndpointConfig::new("rot", "https://hooks.example.com/");
-        c.signature = SignatureScheme::Standard;
-        c.secret = Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into());
-        c.previous_secret = Some("whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAA".into());
-        let until = SystemTime::now() + Duration::from_secs(1);
-        c.previous_secret_expires_at =
-            Some(humantime::format_rfc3339_millis(until).to_string().into());
-        let registry = EndpointRegistry::new(vec![Arc::new(settings().build(c).unwrap())]);
-        assert!(previous_until(&registry).is_some());
-        end_grace_periods(&registry, settings(), SystemTime::now());
-        assert!(previous_until(&registry).is_some(), "not over yet");
-        std::thread::sleep(Duration::from_millis(1100));
-        end_grace_periods(&registry, settings(), SystemTime::now());
-        assert!(previous_until(&registry).is_none());
-    }
-}
+mod tests;
