@@ -367,6 +367,7 @@ impl Bench {
                 peak: super::status_kib("VmHWM:") / 1024.0,
                 before: rss_before,
                 broker_peak: None,
+                startup_peak: None,
             },
             cpu_secs: (cpu_after.0 - cpu_before.0 - receiver_cpu).max(0.0),
             receiver_cpu_secs: receiver_cpu,

@@ -110,6 +110,7 @@ impl Bench {
                     peak: 0.0,
                     before: 0.0,
                     broker_peak: None,
+                    startup_peak: None,
                 }),
             },
             latency_ms: (p50, p99),

@@ -123,6 +123,7 @@ impl Bench {
             latency_p99_ms: 0.0,
             peak_rss_mib: (status_kib("VmHWM:") / 1024.0).max(rss_before),
             rss_before_mib: rss_before,
+            service_startup_peak_rss_mib: None,
             broker_peak_rss_mib: broker_pid
                 .and_then(|pid| process_status_kib(&pid, "VmHWM:"))
                 .map(|kib| kib / 1024.0),

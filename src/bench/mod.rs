@@ -31,6 +31,7 @@ pub mod receiver;
 mod report;
 mod retry_timing;
 mod rss;
+mod service_process;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -345,6 +346,7 @@ impl Bench {
             broker_peak: broker_pid
                 .and_then(|pid| process_status_kib(&pid, "VmHWM:"))
                 .map(|kib| kib / 1024.0),
+            startup_peak: None,
         };
         let measured = Measured {
             secs: counts.busy_secs(),
@@ -426,23 +428,30 @@ impl Bench {
         let mut config = self.config(&topic, &group);
         let per_event = self.add_endpoints(scenario, &mut config);
         let expected = events * per_event;
-        let (measured, pipeline) = self.measure(config, expected).await?;
-        let events_per_s = events as f64 / measured.secs.max(1e-9);
-        // (g) measures memory: its events come from 1 000 devices, which
-        // the latency phase's do not.
-        let (p50, p99) = if scenario == Scenario::SparseIndex {
-            (0.0, 0.0)
+        // (i) measures the memory of the service a user runs, in a process
+        // of its own; its events come from 1 000 devices, which the latency
+        // phase's do not, so it has none.
+        let (measured, latency_ms) = if scenario == Scenario::SparseIndex && self.broker.is_some() {
+            let measured = self.measure_service_process(config, expected).await?;
+            (measured, (0.0, 0.0))
         } else {
-            self.latency(&topic, events, events_per_s, per_event)
-                .await?
+            let (measured, pipeline) = self.measure(config, expected).await?;
+            let events_per_s = events as f64 / measured.secs.max(1e-9);
+            let latency = if scenario == Scenario::SparseIndex {
+                (0.0, 0.0)
+            } else {
+                self.latency(&topic, events, events_per_s, per_event)
+                    .await?
+            };
+            log_activity(&pipeline, &["bench"]);
+            pipeline.shutdown().await?;
+            (measured, latency)
         };
-        log_activity(&pipeline, &["bench"]);
-        pipeline.shutdown().await?;
         let run = Run {
             events,
             deliveries: expected,
             measured,
-            latency_ms: (p50, p99),
+            latency_ms,
         };
         Ok(ScenarioReport::of(scenario, run, baselines))
     }

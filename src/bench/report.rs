@@ -47,6 +47,13 @@ pub struct ScenarioReport {
     /// Its RSS before the pipeline started (MiB): the bench's receiver,
     /// producer and endpoint configurations.
     pub rss_before_mib: f64,
+    /// Set when the RSS figures are of `hookstream run` in a process of its
+    /// own (scenario (i)), not of the bench's process: its peak RSS until
+    /// the first delivery (MiB; reading the configuration, loading the
+    /// endpoints). `peak_rss_mib` is then its peak from the first delivery
+    /// on, and `rss_before_mib` its RSS at the first delivery.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service_startup_peak_rss_mib: Option<f64>,
     /// Peak RSS of the embedded broker's process (MiB; none with `--brokers`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub broker_peak_rss_mib: Option<f64>,
@@ -111,6 +118,11 @@ pub(super) struct Memory {
     pub(super) before: f64,
     /// Peak RSS of the broker process, if there is one.
     pub(super) broker_peak: Option<f64>,
+    /// When measured on `hookstream run` in a process of its own: its peak
+    /// RSS until the first delivery (reading the configuration, building
+    /// the index); `peak` is then its peak from the first delivery on, and
+    /// `before` its RSS at the first delivery.
+    pub(super) startup_peak: Option<f64>,
 }
 
 impl Memory {
@@ -120,6 +132,10 @@ impl Memory {
             peak: self.peak.max(other.peak),
             before: self.before.min(other.before),
             broker_peak: match (self.broker_peak, other.broker_peak) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                (a, b) => a.or(b),
+            },
+            startup_peak: match (self.startup_peak, other.startup_peak) {
                 (Some(a), Some(b)) => Some(a.max(b)),
                 (a, b) => a.or(b),
             },
@@ -152,6 +168,7 @@ impl ScenarioReport {
             peak,
             before,
             broker_peak,
+            startup_peak,
         } = run.measured.memory;
         Self {
             scenario,
@@ -165,6 +182,7 @@ impl ScenarioReport {
             peak_rss_mib: peak.max(before),
             rss_before_mib: before,
             broker_peak_rss_mib: broker_peak,
+            service_startup_peak_rss_mib: startup_peak,
             cpu_us_per_event: per_event(run.measured.cpu_secs),
             receiver_cpu_us_per_event: per_event(run.measured.receiver_cpu_secs),
             broker_cpu_us_per_event: run.measured.broker_cpu_secs.map(per_event),
@@ -191,8 +209,16 @@ pub struct BenchReport {
 }
 
 pub(super) fn format_line(r: &ScenarioReport) -> String {
+    let rss_note = if let Some(startup) = r.service_startup_peak_rss_mib {
+        format!(
+            "of `hookstream run` from its first delivery, {:.0} then; {startup:.0} during start-up",
+            r.rss_before_mib
+        )
+    } else {
+        format!("{:.0} before", r.rss_before_mib)
+    };
     let mut line = format!(
-        "{:<42} {:>9.0} ev/s {:>9.0} deliv/s  ×{:.2} raw HTTP  ×{:.2} raw consume  p50 {:>6.1} ms  p99 {:>7.1} ms  peak RSS {:>5.0} MiB ({:.0} before)",
+        "{:<42} {:>9.0} ev/s {:>9.0} deliv/s  ×{:.2} raw HTTP  ×{:.2} raw consume  p50 {:>6.1} ms  p99 {:>7.1} ms  peak RSS {:>5.0} MiB ({rss_note})",
         r.scenario.label(),
         r.events_per_s,
         r.deliveries_per_s,
@@ -201,7 +227,6 @@ pub(super) fn format_line(r: &ScenarioReport) -> String {
         r.latency_p50_ms,
         r.latency_p99_ms,
         r.peak_rss_mib,
-        r.rss_before_mib
     );
     if let Some(b) = r.broker_peak_rss_mib {
         line.push_str(&format!("  broker process {b:.0} MiB"));
