@@ -431,18 +431,15 @@ impl Bench {
         // (i) measures the memory of the service a user runs, in a process
         // of its own; its events come from 1 000 devices, which the latency
         // phase's do not, so it has none.
-        let (measured, latency_ms) = if scenario == Scenario::SparseIndex && self.broker.is_some() {
+        let (measured, latency_ms) = if scenario == Scenario::SparseIndex {
             let measured = self.measure_service_process(config, expected).await?;
             (measured, (0.0, 0.0))
         } else {
             let (measured, pipeline) = self.measure(config, expected).await?;
             let events_per_s = events as f64 / measured.secs.max(1e-9);
-            let latency = if scenario == Scenario::SparseIndex {
-                (0.0, 0.0)
-            } else {
-                self.latency(&topic, events, events_per_s, per_event)
-                    .await?
-            };
+            let latency = self
+                .latency(&topic, events, events_per_s, per_event)
+                .await?;
             log_activity(&pipeline, &["bench"]);
             pipeline.shutdown().await?;
             (measured, latency)

@@ -5,7 +5,8 @@
 //!
 //! The bench writes the scenario's configuration as a TOML file, creates
 //! the service's topics on the embedded broker (which answers no
-//! CreateTopics request), starts `hookstream run --config <file>` with the
+//! CreateTopics request; a broker given with `--brokers` gets them from the
+//! service itself), starts `hookstream run --config <file>` with the
 //! management API on an ephemeral port, and reads the child's `VmHWM` and
 //! CPU time from `/proc/<pid>`. The peak covers the whole life of the
 //! process: reading the configuration, building the index, and the run.
@@ -118,26 +119,31 @@ impl Bench {
         mut config: Config,
         expected: u64,
     ) -> Result<Measured> {
-        let Some(broker) = self.broker.as_ref() else {
-            bail!("scenario (i) runs the service against the embedded broker (no --brokers)");
-        };
-        // The child reaches the broker by its address; the settings the
-        // pipeline gives the embedded broker are set by hand.
+        // The child reaches the broker by its address.
         config.kafka.brokers = self.bootstrap.clone();
-        config
-            .kafka
-            .consumer
-            .insert("fetch.wait.max.ms".into(), PropertyValue::Text("5".into()));
-        crate::kafka::ensure_topics(&config, &self.bootstrap, Some(broker))
-            .await
-            .context("creating the service's topics")?;
-        config.topics.create = false;
+        if let Some(broker) = &self.broker {
+            // The embedded broker answers no CreateTopics request: its
+            // topics are made here, and the setting the pipeline gives it
+            // (a short fetch wait) is set by hand.
+            config
+                .kafka
+                .consumer
+                .insert("fetch.wait.max.ms".into(), PropertyValue::Text("5".into()));
+            crate::kafka::ensure_topics(&config, &self.bootstrap, Some(broker))
+                .await
+                .context("creating the service's topics")?;
+            config.topics.create = false;
+        }
         config.api.listen = "127.0.0.1:0".into();
         config.metrics.listen = String::new();
 
         let counts = Arc::clone(self.receiver.counts());
         counts.reset();
-        let broker_pid = broker.process_id().map(|p| p.to_string());
+        let broker_pid = self
+            .broker
+            .as_ref()
+            .and_then(|b| b.process_id())
+            .map(|p| p.to_string());
         if let Some(pid) = &broker_pid {
             reset_peak_rss(pid);
         }
