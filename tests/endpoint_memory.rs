@@ -6,8 +6,9 @@
 //! Ignored by default: resident memory is the whole process's, so it needs
 //! a test binary of its own and nothing else running in it. Run it with
 //! `cargo test --release --test endpoint_memory -- --ignored --nocapture`.
-//! `hookstream bench --scenario g` measures the whole pipeline with
-//! 100 000 endpoints and traffic to 1 000 of them.
+//! `hookstream bench --scenario i` measures the whole service
+//! (`hookstream run` in a process of its own) with 100 000 endpoints and
+//! traffic to 1 000 of them.
 
 use std::sync::Arc;
 use std::time::Duration;
