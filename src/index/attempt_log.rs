@@ -27,6 +27,7 @@ use rdkafka::ClientContext;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 
 use super::activity::AttemptLine;
+use super::attempt_lines::AttemptLines;
 use crate::config::Config;
 use crate::wire::headers::endpoint_partition;
 
@@ -170,13 +171,40 @@ impl AttemptLog {
     /// Appends `record` to its endpoint's pending attempts without waiting;
     /// dropped (and counted) when the pending buffers are full.
     pub fn write(&self, record: &AttemptLine<'_>) {
+        self.append(record.endpoint, 1, |bytes| {
+            serde_json::to_writer(&mut *bytes, record).is_ok() && {
+                bytes.push(b'\n');
+                true
+            }
+        });
+    }
+
+    /// Appends the lines of one attempt's deliveries (see
+    /// [`AttemptLines`]) under one lock; dropped and counted like
+    /// [`AttemptLog::write`]'s.
+    pub fn write_lines(&self, lines: &AttemptLines<'_>) {
+        if lines.failed() > 0 {
+            self.count_drop(lines.failed());
+        }
+        if lines.count() == 0 {
+            return;
+        }
+        self.append(lines.endpoint(), lines.count(), |bytes| {
+            bytes.extend_from_slice(lines.bytes());
+            true
+        });
+    }
+
+    /// Adds `count` lines to `endpoint`'s pending attempts by `write_into`
+    /// (false: nothing written, the lines are dropped), then sends them
+    /// when the record is full.
+    fn append(&self, endpoint: &str, count: u64, write_into: impl FnOnce(&mut Vec<u8>) -> bool) {
         let mut pending = self.pending();
         if pending.bytes >= PENDING_BYTES {
             drop(pending);
-            self.count_drop(1);
+            self.count_drop(count);
             return;
         }
-        let endpoint = record.endpoint;
         if !pending.by_endpoint.contains_key(endpoint) {
             let bytes = pending.spare.pop().unwrap_or_default();
             pending
@@ -187,14 +215,13 @@ impl AttemptLog {
             return;
         };
         let before = lines.bytes.len();
-        if serde_json::to_writer(&mut lines.bytes, record).is_err() {
+        if !write_into(&mut lines.bytes) {
             lines.bytes.truncate(before);
             drop(pending);
-            self.count_drop(1);
+            self.count_drop(count);
             return;
         }
-        lines.bytes.push(b'\n');
-        lines.count += 1;
+        lines.count += count;
         let (added, full) = (
             lines.bytes.len() - before,
             lines.bytes.len() >= RECORD_BYTES,

@@ -16,6 +16,7 @@
 //! candidate is checked against its remaining restrictions.
 
 pub mod activity;
+pub mod attempt_lines;
 pub mod attempt_log;
 pub mod attempt_reader;
 pub mod device_store;

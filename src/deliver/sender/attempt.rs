@@ -17,6 +17,7 @@ use crate::deliver::adaptive::Signal;
 use crate::deliver::request::{Outgoing, send_attempt, webhook_id};
 use crate::index::Endpoint;
 use crate::index::activity::{AttemptLine, AttemptRecord, Outcome};
+use crate::index::attempt_lines::{AttemptLines, EventFields};
 use crate::index::attempt_log::AttemptLog;
 use crate::outcome::classify::{EndpointHealth, Verdict};
 use crate::outcome::policy::{self, Decision, Tried};
@@ -328,20 +329,20 @@ pub(super) fn log_attempts(
         log.write(&line);
         return;
     }
+    let mut lines = AttemptLines::new(&line, deliveries.len());
     for d in deliveries {
         let (outcome, reason) = logged_outcome(decide(d).1);
         let source = d.event.source();
-        let source = String::from_utf8_lossy(&source);
-        log.write(&AttemptLine {
+        lines.push(EventFields {
             event_id: &d.event.id(),
             event_type: d.event.event_type(),
             attempt: d.attempt + 1,
             outcome,
             reason: reason.as_deref(),
-            source: &source,
-            ..line
+            source: &String::from_utf8_lossy(&source),
         });
     }
+    log.write_lines(&lines);
 }
 
 /// Why a delivery was deferred after a local failure (`hookstream-last-error`).

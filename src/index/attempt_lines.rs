@@ -1,0 +1,244 @@
+//! The durable activity log's lines for the deliveries of one attempt (a
+//! batch of events in one request): the fields all of them share (time,
+//! endpoint, webhook id, status, latency, error) are written as JSON once,
+//! and each event's own (id, type, attempt number, outcome, reason, source)
+//! once per line. In bench (b), serialising every field of every line was
+//! half of the delivery workers' CPU.
+//!
+//! Each line is byte for byte what serialising its [`AttemptLine`] gives: a
+//! test pins it, so a field added to the line shows up here or fails it.
+//! Pure: bytes in memory, no I/O and no lock; [`super::attempt_log`]
+//! appends the finished lines.
+
+use serde::Serialize;
+
+use super::activity::{AttemptLine, Outcome};
+
+/// An event's own fields in its line.
+#[derive(Debug, Clone, Copy)]
+pub struct EventFields<'a> {
+    /// Event id.
+    pub event_id: &'a str,
+    /// Event type.
+    pub event_type: &'a str,
+    /// Attempt number of this event's delivery (1 = first).
+    pub attempt: u32,
+    /// What followed for this delivery.
+    pub outcome: Outcome,
+    /// Why it was dead-lettered.
+    pub reason: Option<&'a str>,
+    /// Where the event was first consumed (`""`: not written).
+    pub source: &'a str,
+}
+
+/// JSON lines of one attempt, one per event, built before the log's lock
+/// is taken.
+#[derive(Debug)]
+pub struct AttemptLines<'a> {
+    endpoint: &'a str,
+    /// `{"time_ms":…,"endpoint":…,"event_id":`
+    head: Vec<u8>,
+    /// `,"webhook_id":…,"attempt":`
+    after_type: Vec<u8>,
+    /// `,"status":…,"outcome":`
+    after_attempt: Vec<u8>,
+    /// `,"latency_ms":…,"error":…`
+    after_reason: Vec<u8>,
+    bytes: Vec<u8>,
+    count: u64,
+    failed: u64,
+    /// A shared field did not serialise: no line can be written.
+    broken: bool,
+}
+
+/// Appends `value` as JSON.
+fn json<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) -> serde_json::Result<()> {
+    serde_json::to_writer(out, value)
+}
+
+impl<'a> AttemptLines<'a> {
+    /// Lines sharing `shared`'s time, endpoint, webhook id, status,
+    /// latency and error (its per-event fields are not used), about
+    /// `events` of them. Should a shared field not serialise, every line
+    /// is counted as failed.
+    pub fn new(shared: &AttemptLine<'a>, events: usize) -> Self {
+        let mut lines = Self {
+            endpoint: shared.endpoint,
+            head: Vec::with_capacity(64 + shared.endpoint.len()),
+            after_type: Vec::with_capacity(32 + shared.webhook_id.len()),
+            after_attempt: Vec::with_capacity(32),
+            after_reason: Vec::with_capacity(32 + shared.error.len()),
+            bytes: Vec::new(),
+            count: 0,
+            failed: 0,
+            broken: false,
+        };
+        lines.broken = lines.write_shared(shared).is_err();
+        let line = lines.head.len()
+            + lines.after_type.len()
+            + lines.after_attempt.len()
+            + lines.after_reason.len();
+        lines.bytes = Vec::with_capacity(events.saturating_mul(line + 160));
+        lines
+    }
+
+    fn write_shared(&mut self, shared: &AttemptLine<'a>) -> serde_json::Result<()> {
+        self.head.extend_from_slice(b"{\"time_ms\":");
+        json(&mut self.head, &shared.time_ms)?;
+        self.head.extend_from_slice(b",\"endpoint\":");
+        json(&mut self.head, shared.endpoint)?;
+        self.head.extend_from_slice(b",\"event_id\":");
+        self.after_type.extend_from_slice(b",\"webhook_id\":");
+        json(&mut self.after_type, shared.webhook_id)?;
+        self.after_type.extend_from_slice(b",\"attempt\":");
+        self.after_attempt.extend_from_slice(b",\"status\":");
+        json(&mut self.after_attempt, &shared.status)?;
+        self.after_attempt.extend_from_slice(b",\"outcome\":");
+        self.after_reason.extend_from_slice(b",\"latency_ms\":");
+        json(&mut self.after_reason, &shared.latency_ms)?;
+        self.after_reason.extend_from_slice(b",\"error\":");
+        json(&mut self.after_reason, shared.error)
+    }
+
+    /// Adds the line of one event (a line that cannot be written is
+    /// counted in [`AttemptLines::failed`] and left out).
+    pub fn push(&mut self, event: EventFields<'_>) {
+        if self.broken {
+            self.failed += 1;
+            return;
+        }
+        let start = self.bytes.len();
+        match self.write(event) {
+            Ok(()) => self.count += 1,
+            Err(_) => {
+                self.bytes.truncate(start);
+                self.failed += 1;
+            }
+        }
+    }
+
+    fn write(&mut self, e: EventFields<'_>) -> serde_json::Result<()> {
+        let out = &mut self.bytes;
+        out.extend_from_slice(&self.head);
+        json(out, e.event_id)?;
+        out.extend_from_slice(b",\"event_type\":");
+        json(out, e.event_type)?;
+        out.extend_from_slice(&self.after_type);
+        json(out, &e.attempt)?;
+        out.extend_from_slice(&self.after_attempt);
+        json(out, &e.outcome)?;
+        if let Some(reason) = e.reason {
+            out.extend_from_slice(b",\"reason\":");
+            json(out, reason)?;
+        }
+        out.extend_from_slice(&self.after_reason);
+        if !e.source.is_empty() {
+            out.extend_from_slice(b",\"source\":");
+            json(out, e.source)?;
+        }
+        out.extend_from_slice(b"}\n");
+        Ok(())
+    }
+
+    /// The endpoint the lines are of.
+    pub fn endpoint(&self) -> &'a str {
+        self.endpoint
+    }
+
+    /// The lines, each ended by `\n`.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// How many lines there are.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// How many lines could not be written.
+    pub fn failed(&self) -> u64 {
+        self.failed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shared<'a>(status: Option<u16>, error: &'a str, latency_ms: f64) -> AttemptLine<'a> {
+        AttemptLine {
+            time_ms: 1_764_000_000_123,
+            endpoint: "fleet-\"ops\"",
+            event_id: "unused",
+            event_type: "unused",
+            webhook_id: "msg_2x\\y",
+            attempt: 99,
+            status,
+            outcome: Outcome::Delivered,
+            reason: None,
+            latency_ms,
+            error,
+            source: "unused",
+        }
+    }
+
+    #[test]
+    fn each_line_is_what_serialising_its_attempt_line_gives() {
+        let events = [
+            EventFields {
+                event_id: "ev-1",
+                event_type: "device.status",
+                attempt: 1,
+                outcome: Outcome::Delivered,
+                reason: None,
+                source: "device-events/3/42",
+            },
+            EventFields {
+                event_id: "ev-\u{1}2\n",
+                event_type: "",
+                attempt: 8,
+                outcome: Outcome::DeadLettered,
+                reason: Some("exhausted"),
+                source: "",
+            },
+            EventFields {
+                event_id: "ev-3",
+                event_type: "ünïcode",
+                attempt: 2,
+                outcome: Outcome::RetryScheduled,
+                reason: None,
+                source: "t/0/1",
+            },
+        ];
+        for line in [
+            shared(Some(204), "", 1.25),
+            shared(None, "connection reset \"by peer\"", 30_000.0),
+            shared(Some(503), "", f64::NAN),
+        ] {
+            let mut lines = AttemptLines::new(&line, events.len());
+            for e in events {
+                lines.push(e);
+            }
+            let mut expected = Vec::new();
+            for e in events {
+                let full = AttemptLine {
+                    event_id: e.event_id,
+                    event_type: e.event_type,
+                    attempt: e.attempt,
+                    outcome: e.outcome,
+                    reason: e.reason,
+                    source: e.source,
+                    ..line
+                };
+                serde_json::to_writer(&mut expected, &full).unwrap();
+                expected.push(b'\n');
+            }
+            assert_eq!(
+                String::from_utf8_lossy(lines.bytes()),
+                String::from_utf8_lossy(&expected)
+            );
+            assert_eq!((lines.count(), lines.failed()), (3, 0));
+            assert_eq!(lines.endpoint(), "fleet-\"ops\"");
+        }
+    }
+}
