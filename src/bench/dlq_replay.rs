@@ -80,14 +80,7 @@ impl Bench {
         release_freed_memory();
         let rss_before = status_kib("VmRSS:") / 1024.0;
         reset_peak_rss("self");
-        let broker_pid = self
-            .broker
-            .as_ref()
-            .and_then(|b| b.process_id())
-            .map(|p| p.to_string());
-        if let Some(pid) = &broker_pid {
-            reset_peak_rss(pid);
-        }
+        let broker_pid = self.broker_pid_with_peak_reset();
         let cpu_now = || {
             process_cpu_secs("self").unwrap_or(0.0)
                 + broker_pid

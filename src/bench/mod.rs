@@ -288,6 +288,14 @@ impl Bench {
         Ok((hyper, wrk))
     }
 
+    /// The embedded broker process's pid (none with `--brokers`), its peak
+    /// RSS reset so that the next reading covers what follows.
+    fn broker_pid_with_peak_reset(&self) -> Option<String> {
+        let pid = self.broker.as_ref()?.process_id()?.to_string();
+        reset_peak_rss(&pid);
+        Some(pid)
+    }
+
     /// Runs one pipeline until `expected` events reached the receiver.
     async fn measure(&self, config: Config, expected: u64) -> Result<(Measured, Pipeline)> {
         let counts = Arc::clone(self.receiver.counts());
@@ -295,14 +303,7 @@ impl Bench {
         release_freed_memory();
         let rss_before = status_kib("VmRSS:") / 1024.0;
         reset_peak_rss("self");
-        let broker_pid = self
-            .broker
-            .as_ref()
-            .and_then(|b| b.process_id())
-            .map(|p| p.to_string());
-        if let Some(pid) = &broker_pid {
-            reset_peak_rss(pid);
-        }
+        let broker_pid = self.broker_pid_with_peak_reset();
         // (this process, its receiver's threads, the broker process)
         let cpu_now = || {
             (

@@ -139,14 +139,7 @@ impl Bench {
 
         let counts = Arc::clone(self.receiver.counts());
         counts.reset();
-        let broker_pid = self
-            .broker
-            .as_ref()
-            .and_then(|b| b.process_id())
-            .map(|p| p.to_string());
-        if let Some(pid) = &broker_pid {
-            reset_peak_rss(pid);
-        }
+        let broker_pid = self.broker_pid_with_peak_reset();
         let mut service = ServiceProcess::start(config)?;
         let pid = service.pid();
         let cpu_now = || {
