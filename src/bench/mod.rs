@@ -313,34 +313,17 @@ impl Bench {
             )
         };
         let pipeline = Pipeline::start(config, self.target()).await?;
-        let deadline = Instant::now() + Duration::from_secs(900);
-        let mut last_report = Instant::now();
         // CPU is counted from the first delivery, like the rate: not the
         // seconds the broker takes to assign a new group.
         let mut cpu_before = None;
-        while counts.events.load(Ordering::Relaxed) < expected {
-            if cpu_before.is_none() && counts.events.load(Ordering::Relaxed) > 0 {
-                cpu_before = Some(cpu_now());
-            }
-            if Instant::now() > deadline || pipeline.is_finished() {
-                anyhow::bail!(
-                    "only {} of {expected} events arrived",
-                    counts.events.load(Ordering::Relaxed)
-                );
-            }
-            if last_report.elapsed() > Duration::from_secs(5) {
-                last_report = Instant::now();
-                eprintln!("  … {} / {expected}", counts.events.load(Ordering::Relaxed));
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let (process_cpu, receiver_cpu, broker_cpu) = match cpu_before {
-            Some((process, receiver, broker)) => {
-                let (p, r, b) = cpu_now();
-                (p - process, r - receiver, b.zip(broker).map(|(b, a)| b - a))
-            }
-            None => (0.0, 0.0, None),
-        };
+        self.await_deliveries(
+            expected,
+            Duration::from_secs(900),
+            || cpu_before = Some(cpu_now()),
+            || pipeline.is_finished(),
+        )
+        .await?;
+        let (process_cpu, receiver_cpu, broker_cpu) = cpu_since(cpu_before, cpu_now());
         let memory = Memory {
             peak: status_kib("VmHWM:") / 1024.0,
             before: rss_before,
@@ -358,6 +341,40 @@ impl Bench {
             broker_cpu_secs: broker_cpu,
         };
         Ok((measured, pipeline))
+    }
+
+    /// Waits until `expected` events reached the receiver, printing
+    /// progress every 5 s; calls `at_first` once, at the first delivery.
+    /// Fails after `timeout`, or once `stopped` says the pipeline ended.
+    async fn await_deliveries(
+        &self,
+        expected: u64,
+        timeout: Duration,
+        mut at_first: impl FnMut(),
+        mut stopped: impl FnMut() -> bool,
+    ) -> Result<()> {
+        let counts = self.receiver.counts();
+        let deadline = Instant::now() + timeout;
+        let mut last_report = Instant::now();
+        let mut first_seen = false;
+        loop {
+            let arrived = counts.events.load(Ordering::Relaxed);
+            if !first_seen && arrived > 0 {
+                first_seen = true;
+                at_first();
+            }
+            if arrived >= expected {
+                return Ok(());
+            }
+            if Instant::now() > deadline || stopped() {
+                anyhow::bail!("only {arrived} of {expected} events arrived");
+            }
+            if last_report.elapsed() > Duration::from_secs(5) {
+                last_report = Instant::now();
+                eprintln!("  … {arrived} / {expected}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Paced phase after a run of `from` events at `measured_rate`: a tenth
@@ -496,6 +513,22 @@ impl Bench {
             }
         }
         per_event
+    }
+}
+
+/// CPU seconds of (the pipeline's process, the receiver's threads, the
+/// broker process).
+type CpuSecs = (f64, f64, Option<f64>);
+
+/// CPU used between `before` (none: nothing measured) and `now`.
+fn cpu_since(before: Option<CpuSecs>, now: CpuSecs) -> CpuSecs {
+    match before {
+        Some((process, receiver, broker)) => (
+            now.0 - process,
+            now.1 - receiver,
+            now.2.zip(broker).map(|(n, b)| n - b),
+        ),
+        None => (0.0, 0.0, None),
     }
 }
 

@@ -149,41 +149,29 @@ impl Bench {
                 broker_pid.as_deref().and_then(process_cpu_secs),
             )
         };
-        let deadline = Instant::now() + RUN_TIMEOUT;
-        let mut last_report = Instant::now();
+        // At the first delivery: CPU so far, the RSS then, the start-up's
+        // peak (and the peak reset for the run).
         let mut first = None;
-        while counts.events.load(Ordering::Relaxed) < expected {
-            if first.is_none() && counts.events.load(Ordering::Relaxed) > 0 {
-                let rss = process_status_kib(&pid, "VmRSS:").unwrap_or(0.0) / 1024.0;
-                let startup_peak = process_status_kib(&pid, "VmHWM:").unwrap_or(0.0) / 1024.0;
-                reset_peak_rss(&pid);
-                first = Some((cpu_now(), rss, startup_peak));
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "only {} of {expected} events arrived:\n{}",
-                    counts.events.load(Ordering::Relaxed),
-                    service.log_tail()
-                );
-            }
-            if service.exited() {
-                bail!("the service exited early:\n{}", service.log_tail());
-            }
-            if last_report.elapsed() > Duration::from_secs(5) {
-                last_report = Instant::now();
-                eprintln!("  … {} / {expected}", counts.events.load(Ordering::Relaxed));
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        let waited = self
+            .await_deliveries(
+                expected,
+                RUN_TIMEOUT,
+                || {
+                    let rss = process_status_kib(&pid, "VmRSS:").unwrap_or(0.0) / 1024.0;
+                    let startup = process_status_kib(&pid, "VmHWM:").unwrap_or(0.0) / 1024.0;
+                    reset_peak_rss(&pid);
+                    first = Some((cpu_now(), rss, startup));
+                },
+                || service.exited(),
+            )
+            .await;
+        if let Err(e) = waited {
+            bail!("{e}; the service's log ends:\n{}", service.log_tail());
         }
         let peak = process_status_kib(&pid, "VmHWM:").unwrap_or(0.0) / 1024.0;
-        let ((process_cpu, receiver_cpu, broker_cpu), at_first, startup_peak) = match first {
-            Some(((process, receiver, broker), rss, startup_peak)) => {
-                let (p, r, b) = cpu_now();
-                let cpu = (p - process, r - receiver, b.zip(broker).map(|(b, a)| b - a));
-                (cpu, rss, startup_peak)
-            }
-            None => ((0.0, 0.0, None), 0.0, peak),
-        };
+        let (at_first, startup_peak) = first.map_or((0.0, peak), |(_, rss, s)| (rss, s));
+        let (process_cpu, receiver_cpu, broker_cpu) =
+            super::cpu_since(first.map(|(cpu, _, _)| cpu), cpu_now());
         let broker_peak = broker_pid
             .and_then(|pid| process_status_kib(&pid, "VmHWM:"))
             .map(|kib| kib / 1024.0);

@@ -359,16 +359,14 @@ impl Config {
         env: &dyn Fn(&str) -> Option<String>,
         read: &dyn Fn(&str) -> std::io::Result<String>,
     ) -> Result<Self, ConfigError> {
-        let mut value: toml::Value = toml::from_str(text).map_err(|e| {
+        let value: toml::Value = toml::from_str(text).map_err(|e| {
             let at = e.span().map_or(String::new(), |span| {
                 let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
                 format!(" (line {line})")
             });
             ConfigError::new("", format!("invalid TOML{at}: {}", e.message()))
         })?;
-        expand_env(&mut value, &mut String::new(), env)?;
-        resolve_endpoint_secret_files(&mut value, read)?;
-        deserialize_value(value)
+        resolved(value, env, read)
     }
 
     /// Parses the head and the endpoint slices of a split text one at a
@@ -379,17 +377,14 @@ impl Config {
         env: &dyn Fn(&str) -> Option<String>,
         read: &dyn Fn(&str) -> std::io::Result<String>,
     ) -> Option<Result<Self, ConfigError>> {
-        let mut head: toml::Value = toml::from_str(&split.head).ok()?;
+        let head: toml::Value = toml::from_str(&split.head).ok()?;
         if head.get("endpoints").is_some() {
             return None;
         }
         let mut endpoints = Vec::new();
         for slice in &split.slices {
-            let mut value: toml::Value = toml::from_str(&slice.text).ok()?;
-            let parsed = expand_env(&mut value, &mut String::new(), env)
-                .and_then(|()| resolve_endpoint_secret_files(&mut value, read))
-                .and_then(|()| deserialize_value::<EndpointsOnly>(value));
-            match parsed {
+            let value: toml::Value = toml::from_str(&slice.text).ok()?;
+            match resolved::<EndpointsOnly>(value, env, read) {
                 Ok(only) if only.endpoints.len() == slice.len => endpoints.extend(only.endpoints),
                 Ok(_) => return None,
                 Err(e) => {
@@ -398,12 +393,10 @@ impl Config {
                 }
             }
         }
-        let config = expand_env(&mut head, &mut String::new(), env)
-            .and_then(|()| deserialize_value::<Config>(head))
-            .map(|config| Config {
-                endpoints,
-                ..config
-            });
+        let config = resolved::<Config>(head, env, read).map(|config| Config {
+            endpoints,
+            ..config
+        });
         Some(config)
     }
 
@@ -424,8 +417,16 @@ struct EndpointsOnly {
     endpoints: Vec<EndpointConfig>,
 }
 
-/// `value` as a `T`, an error naming the key that does not fit.
-fn deserialize_value<T: serde::de::DeserializeOwned>(value: toml::Value) -> Result<T, ConfigError> {
+/// Parsed TOML as a `T` (the whole file, its head, or a slice of its
+/// endpoints): `${VAR}`s expanded, endpoint `*_file` secrets read, an error
+/// naming the key that does not fit.
+fn resolved<T: serde::de::DeserializeOwned>(
+    mut value: toml::Value,
+    env: &dyn Fn(&str) -> Option<String>,
+    read: &dyn Fn(&str) -> std::io::Result<String>,
+) -> Result<T, ConfigError> {
+    expand_env(&mut value, &mut String::new(), env)?;
+    resolve_endpoint_secret_files(&mut value, read)?;
     serde_path_to_error::deserialize(value).map_err(|e| {
         let key = e.path().to_string();
         let message = e.into_inner().message().to_string();
