@@ -104,6 +104,28 @@ pub enum HttpVersion {
     Http2,
 }
 
+/// `ordering`: in what order an endpoint's deliveries may arrive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryOrder {
+    /// As fast as the endpoint takes them: a retry does not hold back the
+    /// events behind it.
+    #[default]
+    None,
+    /// One device's events (the extracted device, else the record key) in
+    /// the order of their input partition, across retries, deferrals,
+    /// restarts and rebalances: while one waits for a retry, that device's
+    /// later events wait behind it; other devices go on.
+    PerDevice,
+}
+
+impl DeliveryOrder {
+    /// Whether this is the default (left out of answers and files).
+    pub fn is_none(&self) -> bool {
+        *self == Self::None
+    }
+}
+
 /// `[[endpoints]]`: one webhook endpoint.
 ///
 /// The same table as the configuration file's, in JSON. Secrets are
@@ -208,6 +230,10 @@ pub struct EndpointConfig {
     /// Protocol towards the endpoint.
     #[serde(default)]
     pub http_version: HttpVersion,
+    /// `"per_device"`: each device's events arrive in order (through the
+    /// `<prefix>.ordered` topic; one delivery per device in flight).
+    #[serde(default, skip_serializing_if = "DeliveryOrder::is_none")]
+    pub ordering: DeliveryOrder,
     /// Bounded queue of events waiting for this endpoint.
     #[serde(default = "default_queue")]
     #[schemars(range(min = QUEUE_SIZE.min, max = QUEUE_SIZE.max))]
@@ -356,6 +382,7 @@ impl EndpointConfig {
             auth: None,
             tls: None,
             proxy: None,
+            ordering: DeliveryOrder::None,
         }
     }
 

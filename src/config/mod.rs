@@ -33,8 +33,8 @@ pub use egress::{
     proxy_url_problem,
 };
 pub use endpoint::{
-    AdaptiveConcurrencyConfig, BatchConfig, DisableCause, DisabledBy, EndpointConfig, HttpVersion,
-    RateLimitConfig,
+    AdaptiveConcurrencyConfig, BatchConfig, DeliveryOrder, DisableCause, DisabledBy,
+    EndpointConfig, HttpVersion, RateLimitConfig,
 };
 pub use enums::{Preset, Scope, SignatureScheme};
 pub use print::{to_toml, to_toml_lean};
@@ -218,6 +218,11 @@ impl TopicsConfig {
     /// `<prefix>.retry.<tier>`
     pub fn retry_topic(&self, tier: HumanDuration) -> String {
         format!("{}.retry.{}", self.prefix, tier)
+    }
+
+    /// `<prefix>.ordered`: the lane of `ordering = "per_device"` endpoints.
+    pub fn ordered_topic(&self) -> String {
+        format!("{}.ordered", self.prefix)
     }
 
     /// `<prefix>.dlq.replays`: the compacted ledger of replayed letters.

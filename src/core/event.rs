@@ -322,6 +322,17 @@ impl Payload {
         }
     }
 
+    /// The partition of the record it was read from.
+    pub fn partition(&self) -> PartitionId {
+        match self {
+            Self::Input(e) => e.record.partition,
+            Self::Retry(e) => e.record.partition,
+            Self::Entry(e) => e.partition,
+            Self::Invalid(r) => r.record.partition,
+            Self::Unreadable(u) => u.record.partition,
+        }
+    }
+
     /// The record key.
     pub fn key(&self) -> Option<&Bytes> {
         match self {
@@ -437,6 +448,21 @@ impl Payload {
         }
     }
 
+    /// The device the event names: extracted from an input event, carried
+    /// by a retry as `hookstream-device`.
+    pub fn device(&self) -> Option<&[u8]> {
+        match self {
+            Self::Input(e) => e.fields.device.as_deref().map(str::as_bytes),
+            _ => self.headers().get(header::DEVICE),
+        }
+    }
+
+    /// What per-device ordering orders by: the device, else the record
+    /// key (`None`: neither; such events are not held behind each other).
+    pub fn ordering_key(&self) -> Option<&[u8]> {
+        self.device().or(self.key().map(|k| &k[..]))
+    }
+
     /// The input event's routing fields (input events only).
     pub fn fields(&self) -> Option<&Fields> {
         match self {
@@ -447,49 +473,4 @@ impl Payload {
 }
 
 #[cfg(test)]
-impl Payload {
-    /// An input event of topic `in`, partition `partition` (topic index 0),
-    /// at `offset`: key `device-1`, id `e<offset>`, type `device.updated`
-    /// (unit tests of the stages).
-    pub(crate) fn test_input(partition: i32, offset: i64, body: &str) -> Self {
-        Payload::Input(Arc::new(InputEvent {
-            record: SourceRecord {
-                topic: Arc::from("in"),
-                partition: PartitionId {
-                    topic: 0,
-                    partition,
-                },
-                offset,
-                key: Some(Bytes::from_static(b"device-1")),
-                body: Bytes::from(body.to_string()),
-                headers: RecordHeaders::default(),
-                consumed_at: std::time::Instant::now(),
-            },
-            fields: Fields {
-                id: format!("e{offset}"),
-                event_type: "device.updated".into(),
-                ..Fields::default()
-            },
-        }))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn coordinates_are_topic_partition_offset() {
-        assert_eq!(
-            coordinates("mender.deployments", 11, 9_876_543_210),
-            "mender.deployments/11/9876543210"
-        );
-        assert_eq!(
-            coordinates_id("t", 0, 1),
-            coordinates_id("t", 0, 1),
-            "stable"
-        );
-        assert_ne!(coordinates_id("t", 0, 1), coordinates_id("t", 0, 2));
-        assert_eq!(coordinates_id("t", 0, 1).len(), 32);
-    }
-}
+mod tests;

@@ -25,6 +25,9 @@ pub mod header {
     /// Where the source's platform finds its body inside the event
     /// (`/payload`, `/object`): retries are shaped as the first attempt.
     pub const BODY_POINTER: &str = "hookstream-body-pointer";
+    /// The device the event names, when extraction found one: what
+    /// `ordering = "per_device"` orders by on later reads.
+    pub const DEVICE: &str = "hookstream-device";
     /// Last HTTP status or failure kind.
     pub const LAST_STATUS: &str = "hookstream-last-status";
     /// Last error text.

@@ -38,12 +38,14 @@ use crate::wire::headers::now_ms;
 mod attempt;
 mod held;
 mod limit;
+mod line;
 mod queue;
 mod worker;
 
 use attempt::defer;
 use held::hold;
 use limit::Adaptive;
+pub use line::{LineReturn, LineTicket};
 use queue::{Queue, Refused, Taken};
 use worker::{STREAM_GAP_MS, spawn_worker};
 
@@ -58,6 +60,10 @@ pub struct Delivery {
     pub attempt: u32,
     /// Unix ms of the first attempt (`None` for a fresh event).
     pub first_ms: Option<i64>,
+    /// Its place in its device's line (`ordering = "per_device"`): it
+    /// waits in memory instead of going to a tier, and ending lets the
+    /// device's next delivery go.
+    pub line: Option<LineTicket>,
 }
 
 /// Why a delivery was not queued.

@@ -79,6 +79,15 @@ pub enum Behaviour {
         /// Status answered while down.
         status: u16,
     },
+    /// [`Outage`](Self::Outage) for one device only: `status` to the
+    /// requests whose body contains `marker` (say `"id":"dev-3"`) until
+    /// [`Receiver::recover`] is called, 200 to every other request.
+    DeviceOutage {
+        /// What the failing device's bodies contain.
+        marker: &'static str,
+        /// Status answered to them while down.
+        status: u16,
+    },
 }
 
 /// The connection was closed without an answer ([`Behaviour::Cycling`]).
@@ -264,7 +273,7 @@ async fn handle(
         };
     }
     let (status, retry_after_header) =
-        match answer(&spec.behaviour, &find, &log, now_in_progress).await {
+        match answer(&spec.behaviour, &find, &body, &log, now_in_progress).await {
             Ok(answer) => answer,
             Err(Reset) => {
                 log.in_progress.fetch_sub(1, Ordering::SeqCst);
@@ -308,6 +317,7 @@ async fn handle(
 async fn answer(
     behaviour: &Behaviour,
     find: &(dyn Fn(&str) -> Option<String> + Sync),
+    body: &[u8],
     log: &ReceiverLog,
     now_in_progress: u64,
 ) -> Result<(u16, Option<&'static str>), Reset> {
@@ -390,6 +400,15 @@ async fn answer(
                 200
             } else {
                 status
+            }
+        }
+        Behaviour::DeviceOutage { marker, status } => {
+            let down = !log.recovered.load(Ordering::SeqCst);
+            let m = marker.as_bytes();
+            if down && !m.is_empty() && body.windows(m.len()).any(|w| w == m) {
+                status
+            } else {
+                200
             }
         }
         Behaviour::Flaky(share) => {

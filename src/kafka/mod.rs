@@ -155,7 +155,7 @@ pub struct TopicSpec {
     pub retention_ms: Option<u64>,
 }
 
-/// The topics hookstream owns: every retry tier, the DLQ, the endpoint
+/// The topics hookstream owns: every retry tier, the ordered lane, the DLQ, the endpoint
 /// store, the replay ledger, and (unless switched off) the activity log
 /// and the device directory.
 pub fn owned_topics(config: &Config) -> Vec<TopicSpec> {
@@ -170,6 +170,12 @@ pub fn owned_topics(config: &Config) -> Vec<TopicSpec> {
             retention_ms: None,
         })
         .collect();
+    out.push(TopicSpec {
+        name: t.ordered_topic(),
+        partitions: t.partitions,
+        compacted: false,
+        retention_ms: None,
+    });
     out.push(TopicSpec {
         name: t.dlq_topic(),
         partitions: t.partitions,

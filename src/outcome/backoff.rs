@@ -59,10 +59,14 @@ impl Backoff {
     }
 }
 
-/// The configured delay tiers, shortest first.
+/// The configured delay tiers, shortest first, and after them (when there
+/// is one) the ordered lane: the topic of `ordering = "per_device"`
+/// deliveries, due at once and never picked for a delay.
 #[derive(Debug, Clone)]
 pub struct RetryTiers {
     tiers: Vec<(Duration, String)>,
+    /// How many of `tiers` are delay tiers (the lane follows them).
+    delays: usize,
 }
 
 impl RetryTiers {
@@ -70,13 +74,26 @@ impl RetryTiers {
     pub fn new(tiers: &[HumanDuration], topic: impl Fn(HumanDuration) -> String) -> Self {
         Self {
             tiers: tiers.iter().map(|t| (t.get(), topic(*t))).collect(),
+            delays: tiers.len(),
         }
     }
 
+    /// The same tiers with the ordered lane `topic` after them.
+    pub fn with_lane(mut self, topic: String) -> Self {
+        self.tiers.truncate(self.delays);
+        self.tiers.push((Duration::ZERO, topic));
+        self
+    }
+
+    /// Index of the ordered lane, if there is one.
+    pub fn lane(&self) -> Option<usize> {
+        (self.tiers.len() > self.delays).then_some(self.delays)
+    }
+
     /// Index of the largest tier not longer than `delay` (the first tier when
-    /// `delay` is shorter than every tier).
+    /// `delay` is shorter than every tier); never the lane.
     pub fn tier_for(&self, delay: Duration) -> usize {
-        self.tiers
+        self.tiers[..self.delays]
             .iter()
             .rposition(|(d, _)| *d <= delay)
             .unwrap_or(0)
@@ -92,12 +109,12 @@ impl RetryTiers {
         self.tiers[index].0
     }
 
-    /// All tier topics.
+    /// All tier topics (the lane's last).
     pub fn topics(&self) -> impl Iterator<Item = &str> {
         self.tiers.iter().map(|(_, t)| t.as_str())
     }
 
-    /// Number of tiers.
+    /// Number of tiers, the lane included.
     pub fn len(&self) -> usize {
         self.tiers.len()
     }
@@ -161,5 +178,16 @@ mod tests {
         assert_eq!(tiers.tier_for(Duration::from_secs(29)), 1);
         assert_eq!(tiers.tier_for(Duration::from_secs(3600)), 3);
         assert_eq!(tiers.topic(2), "hs.retry.30s");
+        assert_eq!(tiers.lane(), None);
+        let laned = tiers.with_lane("hs.ordered".into());
+        assert_eq!(laned.lane(), Some(4));
+        assert_eq!(laned.len(), 5);
+        assert_eq!(laned.topic(4), "hs.ordered");
+        assert_eq!(
+            laned.tier_for(Duration::from_secs(3600)),
+            3,
+            "the lane is never a delay's tier"
+        );
+        assert_eq!(laned.tier_for(Duration::ZERO), 0);
     }
 }

@@ -23,10 +23,11 @@ use tokio::sync::{mpsc, watch};
 
 use super::PipelineStats;
 use super::gate::{Gated, PartitionGates};
+use super::lines::DeviceLines;
 use crate::commit::AckTracker;
 use crate::core::Polled;
 use crate::core::{AckToken, PartitionId};
-use crate::deliver::sender::{Sender, SenderDeps};
+use crate::deliver::sender::{LineReturn, Sender, SenderDeps};
 use crate::index::filter::FilterParser;
 use crate::index::{EndpointIndex, EndpointRegistry, Slot};
 use crate::metrics::{PipelineMetrics, TopicMetrics};
@@ -38,6 +39,7 @@ use crate::source::inbound::Inbound;
 use crate::wire::headers::now_ms;
 
 mod chores;
+mod ordered;
 mod rebalance;
 mod route;
 
@@ -80,6 +82,12 @@ const CONSUMER_CLOSE_LIMIT: Duration = Duration::from_secs(15);
 /// anything behind it is polled, so only retries near their due time and
 /// back-pressure hold records).
 const HELD_LIMIT: usize = 16_384;
+
+/// One ordered-lane partition's device lines may hold this share of
+/// `delivery.max_in_flight` (1/8) before the partition waits: a stalled
+/// ordered endpoint parks its backlog on Kafka instead of pausing every
+/// input.
+const LINES_SHARE: usize = 8;
 
 impl Gated for Polled {
     fn partition(&self) -> PartitionId {
@@ -130,6 +138,10 @@ pub(super) struct Dispatcher {
     chores: Chores,
     /// Tier deliveries let through lately (copies are settled unsent).
     copies: CopyFilter,
+    /// Per-device order of `ordering = "per_device"` endpoints.
+    lines: DeviceLines,
+    /// Where the lines' tickets report (taken by `run`).
+    line_returns: Option<mpsc::UnboundedReceiver<LineReturn>>,
 }
 
 impl Dispatcher {
@@ -155,6 +167,7 @@ impl Dispatcher {
                 )
             })
             .collect();
+        let (returns_tx, returns_rx) = mpsc::unbounded_channel();
         let mut dispatcher = Self {
             tracker: AckTracker::new(),
             gates: PartitionGates::new(),
@@ -177,6 +190,8 @@ impl Dispatcher {
             filter_parser: FilterParser::default(),
             chores: Chores::new(Instant::now(), Duration::from_secs(1)),
             copies: CopyFilter::default(),
+            lines: DeviceLines::new(max_in_flight / LINES_SHARE, returns_tx),
+            line_returns: Some(returns_rx),
         };
         dispatcher.refresh();
         dispatcher
@@ -235,6 +250,11 @@ impl Dispatcher {
         let mut stopping: Option<Instant> = None;
         let mut more_ready = false;
         let mut settled = Vec::with_capacity(ACKS_PER_TURN);
+        let mut line_returns = self
+            .line_returns
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("the dispatcher ran twice"))?;
+        let mut returned = Vec::with_capacity(ACKS_PER_TURN);
         self.chores = Chores::new(Instant::now(), timing.commit_interval);
         loop {
             let next_due = self.gates.next_due();
@@ -255,6 +275,11 @@ impl Dispatcher {
                         self.tracker.complete(token);
                     }
                     self.after_settle();
+                }
+                n = line_returns.recv_many(&mut returned, ACKS_PER_TURN), if stopping.is_none() => {
+                    for r in returned.drain(..n) {
+                        self.line_returned(r).await;
+                    }
                 }
                 changed = shutdown.changed(), if stopping.is_none() => {
                     if changed.is_err() || *shutdown.borrow() {

@@ -7,6 +7,7 @@
 
 mod dispatcher;
 pub mod gate;
+pub mod lines;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -223,7 +224,8 @@ impl Pipeline {
     ) -> Result<Self> {
         let bootstrap = broker.bootstrap().to_string();
 
-        let tiers = RetryTiers::new(&config.topics.retry_tiers, |t| config.topics.retry_topic(t));
+        let tiers = RetryTiers::new(&config.topics.retry_tiers, |t| config.topics.retry_topic(t))
+            .with_lane(config.topics.ordered_topic());
         let writer = OutcomeWriter::start(
             &config,
             &bootstrap,

@@ -40,6 +40,7 @@ use crate::outcome::backoff::RetryTiers;
 use crate::wire::headers::{History, dead_letter_headers, endpoint_partition, now_ms};
 
 mod gather;
+mod lane;
 mod report;
 
 use report::{Resend, WriteContext};

@@ -109,8 +109,9 @@ pub fn for_each_retry_header(
     for_each_shaping_header(event, add);
 }
 
-/// Calls `add` with what shaping needs on later attempts: the event's own
-/// time and its platform body pointer, when it has them.
+/// Calls `add` with what later attempts need without parsing the event
+/// again: its own time and platform body pointer (shaping) and its device
+/// (per-device ordering), when it has them.
 fn for_each_shaping_header(event: &Payload, mut add: impl FnMut(&str, &[u8])) {
     let mut time = itoa::Buffer::new();
     if let Some(ms) = event.time_ms() {
@@ -118,6 +119,9 @@ fn for_each_shaping_header(event: &Payload, mut add: impl FnMut(&str, &[u8])) {
     }
     if let Some(pointer) = event.body_pointer() {
         add(header::BODY_POINTER, pointer.as_bytes());
+    }
+    if let Some(device) = event.device() {
+        add(header::DEVICE, device);
     }
 }
 

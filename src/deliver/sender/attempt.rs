@@ -26,6 +26,7 @@ use crate::wire::headers::{History, now_ms};
 
 use super::held::{auto_disable, failing_run, hold_until, set_aside};
 use super::limit::Observed;
+use super::line::wait_in_place;
 use super::worker::InHand;
 use super::{Delivery, RetryPolicy, Shared};
 
@@ -208,6 +209,17 @@ pub(super) fn carry_out(
             shared.metrics.end_to_end.record(age);
             let _ = shared.deps.acks.send(d.token);
         }
+        Decision::Retry { delay, .. } if d.line.is_some() => {
+            // Its device's line waits with it, in memory: a tier would let
+            // the device's later events overtake it.
+            count(shared, Outcome::RetryScheduled, 1);
+            let d = Delivery {
+                attempt: history.attempt,
+                first_ms: Some(history.first_ms),
+                ..d
+            };
+            wait_in_place(d, delay);
+        }
         Decision::Retry { delay, .. } => {
             let done = settle(shared, d.token, Outcome::RetryScheduled);
             shared.deps.writer.retry(&d.event, history, delay, done);
@@ -388,7 +400,12 @@ pub(super) fn settle(shared: &Arc<Shared>, token: AckToken, on_tier: Outcome) ->
 
 /// Moves a delivery to the retry tier for `delay` without using an
 /// attempt; it settles once stored.
+/// A delivery in its device's line waits in memory instead.
 pub(super) fn defer(shared: &Arc<Shared>, delivery: Delivery, delay: Duration, why: &'static str) {
+    if delivery.line.is_some() {
+        count(shared, Outcome::Deferred, 1);
+        return wait_in_place(delivery, delay);
+    }
     let endpoint = shared.endpoint.load();
     let deferral = DeferralOf {
         endpoint: endpoint.id(),

@@ -13,8 +13,10 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
-use super::attempt::{carry_out, dead_letter, endpoint_policy, settle};
+use super::attempt::{carry_out, count, dead_letter, endpoint_policy, settle};
+use super::line::wait_in_place;
 use super::worker::InHand;
 use super::{Delivery, Shared};
 use crate::config::DisableCause;
@@ -156,7 +158,13 @@ pub(super) fn hold(shared: &Arc<Shared>, mut delivery: Delivery, now: i64) {
 /// Writes a delivery to the backlog tier (the tier of the recheck
 /// interval), due at `until_ms`, without using an attempt; it settles once
 /// stored.
+/// A delivery in its device's line waits in memory until then instead.
 pub(super) fn hold_until(shared: &Arc<Shared>, delivery: Delivery, until_ms: i64) {
+    if delivery.line.is_some() {
+        count(shared, Outcome::Deferred, 1);
+        let wait = Duration::from_millis((until_ms - now_ms()).max(0) as u64);
+        return wait_in_place(delivery, wait);
+    }
     let endpoint = shared.endpoint.load();
     let deferral = DeferralOf {
         endpoint: endpoint.id(),

@@ -102,6 +102,7 @@ impl Dispatcher {
         let mut offsets = Vec::with_capacity(d.partitions.len());
         for p in &d.partitions {
             self.gates.revoke(*p);
+            self.lines.revoke(*p);
             self.source.progress().forget(*p);
             if let Some(o) = self.tracker.revoke(*p)
                 && !d.lost

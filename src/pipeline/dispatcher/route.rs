@@ -139,13 +139,19 @@ impl Dispatcher {
             return;
         }
         if let Some(slot) = slot {
+            let in_line = Some(tier) == self.writer.tiers().lane() && self.in_line(slot, &event);
+            let partition = event.partition();
             let delivery = Delivery {
                 attempt: h.attempt,
                 first_ms: Some(h.first_ms),
                 event,
                 token,
+                line: None,
             };
-            self.enqueue(slot, delivery).await;
+            match in_line {
+                true => self.dispatch_in_line(slot, partition, delivery).await,
+                false => self.enqueue(slot, delivery).await,
+            }
         }
     }
 
@@ -186,11 +192,16 @@ impl Dispatcher {
         let payload = Payload::Input(event);
         for i in 0..self.slots.len() {
             let slot = self.slots[i];
+            if self.in_line(slot, &payload) {
+                self.park_on_lane(slot, &payload, token);
+                continue;
+            }
             let delivery = Delivery {
                 event: payload.clone(),
                 token,
                 attempt: 0,
                 first_ms: None,
+                line: None,
             };
             self.enqueue(slot, delivery).await;
         }

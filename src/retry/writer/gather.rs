@@ -34,11 +34,17 @@ impl Inner {
             + event.key().map_or(0, Bytes::len)
             + event.headers().byte_len()
             + 512;
+        let mut gathering = self.gathering();
         if size > MAX_ENTRY_BYTES {
+            // What the endpoint gathered before it goes first: one
+            // endpoint's records keep their order (per-device ordering
+            // relies on it). Written under the lock, as flushes are.
+            if let Some(earlier) = gathering.get_mut(tier).and_then(|b| b.remove(endpoint)) {
+                self.send_batch(Box::new(earlier));
+            }
             self.send_alone(tier, endpoint, deferral);
             return None;
         }
-        let mut gathering = self.gathering();
         let Some(batches) = gathering.get_mut(tier) else {
             // (Not a tier of this writer: cannot happen, as `tier` comes
             // from `tier_for`; written alone rather than lost.)
@@ -72,14 +78,14 @@ impl Inner {
     }
 
     /// Writes every batch gathered so far.
+    /// Written under the lock: a deferral gathered meanwhile cannot be
+    /// written before the batches it follows.
     pub(super) fn flush_deferrals(&self) {
-        let batches: Vec<DeferralBatch> = self
-            .gathering()
-            .iter_mut()
-            .flat_map(|b| b.drain().map(|(_, batch)| batch))
-            .collect();
-        for batch in batches {
-            self.send_batch(Box::new(batch));
+        let mut gathering = self.gathering();
+        for batches in gathering.iter_mut() {
+            for (_, batch) in batches.drain() {
+                self.send_batch(Box::new(batch));
+            }
         }
     }
 

@@ -1,0 +1,290 @@
+//! Device lines: per-device order for `ordering = "per_device"` endpoints.
+//!
+//! A record of the ordered lane belongs to the line of (lane partition,
+//! endpoint, device). One delivery per line is under way at a time (it
+//! holds the line's ticket, [`LineTicket`]); the line's later deliveries
+//! wait here, in lane order, until the ticket ends. Pure: no Kafka, no
+//! sender; the dispatcher hands out what this returns and closes the lane
+//! partition whose lines pass [`DeviceLines::is_full`] (its
+//! records then stay on Kafka, parked durably, not in memory).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
+use crate::core::PartitionId;
+use crate::deliver::sender::{Delivery, LineReturn, LineTicket};
+
+/// Which line a delivery is in.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct LineKey {
+    /// The lane partition its record came from.
+    pub partition: PartitionId,
+    /// The endpoint.
+    pub endpoint: Arc<str>,
+    /// The device (or record key) it orders by.
+    pub device: Box<[u8]>,
+}
+
+#[derive(Debug)]
+struct Line {
+    /// The ticket of the delivery under way.
+    ticket: u64,
+    /// What waits behind it, in lane order.
+    waiting: VecDeque<Delivery>,
+}
+
+/// Every line of the lane partitions this instance holds.
+#[derive(Debug)]
+pub struct DeviceLines {
+    lines: HashMap<LineKey, Line>,
+    /// Live ticket → its line.
+    tickets: HashMap<u64, LineKey>,
+    next_ticket: u64,
+    /// Deliveries in lines (under way or waiting) per lane partition.
+    held: HashMap<PartitionId, usize>,
+    /// Deliveries in lines of one partition at which it is full.
+    limit: usize,
+    returns: mpsc::UnboundedSender<LineReturn>,
+}
+
+impl DeviceLines {
+    /// No lines yet; tickets report to `returns`; a lane partition with
+    /// `limit` waiting deliveries is full.
+    pub fn new(limit: usize, returns: mpsc::UnboundedSender<LineReturn>) -> Self {
+        Self {
+            lines: HashMap::new(),
+            tickets: HashMap::new(),
+            next_ticket: 0,
+            held: HashMap::new(),
+            limit: limit.max(1),
+            returns,
+        }
+    }
+
+    /// A delivery of line `key`: returned with the line's ticket when the
+    /// line is free (send it now), or kept waiting behind the line's
+    /// delivery under way (`None`).
+    pub fn admit(&mut self, key: LineKey, mut delivery: Delivery) -> Option<Delivery> {
+        *self.held.entry(key.partition).or_default() += 1;
+        if let Some(line) = self.lines.get_mut(&key) {
+            line.waiting.push_back(delivery);
+            return None;
+        }
+        let ticket = self.issue(&key);
+        let line = Line {
+            ticket: ticket.id(),
+            waiting: VecDeque::new(),
+        };
+        delivery.line = Some(ticket);
+        self.lines.insert(key, line);
+        Some(delivery)
+    }
+
+    fn issue(&mut self, key: &LineKey) -> LineTicket {
+        let id = self.next_ticket;
+        self.next_ticket += 1;
+        self.tickets.insert(id, key.clone());
+        LineTicket::new(id, self.returns.clone())
+    }
+
+    /// Ticket `id` ended: the next delivery of its line, with a new ticket,
+    /// if one waits (`None` too for a ticket of a line dropped since).
+    pub fn done(&mut self, id: u64) -> Option<(Arc<str>, Delivery)> {
+        let key = self.tickets.remove(&id)?;
+        let line = self.lines.get_mut(&key)?;
+        if line.ticket != id {
+            return None;
+        }
+        if let Some(n) = self.held.get_mut(&key.partition) {
+            *n = n.saturating_sub(1);
+        }
+        let Some(mut next) = line.waiting.pop_front() else {
+            self.lines.remove(&key);
+            return None;
+        };
+        let endpoint = Arc::clone(&key.endpoint);
+        let ticket = self.issue(&key);
+        if let Some(line) = self.lines.get_mut(&key) {
+            line.ticket = ticket.id();
+        }
+        next.line = Some(ticket);
+        Some((endpoint, next))
+    }
+
+    /// The lane partition of a live ticket.
+    pub fn partition_of(&self, id: u64) -> Option<PartitionId> {
+        self.tickets.get(&id).map(|k| k.partition)
+    }
+
+    /// The endpoint of a live ticket (`None`: its line was dropped, e.g.
+    /// its partition revoked: the delivery is not to be sent).
+    pub fn endpoint_of(&self, id: u64) -> Option<Arc<str>> {
+        self.tickets.get(&id).map(|k| Arc::clone(&k.endpoint))
+    }
+
+    /// Drops the lines of a revoked partition and what waits in them
+    /// (never sent, never settled: the next owner reads them again).
+    /// Returns how many deliveries its lines held.
+    pub fn revoke(&mut self, partition: PartitionId) -> usize {
+        self.lines.retain(|k, _| k.partition != partition);
+        self.tickets.retain(|_, k| k.partition != partition);
+        self.held.remove(&partition).unwrap_or(0)
+    }
+
+    /// Whether `partition`'s lines hold `limit` deliveries or more.
+    pub fn is_full(&self, partition: PartitionId) -> bool {
+        self.held_in(partition) >= self.limit
+    }
+
+    /// Whether `partition` is back below half its limit.
+    pub fn has_room(&self, partition: PartitionId) -> bool {
+        self.held_in(partition) < self.limit.div_ceil(2)
+    }
+
+    fn held_in(&self, partition: PartitionId) -> usize {
+        self.held.get(&partition).copied().unwrap_or(0)
+    }
+
+    /// Deliveries in lines (under way or waiting), and lines.
+    pub fn counts(&self) -> (usize, usize) {
+        (self.held.values().sum(), self.lines.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::commit::AckTracker;
+    use crate::core::Payload;
+
+    fn key(partition: i32, device: &str) -> LineKey {
+        LineKey {
+            partition: PartitionId {
+                topic: 1,
+                partition,
+            },
+            endpoint: Arc::from("ep"),
+            device: device.as_bytes().into(),
+        }
+    }
+
+    fn delivery(tracker: &mut AckTracker, offset: i64) -> Delivery {
+        let p = PartitionId {
+            topic: 1,
+            partition: 0,
+        };
+        let token = match tracker.register(p, offset, 1) {
+            Some(token) => token,
+            None => {
+                tracker.assign(p);
+                tracker.register(p, offset, 1).expect("token")
+            }
+        };
+        Delivery {
+            event: Payload::test_input(0, offset, "{}"),
+            token,
+            attempt: 0,
+            first_ms: None,
+            line: None,
+        }
+    }
+
+    fn offset(d: &Delivery) -> i64 {
+        match &d.event {
+            Payload::Input(e) => e.record.offset,
+            _ => unreachable!(),
+        }
+    }
+
+    fn ticket(d: &mut Delivery) -> u64 {
+        let t = d.line.as_ref().expect("a ticket").id();
+        // Forget the ticket without its drop message.
+        std::mem::forget(d.line.take());
+        t
+    }
+
+    #[test]
+    fn one_delivery_per_device_goes_and_the_rest_follow_in_order() {
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let mut lines = DeviceLines::new(10, tx);
+        let mut tracker = AckTracker::new();
+        let mut a0 = lines
+            .admit(key(0, "a"), delivery(&mut tracker, 0))
+            .expect("free");
+        assert!(
+            lines
+                .admit(key(0, "a"), delivery(&mut tracker, 1))
+                .is_none()
+        );
+        let mut b = lines
+            .admit(key(0, "b"), delivery(&mut tracker, 2))
+            .expect("another device goes");
+        assert!(
+            lines
+                .admit(key(0, "a"), delivery(&mut tracker, 3))
+                .is_none()
+        );
+        assert_eq!(lines.counts(), (4, 2));
+        let t = ticket(&mut a0);
+        let (endpoint, mut a1) = lines.done(t).expect("next of a");
+        assert_eq!((&*endpoint, offset(&a1)), ("ep", 1));
+        assert!(lines.done(t).is_none(), "a ticket ends once");
+        let (_, mut a3) = lines.done(ticket(&mut a1)).expect("then 3");
+        assert_eq!(offset(&a3), 3);
+        assert!(lines.done(ticket(&mut a3)).is_none(), "a is empty");
+        assert!(lines.done(ticket(&mut b)).is_none());
+        assert_eq!(lines.counts(), (0, 0));
+    }
+
+    #[test]
+    fn a_dropped_ticket_reports_done() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut lines = DeviceLines::new(10, tx);
+        let mut tracker = AckTracker::new();
+        let a0 = lines
+            .admit(key(0, "a"), delivery(&mut tracker, 0))
+            .expect("free");
+        drop(a0);
+        match rx.try_recv() {
+            Ok(LineReturn::Done(id)) => assert_eq!(id, 0),
+            other => panic!("expected Done, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_revoked_partition_forgets_its_lines_and_their_tickets() {
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let mut lines = DeviceLines::new(3, tx);
+        let mut tracker = AckTracker::new();
+        let mut a0 = lines
+            .admit(key(0, "a"), delivery(&mut tracker, 0))
+            .expect("free");
+        assert!(
+            lines
+                .admit(key(0, "a"), delivery(&mut tracker, 1))
+                .is_none()
+        );
+        assert!(!lines.is_full(key(0, "a").partition));
+        assert!(
+            lines
+                .admit(key(0, "a"), delivery(&mut tracker, 2))
+                .is_none()
+        );
+        assert!(lines.is_full(key(0, "a").partition));
+        let mut c = lines
+            .admit(key(1, "c"), delivery(&mut tracker, 3))
+            .expect("free");
+        let t = ticket(&mut a0);
+        assert_eq!(lines.revoke(key(0, "a").partition), 3);
+        assert!(lines.endpoint_of(t).is_none());
+        assert!(lines.done(t).is_none(), "stale ticket: nothing goes");
+        assert!(lines.has_room(key(0, "a").partition));
+        let tc = ticket(&mut c);
+        assert!(
+            lines.endpoint_of(tc).is_some(),
+            "other partitions keep theirs"
+        );
+    }
+}

@@ -1,0 +1,195 @@
+//! Per-device ordering: given an endpoint with `ordering = "per_device"` and
+//! a receiver that fails one device for a while, when a stream of events
+//! for several devices is produced, then the other devices' events arrive
+//! meanwhile, the failing device's events wait behind its first failed one
+//! (only that one is tried while it fails) and arrive later in the order
+//! they were produced, also across a restart while they wait; and every
+//! offset (input and ordered lane) is committed in the end.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::*;
+use hookstream::config::{Config, DeliveryOrder, HumanDuration};
+use hookstream::demo::receiver::{Behaviour, ReceivedRequest};
+use hookstream::source::extract::Preset;
+
+const TOPIC: &str = "device-events";
+const LANE: &str = "hookstream.ordered";
+const DEVICES: usize = 5;
+/// The device the receiver fails.
+const FAILING: &str = r#""id":"dev-3""#;
+
+/// Event `i` of device `dev-<i % 5>`, keyed by its device.
+fn event(i: usize) -> (String, Vec<u8>) {
+    let device = i % DEVICES;
+    (
+        format!("dev-{device}"),
+        format!(
+            r#"{{"id":"evt-{i}","type":"device-status-changed","data":{{"id":"dev-{device}"}}}}"#
+        )
+        .into_bytes(),
+    )
+}
+
+/// The device and event number of a received request.
+fn device_and_number(r: &ReceivedRequest) -> (usize, usize) {
+    let body: serde_json::Value = serde_json::from_slice(&r.body).expect("a JSON body");
+    let number = body["id"]
+        .as_str()
+        .and_then(|id| id.strip_prefix("evt-"))
+        .and_then(|n| n.parse().ok())
+        .expect("evt-<n>");
+    (number % DEVICES, number)
+}
+
+/// For each device, the events it was answered 2xx for, first sighting
+/// only, in arrival order.
+fn accepted_in_order(requests: &[ReceivedRequest]) -> HashMap<usize, Vec<usize>> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out: HashMap<usize, Vec<usize>> = HashMap::new();
+    for r in requests.iter().filter(|r| (200..300).contains(&r.status)) {
+        let (device, number) = device_and_number(r);
+        if seen.insert(number) {
+            out.entry(device).or_default().push(number);
+        }
+    }
+    out
+}
+
+/// Every device's events arrived in production order, none missing of
+/// the first `n`, each before any later one of its device.
+fn assert_in_order(requests: &[ReceivedRequest], n: usize) {
+    let by_device = accepted_in_order(requests);
+    for device in 0..DEVICES {
+        let want: Vec<usize> = (0..n).filter(|i| i % DEVICES == device).collect();
+        assert_eq!(
+            by_device.get(&device).cloned().unwrap_or_default(),
+            want,
+            "dev-{device}: events in the order produced, each once before the next"
+        );
+    }
+}
+
+fn ordered_config(group: &str, url: String) -> Config {
+    let mut config = config(group, &[(TOPIC, Preset::Mender)]);
+    config.delivery.max_attempts = 1_000;
+    config.delivery.backoff.initial = HumanDuration::from_millis(100);
+    config.delivery.backoff.max = HumanDuration::from_millis(300);
+    config.delivery.backoff.jitter = 0.0;
+    let mut e = endpoint("ordered", url, &["*"], "none", "");
+    e.ordering = DeliveryOrder::PerDevice;
+    e.max_concurrency = 8;
+    config.endpoints.push(e);
+    config
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_device_waits_in_order_while_the_others_flow() {
+    let cluster = Cluster::start(&[TOPIC, LANE], 2);
+    let rx = receiver(Behaviour::DeviceOutage {
+        marker: FAILING,
+        status: 503,
+    })
+    .await;
+    let pipeline = start(ordered_config("ordered-flow", rx.url("in")), &cluster).await;
+    let n = 200;
+    let events: Vec<_> = (0..n).map(event).collect();
+    cluster.produce_many(TOPIC, &events).await;
+
+    let others = n - n / DEVICES;
+    wait_for("the other devices' events", Duration::from_secs(30), || {
+        rx.log().accepted_count() >= others
+    })
+    .await;
+    // While dev-3 fails, only its first event is tried, again and again.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let during = rx.log().recorded();
+    let tried_failing: std::collections::BTreeSet<usize> = during
+        .iter()
+        .filter(|r| r.status == 503)
+        .map(|r| device_and_number(r).1)
+        .collect();
+    assert_eq!(
+        tried_failing.into_iter().collect::<Vec<_>>(),
+        vec![3],
+        "only the failing device's first event is tried while it fails"
+    );
+    assert_eq!(
+        during.iter().filter(|r| r.status == 503).count().min(2),
+        2,
+        "and it is retried"
+    );
+    assert_eq!(rx.log().accepted_count(), others, "nothing of dev-3 yet");
+
+    rx.recover();
+    wait_for("every event", Duration::from_secs(30), || {
+        rx.log().accepted_count() >= n
+    })
+    .await;
+    assert_in_order(&rx.log().recorded(), n);
+    for topic in [TOPIC, LANE] {
+        wait_for(
+            &format!("{topic} offsets at the end"),
+            Duration::from_secs(15),
+            || match topic {
+                LANE => lane_settled(&cluster),
+                _ => cluster.offsets_at_end("ordered-flow", topic),
+            },
+        )
+        .await;
+    }
+    pipeline.shutdown().await.expect("clean shutdown");
+}
+
+/// The lane's committed offsets (group `<group>.retry`) reached its end.
+fn lane_settled(cluster: &Cluster) -> bool {
+    cluster.offsets_at_end("ordered-flow.retry", LANE)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_while_a_device_waits_keeps_its_order_and_loses_nothing() {
+    let cluster = Cluster::start(&[TOPIC, LANE], 2);
+    let rx = receiver(Behaviour::DeviceOutage {
+        marker: FAILING,
+        status: 503,
+    })
+    .await;
+    let group = "ordered-restart";
+    let first = start(ordered_config(group, rx.url("in")), &cluster).await;
+    let n = 100;
+    let events: Vec<_> = (0..n).map(event).collect();
+    cluster.produce_many(TOPIC, &events).await;
+    let others = n - n / DEVICES;
+    wait_for("the other devices' events", Duration::from_secs(30), || {
+        rx.log().accepted_count() >= others
+    })
+    .await;
+    first.shutdown().await.expect("clean shutdown");
+
+    // A second run of more events, then the device comes back.
+    let second = start(ordered_config(group, rx.url("in")), &cluster).await;
+    let more: Vec<_> = (n..2 * n).map(event).collect();
+    cluster.produce_many(TOPIC, &more).await;
+    wait_for("the others' new events", Duration::from_secs(60), || {
+        rx.log().accepted_count() >= 2 * others
+    })
+    .await;
+    rx.recover();
+    wait_for("every event", Duration::from_secs(60), || {
+        rx.log().accepted_count() >= 2 * n
+    })
+    .await;
+    assert_in_order(&rx.log().recorded(), 2 * n);
+    wait_for("input offsets at the end", Duration::from_secs(15), || {
+        cluster.offsets_at_end(group, TOPIC)
+    })
+    .await;
+    wait_for("lane offsets at the end", Duration::from_secs(15), || {
+        cluster.offsets_at_end(&format!("{group}.retry"), LANE)
+    })
+    .await;
+    second.shutdown().await.expect("clean shutdown");
+}
