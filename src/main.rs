@@ -63,7 +63,8 @@ enum Command {
         /// Scenarios: a (single), b (batch), c (fan-out), d (big index),
         /// e (dead neighbour), f (retry timing), g (activity log off vs on),
         /// h (dlq replay), i (100 000 endpoints, traffic to 1 000),
-        /// j (capacity 16 → 4 → 16: fixed limits vs adaptive), or all.
+        /// j (capacity 16 → 4 → 16: fixed limits vs adaptive), k (ordered per
+        /// device, one device failing), or all.
         #[arg(long, default_value = "all")]
         scenario: String,
         /// Events per scenario.

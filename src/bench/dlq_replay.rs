@@ -128,6 +128,8 @@ impl Bench {
             raw_produce_per_s: Some(raw_produce_per_s),
             ratio_to_raw_produce: Some(per_s / raw_produce_per_s.max(1e-9)),
             activity_log_ratio: None,
+            ordered_others_ratio_with_failing_device: None,
+            ordered_to_unordered_ratio: None,
             activity_log_off_cpu_us_per_event: None,
             capacity_runs: None,
             receiver_cpu_us_per_event: 0.0,

@@ -27,6 +27,7 @@ mod dead_neighbour;
 mod dlq_replay;
 mod events;
 pub mod loadgen;
+mod ordering;
 pub mod receiver;
 mod report;
 mod retry_timing;
@@ -78,11 +79,13 @@ pub enum Scenario {
     /// (j) a receiver whose capacity drops and rises: fixed limits against
     /// adaptive concurrency.
     CapacityChange,
+    /// (k) per-device ordering, one device failing: the others' rate.
+    OrderedFailingDevice,
 }
 
 impl Scenario {
     /// Every scenario, in order.
-    pub const ALL: [Scenario; 10] = [
+    pub const ALL: [Scenario; 11] = [
         Self::Single,
         Self::Batch,
         Self::FanOut,
@@ -93,9 +96,10 @@ impl Scenario {
         Self::DlqReplay,
         Self::SparseIndex,
         Self::CapacityChange,
+        Self::OrderedFailingDevice,
     ];
 
-    /// Parses `a`..`j` or a name.
+    /// Parses `a`..`k` or a name.
     pub fn parse(text: &str) -> Option<Self> {
         match text {
             "a" | "single" => Some(Self::Single),
@@ -108,6 +112,9 @@ impl Scenario {
             "h" | "dlq_replay" | "dlq-replay" => Some(Self::DlqReplay),
             "i" | "sparse_index" | "sparse-index" => Some(Self::SparseIndex),
             "j" | "capacity_change" | "capacity-change" => Some(Self::CapacityChange),
+            "k" | "ordered_failing_device" | "ordered-failing-device" | "ordered" => {
+                Some(Self::OrderedFailingDevice)
+            }
             _ => None,
         }
     }
@@ -124,6 +131,7 @@ impl Scenario {
             Self::DlqReplay => "(h) dlq replay",
             Self::SparseIndex => "(i) 100 000 endpoints, traffic to 1 000",
             Self::CapacityChange => "(j) capacity 16 → 4 → 16: fixed vs adaptive",
+            Self::OrderedFailingDevice => "(k) ordered per device, one device failing",
         }
     }
 }
@@ -192,7 +200,7 @@ impl Bench {
     async fn preload_devices(&self, topic: &str, from: u64, to: u64, devices: u64) -> Result<()> {
         send_in_chunks((from..to).map(|i| {
             let body = device_event_body(i, 0, devices);
-            let key = format!("dev-{}", i % 100_000);
+            let key = format!("dev-{}", i % devices.max(1));
             let producer = self.producer.clone();
             let topic = topic.to_string();
             async move {
@@ -298,8 +306,20 @@ impl Bench {
 
     /// Runs one pipeline until `expected` events reached the receiver.
     async fn measure(&self, config: Config, expected: u64) -> Result<(Measured, Pipeline)> {
+        self.measure_with(config, expected, || {}).await
+    }
+
+    /// [`Self::measure`], calling `set_up` once the receiver's counts are
+    /// reset, before the pipeline starts.
+    async fn measure_with(
+        &self,
+        config: Config,
+        expected: u64,
+        set_up: impl FnOnce(),
+    ) -> Result<(Measured, Pipeline)> {
         let counts = Arc::clone(self.receiver.counts());
         counts.reset();
+        set_up();
         release_freed_memory();
         let rss_before = status_kib("VmRSS:") / 1024.0;
         reset_peak_rss("self");
@@ -428,6 +448,11 @@ impl Bench {
                 return self.dlq_replay(self.options.events, baselines).await;
             }
             Scenario::CapacityChange => return self.capacity_change(baselines).await,
+            Scenario::OrderedFailingDevice => {
+                return self
+                    .ordered_with_failing_device(self.options.events, baselines)
+                    .await;
+            }
             _ => {}
         }
         let events = match scenario {
@@ -508,7 +533,8 @@ impl Bench {
             | Scenario::DeadNeighbour
             | Scenario::ActivityLog
             | Scenario::DlqReplay
-            | Scenario::CapacityChange => {
+            | Scenario::CapacityChange
+            | Scenario::OrderedFailingDevice => {
                 unreachable!("dispatched at the top of this function")
             }
         }

@@ -42,6 +42,11 @@ pub struct Counts {
     /// Sampled events that arrived before their `sent_ns` (a due time, for
     /// retries): must stay zero.
     pub early: AtomicU64,
+    /// A device (`dev-<n>`) whose requests are answered 503 and not
+    /// counted (`u64::MAX`: none): scenario (k)'s failing device.
+    pub failing_device: AtomicU64,
+    /// Requests answered 503 for the failing device.
+    pub failed: AtomicU64,
     epoch: Instant,
 }
 
@@ -55,6 +60,8 @@ impl Counts {
             sample_latency: AtomicBool::new(false),
             latencies_us: Mutex::new(Vec::new()),
             early: AtomicU64::new(0),
+            failing_device: AtomicU64::new(NO_DEVICE),
+            failed: AtomicU64::new(0),
             epoch: Instant::now(),
         }
     }
@@ -66,6 +73,8 @@ impl Counts {
         self.first_ns.store(u64::MAX, Ordering::SeqCst);
         self.last_ns.store(0, Ordering::SeqCst);
         self.early.store(0, Ordering::SeqCst);
+        self.failing_device.store(NO_DEVICE, Ordering::SeqCst);
+        self.failed.store(0, Ordering::SeqCst);
         if let Ok(mut l) = self.latencies_us.lock() {
             l.clear();
         }
@@ -94,6 +103,16 @@ impl Counts {
         }
         (last - first) as f64 / 1e9
     }
+}
+
+/// [`Counts::failing_device`] when no device fails.
+pub const NO_DEVICE: u64 = u64::MAX;
+
+/// Whether `body` is an event of device `dev-<device>` (the bench's
+/// events name it as `"id":"dev-<n>",`).
+fn is_of_device(body: &[u8], device: u64) -> bool {
+    let marker = format!(r#""id":"dev-{device}","#);
+    body.windows(marker.len()).any(|w| w == marker.as_bytes())
 }
 
 /// A running lean receiver.
@@ -204,6 +223,13 @@ async fn handle(
         .await
         .map(|b| b.to_bytes())
         .unwrap_or_default();
+    let failing = counts.failing_device.load(Ordering::Relaxed);
+    if failing != NO_DEVICE && is_of_device(&body, failing) {
+        counts.failed.fetch_add(1, Ordering::Relaxed);
+        let mut response = Response::new(Full::new(Bytes::new()));
+        *response.status_mut() = hyper::StatusCode::SERVICE_UNAVAILABLE;
+        return Ok(response);
+    }
     let now = counts.epoch.elapsed().as_nanos() as u64;
     counts.first_ns.fetch_min(now, Ordering::SeqCst);
     counts.last_ns.fetch_max(now, Ordering::SeqCst);
@@ -233,6 +259,15 @@ async fn handle(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_device_is_found_by_its_whole_id() {
+        let body = super::super::events::device_event_body(7, 0, 1000);
+        assert!(is_of_device(body.as_bytes(), 7));
+        assert!(!is_of_device(body.as_bytes(), 70));
+        let other = super::super::events::device_event_body(71, 0, 1000);
+        assert!(!is_of_device(other.as_bytes(), 7));
+    }
 
     #[test]
     fn counts_events_in_single_and_batched_bodies() {

@@ -93,6 +93,13 @@ pub struct ScenarioReport {
     /// For (h): letters replayed per second ÷ raw produce records/s.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ratio_to_raw_produce: Option<f64>,
+    /// For (k): the other devices' deliveries/s while one device fails ÷
+    /// the ordered rate with every device healthy (median of the rounds).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ordered_others_ratio_with_failing_device: Option<f64>,
+    /// For (k): ordered deliveries/s ÷ unordered (what the lane costs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ordered_to_unordered_ratio: Option<f64>,
     /// For (j): the runs against the changing receiver (fixed at the
     /// ceiling, adaptive, fixed at the low capacity); the report's rates
     /// and CPU are the adaptive run's.
@@ -191,6 +198,8 @@ impl ScenarioReport {
             healthy_ratio_with_dead_neighbour: None,
             healthy_alone_cpu_us_per_event: None,
             activity_log_ratio: None,
+            ordered_others_ratio_with_failing_device: None,
+            ordered_to_unordered_ratio: None,
             activity_log_off_cpu_us_per_event: None,
             raw_produce_per_s: None,
             ratio_to_raw_produce: None,
@@ -249,6 +258,14 @@ pub(super) fn format_line(r: &ScenarioReport) -> String {
     }
     if let Some(c) = r.activity_log_off_cpu_us_per_event {
         line.push_str(&format!(" (CPU {c:.1} µs/event off)"));
+    }
+    if let Some(ratio) = r.ordered_others_ratio_with_failing_device {
+        line.push_str(&format!(
+            "  others while one device fails ×{ratio:.2} of ordered healthy"
+        ));
+    }
+    if let Some(ratio) = r.ordered_to_unordered_ratio {
+        line.push_str(&format!("  ordered ×{ratio:.2} of unordered"));
     }
     if let (Some(raw), Some(ratio)) = (r.raw_produce_per_s, r.ratio_to_raw_produce) {
         line.push_str(&format!(
