@@ -114,7 +114,14 @@ impl Dispatcher {
         if let Some(lag) = self.tier_due_lag.get(tier) {
             lag.record(((now_ms() - h.due_ms).max(0) as f64) / 1000.0);
         }
+        let slot = self.index.slot_of(&h.endpoint);
+        // A lane record of an ordered endpoint is not checked for copies: a
+        // revoke drops what waits in its device's line unsent, and the
+        // same process may read it again once the partition comes back.
+        let in_line = Some(tier) == self.writer.tiers().lane()
+            && slot.is_some_and(|s| self.in_line(s, &event));
         if let Some(hop) = h.hop
+            && !in_line
             && !self
                 .copies
                 .first_sighting(CopyKey::new(&event.source(), &h.endpoint, hop))
@@ -131,7 +138,6 @@ impl Dispatcher {
             first_ms: h.first_ms,
             ..History::default()
         };
-        let slot = self.index.slot_of(&h.endpoint);
         if let Admission::Refuse(refusal) =
             Admission::of(slot.map(|s| self.index.endpoint(s).as_ref()))
         {
@@ -139,7 +145,6 @@ impl Dispatcher {
             return;
         }
         if let Some(slot) = slot {
-            let in_line = Some(tier) == self.writer.tiers().lane() && self.in_line(slot, &event);
             let partition = event.partition();
             let delivery = Delivery {
                 attempt: h.attempt,
