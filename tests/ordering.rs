@@ -193,3 +193,63 @@ async fn a_restart_while_a_device_waits_keeps_its_order_and_loses_nothing() {
     .await;
     second.shutdown().await.expect("clean shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_member_joining_and_leaving_while_a_device_waits_keeps_its_order() {
+    let cluster = Cluster::start(&[TOPIC, LANE], 2);
+    let rx = receiver(Behaviour::DeviceOutage {
+        marker: FAILING,
+        status: 503,
+    })
+    .await;
+    let group = "ordered-members";
+    let member = || {
+        let mut c = ordered_config(group, rx.url("in"));
+        // One tier: the lane's two partitions are half of what the retry
+        // group shares out, so the second member likely takes one.
+        c.topics.retry_tiers = vec![HumanDuration::from_millis(500)];
+        c
+    };
+    let first = start(member(), &cluster).await;
+    let n = 100;
+    cluster
+        .produce_many(TOPIC, &(0..n).map(event).collect::<Vec<_>>())
+        .await;
+    let others = n - n / DEVICES;
+    wait_for("the other devices' events", Duration::from_secs(30), || {
+        rx.log().accepted_count() >= others
+    })
+    .await;
+    // A second member joins (partitions move to it, drained first), more
+    // events come, and it leaves again (they move back).
+    let second = start(member(), &cluster).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    cluster
+        .produce_many(TOPIC, &(n..2 * n).map(event).collect::<Vec<_>>())
+        .await;
+    wait_for("the others' new events", Duration::from_secs(60), || {
+        rx.log().accepted_count() >= 2 * others
+    })
+    .await;
+    second.shutdown().await.expect("clean shutdown");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    rx.recover();
+    wait_for("every event", Duration::from_secs(60), || {
+        rx.log().accepted_count() >= 2 * n
+    })
+    .await;
+    assert_in_order(&rx.log().recorded(), 2 * n);
+    let tried: std::collections::BTreeSet<usize> = rx
+        .log()
+        .recorded()
+        .iter()
+        .filter(|r| r.status == 503)
+        .map(|r| device_and_number(r).1)
+        .collect();
+    assert_eq!(
+        tried.into_iter().collect::<Vec<_>>(),
+        vec![3],
+        "whichever member held the lane, only dev-3's first event was tried while it failed"
+    );
+    first.shutdown().await.expect("clean shutdown");
+}
