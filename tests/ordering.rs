@@ -253,3 +253,47 @@ async fn a_second_member_joining_and_leaving_while_a_device_waits_keeps_its_orde
     );
     first.shutdown().await.expect("clean shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_waiting_with_more_than_its_lane_holds_parks_the_rest_on_kafka() {
+    let cluster = Cluster::start(&[TOPIC, LANE], 2);
+    let rx = receiver(Behaviour::DeviceOutage {
+        marker: FAILING,
+        status: 503,
+    })
+    .await;
+    let mut config = ordered_config("ordered-parked", rx.url("in"));
+    // A lane partition's lines hold half of max_in_flight: 20 deliveries.
+    config.delivery.max_in_flight = 40;
+    let pipeline = start(config, &cluster).await;
+    let n = 200;
+    cluster
+        .produce_many(TOPIC, &(0..n).map(event).collect::<Vec<_>>())
+        .await;
+    // dev-3 has 40 events: once 20 wait in lines, the endpoint's lane
+    // partition stops being read, and the other devices' later events stay
+    // on Kafka with dev-3's.
+    let others = n - n / DEVICES;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let plateau = rx.log().accepted_count();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        rx.log().accepted_count(),
+        plateau,
+        "nothing more is read from the full lane partition"
+    );
+    assert!(
+        plateau < others,
+        "the others' later events wait on Kafka ({plateau} of {others} delivered)"
+    );
+    assert!(plateau > 0, "the others flowed until the lines were full");
+    eprintln!("{plateau} of the others' {others} events delivered while the lane partition waits");
+
+    rx.recover();
+    wait_for("every event", Duration::from_secs(30), || {
+        rx.log().accepted_count() >= n
+    })
+    .await;
+    assert_in_order(&rx.log().recorded(), n);
+    pipeline.shutdown().await.expect("clean shutdown");
+}

@@ -84,10 +84,11 @@ const CONSUMER_CLOSE_LIMIT: Duration = Duration::from_secs(15);
 const HELD_LIMIT: usize = 16_384;
 
 /// One ordered-lane partition's device lines may hold this share of
-/// `delivery.max_in_flight` (1/8) before the partition waits: a stalled
-/// ordered endpoint parks its backlog on Kafka instead of pausing every
-/// input.
-const LINES_SHARE: usize = 8;
+/// `delivery.max_in_flight` (1/2) before the partition waits: a stalled
+/// ordered device or endpoint parks the rest on Kafka. What lines hold is
+/// not counted against `max_in_flight` itself, so a waiting device never
+/// pauses every input.
+const LINES_SHARE: usize = 2;
 
 impl Gated for Polled {
     fn partition(&self) -> PartitionId {
@@ -500,6 +501,7 @@ impl Dispatcher {
         self.metrics
             .inflight_deliveries
             .set(self.tracker.outstanding() as f64);
+        let unsettled = unsettled.saturating_sub(self.lines.held());
         if !self.gates.flow_paused() && unsettled >= self.max_in_flight {
             tracing::debug!(
                 in_flight = unsettled,
@@ -515,6 +517,7 @@ impl Dispatcher {
         self.metrics
             .inflight_deliveries
             .set(self.tracker.outstanding() as f64);
+        let unsettled = unsettled.saturating_sub(self.lines.held());
         if self.gates.flow_paused() && unsettled <= self.low_water {
             tracing::debug!(
                 in_flight = unsettled,

@@ -13,7 +13,9 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use crate::core::PartitionId;
+use bytes::Bytes;
+
+use crate::core::{BatchEntry, PartitionId, Payload};
 use crate::deliver::sender::{Delivery, LineReturn, LineTicket};
 
 /// Which line a delivery is in.
@@ -44,6 +46,8 @@ pub struct DeviceLines {
     next_ticket: u64,
     /// Deliveries in lines (under way or waiting) per lane partition.
     held: HashMap<PartitionId, usize>,
+    /// Their sum.
+    held_total: usize,
     /// Deliveries in lines of one partition at which it is full.
     limit: usize,
     returns: mpsc::UnboundedSender<LineReturn>,
@@ -58,6 +62,7 @@ impl DeviceLines {
             tickets: HashMap::new(),
             next_ticket: 0,
             held: HashMap::new(),
+            held_total: 0,
             limit: limit.max(1),
             returns,
         }
@@ -68,7 +73,9 @@ impl DeviceLines {
     /// delivery under way (`None`).
     pub fn admit(&mut self, key: LineKey, mut delivery: Delivery) -> Option<Delivery> {
         *self.held.entry(key.partition).or_default() += 1;
+        self.held_total += 1;
         if let Some(line) = self.lines.get_mut(&key) {
+            delivery.event = detached(delivery.event);
             line.waiting.push_back(delivery);
             return None;
         }
@@ -99,6 +106,7 @@ impl DeviceLines {
         }
         if let Some(n) = self.held.get_mut(&key.partition) {
             *n = n.saturating_sub(1);
+            self.held_total = self.held_total.saturating_sub(1);
         }
         let Some(mut next) = line.waiting.pop_front() else {
             self.lines.remove(&key);
@@ -130,7 +138,14 @@ impl DeviceLines {
     pub fn revoke(&mut self, partition: PartitionId) -> usize {
         self.lines.retain(|k, _| k.partition != partition);
         self.tickets.retain(|_, k| k.partition != partition);
-        self.held.remove(&partition).unwrap_or(0)
+        let dropped = self.held.remove(&partition).unwrap_or(0);
+        self.held_total = self.held_total.saturating_sub(dropped);
+        dropped
+    }
+
+    /// Deliveries in lines across partitions (under way or waiting).
+    pub fn held(&self) -> usize {
+        self.held_total
     }
 
     /// Whether `partition`'s lines hold `limit` deliveries or more.
@@ -149,15 +164,37 @@ impl DeviceLines {
 
     /// Deliveries in lines (under way or waiting), and lines.
     pub fn counts(&self) -> (usize, usize) {
-        (self.held.values().sum(), self.lines.len())
+        (self.held_total, self.lines.len())
     }
+}
+
+/// The event with its bytes its own: an entry of a deferral batch is a
+/// slice of the batch's value (up to 256 KiB), which a waiting entry would
+/// otherwise keep alive for as long as its device waits.
+fn detached(event: Payload) -> Payload {
+    let Payload::Entry(entry) = &event else {
+        return event;
+    };
+    Payload::Entry(Arc::new(BatchEntry {
+        topic: Arc::clone(&entry.topic),
+        partition: entry.partition,
+        offset: entry.offset,
+        index: entry.index,
+        tier: entry.tier,
+        key: entry.key.as_deref().map(Bytes::copy_from_slice),
+        body: Bytes::copy_from_slice(&entry.body),
+        headers: entry.headers.clone(),
+        id: entry.id.clone(),
+        event_type: entry.event_type.clone(),
+        meta: entry.meta.clone(),
+        consumed_at: entry.consumed_at,
+    }))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::commit::AckTracker;
-    use crate::core::Payload;
 
     fn key(partition: i32, device: &str) -> LineKey {
         LineKey {
@@ -236,6 +273,50 @@ mod tests {
         assert!(lines.done(ticket(&mut a3)).is_none(), "a is empty");
         assert!(lines.done(ticket(&mut b)).is_none());
         assert_eq!(lines.counts(), (0, 0));
+    }
+
+    #[test]
+    fn a_waiting_batch_entry_keeps_a_copy_of_its_bytes_not_the_batch() {
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let mut lines = DeviceLines::new(10, tx);
+        let mut tracker = AckTracker::new();
+        let batch_value = Bytes::from(vec![b'x'; 4096]);
+        let mut entry = |offset: i64| {
+            let mut d = delivery(&mut tracker, offset);
+            d.event = Payload::Entry(Arc::new(BatchEntry {
+                topic: Arc::from("hs.ordered"),
+                partition: key(0, "a").partition,
+                offset,
+                index: 0,
+                tier: 3,
+                key: Some(batch_value.slice(0..5)),
+                body: batch_value.slice(100..200),
+                headers: Default::default(),
+                id: format!("e{offset}"),
+                event_type: "t".into(),
+                meta: crate::core::RetryMeta {
+                    endpoint: "ep".into(),
+                    attempt: 0,
+                    due_ms: 0,
+                    first_ms: 0,
+                    hop: Some(1),
+                },
+                consumed_at: std::time::Instant::now(),
+            }));
+            d
+        };
+        let mut head = lines.admit(key(0, "a"), entry(0)).expect("free");
+        assert!(lines.admit(key(0, "a"), entry(1)).is_none());
+        let (_, next) = lines.done(ticket(&mut head)).expect("the waiting one");
+        let Payload::Entry(e) = &next.event else {
+            panic!("an entry");
+        };
+        assert_eq!(&e.body[..], &batch_value[100..200]);
+        let within = batch_value.as_ptr_range();
+        assert!(
+            !within.contains(&e.body.as_ptr()),
+            "the waiting entry's body is its own"
+        );
     }
 
     #[test]
