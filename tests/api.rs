@@ -1012,6 +1012,12 @@ async fn every_bad_request_names_its_field() {
         ),
         ("PATCH", "/v1/endpoints/ok", json!([1]), "body"),
         (
+            "PATCH",
+            "/v1/endpoints/ok",
+            json!({"ordering": "sideways"}),
+            "ordering",
+        ),
+        (
             "POST",
             "/things/t1/webhooks",
             json!([{"name": "", "url": "https://x.example/"}]),
