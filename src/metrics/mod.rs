@@ -43,6 +43,10 @@ pub mod names {
     /// Deliveries of those events without a durable outcome yet (one per
     /// matched endpoint and deferral batch entry).
     pub const INFLIGHT_DELIVERIES: &str = "hookstream_inflight_deliveries";
+    /// Deliveries held in device lines (`ordering = "per_device"`).
+    pub const DEVICE_LINE_DELIVERIES: &str = "hookstream_device_line_deliveries";
+    /// Device lines with a delivery under way or waiting.
+    pub const DEVICE_LINES: &str = "hookstream_device_lines";
     /// Consumer lag by topic and partition.
     pub const CONSUMER_LAG: &str = "hookstream_consumer_lag";
     /// How late retries are sent relative to their due time, by tier.
@@ -97,7 +101,7 @@ pub mod names {
     pub const PROCESS_START_TIME: &str = "process_start_time_seconds";
 
     /// Every name above.
-    pub const ALL: [&str; 29] = [
+    pub const ALL: [&str; 31] = [
         EVENTS_CONSUMED,
         EVENTS_INVALID,
         DELIVERIES,
@@ -106,6 +110,8 @@ pub mod names {
         END_TO_END,
         INFLIGHT,
         INFLIGHT_DELIVERIES,
+        DEVICE_LINE_DELIVERIES,
+        DEVICE_LINES,
         CONSUMER_LAG,
         RETRY_DUE_LAG,
         DLQ,
@@ -192,6 +198,14 @@ fn describe() {
     describe_gauge!(
         names::INFLIGHT_DELIVERIES,
         "Deliveries of the events held in memory without a durable outcome yet"
+    );
+    describe_gauge!(
+        names::DEVICE_LINE_DELIVERIES,
+        "Deliveries of per-device ordered endpoints held in device lines (under way or waiting)"
+    );
+    describe_gauge!(
+        names::DEVICE_LINES,
+        "Devices with a delivery under way or waiting in a line"
     );
     describe_counter!(names::DLQ, "Dead letters written, by reason");
     describe_gauge!(
@@ -343,6 +357,10 @@ pub struct PipelineMetrics {
     pub inflight: Gauge,
     /// In-flight deliveries.
     pub inflight_deliveries: Gauge,
+    /// Deliveries held in device lines.
+    pub line_deliveries: Gauge,
+    /// Device lines.
+    pub lines: Gauge,
     /// Offsets committed.
     pub offsets_committed: Counter,
     /// Partitions found stalled at the last check.
@@ -357,6 +375,8 @@ impl PipelineMetrics {
         Self {
             inflight: gauge!(names::INFLIGHT),
             inflight_deliveries: gauge!(names::INFLIGHT_DELIVERIES),
+            line_deliveries: gauge!(names::DEVICE_LINE_DELIVERIES),
+            lines: gauge!(names::DEVICE_LINES),
             offsets_committed: counter!(names::OFFSETS_COMMITTED),
             stalled: gauge!(names::PARTITIONS_STALLED),
             copies_skipped: counter!(names::RETRY_COPIES),

@@ -495,13 +495,23 @@ impl Dispatcher {
         }
     }
 
-    fn after_dispatch(&mut self) {
+    /// Publishes what is in flight and in device lines; returns the
+    /// unsettled events that count against `max_in_flight` (not what
+    /// device lines hold: they have a bound of their own).
+    fn publish_inflight(&self) -> usize {
         let unsettled = self.tracker.unsettled();
         self.metrics.inflight.set(unsettled as f64);
         self.metrics
             .inflight_deliveries
             .set(self.tracker.outstanding() as f64);
-        let unsettled = unsettled.saturating_sub(self.lines.held());
+        let (held, lines) = self.lines.counts();
+        self.metrics.line_deliveries.set(held as f64);
+        self.metrics.lines.set(lines as f64);
+        unsettled.saturating_sub(held)
+    }
+
+    fn after_dispatch(&mut self) {
+        let unsettled = self.publish_inflight();
         if !self.gates.flow_paused() && unsettled >= self.max_in_flight {
             tracing::debug!(
                 in_flight = unsettled,
@@ -512,12 +522,7 @@ impl Dispatcher {
     }
 
     fn after_settle(&mut self) {
-        let unsettled = self.tracker.unsettled();
-        self.metrics.inflight.set(unsettled as f64);
-        self.metrics
-            .inflight_deliveries
-            .set(self.tracker.outstanding() as f64);
-        let unsettled = unsettled.saturating_sub(self.lines.held());
+        let unsettled = self.publish_inflight();
         if self.gates.flow_paused() && unsettled <= self.low_water {
             tracing::debug!(
                 in_flight = unsettled,
