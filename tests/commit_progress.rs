@@ -215,12 +215,7 @@ fn setup(total: usize, group: &str) -> Setup {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let cluster = Cluster::in_child_process(&[INPUT], PARTITIONS);
     let probe = Config::from_toml(&config(cluster.bootstrap(), group, 0, "")).unwrap();
-    for spec in hookstream::kafka::owned_topics(&probe) {
-        cluster
-            .broker
-            .create_topic(&spec.name, spec.partitions)
-            .unwrap();
-    }
+    cluster.create_owned_topics(&probe);
     rt.block_on(cluster.produce_many(INPUT, &events(total)));
     Setup {
         rt,

@@ -99,12 +99,7 @@ fn two_processes_killed_while_a_device_waits_lose_nothing_and_keep_each_devices_
         .expect("receiver");
     let text = config(cluster.bootstrap(), &receiver.url("hooks"));
     let probe = Config::from_toml(&text).unwrap();
-    for spec in hookstream::kafka::owned_topics(&probe) {
-        cluster
-            .broker
-            .create_topic(&spec.name, spec.partitions)
-            .unwrap();
-    }
+    cluster.create_owned_topics(&probe);
     rt.block_on(cluster.produce_many(INPUT, &events(0, BACKLOG)));
     let producer = {
         let cluster = Arc::clone(&cluster);

@@ -181,14 +181,7 @@ fn round(n: usize, total: usize) -> Round {
         .expect("receiver");
     let url = receiver.url("hooks");
     let config = Config::from_toml(&instance_config(&bootstrap, &url, "probe", "")).unwrap();
-    // The mock cluster answers no CreateTopics: the owned topics are made
-    // through the broker process.
-    for spec in hookstream::kafka::owned_topics(&config) {
-        cluster
-            .broker
-            .create_topic(&spec.name, spec.partitions)
-            .unwrap();
-    }
+    cluster.create_owned_topics(&config);
     let tiers = tier_topics(&config);
     // The events arrive as a stream of about 1 500/s. (A backlog of all of
     // them would be copied to one tier partition within a second whenever

@@ -99,12 +99,7 @@ fn three_kills_under_a_flipping_receiver_lose_nothing() {
     let url = receiver.url("hooks");
     let text = config(cluster.bootstrap(), &url);
     let probe = Config::from_toml(&text).unwrap();
-    for spec in hookstream::kafka::owned_topics(&probe) {
-        cluster
-            .broker
-            .create_topic(&spec.name, spec.partitions)
-            .unwrap();
-    }
+    cluster.create_owned_topics(&probe);
     rt.block_on(cluster.produce_many(INPUT, &events(0, BACKLOG)));
     let producer = {
         let cluster = Arc::clone(&cluster);

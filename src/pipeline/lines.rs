@@ -196,6 +196,12 @@ mod tests {
     use super::*;
     use crate::commit::AckTracker;
 
+    /// Lines of `limit`, a tracker for their tokens, and where tickets report.
+    fn lines_of(limit: usize) -> (DeviceLines, AckTracker, mpsc::UnboundedReceiver<LineReturn>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (DeviceLines::new(limit, tx), AckTracker::new(), rx)
+    }
+
     fn key(partition: i32, device: &str) -> LineKey {
         LineKey {
             partition: PartitionId {
@@ -244,9 +250,7 @@ mod tests {
 
     #[test]
     fn one_delivery_per_device_goes_and_the_rest_follow_in_order() {
-        let (tx, _rx) = mpsc::unbounded_channel();
-        let mut lines = DeviceLines::new(10, tx);
-        let mut tracker = AckTracker::new();
+        let (mut lines, mut tracker, _rx) = lines_of(10);
         let mut a0 = lines
             .admit(key(0, "a"), delivery(&mut tracker, 0))
             .expect("free");
@@ -277,9 +281,7 @@ mod tests {
 
     #[test]
     fn a_waiting_batch_entry_keeps_a_copy_of_its_bytes_not_the_batch() {
-        let (tx, _rx) = mpsc::unbounded_channel();
-        let mut lines = DeviceLines::new(10, tx);
-        let mut tracker = AckTracker::new();
+        let (mut lines, mut tracker, _rx) = lines_of(10);
         let batch_value = Bytes::from(vec![b'x'; 4096]);
         let mut entry = |offset: i64| {
             let mut d = delivery(&mut tracker, offset);
@@ -321,9 +323,7 @@ mod tests {
 
     #[test]
     fn a_dropped_ticket_reports_done() {
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        let mut lines = DeviceLines::new(10, tx);
-        let mut tracker = AckTracker::new();
+        let (mut lines, mut tracker, mut rx) = lines_of(10);
         let a0 = lines
             .admit(key(0, "a"), delivery(&mut tracker, 0))
             .expect("free");
@@ -336,9 +336,7 @@ mod tests {
 
     #[test]
     fn a_revoked_partition_forgets_its_lines_and_their_tickets() {
-        let (tx, _rx) = mpsc::unbounded_channel();
-        let mut lines = DeviceLines::new(3, tx);
-        let mut tracker = AckTracker::new();
+        let (mut lines, mut tracker, _rx) = lines_of(3);
         let mut a0 = lines
             .admit(key(0, "a"), delivery(&mut tracker, 0))
             .expect("free");

@@ -60,6 +60,16 @@ impl Cluster {
         Self { broker, producer }
     }
 
+    /// Creates the topics `config` owns (the mock cluster answers no
+    /// CreateTopics request: they are made through the broker).
+    pub fn create_owned_topics(&self, config: &Config) {
+        for spec in hookstream::kafka::owned_topics(config) {
+            self.broker
+                .create_topic(&spec.name, spec.partitions)
+                .expect("create an owned topic");
+        }
+    }
+
     pub fn bootstrap(&self) -> &str {
         self.broker.bootstrap_servers()
     }
