@@ -102,17 +102,8 @@ fn two_processes_killed_while_a_device_waits_lose_nothing_and_keep_each_devices_
     cluster.create_owned_topics(&probe);
     rt.block_on(cluster.produce_many(INPUT, &events(0, BACKLOG)));
     let producer = {
-        let cluster = Arc::clone(&cluster);
-        rt.spawn(async move {
-            let chunk = 100;
-            let pause = STREAM_FOR / (STREAMED / chunk) as u32;
-            for from in (BACKLOG..BACKLOG + STREAMED).step_by(chunk) {
-                cluster
-                    .produce_many(INPUT, &events(from, from + chunk))
-                    .await;
-                tokio::time::sleep(pause).await;
-            }
-        })
+        let _in_runtime = rt.enter();
+        cluster.stream(INPUT, BACKLOG..BACKLOG + STREAMED, 100, STREAM_FOR, events)
     };
     let dir = tempfile::tempdir().unwrap();
     let start = |name: &str| Instance::start(dir.path(), name, &text, None, "ORDERING_LOG");

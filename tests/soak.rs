@@ -102,17 +102,8 @@ fn three_kills_under_a_flipping_receiver_lose_nothing() {
     cluster.create_owned_topics(&probe);
     rt.block_on(cluster.produce_many(INPUT, &events(0, BACKLOG)));
     let producer = {
-        let cluster = Arc::clone(&cluster);
-        rt.spawn(async move {
-            let chunk = 200;
-            let pause = STREAM_FOR / (STREAMED / chunk) as u32;
-            for from in (BACKLOG..BACKLOG + STREAMED).step_by(chunk) {
-                cluster
-                    .produce_many(INPUT, &events(from, from + chunk))
-                    .await;
-                tokio::time::sleep(pause).await;
-            }
-        })
+        let _in_runtime = rt.enter();
+        cluster.stream(INPUT, BACKLOG..BACKLOG + STREAMED, 200, STREAM_FOR, events)
     };
     let dir = tempfile::tempdir().unwrap();
     let mut runs = 0;

@@ -22,6 +22,9 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use sha2::Sha256;
 
+/// A record to produce: key and value.
+pub type Keyed = (String, Vec<u8>);
+
 /// A running embedded broker shared by a test.
 pub struct Cluster {
     pub broker: Arc<EmbeddedBroker>,
@@ -68,6 +71,27 @@ impl Cluster {
                 .create_topic(&spec.name, spec.partitions)
                 .expect("create an owned topic");
         }
+    }
+
+    /// Produces `events(from, from + chunk)` to `topic` chunk after chunk
+    /// for `range`, spread evenly over `over`, on the current runtime.
+    pub fn stream(
+        self: &Arc<Self>,
+        topic: &'static str,
+        range: std::ops::Range<usize>,
+        chunk: usize,
+        over: Duration,
+        events: fn(usize, usize) -> Vec<Keyed>,
+    ) -> tokio::task::JoinHandle<()> {
+        let cluster = Arc::clone(self);
+        tokio::spawn(async move {
+            let pause = over / (range.len() / chunk.max(1)).max(1) as u32;
+            for from in range.clone().step_by(chunk.max(1)) {
+                let to = (from + chunk).min(range.end);
+                cluster.produce_many(topic, &events(from, to)).await;
+                tokio::time::sleep(pause).await;
+            }
+        })
     }
 
     pub fn bootstrap(&self) -> &str {
