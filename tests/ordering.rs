@@ -289,3 +289,58 @@ async fn a_device_waiting_with_more_than_its_lane_holds_parks_the_rest_on_kafka(
     assert_in_order(&rx.log().recorded(), n);
     pipeline.shutdown().await.expect("clean shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_down_for_every_device_tries_only_each_devices_first_event() {
+    let cluster = Cluster::start(&[TOPIC, LANE], 2);
+    let rx = receiver(Behaviour::Outage { status: 503 }).await;
+    let pipeline = start(ordered_config("ordered-down", rx.url("in")), &cluster).await;
+    let n = 200;
+    produce(&cluster, 0, n).await;
+    // Failures open the endpoint's circuit: deliveries are deferred (in
+    // place, in their lines) and its probes fail too.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let tried = tried_while_failing(&rx);
+    assert!(!tried.is_empty(), "the endpoint was tried");
+    assert!(
+        tried.iter().all(|n| *n < DEVICES),
+        "only each device's first event is tried while the endpoint is down: {tried:?}"
+    );
+    rx.recover();
+    wait_for("every event", Duration::from_secs(30), || {
+        rx.log().accepted_count() >= n
+    })
+    .await;
+    assert_in_order(&rx.log().recorded(), n);
+    pipeline.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disabled_endpoint_keeps_each_devices_events_in_order_until_enabled() {
+    let cluster = Cluster::start(&[TOPIC, LANE], 2);
+    let rx = receiver(Behaviour::Healthy).await;
+    let mut config = ordered_config("ordered-disabled", rx.url("in"));
+    config.delivery.disabled_backlog.recheck = HumanDuration::from_millis(500);
+    config.endpoints[0].enabled = false;
+    let enabled = {
+        let mut e = config.endpoints[0].clone();
+        e.enabled = true;
+        e
+    };
+    let pipeline = start(config, &cluster).await;
+    let n = 100;
+    produce(&cluster, 0, n).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(rx.log().recorded().len(), 0, "nothing sent while disabled");
+    let saved =
+        hookstream::index::Endpoint::build(enabled, true, Duration::from_secs(5), &|_| None)
+            .expect("a valid endpoint");
+    pipeline.registry().upsert(vec![std::sync::Arc::new(saved)]);
+    produce(&cluster, n, 2 * n).await;
+    wait_for("every event", Duration::from_secs(30), || {
+        rx.log().accepted_count() >= 2 * n
+    })
+    .await;
+    assert_in_order(&rx.log().recorded(), 2 * n);
+    pipeline.shutdown().await.expect("clean shutdown");
+}
