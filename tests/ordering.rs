@@ -101,6 +101,13 @@ async fn produce(cluster: &Cluster, from: usize, to: usize) {
         .await;
 }
 
+/// Waits up to `within` for the first `n` events, then checks that every
+/// device's arrived in the order produced.
+async fn all_arrive_in_order(rx: &Receiver, n: usize, within: Duration) {
+    wait_for("every event", within, || rx.log().accepted_count() >= n).await;
+    assert_in_order(&rx.log().recorded(), n);
+}
+
 fn ordered_config(group: &str, url: String) -> Config {
     let mut config = config(group, &[(TOPIC, Preset::Mender)]);
     config.delivery.max_attempts = 1_000;
@@ -144,11 +151,7 @@ async fn a_failing_device_waits_in_order_while_the_others_flow() {
     assert_eq!(rx.log().accepted_count(), others, "nothing of dev-3 yet");
 
     rx.recover();
-    wait_for("every event", Duration::from_secs(30), || {
-        rx.log().accepted_count() >= n
-    })
-    .await;
-    assert_in_order(&rx.log().recorded(), n);
+    all_arrive_in_order(&rx, n, Duration::from_secs(30)).await;
     for topic in [TOPIC, LANE] {
         wait_for(
             &format!("{topic} offsets at the end"),
@@ -191,11 +194,7 @@ async fn a_restart_while_a_device_waits_keeps_its_order_and_loses_nothing() {
     })
     .await;
     rx.recover();
-    wait_for("every event", Duration::from_secs(60), || {
-        rx.log().accepted_count() >= 2 * n
-    })
-    .await;
-    assert_in_order(&rx.log().recorded(), 2 * n);
+    all_arrive_in_order(&rx, 2 * n, Duration::from_secs(60)).await;
     wait_for("input offsets at the end", Duration::from_secs(15), || {
         cluster.offsets_at_end(group, TOPIC)
     })
@@ -239,11 +238,7 @@ async fn a_second_member_joining_and_leaving_while_a_device_waits_keeps_its_orde
     second.shutdown().await.expect("clean shutdown");
     tokio::time::sleep(Duration::from_secs(3)).await;
     rx.recover();
-    wait_for("every event", Duration::from_secs(60), || {
-        rx.log().accepted_count() >= 2 * n
-    })
-    .await;
-    assert_in_order(&rx.log().recorded(), 2 * n);
+    all_arrive_in_order(&rx, 2 * n, Duration::from_secs(60)).await;
     assert_eq!(
         tried_while_failing(&rx),
         vec![3],
@@ -282,11 +277,7 @@ async fn a_device_waiting_with_more_than_its_lane_holds_parks_the_rest_on_kafka(
     eprintln!("{plateau} of the others' {others} events delivered while the lane partition waits");
 
     rx.recover();
-    wait_for("every event", Duration::from_secs(30), || {
-        rx.log().accepted_count() >= n
-    })
-    .await;
-    assert_in_order(&rx.log().recorded(), n);
+    all_arrive_in_order(&rx, n, Duration::from_secs(30)).await;
     pipeline.shutdown().await.expect("clean shutdown");
 }
 
@@ -307,11 +298,7 @@ async fn an_endpoint_down_for_every_device_tries_only_each_devices_first_event()
         "only each device's first event is tried while the endpoint is down: {tried:?}"
     );
     rx.recover();
-    wait_for("every event", Duration::from_secs(30), || {
-        rx.log().accepted_count() >= n
-    })
-    .await;
-    assert_in_order(&rx.log().recorded(), n);
+    all_arrive_in_order(&rx, n, Duration::from_secs(30)).await;
     pipeline.shutdown().await.expect("clean shutdown");
 }
 
@@ -337,10 +324,6 @@ async fn a_disabled_endpoint_keeps_each_devices_events_in_order_until_enabled() 
             .expect("a valid endpoint");
     pipeline.registry().upsert(vec![std::sync::Arc::new(saved)]);
     produce(&cluster, n, 2 * n).await;
-    wait_for("every event", Duration::from_secs(30), || {
-        rx.log().accepted_count() >= 2 * n
-    })
-    .await;
-    assert_in_order(&rx.log().recorded(), 2 * n);
+    all_arrive_in_order(&rx, 2 * n, Duration::from_secs(30)).await;
     pipeline.shutdown().await.expect("clean shutdown");
 }
