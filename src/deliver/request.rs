@@ -15,11 +15,8 @@
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
 use reqwest::Url;
-use reqwest::header::{
-    AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, USER_AGENT,
-};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use sha2::{Digest, Sha256};
 
 use super::client::{HttpClients, Route};
@@ -90,7 +87,7 @@ pub struct Outgoing<'a> {
 
 /// Longest response body read (to keep the connection reusable); longer
 /// bodies are dropped with their connection.
-const MAX_RESPONSE_BODY: usize = 64 * 1024;
+const MAX_RESPONSE_BODY: usize = super::plain::MAX_RESPONSE_BODY as usize;
 
 /// What came back from a receiver that answered.
 struct Answer {
@@ -289,27 +286,22 @@ async fn send_reqwest(
 async fn send_plain(
     clients: &HttpClients,
     endpoint: &Endpoint,
-    mut headers: HeaderMap,
+    headers: HeaderMap,
     body: Bytes,
     timeout: Duration,
 ) -> Result<Answer, NoAnswer> {
-    let uri = endpoint.uri().cloned().ok_or_else(|| {
+    let uri = endpoint.uri().ok_or_else(|| {
         (
             TransportFailure::Local,
             "the URL is no valid request target".to_string(),
         )
     })?;
-    headers.insert(USER_AGENT, clients.user_agent().clone());
-    let mut request = http::Request::new(Full::new(body));
-    *request.method_mut() = http::Method::POST;
-    *request.uri_mut() = uri;
-    *request.headers_mut() = headers;
     // One timer for the whole exchange (not one per await).
     let deadline = tokio::time::sleep(timeout);
     tokio::pin!(deadline);
     let sent = tokio::select! {
         biased;
-        sent = clients.plain().send(request) => sent,
+        sent = clients.plain().send(uri, &headers, clients.user_agent(), &body) => sent,
         () = &mut deadline => {
             return Err((
                 TransportFailure::Timeout,
@@ -317,49 +309,14 @@ async fn send_plain(
             ));
         }
     };
-    let (response, lease) = sent.map_err(|e| (plain_kind(&e), error_chain(&e)))?;
-    let status = response.status().as_u16();
-    let retry_after = retry_after_of(response.headers());
-    let mut body = response.into_body();
-    if hyper::body::Body::is_end_stream(&body) {
-        // No body (a 204, a `Content-Length: 0`): the connection can take
-        // the next request at once.
-        lease.give_back();
-        return Ok(Answer {
-            status,
-            retry_after,
-            body_error: None,
-        });
-    }
-    let mut read = 0usize;
-    let mut body_error = None;
-    loop {
-        let frame = tokio::select! {
-            biased;
-            frame = body.frame() => frame,
-            () = &mut deadline => {
-                body_error = Some("timed out reading the body".to_string());
-                break;
-            }
-        };
-        match frame {
-            Some(Ok(frame)) => {
-                read += frame.data_ref().map_or(0, Bytes::len);
-                if read > MAX_RESPONSE_BODY {
-                    break;
-                }
-            }
-            None => {
-                // Read to the end: the connection can take the next request.
-                lease.give_back();
-                break;
-            }
-            Some(Err(e)) => {
-                body_error = Some(error_chain(&e));
-                break;
-            }
-        }
-    }
+    let answered = sent.map_err(|e| (plain_kind(&e), error_chain(&e)))?;
+    let status = answered.head.status;
+    let retry_after = answered.head.retry_after.clone();
+    let body_error = tokio::select! {
+        biased;
+        read = answered.finish() => read.err().map(|e| error_chain(&e)),
+        () = &mut deadline => Some("timed out reading the body".to_string()),
+    };
     Ok(Answer {
         status,
         retry_after,
