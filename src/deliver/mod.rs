@@ -5,6 +5,7 @@
 pub mod adaptive;
 pub mod client;
 pub mod faults;
+pub mod head;
 pub mod host;
 pub mod oauth;
 pub mod plain;

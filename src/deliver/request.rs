@@ -20,6 +20,7 @@ use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, Header
 use sha2::{Digest, Sha256};
 
 use super::client::{HttpClients, Route};
+use super::head;
 use super::oauth::{self, Token};
 use crate::config::HttpVersion;
 use crate::guard as ssrf;
@@ -118,7 +119,11 @@ async fn send_once(
     timeout: Duration,
 ) -> Result<Answer, NoAnswer> {
     if uses_plain_client(endpoint, clients.route(endpoint)) {
-        return send_plain(clients, endpoint, headers, body, timeout).await;
+        let ua = clients.user_agent();
+        let write = |buf: &mut Vec<u8>, to: (&str, &str)| {
+            super::plain::wire::write_request_head(buf, to, &headers, ua, body.len());
+        };
+        return send_plain(clients, endpoint, write, &body, timeout).await;
     }
     let client = clients
         .for_endpoint(endpoint, endpoint.config.http_version)
@@ -280,14 +285,14 @@ async fn send_reqwest(
     })
 }
 
-/// One exchange through the lean client: the same headers (and the
-/// user agent reqwest would add), the same total timeout, which covers
-/// the answer's head and then what is read of its body.
+/// One exchange through the lean client, the head written by
+/// `write_head`: the same total timeout as reqwest's, which covers the
+/// answer's head and then what is read of its body.
 async fn send_plain(
     clients: &HttpClients,
     endpoint: &Endpoint,
-    headers: HeaderMap,
-    body: Bytes,
+    write_head: impl FnOnce(&mut Vec<u8>, (&str, &str)),
+    body: &Bytes,
     timeout: Duration,
 ) -> Result<Answer, NoAnswer> {
     let uri = endpoint.uri().ok_or_else(|| {
@@ -301,7 +306,7 @@ async fn send_plain(
     tokio::pin!(deadline);
     let sent = tokio::select! {
         biased;
-        sent = clients.plain().send(uri, &headers, clients.user_agent(), &body) => sent,
+        sent = clients.plain().send(uri, write_head, body) => sent,
         () = &mut deadline => {
             return Err((
                 TransportFailure::Timeout,
@@ -358,16 +363,39 @@ pub async fn send_attempt(
             return failure(kind, why, started, rules, retry_after_cap);
         }
     }
-    let mut headers = request_headers(endpoint, &out);
     let timeout = endpoint.timeout();
-    let body = out.body.clone();
-    let answer = match endpoint.egress().and_then(|e| e.auth.as_ref()) {
-        None => send_once(clients, endpoint, headers, body, timeout).await,
+    let auth = endpoint.egress().and_then(|e| e.auth.as_ref());
+    let answer = match auth {
+        // The usual path: the head written straight into the connection.
+        None | Some(Auth::Header(_)) if uses_plain_client(endpoint, clients.route(endpoint)) => {
+            let auth = match auth {
+                Some(Auth::Header(value)) => Some(value),
+                _ => None,
+            };
+            let ua = clients.user_agent();
+            let write = |buf: &mut Vec<u8>, to: (&str, &str)| {
+                head::write_head(buf, endpoint, to, ua, &out, auth)
+            };
+            send_plain(clients, endpoint, write, out.body, timeout).await
+        }
+        None => {
+            send_once(
+                clients,
+                endpoint,
+                request_headers(endpoint, &out),
+                out.body.clone(),
+                timeout,
+            )
+            .await
+        }
         Some(Auth::Header(value)) => {
+            let mut headers = request_headers(endpoint, &out);
+            let body = out.body.clone();
             headers.insert(AUTHORIZATION, value.clone());
             send_once(clients, endpoint, headers, body, timeout).await
         }
         Some(Auth::OAuth2(oauth)) => {
+            let (headers, body) = (request_headers(endpoint, &out), out.body.clone());
             send_with_token(clients, endpoint, oauth, headers, body, timeout).await
         }
     };

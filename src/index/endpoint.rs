@@ -214,6 +214,14 @@ impl Endpoint {
         self.target().uri.as_ref()
     }
 
+    /// The fixed part of the request head the lean client sends to this
+    /// endpoint: `build` writes it on first use, and it is kept.
+    pub fn fixed_head(&self, build: impl FnOnce() -> Vec<u8>) -> &[u8] {
+        self.target()
+            .fixed_head
+            .get_or_init(|| build().into_boxed_slice())
+    }
+
     fn target(&self) -> &Target {
         self.target
             .get_or_init(|| Box::new(Target::of(&self.config.url)))

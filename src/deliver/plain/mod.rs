@@ -23,8 +23,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use http::Uri;
 use http::uri::Authority;
-use http::{HeaderMap, HeaderValue, Uri};
 
 use self::conn::Conn;
 pub use self::conn::{BodyEnd, MAX_RESPONSE_BODY};
@@ -201,14 +201,15 @@ pub fn build(guarded: bool) -> PlainClient {
 }
 
 impl PlainClient {
-    /// POSTs `body` with `headers` to `uri` (absolute, as the endpoint's)
-    /// on an idle connection of its host, or a new one, and reads the
-    /// answer's head. `user_agent` goes out unless `headers` name one.
+    /// POSTs `body` to `uri` (absolute, as the endpoint's) on an idle
+    /// connection of its host, or a new one, and reads the answer's head.
+    /// `write_head` writes the request's head, given its target (origin
+    /// form) and host; [`wire::write_request_head`] writes one from a
+    /// `HeaderMap`.
     pub async fn send<'a>(
         &'a self,
         uri: &'a Uri,
-        headers: &HeaderMap,
-        user_agent: &HeaderValue,
+        write_head: impl FnOnce(&mut Vec<u8>, (&str, &str)),
         body: &[u8],
     ) -> Result<Answered<'a>, PlainError> {
         let authority = uri.authority().ok_or(PlainError::NoHost)?;
@@ -219,14 +220,7 @@ impl PlainClient {
             None => self.connect(authority).await?,
         };
         conn.head.clear();
-        wire::write_request_head(
-            &mut conn.head,
-            target,
-            host,
-            headers,
-            user_agent,
-            body.len(),
-        );
+        write_head(&mut conn.head, (target, host));
         let head = conn.exchange(body).await?;
         Ok(Answered {
             pool: &self.pool,

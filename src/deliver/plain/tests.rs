@@ -108,7 +108,13 @@ async fn exchange(
     uri: &Uri,
 ) -> Result<(u16, Result<(), String>), PlainError> {
     let ua = HeaderValue::from_static("hookstream-test");
-    let answered = client.send(uri, &headers(), &ua, b"hello").await?;
+    let answered = client
+        .send(
+            uri,
+            |buf, to| wire::write_request_head(buf, to, &headers(), &ua, 5),
+            b"hello",
+        )
+        .await?;
     let status = answered.head.status;
     Ok((status, answered.finish().await.map_err(|e| e.to_string())))
 }
@@ -270,7 +276,11 @@ async fn a_connection_not_finished_is_not_reused() {
     let client = build(false);
     let ua = HeaderValue::from_static("t");
     let answered = client
-        .send(&r.uri, &headers(), &ua, b"hello")
+        .send(
+            &r.uri,
+            |buf, to| wire::write_request_head(buf, to, &headers(), &ua, 5),
+            b"hello",
+        )
         .await
         .unwrap();
     drop(answered);

@@ -34,13 +34,13 @@ pub enum WireError {
 }
 
 /// Writes the head of a `POST` of `body_len` bytes to `target` (origin
-/// form) on `host` into `buf`: `Host` and `Content-Length` first, then
+/// form) on `host` into `buf` from a header map (the OAuth2 path; the
+/// usual one is [`crate::deliver::head`]'s): `Host` and `Content-Length` first, then
 /// `headers` (less any `Host`, `Content-Length` or `Transfer-Encoding` of
 /// their own), then `user_agent` unless `headers` name one.
 pub fn write_request_head(
     buf: &mut Vec<u8>,
-    target: &str,
-    host: &str,
+    (target, host): (&str, &str),
     headers: &HeaderMap,
     user_agent: &HeaderValue,
     body_len: usize,
@@ -319,7 +319,7 @@ mod tests {
         headers.insert("content-length", HeaderValue::from_static("9"));
         let mut buf = Vec::new();
         let ua = HeaderValue::from_static("hookstream/1");
-        write_request_head(&mut buf, "/in?x=1", "127.0.0.1:8080", &headers, &ua, 42);
+        write_request_head(&mut buf, ("/in?x=1", "127.0.0.1:8080"), &headers, &ua, 42);
         assert_eq!(
             String::from_utf8(buf).unwrap(),
             "POST /in?x=1 HTTP/1.1\r\nhost: 127.0.0.1:8080\r\ncontent-length: 42\r\n\
@@ -327,7 +327,7 @@ mod tests {
         );
         headers.insert("user-agent", HeaderValue::from_static("mine"));
         let mut buf = Vec::new();
-        write_request_head(&mut buf, "/", "h", &headers, &ua, 0);
+        write_request_head(&mut buf, ("/", "h"), &headers, &ua, 0);
         let text = String::from_utf8(buf).unwrap();
         assert!(text.contains("user-agent: mine\r\n"), "{text}");
         assert!(!text.contains("hookstream/1"), "{text}");

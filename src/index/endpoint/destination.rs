@@ -19,6 +19,9 @@ pub(super) struct Target {
     /// `None` when the URL is no valid request target for `http` (the
     /// lean client then answers with a local failure).
     pub(super) uri: Option<http::Uri>,
+    /// The fixed part of the lean client's request head, built by the
+    /// sender on first use (the index does not know the format).
+    pub(super) fixed_head: std::sync::OnceLock<Box<[u8]>>,
 }
 
 impl Target {
@@ -30,7 +33,11 @@ impl Target {
             Url::parse("https://unparsable.invalid/").unwrap_or_else(|_| unreachable!())
         });
         let uri = url.as_str().parse().ok();
-        Self { url, uri }
+        Self {
+            url,
+            uri,
+            fixed_head: std::sync::OnceLock::new(),
+        }
     }
 }
 
