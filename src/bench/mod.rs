@@ -623,6 +623,7 @@ pub async fn run(options: BenchOptions) -> Result<BenchReport> {
         raw_http_per_s,
         raw_http_hyper,
         raw_http_wrk,
+        pipeline_workers: tokio::runtime::Handle::current().metrics().num_workers(),
     };
     eprint!("{}", format_baselines(&baselines));
     let mut scenarios = Vec::new();

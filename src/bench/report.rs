@@ -21,6 +21,9 @@ pub struct Baselines {
     /// `wrk`'s run, when it is on the `PATH`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub raw_http_wrk: Option<loadgen::LoopbackRun>,
+    /// Worker threads of the runtime the pipeline runs on (one per core,
+    /// or `TOKIO_WORKER_THREADS`); the generator runs on one.
+    pub pipeline_workers: usize,
 }
 
 /// One scenario's result.
@@ -317,6 +320,10 @@ pub(super) fn format_baselines(b: &Baselines) -> String {
     out.push_str(&format!(
         "baseline: raw loopback HTTP (ratios taken to) {:.0} requests/s\n",
         b.raw_http_per_s
+    ));
+    out.push_str(&format!(
+        "pipeline runtime: {} worker threads (TOKIO_WORKER_THREADS sets them)\n",
+        b.pipeline_workers
     ));
     out
 }
