@@ -19,8 +19,12 @@ use super::wire::{self, ChunkedBody, Framing, Parsed, ResponseHead};
 /// bodies are dropped with their connection.
 pub const MAX_RESPONSE_BODY: u64 = 64 * 1024;
 
-/// How much the read buffer grows by per read.
-const READ_CHUNK: usize = 8 * 1024;
+/// How much room the read buffer has for each read (answers are mostly a
+/// few hundred bytes).
+const READ_CHUNK: usize = 4 * 1024;
+/// A buffer grown past this (a long head or body) is let go of before the
+/// connection idles, so idle connections hold little.
+const KEPT_BUFFER: usize = 16 * 1024;
 
 /// An open connection and its buffers (kept across requests).
 pub struct Conn {
@@ -49,6 +53,16 @@ impl Conn {
             stream,
             read: Vec::new(),
             head: Vec::new(),
+        }
+    }
+
+    /// Lets go of buffers a long answer or head grew, before idling.
+    pub fn trim(&mut self) {
+        if self.read.capacity() > KEPT_BUFFER {
+            self.read = Vec::new();
+        }
+        if self.head.capacity() > KEPT_BUFFER {
+            self.head = Vec::new();
         }
     }
 

@@ -150,7 +150,8 @@ impl Answered<'_> {
 impl Pool {
     /// Returns `conn` to `host`'s idle list, and every [`SWEEP_EVERY`]
     /// closes the connections idle too long.
-    fn give_back(&self, host: &str, conn: Conn) {
+    fn give_back(&self, host: &str, mut conn: Conn) {
+        conn.trim();
         let now = Instant::now();
         let Ok(mut idle) = self.idle.lock() else {
             return;
