@@ -59,7 +59,7 @@ async fn misbehave(mut socket: TcpStream, how: Hostility) {
             while matches!(socket.read(&mut buf).await, Ok(n) if n > 0) {}
         }
         Hostility::Reset => {
-            let _ = socket.set_linger(Some(Duration::ZERO));
+            let _ = socket.set_zero_linger();
         }
         Hostility::Garbage => {
             let _ = socket.write_all(b"SSH-2.0-OpenSSH_9.6\r\n\r\n").await;
