@@ -14,7 +14,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use http::HeaderValue;
 use http::header::{AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
 
-use super::request::Outgoing;
+use super::request::{Outgoing, header_text};
 use super::trace::{TRACEPARENT, TRACESTATE};
 use crate::index::Endpoint;
 use crate::sign::{SignInput, header};
@@ -121,26 +121,9 @@ pub fn write_head(
 }
 
 /// A line whose value comes from an event: characters a header cannot
-/// carry become `_`, as [`super::request`]'s `header_value` does.
+/// carry become `_`, as on the reqwest path.
 fn text_line(head: &mut Vec<u8>, name: &str, value: &str) {
-    if value
-        .bytes()
-        .all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
-    {
-        line(head, name, value.as_bytes());
-    } else {
-        let clean: String = value
-            .chars()
-            .map(|c| {
-                if c.is_ascii_graphic() || c == ' ' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        line(head, name, clean.as_bytes());
-    }
+    line(head, name, header_text(value).as_bytes());
 }
 
 #[cfg(test)]

@@ -501,36 +501,41 @@ pub fn request_headers(endpoint: &Endpoint, out: &Outgoing<'_>) -> HeaderMap {
         },
         |name, value| {
             // Moved in without a copy when valid (it nearly always is).
-            let value = if value
-                .bytes()
-                .all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
-            {
-                HeaderValue::try_from(value).unwrap_or(HeaderValue::from_static("_"))
-            } else {
-                header_value(&value)
+            let clean = match header_text(&value) {
+                std::borrow::Cow::Borrowed(_) => None,
+                std::borrow::Cow::Owned(clean) => Some(clean),
             };
+            let value = HeaderValue::try_from(clean.unwrap_or(value))
+                .unwrap_or(HeaderValue::from_static("_"));
             headers.insert(HeaderName::from_static(name), value);
         },
     );
     headers
 }
 
-/// A header value from text that may carry characters headers cannot
-/// (event types come from events): those become `_`.
+/// `text` as a header can carry it: as it is, or with the characters
+/// headers cannot carry (event types come from events) replaced by `_`.
+pub(super) fn header_text(text: &str) -> std::borrow::Cow<'_, str> {
+    if text
+        .bytes()
+        .all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
+    {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    text.chars()
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// A header value from text that may carry characters headers cannot.
 fn header_value(text: &str) -> HeaderValue {
-    HeaderValue::from_str(text).unwrap_or_else(|_| {
-        let clean: String = text
-            .chars()
-            .map(|c| {
-                if c.is_ascii_graphic() || c == ' ' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        HeaderValue::from_str(&clean).unwrap_or(HeaderValue::from_static("_"))
-    })
+    HeaderValue::from_str(&header_text(text)).unwrap_or(HeaderValue::from_static("_"))
 }
 
 /// What kind of failure a request of the lean client that got no
