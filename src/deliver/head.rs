@@ -9,15 +9,13 @@
 //! to the event's, as a map's later insert would replace them. A unit test
 //! holds the two to the same headers.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use http::HeaderValue;
 use http::header::{AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
 
-use super::request::{Outgoing, header_text};
+use super::request::{Outgoing, header_text, unix_now_secs};
 use super::trace::{TRACEPARENT, TRACESTATE};
 use crate::index::Endpoint;
-use crate::sign::{SignInput, header};
+use crate::sign::header;
 
 /// Whether an endpoint's own header is written per request instead of in
 /// the fixed part (an event's may replace it).
@@ -80,9 +78,7 @@ pub fn write_head(
     if let Some(value) = auth.or(own_auth) {
         line(head, "authorization", value.as_bytes());
     }
-    let timestamp = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
+    let timestamp = unix_now_secs();
     if let Some(source) = out.cloudevent_source {
         for (name, value) in [
             ("ce-specversion", "1.0"),
@@ -106,17 +102,11 @@ pub fn write_head(
             line(head, TRACESTATE, state.as_bytes());
         }
     }
-    endpoint.signer.sign(
-        &SignInput {
-            webhook_id: out.webhook_id,
-            timestamp,
-            body: out.body,
-            event_type: out.event_type,
-            event_id: out.event_id,
-            event_time_ms: out.event_time_ms,
-        },
-        |name, value| text_line(head, name, &value),
-    );
+    endpoint
+        .signer
+        .sign(&out.sign_input(timestamp), |name, value| {
+            text_line(head, name, &value)
+        });
     head.extend_from_slice(b"\r\n");
 }
 

@@ -86,6 +86,27 @@ pub struct Outgoing<'a> {
     pub trace: Option<&'a super::trace::TraceContext>,
 }
 
+impl<'a> Outgoing<'a> {
+    /// What the endpoint's signer signs, at `timestamp` (unix seconds).
+    pub fn sign_input(&self, timestamp: i64) -> SignInput<'a> {
+        SignInput {
+            webhook_id: self.webhook_id,
+            timestamp,
+            body: self.body,
+            event_type: self.event_type,
+            event_id: self.event_id,
+            event_time_ms: self.event_time_ms,
+        }
+    }
+}
+
+/// `webhook-timestamp`: unix seconds now.
+pub(super) fn unix_now_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
 /// Longest response body read (to keep the connection reusable); longer
 /// bodies are dropped with their connection.
 const MAX_RESPONSE_BODY: usize = super::plain::MAX_RESPONSE_BODY as usize;
@@ -451,9 +472,7 @@ fn failure(
 /// The headers of a request: fixed ones, CloudEvents attributes, the
 /// endpoint's own (which may replace `Content-Type`), the signature.
 pub fn request_headers(endpoint: &Endpoint, out: &Outgoing<'_>) -> HeaderMap {
-    let timestamp = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
+    let timestamp = unix_now_secs();
     let mut headers = HeaderMap::with_capacity(8 + endpoint.extra_headers().len());
     headers.insert(CONTENT_TYPE, HeaderValue::from_static(out.content_type));
     if let Some(source) = out.cloudevent_source {
@@ -490,16 +509,9 @@ pub fn request_headers(endpoint: &Endpoint, out: &Outgoing<'_>) -> HeaderMap {
             );
         }
     }
-    endpoint.signer.sign(
-        &SignInput {
-            webhook_id: out.webhook_id,
-            timestamp,
-            body: out.body,
-            event_type: out.event_type,
-            event_id: out.event_id,
-            event_time_ms: out.event_time_ms,
-        },
-        |name, value| {
+    endpoint
+        .signer
+        .sign(&out.sign_input(timestamp), |name, value| {
             // Moved in without a copy when valid (it nearly always is).
             let clean = match header_text(&value) {
                 std::borrow::Cow::Borrowed(_) => None,
@@ -508,8 +520,7 @@ pub fn request_headers(endpoint: &Endpoint, out: &Outgoing<'_>) -> HeaderMap {
             let value = HeaderValue::try_from(clean.unwrap_or(value))
                 .unwrap_or(HeaderValue::from_static("_"));
             headers.insert(HeaderName::from_static(name), value);
-        },
-    );
+        });
     headers
 }
 
