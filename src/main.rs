@@ -360,6 +360,7 @@ fn check(path: &std::path::Path) -> Result<(), CommandError> {
 ///
 /// Long on purpose: one short arm per subcommand, read as one table.
 fn main() -> ExitCode {
+    hookstream::allocator::configure();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run { config } => {
