@@ -1167,7 +1167,28 @@ async fn config_endpoints_are_seeded_without_overwriting_api_changes() {
         "standard",
         SECRET,
     ));
+    // Enough more to be seeded in several slices and applied in swaps of
+    // growing size.
+    for i in 0..2_500 {
+        config.endpoints.push(endpoint(
+            &format!("bulk-{i:04}"),
+            format!("https://hooks.example.com/bulk/{i}"),
+            &["*"],
+            "standard",
+            SECRET,
+        ));
+    }
+    let in_file: Vec<String> = config.endpoints.iter().map(|e| e.id.clone()).collect();
     let (first, api) = service(config.clone(), &cluster).await;
+    let seeded: Vec<String> = first
+        .pipeline()
+        .registry()
+        .snapshot()
+        .endpoints()
+        .iter()
+        .map(|e| e.id().to_string())
+        .collect();
+    assert_eq!(seeded, in_file, "every endpoint of the file, in its order");
     let (status, got) = api.admin("GET", "/v1/endpoints/static", None).await;
     assert_eq!((status, got["secret"].clone()), (200, json!("whsec_****")));
     let (status, _) = api
@@ -1183,6 +1204,9 @@ async fn config_endpoints_are_seeded_without_overwriting_api_changes() {
     let (second, api) = service(config, &cluster).await;
     let (_, got) = api.admin("GET", "/v1/endpoints/static", None).await;
     assert_eq!(got["url"], "https://hooks.example.com/b");
+    let (_, got) = api.admin("GET", "/v1/endpoints/bulk-2499", None).await;
+    assert_eq!(got["url"], "https://hooks.example.com/bulk/2499");
+    assert_eq!(second.pipeline().registry().snapshot().len(), 2_501);
     second.shutdown().await.unwrap();
 }
 

@@ -26,6 +26,10 @@ use super::report::{Measured, Memory};
 use super::rss::{process_status_kib, reset_peak_rss};
 use crate::config::{Config, PropertyValue};
 
+/// Names a program the service is started under (`heaptrack`, say), to
+/// profile it; the peak RSS and CPU read are then the wrapper's, not the
+/// service's alone.
+const WRAPPER_VAR: &str = "HOOKSTREAM_BENCH_SERVICE_WRAPPER";
 /// Longest the service may take to deliver every event.
 const RUN_TIMEOUT: Duration = Duration::from_secs(900);
 /// Longest the service may take to stop after SIGTERM.
@@ -53,7 +57,15 @@ impl ServiceProcess {
         let log = std::fs::File::create(dir.join("service.log"))
             .with_context(|| format!("creating the service's log in {}", dir.display()))?;
         let exe = std::env::current_exe().context("finding the hookstream executable")?;
-        let child = Command::new(exe)
+        let mut command = match std::env::var_os(WRAPPER_VAR) {
+            Some(wrapper) if !wrapper.is_empty() => {
+                let mut c = Command::new(wrapper);
+                c.arg(exe);
+                c
+            }
+            _ => Command::new(exe),
+        };
+        let child = command
             .arg("run")
             .arg("--config")
             .arg(&path)

@@ -51,15 +51,16 @@ impl Service {
         )
         .await?;
         let loading = format!("loading endpoints from {}", config.topics.endpoints_topic());
+        // Seeded by the store, which lets go of them as it goes: its
+        // registry holds them after, and nothing reads them from the
+        // configuration.
+        let seeds = std::mem::take(&mut config.endpoints);
         let store = waiting_for(
             &bootstrap,
             &loading,
-            EndpointStore::open(&config, &bootstrap),
+            EndpointStore::open(&config, seeds, &bootstrap),
         )
         .await?;
-        // Seeded: the store's registry holds them now, and nothing after
-        // reads them from the configuration.
-        config.endpoints = Vec::new();
         let devices = DeviceStore::open(&config, &bootstrap, store.registry().devices())?;
         let api_config = config.clone();
         let pipeline = waiting_for(

@@ -35,8 +35,11 @@ use crate::core::lock;
 const SYNC_KEY: &str = "#sync";
 /// The store's records all go to this partition (the topic has one).
 const PARTITION: i32 = 0;
-/// Records applied to the registry in one swap at most.
+/// Records applied to the registry in one swap at most, while it holds
+/// fewer than `MAX_BATCH * SWAP_GROWTH` endpoints (see [`swap_limit`]).
 const MAX_BATCH: usize = 1000;
+/// A swap may add one endpoint per this many the registry holds.
+const SWAP_GROWTH: usize = 8;
 /// Endpoints of the configuration file seeded in one write at most.
 const SEED_SLICE: usize = 1000;
 /// Ids of seeded endpoints named in the start-up log line.
@@ -104,9 +107,18 @@ impl Drop for EndpointStore {
 impl EndpointStore {
     /// Starts following `<prefix>.endpoints` (which must exist: see
     /// [`crate::kafka::ensure_topics`]), reads it to the end into a new
-    /// registry, then seeds `config.endpoints` whose ids the topic does not
-    /// know. Returns once all of that is applied.
-    pub async fn open(config: &Config, bootstrap: &str) -> Result<Arc<Self>> {
+    /// registry, then seeds `seeds` (the configuration file's endpoints)
+    /// whose ids the topic does not know. Returns once all of that is
+    /// applied. `config.endpoints` is not read.
+    ///
+    /// `seeds` is taken whole and let go of a slice at a time, as each is
+    /// seeded: with 100 000 endpoints the file's copies and the registry's
+    /// would otherwise be resident together until the end.
+    pub async fn open(
+        config: &Config,
+        seeds: Vec<EndpointConfig>,
+        bootstrap: &str,
+    ) -> Result<Arc<Self>> {
         let topic = config.topics.endpoints_topic();
         let registry = EndpointRegistry::new(Vec::new());
         let consumer = follower_consumer(config, bootstrap, &topic)?;
@@ -144,27 +156,40 @@ impl EndpointStore {
         // Seeded a slice at a time: 100 000 endpoints in one write would
         // hold all their JSON and librdkafka's copies of it at once.
         let mut seeded = 0usize;
+        let mut last = -1i64;
         let mut shown: Vec<String> = Vec::new();
-        for slice in config.endpoints.chunks(SEED_SLICE) {
-            let seeds: Vec<EndpointConfig> = {
+        // Taken from the back of a reversed list, so that the list can
+        // shrink as it goes and the order stays the file's.
+        let mut rest = seeds;
+        rest.reverse();
+        while !rest.is_empty() {
+            let mut slice = rest.split_off(rest.len().saturating_sub(SEED_SLICE));
+            slice.reverse();
+            if rest.capacity() > 2 * rest.len() {
+                rest.shrink_to_fit();
+            }
+            {
                 let known = lock(&store.known);
-                slice
-                    .iter()
-                    .filter(|e| !known.contains(&e.id))
-                    .cloned()
-                    .collect()
-            };
-            if seeds.is_empty() {
+                slice.retain(|e| !known.contains(&e.id));
+            }
+            if slice.is_empty() {
                 continue;
             }
-            store
-                .put(&seeds)
+            // Acknowledged by the broker slice by slice, applied by the
+            // follower in swaps as large as it finds them (below).
+            last = store
+                .produce(records_of(&slice)?)
                 .await
-                .context("seeding endpoints of the configuration file")?;
-            seeded += seeds.len();
+                .context("seeding endpoints of the configuration file")?
+                .max(last);
+            seeded += slice.len();
             let room = SEED_IDS_LOGGED.saturating_sub(shown.len());
-            shown.extend(seeds.iter().take(room).map(|e| e.id.clone()));
+            shown.extend(slice.iter().take(room).map(|e| e.id.clone()));
         }
+        store
+            .await_applied(last)
+            .await
+            .context("applying the seeded endpoints of the configuration file")?;
         if seeded > 0 {
             tracing::info!(
                 seeded,
@@ -210,13 +235,7 @@ impl EndpointStore {
     /// Stores endpoints (validated by the caller) and returns once the
     /// broker has them and this instance's registry applied them.
     pub async fn put(&self, endpoints: &[EndpointConfig]) -> Result<(), StoreError> {
-        let mut records = Vec::with_capacity(endpoints.len());
-        for e in endpoints {
-            let json = serde_json::to_vec(e)
-                .map_err(|err| StoreError::Unavailable(format!("encoding `{}`: {err}", e.id)))?;
-            records.push((e.id.as_str(), Some(json)));
-        }
-        self.write(records).await
+        self.write(records_of(endpoints)?).await
     }
 
     /// Disables endpoint `id` because of `cause` (it answered 410 Gone, or
@@ -261,7 +280,14 @@ impl EndpointStore {
         self.write(vec![(SYNC_KEY, None)]).await
     }
 
-    async fn write(&self, records: Vec<(&str, Option<Vec<u8>>)>) -> Result<(), StoreError> {
+    async fn write(&self, records: Vec<Record<'_>>) -> Result<(), StoreError> {
+        let last = self.produce(records).await?;
+        self.await_applied(last).await
+    }
+
+    /// Sends `records` and returns the offset of the last once the broker
+    /// acknowledged all of them (-1 when there were none).
+    async fn produce(&self, records: Vec<Record<'_>>) -> Result<i64, StoreError> {
         let sends = records.iter().map(|(key, value)| {
             let record = FutureRecord::<str, [u8]>::to(&self.topic)
                 .partition(PARTITION)
@@ -279,6 +305,11 @@ impl EndpointStore {
                 Err((e, _)) => return Err(StoreError::Unavailable(e.to_string())),
             }
         }
+        Ok(last)
+    }
+
+    /// Waits until the follower applied the record at offset `last`.
+    async fn await_applied(&self, last: i64) -> Result<(), StoreError> {
         let mut applied = self.applied.clone();
         match tokio::time::timeout(self.apply_timeout, applied.wait_for(|next| *next > last)).await
         {
@@ -287,6 +318,22 @@ impl EndpointStore {
             Err(_) => Err(StoreError::NotApplied(self.apply_timeout)),
         }
     }
+}
+
+/// A record of the store: key (endpoint id), value (JSON; `None` a
+/// tombstone).
+type Record<'a> = (&'a str, Option<Vec<u8>>);
+
+/// The records that store `endpoints`: key the id, value the JSON.
+fn records_of(endpoints: &[EndpointConfig]) -> Result<Vec<Record<'_>>, StoreError> {
+    endpoints
+        .iter()
+        .map(|e| {
+            let json = serde_json::to_vec(e)
+                .map_err(|err| StoreError::Unavailable(format!("encoding `{}`: {err}", e.id)))?;
+            Ok((e.id.as_str(), Some(json)))
+        })
+        .collect()
 }
 
 /// A consumer assigned to the store's partition from the beginning; it
@@ -399,6 +446,15 @@ impl Batch {
     }
 }
 
+/// Records one swap may apply to a registry of `len` endpoints. Each swap
+/// rebuilds the whole index, so a fixed limit would make loading a large
+/// store quadratic (100 000 endpoints: 100 rebuilds, and the memory each
+/// leaves freed); growing with the registry keeps the total linear, with
+/// at most an eighth of it parsed and waiting at once.
+fn swap_limit(len: usize) -> usize {
+    MAX_BATCH.max(len / SWAP_GROWTH)
+}
+
 /// The follower: applies every record of the topic, in order, and ends
 /// rotation grace periods when they are over.
 async fn follow(
@@ -426,7 +482,8 @@ async fn follow(
                     }
                 }
                 // Whatever else is already fetched goes into the same swap.
-                while batch.records < MAX_BATCH {
+                let limit = swap_limit(registry.snapshot().len());
+                while batch.records < limit {
                     match consumer.recv().now_or_never() {
                         Some(Ok(m)) => batch.add(&m),
                         Some(Err(e)) => {
