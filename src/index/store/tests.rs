@@ -1,6 +1,9 @@
 //! Unit tests of the endpoint store: the end of secret-rotation grace periods.
 
 use super::*;
+use std::time::SystemTime;
+
+use super::follower::end_grace_periods;
 use crate::sign::SignatureScheme;
 
 fn settings() -> BuildSettings {
