@@ -153,13 +153,19 @@ fn back_pressure_holds_everything_and_releases_in_order() {
     g.assign(pid(0), 0);
     g.assign(pid(1), 0);
     g.set_flow_paused(true);
+    assert!(
+        g.pause_changes(0).is_empty(),
+        "a short spell holds, Kafka keeps fetching"
+    );
+    assert!(g.pause_changes(FLOW_PAUSE_AFTER_MS - 1).is_empty());
     assert_eq!(
-        g.pause_changes(0),
+        g.pause_changes(FLOW_PAUSE_AFTER_MS),
         PauseChanges {
             pause: vec![pid(0), pid(1)],
             resume: vec![]
         }
     );
+    assert!(g.pause_changes(FLOW_PAUSE_AFTER_MS + 1).is_empty());
     assert_eq!(g.offer(rec(0, 1, None), 0), None);
     assert_eq!(g.offer(rec(0, 2, None), 0), None);
     assert_eq!(g.pop_ready(0), None, "flow paused");
@@ -179,6 +185,23 @@ fn back_pressure_holds_everything_and_releases_in_order() {
             resume: vec![pid(0), pid(1)]
         }
     );
+}
+
+#[test]
+fn back_pressure_shorter_than_the_pause_delay_never_reaches_kafka() {
+    let mut g = PartitionGates::new();
+    g.assign(pid(0), 0);
+    let _ = g.pause_changes(0);
+    for spell in 0..10 {
+        let t = spell * 100;
+        g.set_flow_paused(true);
+        assert!(g.pause_changes(t).is_empty());
+        assert_eq!(g.offer(rec(0, spell, None), t), None, "held");
+        assert!(g.pause_changes(t + FLOW_PAUSE_AFTER_MS / 2).is_empty());
+        g.set_flow_paused(false);
+        assert_eq!(g.pop_ready(t + 60), Some(rec(0, spell, None)));
+        assert!(g.pause_changes(t + 60).is_empty());
+    }
 }
 
 #[test]
