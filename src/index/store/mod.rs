@@ -12,7 +12,7 @@
 //! Secrets are part of the stored JSON (the topic is the source of truth)
 //! and never logged: log lines name endpoint ids and fields only.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -147,17 +147,16 @@ impl EndpointStore {
             .await
             .with_context(|| format!("reading endpoints from {}", store.topic))?;
         // Seeded a slice at a time: 100 000 endpoints in one write would
-        // hold all their JSON and librdkafka's copies of it at once.
+        // hold all their JSON and librdkafka's copies of it at once. The
+        // list shrinks as slices leave it, so the file's copies are let go
+        // of while the registry grows.
         let mut seeded = 0usize;
         let mut last = -1i64;
         let mut shown: Vec<String> = Vec::new();
-        // Taken from the back of a reversed list, so that the list can
-        // shrink as it goes and the order stays the file's.
-        let mut rest = seeds;
-        rest.reverse();
+        let mut rest = VecDeque::from(seeds);
         while !rest.is_empty() {
-            let mut slice = rest.split_off(rest.len().saturating_sub(SEED_SLICE));
-            slice.reverse();
+            let taken = rest.len().min(SEED_SLICE);
+            let mut slice: Vec<EndpointConfig> = rest.drain(..taken).collect();
             if rest.capacity() > 2 * rest.len() {
                 rest.shrink_to_fit();
             }
