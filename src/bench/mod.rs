@@ -136,6 +136,14 @@ impl Scenario {
     }
 }
 
+/// The raw consume baseline: rate and CPU per record.
+#[derive(Debug, Clone, Copy, Default)]
+struct RawConsume {
+    per_s: f64,
+    cpu_us_per_record: f64,
+    broker_cpu_us_per_record: Option<f64>,
+}
+
 /// Options of a bench run.
 #[derive(Debug, Clone)]
 pub struct BenchOptions {
@@ -245,8 +253,11 @@ impl Bench {
         e
     }
 
-    /// Raw consume rate: the pipeline's consumer settings, no work.
-    async fn raw_consume(&self, topic: &str, records: u64) -> Result<f64> {
+    /// Raw consume: the pipeline's consumer settings, no work. Its rate,
+    /// and the CPU per record of this process (the consumer's threads; the
+    /// rest of it is idle meanwhile) and of the embedded broker, counted
+    /// from the first record like the rate.
+    async fn raw_consume(&self, topic: &str, records: u64) -> Result<RawConsume> {
         let config = self.config(topic, "unused");
         let group = format!("bench-raw-{}", self.run_id);
         let consumer: BaseConsumer =
@@ -254,18 +265,37 @@ impl Bench {
                 .create()
                 .context("creating the raw consumer")?;
         consumer.subscribe(&[topic])?;
+        let broker_pid = self.broker.as_ref().and_then(|b| b.process_id());
+        let cpu_now = move || {
+            (
+                cpu::own_cpu_secs_precise(),
+                broker_pid.and_then(|pid| cpu::threads_cpu_secs_precise(&pid.to_string())),
+            )
+        };
         tokio::task::spawn_blocking(move || {
             let mut seen = 0u64;
             let mut first = None;
             let deadline = Instant::now() + Duration::from_secs(600);
             while seen < records && Instant::now() < deadline {
                 if let Some(Ok(_)) = consumer.poll(Duration::from_millis(100)) {
-                    first.get_or_insert_with(Instant::now);
+                    first.get_or_insert_with(|| (Instant::now(), cpu_now()));
                     seen += 1;
                 }
             }
-            let secs = first.map_or(0.0, |f| f.elapsed().as_secs_f64());
-            seen as f64 / secs.max(1e-9)
+            let Some((at, (own_before, broker_before))) = first else {
+                return RawConsume::default();
+            };
+            let (own_after, broker_after) = cpu_now();
+            let secs = at.elapsed().as_secs_f64().max(1e-9);
+            // The first record's own cost is before the count starts.
+            let counted = seen.saturating_sub(1).max(1) as f64;
+            RawConsume {
+                per_s: seen as f64 / secs,
+                cpu_us_per_record: (own_after - own_before) * 1e6 / counted,
+                broker_cpu_us_per_record: broker_before
+                    .zip(broker_after)
+                    .map(|(before, after)| (after - before) * 1e6 / counted),
+            }
         })
         .await
         .context("raw consume")
@@ -613,13 +643,15 @@ pub async fn run(options: BenchOptions) -> Result<BenchReport> {
     let n = bench.options.events;
     eprintln!("baselines: preloading {n} events");
     bench.preload(&baseline_topic, 0, n).await?;
-    let raw_consume_per_s = bench.raw_consume(&baseline_topic, n).await?;
+    let raw_consume = bench.raw_consume(&baseline_topic, n).await?;
     let (raw_http_hyper, raw_http_wrk) = bench.raw_http(n.clamp(50_000, 300_000))?;
     let raw_http_per_s = raw_http_wrk.map_or(raw_http_hyper.requests_per_s, |w| {
         w.requests_per_s.max(raw_http_hyper.requests_per_s)
     });
     let baselines = Baselines {
-        raw_consume_per_s,
+        raw_consume_per_s: raw_consume.per_s,
+        raw_consume_cpu_us_per_record: raw_consume.cpu_us_per_record,
+        raw_consume_broker_cpu_us_per_record: raw_consume.broker_cpu_us_per_record,
         raw_http_per_s,
         raw_http_hyper,
         raw_http_wrk,

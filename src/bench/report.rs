@@ -13,6 +13,15 @@ use super::{Scenario, capacity, loadgen};
 pub struct Baselines {
     /// Records/s a consumer with the pipeline's settings reads, doing nothing.
     pub raw_consume_per_s: f64,
+    /// CPU per record of the bench's process meanwhile (µs): the raw
+    /// consumer's, librdkafka's threads included (the process does nothing
+    /// else then). What consuming alone costs, to set the pipeline's CPU per
+    /// event against.
+    pub raw_consume_cpu_us_per_record: f64,
+    /// The embedded broker process's CPU per record meanwhile (µs; none
+    /// with `--brokers`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub raw_consume_broker_cpu_us_per_record: Option<f64>,
     /// Requests/s of the faster lean generator against the lean receiver
     /// (the one ratios are taken to).
     pub raw_http_per_s: f64,
@@ -309,9 +318,12 @@ pub(super) fn format_baselines(b: &Baselines) -> String {
             r.requests_per_s, r.receiver_cpu_us_per_request
         )
     };
+    let broker = b
+        .raw_consume_broker_cpu_us_per_record
+        .map_or(String::new(), |c| format!(", broker {c:.2}"));
     let mut out = format!(
-        "baseline: raw consume {:.0} records/s\n",
-        b.raw_consume_per_s
+        "baseline: raw consume {:.0} records/s, CPU µs/record: consumer {:.2}{broker}\n",
+        b.raw_consume_per_s, b.raw_consume_cpu_us_per_record
     );
     out.push_str(&run("hyper generator", &b.raw_http_hyper));
     if let Some(w) = &b.raw_http_wrk {
