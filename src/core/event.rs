@@ -398,6 +398,16 @@ impl Payload {
         )
     }
 
+    /// [`Payload::source`] as text (bytes that are not UTF-8 replaced), the
+    /// record's own coordinates without a second copy.
+    pub fn source_text(&self) -> String {
+        match self.source() {
+            Cow::Owned(bytes) => String::from_utf8(bytes)
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+            Cow::Borrowed(bytes) => String::from_utf8_lossy(bytes).into_owned(),
+        }
+    }
+
     /// Times the delivery was written to a tier so far (0 for input).
     pub fn hop(&self) -> u32 {
         match self {

@@ -118,7 +118,7 @@ pub fn shape_event(
     // (The source costs a formatted string for input events: only for
     // CloudEvents.)
     let source = if cloudevent {
-        String::from_utf8_lossy(&event.source()).into_owned()
+        event.source_text()
     } else {
         String::new()
     };

@@ -56,6 +56,44 @@ fn json<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) -> serde_json::Resu
     serde_json::to_writer(out, value)
 }
 
+/// Appends the line of a single attempt (one event), ended by `\n`: what
+/// serialising `line` gives, with the field names written as the constants
+/// they are instead of escaped at each call (in bench (a), serialising the
+/// line was a quarter of the activity log's CPU). On an error `out` may
+/// hold part of the line.
+pub fn write_line(out: &mut Vec<u8>, line: &AttemptLine<'_>) -> serde_json::Result<()> {
+    out.extend_from_slice(b"{\"time_ms\":");
+    json(out, &line.time_ms)?;
+    out.extend_from_slice(b",\"endpoint\":");
+    json(out, line.endpoint)?;
+    out.extend_from_slice(b",\"event_id\":");
+    json(out, line.event_id)?;
+    out.extend_from_slice(b",\"event_type\":");
+    json(out, line.event_type)?;
+    out.extend_from_slice(b",\"webhook_id\":");
+    json(out, line.webhook_id)?;
+    out.extend_from_slice(b",\"attempt\":");
+    json(out, &line.attempt)?;
+    out.extend_from_slice(b",\"status\":");
+    json(out, &line.status)?;
+    out.extend_from_slice(b",\"outcome\":");
+    json(out, &line.outcome)?;
+    if let Some(reason) = line.reason {
+        out.extend_from_slice(b",\"reason\":");
+        json(out, reason)?;
+    }
+    out.extend_from_slice(b",\"latency_ms\":");
+    json(out, &line.latency_ms)?;
+    out.extend_from_slice(b",\"error\":");
+    json(out, line.error)?;
+    if !line.source.is_empty() {
+        out.extend_from_slice(b",\"source\":");
+        json(out, line.source)?;
+    }
+    out.extend_from_slice(b"}\n");
+    Ok(())
+}
+
 impl<'a> AttemptLines<'a> {
     /// Lines sharing `shared`'s time, endpoint, webhook id, status,
     /// latency and error (its per-event fields are not used), about
@@ -240,5 +278,42 @@ mod tests {
             assert_eq!((lines.count(), lines.failed()), (3, 0));
             assert_eq!(lines.endpoint(), "fleet-\"ops\"");
         }
+    }
+
+    #[test]
+    fn a_single_line_is_what_serialising_its_attempt_line_gives() {
+        let reasons = [None, Some("client_error \"4xx\"")];
+        let sources = ["", "device-events/3/42", "t\u{7f}/\"q\"/\u{1}"];
+        let statuses = [None, Some(204), Some(u16::MAX)];
+        let latencies = [0.0, 1.25, 30_000.0, f64::NAN, f64::INFINITY, -0.5];
+        let mut cases = 0;
+        for reason in reasons {
+            for source in sources {
+                for status in statuses {
+                    for latency_ms in latencies {
+                        let line = AttemptLine {
+                            time_ms: i64::MIN,
+                            event_id: "ev-\u{1}2\n",
+                            event_type: "ünïcode",
+                            attempt: u32::MAX,
+                            outcome: Outcome::DeadLettered,
+                            reason,
+                            source,
+                            ..shared(status, "reset \"by peer\"\r\n", latency_ms)
+                        };
+                        let mut expected = serde_json::to_vec(&line).unwrap();
+                        expected.push(b'\n');
+                        let mut written = b"before".to_vec();
+                        write_line(&mut written, &line).unwrap();
+                        assert_eq!(
+                            String::from_utf8_lossy(&written[6..]),
+                            String::from_utf8_lossy(&expected)
+                        );
+                        cases += 1;
+                    }
+                }
+            }
+        }
+        assert_eq!(cases, 2 * 3 * 3 * 6);
     }
 }

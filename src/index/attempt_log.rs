@@ -16,7 +16,7 @@
 //! attempt that finds them full, or whose record the broker refuses, is
 //! dropped and counted in `hookstream_attempts_log_dropped_total`.
 
-use std::collections::HashMap;
+use std::hash::RandomState;
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
@@ -27,7 +27,7 @@ use rdkafka::ClientContext;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 
 use super::activity::AttemptLine;
-use super::attempt_lines::AttemptLines;
+use super::attempt_lines::{AttemptLines, write_line};
 use crate::config::Config;
 use crate::wire::headers::endpoint_partition;
 
@@ -77,7 +77,9 @@ struct Lines {
 /// Every endpoint's pending attempts.
 #[derive(Debug, Default)]
 struct Pending {
-    by_endpoint: HashMap<Box<str>, Lines>,
+    /// (hashbrown's, for `entry_ref`: an endpoint's lines are found with
+    /// one lookup of its id, and its key is only allocated when it is new.)
+    by_endpoint: hashbrown::HashMap<Box<str>, Lines, RandomState>,
     bytes: usize,
     /// Emptied buffers of sent records (at most [`SPARE_BUFFERS`]).
     spare: Vec<Vec<u8>>,
@@ -169,12 +171,32 @@ impl AttemptLog {
     }
 
     /// Appends `record` to its endpoint's pending attempts without waiting;
-    /// dropped (and counted) when the pending buffers are full.
+    /// dropped (and counted) when the pending buffers are full. The line is
+    /// written before the lock is taken (into a buffer this thread keeps),
+    /// so the lock is held for a copy only.
     pub fn write(&self, record: &AttemptLine<'_>) {
-        self.append(record.endpoint, 1, |bytes| {
-            serde_json::to_writer(&mut *bytes, record).is_ok() && {
-                bytes.push(b'\n');
+        thread_local! {
+            static LINE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        LINE.with(|line| {
+            let Ok(mut line) = line.try_borrow_mut() else {
+                // (Only a write from within a write could find it taken.)
+                self.count_drop(1);
+                return;
+            };
+            line.clear();
+            if write_line(&mut line, record).is_err() {
+                drop(line);
+                self.count_drop(1);
+                return;
+            }
+            self.append(record.endpoint, 1, |bytes| {
+                bytes.extend_from_slice(&line);
                 true
+            });
+            // (An unusually long line's room is not kept.)
+            if line.capacity() > RECORD_BYTES {
+                *line = Vec::new();
             }
         });
     }
@@ -205,15 +227,15 @@ impl AttemptLog {
             self.count_drop(count);
             return;
         }
-        if !pending.by_endpoint.contains_key(endpoint) {
-            let bytes = pending.spare.pop().unwrap_or_default();
-            pending
-                .by_endpoint
-                .insert(endpoint.into(), Lines { bytes, count: 0 });
-        }
-        let Some(lines) = pending.by_endpoint.get_mut(endpoint) else {
-            return;
-        };
+        let Pending {
+            by_endpoint,
+            bytes: pending_bytes,
+            spare,
+        } = &mut *pending;
+        let lines = by_endpoint.entry_ref(endpoint).or_insert_with(|| Lines {
+            bytes: spare.pop().unwrap_or_default(),
+            count: 0,
+        });
         let before = lines.bytes.len();
         if !write_into(&mut lines.bytes) {
             lines.bytes.truncate(before);
@@ -226,7 +248,7 @@ impl AttemptLog {
             lines.bytes.len() - before,
             lines.bytes.len() >= RECORD_BYTES,
         );
-        pending.bytes += added;
+        *pending_bytes += added;
         if full && let Some(lines) = pending.by_endpoint.remove(endpoint) {
             pending.bytes -= lines.bytes.len();
             drop(pending);

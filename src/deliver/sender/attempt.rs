@@ -152,7 +152,7 @@ pub(super) async fn deliver(shared: &Arc<Shared>, batch: Vec<Delivery>) -> Optio
         latency_ms: report.latency.as_secs_f64() * 1000.0,
         error: report.last_error.clone(),
         source: match &hand.deliveries[..] {
-            [only] => String::from_utf8_lossy(&only.event.source()).into_owned(),
+            [only] => only.event.source_text(),
             _ => String::new(),
         },
     };
