@@ -61,6 +61,22 @@ impl SourceRecord {
     }
 }
 
+/// Where an event was first consumed, borrowed ([`Payload::source_ref`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceRef<'a> {
+    /// A retry's `hookstream-source` header, as kept.
+    Kept(&'a [u8]),
+    /// The record's own coordinates: `topic/partition/offset`.
+    At {
+        /// Topic.
+        topic: &'a str,
+        /// Partition.
+        partition: i32,
+        /// Offset.
+        offset: i64,
+    },
+}
+
 /// `topic/partition/offset`. Written by hand: this runs for every retry
 /// and deferral, and the formatting machinery cost more than the rest of
 /// the header.
@@ -377,6 +393,42 @@ impl Payload {
             Self::Retry(e) => &e.event_type,
             Self::Entry(e) => &e.event_type,
             Self::Invalid(_) | Self::Unreadable(_) => "",
+        }
+    }
+
+    /// [`Payload::source`] without formatting it: the kept header's bytes,
+    /// or the record's coordinates, for writers that format them in place.
+    pub fn source_ref(&self) -> SourceRef<'_> {
+        if let Some(kept) = self.headers().get(header::SOURCE) {
+            return SourceRef::Kept(kept);
+        }
+        let (topic, partition, offset) = match self {
+            Self::Input(e) => (
+                &e.record.topic,
+                e.record.partition.partition,
+                e.record.offset,
+            ),
+            Self::Retry(e) => (
+                &e.record.topic,
+                e.record.partition.partition,
+                e.record.offset,
+            ),
+            Self::Entry(e) => (&e.topic, e.partition.partition, e.offset),
+            Self::Invalid(r) => (
+                &r.record.topic,
+                r.record.partition.partition,
+                r.record.offset,
+            ),
+            Self::Unreadable(u) => (
+                &u.record.topic,
+                u.record.partition.partition,
+                u.record.offset,
+            ),
+        };
+        SourceRef::At {
+            topic,
+            partition,
+            offset,
         }
     }
 

@@ -17,7 +17,7 @@ pub mod time;
 
 pub use event::{
     BatchEntry, DeferralBatch, Fields, InputEvent, InvalidEvent, InvalidRecord, Payload, Polled,
-    RetryEvent, RetryMeta, SourceRecord, UnreadableRecord,
+    RetryEvent, RetryMeta, SourceRecord, SourceRef, UnreadableRecord,
 };
 pub use headers::RecordHeaders;
 pub use partition::{AckToken, PartitionId};

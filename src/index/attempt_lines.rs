@@ -13,6 +13,7 @@
 use serde::Serialize;
 
 use super::activity::{AttemptLine, Outcome};
+use crate::core::SourceRef;
 
 /// An event's own fields in its line.
 #[derive(Debug, Clone, Copy)]
@@ -27,8 +28,8 @@ pub struct EventFields<'a> {
     pub outcome: Outcome,
     /// Why it was dead-lettered.
     pub reason: Option<&'a str>,
-    /// Where the event was first consumed (`""`: not written).
-    pub source: &'a str,
+    /// Where the event was first consumed (empty kept bytes: not written).
+    pub source: SourceRef<'a>,
 }
 
 /// JSON lines of one attempt, one per event, built before the log's lock
@@ -54,6 +55,36 @@ pub struct AttemptLines<'a> {
 /// Appends `value` as JSON.
 fn json<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) -> serde_json::Result<()> {
     serde_json::to_writer(out, value)
+}
+
+/// Appends `,"source":…` unless the source is empty: coordinates formatted
+/// in place (a retry's kept bytes as text, bytes that are not UTF-8
+/// replaced), as serialising `topic/partition/offset` would give.
+fn write_source(out: &mut Vec<u8>, source: SourceRef<'_>) -> serde_json::Result<()> {
+    match source {
+        SourceRef::Kept([]) => Ok(()),
+        SourceRef::Kept(bytes) => {
+            out.extend_from_slice(b",\"source\":");
+            json(out, &String::from_utf8_lossy(bytes))
+        }
+        SourceRef::At {
+            topic,
+            partition,
+            offset,
+        } => {
+            out.extend_from_slice(b",\"source\":");
+            // The topic escaped, its closing quote taken off: `/`, `-`
+            // and digits are never escaped, so the rest follows as it is.
+            json(out, topic)?;
+            out.pop();
+            out.push(b'/');
+            out.extend_from_slice(itoa::Buffer::new().format(partition).as_bytes());
+            out.push(b'/');
+            out.extend_from_slice(itoa::Buffer::new().format(offset).as_bytes());
+            out.push(b'"');
+            Ok(())
+        }
+    }
 }
 
 /// Appends the line of a single attempt (one event), ended by `\n`: what
@@ -170,10 +201,7 @@ impl<'a> AttemptLines<'a> {
             json(out, reason)?;
         }
         out.extend_from_slice(&self.after_reason);
-        if !e.source.is_empty() {
-            out.extend_from_slice(b",\"source\":");
-            json(out, e.source)?;
-        }
+        write_source(out, e.source)?;
         out.extend_from_slice(b"}\n");
         Ok(())
     }
@@ -222,31 +250,71 @@ mod tests {
 
     #[test]
     fn each_line_is_what_serialising_its_attempt_line_gives() {
+        // Each event with the source text its line must show.
         let events = [
-            EventFields {
-                event_id: "ev-1",
-                event_type: "device.status",
-                attempt: 1,
-                outcome: Outcome::Delivered,
-                reason: None,
-                source: "device-events/3/42",
-            },
-            EventFields {
-                event_id: "ev-\u{1}2\n",
-                event_type: "",
-                attempt: 8,
-                outcome: Outcome::DeadLettered,
-                reason: Some("exhausted"),
-                source: "",
-            },
-            EventFields {
-                event_id: "ev-3",
-                event_type: "ünïcode",
-                attempt: 2,
-                outcome: Outcome::RetryScheduled,
-                reason: None,
-                source: "t/0/1",
-            },
+            (
+                EventFields {
+                    event_id: "ev-1",
+                    event_type: "device.status",
+                    attempt: 1,
+                    outcome: Outcome::Delivered,
+                    reason: None,
+                    source: SourceRef::At {
+                        topic: "device-events",
+                        partition: 3,
+                        offset: 42,
+                    },
+                },
+                "device-events/3/42",
+            ),
+            (
+                EventFields {
+                    event_id: "ev-\u{1}2\n",
+                    event_type: "",
+                    attempt: 8,
+                    outcome: Outcome::DeadLettered,
+                    reason: Some("exhausted"),
+                    source: SourceRef::Kept(b""),
+                },
+                "",
+            ),
+            (
+                EventFields {
+                    event_id: "ev-3",
+                    event_type: "ünïcode",
+                    attempt: 2,
+                    outcome: Outcome::RetryScheduled,
+                    reason: None,
+                    source: SourceRef::Kept(b"t/0/1"),
+                },
+                "t/0/1",
+            ),
+            (
+                EventFields {
+                    event_id: "ev-4",
+                    event_type: "x",
+                    attempt: 1,
+                    outcome: Outcome::Deferred,
+                    reason: None,
+                    source: SourceRef::At {
+                        topic: "t\"q\u{1}\\",
+                        partition: -1,
+                        offset: i64::MIN,
+                    },
+                },
+                "t\"q\u{1}\\/-1/-9223372036854775808",
+            ),
+            (
+                EventFields {
+                    event_id: "ev-5",
+                    event_type: "x",
+                    attempt: 1,
+                    outcome: Outcome::Delivered,
+                    reason: None,
+                    source: SourceRef::Kept(b"\xff/1/2"),
+                },
+                "\u{fffd}/1/2",
+            ),
         ];
         for line in [
             shared(Some(204), "", 1.25),
@@ -254,18 +322,18 @@ mod tests {
             shared(Some(503), "", f64::NAN),
         ] {
             let mut lines = AttemptLines::new(&line, events.len());
-            for e in events {
+            for (e, _) in events {
                 lines.push(e);
             }
             let mut expected = Vec::new();
-            for e in events {
+            for (e, source) in events {
                 let full = AttemptLine {
                     event_id: e.event_id,
                     event_type: e.event_type,
                     attempt: e.attempt,
                     outcome: e.outcome,
                     reason: e.reason,
-                    source: e.source,
+                    source,
                     ..line
                 };
                 serde_json::to_writer(&mut expected, &full).unwrap();
@@ -275,7 +343,7 @@ mod tests {
                 String::from_utf8_lossy(lines.bytes()),
                 String::from_utf8_lossy(&expected)
             );
-            assert_eq!((lines.count(), lines.failed()), (3, 0));
+            assert_eq!((lines.count(), lines.failed()), (5, 0));
             assert_eq!(lines.endpoint(), "fleet-\"ops\"");
         }
     }

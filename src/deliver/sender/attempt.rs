@@ -344,14 +344,13 @@ pub(super) fn log_attempts(
     let mut lines = AttemptLines::new(&line, deliveries.len());
     for d in deliveries {
         let (outcome, reason) = logged_outcome(decide(d).1);
-        let source = d.event.source();
         lines.push(EventFields {
             event_id: &d.event.id(),
             event_type: d.event.event_type(),
             attempt: d.attempt + 1,
             outcome,
             reason: reason.as_deref(),
-            source: &String::from_utf8_lossy(&source),
+            source: d.event.source_ref(),
         });
     }
     log.write_lines(&lines);

@@ -252,7 +252,7 @@ impl Dispatcher {
     pub(super) async fn enqueue(&mut self, slot: Slot, delivery: Delivery) {
         let sender = self.sender(slot);
         let held = sender.admission() == Admission::Hold;
-        if !held && let Some(delay) = sender.circuit().defer_for(now_ms()) {
+        if !held && let Some(delay) = sender.circuit().defer_lazily(now_ms) {
             sender.defer(delivery, delay, "circuit open");
             return;
         }
