@@ -19,7 +19,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use sha2::{Digest, Sha256};
 
 use super::headers::{RecordHeaders, header};
 use super::partition::PartitionId;
@@ -59,43 +58,6 @@ impl SourceRecord {
     pub fn coordinates_id(&self) -> String {
         coordinates_id(&self.topic, self.partition.partition, self.offset)
     }
-}
-
-/// Where an event was first consumed, borrowed ([`Payload::source_ref`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SourceRef<'a> {
-    /// A retry's `hookstream-source` header, as kept.
-    Kept(&'a [u8]),
-    /// The record's own coordinates: `topic/partition/offset`.
-    At {
-        /// Topic.
-        topic: &'a str,
-        /// Partition.
-        partition: i32,
-        /// Offset.
-        offset: i64,
-    },
-}
-
-/// `topic/partition/offset`. Written by hand: this runs for every retry
-/// and deferral, and the formatting machinery cost more than the rest of
-/// the header.
-pub fn coordinates(topic: &str, partition: i32, offset: i64) -> String {
-    let (mut p, mut o) = (itoa::Buffer::new(), itoa::Buffer::new());
-    let (p, o) = (p.format(partition), o.format(offset));
-    let mut out = String::with_capacity(topic.len() + p.len() + o.len() + 2);
-    out.push_str(topic);
-    out.push('/');
-    out.push_str(p);
-    out.push('/');
-    out.push_str(o);
-    out
-}
-
-/// Hex id derived from `topic/partition/offset`, stable across restarts.
-pub fn coordinates_id(topic: &str, partition: i32, offset: i64) -> String {
-    let digest = Sha256::digest(coordinates(topic, partition, offset).as_bytes());
-    hex::encode(&digest[..16])
 }
 
 /// What extraction found in an input event.
@@ -396,70 +358,6 @@ impl Payload {
         }
     }
 
-    /// [`Payload::source`] without formatting it: the kept header's bytes,
-    /// or the record's coordinates, for writers that format them in place.
-    pub fn source_ref(&self) -> SourceRef<'_> {
-        if let Some(kept) = self.headers().get(header::SOURCE) {
-            return SourceRef::Kept(kept);
-        }
-        let (topic, partition, offset) = match self {
-            Self::Input(e) => (
-                &e.record.topic,
-                e.record.partition.partition,
-                e.record.offset,
-            ),
-            Self::Retry(e) => (
-                &e.record.topic,
-                e.record.partition.partition,
-                e.record.offset,
-            ),
-            Self::Entry(e) => (&e.topic, e.partition.partition, e.offset),
-            Self::Invalid(r) => (
-                &r.record.topic,
-                r.record.partition.partition,
-                r.record.offset,
-            ),
-            Self::Unreadable(u) => (
-                &u.record.topic,
-                u.record.partition.partition,
-                u.record.offset,
-            ),
-        };
-        SourceRef::At {
-            topic,
-            partition,
-            offset,
-        }
-    }
-
-    /// `hookstream-source`: where the event was first consumed (kept from
-    /// a retry's headers, else the record's own coordinates).
-    pub fn source(&self) -> Cow<'_, [u8]> {
-        if let Some(kept) = self.headers().get(header::SOURCE) {
-            return Cow::Borrowed(kept);
-        }
-        Cow::Owned(
-            match self {
-                Self::Input(e) => e.record.coordinates(),
-                Self::Retry(e) => e.record.coordinates(),
-                Self::Entry(e) => coordinates(&e.topic, e.partition.partition, e.offset),
-                Self::Invalid(r) => r.record.coordinates(),
-                Self::Unreadable(u) => u.record.coordinates(),
-            }
-            .into_bytes(),
-        )
-    }
-
-    /// [`Payload::source`] as text (bytes that are not UTF-8 replaced), the
-    /// record's own coordinates without a second copy.
-    pub fn source_text(&self) -> String {
-        match self.source() {
-            Cow::Owned(bytes) => String::from_utf8(bytes)
-                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
-            Cow::Borrowed(bytes) => String::from_utf8_lossy(bytes).into_owned(),
-        }
-    }
-
     /// Times the delivery was written to a tier so far (0 for input).
     pub fn hop(&self) -> u32 {
         match self {
@@ -533,6 +431,10 @@ impl Payload {
         }
     }
 }
+
+mod source;
+
+pub use source::{SourceRef, coordinates, coordinates_id};
 
 #[cfg(test)]
 mod tests;

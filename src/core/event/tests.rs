@@ -43,3 +43,28 @@ fn coordinates_are_topic_partition_offset() {
     assert_ne!(coordinates_id("t", 0, 1), coordinates_id("t", 0, 2));
     assert_eq!(coordinates_id("t", 0, 1).len(), 32);
 }
+
+#[test]
+fn the_source_is_the_kept_header_or_the_records_own_coordinates() {
+    let own = Payload::test_input(3, 42, "{}");
+    assert_eq!(
+        own.source_ref(),
+        SourceRef::At {
+            topic: "in",
+            partition: 3,
+            offset: 42
+        }
+    );
+    assert_eq!(&*own.source(), b"in/3/42");
+    assert_eq!(own.source_text(), "in/3/42");
+
+    let Payload::Input(event) = own else {
+        unreachable!()
+    };
+    let mut event = Arc::try_unwrap(event).expect("the only reference");
+    event.record.headers = RecordHeaders::from_pairs([(header::SOURCE, &b"first\xff/0/7"[..])]);
+    let kept = Payload::Input(Arc::new(event));
+    assert_eq!(kept.source_ref(), SourceRef::Kept(b"first\xff/0/7"));
+    assert_eq!(&*kept.source(), b"first\xff/0/7");
+    assert_eq!(kept.source_text(), "first\u{fffd}/0/7");
+}

@@ -1,0 +1,107 @@
+//! Where a record was first consumed: its coordinates
+//! (`topic/partition/offset`), the id derived from them, and a delivery's
+//! `hookstream-source` (kept from a retry's headers, else its record's
+//! coordinates), borrowed or as text.
+//!
+//! Pure: formatting only.
+
+use std::borrow::Cow;
+
+use sha2::{Digest, Sha256};
+
+use super::{Payload, SourceRecord};
+use crate::core::headers::header;
+
+/// Where an event was first consumed, borrowed ([`Payload::source_ref`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceRef<'a> {
+    /// A retry's `hookstream-source` header, as kept.
+    Kept(&'a [u8]),
+    /// The record's own coordinates: `topic/partition/offset`.
+    At {
+        /// Topic.
+        topic: &'a str,
+        /// Partition.
+        partition: i32,
+        /// Offset.
+        offset: i64,
+    },
+}
+
+/// `topic/partition/offset`. Written by hand: this runs for every retry
+/// and deferral, and the formatting machinery cost more than the rest of
+/// the header.
+pub fn coordinates(topic: &str, partition: i32, offset: i64) -> String {
+    let (mut p, mut o) = (itoa::Buffer::new(), itoa::Buffer::new());
+    let (p, o) = (p.format(partition), o.format(offset));
+    let mut out = String::with_capacity(topic.len() + p.len() + o.len() + 2);
+    out.push_str(topic);
+    out.push('/');
+    out.push_str(p);
+    out.push('/');
+    out.push_str(o);
+    out
+}
+
+/// Hex id derived from `topic/partition/offset`, stable across restarts.
+pub fn coordinates_id(topic: &str, partition: i32, offset: i64) -> String {
+    let digest = Sha256::digest(coordinates(topic, partition, offset).as_bytes());
+    hex::encode(&digest[..16])
+}
+
+impl SourceRecord {
+    /// Its coordinates, borrowed.
+    fn at(&self) -> SourceRef<'_> {
+        SourceRef::At {
+            topic: &self.topic,
+            partition: self.partition.partition,
+            offset: self.offset,
+        }
+    }
+}
+
+impl Payload {
+    /// [`Payload::source`] without formatting it: the kept header's bytes,
+    /// or the record's coordinates, for writers that format them in place.
+    pub fn source_ref(&self) -> SourceRef<'_> {
+        if let Some(kept) = self.headers().get(header::SOURCE) {
+            return SourceRef::Kept(kept);
+        }
+        match self {
+            Self::Input(e) => e.record.at(),
+            Self::Retry(e) => e.record.at(),
+            Self::Entry(e) => SourceRef::At {
+                topic: &e.topic,
+                partition: e.partition.partition,
+                offset: e.offset,
+            },
+            Self::Invalid(r) => r.record.at(),
+            Self::Unreadable(u) => u.record.at(),
+        }
+    }
+
+    /// `hookstream-source`: where the event was first consumed (kept from
+    /// a retry's headers, else the record's own coordinates).
+    pub fn source(&self) -> Cow<'_, [u8]> {
+        match self.source_ref() {
+            SourceRef::Kept(bytes) => Cow::Borrowed(bytes),
+            SourceRef::At {
+                topic,
+                partition,
+                offset,
+            } => Cow::Owned(coordinates(topic, partition, offset).into_bytes()),
+        }
+    }
+
+    /// [`Payload::source`] as text (bytes that are not UTF-8 replaced).
+    pub fn source_text(&self) -> String {
+        match self.source_ref() {
+            SourceRef::Kept(bytes) => String::from_utf8_lossy(bytes).into_owned(),
+            SourceRef::At {
+                topic,
+                partition,
+                offset,
+            } => coordinates(topic, partition, offset),
+        }
+    }
+}
