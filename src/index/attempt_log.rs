@@ -171,33 +171,10 @@ impl AttemptLog {
     }
 
     /// Appends `record` to its endpoint's pending attempts without waiting;
-    /// dropped (and counted) when the pending buffers are full. The line is
-    /// written before the lock is taken (into a buffer this thread keeps),
-    /// so the lock is held for a copy only.
+    /// dropped (and counted) when the pending buffers are full.
     pub fn write(&self, record: &AttemptLine<'_>) {
-        thread_local! {
-            static LINE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-        }
-        LINE.with(|line| {
-            let Ok(mut line) = line.try_borrow_mut() else {
-                // (Only a write from within a write could find it taken.)
-                self.count_drop(1);
-                return;
-            };
-            line.clear();
-            if write_line(&mut line, record).is_err() {
-                drop(line);
-                self.count_drop(1);
-                return;
-            }
-            self.append(record.endpoint, 1, |bytes| {
-                bytes.extend_from_slice(&line);
-                true
-            });
-            // (An unusually long line's room is not kept.)
-            if line.capacity() > RECORD_BYTES {
-                *line = Vec::new();
-            }
+        self.append(record.endpoint, 1, |bytes| {
+            write_line(bytes, record).is_ok()
         });
     }
 
