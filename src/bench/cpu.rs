@@ -10,13 +10,22 @@ pub fn process_cpu_secs(pid: &str) -> Option<f64> {
     stat_cpu_secs(&format!("/proc/{pid}/stat"))
 }
 
-/// CPU seconds (user + system) of the threads `tids` of this process.
-/// Threads that ended count no more (their time is in the process's).
+/// CPU seconds of the threads `tids` of this process, to the nanosecond
+/// (their `schedstat`). Threads that ended count no more (their time is in
+/// the process's).
 pub fn threads_cpu_secs(tids: &ThreadIds) -> f64 {
-    tids.list()
+    let ns: u64 = tids
+        .list()
         .iter()
-        .filter_map(|tid| stat_cpu_secs(&format!("/proc/self/task/{tid}/stat")))
-        .sum()
+        .filter_map(|tid| schedstat_ns(&format!("/proc/self/task/{tid}/schedstat")))
+        .sum();
+    ns as f64 / 1e9
+}
+
+/// The time on a CPU a `schedstat` file gives, in nanoseconds.
+fn schedstat_ns(path: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(path).ok()?;
+    text.split_whitespace().next()?.parse().ok()
 }
 
 /// CPU seconds of this whole process so far, to the nanosecond
@@ -41,11 +50,7 @@ pub fn own_cpu_secs_precise() -> f64 {
 pub fn threads_cpu_secs_precise(pid: &str) -> Option<f64> {
     let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
     let ns: u64 = tasks
-        .filter_map(|task| {
-            let path = task.ok()?.path().join("schedstat");
-            let text = std::fs::read_to_string(path).ok()?;
-            text.split_whitespace().next()?.parse::<u64>().ok()
-        })
+        .filter_map(|task| schedstat_ns(task.ok()?.path().join("schedstat").to_str()?))
         .sum();
     Some(ns as f64 / 1e9)
 }
