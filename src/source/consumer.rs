@@ -37,7 +37,7 @@ use tokio::sync::mpsc;
 use super::hooks::{FetchProgress, SourceContext};
 use super::inbound::{Arrival, INBOUND_MESSAGES, Inbound, InboundSender};
 use super::poll::{ConsumerError, ConsumerQueue, Next};
-use super::reader::{Extractors, Record, RecordReader};
+use super::reader::{ConsumeClock, Extractors, Record, RecordReader};
 use super::topics::{TopicTable, offsets_list, partitions_list};
 use super::unreadable::UnreadableRecords;
 use crate::config::Config;
@@ -411,6 +411,7 @@ fn poll_loop(
     };
     let mut unreadable = UnreadableRecords::default();
     let mut errors = ErrorLog::default();
+    let mut clock = ConsumeClock::default();
     while !stop.load(Ordering::Relaxed) {
         // Waits for a record only when nothing is pending; otherwise takes
         // what librdkafka already has and hands the batch over when it
@@ -421,6 +422,9 @@ fn poll_loop(
         } else {
             Duration::ZERO
         };
+        if idle {
+            clock.waited();
+        }
         let msg = match queue.poll(wait) {
             Next::Nothing => {
                 if !idle && !inbound.flush() {
@@ -448,7 +452,7 @@ fn poll_loop(
             }
             Next::Record(msg) => msg,
         };
-        let Some(topic) = topics.id(&msg.topic()) else {
+        let Some(topic) = topics.id_of_bytes(msg.topic_bytes()) else {
             continue;
         };
         let record = Record {
@@ -458,6 +462,7 @@ fn poll_loop(
             key: msg.key().map(Bytes::copy_from_slice),
             body: Bytes::copy_from_slice(msg.payload()),
             headers: msg.headers(),
+            consumed_at: clock.stamp(),
         };
         drop(msg);
         unreadable.read(

@@ -113,6 +113,22 @@ impl Fetched {
         unsafe { text(rdsys::rd_kafka_topic_name(rkt)) }
     }
 
+    /// The record's topic as librdkafka holds it, without a UTF-8 check
+    /// (empty when it has none): the poll loop finds its id with it.
+    pub(super) fn topic_bytes(&self) -> &[u8] {
+        let rkt = self.message().rkt;
+        if rkt.is_null() {
+            return &[];
+        }
+        // SAFETY: as in `topic`; the name outlives the message.
+        let name = unsafe { rdsys::rd_kafka_topic_name(rkt) };
+        if name.is_null() {
+            return &[];
+        }
+        // SAFETY: a NUL-terminated name that lives as long as `self`.
+        unsafe { CStr::from_ptr(name) }.to_bytes()
+    }
+
     /// The record's partition.
     pub(super) fn partition(&self) -> i32 {
         self.message().partition

@@ -47,6 +47,14 @@ impl TopicTable {
             .map(|i| i as u16)
     }
 
+    /// The id of the topic named by `name`'s bytes.
+    pub fn id_of_bytes(&self, name: &[u8]) -> Option<u16> {
+        self.names
+            .iter()
+            .position(|n| n.as_bytes() == name)
+            .map(|i| i as u16)
+    }
+
     /// The name of `id`.
     pub fn name(&self, id: u16) -> &Arc<str> {
         &self.names[id as usize]

@@ -167,6 +167,7 @@ impl UnreadableRecords {
             key: None,
             body: bytes::Bytes::new(),
             headers: RecordHeaders::default(),
+            consumed_at: std::time::Instant::now(),
         };
         Some(UnreadableRecord {
             record: record.into_source(Arc::clone(topics.name(topic))),

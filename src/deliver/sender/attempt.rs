@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::config::DisableCause;
 use crate::core::AckToken;
@@ -176,6 +176,8 @@ pub(super) async fn deliver(shared: &Arc<Shared>, batch: Vec<Delivery>) -> Optio
     if matches!(report.verdict, Verdict::Delivered) {
         count(shared, Outcome::Delivered, hand.deliveries.len() as u64);
     }
+    // One clock reading for the end-to-end ages of the whole batch.
+    let settled_at = Instant::now();
     while let Some(d) = hand.pop() {
         let (tried, decision) = decide(&d);
         let h = History {
@@ -185,7 +187,7 @@ pub(super) async fn deliver(shared: &Arc<Shared>, batch: Vec<Delivery>) -> Optio
             last_error: &report.last_error,
             ..history(&d)
         };
-        carry_out(shared, endpoint, d, &h, decision);
+        carry_out(shared, endpoint, d, &h, decision, settled_at);
     }
     Some(Observed {
         latency: report.latency,
@@ -194,17 +196,21 @@ pub(super) async fn deliver(shared: &Arc<Shared>, batch: Vec<Delivery>) -> Optio
 }
 
 /// Does what the policy decided for one delivery: settle it, or store it on
-/// a tier or the DLQ (it settles once stored).
+/// a tier or the DLQ (it settles once stored). `now` is when the attempt's
+/// answer was taken in (the end of a delivered event's end-to-end age).
 pub(super) fn carry_out(
     shared: &Arc<Shared>,
     endpoint: &Endpoint,
     d: Delivery,
     history: &History<'_>,
     decision: Decision,
+    now: Instant,
 ) {
     match decision {
         Decision::Delivered => {
-            let age = d.event.consumed_at().elapsed().as_secs_f64()
+            let age = now
+                .saturating_duration_since(d.event.consumed_at())
+                .as_secs_f64()
                 + retry_age_secs(&d.event, history.first_ms);
             shared.metrics.end_to_end.record(age);
             let _ = shared.deps.acks.send(d.token);

@@ -13,7 +13,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::attempt::{carry_out, count, dead_letter, endpoint_policy, settle};
 use super::line::wait_in_place;
@@ -150,7 +150,7 @@ pub(super) fn hold(shared: &Arc<Shared>, mut delivery: Delivery, now: i64) {
                 last_status: Reason::EndpointDisabled.as_str(),
                 last_error: HELD_TOO_LONG,
             };
-            carry_out(shared, &endpoint, delivery, &h, decision);
+            carry_out(shared, &endpoint, delivery, &h, decision, Instant::now());
         }
     }
 }
