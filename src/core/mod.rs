@@ -20,7 +20,7 @@ pub use event::{
     RetryEvent, RetryMeta, SourceRecord, SourceRef, UnreadableRecord,
 };
 pub use headers::RecordHeaders;
-pub use partition::{AckToken, PartitionId};
+pub use partition::{AckToken, PartitionId, Settled};
 pub use reason::Reason;
 pub use sync::lock;
 pub use time::now_ms;

@@ -25,8 +25,8 @@ use super::client::HttpClients;
 use super::host::HostLimits;
 use super::refusal::Admission;
 use crate::config::{DisableCause, RateLimitConfig};
-use crate::core::AckToken;
 use crate::core::Payload;
+use crate::core::{AckToken, Settled};
 use crate::index::Endpoint;
 use crate::index::activity::EndpointActivity;
 use crate::index::attempt_log::AttemptLog;
@@ -166,7 +166,7 @@ pub struct SenderDeps {
     /// Retry and DLQ writer.
     pub writer: OutcomeWriter,
     /// Where settled ack tokens go.
-    pub acks: mpsc::UnboundedSender<AckToken>,
+    pub acks: mpsc::UnboundedSender<Settled>,
     /// Retry policy.
     pub policy: RetryPolicy,
     /// Label series per endpoint.

@@ -26,7 +26,7 @@ use super::gate::{Gated, PartitionGates};
 use super::lines::DeviceLines;
 use crate::commit::AckTracker;
 use crate::core::Polled;
-use crate::core::{AckToken, PartitionId};
+use crate::core::{PartitionId, Settled};
 use crate::deliver::sender::{LineReturn, Sender, SenderDeps};
 use crate::index::filter::FilterParser;
 use crate::index::{EndpointIndex, EndpointRegistry, Slot};
@@ -123,7 +123,7 @@ pub(super) struct Dispatcher {
     by_id: HashMap<String, Arc<Sender>>,
     deps: Arc<SenderDeps>,
     writer: OutcomeWriter,
-    acks: mpsc::UnboundedSender<AckToken>,
+    acks: mpsc::UnboundedSender<Settled>,
     source: SourceConsumer,
     max_in_flight: usize,
     low_water: usize,
@@ -150,7 +150,7 @@ impl Dispatcher {
         registry: Arc<EndpointRegistry>,
         deps: Arc<SenderDeps>,
         writer: OutcomeWriter,
-        acks: mpsc::UnboundedSender<AckToken>,
+        acks: mpsc::UnboundedSender<Settled>,
         source: SourceConsumer,
         max_in_flight: usize,
         stats: Arc<PipelineStats>,
@@ -241,7 +241,7 @@ impl Dispatcher {
     pub(super) async fn run(
         mut self,
         mut inbound: mpsc::Receiver<Inbound>,
-        mut acks: mpsc::UnboundedReceiver<AckToken>,
+        mut acks: mpsc::UnboundedReceiver<Settled>,
         mut shutdown: watch::Receiver<bool>,
         timing: Timing,
     ) -> Result<()> {
@@ -272,8 +272,10 @@ impl Dispatcher {
             tokio::select! {
                 biased;
                 n = acks.recv_many(&mut settled, ACKS_PER_TURN) => {
-                    for token in settled.drain(..n) {
-                        self.tracker.complete(token);
+                    for tokens in settled.drain(..n) {
+                        tokens.for_each(|token| {
+                            self.tracker.complete(token);
+                        });
                     }
                     self.after_settle();
                 }
@@ -364,7 +366,7 @@ impl Dispatcher {
     async fn take_arrivals(
         &mut self,
         arrivals: Vec<Arrival>,
-        acks: &mut mpsc::UnboundedReceiver<AckToken>,
+        acks: &mut mpsc::UnboundedReceiver<Settled>,
     ) {
         let now = now_ms();
         for arrival in arrivals {
@@ -385,10 +387,12 @@ impl Dispatcher {
     }
 
     /// Settles every ack token waiting in the channel.
-    fn take_acks(&mut self, acks: &mut mpsc::UnboundedReceiver<AckToken>) {
+    fn take_acks(&mut self, acks: &mut mpsc::UnboundedReceiver<Settled>) {
         let mut any = false;
-        while let Ok(token) = acks.try_recv() {
-            self.tracker.complete(token);
+        while let Ok(tokens) = acks.try_recv() {
+            tokens.for_each(|token| {
+                self.tracker.complete(token);
+            });
             any = true;
         }
         if any {
@@ -400,7 +404,7 @@ impl Dispatcher {
     /// settling what the channel holds), drop idle senders, summarise dead
     /// letters. Called after every turn of the loop and after every record
     /// dispatched, so no amount of work starves it.
-    fn do_chores(&mut self, acks: &mut mpsc::UnboundedReceiver<AckToken>) {
+    fn do_chores(&mut self, acks: &mut mpsc::UnboundedReceiver<Settled>) {
         let due = self.chores.take_due(Instant::now());
         if due.commit {
             self.take_acks(acks);
@@ -432,7 +436,7 @@ impl Dispatcher {
     /// Dispatches held records whose gates opened, at most
     /// [`RELEASE_BATCH`] at a time so input records interleave with a burst
     /// of due retries. Returns whether more are ready.
-    async fn release_ready(&mut self, acks: &mut mpsc::UnboundedReceiver<AckToken>) -> bool {
+    async fn release_ready(&mut self, acks: &mut mpsc::UnboundedReceiver<Settled>) -> bool {
         if self.gates.held() == 0 {
             return false;
         }

@@ -10,9 +10,9 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crate::config::DisableCause;
-use crate::core::AckToken;
 use crate::core::Payload;
 use crate::core::Reason;
+use crate::core::{AckToken, Settled};
 use crate::deliver::adaptive::Signal;
 use crate::deliver::request::{Outgoing, send_attempt, webhook_id};
 use crate::index::Endpoint;
@@ -176,8 +176,7 @@ pub(super) async fn deliver(shared: &Arc<Shared>, batch: Vec<Delivery>) -> Optio
     if matches!(report.verdict, Verdict::Delivered) {
         count(shared, Outcome::Delivered, hand.deliveries.len() as u64);
     }
-    // One clock reading for the end-to-end ages of the whole batch.
-    let settled_at = Instant::now();
+    let mut settling = Settling::new(shared, hand.deliveries.len());
     while let Some(d) = hand.pop() {
         let (tried, decision) = decide(&d);
         let h = History {
@@ -187,33 +186,63 @@ pub(super) async fn deliver(shared: &Arc<Shared>, batch: Vec<Delivery>) -> Optio
             last_error: &report.last_error,
             ..history(&d)
         };
-        carry_out(shared, endpoint, d, &h, decision, settled_at);
+        carry_out(shared, endpoint, d, &h, decision, &mut settling);
     }
+    drop(settling);
     Some(Observed {
         latency: report.latency,
         signal: Signal::of(report.status, report.failure),
     })
 }
 
-/// Does what the policy decided for one delivery: settle it, or store it on
-/// a tier or the DLQ (it settles once stored). `now` is when the attempt's
-/// answer was taken in (the end of a delivered event's end-to-end age).
+/// How one attempt's deliveries settle: their end-to-end ages end at one
+/// clock reading, and the delivered ones' tokens reach the dispatcher in
+/// one message when the attempt is done, when this is dropped (also when
+/// a panic unwinds through it: what was delivered still settles).
+pub(super) struct Settling<'a> {
+    shared: &'a Shared,
+    at: Instant,
+    delivered: Vec<AckToken>,
+}
+
+impl<'a> Settling<'a> {
+    /// Settling for an attempt of up to `deliveries` deliveries, now.
+    pub(super) fn new(shared: &'a Shared, deliveries: usize) -> Self {
+        Self {
+            shared,
+            at: Instant::now(),
+            delivered: Vec::with_capacity(deliveries),
+        }
+    }
+}
+
+impl Drop for Settling<'_> {
+    fn drop(&mut self) {
+        if let Some(settled) = Settled::of(std::mem::take(&mut self.delivered)) {
+            let _ = self.shared.deps.acks.send(settled);
+        }
+    }
+}
+
+/// Does what the policy decided for one delivery: settle it (through
+/// `settling`), or store it on a tier or the DLQ (it settles once stored).
 pub(super) fn carry_out(
     shared: &Arc<Shared>,
     endpoint: &Endpoint,
     d: Delivery,
     history: &History<'_>,
     decision: Decision,
-    now: Instant,
+    settling: &mut Settling<'_>,
 ) {
     match decision {
         Decision::Delivered => {
-            let age = now
+            let age = settling
+                .at
                 .saturating_duration_since(d.event.consumed_at())
                 .as_secs_f64()
                 + retry_age_secs(&d.event, history.first_ms);
             shared.metrics.end_to_end.record(age);
-            let _ = shared.deps.acks.send(d.token);
+            settling.delivered.push(d.token);
         }
         Decision::Retry { delay, .. } if d.line.is_some() => {
             // Its device's line waits with it, in memory: a tier would let
@@ -399,7 +428,7 @@ pub(super) fn settle(shared: &Arc<Shared>, token: AckToken, on_tier: Outcome) ->
             Stored::DeadLetter => Outcome::DeadLettered,
         };
         count(&shared, outcome, 1);
-        let _ = shared.deps.acks.send(token);
+        let _ = shared.deps.acks.send(token.into());
     })
 }
 

@@ -13,9 +13,9 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use super::attempt::{carry_out, count, dead_letter, endpoint_policy, settle};
+use super::attempt::{Settling, carry_out, count, dead_letter, endpoint_policy, settle};
 use super::line::wait_in_place;
 use super::worker::InHand;
 use super::{Delivery, Shared};
@@ -150,7 +150,8 @@ pub(super) fn hold(shared: &Arc<Shared>, mut delivery: Delivery, now: i64) {
                 last_status: Reason::EndpointDisabled.as_str(),
                 last_error: HELD_TOO_LONG,
             };
-            carry_out(shared, &endpoint, delivery, &h, decision, Instant::now());
+            let mut settling = Settling::new(shared, 1);
+            carry_out(shared, &endpoint, delivery, &h, decision, &mut settling);
         }
     }
 }

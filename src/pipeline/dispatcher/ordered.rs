@@ -43,7 +43,7 @@ impl Dispatcher {
             0,
             now_ms(),
             Box::new(move |_| {
-                let _ = acks.send(token);
+                let _ = acks.send(token.into());
             }),
         );
     }

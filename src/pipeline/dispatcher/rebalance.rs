@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use tokio::sync::mpsc;
 
-use crate::core::{AckToken, PartitionId};
+use crate::core::{PartitionId, Settled};
 use crate::source::inbound::RevokeReply;
 use crate::wire::headers::now_ms;
 
@@ -52,7 +52,7 @@ impl Dispatcher {
         partitions: Vec<PartitionId>,
         lost: bool,
         reply: RevokeReply,
-        acks: &mut mpsc::UnboundedReceiver<AckToken>,
+        acks: &mut mpsc::UnboundedReceiver<Settled>,
         timing: Timing,
     ) -> Draining {
         let deadline = if lost {

@@ -338,7 +338,7 @@ impl Dispatcher {
             &history,
             reason,
             Box::new(move |_| {
-                let _ = acks.send(token);
+                let _ = acks.send(token.into());
             }),
         );
     }
