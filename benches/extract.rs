@@ -23,7 +23,7 @@ fn bench(c: &mut Criterion) {
             b.iter(|| {
                 extractor
                     .extract(body.as_bytes(), &|_| None, &coords, 1 << 20)
-                    .map(|e| e.event_type.len())
+                    .map(|e| e.event_type().len())
             })
         });
     }

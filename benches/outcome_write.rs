@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hookstream::config::Config;
-use hookstream::core::{Fields, InputEvent, PartitionId, Payload, RecordHeaders, SourceRecord};
+use hookstream::core::{
+    FieldTexts, Fields, InputEvent, PartitionId, Payload, RecordHeaders, SourceRecord,
+};
 use hookstream::kafka::embedded::EmbeddedBroker;
 use hookstream::outcome::backoff::RetryTiers;
 use hookstream::retry::writer::{Completion, DeferralOf, OutcomeWriter};
@@ -63,15 +65,17 @@ fn event(i: u64, topic: &Arc<str>) -> Payload {
             headers: RecordHeaders::default(),
             consumed_at: Instant::now(),
         },
-        fields: Fields {
-            id: format!("bench-{i}"),
-            event_type: "device-status-changed".into(),
-            device: Some(format!("dev-{}", i % 100_000)),
-            group: None,
-            tenant: None,
-            time_ms: None,
-            body_pointer: None,
-        },
+        fields: Fields::new(
+            FieldTexts {
+                id: &format!("bench-{i}"),
+                event_type: "device-status-changed",
+                device: Some(&format!("dev-{}", i % 100_000)),
+                group: None,
+                tenant: None,
+            },
+            None,
+            None,
+        ),
     }))
 }
 

@@ -60,27 +60,6 @@ impl SourceRecord {
     }
 }
 
-/// What extraction found in an input event.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Fields {
-    /// Event id (from the event, or a hash of its coordinates).
-    pub id: String,
-    /// Event type the index matches on.
-    pub event_type: String,
-    /// Device id.
-    pub device: Option<String>,
-    /// Device group.
-    pub group: Option<String>,
-    /// Tenant.
-    pub tenant: Option<String>,
-    /// Event time, unix milliseconds, when the event carries one.
-    pub time_ms: Option<i64>,
-    /// Where the source's platform finds the body it sends inside the
-    /// event (Magistrala `/payload`, CMDB `/object`; `None`: the whole
-    /// event): the default of endpoints without a `payload`.
-    pub body_pointer: Option<&'static str>,
-}
-
 /// Why a record of an input topic is not an event (dead-lettered as
 /// `invalid_event`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -337,7 +316,7 @@ impl Payload {
     /// by a retry, or a hash of the record's coordinates.
     pub fn id(&self) -> Cow<'_, str> {
         match self {
-            Self::Input(e) => Cow::Borrowed(&e.fields.id),
+            Self::Input(e) => Cow::Borrowed(e.fields.id()),
             Self::Retry(e) => Cow::Borrowed(&e.id),
             Self::Entry(e) => Cow::Borrowed(&e.id),
             Self::Invalid(r) => match r.record.header(header::EVENT_ID) {
@@ -351,7 +330,7 @@ impl Payload {
     /// The event type (empty for records that are not events).
     pub fn event_type(&self) -> &str {
         match self {
-            Self::Input(e) => &e.fields.event_type,
+            Self::Input(e) => e.fields.event_type(),
             Self::Retry(e) => &e.event_type,
             Self::Entry(e) => &e.event_type,
             Self::Invalid(_) | Self::Unreadable(_) => "",
@@ -412,7 +391,7 @@ impl Payload {
     /// by a retry as `hookstream-device`.
     pub fn device(&self) -> Option<&[u8]> {
         match self {
-            Self::Input(e) => e.fields.device.as_deref().map(str::as_bytes),
+            Self::Input(e) => e.fields.device().map(str::as_bytes),
             _ => self.headers().get(header::DEVICE),
         }
     }
@@ -432,8 +411,10 @@ impl Payload {
     }
 }
 
+mod fields;
 mod source;
 
+pub use fields::{FieldTexts, Fields};
 pub use source::{SourceRef, coordinates, coordinates_id};
 
 #[cfg(test)]

@@ -16,8 +16,8 @@ pub mod tape;
 pub mod time;
 
 pub use event::{
-    BatchEntry, DeferralBatch, Fields, InputEvent, InvalidEvent, InvalidRecord, Payload, Polled,
-    RetryEvent, RetryMeta, SourceRecord, SourceRef, UnreadableRecord,
+    BatchEntry, DeferralBatch, FieldTexts, Fields, InputEvent, InvalidEvent, InvalidRecord,
+    Payload, Polled, RetryEvent, RetryMeta, SourceRecord, SourceRef, UnreadableRecord,
 };
 pub use headers::RecordHeaders;
 pub use partition::{AckToken, PartitionId, Settled};

@@ -195,7 +195,7 @@ mod tests {
             };
             let got = extractors[e.topic].extract(&e.body, &|_| None, &coords, 1 << 20);
             match e.event_type {
-                Some(t) => assert_eq!(got.unwrap().event_type, t),
+                Some(t) => assert_eq!(got.unwrap().event_type(), t),
                 None => {
                     malformed += 1;
                     assert!(got.is_err());

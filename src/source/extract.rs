@@ -8,7 +8,9 @@
 pub use crate::config::Preset;
 pub use crate::core::{Fields, InvalidEvent};
 use simd_json::prelude::*;
+use std::borrow::Cow;
 
+use crate::core::FieldTexts;
 use crate::core::tape::{TapeParser, lookup};
 
 use crate::config::SourceConfig;
@@ -275,50 +277,64 @@ impl Extractor {
             let root = parsed.map_err(|e| InvalidEvent::NotJson(e.to_string()))?;
             let event_type = find_type(event_type, root, header)?;
             let find = |rule: &Rule| find_text(rule, root, header);
-            Ok(Fields {
-                id: find(id).unwrap_or_else(|| coordinates_id(coords)),
-                event_type,
-                device: find(device),
-                group: find(group),
-                tenant: find(tenant),
-                time_ms: find_time(time, root, header),
-                body_pointer: *body_pointer,
-            })
+            let id = find(id).unwrap_or_else(|| Cow::Owned(coordinates_id(coords)));
+            Ok(Fields::new(
+                FieldTexts {
+                    id: &id,
+                    event_type: &event_type,
+                    device: find(device).as_deref(),
+                    group: find(group).as_deref(),
+                    tenant: find(tenant).as_deref(),
+                },
+                find_time(time, root, header),
+                *body_pointer,
+            ))
         })
     }
 }
 
-fn scalar_text(v: simd_json::tape::Value<'_, '_>) -> Option<String> {
-    if let Some(s) = v.as_str() {
-        return (!s.is_empty()).then(|| s.to_string());
+/// A scalar's text: a string borrowed from the event, a number or a
+/// boolean written out.
+fn scalar_text<'a>(v: simd_json::tape::Value<'_, 'a>) -> Option<Cow<'a, str>> {
+    if let Some(s) = v.into_string() {
+        return (!s.is_empty()).then_some(Cow::Borrowed(s));
     }
     if let Some(i) = v.as_i64() {
-        return Some(i.to_string());
+        return Some(Cow::Owned(i.to_string()));
     }
     if let Some(u) = v.as_u64() {
-        return Some(u.to_string());
+        return Some(Cow::Owned(u.to_string()));
     }
     if let Some(f) = v.as_f64() {
-        return Some(f.to_string());
+        return Some(Cow::Owned(f.to_string()));
     }
-    v.as_bool().map(|b| b.to_string())
+    v.as_bool().map(|b| Cow::Owned(b.to_string()))
+}
+
+/// `text` behind `prefix` (borrowed as it is without one).
+fn prefixed<'a>(prefix: &str, text: Cow<'a, str>) -> Cow<'a, str> {
+    if prefix.is_empty() {
+        text
+    } else {
+        Cow::Owned(format!("{prefix}{text}"))
+    }
 }
 
 /// The event type: the first alternative of `rule` that holds a non-empty
 /// string (a JSON `null` or `""` counts as absent). A value of another kind
 /// is an invalid event, not text.
-fn find_type<'h>(
+fn find_type<'a, 'h: 'a>(
     rule: &Rule,
-    root: simd_json::tape::Value<'_, '_>,
+    root: simd_json::tape::Value<'_, 'a>,
     header: &dyn Fn(&str) -> Option<&'h [u8]>,
-) -> Result<String, InvalidEvent> {
+) -> Result<Cow<'a, str>, InvalidEvent> {
     for alt in &rule.0 {
         let text = match &alt.locator {
             Locator::Pointer(tokens) => match lookup(root, tokens) {
                 None => None,
                 Some(v) if v.is_null() => None,
-                Some(v) => match v.as_str() {
-                    Some(s) => (!s.is_empty()).then(|| s.to_string()),
+                Some(v) => match v.into_string() {
+                    Some(s) => (!s.is_empty()).then_some(Cow::Borrowed(s)),
                     None => {
                         let found = if v.is_bool() {
                             "a boolean"
@@ -336,42 +352,36 @@ fn find_type<'h>(
                     }
                 },
             },
-            Locator::Header(name) => header(name)
-                .and_then(|v| std::str::from_utf8(v).ok())
-                .filter(|s| !s.is_empty())
-                .map(str::to_string),
-            Locator::Literal(l) => Some((*l).to_string()),
+            Locator::Header(name) => header_text(header, name),
+            Locator::Literal(l) => Some(Cow::Borrowed(*l)),
         };
         if let Some(text) = text {
-            return Ok(if alt.prefix.is_empty() {
-                text
-            } else {
-                format!("{}{}", alt.prefix, text)
-            });
+            return Ok(prefixed(alt.prefix, text));
         }
     }
     Err(InvalidEvent::NoType(rule.describe()))
 }
 
-fn find_text<'h>(
+/// Header `name`'s value as text, when it is non-empty UTF-8.
+fn header_text<'h>(header: &dyn Fn(&str) -> Option<&'h [u8]>, name: &str) -> Option<Cow<'h, str>> {
+    header(name)
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .filter(|s| !s.is_empty())
+        .map(Cow::Borrowed)
+}
+
+fn find_text<'a, 'h: 'a>(
     rule: &Rule,
-    root: simd_json::tape::Value<'_, '_>,
+    root: simd_json::tape::Value<'_, 'a>,
     header: &dyn Fn(&str) -> Option<&'h [u8]>,
-) -> Option<String> {
+) -> Option<Cow<'a, str>> {
     rule.0.iter().find_map(|alt| {
         let text = match &alt.locator {
             Locator::Pointer(tokens) => lookup(root, tokens).and_then(scalar_text),
-            Locator::Header(name) => header(name)
-                .and_then(|v| std::str::from_utf8(v).ok())
-                .filter(|s| !s.is_empty())
-                .map(str::to_string),
-            Locator::Literal(l) => Some((*l).to_string()),
+            Locator::Header(name) => header_text(header, name),
+            Locator::Literal(l) => Some(Cow::Borrowed(*l)),
         }?;
-        Some(if alt.prefix.is_empty() {
-            text
-        } else {
-            format!("{}{}", alt.prefix, text)
-        })
+        Some(prefixed(alt.prefix, text))
     })
 }
 

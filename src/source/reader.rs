@@ -219,8 +219,8 @@ impl RecordReader<'_> {
             .get(self.config, self.topics, None, &source_topic);
         match extractor.extract(&record.body, &header, &coords, usize::MAX) {
             Ok(fields) => Carried {
-                id: fields.id,
-                event_type: fields.event_type,
+                id: fields.id().to_string(),
+                event_type: fields.event_type().to_string(),
             },
             Err(_) => Carried {
                 id: crate::source::extract::coordinates_id(&coords),

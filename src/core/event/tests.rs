@@ -20,11 +20,15 @@ impl Payload {
                 headers: RecordHeaders::default(),
                 consumed_at: std::time::Instant::now(),
             },
-            fields: Fields {
-                id: format!("e{offset}"),
-                event_type: "device.updated".into(),
-                ..Fields::default()
-            },
+            fields: Fields::new(
+                FieldTexts {
+                    id: &format!("e{offset}"),
+                    event_type: "device.updated",
+                    ..FieldTexts::default()
+                },
+                None,
+                None,
+            ),
         }))
     }
 }

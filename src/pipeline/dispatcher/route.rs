@@ -166,23 +166,21 @@ impl Dispatcher {
         // for events that name only the device.
         let devices = self.registry.devices();
         let mut known = None;
-        if let Some(device) = fields.device.as_deref() {
-            if fields.group.is_some() || fields.tenant.is_some() {
-                devices.learn(device, fields.group.as_deref(), fields.tenant.as_deref());
+        if let Some(device) = fields.device() {
+            if fields.group().is_some() || fields.tenant().is_some() {
+                devices.learn(device, fields.group(), fields.tenant());
             } else if !devices.is_empty() {
                 known = devices.get(device);
             }
         }
         let key = RouteKey {
-            event_type: &fields.event_type,
-            device: fields.device.as_deref(),
+            event_type: fields.event_type(),
+            device: fields.device(),
             group: fields
-                .group
-                .as_deref()
+                .group()
                 .or(known.as_ref().and_then(|k| k.group.as_deref())),
             tenant: fields
-                .tenant
-                .as_deref()
+                .tenant()
                 .or(known.as_ref().and_then(|k| k.tenant.as_deref())),
         };
         self.index.matches(&key, &mut self.slots);

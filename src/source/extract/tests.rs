@@ -28,66 +28,57 @@ fn sample(name: &str) -> &'static str {
 #[test]
 fn mender_samples() {
     let e = run(Preset::Mender, sample("mender-device-provisioned.json"));
-    assert_eq!(e.id, "5a0c6a0e-7d2b-4a53-9a6e-1d2f8c9b0a11");
-    assert_eq!(e.event_type, "device-provisioned");
-    assert_eq!(
-        e.device.as_deref(),
-        Some("769e5a83-259c-4506-ab05-9c2564f196fd")
-    );
+    assert_eq!(e.id(), "5a0c6a0e-7d2b-4a53-9a6e-1d2f8c9b0a11");
+    assert_eq!(e.event_type(), "device-provisioned");
+    assert_eq!(e.device(), Some("769e5a83-259c-4506-ab05-9c2564f196fd"));
     assert_eq!(e.time_ms, Some(1_663_063_427_746));
     let e = run(
         Preset::Mender,
         sample("mender-devices-inventory-changed.json"),
     );
-    assert_eq!(e.event_type, "devices-inventory-changed");
-    assert_eq!(
-        e.device.as_deref(),
-        Some("1c251e63-ca93-41e2-ae39-97f402d93dd3")
-    );
-    assert_eq!(e.tenant.as_deref(), Some("66ff8a4650829de3d99a25f1"));
+    assert_eq!(e.event_type(), "devices-inventory-changed");
+    assert_eq!(e.device(), Some("1c251e63-ca93-41e2-ae39-97f402d93dd3"));
+    assert_eq!(e.tenant(), Some("66ff8a4650829de3d99a25f1"));
     let e = run(Preset::Mender, sample("mender-device-decommissioned.json"));
-    assert_eq!(e.event_type, "device-decommissioned");
-    assert_eq!(e.tenant, None);
+    assert_eq!(e.event_type(), "device-decommissioned");
+    assert_eq!(e.tenant(), None);
     let e = run(Preset::Mender, sample("mender-device-status-changed.json"));
-    assert_eq!(e.id, "e57adf60-5d8c-4c66-802a-e0c5f643102a");
+    assert_eq!(e.id(), "e57adf60-5d8c-4c66-802a-e0c5f643102a");
 }
 
 #[test]
 fn openmdm_samples() {
     let e = run(Preset::Openmdm, sample("openmdm-device-enrolled.json"));
-    assert_eq!(e.id, "7f3e9c20-9a8f-4e2a-8e29-4b5f0a3c0d10");
-    assert_eq!(e.event_type, "device.enrolled");
-    assert_eq!(e.device.as_deref(), Some("dev_123"));
+    assert_eq!(e.id(), "7f3e9c20-9a8f-4e2a-8e29-4b5f0a3c0d10");
+    assert_eq!(e.event_type(), "device.enrolled");
+    assert_eq!(e.device(), Some("dev_123"));
     assert_eq!(e.time_ms, Some(1_776_254_400_000));
     let e = run(Preset::Openmdm, sample("openmdm-security-tamper.json"));
-    assert_eq!(e.event_type, "security.tamper");
+    assert_eq!(e.event_type(), "security.tamper");
     let e = run(
         Preset::Openmdm,
         r#"{"id":"x","event":"a.b","data":{"deviceId":"d9"}}"#,
     );
-    assert_eq!(e.device.as_deref(), Some("d9"));
+    assert_eq!(e.device(), Some("d9"));
 }
 
 #[test]
 fn magistrala_sample_uses_subtopic_and_coordinate_id() {
     let e = run(Preset::Magistrala, sample("magistrala-message.json"));
-    assert_eq!(e.event_type, "temperature");
-    assert_eq!(
-        e.device.as_deref(),
-        Some("a1b2c3d4-e5f6-4a7b-8c9d-0e1f2a3b4c5d")
-    );
-    assert_eq!(e.id, coordinates_id(&COORDS));
+    assert_eq!(e.event_type(), "temperature");
+    assert_eq!(e.device(), Some("a1b2c3d4-e5f6-4a7b-8c9d-0e1f2a3b4c5d"));
+    assert_eq!(e.id(), coordinates_id(&COORDS));
     assert_eq!(e.time_ms, Some(1_776_254_400_000));
     let e = run(Preset::Magistrala, r#"{"publisher":"p","created":1}"#);
-    assert_eq!(e.event_type, "message.published");
+    assert_eq!(e.event_type(), "message.published");
 }
 
 #[test]
 fn cmdb_sample_prefixes_the_event() {
     let e = run(Preset::Cmdb, sample("cmdb-object-updated.json"));
-    assert_eq!(e.event_type, "update");
-    assert_eq!(e.device.as_deref(), Some("4711"));
-    assert_eq!(e.id, coordinates_id(&COORDS));
+    assert_eq!(e.event_type(), "update");
+    assert_eq!(e.device(), Some("4711"));
+    assert_eq!(e.id(), coordinates_id(&COORDS));
     assert_eq!(e.time_ms, Some(1_776_255_000_000));
 }
 
@@ -96,11 +87,8 @@ fn cloudevents_headers_win_over_body() {
     let body =
         r#"{"id":"body-id","type":"body.type","subject":"s1","time":"2026-01-01T00:00:00Z"}"#;
     let e = run(Preset::Cloudevents, body);
-    assert_eq!(
-        (e.id.as_str(), e.event_type.as_str()),
-        ("body-id", "body.type")
-    );
-    assert_eq!(e.device.as_deref(), Some("s1"));
+    assert_eq!((e.id(), e.event_type()), ("body-id", "body.type"));
+    assert_eq!(e.device(), Some("s1"));
     fn headers(name: &str) -> Option<&'static [u8]> {
         match name {
             "ce_id" => Some(b"hdr-id"),
@@ -112,9 +100,9 @@ fn cloudevents_headers_win_over_body() {
     let e = Extractor::preset(Preset::Cloudevents)
         .extract(body.as_bytes(), &headers, &COORDS, 1 << 20)
         .unwrap();
-    assert_eq!(e.id, "hdr-id");
-    assert_eq!(e.event_type, "com.fleet.device.enrolled");
-    assert_eq!(e.device.as_deref(), Some("dev-7"));
+    assert_eq!(e.id(), "hdr-id");
+    assert_eq!(e.event_type(), "com.fleet.device.enrolled");
+    assert_eq!(e.device(), Some("dev-7"));
 }
 
 #[test]
@@ -137,10 +125,10 @@ fn custom_pointers_and_headers() {
     let e = ex
         .extract(body.as_bytes(), &headers, &COORDS, 1 << 20)
         .unwrap();
-    assert_eq!(e.id, "u1");
-    assert_eq!(e.event_type, "custom.kind");
-    assert_eq!(e.device.as_deref(), Some("SN1"));
-    assert_eq!(e.group.as_deref(), Some("g1"));
+    assert_eq!(e.id(), "u1");
+    assert_eq!(e.event_type(), "custom.kind");
+    assert_eq!(e.device(), Some("SN1"));
+    assert_eq!(e.group(), Some("g1"));
     assert_eq!(e.time_ms, Some(1_700_000_000_000));
 }
 
@@ -152,7 +140,7 @@ fn group_comes_from_the_record_header_by_default() {
     let e = Extractor::preset(Preset::Mender)
         .extract(br#"{"type":"x"}"#, &headers, &COORDS, 1 << 20)
         .unwrap();
-    assert_eq!(e.group.as_deref(), Some("fleet-eu"));
+    assert_eq!(e.group(), Some("fleet-eu"));
 }
 
 #[test]
@@ -223,7 +211,7 @@ fn a_type_that_is_not_a_string_is_invalid() {
         );
     }
     // A string type is what the platforms send: kept as it is.
-    assert_eq!(go(&mut ex, r#"{"type":"42"}"#).unwrap().event_type, "42");
+    assert_eq!(go(&mut ex, r#"{"type":"42"}"#).unwrap().event_type(), "42");
     // Every preset: OpenMDM's `event`, CloudEvents' body `type`, CMDB's
     // `event`, Magistrala's `subtopic` (a null one falls back to its
     // default type).
@@ -242,7 +230,7 @@ fn a_type_that_is_not_a_string_is_invalid() {
         );
     }
     let e = run(Preset::Magistrala, r#"{"subtopic":null,"publisher":"p"}"#);
-    assert_eq!(e.event_type, "message.published");
+    assert_eq!(e.event_type(), "message.published");
 }
 
 #[test]
@@ -252,8 +240,8 @@ fn the_original_bytes_are_untouched() {
     let e = Extractor::preset(Preset::Mender)
         .extract(&body, &no_headers, &COORDS, 1 << 20)
         .unwrap();
-    assert_eq!(e.event_type, "a\"b");
-    assert_eq!(e.id, "xA");
+    assert_eq!(e.event_type(), "a\"b");
+    assert_eq!(e.id(), "xA");
     assert_eq!(body, copy);
 }
 
@@ -297,8 +285,8 @@ fn every_shared_sample_extracts() {
             other => panic!("no preset for {other}"),
         };
         let e = run(preset, &body);
-        assert!(!e.event_type.is_empty() && !e.id.is_empty(), "{name}");
-        assert!(e.device.is_some(), "{name} has a device");
+        assert!(!e.event_type().is_empty() && !e.id().is_empty(), "{name}");
+        assert!(e.device().is_some(), "{name} has a device");
         assert!(e.time_ms.is_some(), "{name} has a time");
     }
 }
