@@ -91,9 +91,11 @@ pub fn consumer_config(config: &Config, bootstrap: &str, group_id: &str) -> Clie
     // Bound what librdkafka prefetches; hookstream's own back-pressure
     // (max_in_flight) bounds the rest. Each record costs librdkafka a few
     // hundred bytes beside its payload, which this bound does not count:
-    // 8 MiB rather than 16 took ~10 MiB off bench (i)'s peak and nothing
-    // off bench (b)'s rate.
-    c.set("queued.max.messages.kbytes", "8192");
+    // 8 MiB rather than 16 took ~10 MiB off bench (i)'s peak, and 4 rather
+    // than 8 another ~10 (183-188 against 193-201 MiB), nothing off bench
+    // (b)'s rate or CPU either time. 4 MiB is still ~25 000 records of
+    // 150 bytes, tens of milliseconds of delivery at (b)'s rate.
+    c.set("queued.max.messages.kbytes", "4096");
     // When that queue is full librdkafka postpones the partition's next
     // fetch by this much (default 1 s: a stall of up to a second whenever a
     // burst fills the queue); the queue drains in tens of milliseconds.
