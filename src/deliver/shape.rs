@@ -7,6 +7,7 @@
 //! its first attempt. A pointer selects a slice of the original bytes (no
 //! re-serialisation); envelopes are written by hand around it.
 
+use std::borrow::Cow;
 use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -35,9 +36,11 @@ pub struct EventFacts<'a> {
 
 /// A shaped body and how to label it.
 #[derive(Debug, Clone)]
-pub struct Shaped {
-    /// The exact bytes sent and signed.
-    pub body: Bytes,
+pub struct Shaped<'a> {
+    /// The exact bytes sent and signed: borrowed from the event when it is
+    /// sent as consumed (a clone of its `Bytes` would allocate a shared
+    /// header per event and free it again, on the delivery workers).
+    pub body: Cow<'a, Bytes>,
     /// `Content-Type` (a custom header may replace it).
     pub content_type: &'static str,
     /// CloudEvents binary mode: the event's `source`, to send with the
@@ -59,7 +62,10 @@ pub const CLOUDEVENTS_JSON: &str = "application/cloudevents+json";
 pub const CLOUDEVENTS_BATCH_JSON: &str = "application/cloudevents-batch+json";
 
 /// The body `config` (none: the platform default) makes of `event`.
-pub fn shape(config: Option<&PayloadConfig>, event: &EventFacts<'_>) -> Result<Shaped, ShapeError> {
+pub fn shape(
+    config: Option<&PayloadConfig>,
+    event: &EventFacts<'_>,
+) -> Result<Shaped<'static>, ShapeError> {
     let (pointer, envelope) = match config {
         Some(c) => (c.pointer.as_deref(), c.envelope),
         None => (event.platform_pointer, Envelope::Raw),
@@ -70,22 +76,22 @@ pub fn shape(config: Option<&PayloadConfig>, event: &EventFacts<'_>) -> Result<S
     };
     Ok(match envelope {
         Envelope::Raw => Shaped {
-            body: data,
+            body: Cow::Owned(data),
             content_type: JSON,
             cloudevent_source: None,
         },
         Envelope::CloudeventsBinary => Shaped {
-            body: data,
+            body: Cow::Owned(data),
             content_type: JSON,
             cloudevent_source: Some(cloudevent_source(event.topic)),
         },
         Envelope::StandardWebhooks => Shaped {
-            body: standard_webhooks(event, &data),
+            body: Cow::Owned(standard_webhooks(event, &data)),
             content_type: JSON,
             cloudevent_source: None,
         },
         Envelope::CloudeventsStructured => Shaped {
-            body: cloudevent(event, &data),
+            body: Cow::Owned(cloudevent(event, &data)),
             content_type: CLOUDEVENTS_JSON,
             cloudevent_source: None,
         },
@@ -94,20 +100,16 @@ pub fn shape(config: Option<&PayloadConfig>, event: &EventFacts<'_>) -> Result<S
 
 /// The body `config` makes of a delivery's event; `first_ms` (its first
 /// attempt) stands in for the time of an event that has none. Without a
-/// `payload` and a platform pointer the event's own bytes are shared, with
-/// nothing parsed or formatted.
-pub fn shape_event(
+/// `payload` and a platform pointer the event's own bytes are borrowed,
+/// with nothing parsed or formatted.
+pub fn shape_event<'a>(
     config: Option<&PayloadConfig>,
-    event: &Payload,
+    event: &'a Payload,
     first_ms: i64,
-) -> Result<Shaped, ShapeError> {
+) -> Result<Shaped<'a>, ShapeError> {
     let pointer = event.body_pointer();
     if config.is_none() && pointer.is_none() {
-        return Ok(Shaped {
-            body: event.body().clone(),
-            content_type: JSON,
-            cloudevent_source: None,
-        });
+        return Ok(as_consumed(event));
     }
     let cloudevent = config.is_some_and(|c| {
         matches!(
@@ -136,19 +138,28 @@ pub fn shape_event(
     )
 }
 
+/// `event` sent as it was consumed: its own bytes, borrowed.
+pub fn as_consumed(event: &Payload) -> Shaped<'_> {
+    Shaped {
+        body: Cow::Borrowed(event.body()),
+        content_type: JSON,
+        cloudevent_source: None,
+    }
+}
+
 /// The body of a request for several events: their shaped bodies in a
 /// JSON array (`application/cloudevents-batch+json` for structured
 /// CloudEvents).
-pub fn join(shaped: Vec<Shaped>) -> Shaped {
+pub fn join(shaped: Vec<Shaped<'_>>) -> Shaped<'_> {
     let mut all = shaped.into_iter();
     let Some(first) = all.next() else {
         return Shaped {
-            body: Bytes::from_static(b"[]"),
+            body: Cow::Owned(Bytes::from_static(b"[]")),
             content_type: JSON,
             cloudevent_source: None,
         };
     };
-    let rest: Vec<Shaped> = all.collect();
+    let rest: Vec<Shaped<'_>> = all.collect();
     if rest.is_empty() {
         return first;
     }
@@ -162,7 +173,7 @@ pub fn join(shaped: Vec<Shaped>) -> Shaped {
     }
     body.put_u8(b']');
     Shaped {
-        body: body.freeze(),
+        body: Cow::Owned(body.freeze()),
         content_type: if first.content_type == CLOUDEVENTS_JSON {
             CLOUDEVENTS_BATCH_JSON
         } else {
@@ -287,7 +298,7 @@ mod tests {
         let body = Bytes::from(MAGISTRALA);
         let config = PayloadConfig::default();
         let shaped = shape(Some(&config), &facts(&body, Some("/payload"))).unwrap();
-        assert_eq!(shaped.body, body);
+        assert_eq!(*shaped.body, body);
     }
 
     #[test]

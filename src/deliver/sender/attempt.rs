@@ -5,6 +5,7 @@
 //!
 //! Works on one batch in hand; the queue and its limits are the worker's.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -15,6 +16,7 @@ use crate::core::Reason;
 use crate::core::{AckToken, Settled};
 use crate::deliver::adaptive::Signal;
 use crate::deliver::request::{Outgoing, send_attempt, webhook_id};
+use crate::deliver::shape::Shaped;
 use crate::index::Endpoint;
 use crate::index::activity::{AttemptLine, AttemptRecord, Outcome};
 use crate::index::attempt_lines::{AttemptLines, EventFields};
@@ -94,7 +96,7 @@ pub(super) async fn deliver(shared: &Arc<Shared>, batch: Vec<Delivery>) -> Optio
         .event
         .time_ms()
         .unwrap_or(first.first_ms.unwrap_or(now));
-    let shaped = crate::deliver::shape::join(shaped);
+    let shaped = crate::deliver::shape::join(with_consumed(&hand.deliveries, shaped));
     // A batch carries the trace of its first event.
     let trace = crate::deliver::trace::for_record(
         |name| first.event.headers().get(name),
@@ -287,13 +289,14 @@ pub(super) fn carry_out(
 /// Shapes each delivery's event for `endpoint` (`deliver::shape`), in
 /// order; a delivery whose event has nothing where the endpoint's payload
 /// pointer looks is dead-lettered as `invalid_event` (no attempt could
-/// succeed) and leaves the batch.
+/// succeed) and leaves the batch. An event sent as consumed is `None`
+/// here, to borrow once the batch is settled ([`with_consumed`]).
 pub(super) fn shape_all(
     shared: &Arc<Shared>,
     endpoint: &Endpoint,
     hand: &mut InHand,
     now: i64,
-) -> Vec<crate::deliver::shape::Shaped> {
+) -> Vec<Option<Shaped<'static>>> {
     let config = endpoint.config.payload.as_deref();
     let mut shaped = Vec::with_capacity(hand.deliveries.len());
     let mut i = 0;
@@ -301,7 +304,13 @@ pub(super) fn shape_all(
         let d = &hand.deliveries[i];
         match crate::deliver::shape::shape_event(config, &d.event, d.first_ms.unwrap_or(now)) {
             Ok(body) => {
-                shaped.push(body);
+                shaped.push(match body.body {
+                    Cow::Borrowed(_) => None,
+                    Cow::Owned(bytes) => Some(Shaped {
+                        body: Cow::Owned(bytes),
+                        ..body
+                    }),
+                });
                 i += 1;
             }
             Err(e) => {
@@ -319,6 +328,19 @@ pub(super) fn shape_all(
         }
     }
     shaped
+}
+
+/// The shaped bodies of `deliveries` in order: those [`shape_all`] made,
+/// and the events sent as consumed borrowed.
+fn with_consumed<'a>(
+    deliveries: &'a [Delivery],
+    shaped: Vec<Option<Shaped<'static>>>,
+) -> Vec<Shaped<'a>> {
+    shaped
+        .into_iter()
+        .zip(deliveries)
+        .map(|(s, d)| s.unwrap_or_else(|| crate::deliver::shape::as_consumed(&d.event)))
+        .collect()
 }
 
 /// The endpoint's retry policy: `[delivery]`'s, changed by its `retry`
