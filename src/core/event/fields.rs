@@ -18,7 +18,7 @@ pub struct FieldTexts<'a> {
     pub tenant: Option<&'a str>,
 }
 
-/// Which texts of [`Fields::text`] there are, in order.
+/// The place of each text in a [`Fields`]' string, in order.
 const ID: usize = 0;
 const TYPE: usize = 1;
 const DEVICE: usize = 2;
