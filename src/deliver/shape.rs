@@ -37,9 +37,10 @@ pub struct EventFacts<'a> {
 /// A shaped body and how to label it.
 #[derive(Debug, Clone)]
 pub struct Shaped<'a> {
-    /// The exact bytes sent and signed: borrowed from the event when it is
-    /// sent as consumed (a clone of its `Bytes` would allocate a shared
-    /// header per event and free it again, on the delivery workers).
+    /// The exact bytes sent and signed. Borrowed only by [`as_consumed`]:
+    /// the event's whole body, sent as consumed (a clone of its `Bytes`
+    /// would allocate a shared header per event and free it again, on the
+    /// delivery workers); every other shape is owned.
     pub body: Cow<'a, Bytes>,
     /// `Content-Type` (a custom header may replace it).
     pub content_type: &'static str,

@@ -104,13 +104,7 @@ impl Fetched {
 
     /// The record's topic.
     pub(super) fn topic(&self) -> Cow<'_, str> {
-        let rkt = self.message().rkt;
-        if rkt.is_null() {
-            return Cow::Borrowed("");
-        }
-        // SAFETY: a consumed message keeps a reference on its topic, whose
-        // name lives as long as the topic.
-        unsafe { text(rdsys::rd_kafka_topic_name(rkt)) }
+        String::from_utf8_lossy(self.topic_bytes())
     }
 
     /// The record's topic as librdkafka holds it, without a UTF-8 check
@@ -120,7 +114,8 @@ impl Fetched {
         if rkt.is_null() {
             return &[];
         }
-        // SAFETY: as in `topic`; the name outlives the message.
+        // SAFETY: a consumed message keeps a reference on its topic, whose
+        // name lives as long as the topic.
         let name = unsafe { rdsys::rd_kafka_topic_name(rkt) };
         if name.is_null() {
             return &[];

@@ -41,10 +41,7 @@ impl TopicTable {
 
     /// The id of `name`.
     pub fn id(&self, name: &str) -> Option<u16> {
-        self.names
-            .iter()
-            .position(|n| &**n == name)
-            .map(|i| i as u16)
+        self.id_of_bytes(name.as_bytes())
     }
 
     /// The id of the topic named by `name`'s bytes.

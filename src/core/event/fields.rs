@@ -121,7 +121,8 @@ impl Fields {
     }
 
     /// The texts, borrowed.
-    pub fn texts(&self) -> FieldTexts<'_> {
+    #[cfg(test)]
+    fn texts(&self) -> FieldTexts<'_> {
         FieldTexts {
             id: self.id(),
             event_type: self.event_type(),
