@@ -405,7 +405,7 @@ fn poll_loop(
     inbound: &InboundSender,
 ) {
     let topics = reader.topics;
-    let Some(queue) = ConsumerQueue::of(consumer) else {
+    let Some(mut queue) = ConsumerQueue::of(consumer) else {
         tracing::error!("the consumer has no consumer queue; nothing is consumed");
         return;
     };

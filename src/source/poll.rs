@@ -1,7 +1,7 @@
-//! One poll of a group member's consumer queue, through librdkafka's event
-//! API: records, consumer errors *with* the partition and offset they are
-//! about, and everything else (rebalances, log lines, statistics) handed to
-//! the member's callbacks ([`super::hooks`]) as rust-rdkafka would.
+//! One poll of a group member's queues: records, consumer errors *with* the
+//! partition and offset they are about, and everything else (rebalances,
+//! log lines, statistics), read through librdkafka's event API and handed
+//! to the member's callbacks ([`super::hooks`]) as rust-rdkafka would.
 //!
 //! Why not `BaseConsumer::poll`: it reduces a consumer error to its code
 //! (`KafkaError::MessageConsumption`) and drops the partition and offset
@@ -12,11 +12,19 @@
 //! again and again: without the coordinates nothing can move the partition
 //! past it ([`super::unreadable`] does, with them).
 //!
+//! Records are not read from the consumer queue one event at a time: each
+//! assigned partition's queue is forwarded to a records queue of the
+//! member's own, read with librdkafka's batch call. A pop from the consumer
+//! queue reads the clock three times and takes its lock twice; the batch
+//! call does that once per batch. The consumer queue is left with
+//! rebalances, log lines, statistics and client errors (and any record of
+//! a partition that was not forwarded, read as before), and is served
+//! first: an event on it wakes a batch call waiting for records.
+//!
 //! Owns the unsafe code of consuming (events, messages, headers); decides
 //! nothing about records. Only the member's poll thread uses it.
 
-use std::borrow::Cow;
-use std::ffi::{CStr, c_char};
+use std::ffi::{CStr, c_void};
 use std::ptr::NonNull;
 use std::time::Duration;
 
@@ -27,7 +35,11 @@ use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use super::hooks::SourceContext;
-use crate::core::RecordHeaders;
+
+mod fetched;
+
+pub(super) use fetched::Fetched;
+use fetched::{Event, text};
 
 /// What one poll yielded.
 pub(super) enum Next {
@@ -59,160 +71,166 @@ pub(super) struct ConsumerError {
     pub(super) at: Option<(String, i32, i64)>,
 }
 
-/// An event taken from the queue; destroyed (with any message it holds)
-/// when dropped.
-struct Event(NonNull<rdsys::rd_kafka_event_t>);
+/// Records one batch call takes at most.
+const BATCH: usize = 64;
 
-impl Event {
-    fn ptr(&self) -> *mut rdsys::rd_kafka_event_t {
-        self.0.as_ptr()
-    }
-}
-
-impl Drop for Event {
-    fn drop(&mut self) {
-        // SAFETY: the event came from rd_kafka_queue_poll and is destroyed
-        // once, here; nothing borrowed from it outlives `self`.
-        unsafe { rdsys::rd_kafka_event_destroy(self.ptr()) }
-    }
-}
-
-/// Text of a C string librdkafka owns; empty for a null pointer.
-///
-/// # Safety
-/// `ptr` is null or a NUL-terminated string that lives as long as `'a`.
-unsafe fn text<'a>(ptr: *const c_char) -> Cow<'a, str> {
-    if ptr.is_null() {
-        return Cow::Borrowed("");
-    }
-    // SAFETY: as the caller promises.
-    unsafe { CStr::from_ptr(ptr) }.to_string_lossy()
-}
-
-/// A polled record, read in place from the event that holds it.
-pub(super) struct Fetched {
-    message: NonNull<rdsys::rd_kafka_message_t>,
-    /// Owns the message.
-    _event: Event,
-}
-
-impl Fetched {
-    fn message(&self) -> &rdsys::rd_kafka_message_t {
-        // SAFETY: the message belongs to `_event`, alive as long as `self`.
-        unsafe { self.message.as_ref() }
-    }
-
-    /// The record's topic.
-    pub(super) fn topic(&self) -> Cow<'_, str> {
-        String::from_utf8_lossy(self.topic_bytes())
-    }
-
-    /// The record's topic as librdkafka holds it, without a UTF-8 check
-    /// (empty when it has none): the poll loop finds its id with it.
-    pub(super) fn topic_bytes(&self) -> &[u8] {
-        let rkt = self.message().rkt;
-        if rkt.is_null() {
-            return &[];
-        }
-        // SAFETY: a consumed message keeps a reference on its topic, whose
-        // name lives as long as the topic.
-        let name = unsafe { rdsys::rd_kafka_topic_name(rkt) };
-        if name.is_null() {
-            return &[];
-        }
-        // SAFETY: a NUL-terminated name that lives as long as `self`.
-        unsafe { CStr::from_ptr(name) }.to_bytes()
-    }
-
-    /// The record's partition.
-    pub(super) fn partition(&self) -> i32 {
-        self.message().partition
-    }
-
-    /// The record's offset.
-    pub(super) fn offset(&self) -> i64 {
-        self.message().offset
-    }
-
-    /// The record's key (`None` for a null key).
-    pub(super) fn key(&self) -> Option<&[u8]> {
-        let m = self.message();
-        // SAFETY: key/key_len describe bytes owned by the message.
-        (!m.key.is_null()).then(|| unsafe { std::slice::from_raw_parts(m.key.cast(), m.key_len) })
-    }
-
-    /// The record's value (empty for a null value).
-    pub(super) fn payload(&self) -> &[u8] {
-        let m = self.message();
-        if m.payload.is_null() {
-            return &[];
-        }
-        // SAFETY: payload/len describe bytes owned by the message.
-        unsafe { std::slice::from_raw_parts(m.payload.cast(), m.len) }
-    }
-
-    /// The record's headers, copied out.
-    pub(super) fn headers(&self) -> RecordHeaders {
-        let mut native = std::ptr::null_mut();
-        // SAFETY: the message is a consumed one, alive with `self`; the
-        // header list belongs to it.
-        let err = unsafe { rdsys::rd_kafka_message_headers(self.message.as_ptr(), &mut native) };
-        if err != RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR || native.is_null() {
-            return RecordHeaders::default();
-        }
-        let mut pairs: Vec<(Cow<'_, str>, &[u8])> = Vec::new();
-        for idx in 0.. {
-            let (mut name, mut value, mut size) = (std::ptr::null(), std::ptr::null(), 0usize);
-            // SAFETY: `native` is the message's header list; the out
-            // pointers point at locals; name and value stay valid while
-            // the message lives.
-            let err = unsafe {
-                rdsys::rd_kafka_header_get_all(native, idx, &mut name, &mut value, &mut size)
-            };
-            if err != RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR {
-                break;
-            }
-            // SAFETY: as above.
-            let key = unsafe { text(name) };
-            let value: &[u8] = if value.is_null() {
-                &[]
-            } else {
-                // SAFETY: value/size describe the header's bytes.
-                unsafe { std::slice::from_raw_parts(value.cast(), size) }
-            };
-            pairs.push((key, value));
-        }
-        RecordHeaders::from_pairs(pairs.iter().map(|(k, v)| (k.as_ref(), *v)))
-    }
-}
-
-/// The consumer queue of one member (`rd_kafka_queue_get_consumer`: the
-/// queue `BaseConsumer::poll` reads, where librdkafka also forwards log
-/// lines, statistics and rebalances).
+/// The queues of one member: its consumer queue (`rd_kafka_queue_get_consumer`:
+/// the queue `BaseConsumer::poll` reads, where librdkafka also forwards log
+/// lines, statistics and rebalances) and its records queue, with the
+/// records of the last batch call not yet returned.
 pub(super) struct ConsumerQueue<'c> {
     consumer: &'c BaseConsumer<SourceContext>,
     queue: NonNull<rdsys::rd_kafka_queue_t>,
+    /// Where assigned partitions' records go; owned by `self`.
+    records: NonNull<rdsys::rd_kafka_queue_t>,
+    /// Messages of the last batch call: `batch[next..len]` are not
+    /// returned yet and are owned by `self`.
+    batch: [*mut rdsys::rd_kafka_message_t; BATCH],
+    next: usize,
+    len: usize,
 }
 
 impl Drop for ConsumerQueue<'_> {
     fn drop(&mut self) {
-        // SAFETY: releases the reference taken in `of`, once.
-        unsafe { rdsys::rd_kafka_queue_destroy(self.queue.as_ptr()) }
+        // SAFETY: the wake-up callback is removed under the consumer
+        // queue's lock, so none runs after this; then the messages not
+        // returned are destroyed once, and both queue references taken in
+        // `of` released once.
+        unsafe {
+            rdsys::rd_kafka_queue_cb_event_enable(self.queue.as_ptr(), None, std::ptr::null_mut());
+            for message in &self.batch[self.next..self.len] {
+                rdsys::rd_kafka_message_destroy(*message);
+            }
+            rdsys::rd_kafka_queue_destroy(self.records.as_ptr());
+            rdsys::rd_kafka_queue_destroy(self.queue.as_ptr());
+        }
     }
 }
 
+/// Wakes a batch call waiting on the records queue (`opaque`) when an event
+/// reaches the empty consumer queue. Runs on a librdkafka thread, under the
+/// consumer queue's lock.
+unsafe extern "C" fn wake_records(_rk: *mut rdsys::rd_kafka_t, opaque: *mut c_void) {
+    // SAFETY: `opaque` is the records queue, alive while this callback is
+    // set (`ConsumerQueue`'s drop removes it before destroying the queue).
+    unsafe { rdsys::rd_kafka_queue_yield(opaque.cast()) }
+}
+
 impl<'c> ConsumerQueue<'c> {
-    /// The consumer queue of `consumer`; `None` when it has none (not a
-    /// group member).
+    /// The queues of `consumer`; `None` when it has no consumer queue (not
+    /// a group member).
     pub(super) fn of(consumer: &'c BaseConsumer<SourceContext>) -> Option<Self> {
+        let rk = consumer.client().native_ptr();
         // SAFETY: the client lives for 'c, longer than this handle, which
-        // holds its own reference on the queue.
-        let queue = unsafe { rdsys::rd_kafka_queue_get_consumer(consumer.client().native_ptr()) };
-        NonNull::new(queue).map(|queue| Self { consumer, queue })
+        // holds its own reference on the consumer queue and owns the
+        // records queue.
+        let (queue, records) = unsafe {
+            (
+                rdsys::rd_kafka_queue_get_consumer(rk),
+                rdsys::rd_kafka_queue_new(rk),
+            )
+        };
+        let (Some(queue), Some(records)) = (NonNull::new(queue), NonNull::new(records)) else {
+            // SAFETY: releases whichever reference was taken, once.
+            unsafe {
+                for q in [queue, records].into_iter().filter(|q| !q.is_null()) {
+                    rdsys::rd_kafka_queue_destroy(q);
+                }
+            }
+            return None;
+        };
+        // SAFETY: both queues are alive; the callback is removed before
+        // the records queue goes (drop).
+        unsafe {
+            rdsys::rd_kafka_queue_cb_event_enable(
+                queue.as_ptr(),
+                Some(wake_records),
+                records.as_ptr().cast(),
+            );
+        }
+        Some(Self {
+            consumer,
+            queue,
+            records,
+            batch: [std::ptr::null_mut(); BATCH],
+            next: 0,
+            len: 0,
+        })
     }
 
-    /// Waits up to `timeout` for one event and returns what it was.
-    pub(super) fn poll(&self, timeout: Duration) -> Next {
+    /// Returns the next record of the last batch, else an event of the
+    /// consumer queue, else the first record of a new batch, waiting up to
+    /// `timeout` for one (an event on the consumer queue ends the wait).
+    pub(super) fn poll(&mut self, timeout: Duration) -> Next {
+        if let Some(fetched) = self.batched() {
+            return fetched.into_next();
+        }
+        // SAFETY: the queue is alive (`self`).
+        if unsafe { rdsys::rd_kafka_queue_length(self.queue.as_ptr()) } > 0 {
+            return self.poll_event(Duration::ZERO);
+        }
+        // A batch call waits until it has all it asked for or the time is
+        // up: wait for one record, then take what else is there.
+        let first = if timeout.is_zero() {
+            self.take(0, Duration::ZERO)
+        } else {
+            self.take(0, timeout)
+                .map(|taken| taken + self.take(taken, Duration::ZERO).unwrap_or(0))
+        };
+        match first {
+            Some(taken) => {
+                (self.next, self.len) = (0, taken);
+                self.batched().map_or(Next::Nothing, Fetched::into_next)
+            }
+            // The batch call refused: wait on the consumer queue instead,
+            // as without a records queue.
+            None => self.poll_event(timeout),
+        }
+    }
+
+    /// Takes records from the records queue into `batch[from..]`, as many
+    /// as there is room for, or one when `wait` is not zero (waiting up to
+    /// `wait` for it); `None` when librdkafka refuses the call.
+    fn take(&mut self, from: usize, wait: Duration) -> Option<usize> {
+        let room = if wait.is_zero() {
+            BATCH.saturating_sub(from)
+        } else {
+            1
+        };
+        let Some(slots) = self.batch.get_mut(from..from + room) else {
+            return Some(0);
+        };
+        let ms = i32::try_from(wait.as_millis()).unwrap_or(i32::MAX);
+        // SAFETY: the records queue is alive; librdkafka writes at most
+        // `room` message pointers into `slots`, each owned by `self` from
+        // here until returned or dropped.
+        let taken = unsafe {
+            rdsys::rd_kafka_consume_batch_queue(
+                self.records.as_ptr(),
+                ms,
+                slots.as_mut_ptr(),
+                slots.len(),
+            )
+        };
+        usize::try_from(taken).ok().map(|taken| taken.min(room))
+    }
+
+    /// Takes the next message of the last batch.
+    fn batched(&mut self) -> Option<Fetched> {
+        if self.next >= self.len {
+            return None;
+        }
+        let message = NonNull::new(self.batch[self.next]);
+        self.next += 1;
+        message.map(|message| Fetched {
+            message,
+            event: None,
+        })
+    }
+
+    /// Waits up to `timeout` for one event of the consumer queue and
+    /// returns what it was.
+    fn poll_event(&self, timeout: Duration) -> Next {
         let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
         // SAFETY: the queue is alive (`self`); the event is owned by the
         // returned guard.
@@ -246,7 +264,9 @@ impl<'c> ConsumerQueue<'c> {
     }
 
     /// A rebalance: the member's callbacks run (and assign or unassign), as
-    /// `BaseConsumer::poll` would have them.
+    /// `BaseConsumer::poll` would have them. Partitions about to be
+    /// assigned are forwarded to the records queue first, so none of their
+    /// records reaches the consumer queue.
     fn rebalance(&self, event: &Event) -> Next {
         // SAFETY: a live rebalance event.
         let err = unsafe { rdsys::rd_kafka_event_error(event.ptr()) };
@@ -257,8 +277,11 @@ impl<'c> ConsumerQueue<'c> {
         }
         // SAFETY: a rebalance event holds its partition list, alive with
         // the event; it is copied before the event goes.
-        let mut list =
-            copy_list(unsafe { rdsys::rd_kafka_event_topic_partition_list(event.ptr()) });
+        let native = unsafe { rdsys::rd_kafka_event_topic_partition_list(event.ptr()) };
+        if assign {
+            self.forward(native);
+        }
+        let mut list = copy_list(native);
         self.consumer
             .context()
             .rebalance(self.consumer, err, &mut list);
@@ -271,6 +294,25 @@ impl<'c> ConsumerQueue<'c> {
             .map(|e| (e.topic().to_string(), e.partition()))
             .collect();
         Next::Revoked(Some(revoked))
+    }
+
+    /// Forwards the queues of the partitions in `native` to the records
+    /// queue. librdkafka keeps a forward the application set when it starts
+    /// fetching, and drops it when it stops (a revoke).
+    fn forward(&self, native: *const rdsys::rd_kafka_topic_partition_list_t) {
+        let rk = self.consumer.client().native_ptr();
+        for e in elements(native) {
+            // SAFETY: the element's topic is a C string owned by the list;
+            // the partition queue handle is released right here, the
+            // forward stays on the partition.
+            unsafe {
+                let queue = rdsys::rd_kafka_queue_get_partition(rk, e.topic, e.partition);
+                if !queue.is_null() {
+                    rdsys::rd_kafka_queue_forward(queue, self.records.as_ptr());
+                    rdsys::rd_kafka_queue_destroy(queue);
+                }
+            }
+        }
     }
 
     fn log(&self, event: &Event) {
@@ -296,26 +338,11 @@ fn fetched(event: Event) -> Next {
     let Some(message) = NonNull::new(message.cast_mut()) else {
         return Next::Nothing;
     };
-    let fetched = Fetched {
+    Fetched {
         message,
-        _event: event,
-    };
-    let err = fetched.message().err;
-    if err == RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR {
-        return Next::Record(fetched);
+        event: Some(event),
     }
-    // SAFETY: the message is alive with `fetched`.
-    let text = unsafe { text(rdsys::rd_kafka_message_errstr(fetched.message.as_ptr())) };
-    Next::Error(ConsumerError {
-        code: err.into(),
-        text: text.into_owned(),
-        fatal: false,
-        at: Some((
-            fetched.topic().into_owned(),
-            fetched.partition(),
-            fetched.offset(),
-        )),
-    })
+    .into_next()
 }
 
 /// What an error event says, with its partition and offset when it has
@@ -346,20 +373,27 @@ fn error_of(event: &Event) -> ConsumerError {
     }
 }
 
-/// A copy of a partition list librdkafka owns (topics, partitions,
-/// offsets).
-fn copy_list(native: *const rdsys::rd_kafka_topic_partition_list_t) -> TopicPartitionList {
-    let mut tpl = TopicPartitionList::new();
-    // SAFETY: null or a live list whose `cnt` elements are initialised.
-    let elements = unsafe {
+/// The elements of a partition list librdkafka owns (none for null).
+fn elements<'a>(
+    native: *const rdsys::rd_kafka_topic_partition_list_t,
+) -> &'a [rdsys::rd_kafka_topic_partition_t] {
+    // SAFETY: null or a live list whose `cnt` elements are initialised,
+    // alive as long as the event that holds it (the callers' `'a`).
+    unsafe {
         match native.as_ref() {
             Some(list) if !list.elems.is_null() && list.cnt > 0 => {
                 std::slice::from_raw_parts(list.elems, list.cnt as usize)
             }
             _ => &[],
         }
-    };
-    for e in elements {
+    }
+}
+
+/// A copy of a partition list librdkafka owns (topics, partitions,
+/// offsets).
+fn copy_list(native: *const rdsys::rd_kafka_topic_partition_list_t) -> TopicPartitionList {
+    let mut tpl = TopicPartitionList::new();
+    for e in elements(native) {
         // SAFETY: each element's topic is a C string owned by the list.
         let topic = unsafe { text(e.topic) };
         if tpl
