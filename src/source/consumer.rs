@@ -34,6 +34,7 @@ use crate::commit::{CommitRefused, Committer, OffsetCommit};
 use rdkafka::error::KafkaError;
 use tokio::sync::mpsc;
 
+use super::early_pause::EarlyPauses;
 use super::hooks::{FetchProgress, SourceContext};
 use super::inbound::{Arrival, INBOUND_MESSAGES, Inbound, InboundSender};
 use super::poll::{ConsumerError, ConsumerQueue, Next};
@@ -42,10 +43,6 @@ use super::topics::{TopicTable, offsets_list, partitions_list};
 use super::unreadable::UnreadableRecords;
 use crate::config::Config;
 use crate::core::{PartitionId, Polled};
-
-/// A retry due further ahead than this (ms) pauses its partition as soon
-/// as it is polled.
-const EARLY_PAUSE_BEYOND_MS: i64 = 100;
 
 /// One member of the group: a librdkafka consumer and its poll thread.
 struct Member {
@@ -412,6 +409,7 @@ fn poll_loop(
     let mut unreadable = UnreadableRecords::default();
     let mut errors = ErrorLog::default();
     let mut clock = ConsumeClock::default();
+    let mut early = EarlyPauses::default();
     while !stop.load(Ordering::Relaxed) {
         // Waits for a record only when nothing is pending; otherwise takes
         // what librdkafka already has and hands the batch over when it
@@ -473,7 +471,13 @@ fn poll_loop(
             record.offset,
         );
         let polled = reader.read(record);
-        if !hand_over(consumer, topics, inbound, polled) {
+        let early = early.needed(
+            queue.batches(),
+            polled.partition(),
+            polled.due_ms(),
+            crate::core::now_ms(),
+        );
+        if !hand_over(consumer, topics, inbound, polled, early) {
             break;
         }
     }
@@ -537,22 +541,20 @@ impl ErrorLog {
 /// Hands `polled` to the dispatcher; false once the dispatcher is gone.
 ///
 /// A retry that is not due for a while heads its partition until it is:
-/// pause now, so librdkafka drops what it prefetched behind it instead of
-/// this thread polling it only for the dispatcher to hold. The dispatcher
-/// pauses it too (it owns pause state and resumes when due); this only
-/// stops the flow sooner. (A retry due within moments is left to the
-/// dispatcher, which holds what follows it that long: no fetch again when
-/// it is due.)
+/// with `pause_early`, pause now, so librdkafka drops what it prefetched
+/// behind it instead of this thread polling it only for the dispatcher to
+/// hold. The dispatcher pauses it too (it owns pause state and resumes
+/// when due); this only stops the flow sooner. (A retry due within moments
+/// is left to the dispatcher, which holds what follows it that long: no
+/// fetch again when it is due.)
 fn hand_over(
     consumer: &BaseConsumer<SourceContext>,
     topics: &TopicTable,
     inbound: &InboundSender,
     polled: Polled,
+    pause_early: bool,
 ) -> bool {
-    if polled
-        .due_ms()
-        .is_some_and(|due| due > crate::core::now_ms() + EARLY_PAUSE_BEYOND_MS)
-    {
+    if pause_early {
         let partition = polled.partition();
         let tpl = partitions_list(topics, &[partition]);
         match consumer.pause(&tpl) {

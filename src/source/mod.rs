@@ -10,6 +10,7 @@
 //! topic names, and [`types`] knows the event types each preset produces.
 
 pub mod consumer;
+mod early_pause;
 pub mod extract;
 pub mod hooks;
 pub mod inbound;

@@ -88,6 +88,8 @@ pub(super) struct ConsumerQueue<'c> {
     batch: [*mut rdsys::rd_kafka_message_t; BATCH],
     next: usize,
     len: usize,
+    /// Batches taken so far.
+    batches: u64,
 }
 
 impl Drop for ConsumerQueue<'_> {
@@ -155,6 +157,7 @@ impl<'c> ConsumerQueue<'c> {
             batch: [std::ptr::null_mut(); BATCH],
             next: 0,
             len: 0,
+            batches: 0,
         })
     }
 
@@ -180,6 +183,7 @@ impl<'c> ConsumerQueue<'c> {
         match first {
             Some(taken) => {
                 (self.next, self.len) = (0, taken);
+                self.batches += u64::from(taken > 0);
                 self.batched().map_or(Next::Nothing, Fetched::into_next)
             }
             // The batch call refused: wait on the consumer queue instead,
@@ -213,6 +217,12 @@ impl<'c> ConsumerQueue<'c> {
             )
         };
         usize::try_from(taken).ok().map(|taken| taken.min(room))
+    }
+
+    /// How many batches were taken so far. The records of one batch all
+    /// left librdkafka's queues before the first of them is returned.
+    pub(super) fn batches(&self) -> u64 {
+        self.batches
     }
 
     /// Takes the next message of the last batch.
