@@ -101,7 +101,9 @@ impl Drop for ConsumerQueue<'_> {
         unsafe {
             rdsys::rd_kafka_queue_cb_event_enable(self.queue.as_ptr(), None, std::ptr::null_mut());
             for message in &self.batch[self.next..self.len] {
-                rdsys::rd_kafka_message_destroy(*message);
+                if !message.is_null() {
+                    rdsys::rd_kafka_message_destroy(*message);
+                }
             }
             rdsys::rd_kafka_queue_destroy(self.records.as_ptr());
             rdsys::rd_kafka_queue_destroy(self.queue.as_ptr());
@@ -225,17 +227,21 @@ impl<'c> ConsumerQueue<'c> {
         self.batches
     }
 
-    /// Takes the next message of the last batch.
+    /// Takes the next message of the last batch (passing over null
+    /// pointers, which librdkafka does not return: a new batch call must
+    /// find none of the last one's messages left).
     fn batched(&mut self) -> Option<Fetched> {
-        if self.next >= self.len {
-            return None;
+        while self.next < self.len {
+            let message = NonNull::new(self.batch[self.next]);
+            self.next += 1;
+            if let Some(message) = message {
+                return Some(Fetched {
+                    message,
+                    event: None,
+                });
+            }
         }
-        let message = NonNull::new(self.batch[self.next]);
-        self.next += 1;
-        message.map(|message| Fetched {
-            message,
-            event: None,
-        })
+        None
     }
 
     /// Waits up to `timeout` for one event of the consumer queue and
