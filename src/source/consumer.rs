@@ -471,12 +471,15 @@ fn poll_loop(
             record.offset,
         );
         let polled = reader.read(record);
-        let early = early.needed(
-            queue.batches(),
-            polled.partition(),
-            polled.due_ms(),
-            crate::core::now_ms(),
-        );
+        // The clock is read for retries only.
+        let early = polled.due_ms().is_some_and(|due| {
+            early.needed(
+                queue.batches(),
+                polled.partition(),
+                due,
+                crate::core::now_ms(),
+            )
+        });
         if !hand_over(consumer, topics, inbound, polled, early) {
             break;
         }

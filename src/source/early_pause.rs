@@ -22,17 +22,17 @@ pub(super) struct EarlyPauses {
 }
 
 impl EarlyPauses {
-    /// Whether a record of `partition`, due at `due_ms` (retries) and
-    /// polled in batch `batch`, pauses its partition now: a retry not due
-    /// for a while, and the first such of its partition in the batch.
+    /// Whether a retry of `partition`, due at `due_ms` and polled in batch
+    /// `batch`, pauses its partition now: not due for a while, and the
+    /// first such of its partition in the batch.
     pub(super) fn needed(
         &mut self,
         batch: u64,
         partition: PartitionId,
-        due_ms: Option<i64>,
+        due_ms: i64,
         now_ms: i64,
     ) -> bool {
-        if due_ms.is_none_or(|due| due <= now_ms.saturating_add(EARLY_PAUSE_BEYOND_MS)) {
+        if due_ms <= now_ms.saturating_add(EARLY_PAUSE_BEYOND_MS) {
             return false;
         }
         if batch != self.batch {
@@ -62,10 +62,9 @@ mod tests {
     fn one_pause_per_partition_and_batch_for_retries_not_due_soon() {
         let mut early = EarlyPauses::default();
         let now = 1_000_000;
-        let late = Some(now + EARLY_PAUSE_BEYOND_MS + 1);
-        assert!(!early.needed(1, p(0), None, now), "not a retry");
+        let late = now + EARLY_PAUSE_BEYOND_MS + 1;
         assert!(
-            !early.needed(1, p(0), Some(now + EARLY_PAUSE_BEYOND_MS), now),
+            !early.needed(1, p(0), now + EARLY_PAUSE_BEYOND_MS, now),
             "due soon"
         );
         assert!(early.needed(1, p(0), late, now));
@@ -78,9 +77,6 @@ mod tests {
             early.needed(2, p(0), late, now),
             "a new batch: resumed since"
         );
-        assert!(
-            !early.needed(2, p(0), Some(i64::MAX), i64::MAX),
-            "no overflow"
-        );
+        assert!(!early.needed(2, p(0), i64::MAX, i64::MAX), "no overflow");
     }
 }
