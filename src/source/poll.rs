@@ -21,8 +21,9 @@
 //! a partition that was not forwarded, read as before), and is served
 //! first: an event on it wakes a batch call waiting for records.
 //!
-//! Owns the unsafe code of consuming (events, messages, headers); decides
-//! nothing about records. Only the member's poll thread uses it.
+//! Owns the unsafe code of the member's queues (events, batch calls,
+//! forwards; reading one record is [`mod@fetched`]'s); decides nothing about
+//! records. Only the member's poll thread uses it.
 
 use std::ffi::{CStr, c_void};
 use std::ptr::NonNull;
