@@ -167,13 +167,21 @@ impl<'c> ConsumerQueue<'c> {
     /// Returns the next record of the last batch, else an event of the
     /// consumer queue, else the first record of a new batch, waiting up to
     /// `timeout` for one (an event on the consumer queue ends the wait).
-    pub(super) fn poll(&mut self, timeout: Duration) -> Next {
+    pub(super) fn poll(&mut self, mut timeout: Duration) -> Next {
         if let Some(fetched) = self.batched() {
             return fetched.into_next();
         }
         // SAFETY: the queue is alive (`self`).
         if unsafe { rdsys::rd_kafka_queue_length(self.queue.as_ptr()) } > 0 {
-            return self.poll_event(Duration::ZERO);
+            match self.poll_event(Duration::ZERO) {
+                Next::Nothing => {}
+                next => return next,
+            }
+            // An event handled here (a log line, statistics) or none
+            // returned: records are still read, so that nothing on the
+            // consumer queue can hold them up, but without waiting, since
+            // more events may follow it.
+            timeout = Duration::ZERO;
         }
         // A batch call waits until it has all it asked for or the time is
         // up: wait for one record, then take what else is there.
