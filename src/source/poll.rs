@@ -22,10 +22,11 @@
 //! first: an event on it wakes a batch call waiting for records.
 //!
 //! Owns the unsafe code of the member's queues (events, batch calls,
-//! forwards; reading one record is [`mod@fetched`]'s); decides nothing about
+//! forwards; reading one record is [`fetched`]'s); decides nothing about
 //! records. Only the member's poll thread uses it.
 
-use std::ffi::{CStr, c_void};
+use std::borrow::Cow;
+use std::ffi::{CStr, c_char, c_void};
 use std::ptr::NonNull;
 use std::time::Duration;
 
@@ -40,7 +41,6 @@ use super::hooks::SourceContext;
 mod fetched;
 
 pub(super) use fetched::Fetched;
-use fetched::{Event, text};
 
 /// What one poll yielded.
 pub(super) enum Next {
@@ -70,6 +70,36 @@ pub(super) struct ConsumerError {
     /// The topic, partition and offset the error is about, when it names
     /// them (errors of one partition's fetches do).
     pub(super) at: Option<(String, i32, i64)>,
+}
+
+/// An event taken from the queue; destroyed (with any message it holds)
+/// when dropped.
+struct Event(NonNull<rdsys::rd_kafka_event_t>);
+
+impl Event {
+    fn ptr(&self) -> *mut rdsys::rd_kafka_event_t {
+        self.0.as_ptr()
+    }
+}
+
+impl Drop for Event {
+    fn drop(&mut self) {
+        // SAFETY: the event came from rd_kafka_queue_poll and is destroyed
+        // once, here; nothing borrowed from it outlives `self`.
+        unsafe { rdsys::rd_kafka_event_destroy(self.ptr()) }
+    }
+}
+
+/// Text of a C string librdkafka owns; empty for a null pointer.
+///
+/// # Safety
+/// `ptr` is null or a NUL-terminated string that lives as long as `'a`.
+unsafe fn text<'a>(ptr: *const c_char) -> Cow<'a, str> {
+    if ptr.is_null() {
+        return Cow::Borrowed("");
+    }
+    // SAFETY: as the caller promises.
+    unsafe { CStr::from_ptr(ptr) }.to_string_lossy()
 }
 
 /// Records one batch call takes at most.
@@ -265,7 +295,7 @@ impl<'c> ConsumerQueue<'c> {
         };
         // SAFETY: a live event.
         match unsafe { rdsys::rd_kafka_event_type(event.ptr()) } {
-            rdsys::RD_KAFKA_EVENT_FETCH => fetched(event),
+            rdsys::RD_KAFKA_EVENT_FETCH => record_of(event),
             rdsys::RD_KAFKA_EVENT_ERROR => Next::Error(error_of(&event)),
             rdsys::RD_KAFKA_EVENT_REBALANCE => self.rebalance(&event),
             rdsys::RD_KAFKA_EVENT_LOG => {
@@ -357,7 +387,7 @@ impl<'c> ConsumerQueue<'c> {
 }
 
 /// The record of a fetch event, or its error.
-fn fetched(event: Event) -> Next {
+fn record_of(event: Event) -> Next {
     // SAFETY: a live fetch event; its one message belongs to it.
     let message = unsafe { rdsys::rd_kafka_event_message_next(event.ptr()) };
     let Some(message) = NonNull::new(message.cast_mut()) else {

@@ -1,49 +1,18 @@
 //! A record polled from a member's queues, read in place from the event
-//! or batch call that holds it, and destroyed with it; and the event
-//! handle the consumer queue's poll returns.
+//! or batch call that holds it, and destroyed with it.
 //!
 //! Owns the unsafe code of reading one message (its coordinates, key,
 //! value and headers); decides nothing about records.
 
 use std::borrow::Cow;
-use std::ffi::{CStr, c_char};
+use std::ffi::CStr;
 use std::ptr::NonNull;
 
 use rdkafka::bindings as rdsys;
 use rdkafka::types::RDKafkaRespErr;
 
-use super::{ConsumerError, Next};
+use super::{ConsumerError, Event, Next, text};
 use crate::core::RecordHeaders;
-
-/// An event taken from the queue; destroyed (with any message it holds)
-/// when dropped.
-pub(super) struct Event(pub(super) NonNull<rdsys::rd_kafka_event_t>);
-
-impl Event {
-    pub(super) fn ptr(&self) -> *mut rdsys::rd_kafka_event_t {
-        self.0.as_ptr()
-    }
-}
-
-impl Drop for Event {
-    fn drop(&mut self) {
-        // SAFETY: the event came from rd_kafka_queue_poll and is destroyed
-        // once, here; nothing borrowed from it outlives `self`.
-        unsafe { rdsys::rd_kafka_event_destroy(self.ptr()) }
-    }
-}
-
-/// Text of a C string librdkafka owns; empty for a null pointer.
-///
-/// # Safety
-/// `ptr` is null or a NUL-terminated string that lives as long as `'a`.
-pub(super) unsafe fn text<'a>(ptr: *const c_char) -> Cow<'a, str> {
-    if ptr.is_null() {
-        return Cow::Borrowed("");
-    }
-    // SAFETY: as the caller promises.
-    unsafe { CStr::from_ptr(ptr) }.to_string_lossy()
-}
 
 /// A polled record, read in place from the event or batch that holds it.
 pub(in crate::source) struct Fetched {
