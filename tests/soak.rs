@@ -3,21 +3,24 @@
 //! through healthy, 503, slow and resetting connections, and three
 //! SIGKILLs of the process (each followed by a restart). At the end every
 //! event is delivered or dead-lettered with a reason, the input and tier
-//! offsets are committed to the end, and the duplicates are reported.
+//! offsets are committed to the end, and the duplicates are reported: how
+//! many followed a kill, and how many events each kill found delivered
+//! but not yet committed, per topic (a deferral batch on a tier commits
+//! only when all its entries are settled).
 //!
 //! Ignored by default (`cargo test --test soak -- --ignored`); `.ci/run`
 //! runs it.
 
 mod common;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::process::Instance;
 use common::*;
 use hookstream::config::Config;
-use hookstream::demo::receiver::{Behaviour, Receiver, ReceiverSpec};
+use hookstream::demo::receiver::{Behaviour, ReceivedRequest, Receiver, ReceiverSpec};
 
 const INPUT: &str = "device-events";
 const GROUP: &str = "soak";
@@ -76,6 +79,71 @@ fn events(from: usize, to: usize) -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
+/// Where an event's records lie: the topic, partition and offset of its
+/// input record and of each of its retries.
+type Places = HashMap<String, Vec<(String, i32, i64)>>;
+
+/// What the group had committed at a SIGKILL, and what had been delivered.
+struct AtKill {
+    /// Committed offset per topic and partition (0: none), input and tiers.
+    committed: HashMap<(String, i32), i64>,
+    /// Ids of the events delivered (2xx) before the kill.
+    delivered: HashSet<String>,
+}
+
+impl AtKill {
+    /// Of the events delivered before the kill, how many have a record at
+    /// or past its partition's committed offset (the restart reads it
+    /// again), per topic, and in all.
+    fn uncommitted(&self, places: &Places) -> (BTreeMap<String, usize>, usize) {
+        let mut per_topic = BTreeMap::new();
+        let mut events = 0;
+        for id in &self.delivered {
+            let mut topics: Vec<&String> = places
+                .get(id)
+                .into_iter()
+                .flatten()
+                .filter(|(topic, partition, offset)| {
+                    let committed = self.committed.get(&(topic.clone(), *partition));
+                    *offset >= committed.copied().unwrap_or(0)
+                })
+                .map(|(topic, _, _)| topic)
+                .collect();
+            topics.dedup();
+            events += usize::from(!topics.is_empty());
+            for topic in topics {
+                *per_topic.entry(topic.clone()).or_default() += 1;
+            }
+        }
+        (per_topic, events)
+    }
+}
+
+/// The repeated 2xx deliveries of `recorded`: (those with a SIGKILL
+/// between them and the delivery before, those without).
+fn repeats(recorded: &[ReceivedRequest], kills: &[Instant]) -> (usize, usize) {
+    let mut times: HashMap<String, Vec<Instant>> = HashMap::new();
+    for r in recorded {
+        if (200..300).contains(&r.status)
+            && let Some(id) = event_id(&r.body)
+        {
+            times.entry(id).or_default().push(r.received_at);
+        }
+    }
+    let (mut across, mut within) = (0, 0);
+    for deliveries in times.values_mut() {
+        deliveries.sort();
+        for pair in deliveries.windows(2) {
+            if kills.iter().any(|k| (pair[0]..pair[1]).contains(k)) {
+                across += 1;
+            } else {
+                within += 1;
+            }
+        }
+    }
+    (across, within)
+}
+
 fn event_id(body: &[u8]) -> Option<String> {
     let v: serde_json::Value = serde_json::from_slice(body).ok()?;
     v.get("id")?.as_str().map(str::to_string)
@@ -107,25 +175,7 @@ fn three_kills_under_a_flipping_receiver_lose_nothing() {
     };
     let dir = tempfile::tempdir().unwrap();
     let mut runs = 0;
-    let mut instance = Instance::start(dir.path(), "run-0", &text, None, "SOAK_LOG");
-    for kill_after in [12, 17, 23] {
-        std::thread::sleep(Duration::from_secs(kill_after));
-        instance.sigkill();
-        runs += 1;
-        eprintln!(
-            "soak: SIGKILL {runs} after {:?}, {} requests so far",
-            started.elapsed(),
-            receiver
-                .log()
-                .requests
-                .load(std::sync::atomic::Ordering::Relaxed)
-        );
-        instance = Instance::start(dir.path(), &format!("run-{runs}"), &text, None, "SOAK_LOG");
-    }
-    rt.block_on(producer).expect("producer");
-    let total = BACKLOG + STREAMED;
-
-    // Every event delivered or dead-lettered with a reason.
+    // Events delivered so far, with their count of 2xx deliveries.
     let delivered = || -> HashMap<String, usize> {
         let mut seen = HashMap::new();
         for r in receiver.log().recorded() {
@@ -137,6 +187,48 @@ fn three_kills_under_a_flipping_receiver_lose_nothing() {
         }
         seen
     };
+    // Input and tiers, whose committed offsets each kill notes.
+    let mut topics = vec![INPUT.to_string()];
+    topics.extend(
+        probe
+            .topics
+            .retry_tiers
+            .iter()
+            .map(|t| probe.topics.retry_topic(*t)),
+    );
+    let mut kills = Vec::new();
+    let mut kill_times = Vec::new();
+    let mut instance = Instance::start(dir.path(), "run-0", &text, None, "SOAK_LOG");
+    for kill_after in [12, 17, 23] {
+        std::thread::sleep(Duration::from_secs(kill_after));
+        instance.sigkill();
+        kill_times.push(Instant::now());
+        runs += 1;
+        eprintln!(
+            "soak: SIGKILL {runs} after {:?}, {} requests so far",
+            started.elapsed(),
+            receiver
+                .log()
+                .requests
+                .load(std::sync::atomic::Ordering::Relaxed)
+        );
+        kills.push(AtKill {
+            committed: topics
+                .iter()
+                .flat_map(|topic| {
+                    cluster.committed_vs_end(GROUP, topic).into_iter().map(
+                        |(partition, committed, _)| ((topic.clone(), partition), committed.max(0)),
+                    )
+                })
+                .collect(),
+            delivered: delivered().into_keys().collect(),
+        });
+        instance = Instance::start(dir.path(), &format!("run-{runs}"), &text, None, "SOAK_LOG");
+    }
+    rt.block_on(producer).expect("producer");
+    let total = BACKLOG + STREAMED;
+
+    // Every event delivered or dead-lettered with a reason.
     let dead = || -> HashMap<String, String> {
         cluster
             .read_all(&probe.topics.dlq_topic())
@@ -178,14 +270,6 @@ fn three_kills_under_a_flipping_receiver_lose_nothing() {
     }
 
     // Offsets committed to the end: input and every tier.
-    let mut topics = vec![INPUT.to_string()];
-    topics.extend(
-        probe
-            .topics
-            .retry_tiers
-            .iter()
-            .map(|t| probe.topics.retry_topic(*t)),
-    );
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let behind: Vec<String> = topics
@@ -209,9 +293,47 @@ fn three_kills_under_a_flipping_receiver_lose_nothing() {
     assert_eq!(instance.terminate(Duration::from_secs(30)), Some(0));
 
     let requests_2xx: usize = seen.values().sum();
+    let (across, within) = repeats(&receiver.log().recorded(), &kill_times);
+    eprintln!(
+        "soak: of the repeated deliveries, {across} came after a SIGKILL that followed the delivery before, {within} in the same run"
+    );
     let mut reasons: HashMap<&str, usize> = HashMap::new();
     for reason in letters.values() {
         *reasons.entry(reason).or_default() += 1;
+    }
+    // What each kill left to be delivered again: the events delivered
+    // before it at or past the offsets the group had committed.
+    let mut places = Places::new();
+    for topic in &topics {
+        let records = if topic == INPUT {
+            cluster.read_all(topic)
+        } else {
+            cluster.read_retries(topic)
+        };
+        for r in records {
+            if let Some(id) = event_id(&r.value) {
+                places
+                    .entry(id)
+                    .or_default()
+                    .push((topic.clone(), r.partition, r.offset));
+            }
+        }
+    }
+    let produced_twice = places
+        .values()
+        .filter(|p| p.iter().filter(|(topic, _, _)| topic == INPUT).count() > 1)
+        .count();
+    eprintln!(
+        "soak: {produced_twice} events are on {INPUT} more than once (the test's producer retried)"
+    );
+    for (n, kill) in kills.iter().enumerate() {
+        let (per_topic, events) = kill.uncommitted(&places);
+        eprintln!(
+            "soak: SIGKILL {}: {} events delivered before it, {events} of them with a record \
+             not yet committed {per_topic:?}",
+            n + 1,
+            kill.delivered.len(),
+        );
     }
     eprintln!(
         "soak: {total} events in {:?}, {} SIGKILLs: {} delivered ({} duplicate deliveries, {:.1} %), \

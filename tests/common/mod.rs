@@ -211,6 +211,7 @@ impl Cluster {
                     .unwrap_or_default();
                 out.push(DlqRecord {
                     partition: m.partition(),
+                    offset: m.offset(),
                     key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
                     value: m.payload().unwrap_or_default().to_vec(),
                     headers,
@@ -277,6 +278,8 @@ impl Cluster {
 #[derive(Debug, Clone)]
 pub struct DlqRecord {
     pub partition: i32,
+    /// Its offset (a deferral batch's entries share the batch's).
+    pub offset: i64,
     pub key: Option<String>,
     pub value: Vec<u8>,
     pub headers: Vec<(String, String)>,
@@ -302,6 +305,7 @@ impl DlqRecord {
             .into_iter()
             .map(|e| DlqRecord {
                 partition: self.partition,
+                offset: self.offset,
                 key: e.key.map(|k| String::from_utf8_lossy(k).into_owned()),
                 value: self.value[e.value].to_vec(),
                 headers: e
