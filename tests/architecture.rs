@@ -3,7 +3,8 @@
 //! and doc links do not count), the graph has no cycle, the leaves import
 //! no module of the crate, `config` (plain data) uses only the shared
 //! vocabulary, and no service module depends on the development tools.
-//! Source files stay under 600 lines, but for a listed few, each with why.
+//! Source files stay under 600 lines, but for a listed few, each with why,
+//! and none glob-imports simd-json's prelude (it shadows `Vec::iter`).
 //!
 //! `cargo test --test architecture -- --nocapture` prints the graph.
 
@@ -249,4 +250,34 @@ fn source_files_stay_small_enough_to_read() {
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// simd-json's prelude brings value-trait's `Array` trait, which value-trait
+/// implements for `Vec<T>` with an `iter()` that boxes its iterator. A trait
+/// method on `Vec` is found before the slice's own `iter()`, so a glob import
+/// of the prelude turned every `vec.iter()` in the file into an allocation:
+/// in the event extractor, two per event (6 % of bench (b)'s CPU). Files name
+/// the traits they use instead.
+#[test]
+fn no_file_glob_imports_a_prelude_that_shadows_vec_iter() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let offenders: Vec<String> = files
+        .iter()
+        .filter(|file| {
+            let text = std::fs::read_to_string(file).expect("read");
+            text.lines().any(|l| {
+                let l = l.trim_start();
+                l.starts_with("use ")
+                    && (l.contains("simd_json::prelude::*")
+                        || l.contains("value_trait::prelude::*"))
+            })
+        })
+        .map(|file| file.display().to_string())
+        .collect();
+    assert!(
+        offenders.is_empty(),
+        "glob imports of simd_json's or value_trait's prelude: {offenders:?}"
+    );
 }

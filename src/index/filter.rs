@@ -21,7 +21,7 @@
 
 use regex::Regex;
 use serde_json::Value as Json;
-use simd_json::prelude::*;
+use simd_json::prelude::{TypedScalarValue, ValueAsScalar, ValueIntoString};
 use simd_json::tape::Value as TapeValue;
 
 use super::endpoint::FieldError;

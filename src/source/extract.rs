@@ -7,7 +7,7 @@
 
 pub use crate::config::Preset;
 pub use crate::core::{Fields, InvalidEvent};
-use simd_json::prelude::*;
+use simd_json::prelude::{TypedScalarValue, ValueAsScalar, ValueIntoString};
 use std::borrow::Cow;
 
 use crate::core::FieldTexts;
