@@ -119,9 +119,8 @@ impl AtKill {
     }
 }
 
-/// The repeated 2xx deliveries of `recorded`: (those with a SIGKILL
-/// between them and the delivery before, those without).
-fn repeats(recorded: &[ReceivedRequest], kills: &[Instant]) -> (usize, usize) {
+/// When each event was delivered (answered 2xx), in the order recorded.
+fn delivered_at(recorded: &[ReceivedRequest]) -> HashMap<String, Vec<Instant>> {
     let mut times: HashMap<String, Vec<Instant>> = HashMap::new();
     for r in recorded {
         if (200..300).contains(&r.status)
@@ -130,8 +129,15 @@ fn repeats(recorded: &[ReceivedRequest], kills: &[Instant]) -> (usize, usize) {
             times.entry(id).or_default().push(r.received_at);
         }
     }
+    times
+}
+
+/// The repeated deliveries: (those with a SIGKILL between them and the
+/// delivery before, those without).
+fn repeats(delivered: &HashMap<String, Vec<Instant>>, kills: &[Instant]) -> (usize, usize) {
     let (mut across, mut within) = (0, 0);
-    for deliveries in times.values_mut() {
+    for deliveries in delivered.values() {
+        let mut deliveries = deliveries.clone();
         deliveries.sort();
         for pair in deliveries.windows(2) {
             if kills.iter().any(|k| (pair[0]..pair[1]).contains(k)) {
@@ -175,18 +181,8 @@ fn three_kills_under_a_flipping_receiver_lose_nothing() {
     };
     let dir = tempfile::tempdir().unwrap();
     let mut runs = 0;
-    // Events delivered so far, with their count of 2xx deliveries.
-    let delivered = || -> HashMap<String, usize> {
-        let mut seen = HashMap::new();
-        for r in receiver.log().recorded() {
-            if (200..300).contains(&r.status)
-                && let Some(id) = event_id(&r.body)
-            {
-                *seen.entry(id).or_default() += 1;
-            }
-        }
-        seen
-    };
+    // Events delivered so far, with when each of their deliveries came.
+    let delivered = || delivered_at(&receiver.log().recorded());
     // Input and tiers, whose committed offsets each kill notes.
     let mut topics = vec![INPUT.to_string()];
     topics.extend(
@@ -292,8 +288,8 @@ fn three_kills_under_a_flipping_receiver_lose_nothing() {
     }
     assert_eq!(instance.terminate(Duration::from_secs(30)), Some(0));
 
-    let requests_2xx: usize = seen.values().sum();
-    let (across, within) = repeats(&receiver.log().recorded(), &kill_times);
+    let requests_2xx: usize = seen.values().map(Vec::len).sum();
+    let (across, within) = repeats(&seen, &kill_times);
     eprintln!(
         "soak: of the repeated deliveries, {across} came after a SIGKILL that followed the delivery before, {within} in the same run"
     );
