@@ -123,6 +123,7 @@ impl Bench {
             cpu_us_per_event: cpu_secs * 1e6 / letters.max(1) as f64,
             ratio_to_raw_http: 0.0,
             ratio_to_raw_consume: per_s / baselines.raw_consume_per_s.max(1e-9),
+            ratio_to_raw_forward: None,
             healthy_ratio_with_dead_neighbour: None,
             healthy_alone_cpu_us_per_event: None,
             raw_produce_per_s: Some(raw_produce_per_s),

@@ -26,6 +26,7 @@ pub mod cpu;
 mod dead_neighbour;
 mod dlq_replay;
 mod events;
+mod forward;
 pub mod loadgen;
 mod ordering;
 pub mod receiver;
@@ -142,6 +143,13 @@ struct RawConsume {
     per_s: f64,
     cpu_us_per_record: f64,
     broker_cpu_us_per_record: Option<f64>,
+}
+
+/// What the raw forward baseline measured.
+#[derive(Debug, Default)]
+struct RawForward {
+    per_s: f64,
+    cpu_us_per_record: f64,
 }
 
 /// Options of a bench run.
@@ -299,6 +307,49 @@ impl Bench {
         })
         .await
         .context("raw consume")
+    }
+
+    /// Raw forward ([`forward`]): `records` of `topic` POSTed to the lean
+    /// receiver in arrays of `batch`, with no work between. Its rate
+    /// (first to last arrival, like a scenario's) and the CPU per record of
+    /// this process less the receiver's threads.
+    async fn raw_forward(&self, topic: &str, records: u64, batch: usize) -> Result<RawForward> {
+        let config = self.config(topic, "unused");
+        let group = format!("bench-forward-{}", self.run_id);
+        let consumer: BaseConsumer =
+            crate::kafka::consumer_config(&config, &self.bootstrap, &group)
+                .create()
+                .context("creating the raw forward's consumer")?;
+        consumer.subscribe(&[topic])?;
+        let counts = Arc::clone(self.receiver.counts());
+        counts.reset();
+        let addr = self.receiver.addr();
+        let forwarding =
+            tokio::task::spawn_blocking(move || forward::forward(&consumer, records, batch, addr));
+        let cpu_now = || {
+            (
+                cpu::own_cpu_secs_precise(),
+                self.receiver.cpu_secs(),
+                None::<f64>,
+            )
+        };
+        let mut cpu_before = None;
+        self.await_deliveries(
+            records,
+            Duration::from_secs(600),
+            || cpu_before = Some(cpu_now()),
+            || forwarding.is_finished(),
+        )
+        .await?;
+        let (process_cpu, receiver_cpu, _) = cpu_since(cpu_before, cpu_now());
+        forwarding.await.context("raw forward")??;
+        let counted = records.max(1) as f64;
+        let forward = RawForward {
+            per_s: counts.events.load(Ordering::Relaxed) as f64 / counts.busy_secs().max(1e-9),
+            cpu_us_per_record: (process_cpu - receiver_cpu).max(0.0) * 1e6 / counted,
+        };
+        counts.reset();
+        Ok(forward)
     }
 
     /// Raw loopback HTTP: the lean generators against the lean receiver.
@@ -648,6 +699,11 @@ pub async fn run(options: BenchOptions) -> Result<BenchReport> {
     eprintln!("baselines: preloading {n} events");
     bench.preload(&baseline_topic, 0, n).await?;
     let raw_consume = bench.raw_consume(&baseline_topic, n).await?;
+    let raw_forward = if bench.options.scenarios.contains(&Scenario::Batch) {
+        Some(bench.raw_forward(&baseline_topic, n, 100).await?)
+    } else {
+        None
+    };
     let (raw_http_hyper, raw_http_wrk) = bench.raw_http(n.clamp(50_000, 300_000))?;
     let raw_http_per_s = raw_http_wrk.map_or(raw_http_hyper.requests_per_s, |w| {
         w.requests_per_s.max(raw_http_hyper.requests_per_s)
@@ -656,6 +712,8 @@ pub async fn run(options: BenchOptions) -> Result<BenchReport> {
         raw_consume_per_s: raw_consume.per_s,
         raw_consume_cpu_us_per_record: raw_consume.cpu_us_per_record,
         raw_consume_broker_cpu_us_per_record: raw_consume.broker_cpu_us_per_record,
+        raw_forward_per_s: raw_forward.as_ref().map(|f| f.per_s),
+        raw_forward_cpu_us_per_record: raw_forward.as_ref().map(|f| f.cpu_us_per_record),
         raw_http_per_s,
         raw_http_hyper,
         raw_http_wrk,

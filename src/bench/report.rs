@@ -22,6 +22,15 @@ pub struct Baselines {
     /// with `--brokers`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub raw_consume_broker_cpu_us_per_record: Option<f64>,
+    /// Events/s of the raw forward (records read and POSTed to the lean
+    /// receiver in arrays of 100, no other work): the limit of batch
+    /// delivery (b) on this machine. Measured when (b) runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub raw_forward_per_s: Option<f64>,
+    /// The raw forward's CPU per record (µs): this process less the
+    /// receiver's threads.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub raw_forward_cpu_us_per_record: Option<f64>,
     /// Requests/s of the faster lean generator against the lean receiver
     /// (the one ratios are taken to).
     pub raw_http_per_s: f64,
@@ -84,6 +93,9 @@ pub struct ScenarioReport {
     pub ratio_to_raw_http: f64,
     /// events/s ÷ raw consume records/s.
     pub ratio_to_raw_consume: f64,
+    /// For (b): events/s ÷ the raw forward's events/s.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ratio_to_raw_forward: Option<f64>,
     /// For (e): healthy deliveries/s with the dead neighbour ÷ without.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub healthy_ratio_with_dead_neighbour: Option<f64>,
@@ -207,6 +219,12 @@ impl ScenarioReport {
             broker_cpu_us_per_event: run.measured.broker_cpu_secs.map(per_event),
             ratio_to_raw_http: per_s(run.deliveries) / baselines.raw_http_per_s.max(1e-9),
             ratio_to_raw_consume: per_s(run.events) / baselines.raw_consume_per_s.max(1e-9),
+            ratio_to_raw_forward: match scenario {
+                Scenario::Batch => baselines
+                    .raw_forward_per_s
+                    .map(|raw| per_s(run.events) / raw.max(1e-9)),
+                _ => None,
+            },
             healthy_ratio_with_dead_neighbour: None,
             healthy_alone_cpu_us_per_event: None,
             activity_log_ratio: None,
@@ -258,6 +276,9 @@ pub(super) fn format_line(r: &ScenarioReport) -> String {
     ));
     if let Some(b) = r.broker_cpu_us_per_event {
         line.push_str(&format!(", broker {b:.1}"));
+    }
+    if let Some(ratio) = r.ratio_to_raw_forward {
+        line.push_str(&format!("  ×{ratio:.2} raw forward"));
     }
     if let Some(h) = r.healthy_ratio_with_dead_neighbour {
         line.push_str(&format!("  healthy with dead neighbour ×{h:.2} of alone"));
@@ -325,6 +346,11 @@ pub(super) fn format_baselines(b: &Baselines) -> String {
         "baseline: raw consume {:.0} records/s, CPU µs/record: consumer {:.2}{broker}\n",
         b.raw_consume_per_s, b.raw_consume_cpu_us_per_record
     );
+    if let (Some(per_s), Some(cpu)) = (b.raw_forward_per_s, b.raw_forward_cpu_us_per_record) {
+        out.push_str(&format!(
+            "baseline: raw forward (consume, POST in arrays of 100, no other work) {per_s:.0} events/s, {cpu:.2} µs CPU/event\n"
+        ));
+    }
     out.push_str(&run("hyper generator", &b.raw_http_hyper));
     if let Some(w) = &b.raw_http_wrk {
         out.push_str(&run("wrk -t1", w));
