@@ -270,15 +270,15 @@ fn run_bench(
             .map(|s| {
                 Scenario::parse(s.trim()).ok_or_else(|| {
                     CommandError::Usage(format!(
-                        "--scenario: `{s}` is not one of a, b, c, d, e, f, g, h, i, j, all"
+                        "--scenario: `{s}` is not one of a, b, c, d, e, f, g, h, i, j, k, all"
                     ))
                 })
             })
             .collect::<Result<Vec<_>, _>>()?
     };
-    use hookstream::config::limits::{CLI_EVENTS, MAX_CONCURRENCY, TOPIC_PARTITIONS, outside};
+    use hookstream::config::limits::{BENCH_EVENTS, MAX_CONCURRENCY, TOPIC_PARTITIONS, outside};
     for (flag, why) in [
-        ("--events", outside(events, CLI_EVENTS)),
+        ("--events", outside(events, BENCH_EVENTS)),
         ("--partitions", outside(partitions, TOPIC_PARTITIONS)),
         ("--concurrency", outside(concurrency, MAX_CONCURRENCY)),
     ] {

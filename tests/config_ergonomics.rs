@@ -216,3 +216,38 @@ fn log_lines_carry_no_colour_off_a_terminal() {
     }
     assert!(!hookstream::logging::colour_allowed(true, Some("1".into())));
 }
+
+#[test]
+fn bench_and_demo_flags_outside_their_ranges_are_refused_by_name() {
+    for (args, named, range) in [
+        (
+            &["bench", "--scenario", "b", "--events", "10"][..],
+            "--events",
+            "1000..=100000000",
+        ),
+        (
+            &["bench", "--scenario", "b", "--partitions", "0"][..],
+            "--partitions",
+            "1..=10000",
+        ),
+        (
+            &["bench", "--scenario", "b", "--concurrency", "0"][..],
+            "--concurrency",
+            "1..=10000",
+        ),
+        (
+            &["bench", "--scenario", "z"][..],
+            "--scenario",
+            "a, b, c, d, e, f, g, h, i, j, k, all",
+        ),
+        (&["demo", "--events", "0"][..], "--events", "1..=100000000"),
+    ] {
+        let out = hookstream(args, &[]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} was accepted");
+        assert!(
+            stderr.contains(named) && stderr.contains(range),
+            "{args:?}: {stderr}"
+        );
+    }
+}

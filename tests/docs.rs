@@ -129,6 +129,7 @@ fn every_range_of_the_limits_table_is_in_the_configuration_reference() {
         RETRY_ON,
         CLI_RATE,
         CLI_EVENTS,
+        BENCH_EVENTS,
     ];
     let consts = documented_consts(&read("src/config/limits.rs"));
     let in_source: Vec<&str> = consts.iter().map(|(n, _)| n.as_str()).collect();

@@ -281,9 +281,15 @@ pub const CLI_RATE: Range<f64> = Range {
     min: 0.001,
     max: 10_000_000.0,
 };
-/// `--events` of `demo` and `bench`.
+/// `--events` of `demo`.
 pub const CLI_EVENTS: Range<u64> = Range {
     min: 1,
+    max: 100_000_000,
+};
+/// `--events` of `bench` (rates are taken from the first arrival to the
+/// last: a handful of events gives no rate).
+pub const BENCH_EVENTS: Range<u64> = Range {
+    min: 1_000,
     max: 100_000_000,
 };
 
