@@ -261,18 +261,27 @@ impl Bench {
         e
     }
 
+    /// A consumer with the pipeline's settings, in a group of its own
+    /// (`bench-<baseline>-<run>`), subscribed to `topic`.
+    fn baseline_consumer(&self, topic: &str, baseline: &str) -> Result<BaseConsumer> {
+        let config = self.config(topic, "unused");
+        let group = format!("bench-{baseline}-{}", self.run_id);
+        let consumer: BaseConsumer =
+            crate::kafka::consumer_config(&config, &self.bootstrap, &group)
+                .create()
+                .with_context(|| format!("creating the {baseline} baseline's consumer"))?;
+        consumer
+            .subscribe(&[topic])
+            .with_context(|| format!("subscribing the {baseline} baseline's consumer"))?;
+        Ok(consumer)
+    }
+
     /// Raw consume: the pipeline's consumer settings, no work. Its rate,
     /// and the CPU per record of this process (the consumer's threads; the
     /// rest of it is idle meanwhile) and of the embedded broker, counted
     /// from the first record like the rate.
     async fn raw_consume(&self, topic: &str, records: u64) -> Result<RawConsume> {
-        let config = self.config(topic, "unused");
-        let group = format!("bench-raw-{}", self.run_id);
-        let consumer: BaseConsumer =
-            crate::kafka::consumer_config(&config, &self.bootstrap, &group)
-                .create()
-                .context("creating the raw consumer")?;
-        consumer.subscribe(&[topic])?;
+        let consumer = self.baseline_consumer(topic, "raw")?;
         let broker_pid = self.broker.as_ref().and_then(|b| b.process_id());
         let cpu_now = move || {
             (
@@ -314,13 +323,7 @@ impl Bench {
     /// (first to last arrival, like a scenario's) and the CPU per record of
     /// this process less the receiver's threads.
     async fn raw_forward(&self, topic: &str, records: u64, batch: usize) -> Result<RawForward> {
-        let config = self.config(topic, "unused");
-        let group = format!("bench-forward-{}", self.run_id);
-        let consumer: BaseConsumer =
-            crate::kafka::consumer_config(&config, &self.bootstrap, &group)
-                .create()
-                .context("creating the raw forward's consumer")?;
-        consumer.subscribe(&[topic])?;
+        let consumer = self.baseline_consumer(topic, "forward")?;
         let counts = Arc::clone(self.receiver.counts());
         counts.reset();
         let addr = self.receiver.addr();
