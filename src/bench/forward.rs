@@ -26,12 +26,14 @@ use rdkafka::consumer::BaseConsumer;
 pub const SENDERS: usize = 4;
 
 /// Reads `records` records from `consumer` and POSTs them to `addr` in
-/// JSON arrays of `batch`; returns once every array was answered.
+/// JSON arrays of `batch`, calling `at_first` when the first record is
+/// read; returns once every array was answered.
 pub fn forward(
     consumer: &BaseConsumer,
     records: u64,
     batch: usize,
     addr: SocketAddr,
+    at_first: impl FnOnce(),
 ) -> Result<()> {
     let (tx, rx) = sync_channel::<Vec<u8>>(SENDERS * 2);
     let rx = Arc::new(Mutex::new(rx));
@@ -44,7 +46,7 @@ pub fn forward(
         })
         .collect::<std::io::Result<_>>()
         .context("starting the raw forward's senders")?;
-    let polled = poll_into_batches(consumer, records, batch.max(1), &tx);
+    let polled = poll_into_batches(consumer, records, batch.max(1), &tx, at_first);
     drop(tx);
     for sender in senders {
         sender
@@ -59,7 +61,9 @@ fn poll_into_batches(
     records: u64,
     batch: usize,
     tx: &SyncSender<Vec<u8>>,
+    at_first: impl FnOnce(),
 ) -> Result<()> {
+    let mut at_first = Some(at_first);
     let deadline = Instant::now() + Duration::from_secs(600);
     let (mut seen, mut in_batch) = (0u64, 0usize);
     let mut body = Vec::with_capacity(batch * 256);
@@ -70,6 +74,9 @@ fn poll_into_batches(
         let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) else {
             continue;
         };
+        if let Some(first) = at_first.take() {
+            first();
+        }
         seen += 1;
         body.push(if in_batch == 0 { b'[' } else { b',' });
         body.extend_from_slice(message.payload().unwrap_or(b"null"));
@@ -168,10 +175,12 @@ mod tests {
         consumer.subscribe(&["forwarded"]).expect("subscribed");
         let receiver = FastReceiver::start().expect("receiver");
 
-        forward(&consumer, 250, 100, receiver.addr()).expect("forwarded");
+        let mut firsts = 0;
+        forward(&consumer, 250, 100, receiver.addr(), || firsts += 1).expect("forwarded");
 
         let counts = receiver.counts();
         assert_eq!(counts.events.load(Ordering::Relaxed), 250);
         assert_eq!(counts.requests.load(Ordering::Relaxed), 3);
+        assert_eq!(firsts, 1, "the first record is announced once");
     }
 }
