@@ -132,10 +132,11 @@ fn delivered_at(recorded: &[ReceivedRequest]) -> HashMap<String, Vec<Instant>> {
     times
 }
 
-/// The repeated deliveries: (those with a SIGKILL between them and the
-/// delivery before, those without).
-fn repeats(delivered: &HashMap<String, Vec<Instant>>, kills: &[Instant]) -> (usize, usize) {
-    let (mut across, mut within) = (0, 0);
+/// The repeated deliveries: those with a SIGKILL between them and the
+/// delivery before, and those without, per run (the run is the number of
+/// kills before the repeat).
+fn repeats(delivered: &HashMap<String, Vec<Instant>>, kills: &[Instant]) -> (usize, Vec<Repeats>) {
+    let (mut across, mut within) = (0, vec![Vec::new(); kills.len() + 1]);
     for deliveries in delivered.values() {
         let mut deliveries = deliveries.clone();
         deliveries.sort();
@@ -143,11 +144,50 @@ fn repeats(delivered: &HashMap<String, Vec<Instant>>, kills: &[Instant]) -> (usi
             if kills.iter().any(|k| (pair[0]..pair[1]).contains(k)) {
                 across += 1;
             } else {
-                within += 1;
+                within[kills.iter().filter(|k| **k < pair[1]).count()].push((pair[0], pair[1]));
             }
         }
     }
     (across, within)
+}
+
+/// A run's repeated deliveries: (the delivery before, the repeat).
+type Repeats = Vec<(Instant, Instant)>;
+
+/// `min–max s` of `times` since `from`, and the same in UTC (as the
+/// runs' log lines show it).
+fn span(times: impl Iterator<Item = Instant>, from: Instant) -> String {
+    let times: Vec<Instant> = times.collect();
+    let (Some(first), Some(last)) = (times.iter().min(), times.iter().max()) else {
+        return "—".into();
+    };
+    let utc = |t: &Instant| {
+        let wall = std::time::SystemTime::now() - t.elapsed();
+        humantime::format_rfc3339_millis(wall).to_string()
+    };
+    format!(
+        "{:.2}–{:.2} s ({}–{})",
+        first.saturating_duration_since(from).as_secs_f64(),
+        last.saturating_duration_since(from).as_secs_f64(),
+        utc(first),
+        utc(last)
+    )
+}
+
+/// What a run's log says about its rebalances and commits: the lines a
+/// repeat within one run would follow from.
+fn rebalance_lines(log: &str) -> Vec<&str> {
+    const SAID: [&str; 6] = [
+        "partitions assigned",
+        "partitions revoked",
+        "revoked partitions failed",
+        "no drain answer",
+        "offset commit",
+        "rebalance error",
+    ];
+    log.lines()
+        .filter(|l| SAID.iter().any(|s| l.contains(s)))
+        .collect()
 }
 
 fn event_id(body: &[u8]) -> Option<String> {
@@ -201,8 +241,9 @@ fn three_kills_under_a_flipping_receiver_lose_nothing() {
         kill_times.push(Instant::now());
         runs += 1;
         eprintln!(
-            "soak: SIGKILL {runs} after {:?}, {} requests so far",
+            "soak: SIGKILL {runs} after {:?} (at {}), {} requests so far",
             started.elapsed(),
+            humantime::format_rfc3339_millis(std::time::SystemTime::now()),
             receiver
                 .log()
                 .requests
@@ -290,9 +331,47 @@ fn three_kills_under_a_flipping_receiver_lose_nothing() {
 
     let requests_2xx: usize = seen.values().map(Vec::len).sum();
     let (across, within) = repeats(&seen, &kill_times);
+    let per_run: Vec<usize> = within.iter().map(Vec::len).collect();
     eprintln!(
-        "soak: of the repeated deliveries, {across} came after a SIGKILL that followed the delivery before, {within} in the same run"
+        "soak: of the repeated deliveries, {across} came after a SIGKILL that followed the delivery before, {} in the same run ({per_run:?} per run)",
+        per_run.iter().sum::<usize>()
     );
+    for (run, pairs) in within.iter().enumerate().filter(|(_, p)| !p.is_empty()) {
+        let run_start = run.checked_sub(1).map_or(started, |k| kill_times[k]);
+        let log =
+            std::fs::read_to_string(dir.path().join(format!("run-{run}.log"))).unwrap_or_default();
+        eprintln!(
+            "soak: run {run}: {} repeats, delivered first at {} and again at {} after the run started; its rebalances and commits:",
+            pairs.len(),
+            span(pairs.iter().map(|p| p.0), run_start),
+            span(pairs.iter().map(|p| p.1), run_start),
+        );
+        for line in rebalance_lines(&log).iter().take(20) {
+            eprintln!("    {line}");
+        }
+        // What the activity log says of three of them: each attempt's
+        // time, number, status and outcome (a killed instance loses its
+        // last ~70 ms of lines).
+        let repeated: HashSet<String> = seen
+            .iter()
+            .filter(|(_, times)| times.iter().any(|t| pairs.iter().any(|p| p.1 == *t)))
+            .map(|(id, _)| id.clone())
+            .take(3)
+            .collect();
+        for record in cluster.read_all(&probe.topics.attempts_topic()) {
+            for line in String::from_utf8_lossy(&record.value).lines() {
+                let Ok(attempt) = serde_json::from_str::<serde_json::Value>(line) else {
+                    continue;
+                };
+                if attempt["event_id"]
+                    .as_str()
+                    .is_some_and(|id| repeated.contains(id))
+                {
+                    eprintln!("    attempt: {line}");
+                }
+            }
+        }
+    }
     let mut reasons: HashMap<&str, usize> = HashMap::new();
     for reason in letters.values() {
         *reasons.entry(reason).or_default() += 1;

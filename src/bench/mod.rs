@@ -326,8 +326,8 @@ impl Bench {
     /// receiver in arrays of `batch`, with no work between. Its rate
     /// (first to last arrival, like a scenario's) and the CPU per record of
     /// this process less the receiver's threads, from the first record
-    /// read to the last answer (a small run can be over before a scenario's
-    /// 20 ms look at the arrivals).
+    /// read to the last answer (a small run can be over before the first
+    /// look a scenario takes at the arrivals).
     fn raw_forward(&self, topic: &str, records: u64, batch: usize) -> Result<RawForward> {
         let consumer = self.baseline_consumer(topic, "forward")?;
         let counts = self.receiver.counts();
