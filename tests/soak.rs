@@ -83,10 +83,12 @@ fn events(from: usize, to: usize) -> Vec<(String, Vec<u8>)> {
 /// input record and of each of its retries.
 type Places = HashMap<String, Vec<(String, i32, i64)>>;
 
-/// What the group had committed at a SIGKILL, and what had been delivered.
+/// When a SIGKILL came, what the group had committed then, and what had
+/// been delivered.
 struct AtKill {
+    at: Instant,
     /// Committed offset per topic and partition (0: none), input and tiers.
-    committed: HashMap<(String, i32), i64>,
+    committed: HashMap<String, HashMap<i32, i64>>,
     /// Ids of the events delivered (2xx) before the kill.
     delivered: HashSet<String>,
 }
@@ -104,7 +106,7 @@ impl AtKill {
                 .into_iter()
                 .flatten()
                 .filter(|(topic, partition, offset)| {
-                    let committed = self.committed.get(&(topic.clone(), *partition));
+                    let committed = self.committed.get(topic).and_then(|p| p.get(partition));
                     *offset >= committed.copied().unwrap_or(0)
                 })
                 .map(|(topic, _, _)| topic)
@@ -135,16 +137,16 @@ fn delivered_at(recorded: &[ReceivedRequest]) -> HashMap<String, Vec<Instant>> {
 /// The repeated deliveries: those with a SIGKILL between them and the
 /// delivery before, and those without, per run (the run is the number of
 /// kills before the repeat).
-fn repeats(delivered: &HashMap<String, Vec<Instant>>, kills: &[Instant]) -> (usize, Vec<Repeats>) {
+fn repeats(delivered: &HashMap<String, Vec<Instant>>, kills: &[AtKill]) -> (usize, Vec<Repeats>) {
     let (mut across, mut within) = (0, vec![Vec::new(); kills.len() + 1]);
     for deliveries in delivered.values() {
         let mut deliveries = deliveries.clone();
         deliveries.sort();
         for pair in deliveries.windows(2) {
-            if kills.iter().any(|k| (pair[0]..pair[1]).contains(k)) {
+            if kills.iter().any(|k| (pair[0]..pair[1]).contains(&k.at)) {
                 across += 1;
             } else {
-                within[kills.iter().filter(|k| **k < pair[1]).count()].push((pair[0], pair[1]));
+                within[kills.iter().filter(|k| k.at < pair[1]).count()].push((pair[0], pair[1]));
             }
         }
     }
@@ -233,12 +235,11 @@ fn three_kills_under_a_flipping_receiver_lose_nothing() {
             .map(|t| probe.topics.retry_topic(*t)),
     );
     let mut kills = Vec::new();
-    let mut kill_times = Vec::new();
     let mut instance = Instance::start(dir.path(), "run-0", &text, None, "SOAK_LOG");
     for kill_after in [12, 17, 23] {
         std::thread::sleep(Duration::from_secs(kill_after));
         instance.sigkill();
-        kill_times.push(Instant::now());
+        let at = Instant::now();
         runs += 1;
         eprintln!(
             "soak: SIGKILL {runs} after {:?} (at {}), {} requests so far",
@@ -250,12 +251,13 @@ fn three_kills_under_a_flipping_receiver_lose_nothing() {
                 .load(std::sync::atomic::Ordering::Relaxed)
         );
         kills.push(AtKill {
+            at,
             committed: topics
                 .iter()
-                .flat_map(|topic| {
-                    cluster.committed_vs_end(GROUP, topic).into_iter().map(
-                        |(partition, committed, _)| ((topic.clone(), partition), committed.max(0)),
-                    )
+                .map(|topic| {
+                    let partitions = cluster.committed_vs_end(GROUP, topic).into_iter();
+                    let committed = partitions.map(|(p, committed, _)| (p, committed.max(0)));
+                    (topic.clone(), committed.collect())
                 })
                 .collect(),
             delivered: delivered().into_keys().collect(),
@@ -330,14 +332,14 @@ fn three_kills_under_a_flipping_receiver_lose_nothing() {
     assert_eq!(instance.terminate(Duration::from_secs(30)), Some(0));
 
     let requests_2xx: usize = seen.values().map(Vec::len).sum();
-    let (across, within) = repeats(&seen, &kill_times);
+    let (across, within) = repeats(&seen, &kills);
     let per_run: Vec<usize> = within.iter().map(Vec::len).collect();
     eprintln!(
         "soak: of the repeated deliveries, {across} came after a SIGKILL that followed the delivery before, {} in the same run ({per_run:?} per run)",
         per_run.iter().sum::<usize>()
     );
     for (run, pairs) in within.iter().enumerate().filter(|(_, p)| !p.is_empty()) {
-        let run_start = run.checked_sub(1).map_or(started, |k| kill_times[k]);
+        let run_start = run.checked_sub(1).map_or(started, |k| kills[k].at);
         let log =
             std::fs::read_to_string(dir.path().join(format!("run-{run}.log"))).unwrap_or_default();
         eprintln!(
