@@ -9,7 +9,9 @@
 //! work started before a revoke never touch the tracker of a later
 //! assignment.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use foldhash::HashMap;
 
 use crate::core::{AckToken, PartitionId};
 

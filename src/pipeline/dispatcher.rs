@@ -13,7 +13,7 @@
 //! Why this file is long: the dispatcher's loop and the state only it owns;
 //! routing, rebalance and chores are already files of their own.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -182,7 +182,7 @@ impl Dispatcher {
             version: u64::MAX,
             registry,
             senders: Vec::new(),
-            by_id: HashMap::new(),
+            by_id: HashMap::default(),
             deps,
             writer,
             acks,
@@ -215,7 +215,7 @@ impl Dispatcher {
         }
         self.version = version;
         self.index = self.registry.snapshot();
-        let mut by_id = HashMap::with_capacity(self.by_id.len());
+        let mut by_id = HashMap::with_capacity_and_hasher(self.by_id.len(), Default::default());
         let mut senders = Vec::with_capacity(self.index.len());
         for endpoint in self.index.endpoints() {
             let sender = match self.by_id.remove(endpoint.id()) {

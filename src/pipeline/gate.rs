@@ -12,7 +12,9 @@
 //! changes this type computes. One timer (the earliest due time) serves all
 //! waiting partitions, however large the retry backlog.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use foldhash::HashMap;
 
 use crate::core::PartitionId;
 
@@ -77,7 +79,7 @@ pub struct PartitionGates<T> {
 impl<T> Default for PartitionGates<T> {
     fn default() -> Self {
         Self {
-            gates: HashMap::new(),
+            gates: HashMap::default(),
             flow_paused: false,
             flow_closed_at: None,
             flow_in_kafka: false,
