@@ -57,6 +57,25 @@ fn json<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) -> serde_json::Resu
     serde_json::to_writer(out, value)
 }
 
+/// Appends `text` as a JSON string. Ids, types and topics almost never hold
+/// a byte JSON escapes (`"`, `\\`, below 0x20), so such text is copied
+/// between quotes after one branch-free scan; other text goes through
+/// serde_json. The bytes are the same either way. In bench (b), escaping
+/// byte by byte was 5 % of the delivery workers' CPU.
+fn json_str(out: &mut Vec<u8>, text: &str) -> serde_json::Result<()> {
+    let plain = text.bytes().fold(true, |plain, b| {
+        plain & (b >= 0x20) & (b != b'"') & (b != b'\\')
+    });
+    if !plain {
+        return json(out, text);
+    }
+    out.reserve(text.len() + 2);
+    out.push(b'"');
+    out.extend_from_slice(text.as_bytes());
+    out.push(b'"');
+    Ok(())
+}
+
 /// Appends `,"source":…` unless the source is empty: coordinates formatted
 /// in place (a retry's kept bytes as text, bytes that are not UTF-8
 /// replaced), as serialising `topic/partition/offset` would give.
@@ -75,7 +94,7 @@ fn write_source(out: &mut Vec<u8>, source: SourceRef<'_>) -> serde_json::Result<
             out.extend_from_slice(b",\"source\":");
             // The topic escaped, its closing quote taken off: `/`, `-`
             // and digits are never escaped, so the rest follows as it is.
-            json(out, topic)?;
+            json_str(out, topic)?;
             out.pop();
             out.push(b'/');
             out.extend_from_slice(itoa::Buffer::new().format(partition).as_bytes());
@@ -140,13 +159,14 @@ fn write_event(
     mut gap: impl FnMut(&mut Vec<u8>, Gap) -> serde_json::Result<()>,
 ) -> serde_json::Result<()> {
     gap(out, Gap::Head)?;
-    json(out, e.event_id)?;
+    json_str(out, e.event_id)?;
     out.extend_from_slice(b",\"event_type\":");
-    json(out, e.event_type)?;
+    json_str(out, e.event_type)?;
     gap(out, Gap::AfterType)?;
     json(out, &e.attempt)?;
     gap(out, Gap::AfterAttempt)?;
-    json(out, &e.outcome)?;
+    // The label is serde's snake_case name of the variant (pinned below).
+    json_str(out, e.outcome.label())?;
     if let Some(reason) = e.reason {
         out.extend_from_slice(b",\"reason\":");
         json(out, reason)?;
@@ -383,6 +403,42 @@ mod tests {
             );
             assert_eq!((lines.count(), lines.failed()), (5, 0));
             assert_eq!(lines.endpoint(), "fleet-\"ops\"");
+        }
+    }
+
+    #[test]
+    fn text_is_written_as_serde_json_writes_it() {
+        let texts = [
+            "",
+            "ev-1",
+            "device-events",
+            "q\"uote",
+            "back\\slash",
+            "\u{0}\u{1f}\n\r\t",
+            "\u{7f}",
+            "ünïcode ☃ 𝄞",
+            "/~-_.:",
+        ];
+        for text in texts {
+            let mut written = b"x".to_vec();
+            json_str(&mut written, text).unwrap();
+            assert_eq!(&written[1..], serde_json::to_vec(text).unwrap(), "{text:?}");
+        }
+        for byte in 0u8..=0x7f {
+            let text = format!("a{}b", byte as char);
+            let mut written = Vec::new();
+            json_str(&mut written, &text).unwrap();
+            assert_eq!(written, serde_json::to_vec(&text).unwrap(), "byte {byte}");
+        }
+        for outcome in [
+            Outcome::Delivered,
+            Outcome::RetryScheduled,
+            Outcome::DeadLettered,
+            Outcome::Deferred,
+        ] {
+            let mut written = Vec::new();
+            json_str(&mut written, outcome.label()).unwrap();
+            assert_eq!(written, serde_json::to_vec(&outcome).unwrap());
         }
     }
 
