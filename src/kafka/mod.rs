@@ -59,16 +59,29 @@ pub fn assigned_reader_config(
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", if eof { "true" } else { "false" })
-        .set(
-            "fetch.wait.max.ms",
-            if config.kafka.is_embedded() {
-                "5"
-            } else {
-                "100"
-            },
-        );
+        .set("fetch.wait.max.ms", fetch_wait_ms(config));
     c.remove("group.instance.id");
     c
+}
+
+/// `fetch.wait.max.ms` of every consumer and reader.
+///
+/// The embedded (mock) broker holds a fetch that found no data for the
+/// whole wait and is not woken by records produced meanwhile; real brokers
+/// answer as soon as data is there. So on the embedded broker this wait is
+/// a record's extra latency on an idle partition, and also how often an
+/// idle member fetches (every fetch names each of its partitions).
+/// Measured with 64 partitions (the retry member fetching 7 × 64 idle tier
+/// partitions): 25 ms for the retry member instead of 5 took an idle
+/// pipeline from 19 % to 13 % of a core and ~0.1 µs per event off bench
+/// (b), and raised bench (f)'s due-to-received p99 from 6.5-7.9 ms to
+/// 24 ms. Not taken.
+fn fetch_wait_ms(config: &Config) -> &'static str {
+    if config.kafka.is_embedded() {
+        "5"
+    } else {
+        "100"
+    }
 }
 
 /// Consumer settings: manual offsets, earliest for a new group, no EOF events.
@@ -102,25 +115,7 @@ pub fn consumer_config(config: &Config, bootstrap: &str, group_id: &str) -> Clie
     c.set("fetch.queue.backoff.ms", "20");
     // Consumer lag per partition comes from librdkafka's statistics.
     c.set("statistics.interval.ms", "5000");
-    // The embedded (mock) broker holds a fetch that found no data for the
-    // whole fetch.wait.max.ms and is not woken by records produced
-    // meanwhile; real brokers answer as soon as data is there. So on the
-    // embedded broker this wait is a record's extra latency on an idle
-    // partition, and also how often an idle member fetches (every fetch
-    // names each of its partitions). Measured with 64
-    // partitions (the retry member fetching 7 × 64 idle tier partitions):
-    // 25 ms for the retry member instead of 5 took an idle pipeline from
-    // 19 % to 13 % of a core and ~0.1 µs per event off bench (b), and
-    // raised bench (f)'s due-to-received p99 from 6.5-7.9 ms to 24 ms.
-    // Not taken.
-    c.set(
-        "fetch.wait.max.ms",
-        if config.kafka.is_embedded() {
-            "5"
-        } else {
-            "100"
-        },
-    );
+    c.set("fetch.wait.max.ms", fetch_wait_ms(config));
     for (key, value) in config.kafka.properties.iter().chain(&config.kafka.consumer) {
         c.set(key, value.to_string());
     }

@@ -140,7 +140,7 @@ pub(super) fn hold(shared: &Arc<Shared>, mut delivery: Delivery, now: i64) {
     };
     delivery.first_ms = Some(tried.first_ms);
     let policy = endpoint_policy(shared, &endpoint);
-    match policy::after_attempt(&Verdict::Disabled, tried, None, &policy, now, 0.0) {
+    match policy::after_attempt(&Verdict::Disabled, tried, None, &policy, now, || 0.0) {
         Decision::Hold { until_ms } => hold_until(shared, delivery, until_ms),
         decision => {
             let h = History {

@@ -275,7 +275,7 @@ fn every_verdict_and_history_decides_as_the_table_says() {
             (Verdict::Disabled, old, answering, Decision::DeadLetter { attempt: 1, reason: Reason::EndpointDisabled }),
         ];
     for (verdict, tried, since, want) in table {
-        let got = after_attempt(&verdict, tried, since, &policy(), NOW, 0.5);
+        let got = after_attempt(&verdict, tried, since, &policy(), NOW, || 0.5);
         assert_eq!(
             got, want,
             "{verdict:?} after {tried:?}, failing since {since:?}"
@@ -330,14 +330,14 @@ fn the_attempt_count_after_a_decision_never_goes_back() {
         Verdict::DeadLetter(Reason::Http(400)),
         Verdict::Disabled,
     ] {
-        let d = after_attempt(&verdict, tried, Some(NOW), &policy(), NOW, 0.0);
+        let d = after_attempt(&verdict, tried, Some(NOW), &policy(), NOW, || 0.0);
         assert!(d.attempt(tried) >= tried.attempt, "{verdict:?}");
     }
     let max = Tried {
         attempt: u32::MAX,
         first_ms: i64::MIN,
     };
-    let d = after_attempt(&retry(None, true), max, None, &policy(), i64::MAX, 1.0);
+    let d = after_attempt(&retry(None, true), max, None, &policy(), i64::MAX, || 1.0);
     assert_eq!(
         d,
         Decision::DeadLetter {
@@ -345,4 +345,25 @@ fn the_attempt_count_after_a_decision_never_goes_back() {
             reason: Reason::Exhausted
         }
     );
+}
+
+#[test]
+fn jitter_is_drawn_only_for_a_computed_backoff() {
+    let tried = Tried {
+        attempt: 1,
+        first_ms: NOW,
+    };
+    for (verdict, draws) in [
+        (Verdict::Delivered, 0),
+        (Verdict::DeadLetter(Reason::Http(400)), 0),
+        (retry(Some(5), true), 0),
+        (retry(None, true), 1),
+    ] {
+        let mut drawn = 0;
+        after_attempt(&verdict, tried, None, &policy(), NOW, || {
+            drawn += 1;
+            0.5
+        });
+        assert_eq!(drawn, draws, "{verdict:?}");
+    }
 }
