@@ -320,7 +320,7 @@ impl Pipeline {
         let result = self.task.await.context("pipeline task panicked");
         // Drained: nothing is in flight, unless the drain deadline passed,
         // and then those writes must not settle anything any more.
-        self.writer.close();
+        self.writer.closed().await;
         if let Some(log) = self.attempt_log {
             // The activity log of the last attempts, before a restart.
             let _ = tokio::task::spawn_blocking(move || log.flush(Duration::from_secs(5))).await;

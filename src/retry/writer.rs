@@ -105,6 +105,9 @@ struct Inner {
     gathering: Mutex<Vec<HashMap<Arc<str>, DeferralBatch>>>,
     /// Wakes the task that writes batches after [`BATCH_LINGER`].
     batch_started: Arc<Notify>,
+    /// The delivery-report thread, until [`OutcomeWriter::closed`] waits
+    /// for it.
+    report_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl Drop for Inner {
@@ -237,7 +240,7 @@ impl std::fmt::Debug for OutcomeWriter {
 fn spawn_report_thread(
     producer: Arc<BaseProducer<WriteContext>>,
     stop: Arc<AtomicBool>,
-) -> Result<()> {
+) -> Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
         .name("outcome-reports".into())
         .spawn(move || {
@@ -245,16 +248,17 @@ fn spawn_report_thread(
                 producer.poll(Duration::from_millis(100));
             }
         })
-        .context("spawning the delivery-report thread")?;
-    Ok(())
+        .context("spawning the delivery-report thread")
 }
 
 /// Learns how many partitions each tier has (into `counts`), again every
-/// [`PARTITIONS_REFRESH`], until `stop`. Its own thread: a metadata
-/// request can take seconds while a broker is away, and delivery reports
-/// must not wait for it.
+/// [`PARTITIONS_REFRESH`], until `stop` or the producer is gone. Its own
+/// thread: a metadata request can take seconds while a broker is away, and
+/// delivery reports must not wait for it. It holds the producer only while
+/// it asks, so a writer that is closed and dropped lets its producer go at
+/// once rather than at this thread's next look at `stop`.
 fn spawn_partitions_thread(
-    producer: Arc<BaseProducer<WriteContext>>,
+    producer: Weak<BaseProducer<WriteContext>>,
     stop: Arc<AtomicBool>,
     topics: Vec<String>,
     counts: Arc<[AtomicI32]>,
@@ -263,7 +267,11 @@ fn spawn_partitions_thread(
         .name("tier-partitions".into())
         .spawn(move || {
             while !stop.load(Ordering::Acquire) {
+                let Some(producer) = producer.upgrade() else {
+                    return;
+                };
                 let known = learn_partitions(&producer, &topics, &counts);
+                drop(producer);
                 let wait = if known {
                     PARTITIONS_REFRESH
                 } else {
@@ -305,9 +313,9 @@ impl OutcomeWriter {
         let producer = Arc::new(producer);
         let stop = Arc::new(AtomicBool::new(false));
         let tier_partitions: Arc<[AtomicI32]> = tiers.topics().map(|_| AtomicI32::new(0)).collect();
-        spawn_report_thread(Arc::clone(&producer), Arc::clone(&stop))?;
+        let report_thread = spawn_report_thread(Arc::clone(&producer), Arc::clone(&stop))?;
         spawn_partitions_thread(
-            Arc::clone(&producer),
+            Arc::downgrade(&producer),
             Arc::clone(&stop),
             tiers.topics().map(str::to_string).collect(),
             Arc::clone(&tier_partitions),
@@ -324,6 +332,7 @@ impl OutcomeWriter {
             stop,
             gathering,
             batch_started: Arc::clone(&batch_started),
+            report_thread: Mutex::new(Some(report_thread)),
         });
         tokio::spawn(resend_loop(Arc::downgrade(&inner), resend_rx));
         tokio::spawn(batch_loop(Arc::downgrade(&inner), batch_started));
@@ -344,6 +353,18 @@ impl OutcomeWriter {
     /// a crash does). Used when the pipeline is aborted or has shut down.
     pub fn close(&self) {
         self.inner.stop.store(true, Ordering::Release);
+    }
+
+    /// [`Self::close`], then waits (up to one poll of the delivery reports,
+    /// 100 ms) until the delivery-report thread has let go of the producer:
+    /// once the last clone of the writer is dropped, the producer is
+    /// closed, not left talking to a broker that may be going away.
+    pub async fn closed(&self) {
+        self.close();
+        let thread = crate::core::lock(&self.inner.report_thread).take();
+        if let Some(thread) = thread {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
     }
 
     /// Logs one line summarising the dead letters written since the last

@@ -258,3 +258,41 @@ fn resend_pauses_double_up_to_ten_seconds() {
     assert_eq!(resend_delay(8), Duration::from_secs(10));
     assert_eq!(resend_delay(100), Duration::from_secs(10));
 }
+
+/// A writer closed with [`OutcomeWriter::closed`] and then dropped closes
+/// its producer at once: no thread of it keeps talking to a broker that the
+/// caller may stop next (the bench and the tests stop theirs right after a
+/// pipeline's shutdown, which logged "all brokers down" from a producer
+/// that outlived its pipeline).
+#[tokio::test]
+async fn a_closed_writer_lets_go_of_its_producer_when_dropped() {
+    let broker = crate::kafka::EmbeddedBroker::start(1).unwrap();
+    let config = Config::default();
+    let tiers = RetryTiers::new(&config.topics.retry_tiers, |t| config.topics.retry_topic(t));
+    for topic in tiers.topics() {
+        broker.create_topic(topic, 2).unwrap();
+    }
+    let writer = OutcomeWriter::start(
+        &config,
+        broker.bootstrap_servers(),
+        config.topics.dlq_topic(),
+        tiers,
+    )
+    .await
+    .unwrap();
+    assert!(
+        writer
+            .inner
+            .tier_partitions
+            .iter()
+            .all(|c| c.load(Ordering::Relaxed) == 2),
+        "the tiers' partitions are learnt before start returns"
+    );
+    let producer = Arc::downgrade(&writer.inner.producer);
+    writer.closed().await;
+    drop(writer);
+    assert!(
+        producer.upgrade().is_none(),
+        "the producer is closed when the last writer is dropped"
+    );
+}
