@@ -52,6 +52,9 @@ const BATCH_LINGER: Duration = Duration::from_millis(5);
 /// How long [`OutcomeWriter::start`] waits for the tiers' partition counts.
 const PARTITIONS_WAIT: Duration = Duration::from_secs(2);
 
+/// How long [`OutcomeWriter::closed`] waits for the delivery-report thread.
+const REPORT_THREAD_WAIT: Duration = Duration::from_secs(2);
+
 /// How often the partition counts of the tier topics are looked up again.
 const PARTITIONS_REFRESH: Duration = Duration::from_secs(60);
 
@@ -355,15 +358,27 @@ impl OutcomeWriter {
         self.inner.stop.store(true, Ordering::Release);
     }
 
-    /// [`Self::close`], then waits (up to one poll of the delivery reports,
-    /// 100 ms) until the delivery-report thread has let go of the producer:
-    /// once the last clone of the writer is dropped, the producer is
-    /// closed, not left talking to a broker that may be going away.
+    /// [`Self::close`], then waits until the delivery-report thread has let
+    /// go of the producer (one poll of the delivery reports, 100 ms, at
+    /// most; a thread held up in a completion is not waited for past
+    /// [`REPORT_THREAD_WAIT`]): once the last clone of the writer is
+    /// dropped, the producer is closed, not left talking to a broker that
+    /// may be going away.
     pub async fn closed(&self) {
         self.close();
         let thread = crate::core::lock(&self.inner.report_thread).take();
         if let Some(thread) = thread {
-            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+            let joined = tokio::task::spawn_blocking(move || thread.join());
+            if tokio::time::timeout(REPORT_THREAD_WAIT, joined)
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    waited_ms = REPORT_THREAD_WAIT.as_millis() as u64,
+                    "the retry/DLQ producer's delivery-report thread did not stop in time; \
+                     its producer closes when the thread does"
+                );
+            }
         }
     }
 
