@@ -42,8 +42,10 @@ use crate::wire::headers::{History, dead_letter_headers, endpoint_partition, now
 mod gather;
 mod lane;
 mod report;
+mod threads;
 
 use report::{Resend, WriteContext};
+use threads::{spawn_partitions_thread, spawn_report_thread};
 
 /// How long deferrals wait for others of their endpoint before their batch
 /// is written.
@@ -54,40 +56,6 @@ const PARTITIONS_WAIT: Duration = Duration::from_secs(2);
 
 /// How long [`OutcomeWriter::closed`] waits for the delivery-report thread.
 const REPORT_THREAD_WAIT: Duration = Duration::from_secs(2);
-
-/// How often the partition counts of the tier topics are looked up again.
-const PARTITIONS_REFRESH: Duration = Duration::from_secs(60);
-
-/// Looks up how many partitions each tier topic has; returns whether every
-/// count is known. A topic it cannot see keeps its last count (0: records
-/// go by key).
-fn learn_partitions(
-    producer: &BaseProducer<WriteContext>,
-    topics: &[String],
-    counts: &[AtomicI32],
-) -> bool {
-    for (topic, count) in topics.iter().zip(counts) {
-        match producer
-            .client()
-            .fetch_metadata(Some(topic), Duration::from_secs(5))
-        {
-            Ok(metadata) => {
-                let found = metadata
-                    .topics()
-                    .iter()
-                    .find(|t| t.name() == topic && t.error().is_none())
-                    .map_or(0, |t| t.partitions().len() as i32);
-                if found > 0 {
-                    count.store(found, Ordering::Relaxed);
-                }
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, topic, "looking up the partitions of a retry tier")
-            }
-        }
-    }
-    counts.iter().all(|c| c.load(Ordering::Relaxed) > 0)
-}
 
 /// Pause after librdkafka refused a record because its queue is full.
 const QUEUE_FULL_PAUSE: Duration = Duration::from_millis(10);
@@ -236,58 +204,6 @@ impl std::fmt::Debug for OutcomeWriter {
             .field("tiers", &self.inner.tiers)
             .finish()
     }
-}
-
-/// Serves the producer's delivery reports (their completions settle ack
-/// tokens) until `stop`.
-fn spawn_report_thread(
-    producer: Arc<BaseProducer<WriteContext>>,
-    stop: Arc<AtomicBool>,
-) -> Result<std::thread::JoinHandle<()>> {
-    std::thread::Builder::new()
-        .name("outcome-reports".into())
-        .spawn(move || {
-            while !stop.load(Ordering::Acquire) {
-                producer.poll(Duration::from_millis(100));
-            }
-        })
-        .context("spawning the delivery-report thread")
-}
-
-/// Learns how many partitions each tier has (into `counts`), again every
-/// [`PARTITIONS_REFRESH`], until `stop` or the producer is gone. Its own
-/// thread: a metadata request can take seconds while a broker is away, and
-/// delivery reports must not wait for it. It holds the producer only while
-/// it asks, so a writer that is closed and dropped lets its producer go at
-/// once rather than at this thread's next look at `stop`.
-fn spawn_partitions_thread(
-    producer: Weak<BaseProducer<WriteContext>>,
-    stop: Arc<AtomicBool>,
-    topics: Vec<String>,
-    counts: Arc<[AtomicI32]>,
-) -> Result<()> {
-    std::thread::Builder::new()
-        .name("tier-partitions".into())
-        .spawn(move || {
-            while !stop.load(Ordering::Acquire) {
-                let Some(producer) = producer.upgrade() else {
-                    return;
-                };
-                let known = learn_partitions(&producer, &topics, &counts);
-                drop(producer);
-                let wait = if known {
-                    PARTITIONS_REFRESH
-                } else {
-                    Duration::from_secs(1)
-                };
-                let until = Instant::now() + wait;
-                while Instant::now() < until && !stop.load(Ordering::Acquire) {
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-            }
-        })
-        .context("spawning the tier-partitions thread")?;
-    Ok(())
 }
 
 impl OutcomeWriter {
