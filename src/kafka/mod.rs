@@ -64,18 +64,13 @@ pub fn assigned_reader_config(
     c
 }
 
-/// `fetch.wait.max.ms` of every consumer and reader.
+/// `fetch.wait.max.ms` of every consumer and reader but the retry member.
 ///
 /// The embedded (mock) broker holds a fetch that found no data for the
 /// whole wait and is not woken by records produced meanwhile; real brokers
 /// answer as soon as data is there. So on the embedded broker this wait is
 /// a record's extra latency on an idle partition, and also how often an
 /// idle member fetches (every fetch names each of its partitions).
-/// Measured with 64 partitions (the retry member fetching 7 × 64 idle tier
-/// partitions): 25 ms for the retry member instead of 5 took an idle
-/// pipeline from 19 % to 13 % of a core and ~0.1 µs per event off bench
-/// (b), and raised bench (f)'s due-to-received p99 from 6.5-7.9 ms to
-/// 24 ms. Not taken.
 fn fetch_wait_ms(config: &Config) -> &'static str {
     if config.kafka.is_embedded() {
         "5"
@@ -84,8 +79,41 @@ fn fetch_wait_ms(config: &Config) -> &'static str {
     }
 }
 
+/// The retry member's `fetch.wait.max.ms` on the embedded broker.
+///
+/// The retry member owns every tier's partitions (7 × 64 in the bench),
+/// idle nearly always, and fetched them every 5 ms: 5 % of bench (b)'s
+/// pipeline CPU and as much again of the broker's. Its records need not
+/// be seen at once (a retry is due a tier's delay after it was written),
+/// only the records behind a held retry, which the gates fetch ahead of
+/// their due time ([`crate::pipeline::gate::RESUME_AHEAD_MS`], more than
+/// this wait). Before that, 25 ms instead of 5 raised bench (f)'s
+/// due-to-received p99 from 6.5-7.9 ms to 24 ms.
+pub const RETRY_FETCH_WAIT_EMBEDDED_MS: i64 = 50;
+
 /// Consumer settings: manual offsets, earliest for a new group, no EOF events.
 pub fn consumer_config(config: &Config, bootstrap: &str, group_id: &str) -> ClientConfig {
+    member_config(config, bootstrap, group_id, fetch_wait_ms(config))
+}
+
+/// The retry member's settings: [`consumer_config`]'s, with a longer fetch
+/// wait on the embedded broker ([`RETRY_FETCH_WAIT_EMBEDDED_MS`]).
+pub fn retry_consumer_config(config: &Config, bootstrap: &str, group_id: &str) -> ClientConfig {
+    let wait = if config.kafka.is_embedded() {
+        RETRY_FETCH_WAIT_EMBEDDED_MS.to_string()
+    } else {
+        fetch_wait_ms(config).to_string()
+    };
+    member_config(config, bootstrap, group_id, &wait)
+}
+
+/// A group member's settings with `fetch_wait_ms`; user properties last.
+fn member_config(
+    config: &Config,
+    bootstrap: &str,
+    group_id: &str,
+    fetch_wait_ms: &str,
+) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", bootstrap);
     c.set("client.id", "hookstream");
@@ -115,7 +143,7 @@ pub fn consumer_config(config: &Config, bootstrap: &str, group_id: &str) -> Clie
     c.set("fetch.queue.backoff.ms", "20");
     // Consumer lag per partition comes from librdkafka's statistics.
     c.set("statistics.interval.ms", "5000");
-    c.set("fetch.wait.max.ms", fetch_wait_ms(config));
+    c.set("fetch.wait.max.ms", fetch_wait_ms);
     for (key, value) in config.kafka.properties.iter().chain(&config.kafka.consumer) {
         c.set(key, value.to_string());
     }

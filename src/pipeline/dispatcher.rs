@@ -264,7 +264,12 @@ impl Dispatcher {
         let mut returned = Vec::with_capacity(ACKS_PER_TURN);
         self.chores = Chores::new(Instant::now(), timing.commit_interval);
         loop {
-            let next_due = self.gates.next_due();
+            // A held retry falling due, or a partition paused for one to be
+            // resumed ahead of it.
+            let next_due = [self.gates.next_due(), self.gates.next_resume()]
+                .into_iter()
+                .flatten()
+                .min();
             let due_sleep = async {
                 match next_due {
                     Some(due) => {

@@ -3,7 +3,9 @@
 //!
 //! A partition's gate closes for three reasons: back-pressure (too many events
 //! in flight: every partition waits), retry due times (the head record of
-//! a retry-tier partition is not due yet: that partition waits until it is)
+//! a retry-tier partition is not due yet: that partition waits until it is,
+//! paused in Kafka until [`RESUME_AHEAD_MS`] before its last held record is
+//! due)
 //! and full device lines (an ordered-lane partition with too many
 //! deliveries waiting behind their devices' retries: that partition waits
 //! until they drain, its records parked on Kafka).
@@ -26,6 +28,17 @@ use crate::core::PartitionId;
 /// resume every second). Short spells hold what arrives instead; long ones
 /// still stop the fetching.
 pub const FLOW_PAUSE_AFTER_MS: i64 = 250;
+
+/// A partition waiting for a retry's due time is resumed this long before
+/// the last record it holds is due, so the records behind are fetched
+/// while the held ones wait, not after: a resumed partition joins
+/// librdkafka's next fetch request only once the one outstanding returns,
+/// which a broker holds for up to `fetch.wait.max.ms` when the member's
+/// other partitions are idle (the retry member's wait on the embedded
+/// broker, [`crate::kafka::RETRY_FETCH_WAIT_EMBEDDED_MS`], is below this).
+/// Records due within this are held instead of paused for; what the gates
+/// hold is then at most this long's worth of a tier partition.
+pub const RESUME_AHEAD_MS: i64 = 75;
 
 /// A record the gates can hold.
 pub trait Gated {
@@ -74,6 +87,9 @@ pub struct PartitionGates<T> {
     dirty: bool,
     /// Earliest `waiting_until`, kept current while not dirty.
     next_due: Option<i64>,
+    /// When the earliest partition paused for a due time is resumed
+    /// ([`RESUME_AHEAD_MS`] before its last held record is due).
+    next_resume: Option<i64>,
 }
 
 impl<T> Default for PartitionGates<T> {
@@ -86,6 +102,7 @@ impl<T> Default for PartitionGates<T> {
             held: 0,
             dirty: false,
             next_due: None,
+            next_resume: None,
         }
     }
 }
@@ -146,6 +163,15 @@ impl<T: Gated> PartitionGates<T> {
                 }
                 _ => return Some(record),
             }
+        } else if !gate.paused
+            && gate.waiting_until.is_some()
+            && record
+                .due_ms()
+                .is_some_and(|due| due.saturating_sub(RESUME_AHEAD_MS) > now_ms)
+        {
+            // Fetched while resumed ahead of a due time, and not due soon
+            // itself: pause again.
+            self.dirty = true;
         }
         gate.held.push_back(record);
         self.held += 1;
@@ -242,7 +268,9 @@ impl<T: Gated> PartitionGates<T> {
     /// Partitions to pause or resume so Kafka matches the gates; records
     /// the new state as applied at `now_ms`. Back-pressure pauses Kafka
     /// only once the flow has been closed for [`FLOW_PAUSE_AFTER_MS`], so
-    /// the caller asks again while it is closed.
+    /// the caller asks again while it is closed; a partition waiting for a
+    /// due time stays paused until [`RESUME_AHEAD_MS`] before its last held
+    /// record is due, so the caller asks again at [`Self::next_resume`].
     pub fn pause_changes(&mut self, now_ms: i64) -> PauseChanges {
         let mut changes = PauseChanges::default();
         self.flow_closed_at = match (self.flow_paused, self.flow_closed_at) {
@@ -253,14 +281,31 @@ impl<T: Gated> PartitionGates<T> {
         let flow_pauses = self
             .flow_closed_at
             .is_some_and(|since| now_ms - since >= FLOW_PAUSE_AFTER_MS);
-        if !self.dirty && flow_pauses == self.flow_in_kafka {
+        let resume_due = self.next_resume.is_some_and(|at| at <= now_ms);
+        if !self.dirty && flow_pauses == self.flow_in_kafka && !resume_due {
             return changes;
         }
         self.dirty = false;
         self.flow_in_kafka = flow_pauses;
         self.next_due = self.gates.values().filter_map(|g| g.waiting_until).min();
+        self.next_resume = None;
         for (p, gate) in &mut self.gates {
-            let want = flow_pauses || gate.blocked || gate.waiting_until.is_some();
+            // Waiting for a due time: paused until the last record held is
+            // due soon (records behind it are due no earlier, tier records
+            // being written in due order).
+            let resume_at = gate
+                .waiting_until
+                .and_then(|_| gate.held.back())
+                .and_then(Gated::due_ms)
+                .map(|due| due.saturating_sub(RESUME_AHEAD_MS))
+                .filter(|at| *at > now_ms);
+            let want = flow_pauses || gate.blocked || resume_at.is_some();
+            if let Some(at) = resume_at
+                && !flow_pauses
+                && !gate.blocked
+            {
+                self.next_resume = Some(self.next_resume.map_or(at, |n| n.min(at)));
+            }
             if want != gate.paused {
                 gate.paused = want;
                 gate.since_ms = now_ms;
@@ -274,6 +319,12 @@ impl<T: Gated> PartitionGates<T> {
         changes.pause.sort_unstable();
         changes.resume.sort_unstable();
         changes
+    }
+
+    /// When a partition paused for a due time is to be resumed (ask
+    /// [`Self::pause_changes`] again then).
+    pub fn next_resume(&self) -> Option<i64> {
+        self.next_resume
     }
 
     /// Undoes what `pause_changes` recorded for `partitions` after the

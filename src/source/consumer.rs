@@ -237,7 +237,10 @@ impl SourceConsumer {
                 "input" => config.kafka.group_id.clone(),
                 _ => retry_group(&config.kafka.group_id),
             };
-            let mut client = crate::kafka::consumer_config(config, bootstrap, &group);
+            let mut client = match role {
+                "input" => crate::kafka::consumer_config(config, bootstrap, &group),
+                _ => crate::kafka::retry_consumer_config(config, bootstrap, &group),
+            };
             client.set("client.id", format!("hookstream-{role}"));
             let consumer: BaseConsumer<SourceContext> = client
                 .create_with_context(context)

@@ -138,13 +138,73 @@ fn a_retry_not_yet_due_pauses_only_its_partition_until_due() {
 fn a_later_head_keeps_the_partition_waiting() {
     let mut g = PartitionGates::new();
     g.assign(pid(0), 0);
-    g.offer(rec(0, 1, Some(10)), 0);
-    g.offer(rec(0, 2, Some(50)), 0);
-    g.pause_changes(0);
-    assert_eq!(g.pop_ready(20), Some(rec(0, 1, Some(10))));
-    assert_eq!(g.pop_ready(20), None);
-    assert_eq!(g.next_due(), Some(50));
-    assert!(g.pause_changes(0).is_empty(), "still paused");
+    g.offer(rec(0, 1, Some(1_000)), 0);
+    g.offer(rec(0, 2, Some(5_000)), 0);
+    assert_eq!(g.pause_changes(0).pause, vec![pid(0)]);
+    assert_eq!(g.pop_ready(2_000), Some(rec(0, 1, Some(1_000))));
+    assert_eq!(g.pop_ready(2_000), None);
+    assert_eq!(g.next_due(), Some(5_000));
+    assert!(g.pause_changes(2_000).is_empty(), "still paused");
+}
+
+#[test]
+fn a_waiting_partition_is_resumed_ahead_of_its_last_held_record() {
+    let mut g = PartitionGates::new();
+    g.assign(pid(0), 0);
+    g.offer(rec(0, 1, Some(1_000)), 0);
+    g.offer(rec(0, 2, Some(2_000)), 0);
+    assert_eq!(g.pause_changes(0).pause, vec![pid(0)]);
+    let resume_at = 2_000 - RESUME_AHEAD_MS;
+    assert_eq!(
+        g.next_resume(),
+        Some(resume_at),
+        "ahead of the last, not the head"
+    );
+    assert_eq!(g.pop_ready(1_000), Some(rec(0, 1, Some(1_000))));
+    assert_eq!(g.pop_ready(1_000), None);
+    assert!(g.pause_changes(1_000).is_empty(), "the next still waits");
+    assert!(g.pause_changes(resume_at - 1).is_empty());
+    assert_eq!(
+        g.pause_changes(resume_at).resume,
+        vec![pid(0)],
+        "fetching again while the held record waits"
+    );
+    assert_eq!(g.next_resume(), None);
+    assert_eq!(g.pop_ready(resume_at), None, "still held until due");
+    // What is fetched meanwhile queues behind it; a record due later than
+    // the resume-ahead pauses the partition again.
+    assert_eq!(g.offer(rec(0, 3, Some(2_000)), resume_at), None);
+    assert!(g.pause_changes(resume_at).is_empty());
+    assert_eq!(g.offer(rec(0, 4, Some(9_000)), resume_at), None);
+    assert_eq!(g.pause_changes(resume_at).pause, vec![pid(0)]);
+    assert_eq!(g.next_resume(), Some(9_000 - RESUME_AHEAD_MS));
+    assert_eq!(g.pop_ready(2_000), Some(rec(0, 2, Some(2_000))));
+    assert_eq!(g.pop_ready(2_000), Some(rec(0, 3, Some(2_000))));
+    assert_eq!(g.pop_ready(2_000), None);
+    assert_eq!(g.held(), 1);
+}
+
+#[test]
+fn a_retry_due_within_the_resume_ahead_is_held_without_a_pause() {
+    let mut g = PartitionGates::new();
+    g.assign(pid(0), 0);
+    let due = RESUME_AHEAD_MS - 1;
+    assert_eq!(g.offer(rec(0, 1, Some(due)), 0), None, "held until due");
+    assert!(g.pause_changes(0).is_empty(), "not worth a pause");
+    assert_eq!(g.next_resume(), None);
+    assert_eq!(g.next_due(), Some(due));
+    assert_eq!(g.pop_ready(due), Some(rec(0, 1, Some(due))));
+}
+
+#[test]
+fn a_blocked_or_flow_paused_partition_is_not_resumed_ahead() {
+    let mut g = PartitionGates::new();
+    g.assign(pid(0), 0);
+    g.offer(rec(0, 1, Some(1_000)), 0);
+    g.set_blocked(pid(0), true);
+    assert_eq!(g.pause_changes(0).pause, vec![pid(0)]);
+    assert_eq!(g.next_resume(), None);
+    assert!(g.pause_changes(1_000).is_empty(), "blocked: stays paused");
 }
 
 #[test]
@@ -208,14 +268,14 @@ fn back_pressure_shorter_than_the_pause_delay_never_reaches_kafka() {
 fn a_due_partition_stays_paused_while_the_flow_is() {
     let mut g = PartitionGates::new();
     g.assign(pid(0), 0);
-    g.offer(rec(0, 1, Some(10)), 0);
+    g.offer(rec(0, 1, Some(1_000)), 0);
     g.set_flow_paused(true);
-    g.pause_changes(0);
-    assert_eq!(g.pop_ready(100), None);
-    assert!(g.pause_changes(0).is_empty());
+    assert_eq!(g.pause_changes(0).pause, vec![pid(0)], "waiting");
+    assert_eq!(g.pop_ready(1_000), None);
+    assert!(g.pause_changes(1_000).is_empty(), "the flow holds it now");
     g.set_flow_paused(false);
-    assert_eq!(g.pop_ready(100), Some(rec(0, 1, Some(10))));
-    assert_eq!(g.pause_changes(0).resume, vec![pid(0)]);
+    assert_eq!(g.pop_ready(1_000), Some(rec(0, 1, Some(1_000))));
+    assert_eq!(g.pause_changes(1_000).resume, vec![pid(0)]);
 }
 
 #[test]
