@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use common::*;
 use hookstream::cmd::run::Service;
-use hookstream::config::{Config, Role, TokenConfig};
+use hookstream::config::{BatchConfig, Config, HumanDuration, Role, TokenConfig};
 use hookstream::demo::receiver::Behaviour;
 use hookstream::source::extract::Preset;
 use serde_json::{Value, json};
@@ -423,11 +423,19 @@ async fn activity_is_answered_by_any_instance_and_survives_restarts() {
     let cluster = Cluster::start(&[TOPIC], 2);
     let ok_rx = receiver(Behaviour::Healthy).await;
     let failing_rx = receiver(Behaviour::Status(500)).await;
+    let batched_rx = receiver(Behaviour::Healthy).await;
     let mut config = api_config("activity", TOPIC, Preset::Mender);
     config.delivery.max_attempts = 2;
+    // A batch endpoint's attempt is one line in the log for all its events.
+    let mut batched = endpoint("batched", batched_rx.url("b"), &["*"], "none", "");
+    batched.batch = BatchConfig {
+        max_events: 3,
+        max_wait: HumanDuration::from_secs(2),
+    };
     config.endpoints = vec![
         endpoint("ok", ok_rx.url("ok"), &["*"], "none", ""),
         endpoint("failing", failing_rx.url("f"), &["*"], "none", ""),
+        batched,
     ];
     let (first, a) = start(config.clone(), &cluster).await;
     let events: Vec<(String, Vec<u8>)> = (0..3)
@@ -444,6 +452,7 @@ async fn activity_is_answered_by_any_instance_and_survives_restarts() {
         || {
             ok_rx.log().accepted_count() == 3
                 && registry.activity("failing").stats().dead_lettered == 3
+                && registry.activity("batched").stats().delivered == 3
         },
     )
     .await;
@@ -512,6 +521,36 @@ async fn activity_is_answered_by_any_instance_and_survives_restarts() {
             .iter()
             .all(|r| r["outcome"] == "delivered" && r["status"] == 200)
     );
+    // The batch's events, each with its own id and payload, read from the
+    // log by an instance that did not deliver them.
+    let batch = c
+        .curl("GET", "/v1/endpoints/batched/attempts?payload=true", None)
+        .await;
+    let batch = batch.body.as_array().unwrap();
+    let mut ids: Vec<&str> = batch
+        .iter()
+        .map(|r| r["event_id"].as_str().unwrap())
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(ids, ["evt-0", "evt-1", "evt-2"], "{batch:?}");
+    let requests: std::collections::HashSet<&str> = batch
+        .iter()
+        .map(|r| r["webhook_id"].as_str().unwrap())
+        .collect();
+    assert!(requests.len() < 3, "some in one request: {batch:?}");
+    for r in batch {
+        assert_eq!(
+            (r["outcome"].as_str(), r["status"].as_u64()),
+            (Some("delivered"), Some(200))
+        );
+        assert_eq!(
+            (r["endpoint"].as_str(), r["attempt"].as_u64()),
+            (Some("batched"), Some(1))
+        );
+        assert_eq!(r["event_type"], "device-provisioned");
+        let id = r["event_id"].as_str().unwrap();
+        assert_eq!(r["payload"]["id"], id, "the event as consumed");
+    }
     let bad = c
         .curl("GET", "/v1/endpoints/ok/attempts?payload=yes", None)
         .await;

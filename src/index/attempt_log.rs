@@ -1,11 +1,13 @@
-//! The writer of the durable activity log: every delivery attempt as one
-//! JSON [`AttemptRecord`] on `<prefix>.attempts` (key = endpoint id, on the
-//! endpoint's partition, `wire::headers::endpoint_partition`, so one
+//! The writer of the durable activity log: every delivery attempt as JSON
+//! lines ([`super::attempt_lines`]: one
+//! [`AttemptRecord`](super::activity::AttemptRecord), or a batch's events
+//! sharing one line's fields) on `<prefix>.attempts` (key = endpoint id, on
+//! the endpoint's partition, `wire::headers::endpoint_partition`, so one
 //! endpoint's attempts are in one partition in time order), kept by the
 //! topic's time-based retention (`topics.attempts_retention`).
 //!
 //! Owns only that write, and it must not slow deliveries: an attempt is
-//! appended as one JSON line to its endpoint's pending buffer (a short
+//! appended as JSON lines to its endpoint's pending buffer (a short
 //! lock, no I/O); a flusher thread turns each buffer into one Kafka record
 //! every [`FLUSH_INTERVAL`] (or at [`RECORD_BYTES`]), handed to librdkafka
 //! without waiting (lz4, `acks=1`, no idempotence: a lost or doubled log
@@ -179,19 +181,19 @@ impl AttemptLog {
     }
 
     /// Appends the lines of one attempt's deliveries (see
-    /// [`AttemptLines`]) under one lock; dropped and counted like
-    /// [`AttemptLog::write`]'s.
+    /// [`AttemptLines`]) under one lock, or one per [`RECORD_BYTES`] of
+    /// them for a batch that large (so no record outgrows what a broker
+    /// takes); dropped and counted like [`AttemptLog::write`]'s.
     pub fn write_lines(&self, lines: &AttemptLines<'_>) {
         if lines.failed() > 0 {
             self.count_drop(lines.failed());
         }
-        if lines.count() == 0 {
-            return;
+        for (run, events) in lines.runs(RECORD_BYTES) {
+            self.append(lines.endpoint(), events, |bytes| {
+                bytes.extend_from_slice(run);
+                true
+            });
         }
-        self.append(lines.endpoint(), lines.count(), |bytes| {
-            bytes.extend_from_slice(lines.bytes());
-            true
-        });
     }
 
     /// Adds `count` lines to `endpoint`'s pending attempts by `write_into`

@@ -22,6 +22,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::activity::AttemptRecord;
+use super::attempt_lines::records_of_line;
 use super::attempt_log::partitions_of;
 use crate::config::Config;
 use crate::wire::headers::endpoint_partition;
@@ -136,14 +137,9 @@ impl AttemptReader {
                     if m.key() == Some(endpoint.as_bytes())
                         && let Some(value) = m.payload()
                     {
-                        chunk.extend(
-                            value
-                                .split(|b| *b == b'\n')
-                                .filter(|line| !line.is_empty())
-                                .filter_map(|line| {
-                                    serde_json::from_slice::<AttemptRecord>(line).ok()
-                                }),
-                        );
+                        for line in value.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+                            records_of_line(line, &mut chunk);
+                        }
                     }
                 },
             )?;
