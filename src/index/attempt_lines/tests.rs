@@ -236,6 +236,39 @@ fn an_attempt_of_one_event_is_the_line_of_its_attempt_line() {
 }
 
 #[test]
+fn every_byte_that_needs_escaping_is_found_wherever_it_is() {
+    let plain = "0123456789abcdefghijklmnopqrstu";
+    assert!(!needs_escape(plain.as_bytes()));
+    assert!(!needs_escape(
+        "ünïcode ☃ 𝄞 in a longer text~\u{7f}".as_bytes()
+    ));
+    assert!(!needs_escape(b""));
+    for byte in 0u8..=0x7f {
+        let escaped = byte < 0x20 || byte == b'"' || byte == b'\\';
+        for at in 0..plain.len() {
+            let mut text = plain.as_bytes().to_vec();
+            text[at] = byte;
+            assert_eq!(needs_escape(&text), escaped, "byte {byte:#x} at {at}");
+            let text = String::from_utf8(text).unwrap();
+            let mut written = Vec::new();
+            json_str(&mut written, &text).unwrap();
+            assert_eq!(
+                written,
+                serde_json::to_vec(&text).unwrap(),
+                "byte {byte:#x} at {at}"
+            );
+        }
+    }
+    // Bytes at and above 0x80 (UTF-8) next to ones below 0x20.
+    for high in [0x80u8, 0xbf, 0xc3, 0xff] {
+        let mut text = vec![high; 16];
+        assert!(!needs_escape(&text), "{high:#x}");
+        text[9] = 0x1f;
+        assert!(needs_escape(&text), "{high:#x} then 0x1f");
+    }
+}
+
+#[test]
 fn text_is_written_as_serde_json_writes_it() {
     let texts = [
         "",
