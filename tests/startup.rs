@@ -149,6 +149,46 @@ fn with_standard_error_closed_or_unread_the_service_serves_and_stops_cleanly() {
 }
 
 #[test]
+fn a_clean_stop_on_the_embedded_broker_logs_no_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = write_config(
+        &dir,
+        &format!(
+            "[kafka]\nbrokers = \"embedded\"\ngroup_id = \"clean-stop\"\n\
+             topics = [\"device-events\"]\nembedded_partitions = 4\n\
+             [topics]\npartitions = 4\n\
+             [api]\nlisten = \"127.0.0.1:{port}\"\ntokens = []\n\
+             [metrics]\nlisten = \"\"\n"
+        ),
+    );
+    let log = dir.path().join("log.txt");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hookstream"))
+        .args(["run", "--config", config.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("hookstream runs");
+    wait_until("/readyz", Duration::from_secs(60), || {
+        get(port, "/readyz") == Some(200)
+    });
+    sigterm(&child);
+    let status = exit_within(&mut child, Duration::from_secs(60)).expect("an exit after SIGTERM");
+    assert_eq!(status.code(), Some(0), "{status}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let stop = text.find("SIGTERM received").expect("the stop is logged");
+    // Every client of the embedded broker is closed before it stops: none
+    // is left to report it gone.
+    let errors: Vec<&str> = text[stop..]
+        .lines()
+        .filter(|l| l.contains(" ERROR ") || l.contains(" WARN "))
+        .collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+    assert!(text[stop..].contains("pipeline stopped"), "{text}");
+}
+
+#[test]
 fn a_sigterm_during_start_up_stops_it_at_once_and_the_log_says_what_it_waited_for() {
     let dir = tempfile::tempdir().unwrap();
     // Nothing listens there: every connection is refused, and librdkafka

@@ -118,13 +118,17 @@ impl Service {
     }
 
     /// Stops the API, drains and commits the pipeline, stops following
-    /// the store.
+    /// the stores (their clients closed before an embedded broker stops).
     pub async fn shutdown(self) -> anyhow::Result<()> {
         if let Some(api) = self.api {
             api.stop().await;
         }
         let result = self.pipeline.shutdown().await;
-        drop(self.devices);
+        // Their clients close before an embedded broker stops.
+        if let Some(devices) = self.devices {
+            devices.close().await;
+        }
+        self.store.stop_following().await;
         drop(self.store);
         drop(self.broker);
         result

@@ -14,7 +14,7 @@ use anyhow::{Context, Result};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::producer::DefaultProducerContext;
-use rdkafka::producer::{BaseRecord, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::task::JoinHandle;
 
@@ -22,9 +22,17 @@ use super::devices::{DeviceDirectory, DeviceInfo};
 use crate::config::Config;
 
 /// The device store of one instance: stops following when dropped.
-#[derive(Debug)]
 pub struct DeviceStore {
     follower: JoinHandle<()>,
+    /// The writer of learned changes. The directory's sink holds a `Weak`
+    /// of it, so the store's end is the writer's.
+    producer: Arc<ThreadedProducer<DefaultProducerContext>>,
+}
+
+impl std::fmt::Debug for DeviceStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceStore").finish_non_exhaustive()
+    }
 }
 
 impl Drop for DeviceStore {
@@ -52,10 +60,14 @@ impl DeviceStore {
             .set("queue.buffering.max.messages", "100000")
             .set("enable.idempotence", "false")
             .set("acks", "1");
-        let producer: ThreadedProducer<DefaultProducerContext> =
-            p.create().context("creating the device store producer")?;
+        let producer: Arc<ThreadedProducer<DefaultProducerContext>> =
+            Arc::new(p.create().context("creating the device store producer")?);
         let sink_topic = topic.clone();
+        let writer = Arc::downgrade(&producer);
         directory.set_sink(Box::new(move |device, info| {
+            let Some(producer) = writer.upgrade() else {
+                return;
+            };
             let Ok(value) = serde_json::to_vec(info) else {
                 return;
             };
@@ -69,9 +81,24 @@ impl DeviceStore {
         }));
         let consumer = follower(config, bootstrap, &topic)?;
         let follower = tokio::spawn(follow(consumer, Arc::clone(directory)));
-        Ok(Some(Self { follower }))
+        Ok(Some(Self { follower, producer }))
+    }
+
+    /// Stops following and writing: waits until the follower, and its
+    /// consumer, are gone, and gives the writer up to a second to send
+    /// what it holds before it is dropped with the store. A stopping
+    /// service does this before an embedded broker stops, so that no
+    /// client is left to report the broker gone.
+    pub async fn close(mut self) {
+        self.follower.abort();
+        let _ = (&mut self.follower).await;
+        let producer = Arc::clone(&self.producer);
+        let _ = tokio::task::spawn_blocking(move || producer.flush(FLUSH_AT_CLOSE)).await;
     }
 }
+
+/// How long [`DeviceStore::close`] waits for the writer.
+const FLUSH_AT_CLOSE: Duration = Duration::from_secs(1);
 
 fn follower(config: &Config, bootstrap: &str, topic: &str) -> Result<StreamConsumer> {
     let c = crate::kafka::assigned_reader_config(config, bootstrap, "hookstream-devices", false);

@@ -97,6 +97,9 @@ impl Drop for EndpointStore {
     }
 }
 
+/// How long [`EndpointStore::stop_following`] waits for the follower.
+const FOLLOWER_STOP_WAIT: Duration = Duration::from_secs(1);
+
 impl EndpointStore {
     /// Starts following `<prefix>.endpoints` (which must exist: see
     /// [`crate::kafka::ensure_topics`]), reads it to the end into a new
@@ -196,6 +199,18 @@ impl EndpointStore {
             "endpoint store loaded"
         );
         Ok(store)
+    }
+
+    /// Stops following the topic and waits (up to a second) until the
+    /// follower, and its consumer, are gone. A stopping service does this
+    /// before an embedded broker stops, so that no client is left to
+    /// report the broker gone; the store still answers from its registry.
+    pub async fn stop_following(&self) {
+        self.follower.abort();
+        let deadline = tokio::time::Instant::now() + FOLLOWER_STOP_WAIT;
+        while !self.follower.is_finished() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     /// The registry this store keeps up to date.
