@@ -28,6 +28,26 @@ fn write_config(dir: &tempfile::TempDir, text: &str) -> std::path::PathBuf {
 }
 
 /// The status code of `GET path` on 127.0.0.1:`port`, if it answers.
+/// A configuration on the embedded broker with `partitions` input and
+/// tier partitions, the API on `port` without tokens, no metrics listener.
+fn embedded_config(
+    dir: &tempfile::TempDir,
+    group: &str,
+    port: u16,
+    partitions: u32,
+) -> std::path::PathBuf {
+    write_config(
+        dir,
+        &format!(
+            "[kafka]\nbrokers = \"embedded\"\ngroup_id = \"{group}\"\n\
+             topics = [\"device-events\"]\nembedded_partitions = {partitions}\n\
+             [topics]\npartitions = {partitions}\n\
+             [api]\nlisten = \"127.0.0.1:{port}\"\ntokens = []\n\
+             [metrics]\nlisten = \"\"\n"
+        ),
+    )
+}
+
 fn get(port: u16, path: &str) -> Option<u16> {
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
@@ -85,15 +105,7 @@ fn with_standard_error_closed_or_unread_the_service_serves_and_stops_cleanly() {
     for how in [BrokenStderr::Closed, BrokenStderr::NobodyReads] {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
-        let config = write_config(
-            &dir,
-            &format!(
-                "[kafka]\nbrokers = \"embedded\"\ngroup_id = \"stderr-test\"\n\
-                 topics = [\"device-events\"]\nembedded_partitions = 1\n\
-                 [api]\nlisten = \"127.0.0.1:{port}\"\ntokens = []\n\
-                 [metrics]\nlisten = \"\"\n"
-            ),
-        );
+        let config = embedded_config(&dir, "stderr-test", port, 1);
         let mut command = Command::new(env!("CARGO_BIN_EXE_hookstream"));
         command
             .args(["run", "--config", config.to_str().unwrap()])
@@ -152,16 +164,7 @@ fn with_standard_error_closed_or_unread_the_service_serves_and_stops_cleanly() {
 fn a_clean_stop_on_the_embedded_broker_logs_no_error() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let config = write_config(
-        &dir,
-        &format!(
-            "[kafka]\nbrokers = \"embedded\"\ngroup_id = \"clean-stop\"\n\
-             topics = [\"device-events\"]\nembedded_partitions = 4\n\
-             [topics]\npartitions = 4\n\
-             [api]\nlisten = \"127.0.0.1:{port}\"\ntokens = []\n\
-             [metrics]\nlisten = \"\"\n"
-        ),
-    );
+    let config = embedded_config(&dir, "clean-stop", port, 4);
     let log = dir.path().join("log.txt");
     let mut child = Command::new(env!("CARGO_BIN_EXE_hookstream"))
         .args(["run", "--config", config.to_str().unwrap()])
