@@ -464,20 +464,17 @@ struct BatchEvent {
     source: String,
 }
 
-/// Either kind of line.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Line {
-    One(AttemptRecord),
-    Batch(BatchLine),
-}
-
 /// Appends the attempts `line` holds to `out`, in the order written (none
-/// when it is not a line of the log).
+/// when it is not a line of the log). A line of one attempt is read as
+/// such first: most lines are, and an untagged enum would buffer every
+/// line before reading it.
 pub fn records_of_line(line: &[u8], out: &mut Vec<AttemptRecord>) {
-    match serde_json::from_slice::<Line>(line) {
-        Ok(Line::One(record)) => out.push(record),
-        Ok(Line::Batch(batch)) => out.extend(batch.events.into_iter().map(|e| AttemptRecord {
+    if let Ok(record) = serde_json::from_slice::<AttemptRecord>(line) {
+        out.push(record);
+        return;
+    }
+    if let Ok(batch) = serde_json::from_slice::<BatchLine>(line) {
+        out.extend(batch.events.into_iter().map(|e| AttemptRecord {
             time_ms: batch.time_ms,
             endpoint: batch.endpoint.clone(),
             event_id: e.event_id,
@@ -490,8 +487,7 @@ pub fn records_of_line(line: &[u8], out: &mut Vec<AttemptRecord>) {
             latency_ms: batch.latency_ms,
             error: batch.error.clone(),
             source: e.source,
-        })),
-        Err(_) => {}
+        }));
     }
 }
 
