@@ -89,15 +89,16 @@ impl DeviceStore {
     /// what it holds before it is dropped with the store. A stopping
     /// service does this before an embedded broker stops, so that no
     /// client is left to report the broker gone.
-    pub async fn close(mut self) {
-        self.follower.abort();
-        let _ = (&mut self.follower).await;
+    pub async fn close(self) {
+        crate::core::sync::abort_and_wait(&self.follower, FOLLOWER_STOP_WAIT).await;
         let producer = Arc::clone(&self.producer);
         let _ = tokio::task::spawn_blocking(move || producer.flush(FLUSH_AT_CLOSE)).await;
     }
 }
 
-/// How long [`DeviceStore::close`] waits for the writer.
+/// How long [`DeviceStore::close`] waits for the follower to end.
+const FOLLOWER_STOP_WAIT: Duration = Duration::from_secs(1);
+/// How long [`DeviceStore::close`] then waits for the writer.
 const FLUSH_AT_CLOSE: Duration = Duration::from_secs(1);
 
 fn follower(config: &Config, bootstrap: &str, topic: &str) -> Result<StreamConsumer> {

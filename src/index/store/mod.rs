@@ -29,6 +29,7 @@ use follower::follow;
 use super::{Endpoint, EndpointRegistry};
 use crate::config::{Config, EndpointConfig};
 use crate::core::lock;
+use crate::core::sync::abort_and_wait;
 
 /// Key of the marker record written to find the end of the topic (a
 /// tombstone; `#` is not allowed in endpoint ids).
@@ -206,11 +207,7 @@ impl EndpointStore {
     /// before an embedded broker stops, so that no client is left to
     /// report the broker gone; the store still answers from its registry.
     pub async fn stop_following(&self) {
-        self.follower.abort();
-        let deadline = tokio::time::Instant::now() + FOLLOWER_STOP_WAIT;
-        while !self.follower.is_finished() && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        abort_and_wait(&self.follower, FOLLOWER_STOP_WAIT).await;
     }
 
     /// The registry this store keeps up to date.
