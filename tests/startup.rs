@@ -27,7 +27,6 @@ fn write_config(dir: &tempfile::TempDir, text: &str) -> std::path::PathBuf {
     path
 }
 
-/// The status code of `GET path` on 127.0.0.1:`port`, if it answers.
 /// A configuration on the embedded broker with `partitions` input and
 /// tier partitions, the API on `port` without tokens, no metrics listener.
 fn embedded_config(
@@ -48,6 +47,7 @@ fn embedded_config(
     )
 }
 
+/// The status code of `GET path` on 127.0.0.1:`port`, if it answers.
 fn get(port: u16, path: &str) -> Option<u16> {
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;

@@ -124,7 +124,6 @@ impl Service {
             api.stop().await;
         }
         let result = self.pipeline.shutdown().await;
-        // Their clients close before an embedded broker stops.
         if let Some(devices) = self.devices {
             devices.close().await;
         }

@@ -13,9 +13,9 @@
 //! Pure: bytes in memory, no I/O and no lock; [`super::attempt_log`]
 //! appends the finished lines.
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use super::activity::{AttemptLine, AttemptRecord, Outcome};
+use super::activity::{AttemptLine, Outcome};
 use crate::core::SourceRef;
 
 /// An event's own fields in its line.
@@ -437,59 +437,8 @@ impl<'a> AttemptLines<'a> {
     }
 }
 
-/// The shared fields of a batch line, as written by [`AttemptLines`].
-#[derive(Deserialize)]
-struct BatchLine {
-    time_ms: i64,
-    #[serde(default)]
-    endpoint: String,
-    webhook_id: String,
-    status: Option<u16>,
-    latency_ms: f64,
-    error: String,
-    events: Vec<BatchEvent>,
-}
-
-/// One event's fields in a batch line.
-#[derive(Deserialize)]
-struct BatchEvent {
-    event_id: String,
-    #[serde(default)]
-    event_type: String,
-    attempt: u32,
-    outcome: Outcome,
-    #[serde(default)]
-    reason: Option<String>,
-    #[serde(default)]
-    source: String,
-}
-
-/// Appends the attempts `line` holds to `out`, in the order written (none
-/// when it is not a line of the log). A line of one attempt is read as
-/// such first: most lines are, and an untagged enum would buffer every
-/// line before reading it.
-pub fn records_of_line(line: &[u8], out: &mut Vec<AttemptRecord>) {
-    if let Ok(record) = serde_json::from_slice::<AttemptRecord>(line) {
-        out.push(record);
-        return;
-    }
-    if let Ok(batch) = serde_json::from_slice::<BatchLine>(line) {
-        out.extend(batch.events.into_iter().map(|e| AttemptRecord {
-            time_ms: batch.time_ms,
-            endpoint: batch.endpoint.clone(),
-            event_id: e.event_id,
-            event_type: e.event_type,
-            webhook_id: batch.webhook_id.clone(),
-            attempt: e.attempt,
-            status: batch.status,
-            outcome: e.outcome,
-            reason: e.reason,
-            latency_ms: batch.latency_ms,
-            error: batch.error.clone(),
-            source: e.source,
-        }));
-    }
-}
+mod read;
+pub use read::records_of_line;
 
 #[cfg(test)]
 mod tests;

@@ -2,6 +2,7 @@
 //! read back into the attempts it holds.
 
 use super::*;
+use crate::index::activity::AttemptRecord;
 
 fn shared<'a>(status: Option<u16>, error: &'a str, latency_ms: f64) -> AttemptLine<'a> {
     AttemptLine {
