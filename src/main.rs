@@ -79,6 +79,10 @@ enum Command {
         /// Requests in flight per endpoint.
         #[arg(long, default_value_t = 64)]
         concurrency: u32,
+        /// Rounds: each measures the baselines and the scenarios anew; more
+        /// than one adds each scenario's median and range across them.
+        #[arg(long, default_value_t = 1)]
+        rounds: u32,
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
@@ -259,6 +263,7 @@ fn run_bench(
     brokers: Option<String>,
     partitions: i32,
     concurrency: u32,
+    rounds: u32,
     json: bool,
 ) -> Result<(), CommandError> {
     use hookstream::bench::{BenchOptions, Scenario, format_report, run};
@@ -276,11 +281,14 @@ fn run_bench(
             })
             .collect::<Result<Vec<_>, _>>()?
     };
-    use hookstream::config::limits::{BENCH_EVENTS, MAX_CONCURRENCY, TOPIC_PARTITIONS, outside};
+    use hookstream::config::limits::{
+        BENCH_EVENTS, BENCH_ROUNDS, MAX_CONCURRENCY, TOPIC_PARTITIONS, outside,
+    };
     for (flag, why) in [
         ("--events", outside(events, BENCH_EVENTS)),
         ("--partitions", outside(partitions, TOPIC_PARTITIONS)),
         ("--concurrency", outside(concurrency, MAX_CONCURRENCY)),
+        ("--rounds", outside(rounds, BENCH_ROUNDS)),
     ] {
         if let Some(why) = why {
             return Err(CommandError::Usage(format!("{flag}: {why}")));
@@ -292,6 +300,7 @@ fn run_bench(
         brokers,
         partitions,
         concurrency,
+        rounds,
     };
     let report = runtime()?.block_on(run(options))?;
     if json {
@@ -391,10 +400,19 @@ fn main() -> ExitCode {
             brokers,
             partitions,
             concurrency,
+            rounds,
             json,
         } => {
             init_logging(cli.log_format);
-            run_bench(&scenario, events, brokers, partitions, concurrency, json)
+            run_bench(
+                &scenario,
+                events,
+                brokers,
+                partitions,
+                concurrency,
+                rounds,
+                json,
+            )
         }
         Command::Dlq { command } => {
             init_logging(cli.log_format);

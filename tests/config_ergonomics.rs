@@ -236,6 +236,16 @@ fn bench_and_demo_flags_outside_their_ranges_are_refused_by_name() {
             "1..=10000",
         ),
         (
+            &["bench", "--scenario", "b", "--rounds", "0"][..],
+            "--rounds",
+            "1..=50",
+        ),
+        (
+            &["bench", "--scenario", "b", "--rounds", "4000000000"][..],
+            "--rounds",
+            "1..=50",
+        ),
+        (
             &["bench", "--scenario", "z"][..],
             "--scenario",
             "a, b, c, d, e, f, g, h, i, j, k, all",

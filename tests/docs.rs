@@ -130,6 +130,7 @@ fn every_range_of_the_limits_table_is_in_the_configuration_reference() {
         CLI_RATE,
         CLI_EVENTS,
         BENCH_EVENTS,
+        BENCH_ROUNDS,
     ];
     let consts = documented_consts(&read("src/config/limits.rs"));
     let in_source: Vec<&str> = consts.iter().map(|(n, _)| n.as_str()).collect();

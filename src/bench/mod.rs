@@ -32,6 +32,7 @@ mod ordering;
 pub mod receiver;
 mod report;
 mod retry_timing;
+pub mod rounds;
 mod rss;
 mod service_process;
 
@@ -169,6 +170,9 @@ pub struct BenchOptions {
     pub partitions: i32,
     /// Requests in flight per endpoint (pipeline and raw HTTP baseline).
     pub concurrency: u32,
+    /// Rounds: each measures the baselines and every scenario anew
+    /// ([`rounds`]).
+    pub rounds: u32,
 }
 
 /// Fields drop in order: clients before the broker they talk to.
@@ -699,7 +703,7 @@ pub async fn run(options: BenchOptions) -> Result<BenchReport> {
         .set("queue.buffering.max.messages", "1000000")
         .create()
         .context("creating the bench producer")?;
-    let bench = Bench {
+    let mut bench = Bench {
         broker,
         bootstrap,
         producer,
@@ -707,41 +711,71 @@ pub async fn run(options: BenchOptions) -> Result<BenchReport> {
         run_id: rand::random::<u32>() as u64,
         options,
     };
-    let baseline_topic = format!("bench-{}-baseline", bench.run_id);
-    bench.create_topic(&baseline_topic).await?;
-    let n = bench.options.events;
-    eprintln!("baselines: preloading {n} events");
-    bench.preload(&baseline_topic, 0, n).await?;
-    let raw_consume = bench.raw_consume(&baseline_topic, n).await?;
-    let raw_forward = if bench.options.scenarios.contains(&Scenario::Batch) {
-        Some(bench.raw_forward(&baseline_topic, n, 100)?)
-    } else {
-        None
-    };
-    let (raw_http_hyper, raw_http_wrk) = bench.raw_http(n.clamp(50_000, 300_000))?;
-    let raw_http_per_s = raw_http_wrk.map_or(raw_http_hyper.requests_per_s, |w| {
-        w.requests_per_s.max(raw_http_hyper.requests_per_s)
-    });
-    let baselines = Baselines {
-        raw_consume_per_s: raw_consume.per_s,
-        raw_consume_cpu_us_per_record: raw_consume.cpu_us_per_record,
-        raw_consume_broker_cpu_us_per_record: raw_consume.broker_cpu_us_per_record,
-        raw_forward_per_s: raw_forward.as_ref().map(|f| f.per_s),
-        raw_forward_cpu_us_per_record: raw_forward.as_ref().map(|f| f.cpu_us_per_record),
-        raw_http_per_s,
-        raw_http_hyper,
-        raw_http_wrk,
-        pipeline_workers: tokio::runtime::Handle::current().metrics().num_workers(),
-    };
-    eprint!("{}", format_baselines(&baselines));
-    let mut scenarios = Vec::new();
-    for s in bench.options.scenarios.clone() {
-        let report = bench.scenario(s, &baselines).await?;
-        eprintln!("{}", format_line(&report));
-        scenarios.push(report);
+    let rounds = bench.options.rounds.max(1);
+    let mut done = Vec::new();
+    for round in 1..=rounds {
+        if rounds > 1 {
+            eprintln!("round {round} of {rounds}");
+            // Topics and groups of their own in every round.
+            bench.run_id = rand::random::<u32>() as u64;
+        }
+        done.push(bench.round().await?);
     }
+    let summary = match rounds {
+        1 => Vec::new(),
+        _ => rounds::summarise(&done),
+    };
+    eprint!("{}", rounds::format_summary(&summary));
+    let mut done = done.into_iter();
+    let first = done.next().context("no bench round ran")?;
     Ok(BenchReport {
-        baselines,
-        scenarios,
+        baselines: first.baselines,
+        scenarios: first.scenarios,
+        later_rounds: done.collect(),
+        summary,
     })
+}
+
+impl Bench {
+    /// One round: the baselines, then every scenario, its ratios taken to
+    /// this round's baselines.
+    async fn round(&self) -> Result<rounds::RoundReport> {
+        let baseline_topic = format!("bench-{}-baseline", self.run_id);
+        self.create_topic(&baseline_topic).await?;
+        let n = self.options.events;
+        eprintln!("baselines: preloading {n} events");
+        self.preload(&baseline_topic, 0, n).await?;
+        let raw_consume = self.raw_consume(&baseline_topic, n).await?;
+        let raw_forward = if self.options.scenarios.contains(&Scenario::Batch) {
+            Some(self.raw_forward(&baseline_topic, n, 100)?)
+        } else {
+            None
+        };
+        let (raw_http_hyper, raw_http_wrk) = self.raw_http(n.clamp(50_000, 300_000))?;
+        let raw_http_per_s = raw_http_wrk.map_or(raw_http_hyper.requests_per_s, |w| {
+            w.requests_per_s.max(raw_http_hyper.requests_per_s)
+        });
+        let baselines = Baselines {
+            raw_consume_per_s: raw_consume.per_s,
+            raw_consume_cpu_us_per_record: raw_consume.cpu_us_per_record,
+            raw_consume_broker_cpu_us_per_record: raw_consume.broker_cpu_us_per_record,
+            raw_forward_per_s: raw_forward.as_ref().map(|f| f.per_s),
+            raw_forward_cpu_us_per_record: raw_forward.as_ref().map(|f| f.cpu_us_per_record),
+            raw_http_per_s,
+            raw_http_hyper,
+            raw_http_wrk,
+            pipeline_workers: tokio::runtime::Handle::current().metrics().num_workers(),
+        };
+        eprint!("{}", format_baselines(&baselines));
+        let mut scenarios = Vec::new();
+        for s in self.options.scenarios.clone() {
+            let report = self.scenario(s, &baselines).await?;
+            eprintln!("{}", format_line(&report));
+            scenarios.push(report);
+        }
+        Ok(rounds::RoundReport {
+            baselines,
+            scenarios,
+        })
+    }
 }

@@ -6,6 +6,7 @@
 
 use serde::Serialize;
 
+use super::rounds::{RoundReport, ScenarioSummary, format_summary};
 use super::{Scenario, capacity, loadgen};
 
 /// Baselines measured in the same run.
@@ -241,10 +242,16 @@ impl ScenarioReport {
 /// The whole run.
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchReport {
-    /// Baselines.
+    /// Baselines (of the first round).
     pub baselines: Baselines,
-    /// Scenarios.
+    /// Scenarios (of the first round).
     pub scenarios: Vec<ScenarioReport>,
+    /// With `--rounds`: the rounds after the first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub later_rounds: Vec<RoundReport>,
+    /// With `--rounds`: each scenario across all rounds.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub summary: Vec<ScenarioSummary>,
 }
 
 pub(super) fn format_line(r: &ScenarioReport) -> String {
@@ -320,11 +327,23 @@ pub(super) fn format_line(r: &ScenarioReport) -> String {
 
 /// A human-readable report.
 pub fn format_report(report: &BenchReport) -> String {
-    let mut out = format_baselines(&report.baselines);
-    for r in &report.scenarios {
-        out.push_str(&format_line(r));
-        out.push('\n');
+    let first = [(&report.baselines, &report.scenarios)];
+    let later = report
+        .later_rounds
+        .iter()
+        .map(|r| (&r.baselines, &r.scenarios));
+    let mut out = String::new();
+    for (i, (baselines, scenarios)) in first.into_iter().chain(later).enumerate() {
+        if !report.later_rounds.is_empty() {
+            out.push_str(&format!("round {}\n", i + 1));
+        }
+        out.push_str(&format_baselines(baselines));
+        for r in scenarios {
+            out.push_str(&format_line(r));
+            out.push('\n');
+        }
     }
+    out.push_str(&format_summary(&report.summary));
     out
 }
 

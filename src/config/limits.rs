@@ -293,6 +293,10 @@ pub const BENCH_EVENTS: Range<u64> = Range {
     max: 100_000_000,
 };
 
+/// `--rounds` of `bench` (each round measures the baselines and the
+/// scenarios anew).
+pub const BENCH_ROUNDS: Range<u32> = Range { min: 1, max: 50 };
+
 /// Why `value` is refused by `range` (`None` when it is accepted).
 pub fn outside<T: PartialOrd + Copy + fmt::Display>(value: T, range: Range<T>) -> Option<String> {
     (!range.contains(value)).then(|| format!("must be within {range} (got {})", shown(value)))
