@@ -2,8 +2,9 @@
 //! for batch delivery (scenario (b)), to set the pipeline against the
 //! physical limit of the job and not only of consuming.
 //!
-//! One thread polls a consumer with the pipeline's settings and appends
-//! each record's value to a JSON array of `batch` events; full arrays go
+//! One thread reads a consumer with the pipeline's settings, in batches as
+//! the pipeline reads ([`super::raw_consume`]), and appends each record's
+//! value to a JSON array of `batch` events; full arrays go
 //! over a bounded channel to a few threads, each POSTing them on one
 //! blocking keep-alive HTTP/1.1 connection to the lean receiver and
 //! reading the answer's head. No parsing, matching, signing, ack
@@ -19,8 +20,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use rdkafka::Message;
 use rdkafka::consumer::BaseConsumer;
+
+use super::raw_consume::{self, Reads};
 
 /// Threads POSTing batches (each one connection, one request in flight).
 pub const SENDERS: usize = 4;
@@ -67,26 +69,31 @@ fn poll_into_batches(
     let deadline = Instant::now() + Duration::from_secs(600);
     let (mut seen, mut in_batch) = (0u64, 0usize);
     let mut body = Vec::with_capacity(batch * 256);
-    while seen < records {
-        if Instant::now() > deadline {
-            bail!("raw forward: {seen} of {records} records read in 600 s");
-        }
-        let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) else {
-            continue;
-        };
+    let mut stopped = false;
+    let first = || {
         if let Some(first) = at_first.take() {
             first();
         }
+    };
+    let each = |value: &[u8]| {
         seen += 1;
         body.push(if in_batch == 0 { b'[' } else { b',' });
-        body.extend_from_slice(message.payload().unwrap_or(b"null"));
+        body.extend_from_slice(if value.is_empty() { b"null" } else { value });
         in_batch += 1;
         if in_batch == batch || seen == records {
             body.push(b']');
             let full = std::mem::replace(&mut body, Vec::with_capacity(batch * 256));
-            tx.send(full).context("raw forward: every sender stopped")?;
             in_batch = 0;
+            stopped = tx.send(full).is_err();
         }
+        !stopped
+    };
+    let read = raw_consume::read(consumer, records, Reads::Batches, deadline, first, each);
+    if stopped {
+        bail!("raw forward: every sender stopped");
+    }
+    if read < records {
+        bail!("raw forward: {read} of {records} records read in 600 s");
     }
     Ok(())
 }

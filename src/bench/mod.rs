@@ -29,6 +29,7 @@ mod events;
 mod forward;
 pub mod loadgen;
 mod ordering;
+mod raw_consume;
 pub mod receiver;
 mod report;
 mod retry_timing;
@@ -51,6 +52,8 @@ use crate::pipeline::{BrokerTarget, Pipeline};
 use crate::sign::SignatureScheme;
 use cpu::process_cpu_secs;
 use events::{DEVICES, SPARSE_DEVICES, device_event_body, event_body, now_ns, send_in_chunks};
+pub use raw_consume::RawConsume;
+use raw_consume::Reads;
 use receiver::FastReceiver;
 pub use report::{Baselines, BenchReport, ScenarioReport, format_report};
 use report::{Measured, Memory, Run, format_baselines, format_line};
@@ -136,14 +139,6 @@ impl Scenario {
             Self::OrderedFailingDevice => "(k) ordered per device, one device failing",
         }
     }
-}
-
-/// The raw consume baseline: rate and CPU per record.
-#[derive(Debug, Clone, Copy, Default)]
-struct RawConsume {
-    per_s: f64,
-    cpu_us_per_record: f64,
-    broker_cpu_us_per_record: Option<f64>,
 }
 
 /// How often a measured run looks at the receiver's count once
@@ -284,12 +279,17 @@ impl Bench {
         Ok(consumer)
     }
 
-    /// Raw consume: the pipeline's consumer settings, no work. Its rate,
-    /// and the CPU per record of this process (the consumer's threads; the
-    /// rest of it is idle meanwhile) and of the embedded broker, counted
-    /// from the first record like the rate.
-    async fn raw_consume(&self, topic: &str, records: u64) -> Result<RawConsume> {
-        let consumer = self.baseline_consumer(topic, "raw")?;
+    /// Raw consume ([`raw_consume`]): the pipeline's consumer settings, no
+    /// work, reading as `reads` says. Its rate, and the CPU per record of
+    /// this process (the consumer's threads; the rest of it is idle
+    /// meanwhile) and of the embedded broker, counted from the first record
+    /// like the rate.
+    async fn raw_consume(&self, topic: &str, records: u64, reads: Reads) -> Result<RawConsume> {
+        let name = match reads {
+            Reads::OneByOne => "raw",
+            Reads::Batches => "raw-batches",
+        };
+        let consumer = self.baseline_consumer(topic, name)?;
         let broker_pid = self.broker.as_ref().and_then(|b| b.process_id());
         let cpu_now = move || {
             (
@@ -298,15 +298,10 @@ impl Bench {
             )
         };
         tokio::task::spawn_blocking(move || {
-            let mut seen = 0u64;
             let mut first = None;
             let deadline = Instant::now() + Duration::from_secs(600);
-            while seen < records && Instant::now() < deadline {
-                if let Some(Ok(_)) = consumer.poll(Duration::from_millis(100)) {
-                    first.get_or_insert_with(|| (Instant::now(), cpu_now()));
-                    seen += 1;
-                }
-            }
+            let at_first = || first = Some((Instant::now(), cpu_now()));
+            let seen = raw_consume::read(&consumer, records, reads, deadline, at_first, |_| true);
             let Some((at, (own_before, broker_before))) = first else {
                 return RawConsume::default();
             };
@@ -745,7 +740,10 @@ impl Bench {
         let n = self.options.events;
         eprintln!("baselines: preloading {n} events");
         self.preload(&baseline_topic, 0, n).await?;
-        let raw_consume = self.raw_consume(&baseline_topic, n).await?;
+        let polled = self
+            .raw_consume(&baseline_topic, n, Reads::OneByOne)
+            .await?;
+        let batched = self.raw_consume(&baseline_topic, n, Reads::Batches).await?;
         let raw_forward = if self.options.scenarios.contains(&Scenario::Batch) {
             Some(self.raw_forward(&baseline_topic, n, 100)?)
         } else {
@@ -756,9 +754,9 @@ impl Bench {
             w.requests_per_s.max(raw_http_hyper.requests_per_s)
         });
         let baselines = Baselines {
-            raw_consume_per_s: raw_consume.per_s,
-            raw_consume_cpu_us_per_record: raw_consume.cpu_us_per_record,
-            raw_consume_broker_cpu_us_per_record: raw_consume.broker_cpu_us_per_record,
+            raw_consume_per_s: polled.per_s.max(batched.per_s),
+            raw_consume_polled: polled,
+            raw_consume_batched: batched,
             raw_forward_per_s: raw_forward.as_ref().map(|f| f.per_s),
             raw_forward_cpu_us_per_record: raw_forward.as_ref().map(|f| f.cpu_us_per_record),
             raw_http_per_s,

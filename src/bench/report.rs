@@ -6,23 +6,23 @@
 
 use serde::Serialize;
 
+use super::raw_consume::RawConsume;
 use super::rounds::{RoundReport, ScenarioSummary, format_summary};
 use super::{Scenario, capacity, loadgen};
 
 /// Baselines measured in the same run.
 #[derive(Debug, Clone, Serialize)]
 pub struct Baselines {
-    /// Records/s a consumer with the pipeline's settings reads, doing nothing.
+    /// Records/s a consumer with the pipeline's settings reads, doing
+    /// nothing: the faster of the two readers below (ratios are taken to
+    /// it).
     pub raw_consume_per_s: f64,
-    /// CPU per record of the bench's process meanwhile (µs): the raw
-    /// consumer's, librdkafka's threads included (the process does nothing
-    /// else then). What consuming alone costs, to set the pipeline's CPU per
-    /// event against.
-    pub raw_consume_cpu_us_per_record: f64,
-    /// The embedded broker process's CPU per record meanwhile (µs; none
-    /// with `--brokers`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub raw_consume_broker_cpu_us_per_record: Option<f64>,
+    /// Reading a record per `poll`.
+    pub raw_consume_polled: RawConsume,
+    /// Reading batches of up to 64, as the pipeline reads: its CPU per
+    /// record is what consuming alone costs the pipeline, to set the
+    /// pipeline's CPU per event against.
+    pub raw_consume_batched: RawConsume,
     /// Events/s of the raw forward (records read and POSTed to the lean
     /// receiver in arrays of 100, no other work): the limit of batch
     /// delivery (b) on this machine. Measured when (b) runs.
@@ -358,13 +358,24 @@ pub(super) fn format_baselines(b: &Baselines) -> String {
             r.requests_per_s, r.receiver_cpu_us_per_request
         )
     };
-    let broker = b
-        .raw_consume_broker_cpu_us_per_record
-        .map_or(String::new(), |c| format!(", broker {c:.2}"));
-    let mut out = format!(
-        "baseline: raw consume {:.0} records/s, CPU µs/record: consumer {:.2}{broker}\n",
-        b.raw_consume_per_s, b.raw_consume_cpu_us_per_record
-    );
+    let consume = |how: &str, r: &RawConsume| {
+        let broker = r
+            .broker_cpu_us_per_record
+            .map_or(String::new(), |c| format!(", broker {c:.2}"));
+        format!(
+            "baseline: raw consume, {how}: {:.0} records/s, CPU µs/record: consumer {:.2}{broker}\n",
+            r.per_s, r.cpu_us_per_record
+        )
+    };
+    let mut out = consume("a record per poll", &b.raw_consume_polled);
+    out.push_str(&consume(
+        "batches of 64 as the pipeline reads",
+        &b.raw_consume_batched,
+    ));
+    out.push_str(&format!(
+        "baseline: raw consume (ratios taken to) {:.0} records/s\n",
+        b.raw_consume_per_s
+    ));
     if let (Some(per_s), Some(cpu)) = (b.raw_forward_per_s, b.raw_forward_cpu_us_per_record) {
         out.push_str(&format!(
             "baseline: raw forward (consume, POST in arrays of 100, no other work) {per_s:.0} events/s, {cpu:.2} µs CPU/event\n"

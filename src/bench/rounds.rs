@@ -171,6 +171,7 @@ pub fn format_summary(summary: &[ScenarioSummary]) -> String {
 #[cfg(test)]
 mod tests {
     use super::super::loadgen;
+    use super::super::raw_consume::RawConsume;
     use super::super::report::{Measured, Memory, Run};
     use super::*;
 
@@ -199,8 +200,16 @@ mod tests {
         };
         Baselines {
             raw_consume_per_s,
-            raw_consume_cpu_us_per_record: 0.8,
-            raw_consume_broker_cpu_us_per_record: None,
+            raw_consume_polled: RawConsume {
+                per_s: raw_consume_per_s,
+                cpu_us_per_record: 0.8,
+                broker_cpu_us_per_record: None,
+            },
+            raw_consume_batched: RawConsume {
+                per_s: raw_consume_per_s * 0.8,
+                cpu_us_per_record: 0.5,
+                broker_cpu_us_per_record: None,
+            },
             raw_forward_per_s: None,
             raw_forward_cpu_us_per_record: None,
             raw_http_per_s,
