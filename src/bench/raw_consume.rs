@@ -154,3 +154,108 @@ impl Drop for ConsumerQueue {
         unsafe { rdsys::rd_kafka_queue_destroy(self.0.as_ptr()) }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+
+    use super::*;
+    use crate::config::Config;
+    use crate::kafka::EmbeddedBroker;
+
+    /// Given a topic of 3 000 records over 4 partitions, when each reader
+    /// reads it with a group of its own, then each sees every record once,
+    /// with its value, and calls `first` once.
+    #[test]
+    fn both_readers_see_every_record_once_with_its_value() {
+        let broker = EmbeddedBroker::start(1).expect("mock cluster");
+        let bootstrap = broker.bootstrap_servers().to_string();
+        broker.create_topic("raw", 4).expect("topic");
+        let producer: BaseProducer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .create()
+            .expect("producer");
+        let records = 3_000u64;
+        for i in 0..records {
+            let value = format!("{{\"n\":{i}}}");
+            let key = format!("k{}", i % 7);
+            producer
+                .send(BaseRecord::to("raw").key(&key).payload(&value))
+                .expect("queued");
+        }
+        producer.flush(Duration::from_secs(30)).expect("produced");
+        for reads in [Reads::Batches, Reads::OneByOne] {
+            let config = Config::default();
+            let consumer: BaseConsumer =
+                crate::kafka::consumer_config(&config, &bootstrap, &format!("{reads:?}"))
+                    .create()
+                    .expect("consumer");
+            consumer.subscribe(&["raw"]).expect("subscribed");
+            let (mut firsts, mut values) = (0, Vec::new());
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let read = read(
+                &consumer,
+                records,
+                reads,
+                deadline,
+                || firsts += 1,
+                |v| {
+                    values.push(String::from_utf8_lossy(v).into_owned());
+                    true
+                },
+            );
+            assert_eq!(read, records, "{reads:?}");
+            assert_eq!(firsts, 1, "{reads:?}");
+            let distinct: BTreeSet<&String> = values.iter().collect();
+            assert_eq!(values.len() as u64, records, "{reads:?}");
+            assert_eq!(
+                distinct.len() as u64,
+                records,
+                "{reads:?}: a record seen twice"
+            );
+            assert!(
+                (0..records).all(|i| distinct.contains(&format!("{{\"n\":{i}}}"))),
+                "{reads:?}: a value missing"
+            );
+        }
+    }
+
+    /// `each` returning `false` stops the reading at once.
+    #[test]
+    fn the_reader_stops_when_told() {
+        let broker = EmbeddedBroker::start(1).expect("mock cluster");
+        let bootstrap = broker.bootstrap_servers().to_string();
+        broker.create_topic("stop", 1).expect("topic");
+        let producer: BaseProducer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .create()
+            .expect("producer");
+        for i in 0..500 {
+            producer
+                .send(BaseRecord::<(), _>::to("stop").payload(&format!("{i}")))
+                .expect("queued");
+        }
+        producer.flush(Duration::from_secs(30)).expect("produced");
+        let consumer: BaseConsumer =
+            crate::kafka::consumer_config(&Config::default(), &bootstrap, "g")
+                .create()
+                .expect("consumer");
+        consumer.subscribe(&["stop"]).expect("subscribed");
+        let mut calls = 0;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        read(
+            &consumer,
+            500,
+            Reads::Batches,
+            deadline,
+            || {},
+            |_| {
+                calls += 1;
+                calls < 10
+            },
+        );
+        assert_eq!(calls, 10, "no record is handed over after `false`");
+    }
+}
