@@ -59,34 +59,7 @@ enum Command {
     },
     /// Measure the pipeline against its baselines (raw consume, raw HTTP).
     #[cfg(feature = "dev-tools")]
-    Bench {
-        /// Scenarios: a (single), b (batch), c (fan-out), d (big index),
-        /// e (dead neighbour), f (retry timing), g (activity log off vs on),
-        /// h (dlq replay), i (100 000 endpoints, traffic to 1 000),
-        /// j (capacity 16 → 4 → 16: fixed limits vs adaptive), k (ordered per
-        /// device, one device failing), or all.
-        #[arg(long, default_value = "all")]
-        scenario: String,
-        /// Events per scenario.
-        #[arg(long, default_value_t = 100_000)]
-        events: u64,
-        /// Kafka bootstrap servers (default: the embedded broker).
-        #[arg(long)]
-        brokers: Option<String>,
-        /// Partitions of the bench topics.
-        #[arg(long, default_value_t = 16)]
-        partitions: i32,
-        /// Requests in flight per endpoint.
-        #[arg(long, default_value_t = 64)]
-        concurrency: u32,
-        /// Rounds: each measures the baselines and the scenarios anew; more
-        /// than one adds each scenario's median and range across them.
-        #[arg(long, default_value_t = 1)]
-        rounds: u32,
-        /// Machine-readable output.
-        #[arg(long)]
-        json: bool,
-    },
+    Bench(BenchArgs),
     /// Dead letters: list or replay them.
     Dlq {
         #[command(subcommand)]
@@ -249,6 +222,38 @@ fn check_demo_args(events: u64, rate: f64) -> Result<(), CommandError> {
     Ok(())
 }
 
+/// `hookstream bench`'s flags.
+#[cfg(feature = "dev-tools")]
+#[derive(clap::Args, Debug)]
+struct BenchArgs {
+    /// Scenarios: a (single), b (batch), c (fan-out), d (big index),
+    /// e (dead neighbour), f (retry timing), g (activity log off vs on),
+    /// h (dlq replay), i (100 000 endpoints, traffic to 1 000),
+    /// j (capacity 16 → 4 → 16: fixed limits vs adaptive), k (ordered per
+    /// device, one device failing), or all.
+    #[arg(long, default_value = "all")]
+    scenario: String,
+    /// Events per scenario.
+    #[arg(long, default_value_t = 100_000)]
+    events: u64,
+    /// Kafka bootstrap servers (default: the embedded broker).
+    #[arg(long)]
+    brokers: Option<String>,
+    /// Partitions of the bench topics.
+    #[arg(long, default_value_t = 16)]
+    partitions: i32,
+    /// Requests in flight per endpoint.
+    #[arg(long, default_value_t = 64)]
+    concurrency: u32,
+    /// Rounds: each measures the baselines and the scenarios anew; more
+    /// than one adds each scenario's median and range across them.
+    #[arg(long, default_value_t = 1)]
+    rounds: u32,
+    /// Machine-readable output.
+    #[arg(long)]
+    json: bool,
+}
+
 fn runtime() -> Result<tokio::runtime::Runtime, CommandError> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -257,20 +262,12 @@ fn runtime() -> Result<tokio::runtime::Runtime, CommandError> {
 }
 
 #[cfg(feature = "dev-tools")]
-fn run_bench(
-    scenario: &str,
-    events: u64,
-    brokers: Option<String>,
-    partitions: i32,
-    concurrency: u32,
-    rounds: u32,
-    json: bool,
-) -> Result<(), CommandError> {
+fn run_bench(args: BenchArgs) -> Result<(), CommandError> {
     use hookstream::bench::{BenchOptions, Scenario, format_report, run};
-    let scenarios = if scenario == "all" {
+    let scenarios = if args.scenario == "all" {
         Scenario::ALL.to_vec()
     } else {
-        scenario
+        args.scenario
             .split(',')
             .map(|s| {
                 Scenario::parse(s.trim()).ok_or_else(|| {
@@ -285,10 +282,10 @@ fn run_bench(
         BENCH_EVENTS, BENCH_ROUNDS, MAX_CONCURRENCY, TOPIC_PARTITIONS, outside,
     };
     for (flag, why) in [
-        ("--events", outside(events, BENCH_EVENTS)),
-        ("--partitions", outside(partitions, TOPIC_PARTITIONS)),
-        ("--concurrency", outside(concurrency, MAX_CONCURRENCY)),
-        ("--rounds", outside(rounds, BENCH_ROUNDS)),
+        ("--events", outside(args.events, BENCH_EVENTS)),
+        ("--partitions", outside(args.partitions, TOPIC_PARTITIONS)),
+        ("--concurrency", outside(args.concurrency, MAX_CONCURRENCY)),
+        ("--rounds", outside(args.rounds, BENCH_ROUNDS)),
     ] {
         if let Some(why) = why {
             return Err(CommandError::Usage(format!("{flag}: {why}")));
@@ -296,14 +293,14 @@ fn run_bench(
     }
     let options = BenchOptions {
         scenarios,
-        events,
-        brokers,
-        partitions,
-        concurrency,
-        rounds,
+        events: args.events,
+        brokers: args.brokers,
+        partitions: args.partitions,
+        concurrency: args.concurrency,
+        rounds: args.rounds,
     };
     let report = runtime()?.block_on(run(options))?;
-    if json {
+    if args.json {
         println!(
             "{}",
             serde_json::to_string_pretty(&report).map_err(|e| CommandError::Runtime(e.into()))?
@@ -394,25 +391,9 @@ fn main() -> ExitCode {
                 .and_then(|rt| rt.block_on(hookstream::demo::run(events, rate)))
         }
         #[cfg(feature = "dev-tools")]
-        Command::Bench {
-            scenario,
-            events,
-            brokers,
-            partitions,
-            concurrency,
-            rounds,
-            json,
-        } => {
+        Command::Bench(args) => {
             init_logging(cli.log_format);
-            run_bench(
-                &scenario,
-                events,
-                brokers,
-                partitions,
-                concurrency,
-                rounds,
-                json,
-            )
+            run_bench(args)
         }
         Command::Dlq { command } => {
             init_logging(cli.log_format);
