@@ -65,16 +65,10 @@ fn poll_into_batches(
     tx: &SyncSender<Vec<u8>>,
     at_first: impl FnOnce(),
 ) -> Result<()> {
-    let mut at_first = Some(at_first);
     let deadline = Instant::now() + Duration::from_secs(600);
     let (mut seen, mut in_batch) = (0u64, 0usize);
     let mut body = Vec::with_capacity(batch * 256);
     let mut stopped = false;
-    let first = || {
-        if let Some(first) = at_first.take() {
-            first();
-        }
-    };
     let each = |value: &[u8]| {
         seen += 1;
         body.push(if in_batch == 0 { b'[' } else { b',' });
@@ -88,7 +82,7 @@ fn poll_into_batches(
         }
         !stopped
     };
-    let read = raw_consume::read(consumer, records, Reads::Batches, deadline, first, each);
+    let read = raw_consume::read(consumer, records, Reads::Batches, deadline, at_first, each);
     if stopped {
         bail!("raw forward: every sender stopped");
     }

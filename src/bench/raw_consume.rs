@@ -57,14 +57,17 @@ pub(super) fn read(
     records: u64,
     reads: Reads,
     deadline: Instant,
-    mut first: impl FnMut(),
+    first: impl FnOnce(),
     mut each: impl FnMut(&[u8]) -> bool,
 ) -> u64 {
     let mut seen = 0u64;
     let mut going = true;
+    let mut first = Some(first);
     while seen == 0 && Instant::now() < deadline {
         if let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) {
-            first();
+            if let Some(first) = first.take() {
+                first();
+            }
             seen = 1;
             going = each(message.payload().unwrap_or_default());
         }
@@ -108,8 +111,10 @@ impl ConsumerQueue {
     fn take(&self, wait: Duration, mut each: impl FnMut(&[u8])) {
         let mut batch = [std::ptr::null_mut(); BATCH];
         let ms = i32::try_from(wait.as_millis()).unwrap_or(i32::MAX);
-        let first = self.call(ms, &mut batch[..1]);
-        let taken = first + self.call(0, &mut batch[first..]);
+        let taken = match self.call(ms, &mut batch[..1]) {
+            0 => 0,
+            first => first + self.call(0, &mut batch[first..]),
+        };
         for message in batch.into_iter().take(taken).filter(|m| !m.is_null()) {
             // SAFETY: a message the batch call returned, alive until it is
             // destroyed, once, at the end of this block; its value is not
