@@ -26,11 +26,12 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use metrics::Counter;
 use rdkafka::ClientContext;
-use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 
 use super::activity::AttemptLine;
 use super::attempt_lines::{AttemptLines, write_line};
 use crate::config::Config;
+use crate::kafka::ReportThread;
 use crate::wire::headers::endpoint_partition;
 
 /// Records (each up to [`RECORD_BYTES`]) librdkafka's queue holds at most.
@@ -99,7 +100,10 @@ impl Pending {
 
 /// The durable activity log's writer (cheap to share behind an `Arc`).
 pub struct AttemptLog {
-    producer: ThreadedProducer<DropCounter>,
+    producer: Arc<BaseProducer<DropCounter>>,
+    /// Serves the producer's delivery reports (stopped when the log is
+    /// dropped).
+    _reports: ReportThread,
     topic: String,
     /// Partitions of the topic (learned from metadata at start).
     partitions: AtomicI32,
@@ -144,13 +148,16 @@ impl AttemptLog {
             dropped: Arc::clone(&dropped),
             metric: metric.clone(),
         };
-        let producer: ThreadedProducer<DropCounter> = c
-            .create_with_context(context)
-            .context("creating the activity log producer")?;
+        let producer: Arc<BaseProducer<DropCounter>> = Arc::new(
+            c.create_with_context(context)
+                .context("creating the activity log producer")?,
+        );
+        let reports = ReportThread::spawn("attempts-reports", Arc::clone(&producer))?;
         let topic = config.topics.attempts_topic();
         let partitions = topic_partitions(&producer, &topic).await;
         let log = Arc::new(Self {
             producer,
+            _reports: reports,
             topic,
             partitions: AtomicI32::new(partitions),
             pending: Mutex::new(Pending::default()),
@@ -306,7 +313,7 @@ fn flusher(log: Weak<AttemptLog>) {
 
 /// Partitions of `topic`, or 0 (then records go by key) when the metadata
 /// does not say within about 3 s.
-async fn topic_partitions(producer: &ThreadedProducer<DropCounter>, topic: &str) -> i32 {
+async fn topic_partitions(producer: &BaseProducer<DropCounter>, topic: &str) -> i32 {
     let client = producer.client();
     for _ in 0..5 {
         match client.fetch_metadata(Some(topic), Duration::from_millis(500)) {

@@ -14,19 +14,22 @@ use anyhow::{Context, Result};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::producer::DefaultProducerContext;
-use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::task::JoinHandle;
 
 use super::devices::{DeviceDirectory, DeviceInfo};
 use crate::config::Config;
+use crate::kafka::ReportThread;
 
 /// The device store of one instance: stops following when dropped.
 pub struct DeviceStore {
     follower: JoinHandle<()>,
     /// The writer of learned changes. The directory's sink holds a `Weak`
     /// of it, so the store's end is the writer's.
-    producer: Arc<ThreadedProducer<DefaultProducerContext>>,
+    producer: Arc<BaseProducer<DefaultProducerContext>>,
+    /// Serves the writer's delivery reports (stopped with the store).
+    _reports: ReportThread,
 }
 
 impl std::fmt::Debug for DeviceStore {
@@ -60,8 +63,9 @@ impl DeviceStore {
             .set("queue.buffering.max.messages", "100000")
             .set("enable.idempotence", "false")
             .set("acks", "1");
-        let producer: Arc<ThreadedProducer<DefaultProducerContext>> =
+        let producer: Arc<BaseProducer<DefaultProducerContext>> =
             Arc::new(p.create().context("creating the device store producer")?);
+        let reports = ReportThread::spawn("devices-reports", Arc::clone(&producer))?;
         let sink_topic = topic.clone();
         let writer = Arc::downgrade(&producer);
         directory.set_sink(Box::new(move |device, info| {
@@ -81,7 +85,11 @@ impl DeviceStore {
         }));
         let consumer = follower(config, bootstrap, &topic)?;
         let follower = tokio::spawn(follow(consumer, Arc::clone(directory)));
-        Ok(Some(Self { follower, producer }))
+        Ok(Some(Self {
+            follower,
+            producer,
+            _reports: reports,
+        }))
     }
 
     /// Stops following and writing: waits until the follower, and its

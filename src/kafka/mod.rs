@@ -1,9 +1,12 @@
 //! Kafka plumbing shared by the stages: client settings, the embedded
-//! development broker, owned-topic creation and the durable producer.
+//! development broker, owned-topic creation, the durable producer, and
+//! serving producers' delivery reports without spinning.
 //!
 //! Owns how hookstream talks to a cluster, not what it reads or writes.
 
+pub mod awaited;
 pub mod embedded;
+pub mod reports;
 
 use std::time::Duration;
 
@@ -14,7 +17,9 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::producer::FutureProducer;
 use rdkafka::types::RDKafkaErrorCode;
 
+pub use awaited::AwaitedProducer;
 pub use embedded::EmbeddedBroker;
+pub use reports::ReportThread;
 
 use crate::config::Config;
 

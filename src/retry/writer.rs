@@ -36,6 +36,7 @@ pub use super::records::{Completion, Stored};
 use crate::config::Config;
 use crate::core::Payload;
 use crate::core::Reason;
+use crate::kafka::ReportThread;
 use crate::outcome::backoff::RetryTiers;
 use crate::wire::headers::{History, dead_letter_headers, endpoint_partition, now_ms};
 
@@ -45,7 +46,7 @@ mod report;
 mod threads;
 
 use report::{Resend, WriteContext};
-use threads::{spawn_partitions_thread, spawn_report_thread};
+use threads::spawn_partitions_thread;
 
 /// How long deferrals wait for others of their endpoint before their batch
 /// is written.
@@ -77,8 +78,8 @@ struct Inner {
     /// Wakes the task that writes batches after [`BATCH_LINGER`].
     batch_started: Arc<Notify>,
     /// The delivery-report thread, until [`OutcomeWriter::closed`] waits
-    /// for it.
-    report_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// for it (dropping it stops it).
+    report_thread: Mutex<Option<ReportThread>>,
 }
 
 impl Drop for Inner {
@@ -232,7 +233,7 @@ impl OutcomeWriter {
         let producer = Arc::new(producer);
         let stop = Arc::new(AtomicBool::new(false));
         let tier_partitions: Arc<[AtomicI32]> = tiers.topics().map(|_| AtomicI32::new(0)).collect();
-        let report_thread = spawn_report_thread(Arc::clone(&producer), Arc::clone(&stop))?;
+        let report_thread = ReportThread::spawn("outcome-reports", Arc::clone(&producer))?;
         spawn_partitions_thread(
             Arc::downgrade(&producer),
             Arc::clone(&stop),
@@ -272,17 +273,22 @@ impl OutcomeWriter {
     /// a crash does). Used when the pipeline is aborted or has shut down.
     pub fn close(&self) {
         self.inner.stop.store(true, Ordering::Release);
+        if let Some(thread) = &*crate::core::lock(&self.inner.report_thread) {
+            thread.stop();
+        }
     }
 
     /// [`Self::close`], then waits until the delivery-report thread has let
-    /// go of the producer (one poll of the delivery reports, 100 ms, at
-    /// most; a thread held up in a completion is not waited for past
+    /// go of the producer (at once, unless it is in a completion; one
+    /// held up there is not waited for past
     /// [`REPORT_THREAD_WAIT`]): once the last clone of the writer is
     /// dropped, the producer is closed, not left talking to a broker that
     /// may be going away.
     pub async fn closed(&self) {
         self.close();
-        let thread = crate::core::lock(&self.inner.report_thread).take();
+        let thread = crate::core::lock(&self.inner.report_thread)
+            .as_mut()
+            .and_then(ReportThread::stopped);
         if let Some(thread) = thread {
             let joined = tokio::task::spawn_blocking(move || thread.join());
             if tokio::time::timeout(REPORT_THREAD_WAIT, joined)

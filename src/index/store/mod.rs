@@ -19,7 +19,6 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -30,6 +29,7 @@ use super::{Endpoint, EndpointRegistry};
 use crate::config::{Config, EndpointConfig};
 use crate::core::lock;
 use crate::core::sync::abort_and_wait;
+use crate::kafka::AwaitedProducer;
 
 /// Key of the marker record written to find the end of the topic (a
 /// tombstone; `#` is not allowed in endpoint ids).
@@ -70,7 +70,7 @@ impl BuildSettings {
 /// The endpoint store of one instance.
 pub struct EndpointStore {
     registry: Arc<EndpointRegistry>,
-    producer: FutureProducer,
+    producer: AwaitedProducer,
     topic: String,
     /// The next offset the follower will apply.
     applied: watch::Receiver<i64>,
@@ -119,8 +119,11 @@ impl EndpointStore {
         let topic = config.topics.endpoints_topic();
         let registry = EndpointRegistry::new(Vec::new());
         let consumer = follower_consumer(config, bootstrap, &topic)?;
-        let producer = crate::kafka::durable_producer(config, bootstrap)
-            .context("creating the endpoint store producer")?;
+        let producer = AwaitedProducer::create(
+            &crate::kafka::durable_producer_config(config, bootstrap),
+            "store-reports",
+        )
+        .context("creating the endpoint store producer")?;
         let (applied_tx, applied) = watch::channel(0i64);
         let known = Arc::new(Mutex::new(HashSet::new()));
         let build = BuildSettings {
@@ -293,20 +296,19 @@ impl EndpointStore {
     /// acknowledged all of them (-1 when there were none).
     async fn produce(&self, records: Vec<Record<'_>>) -> Result<i64, StoreError> {
         let sends = records.iter().map(|(key, value)| {
-            let record = FutureRecord::<str, [u8]>::to(&self.topic)
-                .partition(PARTITION)
-                .key(*key);
-            let record = match value {
-                Some(v) => record.payload(v.as_slice()),
-                None => record,
-            };
-            self.producer.send(record, self.produce_timeout)
+            self.producer.send(
+                &self.topic,
+                PARTITION,
+                key,
+                value.as_deref(),
+                self.produce_timeout,
+            )
         });
         let mut last = -1i64;
         for result in futures::future::join_all(sends).await {
             match result {
-                Ok(delivery) => last = last.max(delivery.offset),
-                Err((e, _)) => return Err(StoreError::Unavailable(e.to_string())),
+                Ok((_, offset)) => last = last.max(offset),
+                Err(e) => return Err(StoreError::Unavailable(e.to_string())),
             }
         }
         Ok(last)

@@ -1,8 +1,8 @@
-//! The outcome writer's two threads: one serves the producer's delivery
-//! reports (and so runs the completions), one keeps the tier topics'
-//! partition counts. Threads, not tasks: librdkafka's poll and metadata
-//! calls block. They touch nothing of the writer but the producer, the
-//! stop flag and the counts they are given.
+//! The outcome writer's thread that keeps the tier topics' partition
+//! counts (its delivery reports are served by a
+//! [`ReportThread`](crate::kafka::ReportThread)). A thread, not a task:
+//! librdkafka's metadata call blocks. It touches nothing of the writer but
+//! the producer, the stop flag and the counts it is given.
 
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Weak};
@@ -45,22 +45,6 @@ fn learn_partitions(
         }
     }
     counts.iter().all(|c| c.load(Ordering::Relaxed) > 0)
-}
-
-/// Serves the producer's delivery reports (their completions settle ack
-/// tokens) until `stop`.
-pub(super) fn spawn_report_thread(
-    producer: Arc<BaseProducer<WriteContext>>,
-    stop: Arc<AtomicBool>,
-) -> Result<std::thread::JoinHandle<()>> {
-    std::thread::Builder::new()
-        .name("outcome-reports".into())
-        .spawn(move || {
-            while !stop.load(Ordering::Acquire) {
-                producer.poll(Duration::from_millis(100));
-            }
-        })
-        .context("spawning the delivery-report thread")
 }
 
 /// Learns how many partitions each tier has (into `counts`), again every

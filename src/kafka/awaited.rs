@@ -1,0 +1,171 @@
+//! A producer whose writes are awaited: each send resolves with where the
+//! broker put the record. What rust-rdkafka's `FutureProducer` does, with
+//! its delivery reports served by a [`ReportThread`] instead of the
+//! `FutureProducer`'s own polling thread, which spins about 1 % of a core
+//! for as long as the producer lives (see [`super::reports`]).
+//!
+//! Owns the send and its wait; what is written, and to which topic, is the
+//! caller's.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use rdkafka::ClientConfig;
+use rdkafka::ClientContext;
+use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, ProducerContext};
+use rdkafka::types::RDKafkaErrorCode;
+use tokio::sync::oneshot;
+
+use super::ReportThread;
+
+/// How long a send waits before trying again when librdkafka's queue is
+/// full (as `FutureProducer` does).
+const QUEUE_FULL_PAUSE: Duration = Duration::from_millis(100);
+
+/// Where the broker put a record: (partition, offset).
+pub type Placed = (i32, i64);
+
+/// Hands each delivery report to the send waiting for it.
+pub struct Awaiting;
+
+impl ClientContext for Awaiting {}
+
+impl ProducerContext for Awaiting {
+    type DeliveryOpaque = Box<oneshot::Sender<KafkaResult<Placed>>>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, waiting: Self::DeliveryOpaque) {
+        let outcome = match result {
+            Ok(message) => Ok((message.partition(), message.offset())),
+            Err((e, _)) => Err(e.clone()),
+        };
+        // The send may have been given up on (its future dropped).
+        let _ = waiting.send(outcome);
+    }
+}
+
+/// A producer whose sends are awaited.
+pub struct AwaitedProducer {
+    producer: Arc<BaseProducer<Awaiting>>,
+    /// Serves the delivery reports; stopped (and joined) when dropped,
+    /// after which the producer closes.
+    _reports: ReportThread,
+}
+
+impl std::fmt::Debug for AwaitedProducer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AwaitedProducer").finish_non_exhaustive()
+    }
+}
+
+impl AwaitedProducer {
+    /// A producer with `config`'s settings, its reports served on a thread
+    /// named `name`.
+    pub fn create(config: &ClientConfig, name: &str) -> Result<Self> {
+        let producer: Arc<BaseProducer<Awaiting>> = Arc::new(
+            config
+                .create_with_context(Awaiting)
+                .with_context(|| format!("creating the {name} producer"))?,
+        );
+        let reports = ReportThread::spawn(name, Arc::clone(&producer))?;
+        Ok(Self {
+            producer,
+            _reports: reports,
+        })
+    }
+
+    /// Writes `payload` (`None`: a tombstone) under `key` to `partition`
+    /// of `topic` and waits for the broker's answer. While librdkafka's
+    /// queue is full it tries again for up to `queue_timeout`.
+    pub async fn send(
+        &self,
+        topic: &str,
+        partition: i32,
+        key: &str,
+        payload: Option<&[u8]>,
+        queue_timeout: Duration,
+    ) -> KafkaResult<Placed> {
+        let started = Instant::now();
+        loop {
+            let (tx, rx) = oneshot::channel();
+            let record = BaseRecord::<str, [u8], _>::with_opaque_to(topic, Box::new(tx))
+                .partition(partition)
+                .key(key);
+            let record = match payload {
+                Some(p) => record.payload(p),
+                None => record,
+            };
+            match self.producer.send(record) {
+                Ok(()) => {
+                    return rx.await.unwrap_or(Err(KafkaError::Canceled));
+                }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _))
+                    if started.elapsed() < queue_timeout =>
+                {
+                    tokio::time::sleep(QUEUE_FULL_PAUSE).await;
+                }
+                Err((e, _)) => return Err(e),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::mocking::MockCluster;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn sends_resolve_with_their_offsets_and_tombstones_are_written() {
+        let cluster = MockCluster::new(1).unwrap();
+        cluster.create_topic("awaited", 2, 1).unwrap();
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", cluster.bootstrap_servers());
+        let producer = AwaitedProducer::create(&config, "test-awaited").unwrap();
+        let timeout = Duration::from_secs(5);
+        let first = producer
+            .send("awaited", 1, "a", Some(b"one"), timeout)
+            .await
+            .unwrap();
+        let sends = (0..10).map(|i| {
+            let key = format!("k{i}");
+            let producer = &producer;
+            async move { producer.send("awaited", 1, &key, Some(b"x"), timeout).await }
+        });
+        let offsets: Vec<i64> = futures::future::join_all(sends)
+            .await
+            .into_iter()
+            .map(|r| r.unwrap().1)
+            .collect();
+        let tombstone = producer
+            .send("awaited", 1, "a", None, timeout)
+            .await
+            .unwrap();
+        assert_eq!(first, (1, 0));
+        let mut sorted = offsets.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (1..=10).collect::<Vec<i64>>());
+        assert_eq!(tombstone, (1, 11));
+    }
+
+    #[tokio::test]
+    async fn a_send_to_a_missing_partition_fails_instead_of_waiting() {
+        let cluster = MockCluster::new(1).unwrap();
+        cluster.create_topic("awaited", 1, 1).unwrap();
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", cluster.bootstrap_servers())
+            .set("message.timeout.ms", "2000");
+        let producer = AwaitedProducer::create(&config, "test-awaited").unwrap();
+        let sent = tokio::time::timeout(
+            Duration::from_secs(10),
+            producer.send("awaited", 7, "a", Some(b"x"), Duration::from_secs(1)),
+        )
+        .await
+        .expect("the send answered");
+        assert!(sent.is_err(), "{sent:?}");
+    }
+}
