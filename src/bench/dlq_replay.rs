@@ -155,7 +155,7 @@ impl Bench {
                     .send(record, Duration::from_secs(60))
                     .await
                     .map(|_| ())
-                    .map_err(|(e, _)| anyhow::anyhow!("writing a dead letter: {e}"))
+                    .map_err(|e| anyhow::anyhow!("writing a dead letter: {e}"))
             }
         }))
         .await

@@ -43,11 +43,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use serde::Serialize;
 
 use crate::config::{Config, EndpointConfig, HumanDuration};
-use crate::kafka::EmbeddedBroker;
+use crate::kafka::{AwaitedProducer, EmbeddedBroker};
 use crate::pipeline::{BrokerTarget, Pipeline};
 use crate::sign::SignatureScheme;
 use cpu::process_cpu_secs;
@@ -172,7 +172,9 @@ pub struct BenchOptions {
 
 /// Fields drop in order: clients before the broker they talk to.
 struct Bench {
-    producer: FutureProducer,
+    /// Writes the events (its reports served without a spinning thread,
+    /// which would count as the pipeline's CPU: it shares the process).
+    producer: Arc<AwaitedProducer>,
     receiver: FastReceiver,
     bootstrap: String,
     options: BenchOptions,
@@ -230,7 +232,7 @@ impl Bench {
                     )
                     .await
                     .map(|_| ())
-                    .map_err(|(e, _)| anyhow::anyhow!("preloading: {e}"))
+                    .map_err(|e| anyhow::anyhow!("preloading: {e}"))
             }
         }))
         .await
@@ -518,7 +520,7 @@ impl Bench {
             let key = format!("dev-{}", (from + i) % 100_000);
             let record = FutureRecord::to(topic).key(&key).payload(&body);
             // The delivery future is dropped: the receiver tells arrival.
-            if let Err((e, _)) = self.producer.send_result(record) {
+            if let Err((e, _)) = self.producer.enqueue(record) {
                 anyhow::bail!("producing a latency event: {e}");
             }
         }
@@ -691,13 +693,14 @@ pub async fn run(options: BenchOptions) -> Result<BenchReport> {
             (Some(broker), bootstrap)
         }
     };
-    let producer: FutureProducer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", &bootstrap)
-        .set("linger.ms", "5")
-        .set("batch.num.messages", "10000")
-        .set("queue.buffering.max.messages", "1000000")
-        .create()
-        .context("creating the bench producer")?;
+    let producer = Arc::new(AwaitedProducer::create(
+        rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("linger.ms", "5")
+            .set("batch.num.messages", "10000")
+            .set("queue.buffering.max.messages", "1000000"),
+        "bench-reports",
+    )?);
     let mut bench = Bench {
         broker,
         bootstrap,

@@ -61,7 +61,7 @@ impl Bench {
                     )
                     .await
                     .map(|_| ())
-                    .map_err(|(e, _)| anyhow::anyhow!("producing a retry record: {e}"))
+                    .map_err(|e| anyhow::anyhow!("producing a retry record: {e}"))
             }
         }))
         .await?;

@@ -11,11 +11,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use futures::FutureExt;
 use rdkafka::ClientConfig;
 use rdkafka::ClientContext;
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::Message;
-use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, ProducerContext};
+use rdkafka::message::ToBytes;
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, FutureRecord, ProducerContext};
 use rdkafka::types::RDKafkaErrorCode;
 use tokio::sync::oneshot;
 
@@ -60,6 +62,12 @@ impl std::fmt::Debug for AwaitedProducer {
     }
 }
 
+/// The broker's answer to one enqueued record, to await (or drop).
+pub type Report = futures::future::Map<
+    oneshot::Receiver<KafkaResult<Placed>>,
+    fn(Result<KafkaResult<Placed>, oneshot::error::RecvError>) -> KafkaResult<Placed>,
+>;
+
 impl AwaitedProducer {
     /// A producer with `config`'s settings, its reports served on a thread
     /// named `name`.
@@ -76,40 +84,85 @@ impl AwaitedProducer {
         })
     }
 
-    /// Writes `payload` (`None`: a tombstone) under `key` to `partition`
-    /// of `topic` and waits for the broker's answer. While librdkafka's
-    /// queue is full it tries again for up to `queue_timeout`.
-    pub async fn send(
+    /// Hands `record` to librdkafka without waiting: the broker's answer
+    /// comes through the returned [`Report`]. The record comes back with
+    /// the error when librdkafka refuses it (its queue full, say).
+    // The record is handed back by value, as rust-rdkafka's own sends do.
+    #[allow(clippy::result_large_err)]
+    pub fn enqueue<'a, K, P>(
         &self,
-        topic: &str,
-        partition: i32,
-        key: &str,
-        payload: Option<&[u8]>,
+        record: FutureRecord<'a, K, P>,
+    ) -> Result<Report, (KafkaError, FutureRecord<'a, K, P>)>
+    where
+        K: ToBytes + ?Sized,
+        P: ToBytes + ?Sized,
+    {
+        let (tx, rx) = oneshot::channel();
+        let FutureRecord {
+            topic,
+            partition,
+            payload,
+            key,
+            timestamp,
+            headers,
+        } = record;
+        let base = BaseRecord {
+            topic,
+            partition,
+            payload,
+            key,
+            timestamp,
+            headers,
+            delivery_opaque: Box::new(tx),
+        };
+        match self.producer.send(base) {
+            Ok(()) => Ok(rx.map(answer as fn(_) -> _)),
+            Err((e, base)) => Err((
+                e,
+                FutureRecord {
+                    topic: base.topic,
+                    partition: base.partition,
+                    payload: base.payload,
+                    key: base.key,
+                    timestamp: base.timestamp,
+                    headers: base.headers,
+                },
+            )),
+        }
+    }
+
+    /// Writes `record` and waits for the broker's answer. While
+    /// librdkafka's queue is full it tries again for up to `queue_timeout`
+    /// (as `FutureProducer::send` does).
+    pub async fn send<K, P>(
+        &self,
+        mut record: FutureRecord<'_, K, P>,
         queue_timeout: Duration,
-    ) -> KafkaResult<Placed> {
+    ) -> KafkaResult<Placed>
+    where
+        K: ToBytes + ?Sized,
+        P: ToBytes + ?Sized,
+    {
         let started = Instant::now();
         loop {
-            let (tx, rx) = oneshot::channel();
-            let record = BaseRecord::<str, [u8], _>::with_opaque_to(topic, Box::new(tx))
-                .partition(partition)
-                .key(key);
-            let record = match payload {
-                Some(p) => record.payload(p),
-                None => record,
-            };
-            match self.producer.send(record) {
-                Ok(()) => {
-                    return rx.await.unwrap_or(Err(KafkaError::Canceled));
-                }
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _))
+            match self.enqueue(record) {
+                Ok(report) => return report.await,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
                     if started.elapsed() < queue_timeout =>
                 {
+                    record = back;
                     tokio::time::sleep(QUEUE_FULL_PAUSE).await;
                 }
                 Err((e, _)) => return Err(e),
             }
         }
     }
+}
+
+/// A report's outcome; a report whose sender went away (the producer
+/// closed before the broker answered) is `Canceled`.
+fn answer(received: Result<KafkaResult<Placed>, oneshot::error::RecvError>) -> KafkaResult<Placed> {
+    received.unwrap_or(Err(KafkaError::Canceled))
 }
 
 #[cfg(test)]
@@ -126,29 +179,35 @@ mod tests {
         config.set("bootstrap.servers", cluster.bootstrap_servers());
         let producer = AwaitedProducer::create(&config, "test-awaited").unwrap();
         let timeout = Duration::from_secs(5);
+        let to = |key| {
+            FutureRecord::<str, [u8]>::to("awaited")
+                .partition(1)
+                .key(key)
+        };
         let first = producer
-            .send("awaited", 1, "a", Some(b"one"), timeout)
+            .send(to("a").payload(b"one"), timeout)
             .await
             .unwrap();
-        let sends = (0..10).map(|i| {
-            let key = format!("k{i}");
-            let producer = &producer;
-            async move { producer.send("awaited", 1, &key, Some(b"x"), timeout).await }
-        });
+        let keys: Vec<String> = (0..10).map(|i| format!("k{i}")).collect();
+        let sends = keys
+            .iter()
+            .map(|key| producer.send(to(key).payload(b"x"), timeout));
         let offsets: Vec<i64> = futures::future::join_all(sends)
             .await
             .into_iter()
             .map(|r| r.unwrap().1)
             .collect();
-        let tombstone = producer
-            .send("awaited", 1, "a", None, timeout)
-            .await
+        let tombstone = producer.send(to("a"), timeout).await.unwrap();
+        let unawaited = producer
+            .enqueue(to("b").payload(b"y"))
+            .map_err(|(e, _)| e)
             .unwrap();
         assert_eq!(first, (1, 0));
         let mut sorted = offsets.clone();
         sorted.sort_unstable();
         assert_eq!(sorted, (1..=10).collect::<Vec<i64>>());
         assert_eq!(tombstone, (1, 11));
+        assert_eq!(unawaited.await.unwrap(), (1, 12));
     }
 
     #[tokio::test]
@@ -162,7 +221,13 @@ mod tests {
         let producer = AwaitedProducer::create(&config, "test-awaited").unwrap();
         let sent = tokio::time::timeout(
             Duration::from_secs(10),
-            producer.send("awaited", 7, "a", Some(b"x"), Duration::from_secs(1)),
+            producer.send(
+                FutureRecord::<str, [u8]>::to("awaited")
+                    .partition(7)
+                    .key("a")
+                    .payload(b"x"),
+                Duration::from_secs(1),
+            ),
         )
         .await
         .expect("the send answered");

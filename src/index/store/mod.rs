@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::producer::FutureRecord;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -296,13 +297,14 @@ impl EndpointStore {
     /// acknowledged all of them (-1 when there were none).
     async fn produce(&self, records: Vec<Record<'_>>) -> Result<i64, StoreError> {
         let sends = records.iter().map(|(key, value)| {
-            self.producer.send(
-                &self.topic,
-                PARTITION,
-                key,
-                value.as_deref(),
-                self.produce_timeout,
-            )
+            let record = FutureRecord::<str, [u8]>::to(&self.topic)
+                .partition(PARTITION)
+                .key(*key);
+            let record = match value {
+                Some(v) => record.payload(v.as_slice()),
+                None => record,
+            };
+            self.producer.send(record, self.produce_timeout)
         });
         let mut last = -1i64;
         for result in futures::future::join_all(sends).await {
