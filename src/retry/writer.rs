@@ -87,6 +87,12 @@ impl Drop for Inner {
         self.stop.store(true, Ordering::Release);
         // Lets the batch task see that the writer is gone.
         self.batch_started.notify_one();
+        // The report thread stops at once but is not waited for here (this
+        // may run on a runtime thread, and the thread may be closing the
+        // producer): `closed` is where it is waited for.
+        if let Some(thread) = crate::core::lock(&self.report_thread).as_mut() {
+            drop(thread.stopped());
+        }
     }
 }
 
