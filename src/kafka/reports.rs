@@ -15,6 +15,7 @@
 //! the producer's context's business, not this module's.
 
 use std::ffi::c_void;
+use std::panic::AssertUnwindSafe;
 use std::ptr::NonNull;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -101,7 +102,15 @@ where
     };
     while !stop.load(Ordering::Acquire) {
         while queue.len() > 0 && !stop.load(Ordering::Acquire) {
-            producer.poll(Duration::ZERO);
+            // A report whose handling panics is lost; the thread goes on
+            // serving the others (were it to end, no write of the producer
+            // would ever complete again).
+            let served = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                producer.poll(Duration::ZERO);
+            }));
+            if served.is_err() {
+                tracing::error!("handling a delivery report panicked; serving the others");
+            }
         }
         std::thread::park_timeout(PARK_AT_MOST);
     }
@@ -230,6 +239,59 @@ mod tests {
             assert!(Instant::now() < deadline, "{what} within {within:?}");
             std::thread::sleep(Duration::from_millis(2));
         }
+    }
+
+    /// Panics on the report of the record whose payload is `panic`.
+    #[derive(Default)]
+    struct Fragile(Mutex<Vec<i64>>);
+
+    impl ClientContext for Fragile {}
+
+    impl ProducerContext<NoCustomPartitioner> for Fragile {
+        type DeliveryOpaque = Box<bool>;
+
+        fn delivery(&self, result: &DeliveryResult<'_>, panics: Box<bool>) {
+            assert!(!*panics, "a report's handling fails");
+            if let Ok(message) = result {
+                self.0
+                    .lock()
+                    .unwrap()
+                    .push(rdkafka::Message::offset(message));
+            }
+        }
+    }
+
+    #[test]
+    fn a_report_whose_handling_panics_does_not_stop_the_others() {
+        let cluster = MockCluster::new(1).unwrap();
+        cluster.create_topic("fragile", 1, 1).unwrap();
+        let producer: Arc<BaseProducer<Fragile>> = Arc::new(
+            ClientConfig::new()
+                .set("bootstrap.servers", cluster.bootstrap_servers())
+                // One record per batch, so one report per record.
+                .set("linger.ms", "0")
+                .set("batch.num.messages", "1")
+                .create_with_context(Fragile::default())
+                .unwrap(),
+        );
+        let _reports = ReportThread::spawn("test-fragile", Arc::clone(&producer)).unwrap();
+        for i in 0..20u32 {
+            let payload = i.to_string();
+            producer
+                .send(
+                    BaseRecord::with_opaque_to("fragile", Box::new(i == 5))
+                        .payload(&payload)
+                        .key(""),
+                )
+                .unwrap();
+            // In order, each acknowledged before the next is sent.
+            wait_for("the report", Duration::from_secs(10), || {
+                producer.context().0.lock().unwrap().len() as u32 + u32::from(i >= 5) == i + 1
+            });
+        }
+        let offsets = producer.context().0.lock().unwrap().clone();
+        let expected: Vec<i64> = (0..20).filter(|&o| o != 5).collect();
+        assert_eq!(offsets, expected);
     }
 
     #[test]
