@@ -281,7 +281,7 @@ impl Bench {
                 let body = super::event_body(i, now_ns());
                 let key = format!("dev-{}", i % 100_000);
                 let record = FutureRecord::to(&topic).key(&key).payload(&body);
-                if let Err((e, _)) = self.producer.enqueue(record) {
+                if let Err(e) = self.producer.enqueue(record) {
                     anyhow::bail!("producing a capacity event: {e}");
                 }
             }

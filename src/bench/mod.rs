@@ -520,7 +520,7 @@ impl Bench {
             let key = format!("dev-{}", (from + i) % 100_000);
             let record = FutureRecord::to(topic).key(&key).payload(&body);
             // The delivery future is dropped: the receiver tells arrival.
-            if let Err((e, _)) = self.producer.enqueue(record) {
+            if let Err(e) = self.producer.enqueue(record) {
                 anyhow::bail!("producing a latency event: {e}");
             }
         }

@@ -85,50 +85,16 @@ impl AwaitedProducer {
     }
 
     /// Hands `record` to librdkafka without waiting: the broker's answer
-    /// comes through the returned [`Report`]. The record comes back with
-    /// the error when librdkafka refuses it (its queue full, say).
-    // The record is handed back by value, as rust-rdkafka's own sends do.
-    #[allow(clippy::result_large_err)]
-    pub fn enqueue<'a, K, P>(
-        &self,
-        record: FutureRecord<'a, K, P>,
-    ) -> Result<Report, (KafkaError, FutureRecord<'a, K, P>)>
+    /// comes through the returned [`Report`]. Fails when librdkafka refuses
+    /// the record (its queue full, say).
+    pub fn enqueue<K, P>(&self, record: FutureRecord<'_, K, P>) -> KafkaResult<Report>
     where
         K: ToBytes + ?Sized,
         P: ToBytes + ?Sized,
     {
-        let (tx, rx) = oneshot::channel();
-        let FutureRecord {
-            topic,
-            partition,
-            payload,
-            key,
-            timestamp,
-            headers,
-        } = record;
-        let base = BaseRecord {
-            topic,
-            partition,
-            payload,
-            key,
-            timestamp,
-            headers,
-            delivery_opaque: Box::new(tx),
-        };
-        match self.producer.send(base) {
-            Ok(()) => Ok(rx.map(answer as fn(_) -> _)),
-            Err((e, base)) => Err((
-                e,
-                FutureRecord {
-                    topic: base.topic,
-                    partition: base.partition,
-                    payload: base.payload,
-                    key: base.key,
-                    timestamp: base.timestamp,
-                    headers: base.headers,
-                },
-            )),
-        }
+        let (record, report) = with_report(record);
+        self.producer.send(record).map_err(|(e, _)| e)?;
+        Ok(report)
     }
 
     /// Writes `record` and waits for the broker's answer. While
@@ -136,7 +102,7 @@ impl AwaitedProducer {
     /// (as `FutureProducer::send` does).
     pub async fn send<K, P>(
         &self,
-        mut record: FutureRecord<'_, K, P>,
+        record: FutureRecord<'_, K, P>,
         queue_timeout: Duration,
     ) -> KafkaResult<Placed>
     where
@@ -144,9 +110,10 @@ impl AwaitedProducer {
         P: ToBytes + ?Sized,
     {
         let started = Instant::now();
+        let (mut record, report) = with_report(record);
         loop {
-            match self.enqueue(record) {
-                Ok(report) => return report.await,
+            match self.producer.send(record) {
+                Ok(()) => return report.await,
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
                     if started.elapsed() < queue_timeout =>
                 {
@@ -157,6 +124,31 @@ impl AwaitedProducer {
             }
         }
     }
+}
+
+/// `record` as librdkafka takes it, carrying the sender of its report,
+/// and that report.
+fn with_report<'a, K, P>(
+    record: FutureRecord<'a, K, P>,
+) -> (
+    BaseRecord<'a, K, P, <Awaiting as ProducerContext>::DeliveryOpaque>,
+    Report,
+)
+where
+    K: ToBytes + ?Sized,
+    P: ToBytes + ?Sized,
+{
+    let (tx, rx) = oneshot::channel();
+    let record = BaseRecord {
+        topic: record.topic,
+        partition: record.partition,
+        payload: record.payload,
+        key: record.key,
+        timestamp: record.timestamp,
+        headers: record.headers,
+        delivery_opaque: Box::new(tx),
+    };
+    (record, rx.map(answer as fn(_) -> _))
 }
 
 /// A report's outcome; a report whose sender went away (the producer
@@ -198,10 +190,7 @@ mod tests {
             .map(|r| r.unwrap().1)
             .collect();
         let tombstone = producer.send(to("a"), timeout).await.unwrap();
-        let unawaited = producer
-            .enqueue(to("b").payload(b"y"))
-            .map_err(|(e, _)| e)
-            .unwrap();
+        let unawaited = producer.enqueue(to("b").payload(b"y")).unwrap();
         assert_eq!(first, (1, 0));
         let mut sorted = offsets.clone();
         sorted.sort_unstable();

@@ -186,20 +186,24 @@ mod tests {
     use rdkafka::ClientConfig;
     use rdkafka::ClientContext;
     use rdkafka::mocking::MockCluster;
-    use rdkafka::producer::{BaseRecord, DeliveryResult, NoCustomPartitioner, Producer};
+    use rdkafka::producer::{
+        BaseRecord, DefaultProducerContext, DeliveryResult, NoCustomPartitioner, Producer,
+    };
 
     use super::*;
 
-    /// Keeps the offsets of the reports it is given.
+    /// Keeps the offsets of the reports it is given; panics on the report
+    /// of a record sent with `true` as its opaque.
     #[derive(Default)]
     struct Offsets(Mutex<Vec<i64>>);
 
     impl ClientContext for Offsets {}
 
     impl ProducerContext<NoCustomPartitioner> for Offsets {
-        type DeliveryOpaque = ();
+        type DeliveryOpaque = Box<bool>;
 
-        fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        fn delivery(&self, result: &DeliveryResult<'_>, panics: Box<bool>) {
+            assert!(!*panics, "a report's handling fails");
             if let Ok(message) = result {
                 self.0
                     .lock()
@@ -241,38 +245,32 @@ mod tests {
         }
     }
 
-    /// Panics on the report of the record whose payload is `panic`.
-    #[derive(Default)]
-    struct Fragile(Mutex<Vec<i64>>);
-
-    impl ClientContext for Fragile {}
-
-    impl ProducerContext<NoCustomPartitioner> for Fragile {
-        type DeliveryOpaque = Box<bool>;
-
-        fn delivery(&self, result: &DeliveryResult<'_>, panics: Box<bool>) {
-            assert!(!*panics, "a report's handling fails");
-            if let Ok(message) = result {
-                self.0
-                    .lock()
-                    .unwrap()
-                    .push(rdkafka::Message::offset(message));
-            }
+    /// A mock cluster with a one-partition `topic`, and a producer to it
+    /// with `settings`.
+    fn cluster_and_producer(
+        topic: &str,
+        settings: &[(&str, &str)],
+    ) -> (
+        MockCluster<'static, DefaultProducerContext>,
+        Arc<BaseProducer<Offsets>>,
+    ) {
+        let cluster = MockCluster::new(1).unwrap();
+        cluster.create_topic(topic, 1, 1).unwrap();
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", cluster.bootstrap_servers());
+        for (key, value) in settings {
+            config.set(*key, *value);
         }
+        let producer = Arc::new(config.create_with_context(Offsets::default()).unwrap());
+        (cluster, producer)
     }
 
     #[test]
     fn a_report_whose_handling_panics_does_not_stop_the_others() {
-        let cluster = MockCluster::new(1).unwrap();
-        cluster.create_topic("fragile", 1, 1).unwrap();
-        let producer: Arc<BaseProducer<Fragile>> = Arc::new(
-            ClientConfig::new()
-                .set("bootstrap.servers", cluster.bootstrap_servers())
-                // One record per batch, so one report per record.
-                .set("linger.ms", "0")
-                .set("batch.num.messages", "1")
-                .create_with_context(Fragile::default())
-                .unwrap(),
+        // One record per batch, so one report per record.
+        let (_cluster, producer) = cluster_and_producer(
+            "fragile",
+            &[("linger.ms", "0"), ("batch.num.messages", "1")],
         );
         let _reports = ReportThread::spawn("test-fragile", Arc::clone(&producer)).unwrap();
         for i in 0..20u32 {
@@ -296,20 +294,16 @@ mod tests {
 
     #[test]
     fn every_report_is_served_promptly_and_an_idle_thread_sleeps() {
-        let cluster = MockCluster::new(1).unwrap();
-        cluster.create_topic("reports", 1, 1).unwrap();
-        let producer: Arc<BaseProducer<Offsets>> = Arc::new(
-            ClientConfig::new()
-                .set("bootstrap.servers", cluster.bootstrap_servers())
-                .set("linger.ms", "1")
-                .create_with_context(Offsets::default())
-                .unwrap(),
-        );
+        let (_cluster, producer) = cluster_and_producer("reports", &[("linger.ms", "1")]);
         let mut reports = ReportThread::spawn("test-reports", Arc::clone(&producer)).unwrap();
         for i in 0..500u32 {
             let payload = i.to_string();
             producer
-                .send(BaseRecord::<(), str>::to("reports").payload(&payload))
+                .send(
+                    BaseRecord::with_opaque_to("reports", Box::new(false))
+                        .payload(&payload)
+                        .key(""),
+                )
                 .unwrap();
         }
         wait_for("500 reports served", Duration::from_secs(20), || {
@@ -333,7 +327,11 @@ mod tests {
         // A report after the idle spell is served at once, not after the
         // park's timeout.
         producer
-            .send(BaseRecord::<(), str>::to("reports").payload("late"))
+            .send(
+                BaseRecord::with_opaque_to("reports", Box::new(false))
+                    .payload("late")
+                    .key(""),
+            )
             .unwrap();
         wait_for("the late report served", PARK_AT_MOST / 2, || {
             producer.context().count() == 501
