@@ -442,6 +442,7 @@ async fn attempt(clients: &HttpClients, endpoint: &Endpoint) -> AttemptReport {
             event_type: "device-provisioned",
             event_id: "evt-1",
             event_time_ms: 0,
+            timestamp: hookstream::deliver::request::unix_now_secs(),
             content_type: hookstream::deliver::shape::JSON,
             cloudevent_source: None,
             trace: None,

@@ -61,6 +61,8 @@ pub struct AttemptReport {
     pub last_error: String,
     /// Time from sending to the end of the response.
     pub latency: Duration,
+    /// When the attempt ended (the clock reading `latency` ends at).
+    pub ended: Instant,
 }
 
 /// What to send.
@@ -77,6 +79,10 @@ pub struct Outgoing<'a> {
     /// The event's own time, else its first attempt's (unix ms): the same
     /// on every attempt.
     pub event_time_ms: i64,
+    /// `webhook-timestamp`, what the signature signs: unix seconds of the
+    /// attempt (its caller's clock reading; [`unix_now_secs`] for one of
+    /// its own).
+    pub timestamp: i64,
     /// `Content-Type` (a custom header may replace it).
     pub content_type: &'static str,
     /// CloudEvents binary mode: the event's `source`, sent with the other
@@ -87,11 +93,11 @@ pub struct Outgoing<'a> {
 }
 
 impl<'a> Outgoing<'a> {
-    /// What the endpoint's signer signs, at `timestamp` (unix seconds).
-    pub fn sign_input(&self, timestamp: i64) -> SignInput<'a> {
+    /// What the endpoint's signer signs.
+    pub fn sign_input(&self) -> SignInput<'a> {
         SignInput {
             webhook_id: self.webhook_id,
-            timestamp,
+            timestamp: self.timestamp,
             body: self.body,
             event_type: self.event_type,
             event_id: self.event_id,
@@ -100,8 +106,8 @@ impl<'a> Outgoing<'a> {
     }
 }
 
-/// `webhook-timestamp`: unix seconds now.
-pub(super) fn unix_now_secs() -> i64 {
+/// Unix seconds now, for [`Outgoing::timestamp`].
+pub fn unix_now_secs() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
@@ -144,7 +150,7 @@ async fn send_once(
         let write = |buf: &mut Vec<u8>, to: (&str, &str)| {
             super::plain::wire::write_request_head(buf, to, &headers, ua, body.len());
         };
-        return send_plain(clients, endpoint, write, &body, timeout).await;
+        return send_plain(clients, endpoint, write, &body, (Instant::now(), timeout)).await;
     }
     let client = clients
         .for_endpoint(endpoint, endpoint.config.http_version)
@@ -308,13 +314,14 @@ async fn send_reqwest(
 
 /// One exchange through the lean client, the head written by
 /// `write_head`: the same total timeout as reqwest's, which covers the
-/// answer's head and then what is read of its body.
+/// answer's head and then what is read of its body, counted from `from`
+/// (a clock reading of the caller's, `(from, timeout)`).
 async fn send_plain(
     clients: &HttpClients,
     endpoint: &Endpoint,
     write_head: impl FnOnce(&mut Vec<u8>, (&str, &str)),
     body: &Bytes,
-    timeout: Duration,
+    (from, timeout): (Instant, Duration),
 ) -> Result<Answer, NoAnswer> {
     let uri = endpoint.uri().ok_or_else(|| {
         (
@@ -323,7 +330,10 @@ async fn send_plain(
         )
     })?;
     // One timer for the whole exchange (not one per await).
-    let deadline = tokio::time::sleep(timeout);
+    let deadline = match from.checked_add(timeout) {
+        Some(at) => tokio::time::sleep_until(at.into()),
+        None => tokio::time::sleep(timeout),
+    };
     tokio::pin!(deadline);
     let sent = tokio::select! {
         biased;
@@ -397,7 +407,7 @@ pub async fn send_attempt(
             let write = |buf: &mut Vec<u8>, to: (&str, &str)| {
                 head::write_head(buf, endpoint, to, ua, &out, auth)
             };
-            send_plain(clients, endpoint, write, out.body, timeout).await
+            send_plain(clients, endpoint, write, out.body, (started, timeout)).await
         }
         None => {
             send_once(
@@ -428,13 +438,14 @@ pub async fn send_attempt(
         Ok(answer) => answer,
         Err((kind, error)) => return failure(kind, error, started, rules, retry_after_cap),
     };
+    let ended = Instant::now();
     let verdict = rules.verdict(
         AttemptResult::Response {
             status,
             retry_after: retry_after.as_deref(),
         },
         retry_after_cap,
-        SystemTime::now(),
+        SystemTime::now,
     );
     // A 2xx whose body broke off is still delivered: the receiver answered.
     let last_error = match (&verdict, body_error) {
@@ -448,7 +459,8 @@ pub async fn send_attempt(
         failure: None,
         last_status: status.to_string(),
         last_error,
-        latency: started.elapsed(),
+        latency: ended.saturating_duration_since(started),
+        ended,
     }
 }
 
@@ -459,20 +471,21 @@ fn failure(
     rules: &RetryRules,
     cap: Duration,
 ) -> AttemptReport {
+    let ended = Instant::now();
     AttemptReport {
-        verdict: rules.verdict(AttemptResult::Transport(kind), cap, SystemTime::now()),
+        verdict: rules.verdict(AttemptResult::Transport(kind), cap, SystemTime::now),
         status: None,
         failure: Some(kind),
         last_status: kind.status_text().to_string(),
         last_error: error,
-        latency: started.elapsed(),
+        latency: ended.saturating_duration_since(started),
+        ended,
     }
 }
 
 /// The headers of a request: fixed ones, CloudEvents attributes, the
 /// endpoint's own (which may replace `Content-Type`), the signature.
 pub fn request_headers(endpoint: &Endpoint, out: &Outgoing<'_>) -> HeaderMap {
-    let timestamp = unix_now_secs();
     let mut headers = HeaderMap::with_capacity(8 + endpoint.extra_headers().len());
     headers.insert(CONTENT_TYPE, HeaderValue::from_static(out.content_type));
     if let Some(source) = out.cloudevent_source {
@@ -492,7 +505,7 @@ pub fn request_headers(endpoint: &Endpoint, out: &Outgoing<'_>) -> HeaderMap {
     );
     headers.insert(
         HeaderName::from_static(header::WEBHOOK_TIMESTAMP),
-        HeaderValue::from(timestamp),
+        HeaderValue::from(out.timestamp),
     );
     for (name, value) in endpoint.extra_headers() {
         headers.insert(name.clone(), value.clone());
@@ -509,18 +522,16 @@ pub fn request_headers(endpoint: &Endpoint, out: &Outgoing<'_>) -> HeaderMap {
             );
         }
     }
-    endpoint
-        .signer
-        .sign(&out.sign_input(timestamp), |name, value| {
-            // Moved in without a copy when valid (it nearly always is).
-            let clean = match header_text(&value) {
-                std::borrow::Cow::Borrowed(_) => None,
-                std::borrow::Cow::Owned(clean) => Some(clean),
-            };
-            let value = HeaderValue::try_from(clean.unwrap_or(value))
-                .unwrap_or(HeaderValue::from_static("_"));
-            headers.insert(HeaderName::from_static(name), value);
-        });
+    endpoint.signer.sign(&out.sign_input(), |name, value| {
+        // Moved in without a copy when valid (it nearly always is).
+        let clean = match header_text(&value) {
+            std::borrow::Cow::Borrowed(_) => None,
+            std::borrow::Cow::Owned(clean) => Some(clean),
+        };
+        let value =
+            HeaderValue::try_from(clean.unwrap_or(value)).unwrap_or(HeaderValue::from_static("_"));
+        headers.insert(HeaderName::from_static(name), value);
+    });
     headers
 }
 

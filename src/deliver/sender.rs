@@ -152,6 +152,12 @@ impl Shared {
             }
         }
     }
+
+    /// Unix ms of the latest take that moved deliveries (see
+    /// [`Shared::take`]): the worker's clock reading for what it took.
+    fn last_taken_ms(&self) -> i64 {
+        self.last_dequeue_ms.load(Ordering::Relaxed)
+    }
 }
 
 pub use crate::outcome::policy::RetryPolicy;

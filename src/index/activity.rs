@@ -126,8 +126,10 @@ pub struct AttemptRecord {
 }
 
 /// An [`AttemptRecord`] borrowed, as the durable activity log and the API
-/// write it (the record's JSON is this): without copying the attempt's text for each delivery of
-/// a batch (that copy was a fifth of the delivery workers' CPU in bench (b)).
+/// write it (the record's JSON is this) and the ring takes it: without
+/// copying the attempt's text for each delivery of a batch (that copy was a
+/// fifth of the delivery workers' CPU in bench (b)), nor into new strings
+/// for the ring on every attempt.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct AttemptLine<'a> {
     /// Unix ms of the attempt.
@@ -161,6 +163,58 @@ pub struct AttemptLine<'a> {
 impl Serialize for AttemptRecord {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         AttemptLine::from(self).serialize(serializer)
+    }
+}
+
+impl From<&AttemptLine<'_>> for AttemptRecord {
+    fn from(l: &AttemptLine<'_>) -> Self {
+        Self {
+            time_ms: l.time_ms,
+            endpoint: l.endpoint.to_string(),
+            event_id: l.event_id.to_string(),
+            event_type: l.event_type.to_string(),
+            webhook_id: l.webhook_id.to_string(),
+            attempt: l.attempt,
+            status: l.status,
+            outcome: l.outcome,
+            reason: l.reason.map(str::to_string),
+            latency_ms: l.latency_ms,
+            error: l.error.to_string(),
+            source: l.source.to_string(),
+        }
+    }
+}
+
+impl AttemptRecord {
+    /// Becomes `l`, reusing this record's texts' memory.
+    fn overwrite(&mut self, l: &AttemptLine<'_>) {
+        self.time_ms = l.time_ms;
+        overwrite(&mut self.endpoint, l.endpoint);
+        overwrite(&mut self.event_id, l.event_id);
+        overwrite(&mut self.event_type, l.event_type);
+        overwrite(&mut self.webhook_id, l.webhook_id);
+        self.attempt = l.attempt;
+        self.status = l.status;
+        self.outcome = l.outcome;
+        match (&mut self.reason, l.reason) {
+            (Some(kept), Some(reason)) => overwrite(kept, reason),
+            (kept, reason) => *kept = reason.map(str::to_string),
+        }
+        self.latency_ms = l.latency_ms;
+        overwrite(&mut self.error, l.error);
+        overwrite(&mut self.source, l.source);
+    }
+}
+
+/// Makes `kept` hold `text`, in its own memory unless that is over four
+/// times what `text` needs (a batch's ids, a long error, kept no longer
+/// than the record that needed them).
+fn overwrite(kept: &mut String, text: &str) {
+    if kept.capacity() > text.len().max(64) * 4 {
+        *kept = text.to_string();
+    } else {
+        kept.clear();
+        kept.push_str(text);
     }
 }
 
@@ -259,8 +313,10 @@ impl EndpointActivity {
         }
     }
 
-    /// Records an HTTP attempt and its outcome.
-    pub fn record_attempt(&self, record: AttemptRecord) {
+    /// Records an HTTP attempt and its outcome. Once the ring is full, the
+    /// record it lets go of is written over (its texts' memory reused), so
+    /// a busy endpoint's attempt allocates nothing here.
+    pub fn record_attempt(&self, record: &AttemptLine<'_>) {
         self.attempts.fetch_add(1, Ordering::Relaxed);
         let bucket = BUCKETS_MS
             .iter()
@@ -276,15 +332,18 @@ impl EndpointActivity {
         } else {
             ring.len() < RING_CAPACITY && self.budget.try_take()
         };
-        if !grow {
-            ring.pop_front();
-        } else if ring.len() == ring.capacity() {
+        if !grow && let Some(mut oldest) = ring.pop_front() {
+            oldest.overwrite(record);
+            ring.push_back(oldest);
+            return;
+        }
+        if ring.len() == ring.capacity() {
             // Grows one record at a time at first: most of 100 000 endpoints
             // see a few attempts, and the ring is per endpoint.
             let len = ring.len();
             ring.reserve_exact(len.clamp(1, RING_CAPACITY - len));
         }
-        ring.push_back(record);
+        ring.push_back(AttemptRecord::from(record));
     }
 
     /// Halves every latency count, keeping their proportions. A count
@@ -343,117 +402,4 @@ impl EndpointActivity {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn rec(i: usize, latency_ms: f64) -> AttemptRecord {
-        AttemptRecord {
-            time_ms: i as i64,
-            endpoint: "ep".into(),
-            event_id: format!("e{i}"),
-            event_type: "t".into(),
-            webhook_id: format!("msg_{i}"),
-            attempt: 1,
-            status: Some(200),
-            outcome: Outcome::Delivered,
-            reason: None,
-            latency_ms,
-            error: String::new(),
-            source: String::new(),
-        }
-    }
-
-    #[test]
-    fn the_log_line_is_the_records_json() {
-        let mut with_all = rec(7, 12.5);
-        with_all.reason = Some("exhausted".into());
-        with_all.source = "device-events/3/42".into();
-        with_all.error = "HTTP 503 \"busy\"\n".into();
-        for record in [rec(1, 0.25), with_all] {
-            let line = serde_json::to_string(&AttemptLine::from(&record)).unwrap();
-            assert_eq!(line, serde_json::to_string(&record).unwrap());
-            let back: AttemptRecord = serde_json::from_str(&line).unwrap();
-            assert_eq!(back, record);
-        }
-    }
-
-    #[test]
-    fn the_ring_is_bounded_and_newest_first() {
-        let a = EndpointActivity::default();
-        for i in 0..RING_CAPACITY + 50 {
-            a.record_attempt(rec(i, 1.0));
-        }
-        let recent = a.recent(1000);
-        assert_eq!(recent.len(), RING_CAPACITY);
-        assert_eq!(recent[0].event_id, format!("e{}", RING_CAPACITY + 49));
-        assert_eq!(a.recent(3).len(), 3);
-        assert_eq!(a.stats().attempts, (RING_CAPACITY + 50) as u64);
-    }
-
-    #[test]
-    fn many_endpoints_share_one_budget_and_each_keeps_its_newest() {
-        let budget = RecordBudget::new(30);
-        let endpoints: Vec<EndpointActivity> = (0..4)
-            .map(|_| EndpointActivity::new(Arc::clone(&budget)))
-            .collect();
-        for i in 0..100 {
-            for a in &endpoints {
-                a.record_attempt(rec(i, 1.0));
-            }
-        }
-        let kept: Vec<usize> = endpoints.iter().map(|a| a.recent(1000).len()).collect();
-        assert_eq!(kept.iter().sum::<usize>(), 30, "kept {kept:?}");
-        assert!(kept.iter().all(|&k| k >= RING_FLOOR), "kept {kept:?}");
-        assert_eq!(budget.retained(), 30);
-        for a in &endpoints {
-            assert_eq!(a.recent(1)[0].event_id, "e99", "newest first");
-            assert_eq!(a.stats().attempts, 100, "counts are not budgeted");
-        }
-        // Past the budget, a new endpoint still keeps its floor.
-        let late = EndpointActivity::new(Arc::clone(&budget));
-        for i in 0..20 {
-            late.record_attempt(rec(i, 1.0));
-        }
-        assert_eq!(late.recent(1000).len(), RING_FLOOR);
-        drop(endpoints);
-        assert_eq!(
-            budget.retained(),
-            RING_FLOOR,
-            "dropped rings give their room back"
-        );
-    }
-
-    #[test]
-    fn latency_counts_near_overflow_halve_and_keep_percentiles() {
-        let a = EndpointActivity::default();
-        // Bucket "≤ 5 ms" nine times as full as "≤ 150 ms", at the brink.
-        a.latency[3].store(HALVE_AT - 1, Ordering::Relaxed);
-        a.latency[12].store(HALVE_AT / 9, Ordering::Relaxed);
-        a.record_attempt(rec(0, 4.0));
-        a.record_attempt(rec(1, 4.0));
-        let after = a.latency[3].load(Ordering::Relaxed);
-        assert!(after <= HALVE_AT / 2 + 1, "halved: {after}");
-        let s = a.stats();
-        assert_eq!((s.latency_p50_ms, s.latency_p90_ms), (5.0, 5.0));
-        assert_eq!(s.latency_p99_ms, 150.0);
-    }
-
-    #[test]
-    fn percentiles_come_from_the_histogram() {
-        let a = EndpointActivity::default();
-        for _ in 0..90 {
-            a.record_attempt(rec(0, 4.0));
-        }
-        for _ in 0..9 {
-            a.record_attempt(rec(0, 120.0));
-        }
-        a.record_attempt(rec(0, 4_000.0));
-        let s = a.stats();
-        assert_eq!(s.latency_p50_ms, 5.0);
-        assert_eq!(s.latency_p90_ms, 5.0);
-        assert_eq!(s.latency_p99_ms, 150.0);
-        a.count(Outcome::Delivered, 3);
-        a.count(Outcome::Deferred, 1);
-        assert_eq!((a.stats().delivered, a.stats().deferred), (3, 1));
-    }
-}
+mod tests;

@@ -118,10 +118,16 @@ impl RetryRules {
     }
 
     /// What to do after an attempt. `cap` bounds any `Retry-After`; `now`
-    /// resolves HTTP-date values. 2xx delivers, 410 is `Gone`, a failure of
+    /// resolves HTTP-date values (called only for a `Retry-After` to read,
+    /// so the usual attempt reads no wall clock here). 2xx delivers, 410 is `Gone`, a failure of
     /// this process defers and an SSRF refusal dead-letters whatever the
     /// rules say; the rest is theirs.
-    pub fn verdict(&self, result: AttemptResult<'_>, cap: Duration, now: SystemTime) -> Verdict {
+    pub fn verdict(
+        &self,
+        result: AttemptResult<'_>,
+        cap: Duration,
+        now: impl FnOnce() -> SystemTime,
+    ) -> Verdict {
         match result {
             AttemptResult::Transport(TransportFailure::Refused) => {
                 Verdict::DeadLetter(Reason::DestinationRefused)
@@ -142,7 +148,7 @@ impl RetryRules {
             } if self.retries_status(status) => {
                 let after = retry_after
                     .filter(|_| self.honor_retry_after)
-                    .and_then(|v| parse_retry_after(v, now))
+                    .and_then(|v| parse_retry_after(v, now()))
                     .map(|d| d.min(cap));
                 let free = self.honor_retry_after && (status == 429 || after.is_some());
                 Verdict::Retry {

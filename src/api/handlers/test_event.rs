@@ -120,6 +120,7 @@ pub async fn test(State(state): AppState, IdParam(id): IdParam) -> ApiResult<Jso
             event_type: TEST_EVENT_TYPE,
             event_id: &event_id,
             event_time_ms: now_ms,
+            timestamp: now_ms.div_euclid(1000),
             content_type: shaped.content_type,
             cloudevent_source: shaped.cloudevent_source.as_deref(),
             trace: None,

@@ -18,7 +18,7 @@ use crate::deliver::adaptive::Signal;
 use crate::deliver::request::{Outgoing, send_attempt, webhook_id};
 use crate::deliver::shape::Shaped;
 use crate::index::Endpoint;
-use crate::index::activity::{AttemptLine, AttemptRecord, Outcome};
+use crate::index::activity::{AttemptLine, Outcome};
 use crate::index::attempt_lines::{AttemptLines, EventFields};
 use crate::index::attempt_log::AttemptLog;
 use crate::outcome::classify::{EndpointHealth, Verdict};
@@ -69,12 +69,15 @@ pub(super) async fn deliver(shared: &Arc<Shared>, batch: Vec<Delivery>) -> Optio
         return None;
     }
     let policy = endpoint_policy(shared, endpoint);
-    let joined_ids = hand
-        .deliveries
-        .iter()
-        .map(|d| d.event.id())
-        .collect::<Vec<_>>()
-        .join(",");
+    let joined_ids = match &hand.deliveries[..] {
+        [only] => only.event.id(),
+        all => std::borrow::Cow::Owned(
+            all.iter()
+                .map(|d| d.event.id())
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
+    };
     let wid = webhook_id(&joined_ids, endpoint.id());
     let first_type = hand.deliveries[0].event.event_type();
     let kind = if hand
@@ -112,6 +115,8 @@ pub(super) async fn deliver(shared: &Arc<Shared>, batch: Vec<Delivery>) -> Optio
             event_type: kind,
             event_id: &event_id,
             event_time_ms,
+            // The attempt's clock reading, microseconds old: no await since.
+            timestamp: now.div_euclid(1000),
             content_type: shaped.content_type,
             cloudevent_source: shaped.cloudevent_source.as_deref(),
             trace: trace.as_ref(),
@@ -141,27 +146,28 @@ pub(super) async fn deliver(shared: &Arc<Shared>, batch: Vec<Delivery>) -> Optio
     };
     let first = &hand.deliveries[0];
     let (outcome, reason) = logged_outcome(decide(first).1);
-    let record = AttemptRecord {
+    let source = match &hand.deliveries[..] {
+        [only] => only.event.source_text(),
+        _ => String::new(),
+    };
+    let line = AttemptLine {
         time_ms: now,
-        endpoint: endpoint.id().to_string(),
-        event_id: joined_ids,
-        event_type: kind.to_string(),
-        webhook_id: wid,
+        endpoint: endpoint.id(),
+        event_id: &joined_ids,
+        event_type: kind,
+        webhook_id: &wid,
         attempt: first.attempt + 1,
         status: report.status,
         outcome,
         reason,
         latency_ms: report.latency.as_secs_f64() * 1000.0,
-        error: report.last_error.clone(),
-        source: match &hand.deliveries[..] {
-            [only] => only.event.source_text(),
-            _ => String::new(),
-        },
+        error: &report.last_error,
+        source: &source,
     };
     if let Some(log) = &shared.deps.attempt_log {
-        log_attempts(log, &hand.deliveries, &record, &decide);
+        log_attempts(log, &hand.deliveries, &line, &decide);
     }
-    shared.activity.record_attempt(record);
+    shared.activity.record_attempt(&line);
     match report.verdict.endpoint_health() {
         EndpointHealth::Failing => {
             if shared.circuit.record_failure(now_ms()) {
@@ -178,7 +184,7 @@ pub(super) async fn deliver(shared: &Arc<Shared>, batch: Vec<Delivery>) -> Optio
     if matches!(report.verdict, Verdict::Delivered) {
         count(shared, Outcome::Delivered, hand.deliveries.len() as u64);
     }
-    let mut settling = Settling::new(shared, hand.deliveries.len());
+    let mut settling = Settling::new(shared, hand.deliveries.len(), report.ended);
     while let Some(d) = hand.pop() {
         let (tried, decision) = decide(&d);
         let h = History {
@@ -208,11 +214,12 @@ pub(super) struct Settling<'a> {
 }
 
 impl<'a> Settling<'a> {
-    /// Settling for an attempt of up to `deliveries` deliveries, now.
-    pub(super) fn new(shared: &'a Shared, deliveries: usize) -> Self {
+    /// Settling for an attempt of up to `deliveries` deliveries that
+    /// ended `at`.
+    pub(super) fn new(shared: &'a Shared, deliveries: usize, at: Instant) -> Self {
         Self {
             shared,
-            at: Instant::now(),
+            at,
             delivered: Vec::with_capacity(deliveries),
         }
     }
@@ -357,18 +364,13 @@ pub(super) fn endpoint_policy(shared: &Shared, endpoint: &Endpoint) -> RetryPoli
 /// How the activity log labels a decision: the outcome and, for a dead
 /// letter, its reason (`exhausted` when a retryable failure has no retry
 /// left).
-pub(super) fn logged_outcome(decision: Decision) -> (Outcome, Option<String>) {
+pub(super) fn logged_outcome(decision: Decision) -> (Outcome, Option<&'static str>) {
     match decision {
         Decision::Delivered => (Outcome::Delivered, None),
         Decision::Retry { .. } => (Outcome::RetryScheduled, None),
         Decision::Defer { .. } => (Outcome::Deferred, None),
-        Decision::DeadLetter { reason, .. } => {
-            (Outcome::DeadLettered, Some(reason.as_str().to_string()))
-        }
-        Decision::Disable { .. } => (
-            Outcome::DeadLettered,
-            Some(Reason::Gone.as_str().to_string()),
-        ),
+        Decision::DeadLetter { reason, .. } => (Outcome::DeadLettered, Some(reason.as_str())),
+        Decision::Disable { .. } => (Outcome::DeadLettered, Some(Reason::Gone.as_str())),
         Decision::Hold { .. }
         | Decision::AutoDisable {
             hold_until_ms: Some(_),
@@ -379,7 +381,7 @@ pub(super) fn logged_outcome(decision: Decision) -> (Outcome, Option<String>) {
             ..
         } => (
             Outcome::DeadLettered,
-            Some(Reason::EndpointDisabled.as_str().to_string()),
+            Some(Reason::EndpointDisabled.as_str()),
         ),
     }
 }
@@ -390,15 +392,14 @@ pub(super) fn logged_outcome(decision: Decision) -> (Outcome, Option<String>) {
 pub(super) fn log_attempts(
     log: &AttemptLog,
     deliveries: &[Delivery],
-    record: &AttemptRecord,
+    line: &AttemptLine<'_>,
     decide: &dyn Fn(&Delivery) -> (Tried, Decision),
 ) {
-    let line = AttemptLine::from(record);
     if let [_] = deliveries {
-        log.write(&line);
+        log.write(line);
         return;
     }
-    let mut lines = AttemptLines::new(&line, deliveries.len());
+    let mut lines = AttemptLines::new(line, deliveries.len());
     for d in deliveries {
         let (outcome, reason) = logged_outcome(decide(d).1);
         lines.push(EventFields {
@@ -406,7 +407,7 @@ pub(super) fn log_attempts(
             event_type: d.event.event_type(),
             attempt: d.attempt + 1,
             outcome,
-            reason: reason.as_deref(),
+            reason,
             source: d.event.source_ref(),
         });
     }

@@ -150,7 +150,7 @@ pub(super) fn hold(shared: &Arc<Shared>, mut delivery: Delivery, now: i64) {
                 last_status: Reason::EndpointDisabled.as_str(),
                 last_error: HELD_TOO_LONG,
             };
-            let mut settling = Settling::new(shared, 1);
+            let mut settling = Settling::new(shared, 1, std::time::Instant::now());
             carry_out(shared, &endpoint, delivery, &h, decision, &mut settling);
         }
     }

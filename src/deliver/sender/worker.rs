@@ -92,7 +92,8 @@ pub(super) async fn work(shared: Arc<Shared>, linger: bool) {
                 break;
             }
         }
-        if hand.deliveries.len() < max_events && !max_wait.is_zero() {
+        let filling = hand.deliveries.len() < max_events && !max_wait.is_zero();
+        if filling {
             let fill = fill_batch(&shared, &mut hand.deliveries, max_events, max_wait);
             driving(&mut attempts, fill).await;
         }
@@ -101,7 +102,12 @@ pub(super) async fn work(shared: Arc<Shared>, linger: bool) {
         // or a retry tier at once instead of waiting for a permit behind
         // failing attempts: the queue keeps draining, so whoever enqueues
         // (the dispatcher, for every endpoint) is never held up by this one.
-        let now = now_ms();
+        // The take's clock reading, unless a batch was waited for since.
+        let now = if filling {
+            now_ms()
+        } else {
+            shared.last_taken_ms()
+        };
         if set_aside(&shared, &mut hand, now) {
             continue;
         }

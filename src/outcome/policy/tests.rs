@@ -15,7 +15,7 @@ fn response(rules: &RetryRules, status: u16, retry_after: Option<&str>) -> Verdi
             retry_after,
         },
         CAP,
-        at(),
+        at,
     )
 }
 
@@ -40,7 +40,7 @@ fn the_default_rules_are_the_classification_table() {
                 retry_after,
             };
             assert_eq!(
-                rules.verdict(result, CAP, at()),
+                rules.verdict(result, CAP, at),
                 super::super::classify::classify(result, CAP, at()),
                 "{status} {retry_after:?}"
             );
@@ -56,7 +56,7 @@ fn the_default_rules_are_the_classification_table() {
     ] {
         let result = AttemptResult::Transport(kind);
         assert_eq!(
-            rules.verdict(result, CAP, at()),
+            rules.verdict(result, CAP, at),
             super::super::classify::classify(result, CAP, at())
         );
     }
@@ -94,7 +94,7 @@ fn openmdm_retries_429_5xx_and_network_and_nothing_else() {
         TransportFailure::Reset,
     ] {
         assert_eq!(
-            rules.verdict(AttemptResult::Transport(kind), CAP, at()),
+            rules.verdict(AttemptResult::Transport(kind), CAP, at),
             RETRY
         );
     }
@@ -160,15 +160,11 @@ fn endpoint_settings_override_the_policy_and_errors_name_the_key() {
 fn without_network_a_transport_failure_is_final() {
     let rules = RetryRules::parse(&["5xx".into()], true).unwrap();
     assert_eq!(
-        rules.verdict(
-            AttemptResult::Transport(TransportFailure::Timeout),
-            CAP,
-            at()
-        ),
+        rules.verdict(AttemptResult::Transport(TransportFailure::Timeout), CAP, at),
         Verdict::DeadLetter(Reason::Exhausted)
     );
     assert_eq!(
-        rules.verdict(AttemptResult::Transport(TransportFailure::Local), CAP, at()),
+        rules.verdict(AttemptResult::Transport(TransportFailure::Local), CAP, at),
         Verdict::Defer,
         "a local failure is never the endpoint's"
     );
