@@ -14,6 +14,8 @@ use std::sync::{Arc, Mutex};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::core::SourceRef;
+
 /// Most recent attempts kept per endpoint.
 pub const RING_CAPACITY: usize = 200;
 
@@ -155,9 +157,28 @@ pub struct AttemptLine<'a> {
     pub latency_ms: f64,
     /// Error text (empty on success).
     pub error: &'a str,
-    /// Where the event was first consumed, `topic/partition/offset`.
-    #[serde(skip_serializing_if = "str::is_empty")]
-    pub source: &'a str,
+    /// Where the event was first consumed, written `topic/partition/offset`
+    /// (a kept header as it is).
+    #[serde(
+        skip_serializing_if = "SourceRef::is_empty",
+        serialize_with = "source_as_text"
+    )]
+    pub source: SourceRef<'a>,
+}
+
+/// Serialises a source as its text (see [`SourceRef::write_text`]).
+fn source_as_text<S: serde::Serializer>(
+    source: &SourceRef<'_>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match *source {
+        SourceRef::Kept(bytes) => serializer.serialize_str(&String::from_utf8_lossy(bytes)),
+        at => {
+            let mut text = String::new();
+            at.write_text(&mut text);
+            serializer.serialize_str(&text)
+        }
+    }
 }
 
 impl Serialize for AttemptRecord {
@@ -180,7 +201,11 @@ impl From<&AttemptLine<'_>> for AttemptRecord {
             reason: l.reason.map(str::to_string),
             latency_ms: l.latency_ms,
             error: l.error.to_string(),
-            source: l.source.to_string(),
+            source: {
+                let mut text = String::new();
+                l.source.write_text(&mut text);
+                text
+            },
         }
     }
 }
@@ -202,7 +227,12 @@ impl AttemptRecord {
         }
         self.latency_ms = l.latency_ms;
         overwrite(&mut self.error, l.error);
-        overwrite(&mut self.source, l.source);
+        // As `overwrite` does, the text written in place.
+        if self.source.capacity() > 256 {
+            self.source = String::new();
+        }
+        self.source.clear();
+        l.source.write_text(&mut self.source);
     }
 }
 
@@ -232,7 +262,7 @@ impl<'a> From<&'a AttemptRecord> for AttemptLine<'a> {
             reason: r.reason.as_deref(),
             latency_ms: r.latency_ms,
             error: &r.error,
-            source: &r.source,
+            source: SourceRef::Kept(r.source.as_bytes()),
         }
     }
 }

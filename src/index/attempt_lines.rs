@@ -228,7 +228,7 @@ pub fn write_line(out: &mut Vec<u8>, line: &AttemptLine<'_>) -> serde_json::Resu
         attempt: line.attempt,
         outcome: line.outcome,
         reason: line.reason,
-        source: SourceRef::Kept(line.source.as_bytes()),
+        source: line.source,
     };
     write_event(out, &event, |out, gap| write_gap(out, line, gap))
 }

@@ -28,19 +28,42 @@ pub enum SourceRef<'a> {
     },
 }
 
+impl SourceRef<'_> {
+    /// Whether there is no text to show (a kept header that is empty).
+    pub fn is_empty(&self) -> bool {
+        matches!(self, Self::Kept([]))
+    }
+
+    /// Appends its text to `out`: a kept header as it is (bytes that are
+    /// no UTF-8 replaced), coordinates as `topic/partition/offset`.
+    pub fn write_text(&self, out: &mut String) {
+        match *self {
+            Self::Kept(bytes) => out.push_str(&String::from_utf8_lossy(bytes)),
+            Self::At {
+                topic,
+                partition,
+                offset,
+            } => write_coordinates(out, topic, partition, offset),
+        }
+    }
+}
+
 /// `topic/partition/offset`. Written by hand: this runs for every retry
 /// and deferral, and the formatting machinery cost more than the rest of
 /// the header.
 pub fn coordinates(topic: &str, partition: i32, offset: i64) -> String {
-    let (mut p, mut o) = (itoa::Buffer::new(), itoa::Buffer::new());
-    let (p, o) = (p.format(partition), o.format(offset));
-    let mut out = String::with_capacity(topic.len() + p.len() + o.len() + 2);
+    let mut out = String::with_capacity(topic.len() + 24);
+    write_coordinates(&mut out, topic, partition, offset);
+    out
+}
+
+/// Appends `topic/partition/offset` to `out`.
+fn write_coordinates(out: &mut String, topic: &str, partition: i32, offset: i64) {
     out.push_str(topic);
     out.push('/');
-    out.push_str(p);
+    out.push_str(itoa::Buffer::new().format(partition));
     out.push('/');
-    out.push_str(o);
-    out
+    out.push_str(itoa::Buffer::new().format(offset));
 }
 
 /// Hex id derived from `topic/partition/offset`, stable across restarts.
@@ -95,13 +118,8 @@ impl Payload {
 
     /// [`Payload::source`] as text (bytes that are not UTF-8 replaced).
     pub fn source_text(&self) -> String {
-        match self.source_ref() {
-            SourceRef::Kept(bytes) => String::from_utf8_lossy(bytes).into_owned(),
-            SourceRef::At {
-                topic,
-                partition,
-                offset,
-            } => coordinates(topic, partition, offset),
-        }
+        let mut text = String::new();
+        self.source_ref().write_text(&mut text);
+        text
     }
 }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use crate::config::DisableCause;
 use crate::core::Payload;
 use crate::core::Reason;
-use crate::core::{AckToken, Settled};
+use crate::core::{AckToken, Settled, SourceRef};
 use crate::deliver::adaptive::Signal;
 use crate::deliver::request::{Outgoing, send_attempt, webhook_id};
 use crate::deliver::shape::Shaped;
@@ -146,10 +146,6 @@ pub(super) async fn deliver(shared: &Arc<Shared>, batch: Vec<Delivery>) -> Optio
     };
     let first = &hand.deliveries[0];
     let (outcome, reason) = logged_outcome(decide(first).1);
-    let source = match &hand.deliveries[..] {
-        [only] => only.event.source_text(),
-        _ => String::new(),
-    };
     let line = AttemptLine {
         time_ms: now,
         endpoint: endpoint.id(),
@@ -162,7 +158,10 @@ pub(super) async fn deliver(shared: &Arc<Shared>, batch: Vec<Delivery>) -> Optio
         reason,
         latency_ms: report.latency.as_secs_f64() * 1000.0,
         error: &report.last_error,
-        source: &source,
+        source: match &hand.deliveries[..] {
+            [only] => only.event.source_ref(),
+            _ => SourceRef::Kept(&[]),
+        },
     };
     if let Some(log) = &shared.deps.attempt_log {
         log_attempts(log, &hand.deliveries, &line, &decide);

@@ -17,7 +17,7 @@ fn shared<'a>(status: Option<u16>, error: &'a str, latency_ms: f64) -> AttemptLi
         reason: None,
         latency_ms,
         error,
-        source: "unused",
+        source: SourceRef::Kept(b"unused"),
     }
 }
 
@@ -111,7 +111,7 @@ fn a_batch_line_reads_back_as_the_attempts_of_its_events() {
                     attempt: e.attempt,
                     outcome: e.outcome,
                     reason: e.reason,
-                    source,
+                    source: SourceRef::Kept(source.as_bytes()),
                     ..line
                 };
                 serde_json::from_slice(&serde_json::to_vec(&full).unwrap()).unwrap()
@@ -208,7 +208,7 @@ fn an_attempt_of_one_event_is_the_line_of_its_attempt_line() {
         event_id: "ev-9",
         event_type: "device.status",
         attempt: 2,
-        source: "device-events/0/5",
+        source: SourceRef::Kept(b"device-events/0/5"),
         ..shared(Some(204), "", 3.0)
     };
     let mut lines = AttemptLines::new(&line, 1);
@@ -308,7 +308,17 @@ fn text_is_written_as_serde_json_writes_it() {
 #[test]
 fn a_single_line_is_what_serialising_its_attempt_line_gives() {
     let reasons = [None, Some("client_error \"4xx\"")];
-    let sources = ["", "device-events/3/42", "t\u{7f}/\"q\"/\u{1}"];
+    let sources = [
+        SourceRef::Kept(b""),
+        SourceRef::Kept(b"device-events/3/42"),
+        SourceRef::Kept("t\u{7f}/\"q\"/\u{1}".as_bytes()),
+        SourceRef::Kept(b"not utf-8 \xff"),
+        SourceRef::At {
+            topic: "device-events",
+            partition: 3,
+            offset: i64::MAX,
+        },
+    ];
     let statuses = [None, Some(204), Some(u16::MAX)];
     let latencies = [0.0, 1.25, 30_000.0, f64::NAN, f64::INFINITY, -0.5];
     let mut cases = 0;
@@ -339,5 +349,5 @@ fn a_single_line_is_what_serialising_its_attempt_line_gives() {
             }
         }
     }
-    assert_eq!(cases, 2 * 3 * 3 * 6);
+    assert_eq!(cases, 2 * 5 * 3 * 6);
 }
