@@ -37,13 +37,11 @@ pub fn webhook_id(event_id: &str, endpoint_id: &str) -> String {
     h.update(event_id.as_bytes());
     h.update([0u8]);
     h.update(endpoint_id.as_bytes());
-    let mut digits = [0u8; 32];
-    // 16 bytes always fit 32 hex digits.
-    let _ = hex::encode_to_slice(&h.finalize()[..16], &mut digits);
-    let mut id = String::with_capacity(36);
-    id.push_str("msg_");
-    id.extend(digits.iter().map(|&d| char::from(d)));
-    id
+    let mut id = *b"msg_00000000000000000000000000000000";
+    // 16 bytes always fit the 32 hex digits after `msg_`.
+    let _ = hex::encode_to_slice(&h.finalize()[..16], &mut id[4..]);
+    // ASCII throughout: `msg_` and hex digits.
+    String::from_utf8_lossy(&id).into_owned()
 }
 
 /// What one attempt produced.

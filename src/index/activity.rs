@@ -362,9 +362,11 @@ impl EndpointActivity {
         } else {
             ring.len() < RING_CAPACITY && self.budget.try_take()
         };
-        if !grow && let Some(mut oldest) = ring.pop_front() {
+        if !grow && let Some(oldest) = ring.front_mut() {
+            // Written in place, then made the newest: one record moved
+            // (onto itself once the ring is at its capacity), not two.
             oldest.overwrite(record);
-            ring.push_back(oldest);
+            ring.rotate_left(1);
             return;
         }
         if ring.len() == ring.capacity() {

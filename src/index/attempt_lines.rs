@@ -123,7 +123,7 @@ fn write_source(out: &mut Vec<u8>, source: SourceRef<'_>) -> serde_json::Result<
         SourceRef::Kept([]) => Ok(()),
         SourceRef::Kept(bytes) => {
             out.extend_from_slice(b",\"source\":");
-            json(out, &String::from_utf8_lossy(bytes))
+            json_str(out, &String::from_utf8_lossy(bytes))
         }
         SourceRef::At {
             topic,
@@ -166,26 +166,31 @@ fn write_gap(out: &mut Vec<u8>, shared: &AttemptLine<'_>, gap: Gap) -> serde_jso
     match gap {
         Gap::Head => {
             out.extend_from_slice(b"{\"time_ms\":");
-            json(out, &shared.time_ms)?;
+            out.extend_from_slice(itoa::Buffer::new().format(shared.time_ms).as_bytes());
             out.extend_from_slice(b",\"endpoint\":");
-            json(out, shared.endpoint)?;
+            json_str(out, shared.endpoint)?;
             out.extend_from_slice(b",\"event_id\":");
         }
         Gap::AfterType => {
             out.extend_from_slice(b",\"webhook_id\":");
-            json(out, shared.webhook_id)?;
+            json_str(out, shared.webhook_id)?;
             out.extend_from_slice(b",\"attempt\":");
         }
         Gap::AfterAttempt => {
             out.extend_from_slice(b",\"status\":");
-            json(out, &shared.status)?;
+            match shared.status {
+                Some(status) => {
+                    out.extend_from_slice(itoa::Buffer::new().format(status).as_bytes());
+                }
+                None => out.extend_from_slice(b"null"),
+            }
             out.extend_from_slice(b",\"outcome\":");
         }
         Gap::AfterReason => {
             out.extend_from_slice(b",\"latency_ms\":");
             json(out, &shared.latency_ms)?;
             out.extend_from_slice(b",\"error\":");
-            json(out, shared.error)?;
+            json_str(out, shared.error)?;
         }
     }
     Ok(())

@@ -322,7 +322,10 @@ fn a_single_line_is_what_serialising_its_attempt_line_gives() {
     let statuses = [None, Some(204), Some(u16::MAX)];
     let latencies = [0.0, 1.25, 30_000.0, f64::NAN, f64::INFINITY, -0.5];
     let mut cases = 0;
-    for reason in reasons {
+    for (reason, (plain, error)) in reasons
+        .into_iter()
+        .flat_map(|r| [(false, "reset \"by peer\"\r\n"), (true, "")].map(|e| (r, e)))
+    {
         for source in sources {
             for status in statuses {
                 for latency_ms in latencies {
@@ -334,7 +337,18 @@ fn a_single_line_is_what_serialising_its_attempt_line_gives() {
                         outcome: Outcome::DeadLettered,
                         reason,
                         source,
-                        ..shared(status, "reset \"by peer\"\r\n", latency_ms)
+                        ..shared(status, error, latency_ms)
+                    };
+                    // Plain text takes the copy without escapes; the rest
+                    // goes through serde_json.
+                    let line = if plain {
+                        AttemptLine {
+                            endpoint: "fleet-ops",
+                            webhook_id: "msg_2x",
+                            ..line
+                        }
+                    } else {
+                        line
                     };
                     let mut expected = serde_json::to_vec(&line).unwrap();
                     expected.push(b'\n');
@@ -349,5 +363,5 @@ fn a_single_line_is_what_serialising_its_attempt_line_gives() {
             }
         }
     }
-    assert_eq!(cases, 2 * 5 * 3 * 6);
+    assert_eq!(cases, 2 * 2 * 5 * 3 * 6);
 }
