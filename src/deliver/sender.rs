@@ -40,6 +40,7 @@ mod held;
 mod limit;
 mod line;
 mod queue;
+mod slots;
 mod worker;
 
 use attempt::defer;

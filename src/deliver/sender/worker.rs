@@ -11,9 +11,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures::FutureExt;
-use futures::StreamExt;
-use futures::stream::FuturesUnordered;
-use std::future::Future;
+use std::future::{Future, poll_fn};
 use std::panic::AssertUnwindSafe;
 
 use crate::core::Reason;
@@ -21,6 +19,7 @@ use crate::wire::headers::{History, now_ms};
 
 use super::attempt::{dead_letter, defer, deliver};
 use super::held::set_aside;
+use super::slots::AttemptSlots;
 use super::{Delivery, Shared};
 
 /// How long an idle worker of a streaming endpoint waits for more before
@@ -30,19 +29,19 @@ pub(super) const WORKER_LINGER: Duration = Duration::from_millis(50);
 /// Deliveries this close together (ms) make a stream.
 pub(super) const STREAM_GAP_MS: i64 = 1_000;
 
-/// Attempts in flight, driven by the worker that started them: a task per
-/// attempt cost a spawn, its scheduling and its removal (about 4 % of the
-/// delivery workers' CPU in bench (a)).
-type InFlight = FuturesUnordered<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>>;
-
-/// Awaits `step` while driving the attempts in flight.
-async fn driving<T>(attempts: &mut InFlight, step: impl Future<Output = T>) -> T {
+/// Awaits `step` while driving the attempts in flight. (The worker drives
+/// them itself: a task per attempt cost a spawn, its scheduling and its
+/// removal, about 4 % of the delivery workers' CPU in bench (a).)
+async fn driving<F: Future<Output = ()>, T>(
+    attempts: &mut AttemptSlots<F>,
+    step: impl Future<Output = T>,
+) -> T {
     tokio::pin!(step);
     loop {
         tokio::select! {
             biased;
             done = &mut step => return done,
-            Some(()) = attempts.next(), if !attempts.is_empty() => {}
+            _ = poll_fn(|cx| attempts.poll_ended(cx)), if !attempts.is_idle() => {}
         }
     }
 }
@@ -51,16 +50,16 @@ async fn driving<T>(attempts: &mut InFlight, step: impl Future<Output = T>) -> T
 /// once they are done, lingers a moment (with `linger`) so a steady stream
 /// does not start a worker per delivery. `false`: nothing arrived, and no
 /// attempt is in flight.
-async fn await_arrival(
-    attempts: &mut InFlight,
+async fn await_arrival<F: Future<Output = ()>>(
+    attempts: &mut AttemptSlots<F>,
     mut arrived: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>,
     linger: bool,
 ) -> bool {
-    while !attempts.is_empty() {
+    while !attempts.is_idle() {
         tokio::select! {
             biased;
             () = arrived.as_mut() => return true,
-            _ = attempts.next() => {}
+            _ = poll_fn(|cx| attempts.poll_ended(cx)) => {}
         }
     }
     linger && tokio::time::timeout(WORKER_LINGER, arrived).await.is_ok()
@@ -74,7 +73,7 @@ pub(super) async fn work(shared: Arc<Shared>, linger: bool) {
     let batch = shared.endpoint.load().config.batch;
     let max_events = batch.max_events.max(1) as usize;
     let max_wait = batch.max_wait.get();
-    let mut attempts = InFlight::new();
+    let mut attempts = AttemptSlots::new();
     loop {
         let mut hand = InHand::new(&shared, Vec::with_capacity(1));
         loop {
@@ -144,42 +143,39 @@ pub(super) async fn work(shared: Arc<Shared>, linger: bool) {
         // (The semaphore is never closed; closed would only lift the limit.)
         let host_slot = shared.host_slots.load_full().acquire_owned();
         let host_slot = driving(&mut attempts, host_slot).await.ok();
-        start_attempt(&shared, &mut attempts, hand.hand_over(), permit, host_slot).await;
+        // Polled at once: its request goes out while the next is taken, as
+        // a spawned task's would.
+        attempts.start(attempt(
+            Arc::clone(&shared),
+            hand.hand_over(),
+            permit,
+            host_slot,
+        ));
     }
 }
 
-/// Adds an attempt of `batch` to the worker's `attempts`, holding `permit`
-/// and `host_slot` until it ends, and polls it at once (its request goes
-/// out while the next is taken, as a spawned task's would).
-async fn start_attempt(
-    shared: &Arc<Shared>,
-    attempts: &mut InFlight,
+/// An attempt of `batch`, holding `permit` and `host_slot` until it ends;
+/// a panic in it is caught (see [`panicked`]).
+async fn attempt(
+    shared: Arc<Shared>,
     batch: Vec<Delivery>,
     permit: tokio::sync::OwnedSemaphorePermit,
     host_slot: Option<tokio::sync::OwnedSemaphorePermit>,
 ) {
-    let shared = Arc::clone(shared);
-    attempts.push(Box::pin(async move {
-        let attempt = AssertUnwindSafe(deliver(&shared, batch))
-            .catch_unwind()
-            .await;
-        let observed = match attempt {
-            Ok(observed) => observed,
-            Err(panic) => {
-                panicked(&shared, panic.as_ref());
-                None
-            }
-        };
-        if let Some(adaptive) = &shared.adaptive {
-            adaptive.finish(shared.endpoint.load().id(), observed);
+    let attempt = AssertUnwindSafe(deliver(&shared, batch))
+        .catch_unwind()
+        .await;
+    let observed = match attempt {
+        Ok(observed) => observed,
+        Err(panic) => {
+            panicked(&shared, panic.as_ref());
+            None
         }
-        drop((permit, host_slot));
-    }));
-    std::future::poll_fn(|cx| {
-        while let std::task::Poll::Ready(Some(())) = attempts.poll_next_unpin(cx) {}
-        std::task::Poll::Ready(())
-    })
-    .await;
+    };
+    if let Some(adaptive) = &shared.adaptive {
+        adaptive.finish(shared.endpoint.load().id(), observed);
+    }
+    drop((permit, host_slot));
 }
 
 /// Starts a worker for `shared`'s queue, supervised: a worker that panics
