@@ -171,14 +171,7 @@ fn source_as_text<S: serde::Serializer>(
     source: &SourceRef<'_>,
     serializer: S,
 ) -> Result<S::Ok, S::Error> {
-    match *source {
-        SourceRef::Kept(bytes) => serializer.serialize_str(&String::from_utf8_lossy(bytes)),
-        at => {
-            let mut text = String::new();
-            at.write_text(&mut text);
-            serializer.serialize_str(&text)
-        }
-    }
+    serializer.serialize_str(&source.text())
 }
 
 impl Serialize for AttemptRecord {
@@ -201,11 +194,7 @@ impl From<&AttemptLine<'_>> for AttemptRecord {
             reason: l.reason.map(str::to_string),
             latency_ms: l.latency_ms,
             error: l.error.to_string(),
-            source: {
-                let mut text = String::new();
-                l.source.write_text(&mut text);
-                text
-            },
+            source: l.source.text(),
         }
     }
 }
@@ -227,24 +216,24 @@ impl AttemptRecord {
         }
         self.latency_ms = l.latency_ms;
         overwrite(&mut self.error, l.error);
-        // As `overwrite` does, the text written in place.
-        if self.source.capacity() > 256 {
-            self.source = String::new();
-        }
-        self.source.clear();
-        l.source.write_text(&mut self.source);
+        refill(&mut self.source, |kept| l.source.write_text(kept));
     }
 }
 
-/// Makes `kept` hold `text`, in its own memory unless that is over four
-/// times what `text` needs (a batch's ids, a long error, kept no longer
-/// than the record that needed them).
+/// Makes `kept` hold `text` (see [`refill`]).
 fn overwrite(kept: &mut String, text: &str) {
-    if kept.capacity() > text.len().max(64) * 4 {
-        *kept = text.to_string();
-    } else {
-        kept.clear();
-        kept.push_str(text);
+    refill(kept, |kept| kept.push_str(text));
+}
+
+/// Makes `kept` hold what `write` appends, in its own memory; memory over
+/// four times what the text needs (a batch's ids, a long error) is given
+/// back, kept no longer than the record that needed it.
+fn refill(kept: &mut String, write: impl FnOnce(&mut String)) {
+    kept.clear();
+    write(kept);
+    let enough = kept.len().max(64);
+    if kept.capacity() > enough * 4 {
+        kept.shrink_to(enough);
     }
 }
 

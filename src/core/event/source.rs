@@ -34,6 +34,13 @@ impl SourceRef<'_> {
         matches!(self, Self::Kept([]))
     }
 
+    /// Its text (see [`SourceRef::write_text`]).
+    pub fn text(&self) -> String {
+        let mut text = String::new();
+        self.write_text(&mut text);
+        text
+    }
+
     /// Appends its text to `out`: a kept header as it is (bytes that are
     /// no UTF-8 replaced), coordinates as `topic/partition/offset`.
     pub fn write_text(&self, out: &mut String) {
@@ -118,8 +125,6 @@ impl Payload {
 
     /// [`Payload::source`] as text (bytes that are not UTF-8 replaced).
     pub fn source_text(&self) -> String {
-        let mut text = String::new();
-        self.source_ref().write_text(&mut text);
-        text
+        self.source_ref().text()
     }
 }

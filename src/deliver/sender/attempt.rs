@@ -90,10 +90,11 @@ pub(super) async fn deliver(shared: &Arc<Shared>, batch: Vec<Delivery>) -> Optio
         "batch"
     };
     let first = &hand.deliveries[0];
-    let event_id = if hand.deliveries.len() == 1 {
-        first.event.id()
+    // A single event's own id; a batch's, its webhook id.
+    let event_id: &str = if hand.deliveries.len() == 1 {
+        &joined_ids
     } else {
-        std::borrow::Cow::Borrowed(wid.as_str())
+        &wid
     };
     let event_time_ms = first
         .event
@@ -113,7 +114,7 @@ pub(super) async fn deliver(shared: &Arc<Shared>, batch: Vec<Delivery>) -> Optio
             body: &shaped.body,
             webhook_id: &wid,
             event_type: kind,
-            event_id: &event_id,
+            event_id,
             event_time_ms,
             // The attempt's clock reading, microseconds old: no await since.
             timestamp: now.div_euclid(1000),
