@@ -57,8 +57,20 @@ impl PartitionAcks {
     /// Records one outcome of `offset`. Returns `false` when the offset is not
     /// pending (already settled, or never registered).
     pub fn complete(&mut self, offset: i64) -> bool {
-        let Ok(pos) = self.pending.binary_search_by_key(&offset, |(o, _)| *o) else {
-            return false;
+        // Offsets are mostly consecutive: the record `offset - front` places
+        // after the oldest pending one is looked at before searching (a
+        // search per outcome was 1 % of bench (b)'s pipeline CPU).
+        let guess = self
+            .pending
+            .front()
+            .and_then(|&(front, _)| usize::try_from(offset.checked_sub(front)?).ok())
+            .filter(|&at| self.pending.get(at).is_some_and(|&(o, _)| o == offset));
+        let pos = match guess {
+            Some(at) => at,
+            None => match self.pending.binary_search_by_key(&offset, |(o, _)| *o) {
+                Ok(pos) => pos,
+                Err(_) => return false,
+            },
         };
         let left = &mut self.pending[pos].1;
         if *left == 0 {
@@ -369,6 +381,32 @@ mod tests {
         assert!(t.register(P, 3, 1).is_none());
         assert!(t.register(Q, 0, 1).is_none(), "unassigned partition");
         assert_eq!(t.unsettled(), 1);
+    }
+
+    #[test]
+    fn offsets_with_gaps_settle_and_unknown_offsets_are_refused() {
+        // Compacted topics and transaction markers leave gaps: an outcome's
+        // record is not always `offset - oldest` places along.
+        let mut t = AckTracker::new();
+        t.assign(P);
+        let offsets = [10, 11, 20, 21, 22, 40];
+        let tokens: Vec<AckToken> = offsets.iter().map(|&o| t.register(P, o, 1).unwrap()).collect();
+        // Neither registered: one lands where a consecutive guess points at
+        // 21, one past the end, one before the oldest.
+        for offset in [13, 100, 5] {
+            assert!(!t.complete(AckToken { offset, ..tokens[0] }));
+        }
+        assert!(t.complete(tokens[3]));
+        assert!(t.complete(tokens[5]));
+        assert!(t.complete(tokens[0]));
+        assert_eq!(t.take_commits(), vec![(P, 11)]);
+        assert!(t.complete(tokens[1]));
+        assert!(t.complete(tokens[2]));
+        assert!(!t.complete(tokens[2]), "settled already");
+        assert_eq!(t.take_commits(), vec![(P, 22)]);
+        assert!(t.complete(tokens[4]));
+        assert_eq!(t.take_commits(), vec![(P, 41)]);
+        assert_eq!((t.unsettled(), t.outstanding()), (0, 0));
     }
 
     #[test]
