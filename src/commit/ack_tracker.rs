@@ -390,11 +390,17 @@ mod tests {
         let mut t = AckTracker::new();
         t.assign(P);
         let offsets = [10, 11, 20, 21, 22, 40];
-        let tokens: Vec<AckToken> = offsets.iter().map(|&o| t.register(P, o, 1).unwrap()).collect();
+        let tokens: Vec<AckToken> = offsets
+            .iter()
+            .map(|&o| t.register(P, o, 1).unwrap())
+            .collect();
         // Neither registered: one lands where a consecutive guess points at
         // 21, one past the end, one before the oldest.
         for offset in [13, 100, 5] {
-            assert!(!t.complete(AckToken { offset, ..tokens[0] }));
+            assert!(!t.complete(AckToken {
+                offset,
+                ..tokens[0]
+            }));
         }
         assert!(t.complete(tokens[3]));
         assert!(t.complete(tokens[5]));
