@@ -394,8 +394,8 @@ mod tests {
             .iter()
             .map(|&o| t.register(P, o, 1).unwrap())
             .collect();
-        // Neither registered: one lands where a consecutive guess points at
-        // 21, one past the end, one before the oldest.
+        // None of these is registered: 13 lands where a consecutive guess
+        // finds 21, 100 past the end, 5 before the oldest.
         for offset in [13, 100, 5] {
             assert!(!t.complete(AckToken {
                 offset,
